@@ -1,0 +1,6 @@
+// ropescale internal: macros used by detail kernels; undone by macro_unscope.hpp.
+#if defined(__GNUC__) || defined(__clang__)
+#define ROPESCALE_RESTRICT __restrict__
+#else
+#define ROPESCALE_RESTRICT
+#endif

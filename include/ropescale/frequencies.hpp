@@ -1,0 +1,100 @@
+// ropescale: the RoPE description and its base inverse frequencies.
+//
+// A head of head_dim channels rotates only its first rotary_dim channels (partial rotary, e.g.
+// Phi-4-mini: head_dim 128, partial_rotary_factor 0.75, rotary_dim 96); the rest pass through.
+// The rotary channels form rotary_dim / 2 pairs. Pair i rotates by the angle pos * theta_i with
+//
+//     theta_i = rope_theta ^ (-2 i / rotary_dim),   i = 0 .. rotary_dim/2 - 1   (RoFormer, eq. 15)
+//
+// and its period is T_i = 2 pi / theta_i tokens. A model pre-trained on original_max_position
+// tokens has seen a full period only for pairs with T_i <= original_max_position.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <ostream>
+
+#include "ropescale/error.hpp"
+
+namespace ropescale {
+
+/// What a model's RoPE looks like before any rescaling.
+struct RopeSpec {
+  std::int64_t head_dim = 128;    ///< channels per attention head
+  std::int64_t rotary_dim = 128;  ///< leading channels that rotate; even, <= head_dim
+  double rope_theta = 10000.0;    ///< the base ("rope_theta" in config.json)
+  std::int64_t original_max_position = 4096;  ///< pre-training window L_train
+
+  /// Number of rotating pairs, rotary_dim / 2.
+  std::int64_t pairs() const noexcept { return rotary_dim / 2; }
+
+  friend bool operator==(const RopeSpec& a, const RopeSpec& b) noexcept {
+    return a.head_dim == b.head_dim && a.rotary_dim == b.rotary_dim &&
+           a.rope_theta == b.rope_theta && a.original_max_position == b.original_max_position;
+  }
+  friend bool operator!=(const RopeSpec& a, const RopeSpec& b) noexcept { return !(a == b); }
+  friend std::ostream& operator<<(std::ostream& os, const RopeSpec& s) {
+    return os << "RopeSpec{head_dim=" << s.head_dim << ", rotary_dim=" << s.rotary_dim
+              << ", rope_theta=" << s.rope_theta
+              << ", original_max_position=" << s.original_max_position << "}";
+  }
+};
+
+/// Checks every field of a RopeSpec; the message names the field, its value and the rule.
+inline Status validate(const RopeSpec& spec) {
+  if (spec.head_dim <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "head_dim", spec.head_dim, "must be > 0");
+  if (spec.rotary_dim <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim, "must be > 0");
+  if (spec.rotary_dim % 2 != 0)
+    return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
+                       "must be even (channels rotate in pairs)");
+  if (spec.rotary_dim > spec.head_dim)
+    return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
+                       "must be <= head_dim (" + std::to_string(spec.head_dim) + ")");
+  if (!std::isfinite(spec.rope_theta) || !(spec.rope_theta > 1.0))
+    return make_status(ErrorCode::kInvalidArgument, "rope_theta", spec.rope_theta,
+                       "must be finite and > 1");
+  if (spec.original_max_position <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "original_max_position",
+                       spec.original_max_position, "must be > 0");
+  return Status();
+}
+
+/// Base inverse frequencies theta_i = rope_theta^(-2i/rotary_dim), computed in double exactly as
+/// Hugging Face's float64 path does (1 / base^(2i/d)). Throws Error on an invalid spec.
+inline Eigen::ArrayXd base_inv_freq(const RopeSpec& spec) {
+  throw_if_error(validate(spec));
+  const Eigen::Index n = static_cast<Eigen::Index>(spec.pairs());
+  Eigen::ArrayXd out(n);
+  const double d = static_cast<double>(spec.rotary_dim);
+  for (Eigen::Index i = 0; i < n; ++i)
+    out[i] = 1.0 / std::pow(spec.rope_theta, static_cast<double>(2 * i) / d);
+  return out;
+}
+
+/// Theoretical critical pair (LongRoPE2 eq. 7 in cosine-pair units):
+///   ceil(rotary_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
+/// period during pre-training. The full-dimension value d_tcd is twice this.
+inline std::int64_t theoretical_critical_pair(const RopeSpec& spec) {
+  throw_if_error(validate(spec));
+  const double two_pi = 6.283185307179586476925286766559;
+  const double x = static_cast<double>(spec.pairs()) *
+                   std::log(static_cast<double>(spec.original_max_position) / two_pi) /
+                   std::log(spec.rope_theta);
+  return static_cast<std::int64_t>(std::ceil(x));
+}
+
+/// Lower bound of the critical-dimension search (LongRoPE2 Alg. 1): the pair whose period fits
+/// ten times into L_train, ceil(rotary_dim/2 * log_base(L_train / (2pi * 10))).
+inline std::int64_t critical_search_lower_pair(const RopeSpec& spec) {
+  throw_if_error(validate(spec));
+  const double two_pi = 6.283185307179586476925286766559;
+  const double x = static_cast<double>(spec.pairs()) *
+                   std::log(static_cast<double>(spec.original_max_position) / (two_pi * 10.0)) /
+                   std::log(spec.rope_theta);
+  return static_cast<std::int64_t>(std::ceil(x));
+}
+
+}  // namespace ropescale

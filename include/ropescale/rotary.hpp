@@ -1,0 +1,527 @@
+// ropescale: rotary position embedding with rescaled frequencies, applied inside a host's
+// attention code.
+//
+// ## What rotates
+//
+//   x: [tokens, heads, head_dim], element (t, h, j) at data[t*token_stride + h*head_stride + j]
+//      [T,H,D] contiguous: token_stride = H*D, head_stride = D
+//      [H,T,D] contiguous: token_stride = D,   head_stride = T*D
+//      fused QKV [T, Hq+2Hk, D]: q at data, k at data + Hq*D, both token_stride = (Hq+2Hk)*D
+//
+//   Channels [0, rotary_dim) of every head rotate in rotary_dim/2 pairs; channels
+//   [rotary_dim, head_dim) pass through untouched (partial rotary, e.g. Phi-4-mini 96 of 128).
+//
+//   PairLayout::kHalfSplit   pair i = channels (i, i + rotary_dim/2)  Llama, Hugging Face, NeoX
+//       | x0 x1 x2 x3 | y0 y1 y2 y3 | pass-through |     (x_i, y_i) rotate together
+//   PairLayout::kInterleaved pair i = channels (2i, 2i + 1)           GPT-J, llama2.c, ggml NORMAL
+//       | x0 y0 x1 y1 x2 y2 x3 y3 | pass-through |
+//
+// ## The angle and the attention factor
+//
+//   angle(t, i) = positions[t] * inv_freq_i,   inv_freq_i = rope_theta^(-2i/rotary_dim) / lambda_i
+//   forward:  x' = m * ( x cos(angle) - y sin(angle) ),  y' = m * ( y cos(angle) + x sin(angle) )
+//
+// where lambda_i and m (the attention factor, "mscale") come from a FactorTable. m multiplies
+// both cos and sin, as Hugging Face's attention_scaling does. RotaryDirection::kInverse undoes the
+// forward rotation (angle -> -angle, m -> 1/m); kBackward is its transpose, the gradient of the
+// forward pass (angle -> -angle, m kept).
+//
+// ## Angle sources
+//
+//   RotaryCache         cos/sin precomputed for positions [0, num_positions), float storage.
+//   RotaryFrequencies   cos/sin computed per token on the fly, for any position in [0, 2^63).
+//
+// Both compute the angle in double with an exact Cody-Waite range reduction, so float outputs
+// stay within 2e-6 of a long double reference at every position up to 2^21 and beyond; the
+// float32 `pos * inv_freq` most engines use is off by ~0.1 at 2^21.
+//
+// ## Front door and kernel
+//
+// apply_rotary* validate every argument and throw ropescale::Error naming the argument, the value
+// and the rule; try_apply_rotary* return the same as a Status and never throw. Nothing is written
+// when validation fails. The unchecked kernels live in ropescale/detail/.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "ropescale/detail/angle.hpp"
+#include "ropescale/detail/rotary_kernels.hpp"
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+#include "ropescale/frequencies.hpp"
+
+namespace ropescale {
+
+/// Which channels form a rotating pair (see the drawing at the top of this header).
+enum class PairLayout { kHalfSplit, kInterleaved };
+
+/// kForward applies RoPE; kInverse undoes it; kBackward is the transpose (gradient pass).
+enum class RotaryDirection { kForward, kInverse, kBackward };
+
+inline const char* to_string(PairLayout layout) noexcept {
+  return layout == PairLayout::kHalfSplit ? "half_split" : "interleaved";
+}
+inline const char* to_string(RotaryDirection d) noexcept {
+  return d == RotaryDirection::kForward ? "forward"
+         : d == RotaryDirection::kInverse ? "inverse"
+                                          : "backward";
+}
+
+/// A strided [tokens, heads, head_dim] tensor of query or key heads (strides in elements).
+template <typename T>
+struct HeadsView {
+  T* data = nullptr;
+  std::int64_t tokens = 0;
+  std::int64_t heads = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t token_stride = 0;
+  std::int64_t head_stride = 0;
+
+  /// Contiguous [tokens, heads, head_dim].
+  static HeadsView tokens_heads_dim(T* data, std::int64_t tokens, std::int64_t heads,
+                                    std::int64_t head_dim) {
+    return {data, tokens, heads, head_dim, heads * head_dim, head_dim};
+  }
+  /// Contiguous [heads, tokens, head_dim].
+  static HeadsView heads_tokens_dim(T* data, std::int64_t tokens, std::int64_t heads,
+                                    std::int64_t head_dim) {
+    return {data, tokens, heads, head_dim, head_dim, tokens * head_dim};
+  }
+  /// The same view, read-only.
+  HeadsView<const T> as_const() const {
+    return {data, tokens, heads, head_dim, token_stride, head_stride};
+  }
+};
+
+/// On-the-fly angle source: the rescaled inverse frequencies and the attention factor.
+class RotaryFrequencies {
+ public:
+  /// inv_freq_i = base_inv_freq_i / lambda_i, attention factor from the table.
+  RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
+      : inv_freq_(table.inv_freq(spec)), attention_factor_(table.attention_factor()) {}
+
+  /// Raw frequencies (any finite values, negative allowed: e.g. the difference of two tables
+  /// used to re-rotate a KV cache) and a finite attention factor > 0.
+  RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor)
+      : inv_freq_(std::move(inv_freq)), attention_factor_(attention_factor) {
+    throw_if_error(check(inv_freq_, attention_factor_));
+  }
+
+  static Status check(const Eigen::ArrayXd& inv_freq, double attention_factor) {
+    if (inv_freq.size() == 0)
+      return make_status(ErrorCode::kInvalidArgument, "inv_freq.size()", 0, "must be > 0");
+    for (Eigen::Index i = 0; i < inv_freq.size(); ++i)
+      if (!std::isfinite(inv_freq[i]))
+        return make_status(ErrorCode::kInvalidArgument, "inv_freq[" + std::to_string(i) + "]",
+                           inv_freq[i], "must be finite");
+    if (!std::isfinite(attention_factor) || !(attention_factor > 0.0))
+      return make_status(ErrorCode::kInvalidArgument, "attention_factor", attention_factor,
+                         "must be finite and > 0");
+    return Status();
+  }
+
+  std::int64_t pairs() const noexcept { return static_cast<std::int64_t>(inv_freq_.size()); }
+  std::int64_t rotary_dim() const noexcept { return 2 * pairs(); }
+  const Eigen::ArrayXd& inv_freq() const noexcept { return inv_freq_; }
+  double attention_factor() const noexcept { return attention_factor_; }
+
+  /// Fills m*cos and m*sin of pos * inv_freq_i for every pair (scale multiplies m).
+  template <typename C>
+  void fill(std::int64_t pos, C* cos_out, C* sin_out, double scale = 1.0) const noexcept {
+    const double m = attention_factor_ * scale;
+    const double p = static_cast<double>(pos);
+    const double* f = inv_freq_.data();
+    const std::int64_t n = pairs();
+    const bool fast = std::abs(pos) < (std::int64_t{1} << 53) &&
+                      p * max_abs_inv_freq() < detail::kFastAngleLimit;
+    for (std::int64_t i = 0; i < n; ++i) {
+      double s, c;
+      if (fast)
+        detail::sincos_fast(p * f[i], s, c);
+      else
+        detail::sincos_position(pos, f[i], s, c);
+      cos_out[i] = static_cast<C>(m * c);
+      sin_out[i] = static_cast<C>(m * s);
+    }
+  }
+
+  /// Positions this source accepts: [0, 2^63).
+  bool covers(std::int64_t pos) const noexcept { return pos >= 0; }
+
+ private:
+  double max_abs_inv_freq() const noexcept {
+    if (max_abs_ < 0) max_abs_ = inv_freq_.abs().maxCoeff();
+    return max_abs_;
+  }
+  Eigen::ArrayXd inv_freq_;
+  double attention_factor_ = 1.0;
+  mutable double max_abs_ = -1.0;
+};
+
+/// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
+/// Scalar float (RotaryCache) suits float/half/bfloat16 data; double (RotaryCacheD) double data.
+template <typename Scalar>
+class BasicRotaryCache {
+  static_assert(std::is_same<Scalar, float>::value || std::is_same<Scalar, double>::value,
+                "cache scalar must be float or double");
+
+ public:
+  using scalar_type = Scalar;
+
+  BasicRotaryCache(const RopeSpec& spec, const FactorTable& table, std::int64_t num_positions)
+      : BasicRotaryCache(RotaryFrequencies(spec, table), num_positions) {}
+
+  BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
+      : pairs_(freqs.pairs()), attention_factor_(freqs.attention_factor()) {
+    if (num_positions <= 0)
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
+                                 "must be > 0"));
+    const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 2 / pairs_;
+    if (num_positions > limit)
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
+                                 "too large for a cache of " + std::to_string(pairs_) + " pairs"));
+    num_positions_ = num_positions;
+    cos_.resize(static_cast<std::size_t>(num_positions * pairs_));
+    sin_.resize(static_cast<std::size_t>(num_positions * pairs_));
+    for (std::int64_t p = 0; p < num_positions; ++p)
+      freqs.fill(p, cos_.data() + p * pairs_, sin_.data() + p * pairs_);
+  }
+
+  std::int64_t num_positions() const noexcept { return num_positions_; }
+  std::int64_t pairs() const noexcept { return pairs_; }
+  std::int64_t rotary_dim() const noexcept { return 2 * pairs_; }
+  double attention_factor() const noexcept { return attention_factor_; }
+  bool covers(std::int64_t pos) const noexcept { return pos >= 0 && pos < num_positions_; }
+
+  /// m*cos / m*sin row of a position in [0, num_positions).
+  const Scalar* cos_row(std::int64_t pos) const noexcept { return cos_.data() + pos * pairs_; }
+  const Scalar* sin_row(std::int64_t pos) const noexcept { return sin_.data() + pos * pairs_; }
+
+  template <typename C>
+  void fill(std::int64_t pos, C* cos_out, C* sin_out, double scale = 1.0) const noexcept {
+    const Scalar* c = cos_row(pos);
+    const Scalar* s = sin_row(pos);
+    for (std::int64_t i = 0; i < pairs_; ++i) {
+      cos_out[i] = static_cast<C>(static_cast<double>(c[i]) * scale);
+      sin_out[i] = static_cast<C>(static_cast<double>(s[i]) * scale);
+    }
+  }
+
+ private:
+  std::int64_t pairs_ = 0;
+  std::int64_t num_positions_ = 0;
+  double attention_factor_ = 1.0;
+  std::vector<Scalar> cos_;
+  std::vector<Scalar> sin_;
+};
+
+using RotaryCache = BasicRotaryCache<float>;
+using RotaryCacheD = BasicRotaryCache<double>;
+
+namespace detail {
+
+template <typename T>
+struct is_rotary_storage
+    : std::integral_constant<bool, std::is_same<T, float>::value ||
+                                       std::is_same<T, double>::value ||
+                                       std::is_same<T, Eigen::half>::value ||
+                                       std::is_same<T, Eigen::bfloat16>::value> {};
+
+// True when Angles is a cache whose rows can be used directly as compute type C.
+template <typename A, typename C>
+struct is_cache_of : std::false_type {};
+template <typename S>
+struct is_cache_of<BasicRotaryCache<S>, S> : std::true_type {};
+
+// One operand of a call: read from `in`, write to `out` (equal pointers and strides: in place).
+template <typename T>
+struct Operand {
+  const T* in = nullptr;
+  T* out = nullptr;
+  std::int64_t heads = 0, head_dim = 0;
+  std::int64_t in_token_stride = 0, in_head_stride = 0;
+  std::int64_t out_token_stride = 0, out_head_stride = 0;
+};
+
+// Address range [lo, hi) in elements relative to data of a view's rotated + passed-through rows.
+inline void extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim,
+                   std::int64_t ts, std::int64_t hs, std::int64_t& lo, std::int64_t& hi) {
+  lo = 0;
+  hi = head_dim;
+  if (tokens > 1) (ts < 0 ? lo : hi) += ts * (tokens - 1);
+  if (heads > 1) (hs < 0 ? lo : hi) += hs * (heads - 1);
+}
+
+template <typename T>
+inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t rotary_dim) {
+  const std::string n(name);
+  if (v.tokens < 0)
+    return make_status(ErrorCode::kInvalidArgument, n + ".tokens", v.tokens, "must be >= 0");
+  if (v.heads < 0)
+    return make_status(ErrorCode::kInvalidArgument, n + ".heads", v.heads, "must be >= 0");
+  if (v.head_dim <= 0)
+    return make_status(ErrorCode::kInvalidArgument, n + ".head_dim", v.head_dim, "must be > 0");
+  if (rotary_dim > v.head_dim)
+    return make_status(ErrorCode::kInvalidArgument, n + ".head_dim", v.head_dim,
+                       "must be >= rotary_dim (" + std::to_string(rotary_dim) + ")");
+  if (v.tokens == 0 || v.heads == 0) return Status();
+  if (v.data == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, n + ".data", nullptr, "must not be null");
+  // Rows (t, h) must not overlap: sort the two strides, the inner must clear a row and the outer
+  // must clear all inner rows.
+  struct Dim {
+    std::int64_t stride, count;
+    const char* name;
+  };
+  Dim a{v.token_stride < 0 ? -v.token_stride : v.token_stride, v.tokens, "token_stride"};
+  Dim b{v.head_stride < 0 ? -v.head_stride : v.head_stride, v.heads, "head_stride"};
+  if (a.count == 1) a.stride = 0;
+  if (b.count == 1) b.stride = 0;
+  if (a.stride > b.stride || (a.stride == b.stride && b.count > 1)) std::swap(a, b);
+  if (a.count > 1 && a.stride < v.head_dim)
+    return make_status(ErrorCode::kInvalidArgument, n + "." + a.name, a.stride,
+                       "rows overlap: must be >= head_dim (" + std::to_string(v.head_dim) + ")");
+  if (b.count > 1 && b.stride < std::max<std::int64_t>(a.stride * a.count, v.head_dim))
+    return make_status(ErrorCode::kInvalidArgument, n + "." + b.name, b.stride,
+                       "rows overlap: must be >= " +
+                           std::to_string(std::max<std::int64_t>(a.stride * a.count, v.head_dim)));
+  return Status();
+}
+
+inline std::int64_t angles_limit(const RotaryFrequencies&) {
+  return std::numeric_limits<std::int64_t>::max();
+}
+template <typename S>
+inline std::int64_t angles_limit(const BasicRotaryCache<S>& c) {
+  return c.num_positions();
+}
+
+template <typename Angles>
+inline Status check_positions(const Angles& angles, const std::int64_t* positions,
+                              std::int64_t tokens) {
+  if (tokens > 0 && positions == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "positions", nullptr, "must not be null");
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const std::int64_t p = positions[t];
+    if (p < 0)
+      return make_status(ErrorCode::kInvalidArgument, "positions[" + std::to_string(t) + "]", p,
+                         "must be >= 0");
+    if (!angles.covers(p))
+      return make_status(ErrorCode::kOutOfRange, "positions[" + std::to_string(t) + "]", p,
+                         "outside the cache [0, " +
+                             std::to_string(static_cast<long long>(angles_limit(angles))) +
+                             "); use a larger RotaryCache or RotaryFrequencies");
+  }
+  return Status();
+}
+
+template <typename T>
+inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, const char* out_name,
+                           const HeadsView<T>& out) {
+  if (in.tokens != out.tokens || in.heads != out.heads || in.head_dim != out.head_dim)
+    return make_status(ErrorCode::kInvalidArgument, std::string(out_name) + " shape",
+                       std::to_string(out.tokens) + "x" + std::to_string(out.heads) + "x" +
+                           std::to_string(out.head_dim),
+                       std::string("must equal ") + in_name + " shape " +
+                           std::to_string(in.tokens) + "x" + std::to_string(in.heads) + "x" +
+                           std::to_string(in.head_dim));
+  if (in.tokens == 0 || in.heads == 0) return Status();
+  if (static_cast<const void*>(in.data) == static_cast<const void*>(out.data) &&
+      in.token_stride == out.token_stride && in.head_stride == out.head_stride)
+    return Status();  // exactly in place
+  std::int64_t ilo, ihi, olo, ohi;
+  extent(in.tokens, in.heads, in.head_dim, in.token_stride, in.head_stride, ilo, ihi);
+  extent(out.tokens, out.heads, out.head_dim, out.token_stride, out.head_stride, olo, ohi);
+  const auto a0 = reinterpret_cast<std::uintptr_t>(in.data + ilo);
+  const auto a1 = reinterpret_cast<std::uintptr_t>(in.data + ihi);
+  const auto b0 = reinterpret_cast<std::uintptr_t>(out.data + olo);
+  const auto b1 = reinterpret_cast<std::uintptr_t>(out.data + ohi);
+  if (a0 < b1 && b0 < a1)
+    return make_status(ErrorCode::kInvalidArgument, out_name, "overlapping buffer",
+                       std::string("must not overlap ") + in_name +
+                           " out of place (pass the same view for in place)");
+  return Status();
+}
+
+template <typename T, typename Angles>
+inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
+                       const Operand<T>* ops, int n_ops, PairLayout layout,
+                       RotaryDirection direction, compute_t<T>* row_buf) noexcept {
+  using C = compute_t<T>;
+  const std::int64_t half = angles.pairs();
+  C* cbuf = row_buf;
+  C* sbuf = row_buf + half;
+  const double m = angles.attention_factor();
+  const double scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
+  const bool negate = direction != RotaryDirection::kForward;
+  dispatch_half(half, [&](auto khalf) {
+    constexpr int kHalf = decltype(khalf)::value;
+    for (std::int64_t t = 0; t < tokens; ++t) {
+      const C* c;
+      const C* s;
+      if constexpr (is_cache_of<Angles, C>::value) {
+        if (!negate) {
+          c = angles.cos_row(positions[t]);
+          s = angles.sin_row(positions[t]);
+        } else {
+          angles.fill(positions[t], cbuf, sbuf, scale);
+          c = cbuf;
+          s = sbuf;
+        }
+      } else {
+        angles.fill(positions[t], cbuf, sbuf, scale);
+        c = cbuf;
+        s = sbuf;
+      }
+      if (negate) {
+        for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
+      }
+      for (int o = 0; o < n_ops; ++o) {
+        const Operand<T>& op = ops[o];
+        const T* in = op.in + t * op.in_token_stride;
+        T* out = op.out + t * op.out_token_stride;
+        if (layout == PairLayout::kInterleaved)
+          rotate_token<kHalf, true>(in, out, op.heads, op.in_head_stride, op.out_head_stride,
+                                    half, op.head_dim, c, s);
+        else
+          rotate_token<kHalf, false>(in, out, op.heads, op.in_head_stride, op.out_head_stride,
+                                     half, op.head_dim, c, s);
+      }
+    }
+  });
+}
+
+template <typename T, typename Angles>
+inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
+                          const HeadsView<const T>* ins, const HeadsView<T>* outs, int n,
+                          const char* const* names_in, const char* const* names_out,
+                          PairLayout layout, RotaryDirection direction) {
+  static_assert(is_rotary_storage<T>::value,
+                "rotary storage type must be float, double, Eigen::half or Eigen::bfloat16");
+  if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
+    return make_status(ErrorCode::kInvalidArgument, "layout", static_cast<int>(layout),
+                       "must be kHalfSplit or kInterleaved");
+  if (direction != RotaryDirection::kForward && direction != RotaryDirection::kInverse &&
+      direction != RotaryDirection::kBackward)
+    return make_status(ErrorCode::kInvalidArgument, "direction", static_cast<int>(direction),
+                       "must be kForward, kInverse or kBackward");
+  const std::int64_t rotary_dim = angles.rotary_dim();
+  for (int i = 0; i < n; ++i) {
+    ROPESCALE_RETURN_IF_ERROR(check_view(names_in[i], ins[i], rotary_dim));
+    ROPESCALE_RETURN_IF_ERROR(check_view(names_out[i], outs[i], rotary_dim));
+    ROPESCALE_RETURN_IF_ERROR(check_in_out(names_in[i], ins[i], names_out[i], outs[i]));
+    if (ins[i].tokens != ins[0].tokens)
+      return make_status(ErrorCode::kInvalidArgument, std::string(names_in[i]) + ".tokens",
+                         ins[i].tokens,
+                         std::string("must equal ") + names_in[0] + ".tokens (" +
+                             std::to_string(ins[0].tokens) + ")");
+  }
+  if (n == 2 && ins[0].tokens > 0 && ins[0].heads > 0 && ins[1].heads > 0 &&
+      static_cast<const void*>(outs[0].data) == static_cast<const void*>(outs[1].data))
+    return make_status(ErrorCode::kInvalidArgument, names_out[1], "same pointer as q",
+                       "k must not alias q");
+  const std::int64_t tokens = n > 0 ? ins[0].tokens : 0;
+  ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, tokens));
+  Operand<T> ops[2];
+  for (int i = 0; i < n; ++i)
+    ops[i] = {ins[i].data,        outs[i].data,         ins[i].heads,         ins[i].head_dim,
+              ins[i].token_stride, ins[i].head_stride,  outs[i].token_stride, outs[i].head_stride};
+  std::vector<compute_t<T>> row(static_cast<std::size_t>(2 * angles.pairs()));
+  run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row.data());
+  return Status();
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Checked entry points. `Angles` is RotaryCache, RotaryCacheD or RotaryFrequencies.
+// positions: one int64 per token, >= 0 (and < num_positions for a cache).
+// ---------------------------------------------------------------------------------------------
+
+/// Rotates x in place. Status twin: try_apply_rotary.
+template <typename T, typename Angles>
+inline Status try_apply_rotary(const Angles& angles, const std::int64_t* positions,
+                               const HeadsView<T>& x, PairLayout layout,
+                               RotaryDirection direction = RotaryDirection::kForward) {
+  const HeadsView<const T> in = x.as_const();
+  const char* ni[] = {"x"};
+  const char* no[] = {"x"};
+  return detail::rotary_call<T>(angles, positions, &in, &x, 1, ni, no, layout, direction);
+}
+template <typename T, typename Angles>
+inline void apply_rotary(const Angles& angles, const std::int64_t* positions,
+                         const HeadsView<T>& x, PairLayout layout,
+                         RotaryDirection direction = RotaryDirection::kForward) {
+  throw_if_error(try_apply_rotary(angles, positions, x, layout, direction));
+}
+
+/// Rotates queries and keys in place in one pass over the tokens; q and k may have different
+/// head counts (GQA/MQA) and strides but share tokens and positions.
+template <typename T, typename Angles>
+inline Status try_apply_rotary_qk(const Angles& angles, const std::int64_t* positions,
+                                  const HeadsView<T>& q, const HeadsView<T>& k, PairLayout layout,
+                                  RotaryDirection direction = RotaryDirection::kForward) {
+  const HeadsView<const T> in[2] = {q.as_const(), k.as_const()};
+  const HeadsView<T> out[2] = {q, k};
+  const char* ni[] = {"q", "k"};
+  const char* no[] = {"q", "k"};
+  return detail::rotary_call<T>(angles, positions, in, out, 2, ni, no, layout, direction);
+}
+template <typename T, typename Angles>
+inline void apply_rotary_qk(const Angles& angles, const std::int64_t* positions,
+                            const HeadsView<T>& q, const HeadsView<T>& k, PairLayout layout,
+                            RotaryDirection direction = RotaryDirection::kForward) {
+  throw_if_error(try_apply_rotary_qk(angles, positions, q, k, layout, direction));
+}
+
+/// Out of place: out = R(in). Pass-through channels are copied. in and out must not overlap
+/// (the identical view is accepted and means in place).
+template <typename T, typename Angles>
+inline Status try_apply_rotary_out(const Angles& angles, const std::int64_t* positions,
+                                   const HeadsView<const T>& in, const HeadsView<T>& out,
+                                   PairLayout layout,
+                                   RotaryDirection direction = RotaryDirection::kForward) {
+  const char* ni[] = {"in"};
+  const char* no[] = {"out"};
+  return detail::rotary_call<T>(angles, positions, &in, &out, 1, ni, no, layout, direction);
+}
+template <typename T, typename Angles>
+inline void apply_rotary_out(const Angles& angles, const std::int64_t* positions,
+                             const HeadsView<const T>& in, const HeadsView<T>& out,
+                             PairLayout layout,
+                             RotaryDirection direction = RotaryDirection::kForward) {
+  throw_if_error(try_apply_rotary_out(angles, positions, in, out, layout, direction));
+}
+
+/// Out of place for queries and keys together.
+template <typename T, typename Angles>
+inline Status try_apply_rotary_qk_out(const Angles& angles, const std::int64_t* positions,
+                                      const HeadsView<const T>& q_in, const HeadsView<T>& q_out,
+                                      const HeadsView<const T>& k_in, const HeadsView<T>& k_out,
+                                      PairLayout layout,
+                                      RotaryDirection direction = RotaryDirection::kForward) {
+  const HeadsView<const T> in[2] = {q_in, k_in};
+  const HeadsView<T> out[2] = {q_out, k_out};
+  const char* ni[] = {"q_in", "k_in"};
+  const char* no[] = {"q_out", "k_out"};
+  return detail::rotary_call<T>(angles, positions, in, out, 2, ni, no, layout, direction);
+}
+template <typename T, typename Angles>
+inline void apply_rotary_qk_out(const Angles& angles, const std::int64_t* positions,
+                                const HeadsView<const T>& q_in, const HeadsView<T>& q_out,
+                                const HeadsView<const T>& k_in, const HeadsView<T>& k_out,
+                                PairLayout layout,
+                                RotaryDirection direction = RotaryDirection::kForward) {
+  throw_if_error(
+      try_apply_rotary_qk_out(angles, positions, q_in, q_out, k_in, k_out, layout, direction));
+}
+
+}  // namespace ropescale
