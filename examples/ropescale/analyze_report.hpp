@@ -1,0 +1,440 @@
+// `ropescale analyze` output: the per-pair table, the JSON document and the SVG plot, all drawn
+// from a ropescale::MethodComparison (critical.hpp). Kept in a header so the tests check exactly
+// what the tool prints.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "ropescale/critical.hpp"
+#include "ropescale/io/hf_config.hpp"
+#include "ropescale/scaling.hpp"
+#include "svg.hpp"
+
+namespace analyze {
+
+// LLaMA3-8B LongRoPE2 long_factor, 8192 -> 131072 tokens, rope_theta 500000 (microsoft/nnscaler
+// examples/longrope2/llama3_8b_longrope2_config.json @ 1585c15d). NTK-anchored below pair 33.
+inline constexpr double kLlama3LongRope2[64] = {
+    1,           1.097906416, 1.205398499, 1.323414747, 1.452985542, 1.595242149, 1.751426591,
+    1.922902493, 2.111166985, 2.317863779, 2.544797515, 2.79394952,  3.067495105, 3.367822558,
+    3.697553996, 4.059568257, 4.457026037, 4.893397485, 5.372492496, 5.898493984, 6.475994392,
+    7.110035795, 7.806153921, 8.570426477, 9.40952622,  10.33077921, 11.34222878, 12.45270576,
+    13.67190555, 15.01047283, 16.48009443, 18.09360142, 19.8650811,  21.81,       21.87,
+    21.88,       22.23,       22.28,       22.53,       22.65,       22.73,       22.89,
+    22.92,       23.18,       23.23,       23.36,       23.42,       23.47,       23.51,
+    23.52,       23.75,       23.82,       23.89,       24.06,       24.13,       24.14,
+    24.3,        24.53,       24.67,       24.75,       24.97,       25.49,       26.01,
+    26.05};
+
+/// The built-in default model: LLaMA3-8B (rope_theta 500000, head 128, trained on 8192 tokens).
+inline ropescale::RopeSpec llama3_8b_spec() {
+  ropescale::RopeSpec spec;
+  spec.head_dim = 128;
+  spec.rotary_dim = 128;
+  spec.rope_theta = 500000.0;
+  spec.original_max_position = 8192;
+  return spec;
+}
+
+/// What `ropescale analyze` was asked for.
+struct Options {
+  std::string config;   ///< a config.json path; empty: manual or default
+  bool manual = false;  ///< base / rotary_dim / train_len given explicitly
+  double base = 0.0;
+  std::int64_t rotary_dim = 0;
+  std::int64_t train_len = 0;
+  std::optional<std::int64_t> target;  ///< default: see make_report()
+};
+
+/// Everything the three outputs print.
+struct Report {
+  ropescale::MethodComparison cmp;
+  std::string model;
+  bool with_detected = false;  ///< the config listed its own factor table
+  std::optional<std::int64_t> detected_critical_pair;
+};
+
+/// Builds the comparison the tool prints.
+///
+/// Model: a config.json (read with ropescale/io/hf_config.hpp), or base / rotary_dim / train_len
+/// (head_dim = rotary_dim), or LLaMA3-8B. Target: `target`, else the config's
+/// max_position_embeddings when it exceeds the window, else 16 x the window (LLaMA3-8B: 131072).
+/// Tables: the closed-form methods at s = target / L_train (standard_tables), a config's own
+/// rope_scaling table in place of the method of the same name (a `longrope` long_factor list is
+/// named "longrope2" when it is NTK-anchored, else "longrope"), and for LLaMA3-8B's RoPE the
+/// published LongRoPE2 table. There is no published LongRoPE (v1) table for LLaMA3-8B: LongRoPE
+/// appears when a config lists one (Phi-3.5-mini). Throws ropescale::Error on bad input.
+inline Report make_report(const Options& opt) {
+  Report r;
+  ropescale::RopeSpec spec = llama3_8b_spec();
+  r.model = "LLaMA3-8B (built-in default)";
+  std::int64_t window_max = 0;
+  std::vector<ropescale::FactorTable> own;
+  std::optional<ropescale::RopeConfig> cfg;
+  if (!opt.config.empty()) {
+    ropescale::HfImportOptions io;
+    io.default_rope_theta = 10000.0;  // HF's Llama/Phi config classes default
+    cfg = ropescale::load_hf_config(opt.config, io);
+    spec = cfg->spec;
+    window_max = cfg->max_position_embeddings;
+    const auto slash = opt.config.find_last_of("/\\");
+    r.model = slash == std::string::npos ? opt.config : opt.config.substr(slash + 1);
+  } else if (opt.manual) {
+    spec.rope_theta = opt.base;
+    spec.rotary_dim = opt.rotary_dim;
+    spec.head_dim = opt.rotary_dim > 0 ? opt.rotary_dim : 1;
+    spec.original_max_position = opt.train_len;
+    r.model = "custom";
+  }
+  ropescale::throw_if_error(ropescale::check_critical_spec(spec));
+  std::int64_t target =
+      window_max > spec.original_max_position ? window_max : 16 * spec.original_max_position;
+  if (opt.target) target = *opt.target;
+  if (target < spec.original_max_position)
+    ropescale::throw_if_error(
+        ropescale::make_status(ropescale::ErrorCode::kInvalidArgument, "--target", target,
+                               "must be >= the training length L_train (" +
+                                   std::to_string(spec.original_max_position) + ")"));
+
+  if (cfg && cfg->rope_type != ropescale::RopeType::kDefault) {
+    if (cfg->rope_type == ropescale::RopeType::kLongRope) {
+      const ropescale::FactorTable lf = cfg->table_for(spec.original_max_position + 1);
+      r.with_detected = true;
+      r.detected_critical_pair = ropescale::detect_critical_pair(lf.factors());
+      own.emplace_back(lf.factors(), lf.attention_factor(),
+                       r.detected_critical_pair ? "longrope2" : "longrope");
+    } else {
+      own.push_back(cfg->table_for(target));
+    }
+  }
+  const ropescale::RopeSpec llama3 = llama3_8b_spec();
+  const bool has_v2 = !own.empty() && own.back().method() == "longrope2";
+  if (!has_v2 && spec.rotary_dim == llama3.rotary_dim && spec.rope_theta == llama3.rope_theta &&
+      spec.original_max_position == llama3.original_max_position) {
+    const Eigen::ArrayXd f = Eigen::Map<const Eigen::ArrayXd>(kLlama3LongRope2, 64);
+    own.emplace_back(f, ropescale::longrope_default_attention_factor(16.0, 8192), "longrope2");
+  }
+
+  std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, target);
+  for (const auto& t : own) {
+    bool replaced = false;
+    for (auto& s : tables) {
+      if (s.method() != t.method()) continue;
+      s = t;
+      replaced = true;
+    }
+    if (!replaced) tables.push_back(t);
+  }
+  r.cmp = ropescale::compare_tables(spec, target, tables);
+  return r;
+}
+
+/// printf into a std::string.
+template <typename... Args>
+inline std::string fmt(const char* format, Args... args) {
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), format, args...);
+  return std::string(buf);
+}
+
+/// "none", "35", "35-62", "3, 7-9".
+inline std::string pair_ranges(const std::vector<std::int64_t>& pairs) {
+  if (pairs.empty()) return "none";
+  std::string out;
+  std::size_t k = 0;
+  while (k < pairs.size()) {
+    std::size_t j = k;
+    while (j + 1 < pairs.size() && pairs[j + 1] == pairs[j] + 1) ++j;
+    if (!out.empty()) out += ", ";
+    out += std::to_string(pairs[k]);
+    if (j > k) out += "-" + std::to_string(pairs[j]);
+    k = j + 1;
+  }
+  return out;
+}
+
+/// A number in at most `width` characters: two decimals, then one, then none, then %.3g.
+inline std::string compact(double v, int width) {
+  for (const char* f : {"%.2f", "%.1f", "%.0f"}) {
+    const std::string s = fmt(f, v);
+    if (static_cast<int>(s.size()) <= width) return s;
+  }
+  return fmt("%.3g", v);
+}
+
+/// The name the literature uses for a method ("linear" is PI, "llama3" is Llama-3.1, ...).
+inline std::string label(const std::string& method) {
+  if (method == "linear") return "PI";
+  if (method == "ntk") return "NTK";
+  if (method == "ntk_critical") return "NTK-crit";
+  if (method == "yarn") return "YaRN";
+  if (method == "llama3") return "Llama-3.1";
+  if (method == "longrope") return "LongRoPE";
+  if (method == "longrope2") return "LongRoPE2";
+  return method;
+}
+
+/// Facts first, then one row per pair with every method's lambda_i ("!" marks an OOD pair),
+/// then one line per method with its OOD pairs. 30 + 10 columns per method: 100 for the seven
+/// methods a comparison can hold.
+inline void print_table(std::ostream& os, const ropescale::MethodComparison& cmp,
+                        const std::string& model,
+                        const std::optional<std::int64_t>& detected_critical_pair) {
+  const auto& a = cmp.analysis;
+  const auto& d = a.dims;
+  const std::string s = fmt("%g", a.scale);
+  os << "model: " << model << "\n"
+     << "rope_theta " << fmt("%g", a.spec.rope_theta) << ", rotary_dim " << a.spec.rotary_dim
+     << " (" << a.pairs() << " pairs), L_train " << a.spec.original_max_position << " -> L "
+     << a.target_length << ", s = L / L_train = " << s << "\n"
+     << "critical pair i_tcd = " << d.critical_pair << ", d_tcd = " << d.critical_dim
+     << " (d/2 log_base(L_train / 2pi) = " << fmt("%.3f", d.critical_pair_exact) << ")\n"
+     << "lower search bound i10 = " << d.lower_pair << " (its period fits 10 times in L_train)\n";
+  if (detected_critical_pair)
+    os << "config factor table: NTK-anchored below critical pair c = " << *detected_critical_pair
+       << "\n";
+  os << "pairs >= " << d.critical_pair << " never completed a period in pre-training; at L they "
+     << "stay in range\nonly if lambda_i >= s (LongRoPE2 eq. 10)\n\n";
+
+  std::string head = fmt("%4s %8s %9s %6s", "pair", "theta", "period", "Ltr/T");
+  for (const auto& m : cmp.methods) head += fmt(" %9s", label(m.method).substr(0, 9).c_str());
+  os << head << "\n";
+  const std::string rule(head.size(), '-');
+  os << rule << "\n";
+  for (std::int64_t i = 0; i < a.pairs(); ++i) {
+    if (i == d.lower_pair && d.lower_pair < d.critical_pair)
+      os << "---- i10 = " << i << ": lower bound of the critical-dimension search\n";
+    if (i == d.critical_pair)
+      os << "==== i_tcd = " << i << ": critical pairs from here, lambda must be >= " << s << "\n";
+    const Eigen::Index e = static_cast<Eigen::Index>(i);
+    std::string row = fmt("%4lld %8.3g %9.4g %6s", static_cast<long long>(i), a.theta[e],
+                          a.period[e], compact(a.train_periods[e], 6).c_str());
+    for (const auto& m : cmp.methods)
+      row += fmt(" %8s%c", compact(m.factors[e], 8).c_str(), m.is_ood(i) ? '!' : ' ');
+    while (!row.empty() && row.back() == ' ') row.pop_back();
+    os << row << "\n";
+  }
+  os << rule << "\n";
+  os << "Ltr/T = L_train / period (full periods seen in pre-training)\n"
+     << "! = out of distribution at L (lambda_i < s on a critical pair)\n\n";
+  os << fmt("%-24s %s", "method", "OOD pairs at L") << "\n";
+  for (const auto& m : cmp.methods) {
+    std::string line = fmt("%-24s ", (label(m.method) + " (" + m.method + ")").c_str());
+    line += m.ood_pairs.empty()
+                ? std::string("none")
+                : std::to_string(m.ood_pairs.size()) + " pairs: " + pair_ranges(m.ood_pairs);
+    if (m.detected_critical_pair)
+      line += "; NTK-anchored below c = " + std::to_string(*m.detected_critical_pair);
+    os << line << "\n";
+  }
+}
+
+inline nlohmann::ordered_json to_json_array(const Eigen::ArrayXd& v) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (Eigen::Index i = 0; i < v.size(); ++i) out.push_back(v[i]);
+  return out;
+}
+
+/// The JSON document: critical_pair, critical_dim, lower_pair, pairs (one object per pair) and
+/// methods (name -> factors, ood_pairs, ...). `with_detected` adds the top-level
+/// detected_critical_pair (null when the config's table has no NTK-anchored part).
+inline nlohmann::ordered_json to_json(const ropescale::MethodComparison& cmp,
+                                      const std::string& model, bool with_detected,
+                                      const std::optional<std::int64_t>& detected_critical_pair) {
+  using nlohmann::ordered_json;
+  const auto& a = cmp.analysis;
+  ordered_json j;
+  j["model"] = model;
+  j["rope_theta"] = a.spec.rope_theta;
+  j["rotary_dim"] = a.spec.rotary_dim;
+  j["head_dim"] = a.spec.head_dim;
+  j["original_max_position"] = a.spec.original_max_position;
+  j["target_length"] = a.target_length;
+  j["scale"] = a.scale;
+  j["critical_pair"] = a.dims.critical_pair;
+  j["critical_dim"] = a.dims.critical_dim;
+  j["critical_pair_exact"] = a.dims.critical_pair_exact;
+  j["lower_pair"] = a.dims.lower_pair;
+  j["lower_dim"] = a.dims.lower_dim;
+  if (with_detected)
+    j["detected_critical_pair"] =
+        detected_critical_pair ? ordered_json(*detected_critical_pair) : ordered_json(nullptr);
+  ordered_json pairs = ordered_json::array();
+  for (Eigen::Index i = 0; i < a.theta.size(); ++i) {
+    ordered_json p;
+    p["pair"] = static_cast<std::int64_t>(i);
+    p["theta"] = a.theta[i];
+    p["period"] = a.period[i];
+    p["train_periods"] = a.train_periods[i];
+    p["critical"] = a.is_critical(static_cast<std::int64_t>(i));
+    pairs.push_back(std::move(p));
+  }
+  j["pairs"] = std::move(pairs);
+  ordered_json methods = ordered_json::object();
+  for (const auto& m : cmp.methods) {
+    ordered_json o;
+    o["factors"] = to_json_array(m.factors);
+    o["attention_factor"] = m.attention_factor;
+    o["ood_pairs"] = m.ood_pairs;
+    o["margin"] = to_json_array(m.margin);
+    o["rescaled_period"] = to_json_array(m.rescaled_period);
+    o["detected_critical_pair"] =
+        m.detected_critical_pair ? ordered_json(*m.detected_critical_pair) : ordered_json(nullptr);
+    methods[m.method] = std::move(o);
+  }
+  j["methods"] = std::move(methods);
+  return j;
+}
+
+/// Colours for up to eight series (colour-blind-safe Okabe-Ito order, black last).
+inline const char* series_colour(std::size_t k) {
+  static const char* kColours[] = {"#0072B2", "#E69F00", "#009E73", "#CC79A7",
+                                   "#56B4E9", "#D55E00", "#F0E442", "#000000"};
+  return kColours[k % 8];
+}
+
+/// The plot: log-scale lambda_i per pair for each method (one <g class="series"> per method,
+/// data-method = its name), the line lambda = s, the critical pair and the lower search bound as
+/// vertical lines, the critical region shaded, and OOD pairs ringed in red.
+inline std::string render_svg(const ropescale::MethodComparison& cmp, const std::string& model) {
+  const auto& a = cmp.analysis;
+  const double width = 980, height = 560;
+  const double left = 70, top = 56, right = 220, bottom = 56;
+  const double pw = width - left - right, ph = height - top - bottom;
+  const std::int64_t n = a.pairs();
+  const double col = pw / static_cast<double>(std::max<std::int64_t>(n, 1));
+  auto x_of = [&](double pair) { return left + (pair + 0.5) * col; };
+  auto edge_of = [&](double pair) { return left + pair * col; };
+
+  double lo = std::min(1.0, a.scale), hi = std::max(1.0, a.scale);
+  for (const auto& m : cmp.methods) {
+    lo = std::min(lo, m.factors.minCoeff());
+    hi = std::max(hi, m.factors.maxCoeff());
+  }
+  // Decade below the smallest factor; a little headroom above the largest.
+  const double lo_log = std::floor(std::log10(lo) + 1e-12);
+  const double hi_log = std::max(std::log10(hi) + 0.08, lo_log + 1.0);
+  auto y_of = [&](double v) { return top + ph * (hi_log - std::log10(v)) / (hi_log - lo_log); };
+
+  svg::Document doc(width, height);
+  doc.rect(0, 0, width, height, "#ffffff");
+  doc.text(left, 24,
+           model + ": rescale factor per rotary pair, " +
+               std::to_string(a.spec.original_max_position) + " -> " +
+               std::to_string(a.target_length) + " tokens (s = " + fmt("%g", a.scale) + ")",
+           15, "start", {{"font-weight", "bold"}});
+  doc.text(left, 42,
+           "rope_theta " + fmt("%g", a.spec.rope_theta) + ", rotary_dim " +
+               std::to_string(a.spec.rotary_dim) +
+               "; shaded: critical pairs, never a full period in pre-training",
+           11, "start", {{"fill", "#444444"}});
+
+  // Critical region, then grid and axes.
+  const std::int64_t c = a.dims.critical_pair, lower = a.dims.lower_pair;
+  if (c < n)
+    doc.rect(edge_of(static_cast<double>(c)), top, pw - static_cast<double>(c) * col, ph, "#f2f2f2",
+             {{"class", "critical-region"}});
+  doc.open_group({{"class", "grid"}});
+  const bool few_decades = hi_log - lo_log <= 3.0;
+  for (double k = lo_log; k <= hi_log; k += 1.0) {
+    for (int m = 1; m <= 9; ++m) {
+      const double v = static_cast<double>(m) * std::pow(10.0, k);
+      if (std::log10(v) > hi_log) break;
+      const double y = y_of(v);
+      doc.line(left, y, left + pw, y, m == 1 ? "#c8c8c8" : "#ececec", 1.0);
+      if (m == 1 || (few_decades && (m == 2 || m == 5)))
+        doc.text(left - 6, y + 4, fmt("%g", v), m == 1 ? 11 : 9, "end");
+    }
+  }
+  const std::int64_t step = std::max<std::int64_t>(1, (n + 7) / 8);
+  for (std::int64_t i = 0; i < n; i += step) {
+    doc.line(x_of(static_cast<double>(i)), top + ph, x_of(static_cast<double>(i)), top + ph + 4,
+             "#000000");
+    doc.text(x_of(static_cast<double>(i)), top + ph + 17, std::to_string(i), 11, "middle");
+  }
+  doc.close_group();
+  doc.rect(left, top, pw, ph, "none", {{"stroke", "#000000"}, {"stroke-width", "1"}});
+  doc.text(left + pw / 2, height - 14, "rotary pair i (full dimension 2i)", 12, "middle");
+  doc.text(18, top + ph / 2, "\u03bb_i (log scale)", 12, "middle",
+           {{"transform", "rotate(-90 18 " + svg::num(top + ph / 2) + ")"}});
+
+  // Markers: lambda = s, the critical pair and the lower search bound.
+  doc.open_group({{"class", "markers"}});
+  const double ys = y_of(a.scale);
+  doc.line(left, ys, left + pw, ys, "#000000", 1.2, {{"stroke-dasharray", "6 4"}});
+  doc.text(left + pw - 4, ys - 5, "\u03bb = s = " + fmt("%g", a.scale), 11, "end");
+  if (c < n) {
+    const double xc = edge_of(static_cast<double>(c));
+    doc.line(xc, top, xc, top + ph, "#b00000", 1.5, {{"stroke-dasharray", "5 3"}});
+    doc.text(
+        xc - 4, top + 14,
+        "i_tcd = " + std::to_string(c) + " (d_tcd = " + std::to_string(a.dims.critical_dim) + ")",
+        11, "end", {{"fill", "#b00000"}});
+  }
+  if (lower < n && lower < c) {
+    const double xl = edge_of(static_cast<double>(lower));
+    doc.line(xl, top, xl, top + ph, "#555555", 1.2, {{"stroke-dasharray", "2 3"}});
+    doc.text(xl - 4, top + 28, "i10 = " + std::to_string(lower), 11, "end", {{"fill", "#555555"}});
+  }
+  doc.close_group();
+
+  // One series per method; OOD points ringed in red inside the series' group.
+  for (std::size_t k = 0; k < cmp.methods.size(); ++k) {
+    const auto& m = cmp.methods[k];
+    const char* colour = series_colour(k);
+    doc.open_group({{"class", "series"}, {"data-method", m.method}});
+    doc.title(label(m.method) + ": " +
+              (m.ood_pairs.empty() ? std::string("no OOD pairs")
+                                   : "OOD pairs " + pair_ranges(m.ood_pairs)));
+    std::vector<svg::Point> pts;
+    for (Eigen::Index i = 0; i < m.factors.size(); ++i)
+      pts.push_back({x_of(static_cast<double>(i)), y_of(m.factors[i])});
+    doc.polyline(pts, colour, 1.6);
+    for (Eigen::Index i = 0; i < m.factors.size(); ++i) {
+      doc.circle(pts[static_cast<std::size_t>(i)].x, pts[static_cast<std::size_t>(i)].y, 2.2,
+                 colour);
+      if (m.is_ood(static_cast<std::int64_t>(i)))
+        doc.circle(pts[static_cast<std::size_t>(i)].x, pts[static_cast<std::size_t>(i)].y, 4.8,
+                   "none", {{"class", "ood"}, {"stroke", "#d00000"}, {"stroke-width", "1.3"}});
+    }
+    doc.close_group();
+  }
+
+  // Legend.
+  doc.open_group({{"class", "legend"}});
+  const double lx = left + pw + 16;
+  double ly = top + 8;
+  for (std::size_t k = 0; k < cmp.methods.size(); ++k) {
+    const auto& m = cmp.methods[k];
+    doc.line(lx, ly, lx + 22, ly, series_colour(k), 2.0);
+    doc.circle(lx + 11, ly, 2.4, series_colour(k));
+    std::string text = label(m.method);
+    if (!m.ood_pairs.empty()) text += " (" + std::to_string(m.ood_pairs.size()) + " OOD)";
+    doc.text(lx + 28, ly + 4, text, 11);
+    ly += 18;
+  }
+  ly += 6;
+  doc.circle(lx + 11, ly, 4.8, "none", {{"stroke", "#d00000"}, {"stroke-width", "1.3"}});
+  doc.text(lx + 28, ly + 4, "OOD: \u03bb_i < s at i \u2265 i_tcd", 11);
+  ly += 18;
+  doc.line(lx, ly, lx + 22, ly, "#000000", 1.2, {{"stroke-dasharray", "6 4"}});
+  doc.text(lx + 28, ly + 4, "\u03bb = s", 11);
+  ly += 18;
+  doc.line(lx + 11, ly - 7, lx + 11, ly + 7, "#b00000", 1.5, {{"stroke-dasharray", "5 3"}});
+  doc.text(lx + 28, ly + 4, "critical pair i_tcd", 11);
+  ly += 18;
+  doc.line(lx + 11, ly - 7, lx + 11, ly + 7, "#555555", 1.2, {{"stroke-dasharray", "2 3"}});
+  doc.text(lx + 28, ly + 4, "lower search bound i10", 11);
+  doc.close_group();
+  return doc.str();
+}
+
+}  // namespace analyze

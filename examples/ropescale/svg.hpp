@@ -1,0 +1,156 @@
+// A tiny SVG 1.1 writer: enough for line plots that render in any browser, no dependency.
+//
+// Elements are appended in drawing order; open_group()/close_group() nest. Every attribute value
+// and text node is escaped, numbers are printed in the C locale with a fixed precision, and str()
+// closes the document, so the output is always well-formed XML.
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace svg {
+
+/// Escapes the five XML special characters for use in text nodes and quoted attribute values.
+inline std::string escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    switch (ch) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += ch;
+    }
+  }
+  return out;
+}
+
+/// A coordinate or length with two decimals ("12.5", "-3", "0").
+inline std::string num(double v) {
+  if (!std::isfinite(v)) v = 0.0;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f", v);
+  std::string s(buf);
+  while (!s.empty() && s.back() == '0') s.pop_back();
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  if (s == "-0") s = "0";
+  return s;
+}
+
+/// Extra attributes, e.g. {{"stroke-dasharray", "4 3"}, {"class", "ood"}}.
+using Attrs = std::vector<std::pair<std::string, std::string>>;
+
+struct Point {
+  double x = 0.0;
+  double y = 0.0;
+};
+
+class Document {
+ public:
+  Document(double width, double height) : width_(width), height_(height) {}
+
+  void rect(double x, double y, double w, double h, const std::string& fill,
+            const Attrs& extra = {}) {
+    element("rect",
+            {{"x", num(x)}, {"y", num(y)}, {"width", num(w)}, {"height", num(h)}, {"fill", fill}},
+            extra);
+  }
+  void line(double x1, double y1, double x2, double y2, const std::string& stroke,
+            double stroke_width = 1.0, const Attrs& extra = {}) {
+    element("line",
+            {{"x1", num(x1)},
+             {"y1", num(y1)},
+             {"x2", num(x2)},
+             {"y2", num(y2)},
+             {"stroke", stroke},
+             {"stroke-width", num(stroke_width)}},
+            extra);
+  }
+  void polyline(const std::vector<Point>& points, const std::string& stroke,
+                double stroke_width = 1.5, const Attrs& extra = {}) {
+    std::string pts;
+    for (const Point& p : points) {
+      if (!pts.empty()) pts += ' ';
+      pts += num(p.x) + "," + num(p.y);
+    }
+    element("polyline",
+            {{"points", pts},
+             {"fill", "none"},
+             {"stroke", stroke},
+             {"stroke-width", num(stroke_width)}},
+            extra);
+  }
+  void circle(double cx, double cy, double r, const std::string& fill, const Attrs& extra = {}) {
+    element("circle", {{"cx", num(cx)}, {"cy", num(cy)}, {"r", num(r)}, {"fill", fill}}, extra);
+  }
+  /// anchor: "start", "middle" or "end".
+  void text(double x, double y, const std::string& content, double size = 12.0,
+            const std::string& anchor = "start", const Attrs& extra = {}) {
+    body_ +=
+        indent() + "<text" +
+        attrs({{"x", num(x)}, {"y", num(y)}, {"font-size", num(size)}, {"text-anchor", anchor}},
+              extra) +
+        ">" + escape(content) + "</text>\n";
+  }
+  /// A <title> child: browsers show it as a tooltip of the enclosing group.
+  void title(const std::string& content) {
+    body_ += indent() + "<title>" + escape(content) + "</title>\n";
+  }
+  void open_group(const Attrs& attributes = {}) {
+    body_ += indent() + "<g" + attrs({}, attributes) + ">\n";
+    ++depth_;
+  }
+  void close_group() {
+    if (depth_ == 0) return;
+    --depth_;
+    body_ += indent() + "</g>\n";
+  }
+
+  /// The complete document; open groups are closed.
+  std::string str() const {
+    std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    out += "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"" + num(width_) +
+           "\" height=\"" + num(height_) + "\" viewBox=\"0 0 " + num(width_) + " " + num(height_) +
+           "\" font-family=\"sans-serif\">\n";
+    out += body_;
+    for (int d = depth_; d > 0; --d)
+      out += std::string(static_cast<std::size_t>(2 * d), ' ') + "</g>\n";
+    out += "</svg>\n";
+    return out;
+  }
+
+ private:
+  static std::string attrs(const Attrs& base, const Attrs& extra) {
+    std::string out;
+    for (const auto* list : {&base, &extra})
+      for (const auto& kv : *list) out += " " + kv.first + "=\"" + escape(kv.second) + "\"";
+    return out;
+  }
+  std::string indent() const { return std::string(static_cast<std::size_t>(2 * depth_ + 2), ' '); }
+  void element(const char* name, const Attrs& base, const Attrs& extra) {
+    body_ += indent() + "<" + name + attrs(base, extra) + "/>\n";
+  }
+
+  double width_;
+  double height_;
+  std::string body_;
+  int depth_ = 0;
+};
+
+}  // namespace svg

@@ -1,0 +1,349 @@
+// ropescale: critical-dimension analysis and the out-of-distribution (OOD) report.
+//
+// LongRoPE2 (arXiv 2502.20082, section 2) starts from one observation: a model pre-trained on
+// L_train tokens has seen a full rotation period only in its low (fast) pairs. Pair i rotates by
+// theta_i = base^(-2i/d) per token, so its period is T_i = 2 pi / theta_i tokens (eq. 6). Pairs
+// with T_i > L_train never completed a period during pre-training; the first of them is the
+// theoretical critical pair (eq. 7, after Liu et al. 2023):
+//
+//     i_tcd = ceil(d/2 * log_base(L_train / 2pi)),      d_tcd = 2 * i_tcd   (full-dim units)
+//
+// and the critical-dimension search starts at the pair whose period fits 10 times into L_train,
+// i10 = ceil(d/2 * log_base(L_train / (2pi * 10))) (Alg. 1 line 2).
+//
+// A rescaled pair rotates by theta_i / lambda_i (eq. 8). At the target length L = s * L_train,
+// a critical pair stays inside the angle range it saw in pre-training only if
+// L / T^_i <= L_train / T_i, i.e. (eq. 9-10)
+//
+//     lambda_i >= s    for every i >= i_tcd.
+//
+// Pairs below i_tcd completed full periods, so any angle they meet is one they have seen. The
+// analysis reports, per pair, theta_i, T_i, the number of periods L_train covers, and for a factor
+// table the rescaled period T_i * lambda_i, the margin lambda_i - s and whether the pair is OOD.
+//
+// Known values (test_critical.cpp checks them):
+//
+//     model                     base    rotary  L_train   i_tcd (d_tcd)   i10
+//     LLaMA3-8B               500000     128     8192     35 (70)       24
+//     Phi3-mini (paper, 2k)    10000      96     2048     31 (62)       19
+//     Phi-4-mini               10000      96     4096     34 (68)       22
+//
+// Everything here returns plain structs and Eigen arrays; printing belongs to the caller (the
+// `ropescale analyze` tool prints a table, JSON and an SVG plot from these structs).
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+#include "ropescale/frequencies.hpp"
+#include "ropescale/scaling.hpp"
+
+namespace ropescale {
+
+/// Relative slack of the OOD test: a critical pair is OOD when lambda_i < s * (1 - kOodRelTol).
+/// Generators reach lambda = s through pow() and ratios and may land an ulp or two below s (the
+/// last pair of NTK scaling, the flat part of YaRN); such a pair is in range.
+inline constexpr double kOodRelTol = 1e-9;
+
+/// Relative tolerance used to detect the NTK-anchored part of a LongRoPE2 table. Published tables
+/// print their factors with about 10 significant digits (1.097906416), so 1e-6 is ample.
+inline constexpr double kDetectRelTol = 1e-6;
+
+/// The critical pair and the lower search bound of a RoPE description.
+struct CriticalDims {
+  std::int64_t critical_pair = 0;    ///< i_tcd: first pair whose period exceeds L_train
+  std::int64_t critical_dim = 0;     ///< d_tcd = 2 * i_tcd (full-dimension units, eq. 7)
+  std::int64_t lower_pair = 0;       ///< i10: first pair whose period exceeds L_train / 10
+  std::int64_t lower_dim = 0;        ///< 2 * i10
+  double critical_pair_exact = 0.0;  ///< d/2 * log_base(L_train / 2pi) before the ceiling
+};
+
+/// Per-pair periods of the unscaled RoPE, the critical dims, and the target it is analysed for.
+struct CriticalAnalysis {
+  RopeSpec spec;
+  std::int64_t target_length = 0;  ///< L
+  double scale = 1.0;              ///< s = L / L_train
+  CriticalDims dims;
+  Eigen::ArrayXd theta;          ///< theta_i = base^(-2i/d), radians per token
+  Eigen::ArrayXd period;         ///< T_i = 2pi / theta_i, tokens
+  Eigen::ArrayXd train_periods;  ///< L_train / T_i: full periods seen in pre-training
+
+  std::int64_t pairs() const noexcept { return static_cast<std::int64_t>(theta.size()); }
+  /// True for pairs at or above the critical pair (never completed a period in pre-training).
+  bool is_critical(std::int64_t pair) const noexcept { return pair >= dims.critical_pair; }
+};
+
+/// A factor table seen through the critical-dimension lens at the analysis' target length.
+struct TableAnalysis {
+  std::string method;                   ///< the table's provenance ("yarn", "longrope2", ...)
+  Eigen::ArrayXd factors;               ///< lambda_i
+  double attention_factor = 1.0;        ///< the table's mscale (reported, not used by the OOD test)
+  Eigen::ArrayXd rescaled_period;       ///< T_i * lambda_i
+  Eigen::ArrayXd target_periods;        ///< L / (T_i * lambda_i): periods covered at the target
+  Eigen::ArrayXd margin;                ///< lambda_i - s; negative on a critical pair means OOD
+  std::vector<std::int64_t> ood_pairs;  ///< critical pairs with lambda_i < s, ascending
+  /// The NTK-anchored critical pair c when the table has LongRoPE2's shape
+  /// (lambda_i = lambda_c^(i/c) for i <= c, a searched part above), else empty.
+  std::optional<std::int64_t> detected_critical_pair;
+
+  bool is_ood(std::int64_t pair) const {
+    return std::binary_search(ood_pairs.begin(), ood_pairs.end(), pair);
+  }
+};
+
+namespace detail {
+
+inline constexpr double kCriticalTwoPi = 6.283185307179586476925286766559;
+
+/// d/2 * log_base(length / 2pi), the real-valued pair index whose period equals `length`.
+inline double pair_with_period(const RopeSpec& spec, double length) {
+  return static_cast<double>(spec.pairs()) * std::log(length / kCriticalTwoPi) /
+         std::log(spec.rope_theta);
+}
+
+inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
+  const double c = std::ceil(x);
+  if (c <= 0.0) return 0;
+  if (c >= static_cast<double>(pairs)) return pairs;
+  return static_cast<std::int64_t>(c);
+}
+
+}  // namespace detail
+
+/// Checks what the analysis needs beyond validate(spec): the training window must hold a full
+/// period of pair 0 (L_train > 2pi), otherwise no pair ever completed a period and
+/// log_base(L_train / 2pi) is negative.
+inline Status check_critical_spec(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(validate(spec));
+  if (!(static_cast<double>(spec.original_max_position) > detail::kCriticalTwoPi))
+    return make_status(ErrorCode::kInvalidArgument, "original_max_position",
+                       spec.original_max_position,
+                       "must be > 2 pi (the training window must hold one period of pair 0)");
+  return Status();
+}
+
+/// Non-throwing twin of critical_dims().
+inline Status try_critical_dims(const RopeSpec& spec, CriticalDims* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  ROPESCALE_RETURN_IF_ERROR(check_critical_spec(spec));
+  const double train = static_cast<double>(spec.original_max_position);
+  CriticalDims d;
+  d.critical_pair_exact = detail::pair_with_period(spec, train);
+  d.critical_pair = detail::clamp_pair(d.critical_pair_exact, spec.pairs());
+  d.critical_dim = 2 * d.critical_pair;
+  d.lower_pair = detail::clamp_pair(detail::pair_with_period(spec, train / 10.0), spec.pairs());
+  d.lower_dim = 2 * d.lower_pair;
+  *out = d;
+  return Status();
+}
+
+/// The theoretical critical pair i_tcd = ceil(d/2 log_base(L_train/2pi)) (LongRoPE2 eq. 7), its
+/// full-dimension value d_tcd = 2 i_tcd, and the lower search bound i10 (Alg. 1). Both pair
+/// indices are clamped to [0, rotary_dim/2]; critical_pair == rotary_dim/2 means every pair
+/// completed a period in pre-training. Throws Error if the spec is invalid or L_train <= 2pi.
+inline CriticalDims critical_dims(const RopeSpec& spec) {
+  CriticalDims out;
+  throw_if_error(try_critical_dims(spec, &out));
+  return out;
+}
+
+/// Non-throwing twin of analyze_critical().
+inline Status try_analyze_critical(const RopeSpec& spec, std::int64_t target_length,
+                                   CriticalAnalysis* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  CriticalAnalysis a;
+  ROPESCALE_RETURN_IF_ERROR(try_critical_dims(spec, &a.dims));
+  if (target_length < spec.original_max_position)
+    return make_status(
+        ErrorCode::kInvalidArgument, "target_length", target_length,
+        "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
+  a.spec = spec;
+  a.target_length = target_length;
+  a.scale = static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
+  a.theta = base_inv_freq(spec);
+  a.period = detail::kCriticalTwoPi / a.theta;
+  a.train_periods = static_cast<double>(spec.original_max_position) / a.period;
+  *out = std::move(a);
+  return Status();
+}
+
+/// Per-pair theta_i, period T_i and periods covered by L_train, plus the critical dims, for a
+/// model extended to `target_length` tokens (s = target_length / L_train). Throws Error if the
+/// spec is invalid, L_train <= 2pi, or target_length < L_train.
+inline CriticalAnalysis analyze_critical(const RopeSpec& spec, std::int64_t target_length) {
+  CriticalAnalysis out;
+  throw_if_error(try_analyze_critical(spec, target_length, &out));
+  return out;
+}
+
+/// Critical pairs left out of distribution by `factors` at scale s: every i >= critical_pair with
+/// lambda_i < s (LongRoPE2 eq. 10), with kOodRelTol slack. Unchecked: factors.size() must equal
+/// the number of pairs.
+inline std::vector<std::int64_t> ood_pairs_unchecked(
+    const Eigen::Ref<const Eigen::ArrayXd>& factors, std::int64_t critical_pair, double scale) {
+  std::vector<std::int64_t> out;
+  const double floor = scale * (1.0 - kOodRelTol);
+  for (Eigen::Index i = static_cast<Eigen::Index>(std::max<std::int64_t>(critical_pair, 0));
+       i < factors.size(); ++i)
+    if (factors[i] < floor) out.push_back(static_cast<std::int64_t>(i));
+  return out;
+}
+
+/// The NTK-anchored critical pair c of a LongRoPE2-shaped table: lambda_i = lambda_c^(i/c) for
+/// every i < c within rel_tol (LongRoPE2 Alg. 2 lines 7-8, see detect_longrope2 in scaling.hpp),
+/// an anchor lambda_c > 1, and a searched part above c that leaves the geometric law. A table
+/// that is geometric all the way (NTK), constant (PI) or flat at 1 below a ramp (YaRN, Llama-3.1)
+/// has none. Published tables give c = 33 (LLaMA3-8B LongRoPE2) and c = 31 (Phi-4-mini).
+inline std::optional<std::int64_t> detect_critical_pair(
+    const Eigen::Ref<const Eigen::ArrayXd>& factors, double rel_tol = kDetectRelTol) {
+  if (factors.size() < 3 || !std::isfinite(rel_tol) || !(rel_tol >= 0.0)) return std::nullopt;
+  for (Eigen::Index i = 0; i < factors.size(); ++i)
+    if (!std::isfinite(factors[i]) || !(factors[i] > 0.0)) return std::nullopt;
+  const LongRope2Detection det = detect_longrope2(factors, rel_tol);
+  // An anchor of 1 means "flat at 1 below c" (YaRN, Llama-3.1), not an NTK base change.
+  if (!det.found || !(det.anchor > 1.0 + std::max(rel_tol, 1e-12))) return std::nullopt;
+  return det.critical_pair;
+}
+
+/// Non-throwing twin of analyze_table().
+inline Status try_analyze_table(const CriticalAnalysis& analysis, const FactorTable& table,
+                                TableAnalysis* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  if (analysis.pairs() == 0 || analysis.pairs() != analysis.spec.pairs())
+    return make_status(ErrorCode::kInvalidArgument, "analysis.pairs()", analysis.pairs(),
+                       "must come from analyze_critical()");
+  ROPESCALE_RETURN_IF_ERROR(table.validate_for(analysis.spec));
+  TableAnalysis t;
+  t.method = table.method();
+  t.factors = table.factors();
+  t.attention_factor = table.attention_factor();
+  t.rescaled_period = analysis.period * t.factors;
+  t.target_periods = static_cast<double>(analysis.target_length) / t.rescaled_period;
+  t.margin = t.factors - analysis.scale;
+  t.ood_pairs = ood_pairs_unchecked(t.factors, analysis.dims.critical_pair, analysis.scale);
+  t.detected_critical_pair = detect_critical_pair(t.factors);
+  *out = std::move(t);
+  return Status();
+}
+
+/// Reads a factor table at the analysis' target: rescaled periods, margins lambda_i - s, the
+/// critical pairs it leaves OOD and, for a LongRoPE2-shaped table, its NTK-anchored critical
+/// pair. Throws Error if the table's length is not rotary_dim / 2 or a factor is not > 0.
+inline TableAnalysis analyze_table(const CriticalAnalysis& analysis, const FactorTable& table) {
+  TableAnalysis out;
+  throw_if_error(try_analyze_table(analysis, table, &out));
+  return out;
+}
+
+/// Several tables analysed side by side for one model and one target.
+struct MethodComparison {
+  CriticalAnalysis analysis;
+  std::vector<TableAnalysis> methods;  ///< in the order the tables were given
+};
+
+/// Non-throwing twin of compare_tables().
+inline Status try_compare_tables(const RopeSpec& spec, std::int64_t target_length,
+                                 const std::vector<FactorTable>& tables, MethodComparison* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  MethodComparison c;
+  ROPESCALE_RETURN_IF_ERROR(try_analyze_critical(spec, target_length, &c.analysis));
+  c.methods.resize(tables.size());
+  for (std::size_t k = 0; k < tables.size(); ++k) {
+    const Status st = try_analyze_table(c.analysis, tables[k], &c.methods[k]);
+    if (!st.ok())
+      return Status(st.code(), st.message() + " (table " + std::to_string(k) + ", method \"" +
+                                   tables[k].method() + "\")");
+  }
+  *out = std::move(c);
+  return Status();
+}
+
+/// Analyses every table against the same model and target (see analyze_table()).
+inline MethodComparison compare_tables(const RopeSpec& spec, std::int64_t target_length,
+                                       const std::vector<FactorTable>& tables) {
+  MethodComparison out;
+  throw_if_error(try_compare_tables(spec, target_length, tables, &out));
+  return out;
+}
+
+/// Non-throwing twin of standard_tables().
+inline Status try_standard_tables(const RopeSpec& spec, std::int64_t target_length,
+                                  std::vector<FactorTable>* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  CriticalDims dims;
+  ROPESCALE_RETURN_IF_ERROR(try_critical_dims(spec, &dims));
+  if (target_length < spec.original_max_position)
+    return make_status(
+        ErrorCode::kInvalidArgument, "target_length", target_length,
+        "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
+  const double s =
+      static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
+  std::vector<FactorTable> tables(5);
+  std::size_t k = 0;
+  ROPESCALE_RETURN_IF_ERROR(try_linear_factors(spec, s, &tables[k++]));
+  if (spec.rotary_dim > 2) ROPESCALE_RETURN_IF_ERROR(try_ntk_factors(spec, s, &tables[k++]));
+  ROPESCALE_RETURN_IF_ERROR(try_ntk_critical_factors(spec, target_length, &tables[k++]));
+  YarnParams yarn;
+  yarn.factor = s;
+  ROPESCALE_RETURN_IF_ERROR(try_yarn_factors(spec, yarn, &tables[k++]));
+  Llama3Params llama3;
+  llama3.factor = s;
+  llama3.original_max_position = spec.original_max_position;
+  ROPESCALE_RETURN_IF_ERROR(try_llama3_factors(spec, llama3, &tables[k++]));
+  tables.resize(k);
+  *out = std::move(tables);
+  return Status();
+}
+
+/// The closed-form methods of scaling.hpp, each set up for s = target_length / L_train:
+/// linear (PI), ntk (LocalLLaMA base change; left out when rotary_dim == 2), ntk_critical (the
+/// LongRoPE2 paper's NTK baseline), yarn (beta_fast 32, beta_slow 1) and llama3 (factor s,
+/// low_freq_factor 1, high_freq_factor 4, window L_train). LongRoPE and LongRoPE2 are searched,
+/// not closed-form: pass their published tables to compare_methods().
+inline std::vector<FactorTable> standard_tables(const RopeSpec& spec, std::int64_t target_length) {
+  std::vector<FactorTable> out;
+  throw_if_error(try_standard_tables(spec, target_length, &out));
+  return out;
+}
+
+/// Non-throwing twin of compare_methods().
+inline Status try_compare_methods(const RopeSpec& spec, std::int64_t target_length,
+                                  const std::vector<FactorTable>& searched, MethodComparison* out) {
+  std::vector<FactorTable> tables;
+  ROPESCALE_RETURN_IF_ERROR(try_standard_tables(spec, target_length, &tables));
+  tables.insert(tables.end(), searched.begin(), searched.end());
+  return try_compare_tables(spec, target_length, tables, out);
+}
+
+/// The side-by-side of every method for one model and target: standard_tables() followed by
+/// `searched` (e.g. a LongRoPE or LongRoPE2 long_factor table from a config), each analysed with
+/// analyze_table(): where it puts lambda_i and which critical pairs it leaves OOD. Example, at
+/// LLaMA3-8B 8k -> 128k (i_tcd = 35, s = 16): linear, ntk_critical and yarn leave no pair OOD;
+/// ntk leaves pairs 35-62 below s.
+inline MethodComparison compare_methods(const RopeSpec& spec, std::int64_t target_length,
+                                        const std::vector<FactorTable>& searched = {}) {
+  MethodComparison out;
+  throw_if_error(try_compare_methods(spec, target_length, searched, &out));
+  return out;
+}
+
+/// Convenience: the critical pairs that `table` leaves OOD at `target_length`.
+inline std::vector<std::int64_t> ood_pairs(const RopeSpec& spec, std::int64_t target_length,
+                                           const FactorTable& table) {
+  return analyze_table(analyze_critical(spec, target_length), table).ood_pairs;
+}
+
+}  // namespace ropescale
