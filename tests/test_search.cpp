@@ -1,0 +1,492 @@
+// Evolutionary factor search: a synthetic fitness with a known optimum, the constraints on every
+// evaluated genome, no duplicate evaluation, determinism across thread counts, stop conditions,
+// kill-and-resume equivalence, seeds and bad input.
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "ropescale/search.hpp"
+
+using ropescale::EvolutionSearch;
+using ropescale::FactorTable;
+using ropescale::Genome;
+using ropescale::Monotonicity;
+using ropescale::RopeSpec;
+using ropescale::SearchMethod;
+using ropescale::SearchParams;
+using ropescale::SearchProgress;
+using ropescale::SearchResult;
+using ropescale::SearchSpace;
+using ropescale::SearchState;
+using ropescale::StopReason;
+
+namespace {
+
+// rotary_dim 32, base 1e4, 4k -> 32k (s = 8): critical pairs 8 .. 12 (Alg. 1's range).
+RopeSpec small_spec() { return RopeSpec{32, 32, 10000.0, 4096}; }
+
+// LLaMA3-8B's RoPE (rotary 128, base 5e5, 8k), extended to 128k: s = 16, c in [24, 35].
+RopeSpec llama3_spec() { return RopeSpec{128, 128, 500000.0, 8192}; }
+
+// A hidden LongRoPE2 table: lambda_i = lambda_c^(i/c) below c, the listed values from c.
+Eigen::ArrayXd hidden_table(std::int64_t pairs, std::int64_t c, const std::vector<double>& top) {
+  Eigen::ArrayXd t(pairs);
+  for (std::int64_t i = 0; i < pairs; ++i)
+    t[i] = i < c ? std::pow(top[0], static_cast<double>(i) / static_cast<double>(c))
+                 : top[static_cast<std::size_t>(i - c)];
+  return t;
+}
+
+double log_sq_loss(const FactorTable& t, const Eigen::ArrayXd& target) {
+  return (t.factors().log() - target.log()).square().sum();
+}
+
+// A cheap fitness for the structural tests: prefers a table near 1.4 s everywhere above c = 28.
+double structural_loss(const FactorTable& t) {
+  const Eigen::ArrayXd& f = t.factors();
+  double loss = 0.0;
+  for (Eigen::Index i = 0; i < f.size(); ++i) {
+    const double want = i < 28 ? std::pow(22.0, i / 28.0) : 22.0 + 0.1 * (i - 28);
+    loss += std::abs(std::log(f[i] / want));
+  }
+  return loss;
+}
+
+void expect_same_result(const SearchResult& a, const SearchResult& b) {
+  EXPECT_EQ(a.best, b.best);
+  EXPECT_EQ(a.best_loss, b.best_loss);
+  EXPECT_EQ(a.table, b.table);
+  EXPECT_EQ(a.evaluations, b.evaluations);
+  EXPECT_EQ(a.iterations, b.iterations);
+  ASSERT_EQ(a.state.history.size(), b.state.history.size());
+  for (std::size_t i = 0; i < a.state.history.size(); ++i) {
+    EXPECT_EQ(a.state.history[i].genome, b.state.history[i].genome) << "evaluation " << i;
+    EXPECT_EQ(a.state.history[i].loss, b.state.history[i].loss) << "evaluation " << i;
+  }
+  EXPECT_EQ(a.state.population, b.state.population);
+  EXPECT_EQ(a.state.rng_state, b.state.rng_state);
+}
+
+}  // namespace
+
+TEST(SearchSpace, Longrope2DefaultsFollowThePaper) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  EXPECT_EQ(sp.scale, 16.0);
+  EXPECT_EQ(sp.lower_bound, 16.0);
+  EXPECT_EQ(sp.upper_bound, 32.0);
+  EXPECT_EQ(sp.step, 0.01);
+  // LLaMA3-8B: i10_tcd = 24, i_tcd = 35 (LongRoPE2 Alg. 1 / eq. 7).
+  EXPECT_EQ(sp.critical_lower, 24);
+  EXPECT_EQ(sp.critical_upper, 35);
+  // sqrt(1 + ln 16 / ln 8192) = 1.1435437...
+  EXPECT_NEAR(sp.attention_factor, std::sqrt(1.0 + std::log(16.0) / std::log(8192.0)), 1e-15);
+  EXPECT_NEAR(sp.attention_factor, 1.143544, 1e-6);
+  EXPECT_TRUE(ropescale::validate(sp).ok());
+
+  const SearchSpace v1 = SearchSpace::longrope(llama3_spec(), 131072);
+  EXPECT_EQ(v1.method, SearchMethod::kLongRoPE);
+  EXPECT_EQ(v1.critical_lower, 0);
+  EXPECT_EQ(v1.critical_upper, 0);
+  EXPECT_EQ(v1.lower_bound, 1.0);
+  EXPECT_EQ(v1.upper_bound, 20.0);  // 1.25 s (LongRoPE Table 4)
+}
+
+TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  // LLaMA3-8B's published LongRoPE2 long_factor breaks at c = 33 with lambda_33 = 21.81.
+  Genome g;
+  g.critical_pair = 33;
+  for (int j = 0; j < 31; ++j) g.steps.push_back(2181 + 10 * j);
+  const FactorTable t = ropescale::genome_table(sp, g);
+  EXPECT_EQ(t.method(), "longrope2");
+  EXPECT_EQ(t.factors()[0], 1.0);
+  // lambda_i = 21.81^(i/33); the published list's ratio r = 1.097906416 (lambda_i = r^i).
+  EXPECT_NEAR(t.factors()[1], 1.097906416, 1e-8);
+  EXPECT_NEAR(t.factors()[10], std::pow(1.097906416, 10), 1e-6);
+  EXPECT_NEAR(t.factors()[33], 21.81, 1e-12);
+  EXPECT_NEAR(t.factors()[63], 21.81 + 3.0, 1e-12);
+
+  // project_to_space: rounds to the grid, clamps to [s, 2s], repairs monotonicity.
+  Eigen::ArrayXd f = t.factors();
+  f[40] = 15.0;    // below s: clamped up, then raised to its left neighbour
+  f[50] = 40.0;    // above 2s: clamped down
+  f[41] = 22.504;  // rounds to 22.50
+  const Genome p = ropescale::project_to_space(sp, f, 33);
+  EXPECT_TRUE(ropescale::validate_genome(sp, p).ok());
+  EXPECT_EQ(p.steps[40 - 33], p.steps[39 - 33]);
+  EXPECT_EQ(p.steps[41 - 33], 2250);
+  EXPECT_EQ(p.steps[50 - 33], 3200);
+  EXPECT_EQ(p.steps[51 - 33], 3200);  // monotone after the clamp to the upper bound
+}
+
+TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {
+  // Hidden optimum: c = 12 and four searched factors; below c the anchor rule. Every factor must
+  // come within 0.05 and c must be exact, for several seeds, with the default parameters.
+  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768);
+  ASSERT_EQ(sp.critical_lower, 8);
+  ASSERT_EQ(sp.critical_upper, 12);
+  const Eigen::ArrayXd target = hidden_table(16, 12, {9.07, 9.44, 9.60, 9.90});
+  for (std::uint64_t seed = 1; seed <= 4; ++seed) {
+    SearchParams p;
+    p.seed = seed;
+    EvolutionSearch search(sp, p);
+    const SearchResult r = search.run([&](const FactorTable& t) { return log_sq_loss(t, target); });
+    EXPECT_EQ(r.stop_reason, StopReason::kCompleted);
+    EXPECT_EQ(r.iterations, 40);
+    EXPECT_EQ(r.evaluations, 64 + 40 * 32);
+    EXPECT_EQ(r.best.critical_pair, 12) << "seed " << seed;
+    EXPECT_LE((r.table.factors() - target).abs().maxCoeff(), 0.05 + 1e-9)
+        << "seed " << seed << ": " << r.table;
+  }
+}
+
+TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
+  for (Monotonicity mono : {Monotonicity::kNonDecreasing, Monotonicity::kStrictlyIncreasing}) {
+    for (SearchMethod method : {SearchMethod::kLongRoPE2, SearchMethod::kLongRoPE}) {
+      SearchSpace sp = method == SearchMethod::kLongRoPE2
+                           ? SearchSpace::longrope2(llama3_spec(), 131072)
+                           : SearchSpace::longrope(llama3_spec(), 131072);
+      sp.monotonicity = mono;
+      SearchParams p;
+      p.iterations = 8;
+      p.seed = 7;
+      std::vector<FactorTable> seen_tables;
+      EvolutionSearch search(sp, p);
+      const SearchResult r = search.run([&](const FactorTable& t) {
+        seen_tables.push_back(t);
+        return structural_loss(t);
+      });
+      ASSERT_EQ(static_cast<std::int64_t>(seen_tables.size()), r.evaluations);
+      std::set<Genome> genomes;
+      std::set<std::vector<double>> tables;
+      for (std::size_t i = 0; i < r.state.history.size(); ++i) {
+        const Genome& g = r.state.history[i].genome;
+        EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
+            << ropescale::validate_genome(sp, g).message();
+        EXPECT_TRUE(genomes.insert(g).second) << "genome evaluated twice at " << i;
+        // The fitness saw exactly this genome's table, in evaluation order.
+        EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g));
+        const Eigen::ArrayXd& f = seen_tables[i].factors();
+        EXPECT_TRUE(tables.insert(std::vector<double>(f.data(), f.data() + f.size())).second);
+        // Hand-checked constraints on the table itself.
+        const std::int64_t c = g.critical_pair;
+        EXPECT_GE(c, sp.critical_lower);
+        EXPECT_LE(c, sp.critical_upper);
+        for (std::int64_t k = 0; k < c; ++k)
+          EXPECT_NEAR(f[k], std::pow(f[c], static_cast<double>(k) / c), 1e-12 * f[c]);
+        for (std::int64_t k = c; k < f.size(); ++k) {
+          EXPECT_GE(f[k], sp.lower_bound - 1e-12);
+          EXPECT_LE(f[k], sp.upper_bound + 1e-12);
+          EXPECT_NEAR(f[k] / 0.01, std::round(f[k] / 0.01), 1e-6);
+          if (k > c) {
+            if (mono == Monotonicity::kStrictlyIncreasing)
+              EXPECT_GT(f[k], f[k - 1]);
+            else
+              EXPECT_GE(f[k], f[k - 1]);
+          }
+        }
+      }
+      if (method == SearchMethod::kLongRoPE2) {
+        // P0 holds one flat (or one-step staircase) individual per critical pair, each at an
+        // integer factor (LongRoPE2 Alg. 1).
+        for (std::int64_t c = sp.critical_lower; c <= sp.critical_upper; ++c) {
+          const Genome& g = r.state.history[static_cast<std::size_t>(c - sp.critical_lower)].genome;
+          EXPECT_EQ(g.critical_pair, c);
+          if (mono == Monotonicity::kNonDecreasing) {
+            EXPECT_EQ(g.steps.front() % 100, 0);
+            EXPECT_EQ(g.steps.front(), g.steps.back());
+          } else {
+            EXPECT_EQ(g.steps.back() - g.steps.front(),
+                      static_cast<std::int64_t>(g.steps.size()) - 1);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Search, IdenticalForAnyThreadCount) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchParams p;
+  p.iterations = 12;
+  p.seed = 42;
+  p.thread_safe = true;
+  std::vector<SearchResult> results;
+  for (int threads : {1, 2, 4}) {
+    p.threads = threads;
+    std::atomic<int> concurrent{0}, max_concurrent{0};
+    EvolutionSearch search(sp, p);
+    results.push_back(search.run([&](const FactorTable& t) {
+      const int now = ++concurrent;
+      int prev = max_concurrent.load();
+      while (now > prev && !max_concurrent.compare_exchange_weak(prev, now)) {
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      --concurrent;
+      return structural_loss(t);
+    }));
+    EXPECT_LE(max_concurrent.load(), threads);
+  }
+  expect_same_result(results[0], results[1]);
+  expect_same_result(results[0], results[2]);
+
+  // Not thread-safe: never called concurrently, whatever `threads` says; same result.
+  p.thread_safe = false;
+  p.threads = 4;
+  std::atomic<int> concurrent{0};
+  bool overlap = false;
+  EvolutionSearch serial(sp, p);
+  const SearchResult r = serial.run([&](const FactorTable& t) {
+    if (++concurrent > 1) overlap = true;
+    --concurrent;
+    return structural_loss(t);
+  });
+  EXPECT_FALSE(overlap);
+  expect_same_result(results[0], r);
+
+  // A different seed gives a different search.
+  p.seed = 43;
+  EvolutionSearch other(sp, p);
+  EXPECT_NE(other.run(structural_loss).state.history[0].genome, r.state.history[0].genome);
+}
+
+TEST(Search, ProgressAndStopConditions) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchParams p;
+  p.seed = 3;
+  std::vector<SearchProgress> seen;
+  {
+    EvolutionSearch search(sp, p);
+    search.set_progress_callback([&](const SearchProgress& pr) { seen.push_back(pr); });
+    const SearchResult r = search.run(structural_loss);
+    ASSERT_EQ(seen.size(), 41u);  // P0 plus 40 iterations
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      EXPECT_EQ(seen[i].iteration, static_cast<std::int64_t>(i));
+      EXPECT_EQ(seen[i].evaluations, 64 + 32 * static_cast<std::int64_t>(i));
+      EXPECT_GE(seen[i].evaluations_per_second, 0.0);
+      if (i > 0) {
+        EXPECT_LE(seen[i].best_loss, seen[i - 1].best_loss);  // elitist
+      }
+    }
+    EXPECT_EQ(seen.back().best_loss, r.best_loss);
+    // The reported best is the minimum over every evaluation.
+    double min_loss = r.state.history[0].loss;
+    for (const auto& e : r.state.history) min_loss = std::min(min_loss, e.loss);
+    EXPECT_EQ(r.best_loss, min_loss);
+    EXPECT_EQ(structural_loss(r.table), r.best_loss);
+  }
+  {
+    p.max_evaluations = 200;  // P0 (64) + 4 x 32 = 192; a fifth batch would exceed 200
+    EvolutionSearch search(sp, p);
+    const SearchResult r = search.run(structural_loss);
+    EXPECT_EQ(r.stop_reason, StopReason::kMaxEvaluations);
+    EXPECT_EQ(r.evaluations, 192);
+    EXPECT_EQ(r.iterations, 4);
+    p.max_evaluations = 0;
+  }
+  {
+    EvolutionSearch search(sp, p);
+    search.set_stop_callback([](const SearchProgress& pr) { return pr.iteration == 6; });
+    const SearchResult r = search.run(structural_loss);
+    EXPECT_EQ(r.stop_reason, StopReason::kCallback);
+    EXPECT_EQ(r.iterations, 6);
+    EXPECT_EQ(r.evaluations, 64 + 6 * 32);
+  }
+  {
+    p.max_seconds = 1e-9;
+    EvolutionSearch search(sp, p);
+    const SearchResult r = search.run([](const FactorTable& t) {
+      std::this_thread::sleep_for(std::chrono::microseconds(1));
+      return structural_loss(t);
+    });
+    EXPECT_EQ(r.stop_reason, StopReason::kMaxSeconds);
+    EXPECT_EQ(r.iterations, 0);
+    p.max_seconds = 0.0;
+  }
+  {
+    // Non-finite losses count as +infinity: the search goes on and never picks them.
+    EvolutionSearch search(sp, p);
+    int calls = 0;
+    const SearchResult r = search.run([&](const FactorTable& t) {
+      return (++calls % 3 == 0) ? std::nan("") : structural_loss(t);
+    });
+    EXPECT_TRUE(std::isfinite(r.best_loss));
+    std::int64_t infinite = 0;
+    for (const auto& e : r.state.history) infinite += std::isinf(e.loss) ? 1 : 0;
+    EXPECT_EQ(infinite, r.evaluations / 3);
+  }
+}
+
+TEST(Search, ResumeContinuesExactly) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchParams p;
+  p.seed = 11;
+  p.iterations = 20;
+  EvolutionSearch full(sp, p);
+  const SearchResult uninterrupted = full.run(structural_loss);
+
+  for (std::int64_t k : {0, 1, 7, 19}) {
+    // Stop after k iterations (the checkpoint callback keeps the last state), then resume.
+    SearchState last;
+    EvolutionSearch first(sp, p);
+    first.set_checkpoint_callback([&](const SearchState& st) { last = st; });
+    first.set_stop_callback([&](const SearchProgress& pr) { return pr.iteration == k; });
+    const SearchResult part = first.run(structural_loss);
+    EXPECT_EQ(part.iterations, k);
+    EXPECT_EQ(last.iteration, k);
+    SearchParams q = p;
+    q.threads = 3;  // execution settings may change on resume
+    q.thread_safe = true;
+    EvolutionSearch second(sp, q);
+    expect_same_result(uninterrupted, second.resume(last, structural_loss));
+  }
+
+  // Killed in the middle of an iteration (the fitness throws): resume from the last checkpoint.
+  SearchState last;
+  EvolutionSearch crashing(sp, p);
+  crashing.set_checkpoint_callback([&](const SearchState& st) { last = st; });
+  int calls = 0;
+  EXPECT_THROW(crashing.run([&](const FactorTable& t) {
+    if (++calls == 64 + 5 * 32 + 17) throw std::runtime_error("killed");
+    return structural_loss(t);
+  }),
+               std::runtime_error);
+  EXPECT_EQ(last.iteration, 5);
+  EvolutionSearch again(sp, p);
+  expect_same_result(uninterrupted, again.resume(last, structural_loss));
+
+  // A finished search can be extended: more iterations on resume equal a longer run.
+  SearchParams longer = p;
+  longer.iterations = 25;
+  EvolutionSearch extended(sp, longer);
+  EvolutionSearch direct(sp, longer);
+  expect_same_result(direct.run(structural_loss),
+                     extended.resume(uninterrupted.state, structural_loss));
+}
+
+TEST(Search, ResumeRefusesAMismatchedState) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchParams p;
+  p.iterations = 2;
+  EvolutionSearch search(sp, p);
+  const SearchResult r = search.run(structural_loss);
+
+  SearchParams other = p;
+  other.seed = 1;
+  EvolutionSearch wrong_seed(sp, other);
+  try {
+    wrong_seed.resume(r.state, structural_loss);
+    FAIL() << "resume accepted a state with another seed";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.code(), ropescale::ErrorCode::kParseError);
+    EXPECT_NE(std::string(e.what()).find("seed"), std::string::npos) << e.what();
+  }
+  SearchSpace sp2 = sp;
+  sp2.upper_bound = 30.0;
+  EvolutionSearch wrong_space(sp2, p);
+  try {
+    wrong_space.resume(r.state, structural_loss);
+    FAIL() << "resume accepted a state from another space";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.code(), ropescale::ErrorCode::kParseError);
+    EXPECT_NE(std::string(e.what()).find("upper_bound"), std::string::npos) << e.what();
+  }
+  SearchState broken = r.state;
+  broken.history[3].genome.steps[2] = 1;  // below s
+  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  broken = r.state;
+  broken.history.push_back(broken.history[0]);  // a duplicate
+  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  broken = r.state;
+  broken.population.push_back(100000);
+  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  broken = r.state;
+  broken.rng_state = "not a generator";
+  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+}
+
+TEST(Search, SeedsJoinTheInitialPopulation) {
+  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768);
+  const Eigen::ArrayXd target = hidden_table(16, 10, {9.0, 9.1, 9.3, 9.6, 9.8, 10.2});
+  // Seeding with the optimum itself: found in P0, loss 0.
+  const Genome seed = ropescale::project_to_space(sp, target, 10);
+  SearchParams p;
+  p.iterations = 1;
+  EvolutionSearch search(sp, p);
+  const SearchResult r =
+      search.run([&](const FactorTable& t) { return log_sq_loss(t, target); }, {seed});
+  EXPECT_EQ(r.best, seed);
+  EXPECT_NEAR(r.best_loss, 0.0, 1e-24);
+  EXPECT_EQ(r.state.history[5].genome, seed);  // after the 5 flat individuals (c = 8 .. 12)
+
+  Genome bad = seed;
+  bad.steps[1] = bad.steps[0] - 1;  // not monotone
+  EXPECT_THROW(search.run([](const FactorTable&) { return 0.0; }, {bad}), ropescale::Error);
+}
+
+TEST(Search, CriticalPairIsFixedWithoutCriticalMutation) {
+  // critical_mutation_prob = 0: the paper's Alg. 2, c only inherited from P0.
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchParams p;
+  p.iterations = 6;
+  p.critical_mutation_prob = 0.0;
+  EvolutionSearch search(sp, p);
+  std::map<std::int64_t, int> per_c;
+  const SearchResult r = search.run(structural_loss);
+  for (const auto& e : r.state.history) ++per_c[e.genome.critical_pair];
+  EXPECT_EQ(per_c.size(), 12u);  // every c in [24, 35] from P0, never another
+  EXPECT_EQ(per_c.begin()->first, 24);
+  EXPECT_EQ(per_c.rbegin()->first, 35);
+}
+
+TEST(Search, RejectsBadInput) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  auto expect_invalid = [](const SearchSpace& s, const SearchParams& p, const char* needle) {
+    try {
+      EvolutionSearch search(s, p);
+      FAIL() << "accepted, expected an error about " << needle;
+    } catch (const ropescale::Error& e) {
+      EXPECT_EQ(e.code(), ropescale::ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  SearchParams p;
+  p.parents = 65;
+  expect_invalid(sp, p, "params.parents");
+  p = SearchParams{};
+  p.mutation_prob = 0.0;
+  expect_invalid(sp, p, "params.mutation_prob");
+  p = SearchParams{};
+  p.mutations = 0;
+  p.crossovers = 0;
+  expect_invalid(sp, p, "params.mutations + params.crossovers");
+  p = SearchParams{};
+  p.max_seconds = -1.0;
+  expect_invalid(sp, p, "params.max_seconds");
+  SearchSpace s = sp;
+  s.critical_upper = 64;
+  expect_invalid(s, SearchParams{}, "space.critical_upper");
+  s = sp;
+  s.upper_bound = 10.0;
+  expect_invalid(s, SearchParams{}, "space.upper_bound");
+  s = sp;
+  s.step = 0.0;
+  expect_invalid(s, SearchParams{}, "space.step");
+  s = sp;
+  s.monotonicity = Monotonicity::kStrictlyIncreasing;
+  s.step = 1.0;  // 17 grid points for 40 strictly increasing factors
+  expect_invalid(s, SearchParams{}, "space.step");
+  EXPECT_THROW(SearchSpace::longrope2(llama3_spec(), 4096), ropescale::Error);
+
+  EvolutionSearch ok(sp, SearchParams{});
+  EXPECT_THROW(ok.run(ropescale::SearchFitness{}), ropescale::Error);
+}
