@@ -1,0 +1,359 @@
+// ropescale: JSON checkpoints of the evolutionary search (search.hpp), written atomically.
+//
+// A search over a real model runs for hours; a checkpoint after every iteration lets it survive
+// a crash, a pre-empted job or a deliberate stop. The file holds the complete SearchState
+// (space, parameters, every evaluated genome with its loss, the population, the RNG state), so
+//
+//   EvolutionSearch search(space, params);
+//   SearchResult r = run_or_resume_search(search, "search.json", fitness);
+//
+// started again after being killed at any point continues from the last completed iteration and
+// ends with exactly the result of an uninterrupted run (the fitness being deterministic).
+//
+// Writing: the JSON goes to "<path>.tmp" in the same directory, is flushed (and fsync'ed on
+// POSIX), then renamed over <path>, so a reader sees either the old or the new checkpoint, never
+// a torn one. Reading validates everything (format tag and version, every field's type, every
+// genome against the space, population indices, the RNG state) and never writes: a truncated,
+// corrupt or mismatched file is refused with Error kParseError and left as it was.
+//
+// Format (version 1), one object:
+//   {"format": "ropescale.search_checkpoint", "version": 1,
+//    "space": {...}, "params": {...}, "iteration": 7, "rng_state": "...",
+//    "history": [{"c": 33, "steps": [2181, 2187, ...], "loss": 3.2}, ...],   loss null = +inf
+//    "population": [0, 5, ...],                                   indices into history
+//    "best": {"c": 33, "loss": 3.1, "factors": [...]}}            for readers; ignored on load
+// Factors are grid indices: lambda = steps[j] * space.step for pair c + j.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+#include "ropescale/error.hpp"
+#include "ropescale/search.hpp"
+
+namespace ropescale {
+
+inline constexpr const char* kSearchCheckpointFormat = "ropescale.search_checkpoint";
+inline constexpr int kSearchCheckpointVersion = 1;
+
+namespace detail {
+
+// Thrown inside the parser, turned into a kParseError Status at the front door.
+struct CheckpointFieldError {
+  std::string message;
+};
+
+[[noreturn]] inline void checkpoint_fail(const std::string& field, const std::string& rule) {
+  throw CheckpointFieldError{field + ": " + rule};
+}
+
+inline const nlohmann::json& checkpoint_field(const nlohmann::json& j, const std::string& parent,
+                                              const char* name) {
+  if (!j.is_object()) checkpoint_fail(parent, "must be an object");
+  auto it = j.find(name);
+  if (it == j.end()) checkpoint_fail(parent + "." + name, "is missing");
+  return *it;
+}
+
+inline std::int64_t checkpoint_int(const nlohmann::json& j, const std::string& parent,
+                                   const char* name) {
+  const nlohmann::json& v = checkpoint_field(j, parent, name);
+  if (!v.is_number_integer()) checkpoint_fail(parent + "." + name, "must be an integer");
+  if (v.is_number_unsigned() &&
+      v.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    checkpoint_fail(parent + "." + name, "is out of range");
+  return v.get<std::int64_t>();
+}
+
+inline double checkpoint_double(const nlohmann::json& j, const std::string& parent,
+                                const char* name) {
+  const nlohmann::json& v = checkpoint_field(j, parent, name);
+  if (!v.is_number()) checkpoint_fail(parent + "." + name, "must be a number");
+  return v.get<double>();
+}
+
+inline std::string checkpoint_string(const nlohmann::json& j, const std::string& parent,
+                                     const char* name) {
+  const nlohmann::json& v = checkpoint_field(j, parent, name);
+  if (!v.is_string()) checkpoint_fail(parent + "." + name, "must be a string");
+  return v.get<std::string>();
+}
+
+inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
+  return nlohmann::json{{"head_dim", sp.spec.head_dim},
+                        {"rotary_dim", sp.spec.rotary_dim},
+                        {"rope_theta", sp.spec.rope_theta},
+                        {"original_max_position", sp.spec.original_max_position},
+                        {"scale", sp.scale},
+                        {"method", to_string(sp.method)},
+                        {"critical_lower", sp.critical_lower},
+                        {"critical_upper", sp.critical_upper},
+                        {"lower_bound", sp.lower_bound},
+                        {"upper_bound", sp.upper_bound},
+                        {"step", sp.step},
+                        {"monotonicity", to_string(sp.monotonicity)},
+                        {"attention_factor", sp.attention_factor}};
+}
+
+inline SearchSpace checkpoint_space_from(const nlohmann::json& j) {
+  const std::string p = "space";
+  SearchSpace sp;
+  sp.spec.head_dim = checkpoint_int(j, p, "head_dim");
+  sp.spec.rotary_dim = checkpoint_int(j, p, "rotary_dim");
+  sp.spec.rope_theta = checkpoint_double(j, p, "rope_theta");
+  sp.spec.original_max_position = checkpoint_int(j, p, "original_max_position");
+  sp.scale = checkpoint_double(j, p, "scale");
+  const std::string method = checkpoint_string(j, p, "method");
+  if (method == "longrope2")
+    sp.method = SearchMethod::kLongRoPE2;
+  else if (method == "longrope")
+    sp.method = SearchMethod::kLongRoPE;
+  else
+    checkpoint_fail("space.method",
+                    "must be \"longrope2\" or \"longrope\", not \"" + method + "\"");
+  sp.critical_lower = checkpoint_int(j, p, "critical_lower");
+  sp.critical_upper = checkpoint_int(j, p, "critical_upper");
+  sp.lower_bound = checkpoint_double(j, p, "lower_bound");
+  sp.upper_bound = checkpoint_double(j, p, "upper_bound");
+  sp.step = checkpoint_double(j, p, "step");
+  const std::string mono = checkpoint_string(j, p, "monotonicity");
+  if (mono == "non_decreasing")
+    sp.monotonicity = Monotonicity::kNonDecreasing;
+  else if (mono == "strictly_increasing")
+    sp.monotonicity = Monotonicity::kStrictlyIncreasing;
+  else
+    checkpoint_fail("space.monotonicity",
+                    "must be \"non_decreasing\" or \"strictly_increasing\", not \"" + mono + "\"");
+  sp.attention_factor = checkpoint_double(j, p, "attention_factor");
+  return sp;
+}
+
+inline nlohmann::json checkpoint_params_json(const SearchParams& pr) {
+  return nlohmann::json{{"population", pr.population},
+                        {"parents", pr.parents},
+                        {"mutations", pr.mutations},
+                        {"crossovers", pr.crossovers},
+                        {"iterations", pr.iterations},
+                        {"mutation_prob", pr.mutation_prob},
+                        {"crossover_tries", pr.crossover_tries},
+                        {"critical_mutation_prob", pr.critical_mutation_prob},
+                        {"seed", pr.seed}};
+}
+
+inline SearchParams checkpoint_params_from(const nlohmann::json& j) {
+  const std::string p = "params";
+  SearchParams pr;
+  pr.population = checkpoint_int(j, p, "population");
+  pr.parents = checkpoint_int(j, p, "parents");
+  pr.mutations = checkpoint_int(j, p, "mutations");
+  pr.crossovers = checkpoint_int(j, p, "crossovers");
+  pr.iterations = checkpoint_int(j, p, "iterations");
+  pr.mutation_prob = checkpoint_double(j, p, "mutation_prob");
+  pr.crossover_tries = checkpoint_int(j, p, "crossover_tries");
+  pr.critical_mutation_prob = checkpoint_double(j, p, "critical_mutation_prob");
+  const nlohmann::json& seed = checkpoint_field(j, p, "seed");
+  if (!seed.is_number_unsigned() && !(seed.is_number_integer() && seed.get<std::int64_t>() >= 0))
+    checkpoint_fail("params.seed", "must be an unsigned integer");
+  pr.seed = seed.get<std::uint64_t>();
+  return pr;
+}
+
+inline SearchState checkpoint_state_from(const nlohmann::json& j) {
+  if (!j.is_object()) checkpoint_fail("checkpoint", "must be a JSON object");
+  const std::string root = "checkpoint";
+  const std::string format = checkpoint_string(j, root, "format");
+  if (format != kSearchCheckpointFormat)
+    checkpoint_fail("checkpoint.format", "must be \"" + std::string(kSearchCheckpointFormat) +
+                                             "\", not \"" + format + "\"");
+  const std::int64_t version = checkpoint_int(j, root, "version");
+  if (version != kSearchCheckpointVersion)
+    checkpoint_fail("checkpoint.version", "must be " + std::to_string(kSearchCheckpointVersion) +
+                                              ", not " + std::to_string(version));
+  SearchState st;
+  st.space = checkpoint_space_from(checkpoint_field(j, root, "space"));
+  st.params = checkpoint_params_from(checkpoint_field(j, root, "params"));
+  st.iteration = checkpoint_int(j, root, "iteration");
+  st.rng_state = checkpoint_string(j, root, "rng_state");
+  const nlohmann::json& history = checkpoint_field(j, root, "history");
+  if (!history.is_array()) checkpoint_fail("checkpoint.history", "must be an array");
+  st.history.reserve(history.size());
+  for (std::size_t i = 0; i < history.size(); ++i) {
+    const std::string name = "history[" + std::to_string(i) + "]";
+    const nlohmann::json& e = history[i];
+    EvaluatedGenome eg;
+    eg.genome.critical_pair = checkpoint_int(e, name, "c");
+    const nlohmann::json& steps = checkpoint_field(e, name, "steps");
+    if (!steps.is_array()) checkpoint_fail(name + ".steps", "must be an array");
+    eg.genome.steps.reserve(steps.size());
+    for (const nlohmann::json& k : steps) {
+      if (!k.is_number_integer()) checkpoint_fail(name + ".steps", "must hold integers");
+      eg.genome.steps.push_back(k.get<std::int64_t>());
+    }
+    const nlohmann::json& loss = checkpoint_field(e, name, "loss");
+    if (loss.is_null())
+      eg.loss = std::numeric_limits<double>::infinity();
+    else if (loss.is_number())
+      eg.loss = loss.get<double>();
+    else
+      checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+    st.history.push_back(std::move(eg));
+  }
+  const nlohmann::json& pop = checkpoint_field(j, root, "population");
+  if (!pop.is_array()) checkpoint_fail("checkpoint.population", "must be an array");
+  for (const nlohmann::json& k : pop) {
+    if (!k.is_number_integer()) checkpoint_fail("checkpoint.population", "must hold integers");
+    st.population.push_back(k.get<std::int64_t>());
+  }
+  return st;
+}
+
+}  // namespace detail
+
+/// The JSON document of a state (see the format above).
+inline nlohmann::json search_state_to_json(const SearchState& st) {
+  nlohmann::json history = nlohmann::json::array();
+  for (const EvaluatedGenome& e : st.history) {
+    nlohmann::json loss = nullptr;
+    if (std::isfinite(e.loss)) loss = e.loss;
+    history.push_back(
+        nlohmann::json{{"c", e.genome.critical_pair}, {"steps", e.genome.steps}, {"loss", loss}});
+  }
+  nlohmann::json j{{"format", kSearchCheckpointFormat},
+                   {"version", kSearchCheckpointVersion},
+                   {"space", detail::checkpoint_space_json(st.space)},
+                   {"params", detail::checkpoint_params_json(st.params)},
+                   {"iteration", st.iteration},
+                   {"rng_state", st.rng_state},
+                   {"history", std::move(history)},
+                   {"population", st.population}};
+  const std::int64_t best = st.population.empty() || st.history.empty() ? -1 : st.best_index();
+  if (best >= 0 &&
+      validate_genome(st.space, st.history[static_cast<std::size_t>(best)].genome).ok() &&
+      validate(st.space).ok()) {
+    const EvaluatedGenome& e = st.history[static_cast<std::size_t>(best)];
+    const Eigen::ArrayXd f = genome_factors(st.space, e.genome);
+    nlohmann::json loss = nullptr;
+    if (std::isfinite(e.loss)) loss = e.loss;
+    j["best"] = nlohmann::json{{"c", e.genome.critical_pair},
+                               {"loss", loss},
+                               {"factors", std::vector<double>(f.data(), f.data() + f.size())}};
+  }
+  return j;
+}
+
+/// Parses and validates a state from JSON; kParseError naming the field on any problem.
+inline Status try_search_state_from_json(const nlohmann::json& j, SearchState* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  SearchState st;
+  try {
+    st = detail::checkpoint_state_from(j);
+  } catch (const detail::CheckpointFieldError& e) {
+    return Status(ErrorCode::kParseError, "ropescale: parse_error: search checkpoint " + e.message);
+  } catch (const nlohmann::json::exception& e) {
+    return Status(ErrorCode::kParseError,
+                  std::string("ropescale: parse_error: search checkpoint: ") + e.what());
+  }
+  ROPESCALE_RETURN_IF_ERROR(validate(st));
+  *out = std::move(st);
+  return Status();
+}
+
+/// Loads a checkpoint file. Never modifies the file. kIoError when it cannot be read,
+/// kParseError when it is not valid JSON (e.g. truncated) or not a valid search state.
+inline Status try_load_search_checkpoint(const std::string& path, SearchState* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return make_status(ErrorCode::kIoError, "checkpoint path", path,
+                       "cannot be opened for reading");
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad()) return make_status(ErrorCode::kIoError, "checkpoint path", path, "read failed");
+  nlohmann::json j = nlohmann::json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded())
+    return make_status(ErrorCode::kParseError, "checkpoint", path,
+                       "is not valid JSON (truncated or corrupt); the file was left unchanged");
+  const Status s = try_search_state_from_json(j, out);
+  if (!s.ok()) return Status(ErrorCode::kParseError, s.message() + " (in " + path + ")");
+  return Status();
+}
+
+inline SearchState load_search_checkpoint(const std::string& path) {
+  SearchState st;
+  throw_if_error(try_load_search_checkpoint(path, &st));
+  return st;
+}
+
+/// Writes a checkpoint atomically: "<path>.tmp" in the same directory, flushed, then renamed
+/// over path. On failure the previous file at path is untouched (kIoError).
+inline Status try_save_search_checkpoint(const std::string& path, const SearchState& st) {
+  if (path.empty())
+    return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path, "must not be empty");
+  const std::string text = search_state_to_json(st).dump(1) + "\n";
+  const std::string tmp = path + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (f == nullptr)
+    return make_status(ErrorCode::kIoError, "checkpoint temp file", tmp,
+                       "cannot be opened for writing");
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  ok = std::fflush(f) == 0 && ok;
+#if defined(__unix__) || defined(__APPLE__)
+  ok = ::fsync(::fileno(f)) == 0 && ok;
+#endif
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    return make_status(ErrorCode::kIoError, "checkpoint temp file", tmp, "write failed");
+  }
+#if defined(_WIN32)
+  std::remove(path.c_str());  // rename does not replace on Windows
+#endif
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return make_status(ErrorCode::kIoError, "checkpoint path", path,
+                       "rename from the temp file failed");
+  }
+  return Status();
+}
+
+inline void save_search_checkpoint(const std::string& path, const SearchState& st) {
+  throw_if_error(try_save_search_checkpoint(path, st));
+}
+
+/// Installs a checkpoint callback on `search` that writes `path` after every iteration.
+inline void checkpoint_search_to(EvolutionSearch& search, const std::string& path) {
+  search.set_checkpoint_callback(
+      [path](const SearchState& st) { save_search_checkpoint(path, st); });
+}
+
+/// Runs `search` with a checkpoint at `path` after every iteration; when `path` already exists,
+/// resumes from it instead (refusing, with kParseError and without touching the file, a
+/// checkpoint that is corrupt or belongs to another space or parameter set).
+inline SearchResult run_or_resume_search(EvolutionSearch& search, const std::string& path,
+                                         const SearchFitness& fitness,
+                                         const std::vector<Genome>& seeds = {}) {
+  bool exists = false;
+  {
+    std::ifstream probe(path, std::ios::binary);
+    exists = probe.good();
+  }
+  checkpoint_search_to(search, path);
+  if (!exists) return search.run(fitness, seeds);
+  const SearchState st = load_search_checkpoint(path);
+  return search.resume(st, fitness);
+}
+
+}  // namespace ropescale

@@ -1,0 +1,272 @@
+// Search checkpoints: exact round trip, atomic writes, kill-and-resume from the file, and refusal
+// (kParseError, file untouched) of truncated, corrupt and mismatched checkpoints.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ropescale/io/search_checkpoint.hpp"
+
+using ropescale::ErrorCode;
+using ropescale::EvolutionSearch;
+using ropescale::FactorTable;
+using ropescale::RopeSpec;
+using ropescale::SearchParams;
+using ropescale::SearchProgress;
+using ropescale::SearchResult;
+using ropescale::SearchSpace;
+using ropescale::SearchState;
+
+namespace {
+
+SearchSpace test_space() {
+  return SearchSpace::longrope2(RopeSpec{128, 128, 500000.0, 8192}, 131072);
+}
+
+double loss(const FactorTable& t) {
+  const Eigen::ArrayXd& f = t.factors();
+  double sum = 0.0;
+  for (Eigen::Index i = 0; i < f.size(); ++i) {
+    const double want = i < 30 ? std::pow(20.0, i / 30.0) : 20.0 + 0.2 * (i - 30);
+    sum += std::abs(std::log(f[i] / want));
+  }
+  return sum;
+}
+
+std::string temp_path(const std::string& name) {
+  const testing::TestInfo* info = testing::UnitTest::GetInstance()->current_test_info();
+  return testing::TempDir() + "ropescale_" + info->name() + "_" + name;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+bool exists(const std::string& path) { return std::ifstream(path).good(); }
+
+void expect_same_state(const SearchState& a, const SearchState& b) {
+  EXPECT_EQ(a.space, b.space);
+  EXPECT_EQ(ropescale::search_params_mismatch(a.params, b.params), "");
+  EXPECT_EQ(a.params.iterations, b.params.iterations);
+  EXPECT_EQ(a.iteration, b.iteration);
+  EXPECT_EQ(a.population, b.population);
+  EXPECT_EQ(a.rng_state, b.rng_state);
+  ASSERT_EQ(a.history.size(), b.history.size());
+  for (std::size_t i = 0; i < a.history.size(); ++i) {
+    EXPECT_EQ(a.history[i].genome, b.history[i].genome);
+    EXPECT_EQ(a.history[i].loss, b.history[i].loss);  // bit-exact through JSON
+  }
+}
+
+// Expects loading `path` to fail with kParseError mentioning `needle`, leaving the file as it was.
+void expect_refused(const std::string& path, const std::string& needle) {
+  const std::string before = read_file(path);
+  try {
+    ropescale::load_search_checkpoint(path);
+    ADD_FAILURE() << "accepted a bad checkpoint (" << needle << ")";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kParseError) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+  // run_or_resume refuses it too, before writing anything.
+  EvolutionSearch search(test_space(), SearchParams{});
+  EXPECT_THROW(ropescale::run_or_resume_search(search, path, loss), ropescale::Error);
+  EXPECT_EQ(read_file(path), before);
+  EXPECT_FALSE(exists(path + ".tmp"));
+}
+
+}  // namespace
+
+TEST(SearchCheckpoint, RoundTripIsExact) {
+  SearchParams p;
+  p.iterations = 3;
+  p.seed = 99;
+  EvolutionSearch search(test_space(), p);
+  int calls = 0;
+  // Some infinite losses (written as null) and awkward doubles.
+  const SearchResult r = search.run(
+      [&](const FactorTable& t) { return (++calls % 7 == 0) ? INFINITY : loss(t) / 3.0 + 1e-300; });
+  const std::string path = temp_path("ckpt.json");
+  ropescale::save_search_checkpoint(path, r.state);
+  EXPECT_FALSE(exists(path + ".tmp"));
+  const SearchState back = ropescale::load_search_checkpoint(path);
+  expect_same_state(r.state, back);
+
+  const nlohmann::json j = nlohmann::json::parse(read_file(path));
+  EXPECT_EQ(j["format"], "ropescale.search_checkpoint");
+  EXPECT_EQ(j["version"], 1);
+  EXPECT_EQ(j["history"].size(), 64u + 3u * 32u);
+  EXPECT_TRUE(j["history"][6]["loss"].is_null());
+  // The readable best entry carries the full factor table.
+  EXPECT_EQ(j["best"]["factors"].size(), 64u);
+  EXPECT_EQ(j["best"]["loss"].get<double>(), r.best_loss);
+  EXPECT_EQ(j["best"]["c"].get<std::int64_t>(), r.best.critical_pair);
+  std::remove(path.c_str());
+}
+
+TEST(SearchCheckpoint, KillAndResumeFromTheFileEqualsAnUninterruptedRun) {
+  SearchParams p;
+  p.iterations = 15;
+  p.seed = 5;
+  EvolutionSearch reference(test_space(), p);
+  const SearchResult uninterrupted = reference.run(loss);
+
+  const std::string path = temp_path("ckpt.json");
+  std::remove(path.c_str());
+  // Session 1: killed by the fitness in the middle of iteration 6.
+  {
+    EvolutionSearch search(test_space(), p);
+    int calls = 0;
+    EXPECT_THROW(ropescale::run_or_resume_search(search, path,
+                                                 [&](const FactorTable& t) {
+                                                   if (++calls == 64 + 5 * 32 + 20)
+                                                     throw std::runtime_error("killed");
+                                                   return loss(t);
+                                                 }),
+                 std::runtime_error);
+  }
+  EXPECT_EQ(ropescale::load_search_checkpoint(path).iteration, 5);
+  // Session 2: stopped on purpose after iteration 9, with another thread count.
+  {
+    SearchParams q = p;
+    q.threads = 2;
+    q.thread_safe = true;
+    EvolutionSearch search(test_space(), q);
+    search.set_stop_callback([](const SearchProgress& pr) { return pr.iteration == 9; });
+    const SearchResult part = ropescale::run_or_resume_search(search, path, loss);
+    EXPECT_EQ(part.iterations, 9);
+  }
+  EXPECT_EQ(ropescale::load_search_checkpoint(path).iteration, 9);
+  // Session 3: runs to the end.
+  EvolutionSearch search(test_space(), p);
+  const SearchResult resumed = ropescale::run_or_resume_search(search, path, loss);
+  EXPECT_EQ(resumed.best, uninterrupted.best);
+  EXPECT_EQ(resumed.best_loss, uninterrupted.best_loss);
+  EXPECT_EQ(resumed.table, uninterrupted.table);
+  expect_same_state(resumed.state, uninterrupted.state);
+  // The final checkpoint holds the final state.
+  expect_same_state(ropescale::load_search_checkpoint(path), uninterrupted.state);
+  std::remove(path.c_str());
+}
+
+TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
+  SearchParams p;
+  p.iterations = 2;
+  EvolutionSearch search(test_space(), p);
+  const SearchResult r = search.run(loss);
+  const std::string good_path = temp_path("good.json");
+  ropescale::save_search_checkpoint(good_path, r.state);
+  const std::string good = read_file(good_path);
+  const nlohmann::json j = nlohmann::json::parse(good);
+  const std::string path = temp_path("bad.json");
+
+  write_file(path, good.substr(0, good.size() / 2));
+  expect_refused(path, "not valid JSON");
+  write_file(path, good.substr(0, good.size() - 3));
+  expect_refused(path, "not valid JSON");
+  write_file(path, "");
+  expect_refused(path, "not valid JSON");
+  std::string flipped = good;
+  flipped[flipped.size() / 3] = '#';
+  write_file(path, flipped);
+  expect_refused(path, "not valid JSON");
+
+  auto refuse_edit = [&](const std::function<void(nlohmann::json&)>& edit,
+                         const std::string& needle) {
+    nlohmann::json bad = j;
+    edit(bad);
+    write_file(path, bad.dump());
+    expect_refused(path, needle);
+  };
+  refuse_edit([](nlohmann::json& b) { b["format"] = "something else"; }, "checkpoint.format");
+  refuse_edit([](nlohmann::json& b) { b["version"] = 2; }, "checkpoint.version");
+  refuse_edit([](nlohmann::json& b) { b.erase("rng_state"); }, "checkpoint.rng_state");
+  refuse_edit([](nlohmann::json& b) { b["rng_state"] = "12 34"; }, "rng_state");
+  refuse_edit([](nlohmann::json& b) { b["params"]["population"] = "64"; }, "params.population");
+  refuse_edit([](nlohmann::json& b) { b["params"]["parents"] = 100; }, "params.parents");
+  refuse_edit([](nlohmann::json& b) { b["space"]["method"] = "yarn"; }, "space.method");
+  refuse_edit([](nlohmann::json& b) { b["space"]["step"] = -0.01; }, "space.step");
+  refuse_edit([](nlohmann::json& b) { b["history"][4]["steps"][0] = 100; }, "history[4]");
+  refuse_edit([](nlohmann::json& b) { b["history"][4]["c"] = 50; }, "history[4]");
+  refuse_edit([](nlohmann::json& b) { b["history"][4]["loss"] = "low"; }, "history[4].loss");
+  refuse_edit([](nlohmann::json& b) { b["history"][5] = b["history"][4]; }, "history[5]");
+  refuse_edit([](nlohmann::json& b) { b["population"][0] = 100000; }, "population[0]");
+  refuse_edit([](nlohmann::json& b) { b["population"] = nlohmann::json::array(); },
+              "population.size()");
+  refuse_edit([](nlohmann::json& b) { b["history"] = 3; }, "checkpoint.history");
+
+  // Well-formed but from another search: refused by resume (kParseError, naming the field),
+  // file untouched.
+  write_file(path, good);
+  for (int which = 0; which < 3; ++which) {
+    SearchParams q = p;
+    SearchSpace sp = test_space();
+    std::string field;
+    if (which == 0) {
+      q.seed = 12345;
+      field = "seed";
+    } else if (which == 1) {
+      q.population = 48;
+      field = "population";
+    } else {
+      sp.monotonicity = ropescale::Monotonicity::kStrictlyIncreasing;
+      field = "monotonicity";
+    }
+    EvolutionSearch other(sp, q);
+    try {
+      ropescale::run_or_resume_search(other, path, loss);
+      ADD_FAILURE() << "resumed a checkpoint with another " << field;
+    } catch (const ropescale::Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kParseError);
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(read_file(path), good);
+  }
+
+  // A missing file is an I/O error for load (run_or_resume starts a new search instead).
+  const std::string missing = temp_path("missing.json");
+  std::remove(missing.c_str());
+  try {
+    ropescale::load_search_checkpoint(missing);
+    ADD_FAILURE() << "loaded a missing file";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kIoError);
+  }
+  std::remove(path.c_str());
+  std::remove(good_path.c_str());
+}
+
+TEST(SearchCheckpoint, FailedWriteLeavesThePreviousFile) {
+  SearchParams p;
+  p.iterations = 1;
+  EvolutionSearch search(test_space(), p);
+  const SearchResult r = search.run(loss);
+  // A directory where the temp file should go makes the write fail; the old file survives.
+  const std::string path = temp_path("ckpt.json");
+  write_file(path, "previous");
+  const std::string tmp = path + ".tmp";
+  ASSERT_EQ(std::system(("mkdir -p '" + tmp + "'").c_str()), 0);
+  ropescale::SearchState st = r.state;
+  const ropescale::Status s = ropescale::try_save_search_checkpoint(path, st);
+  EXPECT_EQ(s.code(), ErrorCode::kIoError) << s.message();
+  EXPECT_EQ(read_file(path), "previous");
+  std::remove(tmp.c_str());
+  std::remove(path.c_str());
+}
