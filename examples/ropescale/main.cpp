@@ -17,7 +17,8 @@ void print_help(std::ostream& os) {
   os << "usage: ropescale [COMMAND] [OPTIONS]\n"
      << "  (no command runs '" << kDefaultCommand << "')\n\ncommands:\n";
   for (const auto& entry : cli::registry()) {
-    os << "  " << entry.first << std::string(entry.first.size() < 10 ? 10 - entry.first.size() : 1, ' ')
+    os << "  " << entry.first
+       << std::string(entry.first.size() < 10 ? 10 - entry.first.size() : 1, ' ')
        << entry.second.summary << "\n";
     os << "            " << entry.second.usage << "\n";
   }

@@ -21,13 +21,13 @@
 #endif
 
 #ifndef ROPESCALE_ASSERT
-#define ROPESCALE_ASSERT(cond)                                                          \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
+#define ROPESCALE_ASSERT(cond)                                                           \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "ropescale: assertion failed: %s (%s:%d)\n", #cond, __FILE__, \
-                   __LINE__);                                                           \
-      std::abort();                                                                     \
-    }                                                                                   \
+                   __LINE__);                                                            \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (false)
 #endif
 

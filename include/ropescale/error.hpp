@@ -125,8 +125,8 @@ inline void throw_if_error(const Status& status) {
 }  // namespace ropescale
 
 /// Returns from the enclosing Status-returning function when expr is not ok.
-#define ROPESCALE_RETURN_IF_ERROR(expr)          \
-  do {                                           \
-    ::ropescale::Status ropescale_status_ = (expr); \
+#define ROPESCALE_RETURN_IF_ERROR(expr)                    \
+  do {                                                     \
+    ::ropescale::Status ropescale_status_ = (expr);        \
     if (!ropescale_status_.ok()) return ropescale_status_; \
   } while (false)

@@ -71,9 +71,7 @@ class FactorTable {
   bool empty() const noexcept { return factors_.size() == 0; }
 
   /// True when this is plain RoPE (every lambda is exactly 1 and the attention factor is 1).
-  bool is_identity() const noexcept {
-    return attention_factor_ == 1.0 && (factors_ == 1.0).all();
-  }
+  bool is_identity() const noexcept { return attention_factor_ == 1.0 && (factors_ == 1.0).all(); }
 
   /// Checks that the table fits a spec (one factor per rotary pair).
   Status validate_for(const RopeSpec& spec) const {

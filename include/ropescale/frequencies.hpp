@@ -21,9 +21,9 @@ namespace ropescale {
 
 /// What a model's RoPE looks like before any rescaling.
 struct RopeSpec {
-  std::int64_t head_dim = 128;    ///< channels per attention head
-  std::int64_t rotary_dim = 128;  ///< leading channels that rotate; even, <= head_dim
-  double rope_theta = 10000.0;    ///< the base ("rope_theta" in config.json)
+  std::int64_t head_dim = 128;                ///< channels per attention head
+  std::int64_t rotary_dim = 128;              ///< leading channels that rotate; even, <= head_dim
+  double rope_theta = 10000.0;                ///< the base ("rope_theta" in config.json)
   std::int64_t original_max_position = 4096;  ///< pre-training window L_train
 
   /// Number of rotating pairs, rotary_dim / 2.

@@ -70,7 +70,7 @@ inline const char* to_string(PairLayout layout) noexcept {
   return layout == PairLayout::kHalfSplit ? "half_split" : "interleaved";
 }
 inline const char* to_string(RotaryDirection d) noexcept {
-  return d == RotaryDirection::kForward ? "forward"
+  return d == RotaryDirection::kForward   ? "forward"
          : d == RotaryDirection::kInverse ? "inverse"
                                           : "backward";
 }
@@ -106,13 +106,16 @@ class RotaryFrequencies {
  public:
   /// inv_freq_i = base_inv_freq_i / lambda_i, attention factor from the table.
   RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
-      : inv_freq_(table.inv_freq(spec)), attention_factor_(table.attention_factor()) {}
+      : inv_freq_(table.inv_freq(spec)),
+        attention_factor_(table.attention_factor()),
+        max_abs_(inv_freq_.abs().maxCoeff()) {}
 
   /// Raw frequencies (any finite values, negative allowed: e.g. the difference of two tables
   /// used to re-rotate a KV cache) and a finite attention factor > 0.
   RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor)
       : inv_freq_(std::move(inv_freq)), attention_factor_(attention_factor) {
     throw_if_error(check(inv_freq_, attention_factor_));
+    max_abs_ = inv_freq_.abs().maxCoeff();
   }
 
   static Status check(const Eigen::ArrayXd& inv_freq, double attention_factor) {
@@ -138,16 +141,14 @@ class RotaryFrequencies {
   void fill(std::int64_t pos, C* cos_out, C* sin_out, double scale = 1.0) const noexcept {
     const double m = attention_factor_ * scale;
     const double p = static_cast<double>(pos);
-    const double* f = inv_freq_.data();
     const std::int64_t n = pairs();
-    const bool fast = std::abs(pos) < (std::int64_t{1} << 53) &&
-                      p * max_abs_inv_freq() < detail::kFastAngleLimit;
+    if (std::abs(pos) < (std::int64_t{1} << 53) && p * max_abs_ < detail::kFastAngleLimit) {
+      detail::sincos_row_fast(p, inv_freq_.data(), n, m, cos_out, sin_out);
+      return;
+    }
     for (std::int64_t i = 0; i < n; ++i) {
       double s, c;
-      if (fast)
-        detail::sincos_fast(p * f[i], s, c);
-      else
-        detail::sincos_position(pos, f[i], s, c);
+      detail::sincos_position(pos, inv_freq_[i], s, c);
       cos_out[i] = static_cast<C>(m * c);
       sin_out[i] = static_cast<C>(m * s);
     }
@@ -157,13 +158,9 @@ class RotaryFrequencies {
   bool covers(std::int64_t pos) const noexcept { return pos >= 0; }
 
  private:
-  double max_abs_inv_freq() const noexcept {
-    if (max_abs_ < 0) max_abs_ = inv_freq_.abs().maxCoeff();
-    return max_abs_;
-  }
   Eigen::ArrayXd inv_freq_;
   double attention_factor_ = 1.0;
-  mutable double max_abs_ = -1.0;
+  double max_abs_ = 0.0;  // largest |inv_freq_i|: decides the fast range reduction per token
 };
 
 /// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
@@ -182,8 +179,8 @@ class BasicRotaryCache {
   BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
       : pairs_(freqs.pairs()), attention_factor_(freqs.attention_factor()) {
     if (num_positions <= 0)
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
-                                 "must be > 0"));
+      throw_if_error(
+          make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions, "must be > 0"));
     const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 2 / pairs_;
     if (num_positions > limit)
       throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
@@ -252,8 +249,8 @@ struct Operand {
 };
 
 // Address range [lo, hi) in elements relative to data of a view's rotated + passed-through rows.
-inline void extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim,
-                   std::int64_t ts, std::int64_t hs, std::int64_t& lo, std::int64_t& hi) {
+inline void extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim, std::int64_t ts,
+                   std::int64_t hs, std::int64_t& lo, std::int64_t& hi) {
   lo = 0;
   hi = head_dim;
   if (tokens > 1) (ts < 0 ? lo : hi) += ts * (tokens - 1);
@@ -351,49 +348,61 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
   return Status();
 }
 
+// Buffer sizes (in compute values) run_rotary needs for `half` pairs.
+inline std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
+
 template <typename T, typename Angles>
 inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
                        const Operand<T>* ops, int n_ops, PairLayout layout,
-                       RotaryDirection direction, compute_t<T>* row_buf) noexcept {
+                       RotaryDirection direction, compute_t<T>* buf) noexcept {
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();
-  C* cbuf = row_buf;
-  C* sbuf = row_buf + half;
+  C* cbuf = buf;              // half
+  C* sbuf = buf + half;       // half
+  C* ccbuf = buf + 2 * half;  // 2 half (interleaved rows)
+  C* ssbuf = buf + 4 * half;  // 2 half
   const double m = angles.attention_factor();
   const double scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
   const bool negate = direction != RotaryDirection::kForward;
+  const bool interleaved = layout == PairLayout::kInterleaved;
   dispatch_half(half, [&](auto khalf) {
     constexpr int kHalf = decltype(khalf)::value;
     for (std::int64_t t = 0; t < tokens; ++t) {
-      const C* c;
-      const C* s;
+      const C* c = cbuf;
+      const C* s = sbuf;
+      bool direct = false;
       if constexpr (is_cache_of<Angles, C>::value) {
-        if (!negate) {
+        if (!negate && !interleaved) {
           c = angles.cos_row(positions[t]);
           s = angles.sin_row(positions[t]);
-        } else {
-          angles.fill(positions[t], cbuf, sbuf, scale);
-          c = cbuf;
-          s = sbuf;
+          direct = true;
         }
-      } else {
-        angles.fill(positions[t], cbuf, sbuf, scale);
-        c = cbuf;
-        s = sbuf;
       }
-      if (negate) {
-        for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
+      if (!direct) {
+        angles.fill(positions[t], cbuf, sbuf, scale);
+        if (negate)
+          for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
+      }
+      if (interleaved) {
+        for (std::int64_t i = 0; i < half; ++i) {
+          ccbuf[2 * i] = c[i];
+          ccbuf[2 * i + 1] = c[i];
+          ssbuf[2 * i] = -s[i];
+          ssbuf[2 * i + 1] = s[i];
+        }
+        c = ccbuf;
+        s = ssbuf;
       }
       for (int o = 0; o < n_ops; ++o) {
         const Operand<T>& op = ops[o];
         const T* in = op.in + t * op.in_token_stride;
         T* out = op.out + t * op.out_token_stride;
-        if (layout == PairLayout::kInterleaved)
-          rotate_token<kHalf, true>(in, out, op.heads, op.in_head_stride, op.out_head_stride,
-                                    half, op.head_dim, c, s);
+        if (interleaved)
+          rotate_token<kHalf, true>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
+                                    op.head_dim, c, s);
         else
-          rotate_token<kHalf, false>(in, out, op.heads, op.in_head_stride, op.out_head_stride,
-                                     half, op.head_dim, c, s);
+          rotate_token<kHalf, false>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
+                                     op.head_dim, c, s);
       }
     }
   });
@@ -432,9 +441,9 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
   ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, tokens));
   Operand<T> ops[2];
   for (int i = 0; i < n; ++i)
-    ops[i] = {ins[i].data,        outs[i].data,         ins[i].heads,         ins[i].head_dim,
-              ins[i].token_stride, ins[i].head_stride,  outs[i].token_stride, outs[i].head_stride};
-  std::vector<compute_t<T>> row(static_cast<std::size_t>(2 * angles.pairs()));
+    ops[i] = {ins[i].data,         outs[i].data,       ins[i].heads,         ins[i].head_dim,
+              ins[i].token_stride, ins[i].head_stride, outs[i].token_stride, outs[i].head_stride};
+  std::vector<compute_t<T>> row(static_cast<std::size_t>(row_buffer_size(angles.pairs())));
   run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row.data());
   return Status();
 }
@@ -457,9 +466,8 @@ inline Status try_apply_rotary(const Angles& angles, const std::int64_t* positio
   return detail::rotary_call<T>(angles, positions, &in, &x, 1, ni, no, layout, direction);
 }
 template <typename T, typename Angles>
-inline void apply_rotary(const Angles& angles, const std::int64_t* positions,
-                         const HeadsView<T>& x, PairLayout layout,
-                         RotaryDirection direction = RotaryDirection::kForward) {
+inline void apply_rotary(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& x,
+                         PairLayout layout, RotaryDirection direction = RotaryDirection::kForward) {
   throw_if_error(try_apply_rotary(angles, positions, x, layout, direction));
 }
 

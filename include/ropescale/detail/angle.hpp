@@ -11,9 +11,9 @@ namespace detail {
 // pi/2 split into two 30-bit heads and a double tail (Cody & Waite range reduction): for
 // |n| < 2^23 the products n * kPio2Hi and n * kPio2Mid are exact, so the reduced argument
 // keeps double accuracy for angles up to ~6.5e6 rad.
-constexpr double kPio2Hi = 1.570796325802803;        // 30 significant bits
-constexpr double kPio2Mid = 9.920935791635221e-10;   // next 30 bits
-constexpr double kPio2Lo = 5.170182981794105e-19;    // the rest, rounded
+constexpr double kPio2Hi = 1.570796325802803;       // 30 significant bits
+constexpr double kPio2Mid = 9.920935791635221e-10;  // next 30 bits
+constexpr double kPio2Lo = 5.170182981794105e-19;   // the rest, rounded
 constexpr double kTwoOverPi = 0.6366197723675814;
 /// Angles below this use the fast reduction; larger ones the long double one.
 constexpr double kFastAngleLimit = 4194304.0;  // 2^22
@@ -31,7 +31,7 @@ inline void sincos_kernel(double r, double& s, double& c) noexcept {
   ps = ps * r2 - 1.0 / 120.0;            // -1/5!
   ps = ps * r2 + 1.0 / 6.0;              // 1/3!
   s = r - r * r2 * ps;
-  double pc = 1.0 / 6402373705728000.0;  // 1/18!
+  double pc = 1.0 / 6402373705728000.0;   // 1/18!
   pc = pc * r2 - 1.0 / 20922789888000.0;  // -1/16!
   pc = pc * r2 + 1.0 / 87178291200.0;     // 1/14!
   pc = pc * r2 - 1.0 / 479001600.0;       // -1/12!
@@ -63,6 +63,31 @@ inline void sincos_fast(double x, double& sin_out, double& cos_out) noexcept {
   apply_quadrant(static_cast<std::int64_t>(n), s, c, sin_out, cos_out);
 }
 
+/// m*cos and m*sin of p * f[i] for a whole row, when |p * f[i]| < kFastAngleLimit for every i.
+/// Branch-free so that the loop vectorizes: the quadrant is a floor taken by truncating a
+/// positively biased value, and the quadrant's swap and signs are selects.
+template <typename C>
+inline void sincos_row_fast(double p, const double* f, std::int64_t n, double m, C* cos_out,
+                            C* sin_out) noexcept {
+  constexpr double kBias = 8388608.0;  // 2^23 > any |p * f * 2/pi| on this path
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double x = p * f[i];
+    const std::int32_t q = static_cast<std::int32_t>(x * kTwoOverPi + (0.5 + kBias)) -
+                           static_cast<std::int32_t>(kBias);
+    const double nq = static_cast<double>(q);
+    const double r = ((x - nq * kPio2Hi) - nq * kPio2Mid) - nq * kPio2Lo;
+    double s, c;
+    sincos_kernel(r, s, c);
+    const bool swap = (q & 1) != 0;
+    double ss = swap ? c : s;
+    double cc = swap ? s : c;
+    ss = (q & 2) ? -ss : ss;
+    cc = ((q + 1) & 2) ? -cc : cc;
+    cos_out[i] = static_cast<C>(m * cc);
+    sin_out[i] = static_cast<C>(m * ss);
+  }
+}
+
 /// sin and cos of pos * inv_freq for any 64-bit position. The product is formed in long double
 /// (64-bit mantissa on x86) so that positions far past 2^31 keep their low bits.
 inline void sincos_position(std::int64_t pos, double inv_freq, double& sin_out,
@@ -75,9 +100,9 @@ inline void sincos_position(std::int64_t pos, double inv_freq, double& sin_out,
   }
   const long double xl = static_cast<long double>(pos) * static_cast<long double>(inv_freq);
   const long double n = std::nearbyint(xl * static_cast<long double>(kTwoOverPi));
-  const long double r = ((xl - n * static_cast<long double>(kPio2Hi)) -
-                         n * static_cast<long double>(kPio2Mid)) -
-                        n * static_cast<long double>(kPio2Lo);
+  const long double r =
+      ((xl - n * static_cast<long double>(kPio2Hi)) - n * static_cast<long double>(kPio2Mid)) -
+      n * static_cast<long double>(kPio2Lo);
   double s, c;
   sincos_kernel(static_cast<double>(r), s, c);
   apply_quadrant(static_cast<std::int64_t>(std::fmod(n, 4.0L)), s, c, sin_out, cos_out);

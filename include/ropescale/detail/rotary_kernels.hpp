@@ -1,11 +1,20 @@
 // ropescale internal: the unchecked rotary kernels. Not a public header: include
 // ropescale/rotary.hpp, whose front door validates every argument before calling these.
+//
+// Per token the caller prepares one row of angles; per head the kernel rotates rotary_dim
+// channels in the compute type C (float, or double for double storage):
+//   half-split : rows c[half], s[half]        x_i' = x_i c_i - y_i s_i, y_i' = y_i c_i + x_i s_i
+//   interleaved: rows cc[2 half], ss[2 half]  v_j' = v_j cc_j + v_(j^1) ss_j
+//                with cc = (c0 c0 c1 c1 ..), ss = (-s0 s0 -s1 s1 ..): the pair swap is one
+//                in-register permute, so the loop vectorizes like the half-split one.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "ropescale/config.hpp"
+#include "ropescale/detail/convert.hpp"
 #include "ropescale/detail/macro_scope.hpp"
 
 namespace ropescale {
@@ -13,87 +22,53 @@ namespace detail {
 
 /// Arithmetic type for a storage type: double for double, float for everything else.
 template <typename T>
-using compute_t = std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
+using compute_t =
+    std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
 
-template <typename C, typename T>
-inline C load(const T& v) noexcept {
-  return static_cast<C>(v);
-}
-template <typename T, typename C>
-inline T store(C v) noexcept {
-  return static_cast<T>(v);
-}
-
-// Half-split pairs, in place: channel i pairs with i + half. kHalf > 0 fixes the pair count at
-// compile time so the loop has no tail; kHalf == 0 reads it from `half`.
+// kHalf > 0 fixes the pair count at compile time so the loops have no tail. Loads convert
+// storage T to compute C and stores convert back, inside the one loop.
 template <int kHalf, typename T, typename C>
-inline void rotate_half_split_inplace(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT c,
-                                      const C* ROPESCALE_RESTRICT s, std::int64_t half) noexcept {
+inline void rotate_half_split(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT c,
+                              const C* ROPESCALE_RESTRICT s, std::int64_t half) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
-  T* ROPESCALE_RESTRICT hi = x + n;
+  T* ROPESCALE_RESTRICT y = x + n;
   for (std::int64_t i = 0; i < n; ++i) {
-    const C x0 = load<C>(x[i]);
-    const C x1 = load<C>(hi[i]);
-    x[i] = store<T>(x0 * c[i] - x1 * s[i]);
-    hi[i] = store<T>(x1 * c[i] + x0 * s[i]);
+    const C x0 = Elem<T>::template load<C>(x[i]);
+    const C x1 = Elem<T>::template load<C>(y[i]);
+    Elem<T>::store(x[i], x0 * c[i] - x1 * s[i]);
+    Elem<T>::store(y[i], x1 * c[i] + x0 * s[i]);
   }
 }
 
 template <int kHalf, typename T, typename C>
-inline void rotate_half_split(const T* ROPESCALE_RESTRICT in, T* ROPESCALE_RESTRICT out,
-                              const C* ROPESCALE_RESTRICT c, const C* ROPESCALE_RESTRICT s,
-                              std::int64_t half) noexcept {
+inline void rotate_interleaved(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT cc,
+                               const C* ROPESCALE_RESTRICT ss, std::int64_t half) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
   for (std::int64_t i = 0; i < n; ++i) {
-    const C x0 = load<C>(in[i]);
-    const C x1 = load<C>(in[i + n]);
-    out[i] = store<T>(x0 * c[i] - x1 * s[i]);
-    out[i + n] = store<T>(x1 * c[i] + x0 * s[i]);
+    const C a = Elem<T>::template load<C>(x[2 * i]);
+    const C b = Elem<T>::template load<C>(x[2 * i + 1]);
+    Elem<T>::store(x[2 * i], a * cc[2 * i] + b * ss[2 * i]);
+    Elem<T>::store(x[2 * i + 1], b * cc[2 * i + 1] + a * ss[2 * i + 1]);
   }
 }
 
-// Interleaved pairs: channel 2i pairs with 2i + 1.
-template <int kHalf, typename T, typename C>
-inline void rotate_interleaved(const T* in, T* out, const C* ROPESCALE_RESTRICT c,
-                               const C* ROPESCALE_RESTRICT s, std::int64_t half) noexcept {
-  const std::int64_t n = kHalf > 0 ? kHalf : half;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const C x0 = load<C>(in[2 * i]);
-    const C x1 = load<C>(in[2 * i + 1]);
-    out[2 * i] = store<T>(x0 * c[i] - x1 * s[i]);
-    out[2 * i + 1] = store<T>(x1 * c[i] + x0 * s[i]);
-  }
-}
-
-/// One tensor of heads, addressed as data[t * token_stride + h * head_stride + channel].
-template <typename T>
-struct HeadsRef {
-  T* data;
-  std::int64_t heads;
-  std::int64_t token_stride;
-  std::int64_t head_stride;
-};
-
-/// Rotates every head of token t with one cos/sin row. `in == out` means in place.
-/// Channels [rotary_dim, head_dim) are copied when out of place and untouched when in place.
+/// Rotates every head of one token with one prepared row. `in == out` means in place; then
+/// channels [rotary_dim, head_dim) are untouched, otherwise the head is copied first (so the
+/// pass-through channels are copied bit for bit) and rotated in place in `out`.
 template <int kHalf, bool kInterleaved, typename T, typename C>
 inline void rotate_token(const T* in_base, T* out_base, std::int64_t heads,
                          std::int64_t in_head_stride, std::int64_t out_head_stride,
                          std::int64_t half, std::int64_t head_dim, const C* c,
                          const C* s) noexcept {
-  const std::int64_t rotary_dim = 2 * (kHalf > 0 ? kHalf : half);
   for (std::int64_t h = 0; h < heads; ++h) {
     const T* in = in_base + h * in_head_stride;
     T* out = out_base + h * out_head_stride;
-    if (kInterleaved) {
-      rotate_interleaved<kHalf>(in, out, c, s, half);
-    } else if (in == out) {
-      rotate_half_split_inplace<kHalf>(out, c, s, half);
-    } else {
-      rotate_half_split<kHalf>(in, out, c, s, half);
-    }
     if (in != out)
-      for (std::int64_t j = rotary_dim; j < head_dim; ++j) out[j] = in[j];
+      std::memcpy(static_cast<void*>(out), static_cast<const void*>(in), sizeof(T) * head_dim);
+    if (kInterleaved)
+      rotate_interleaved<kHalf>(out, c, s, half);
+    else
+      rotate_half_split<kHalf>(out, c, s, half);
   }
 }
 

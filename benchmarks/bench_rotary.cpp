@@ -1,0 +1,185 @@
+// Rotary kernel throughput. Every benchmark interleaves, iteration by iteration, the kernel with
+// an in-place streaming read+write pass over the same bytes, so the reported ratio
+// `vs_stream` (kernel bandwidth / streaming bandwidth) is immune to machine-wide drift. It also
+// reports `vs_scalar`, the speed-up over the plain scalar loop most engines start from
+// (float32 angle = pos * inv_freq, cosf/sinf per element).
+//
+//   bytes/s    q (and k) bytes read + written per second by the kernel
+//   vs_stream  1.0 means the kernel runs at the streaming pass's bandwidth
+//   vs_scalar  time of the plain scalar loop / time of the kernel
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ropescale/rotary.hpp"
+
+namespace {
+
+using ropescale::FactorTable;
+using ropescale::HeadsView;
+using ropescale::PairLayout;
+using ropescale::RopeSpec;
+using Clock = std::chrono::steady_clock;
+
+struct Shape {
+  const char* name;
+  std::int64_t tokens, q_heads, k_heads, head_dim;
+};
+
+// In-place streaming read+write of n bytes: each 8-byte word is read, XORed with an opaque zero
+// and written back. This is the bandwidth ceiling for an in-place elementwise kernel.
+inline void stream_pass(void* data, std::size_t bytes, std::uint64_t mask) {
+  auto* w = static_cast<std::uint64_t*>(data);
+  const std::size_t n = bytes / 8;
+  for (std::size_t i = 0; i < n; ++i) w[i] ^= mask;
+}
+
+// The plain scalar loop: float32 angle, cosf/sinf per element, half-split or interleaved.
+template <typename T>
+void scalar_rope(T* x, std::int64_t tokens, std::int64_t heads, std::int64_t head_dim,
+                 const std::int64_t* pos, const std::vector<float>& inv_freq, float m,
+                 bool interleaved) {
+  const std::int64_t half = static_cast<std::int64_t>(inv_freq.size());
+  for (std::int64_t t = 0; t < tokens; ++t)
+    for (std::int64_t h = 0; h < heads; ++h) {
+      T* v = x + (t * heads + h) * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const float a = static_cast<float>(pos[t]) * inv_freq[static_cast<std::size_t>(i)];
+        const float c = std::cos(a) * m, s = std::sin(a) * m;
+        const std::int64_t j0 = interleaved ? 2 * i : i, j1 = interleaved ? 2 * i + 1 : i + half;
+        const float x0 = static_cast<float>(v[j0]), x1 = static_cast<float>(v[j1]);
+        v[j0] = static_cast<T>(x0 * c - x1 * s);
+        v[j1] = static_cast<T>(x1 * c + x0 * s);
+      }
+    }
+}
+
+template <typename S>
+void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached) {
+  RopeSpec spec{shape.head_dim, shape.head_dim, 500000.0, 8192};
+  const FactorTable table(Eigen::ArrayXd::LinSpaced(shape.head_dim / 2, 1.0, 16.0), 1.14, "bench");
+  const std::int64_t NT = shape.tokens;  // tokens
+  // Decode runs at a KV-cache offset; prefill at positions 0..NT-1.
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(NT));
+  for (std::int64_t t = 0; t < NT; ++t) pos[static_cast<std::size_t>(t)] = NT == 1 ? 100000 : t;
+  const std::int64_t max_pos = NT == 1 ? 100001 : NT;
+  const ropescale::RotaryCache cache(spec, table, max_pos);
+  const ropescale::RotaryFrequencies fly(spec, table);
+
+  const std::size_t nq = static_cast<std::size_t>(NT * shape.q_heads * shape.head_dim);
+  const std::size_t nk = static_cast<std::size_t>(NT * shape.k_heads * shape.head_dim);
+  std::vector<S> q(nq), k(nk);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> dist;
+  for (auto& v : q) v = static_cast<S>(dist(rng));
+  for (auto& v : k) v = static_cast<S>(dist(rng));
+  auto qv = HeadsView<S>::tokens_heads_dim(q.data(), NT, shape.q_heads, shape.head_dim);
+  auto kv = HeadsView<S>::tokens_heads_dim(k.data(), NT, shape.k_heads, shape.head_dim);
+  const std::size_t bytes = (nq + nk) * sizeof(S);
+
+  auto run_kernel = [&] {
+    if (shape.k_heads > 0) {
+      if (cached)
+        ropescale::apply_rotary_qk(cache, pos.data(), qv, kv, layout);
+      else
+        ropescale::apply_rotary_qk(fly, pos.data(), qv, kv, layout);
+    } else {
+      if (cached)
+        ropescale::apply_rotary(cache, pos.data(), qv, layout);
+      else
+        ropescale::apply_rotary(fly, pos.data(), qv, layout);
+    }
+  };
+
+  // The plain scalar loop, timed a few times up front (it is slow for big shapes).
+  std::vector<float> inv_f(static_cast<std::size_t>(spec.pairs()));
+  const Eigen::ArrayXd inv = table.inv_freq(spec);
+  for (std::int64_t i = 0; i < spec.pairs(); ++i)
+    inv_f[static_cast<std::size_t>(i)] = static_cast<float>(inv[i]);
+  double scalar_s = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    scalar_rope(q.data(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+                layout == PairLayout::kInterleaved);
+    if (shape.k_heads > 0)
+      scalar_rope(k.data(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+                  layout == PairLayout::kInterleaved);
+    scalar_s = std::min(scalar_s, std::chrono::duration<double>(Clock::now() - t0).count());
+    benchmark::ClobberMemory();
+  }
+
+  std::uint64_t mask = 0;
+  benchmark::DoNotOptimize(mask);
+  double kernel_s = 0, stream_s = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    run_kernel();
+    benchmark::ClobberMemory();
+    const auto t1 = Clock::now();
+    stream_pass(q.data(), nq * sizeof(S), mask);
+    if (nk) stream_pass(k.data(), nk * sizeof(S), mask);
+    benchmark::ClobberMemory();
+    const auto t2 = Clock::now();
+    const double ks = std::chrono::duration<double>(t1 - t0).count();
+    kernel_s += ks;
+    stream_s += std::chrono::duration<double>(t2 - t1).count();
+    state.SetIterationTime(ks);
+  }
+  const double iters = static_cast<double>(state.iterations());
+  state.SetBytesProcessed(static_cast<std::int64_t>(2 * bytes) * state.iterations());
+  state.counters["vs_stream"] = stream_s / kernel_s;
+  state.counters["vs_scalar"] = scalar_s / (kernel_s / iters);
+  state.counters["stream_GBps"] = 2.0 * static_cast<double>(bytes) * iters / stream_s / 1e9;
+}
+
+template <typename T>
+const char* type_name();
+template <>
+const char* type_name<float>() {
+  return "f32";
+}
+template <>
+const char* type_name<Eigen::bfloat16>() {
+  return "bf16";
+}
+template <>
+const char* type_name<Eigen::half>() {
+  return "f16";
+}
+
+template <typename T>
+void register_type() {
+  const Shape shapes[] = {
+      {"decode_1x32x128", 1, 32, 0, 128},        {"prefill_512x32x128", 512, 32, 0, 128},
+      {"prefill_4096x32x128", 4096, 32, 0, 128}, {"prefill_4096_q32_k8_gqa", 4096, 32, 8, 128},
+      {"prefill_4096x32x96", 4096, 32, 0, 96},   {"prefill_4096x32x64", 4096, 32, 0, 64},
+  };
+  for (const Shape& s : shapes)
+    for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved})
+      for (bool cached : {true, false}) {
+        const std::string name = std::string("rotary/") + type_name<T>() + "/" + s.name + "/" +
+                                 ropescale::to_string(layout) + "/" +
+                                 (cached ? "cache" : "on_the_fly");
+        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+}
+
+const bool registered = [] {
+  register_type<float>();
+  register_type<Eigen::bfloat16>();
+  register_type<Eigen::half>();
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();
