@@ -1,0 +1,23 @@
+// Built with -fno-exceptions: the Status-returning twins are the whole API a caller needs.
+#include <cstdio>
+#include <vector>
+
+#include "ropescale/rotary.hpp"
+
+int main() {
+  const ropescale::RopeSpec spec{8, 8, 1e4, 16};
+  ropescale::FactorTable table;
+  if (!ropescale::FactorTable::make(Eigen::ArrayXd::Ones(4), 1.0, "default", &table).ok()) return 1;
+  if (!table.validate_for(spec).ok()) return 1;
+  const ropescale::RotaryFrequencies freqs(spec, table);
+  std::vector<float> x(8, 1.0f);
+  const std::int64_t bad = -1, good = 3;
+  auto view = ropescale::HeadsView<float>::tokens_heads_dim(x.data(), 1, 1, 8);
+  const ropescale::Status s =
+      ropescale::try_apply_rotary(freqs, &bad, view, ropescale::PairLayout::kInterleaved);
+  if (s.ok() || x[0] != 1.0f) return 1;
+  std::printf("%s\n", s.message().c_str());
+  return ropescale::try_apply_rotary(freqs, &good, view, ropescale::PairLayout::kInterleaved).ok()
+             ? 0
+             : 1;
+}
