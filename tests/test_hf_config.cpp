@@ -310,7 +310,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
              EC::kInvalidArgument,
              "rope_scaling.long_factor.size() = 47: must equal rotary_dim / 2 = 48");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"]["short_factor"][3] = 0; }),
-             EC::kInvalidArgument, "rope_scaling.short_factor[3] = 0: must be > 0");
+             EC::kInvalidArgument, "rope_scaling.short_factor[3] = 0: must be >= 1e-6");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"]["short_factor"][5] = "x"; }),
              EC::kParseError, "rope_scaling.short_factor[5] = \"x\": must be a number");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"].erase("long_factor"); }), EC::kParseError,

@@ -408,7 +408,7 @@ TEST(ScalingErrors, NameTheArgumentValueAndRule) {
   p.short_factor = Eigen::ArrayXd::Ones(64);
   p.long_factor[5] = -1;
   expect_error([&] { ropescale::longrope_factors(spec, p, std::int64_t{0}); },
-               "long_factor[5] = -1: must be finite and > 0");
+               "long_factor[5] = -1: must be finite and >= 1e-6");
   expect_error([&] { ropescale::longrope2_factors(spec, 64, Eigen::ArrayXd::Ones(1)); },
                "critical_pair = 64");
   expect_error([&] { ropescale::longrope2_factors(spec, 30, Eigen::ArrayXd::Ones(3)); },

@@ -44,6 +44,14 @@ namespace detail {
 
 inline constexpr double kScalingPi = 3.141592653589793238462643383279502884;
 
+}  // namespace detail
+
+/// Smallest factor a listed table (LongRoPE short/long lists, LongRoPE2 searched values) may hold.
+/// Real tables hold values >= 1; the bound only keeps base_inv_freq / lambda finite.
+inline constexpr double kMinListedFactor = 1e-6;
+
+namespace detail {
+
 inline Status check_out_ptr(const void* out) {
   if (out == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
@@ -68,17 +76,24 @@ inline Status check_positive_int(const std::string& name, std::int64_t value) {
   return Status();
 }
 
+// Listed factors (config lists, searched values) must stay where base_inv_freq / lambda is a
+// usable finite frequency: a denormal lambda would turn the frequency into infinity.
+inline Status check_listed_factors(const std::string& name,
+                                   const Eigen::Ref<const Eigen::ArrayXd>& f) {
+  for (Eigen::Index i = 0; i < f.size(); ++i)
+    if (!std::isfinite(f[i]) || !(f[i] >= kMinListedFactor))
+      return make_status(ErrorCode::kInvalidArgument, name + "[" + std::to_string(i) + "]", f[i],
+                         "must be finite and >= 1e-6");
+  return Status();
+}
+
 inline Status check_factor_list(const std::string& name, const Eigen::Ref<const Eigen::ArrayXd>& f,
                                 std::int64_t expected) {
   if (static_cast<std::int64_t>(f.size()) != expected)
     return make_status(ErrorCode::kInvalidArgument, name + ".size()",
                        static_cast<std::int64_t>(f.size()),
                        "must equal rotary_dim / 2 = " + std::to_string(expected));
-  for (Eigen::Index i = 0; i < f.size(); ++i)
-    if (!std::isfinite(f[i]) || !(f[i] > 0.0))
-      return make_status(ErrorCode::kInvalidArgument, name + "[" + std::to_string(i) + "]", f[i],
-                         "must be finite and > 0");
-  return Status();
+  return check_listed_factors(name, f);
 }
 
 // Builds the table and hands it over only when everything is valid (no partial result).
@@ -511,10 +526,7 @@ inline Status try_longrope2_factors(const RopeSpec& spec, std::int64_t critical_
     return make_status(ErrorCode::kInvalidArgument, "searched.size()",
                        static_cast<std::int64_t>(searched.size()),
                        "must equal rotary_dim/2 - critical_pair = " + std::to_string(expected));
-  for (Eigen::Index i = 0; i < searched.size(); ++i)
-    if (!std::isfinite(searched[i]) || !(searched[i] > 0.0))
-      return make_status(ErrorCode::kInvalidArgument, "searched[" + std::to_string(i) + "]",
-                         searched[i], "must be finite and > 0");
+  ROPESCALE_RETURN_IF_ERROR(detail::check_listed_factors("searched", searched));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("attention_factor", attention_factor));
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const Eigen::Index c = static_cast<Eigen::Index>(critical_pair);

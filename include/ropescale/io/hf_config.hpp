@@ -269,7 +269,8 @@ inline Status read_factor_list(const Json& v, const std::string& path, std::int6
     const std::string p = path + "[" + std::to_string(i) + "]";
     double x = 0;
     ROPESCALE_RETURN_IF_ERROR(read_double(v[i], p, &x));
-    if (!(x > 0.0)) return make_status(ErrorCode::kInvalidArgument, p, x, "must be > 0");
+    if (!(x >= kMinListedFactor))
+      return make_status(ErrorCode::kInvalidArgument, p, x, "must be >= 1e-6");
     f[static_cast<Eigen::Index>(i)] = x;
   }
   *out = std::move(f);

@@ -1,0 +1,303 @@
+// Seeded mutation fuzzing of the config.json importer, bounded in time so it runs in ctest.
+//
+// Seeds are the real model configs and the golden-case configs. Each input gets 1-4 mutations,
+// either on the text (byte flips, JSON-token insertions, deletions, duplications, truncation)
+// or on the parsed tree (a node replaced by a hostile value, a key removed or added, an array
+// resized, inf/nan injected through the json API). Every input must give either an error with a
+// "ropescale: " message or a config whose tables are valid and which survives an export/import
+// round trip unchanged. Crashes, hangs and sanitizer reports fail the test by themselves (the
+// ASan+UBSan CI configuration runs it too).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ropescale/io/hf_config.hpp"
+
+namespace {
+
+using nlohmann::json;
+
+// ROPESCALE_FUZZ_SECONDS / ROPESCALE_FUZZ_SEED override the budget and seed for longer runs.
+std::uint64_t fuzz_seed() {
+  const char* env = std::getenv("ROPESCALE_FUZZ_SEED");
+  return env != nullptr ? std::strtoull(env, nullptr, 10) : 0x5eed2502200820ULL;
+}
+double budget_seconds() {  // per test, wall clock
+  const char* env = std::getenv("ROPESCALE_FUZZ_SECONDS");
+  return env != nullptr ? std::atof(env) : 2.0;
+}
+constexpr int kMinIterations = 300;  // even on a slow sanitizer build
+int max_iterations() { return std::getenv("ROPESCALE_FUZZ_SECONDS") != nullptr ? 1 << 30 : 200000; }
+
+json load_json(const std::string& name) {
+  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name);
+  EXPECT_TRUE(in.good()) << name;
+  return json::parse(in);
+}
+
+std::vector<json> seeds() {
+  std::vector<json> out;
+  for (const char* name : {"phi35_mini_instruct.json", "phi4_mini_instruct.json", "llama31_8b.json",
+                           "llama3_8b_longrope2.json"})
+    out.push_back(load_json(name));
+  const json golden = load_json("inv_freq.json");
+  for (const json& c : golden["cases"]) out.push_back(c["config"]);
+  return out;
+}
+
+class Mutator {
+ public:
+  explicit Mutator(std::uint64_t seed) : rng_(seed) {}
+
+  std::size_t below(std::size_t n) {
+    return n == 0 ? 0 : std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
+  }
+  bool coin() { return below(2) == 0; }
+
+  json hostile_value() {
+    static const char* const kStrings[] = {"",        "su",     "yarn",    "longrope", "llama3",
+                                           "dynamic", "linear", "default", "\xff\xfe", "1e4"};
+    switch (below(16)) {
+      case 0:
+        return nullptr;
+      case 1:
+        return coin();
+      case 2:
+        return 0;
+      case 3:
+        return -1;
+      case 4:
+        return 0.5;
+      case 5:
+        return 1e308;
+      case 6:
+        return -1e308;
+      case 7:
+        return 4.9e-324;
+      case 8:
+        return std::int64_t{1} << 62;
+      case 9:
+        return std::numeric_limits<std::uint64_t>::max();
+      case 10:
+        return kStrings[below(sizeof(kStrings) / sizeof(kStrings[0]))];
+      case 11:
+        return json::array();
+      case 12: {
+        json a = json::array();
+        const std::size_t n = below(130);
+        for (std::size_t i = 0; i < n; ++i) a.push_back(0.5 + static_cast<double>(below(100)));
+        return a;
+      }
+      case 13:
+        return json::object();
+      case 14:
+        return std::numeric_limits<double>::infinity();
+      default:
+        return std::uniform_real_distribution<double>(-10.0, 200000.0)(rng_);
+    }
+  }
+
+  // Collects pointers to every node of j (pre-order).
+  void collect(json& j, std::vector<json*>* nodes) {
+    nodes->push_back(&j);
+    if (j.is_object()) {
+      for (auto& item : j.items()) collect(item.value(), nodes);
+    } else if (j.is_array()) {
+      for (auto& v : j) collect(v, nodes);
+    }
+  }
+
+  void mutate_tree(json& j) {
+    static const char* const kKeys[] = {"rope_theta",
+                                        "head_dim",
+                                        "hidden_size",
+                                        "num_attention_heads",
+                                        "partial_rotary_factor",
+                                        "max_position_embeddings",
+                                        "original_max_position_embeddings",
+                                        "rope_scaling",
+                                        "rope_parameters",
+                                        "type",
+                                        "rope_type",
+                                        "factor",
+                                        "short_factor",
+                                        "long_factor",
+                                        "low_freq_factor",
+                                        "high_freq_factor",
+                                        "beta_fast",
+                                        "beta_slow",
+                                        "mscale",
+                                        "mscale_all_dim",
+                                        "truncate",
+                                        "attention_factor",
+                                        "short_mscale",
+                                        "long_mscale"};
+    std::vector<json*> nodes;
+    collect(j, &nodes);
+    json& node = *nodes[below(nodes.size())];
+    switch (below(6)) {
+      case 0:  // replace the node
+        node = hostile_value();
+        break;
+      case 1:  // remove a key
+        if (node.is_object() && !node.empty()) {
+          auto it = node.begin();
+          std::advance(it, static_cast<std::ptrdiff_t>(below(node.size())));
+          node.erase(it);
+        }
+        break;
+      case 2:  // add or overwrite a known key
+        if (node.is_object())
+          node[kKeys[below(sizeof(kKeys) / sizeof(kKeys[0]))]] = hostile_value();
+        break;
+      case 3:  // resize an array
+        if (node.is_array()) {
+          if (coin() && !node.empty()) {
+            node.erase(node.size() - 1);
+          } else {
+            node.push_back(node.empty() ? json(1.0) : json(node.back()));
+          }
+        }
+        break;
+      case 4:  // tweak a number
+        if (node.is_number()) node = node.get<double>() * (coin() ? -1.0 : 1e-3);
+        break;
+      default:  // inject nan where a number was
+        if (node.is_number()) node = std::nan("");
+        break;
+    }
+  }
+
+  void mutate_text(std::string& s) {
+    static const char* const kTokens[] = {
+        "{",  "}",     "[",    "]",    ",",      ":",       "\"",      "-",
+        "0",  "1e308", "null", "true", "1e-308", "\\u0000", "\\ud800", "99999999999999999999999",
+        "-0", "1.5",   "\xc3"};
+    if (s.empty()) {
+      s = "{";
+      return;
+    }
+    const std::size_t pos = below(s.size());
+    switch (below(5)) {
+      case 0:
+        s[pos] = static_cast<char>(s[pos] ^ (1 << below(8)));
+        break;
+      case 1:
+        s.insert(pos, kTokens[below(sizeof(kTokens) / sizeof(kTokens[0]))]);
+        break;
+      case 2:
+        s.erase(pos, 1 + below(16));
+        break;
+      case 3: {
+        const std::size_t len = 1 + below(std::min<std::size_t>(64, s.size() - pos));
+        s.insert(below(s.size()), s.substr(pos, len));
+        break;
+      }
+      default:
+        s.resize(pos);
+        break;
+    }
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+struct Tally {
+  int iterations = 0;
+  int accepted = 0;
+};
+
+// The importer's contract on one input.
+void check_input(const ropescale::Status& st, const ropescale::RopeConfig& c, Tally* tally) {
+  ++tally->iterations;
+  if (!st.ok()) {
+    ASSERT_EQ(st.message().rfind("ropescale: ", 0), 0u) << st.message();
+    return;
+  }
+  ++tally->accepted;
+  ASSERT_TRUE(ropescale::validate(c.spec).ok());
+  const std::int64_t L = c.spec.original_max_position;
+  for (std::int64_t seq : {std::int64_t{0}, std::int64_t{1}, L, L + 1, c.max_position_embeddings,
+                           std::int64_t{1} << 40}) {
+    ropescale::FactorTable t;
+    const ropescale::Status ts = c.try_table_for(seq, &t);
+    if (!ts.ok()) {
+      // Only dynamic NTK depends on seq_len beyond the two tables checked at import.
+      ASSERT_EQ(c.rope_type, ropescale::RopeType::kDynamic) << ts.message();
+      continue;
+    }
+    ASSERT_EQ(t.pairs(), c.spec.pairs());
+    ASSERT_TRUE(t.validate_for(c.spec).ok());
+    ASSERT_TRUE(t.inv_freq(c.spec).allFinite());
+  }
+  // Export then import gives the same config back.
+  const std::string text = ropescale::to_hf_config(c).dump();
+  ropescale::RopeConfig back;
+  const ropescale::Status bs = ropescale::try_parse_hf_config_text(text, {}, &back);
+  ASSERT_TRUE(bs.ok()) << bs.message() << "\n" << text;
+  ASSERT_TRUE(back == c) << text;
+}
+
+bool out_of_time(const std::chrono::steady_clock::time_point& start, int iterations) {
+  if (iterations < kMinIterations) return false;
+  if (iterations >= max_iterations()) return true;
+  const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
+  return spent.count() > budget_seconds();
+}
+
+TEST(HfConfigFuzz, TreeMutations) {
+  const std::vector<json> pool = seeds();
+  Mutator m(fuzz_seed());
+  Tally tally;
+  const auto start = std::chrono::steady_clock::now();
+  while (!out_of_time(start, tally.iterations)) {
+    json j = pool[m.below(pool.size())];
+    const std::size_t rounds = 1 + m.below(4);
+    for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
+    ropescale::RopeConfig c;
+    const ropescale::Status st = ropescale::try_parse_hf_config(j, &c);
+    check_input(st, c, &tally);
+    if (HasFatalFailure()) {
+      ADD_FAILURE() << "input: " << j.dump(-1, ' ', false, json::error_handler_t::replace);
+      return;
+    }
+  }
+  std::printf("tree mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
+  EXPECT_GT(tally.accepted, 0);                 // the mutations keep some configs valid...
+  EXPECT_LT(tally.accepted, tally.iterations);  // ...and break others
+}
+
+TEST(HfConfigFuzz, TextMutations) {
+  const std::vector<json> pool = seeds();
+  std::vector<std::string> texts;
+  for (const json& j : pool) texts.push_back(j.dump(1));
+  Mutator m(fuzz_seed() + 1);
+  Tally tally;
+  const auto start = std::chrono::steady_clock::now();
+  while (!out_of_time(start, tally.iterations)) {
+    std::string s = texts[m.below(texts.size())];
+    const std::size_t rounds = 1 + m.below(4);
+    for (std::size_t r = 0; r < rounds; ++r) m.mutate_text(s);
+    ropescale::RopeConfig c;
+    const ropescale::Status st = ropescale::try_parse_hf_config_text(s, {}, &c);
+    check_input(st, c, &tally);
+    if (HasFatalFailure()) {
+      ADD_FAILURE() << "input: " << s;
+      return;
+    }
+  }
+  std::printf("text mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
+  EXPECT_GT(tally.accepted, 0);
+  EXPECT_LT(tally.accepted, tally.iterations);
+}
+
+}  // namespace
