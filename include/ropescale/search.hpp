@@ -1026,10 +1026,10 @@ class EvolutionSearch {
 
     // Checkpoint, progress and stop check at an iteration boundary; true to stop.
     bool boundary(StopReason* reason) {
-      std::ostringstream os;
-      os << rng;
-      state.rng_state = os.str();
-      if (owner.checkpoint_) owner.checkpoint_(state);
+      if (owner.checkpoint_) {
+        save_rng();
+        owner.checkpoint_(state);
+      }
       const std::int64_t best = state.best_index();
       SearchProgress pr;
       pr.iteration = state.iteration;
@@ -1061,6 +1061,12 @@ class EvolutionSearch {
       return false;
     }
 
+    void save_rng() {
+      std::ostringstream os;
+      os << rng;
+      state.rng_state = os.str();
+    }
+
     SearchResult loop() {
       StopReason reason = StopReason::kCompleted;
       while (!boundary(&reason)) {
@@ -1070,6 +1076,7 @@ class EvolutionSearch {
           break;
         }
       }
+      save_rng();
       SearchResult r;
       const std::int64_t best = state.best_index();
       r.best = state.history[static_cast<std::size_t>(best)].genome;
