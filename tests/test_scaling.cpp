@@ -359,6 +359,14 @@ TEST(LongRope2, DetectorRejectsTablesWithoutABreak) {
   EXPECT_FALSE(ropescale::detect_longrope2(Eigen::ArrayXd::Ones(48)).found);
   const RopeSpec spec = spec_of(128, 128, 1e4, 4096);
   EXPECT_FALSE(ropescale::detect_longrope2(ropescale::ntk_factors(spec, 8).factors()).found);
+  // YaRN and Llama-3.1 keep lambda = 1 below their ramp: a flat prefix, not an NTK anchor.
+  ropescale::YarnParams yp;
+  yp.factor = 16;
+  EXPECT_FALSE(ropescale::detect_longrope2(ropescale::yarn_factors(spec, yp).factors()).found);
+  EXPECT_FALSE(ropescale::detect_longrope2(ropescale::llama3_factors(spec, {}).factors()).found);
+  EXPECT_THROW(ropescale::detect_longrope2(Eigen::ArrayXd::Constant(4, -1.0)), ropescale::Error);
+  ropescale::LongRope2Detection det;
+  EXPECT_FALSE(ropescale::try_detect_longrope2(Eigen::ArrayXd::Ones(4), -1.0, &det).ok());
   // A synthetic table detects exactly its c.
   Eigen::ArrayXd searched = Eigen::ArrayXd::LinSpaced(20, 9.0, 12.0);
   const auto t = ropescale::longrope2_factors(spec, 44, searched);

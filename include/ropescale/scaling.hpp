@@ -556,19 +556,20 @@ struct LongRope2Detection {
 };
 
 /// The inverse of longrope2_factors: the largest c >= 2 such that every lambda_i, i < c, equals
-/// lambda_c^(i/c) within rel_tol. `found` is false when no c >= 2 fits, or when the whole table
-/// is one geometric sequence (plain NTK, or all ones), which has no searched part. Published
+/// lambda_c^(i/c) within rel_tol. `found` is false when no c >= 2 fits, when the whole table
+/// is one geometric sequence (plain NTK, or all ones), which has no searched part, or when the
+/// anchor is 1 (a flat prefix: YaRN and Llama-3.1 tables). Published
 /// lists are rounded (LLaMA3-8B LongRoPE2: ~1e-8), hence the 1e-6 default.
 /// The LLaMA3-8B LongRoPE2 long_factor gives c = 33; Phi-4-mini's gives c = 31.
-inline LongRope2Detection detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors,
-                                           double rel_tol = 1e-6) {
+inline Status try_detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors, double rel_tol,
+                                   LongRope2Detection* out) {
   if (!std::isfinite(rel_tol) || !(rel_tol >= 0.0))
-    throw_if_error(
-        make_status(ErrorCode::kInvalidArgument, "rel_tol", rel_tol, "must be finite and >= 0"));
+    return make_status(ErrorCode::kInvalidArgument, "rel_tol", rel_tol, "must be finite and >= 0");
   for (Eigen::Index i = 0; i < factors.size(); ++i)
     if (!std::isfinite(factors[i]) || !(factors[i] > 0.0))
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]",
-                                 factors[i], "must be finite and > 0"));
+      return make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]",
+                         factors[i], "must be finite and > 0");
+  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   LongRope2Detection best;
   const Eigen::Index n = factors.size();
   for (Eigen::Index c = n - 1; c >= 2; --c) {
@@ -582,14 +583,24 @@ inline LongRope2Detection detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd
       ok = rel <= rel_tol;
     }
     if (!ok) continue;
-    if (c == n - 1) return best;  // one geometric sequence: no searched part to speak of
-    best.found = true;
-    best.critical_pair = static_cast<std::int64_t>(c);
-    best.anchor = anchor;
-    best.max_rel_error = worst;
-    return best;
+    // c == n - 1: one geometric sequence (NTK), no searched part. An anchor of 1: a flat prefix
+    // (YaRN, Llama-3.1 keep lambda = 1 below their ramp), not an NTK base change.
+    if (c < n - 1 && anchor > 1.0 + std::max(rel_tol, 1e-12)) {
+      best.found = true;
+      best.critical_pair = static_cast<std::int64_t>(c);
+      best.anchor = anchor;
+      best.max_rel_error = worst;
+    }
+    break;
   }
-  return best;
+  *out = best;
+  return Status();
+}
+inline LongRope2Detection detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors,
+                                           double rel_tol = 1e-6) {
+  LongRope2Detection d;
+  throw_if_error(try_detect_longrope2(factors, rel_tol, &d));
+  return d;
 }
 
 }  // namespace ropescale
