@@ -11,9 +11,9 @@
 // and the critical-dimension search starts at the pair whose period fits 10 times into L_train,
 // i10 = ceil(d/2 * log_base(L_train / (2pi * 10))) (Alg. 1 line 2).
 //
-// A rescaled pair rotates by theta_i / lambda_i (eq. 8). At the target length L = s * L_train,
-// a critical pair stays inside the angle range it saw in pre-training only if
-// L / T^_i <= L_train / T_i, i.e. (eq. 9-10)
+// A rescaled pair rotates by theta_i / lambda_i (eq. 8), so its period becomes lambda_i T_i. At
+// the target length L = s * L_train a critical pair stays inside the angle range it saw in
+// pre-training only if L / (lambda_i T_i) <= L_train / T_i, i.e. (eq. 9-10)
 //
 //     lambda_i >= s    for every i >= i_tcd.
 //
@@ -29,7 +29,15 @@
 //     Phi-4-mini               10000      96     4096     34 (68)       22
 //
 // Everything here returns plain structs and Eigen arrays; printing belongs to the caller (the
-// `ropescale analyze` tool prints a table, JSON and an SVG plot from these structs).
+// `ropescale analyze` tool prints a table, JSON and an SVG plot from these structs):
+//
+//     const auto cmp = ropescale::compare_methods(spec, 131072, {longrope2_table});
+//     cmp.analysis.dims.critical_pair;          // 35 for LLaMA3-8B
+//     for (const auto& m : cmp.methods)         // linear, ntk, ntk_critical, yarn, llama3, ...
+//       m.ood_pairs;                            // ntk: 35..62, the others none
+//
+// Every entry point validates its input (rope_theta > 1, rotary_dim even and > 0,
+// L_train > 2pi, target >= L_train, one factor per pair) and has a Status-returning try_* twin.
 #pragma once
 
 #include <Eigen/Core>
