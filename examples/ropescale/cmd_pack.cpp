@@ -1,0 +1,149 @@
+// `ropescale pack`: packs documents of the given token lengths into mixed context window training
+// segments (LongRoPE2 section 3.3) and prints the plan: per segment its RoPE window (Hugging Face
+// rule on its position ids), mask kind, cu_seqlens and document pieces.
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "ropescale/training.hpp"
+
+namespace {
+
+// Integers separated by commas, spaces or newlines.
+std::vector<std::int64_t> parse_lengths(const std::string& text, const std::string& what) {
+  std::string s = text;
+  for (char& c : s)
+    if (c == ',' || c == '\n' || c == '\t' || c == '\r') c = ' ';
+  std::istringstream in(s);
+  std::vector<std::int64_t> out;
+  std::string tok;
+  while (in >> tok) {
+    try {
+      std::size_t used = 0;
+      const long long v = std::stoll(tok, &used);
+      if (used != tok.size()) throw std::invalid_argument(tok);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      throw cli::UsageError(what + ": '" + tok + "' is not an integer");
+    }
+  }
+  if (out.empty()) throw cli::UsageError(what + ": no document lengths");
+  return out;
+}
+
+int run_pack(const std::vector<std::string>& argv) {
+  cli::Args args(argv, {"--lengths", "--lengths-file", "--segment-length", "--original",
+                        "--long-packing", "--long-mask", "--format", "--show"});
+  const bool json_out = args.json_format();
+  std::vector<std::int64_t> lengths;
+  if (args.has("--lengths") == args.has("--lengths-file"))
+    throw cli::UsageError("give exactly one of --lengths LIST and --lengths-file FILE");
+  if (args.has("--lengths")) {
+    lengths = parse_lengths(args.get("--lengths"), "--lengths");
+  } else {
+    std::ifstream in(args.get("--lengths-file"));
+    if (!in)
+      throw cli::UsageError("--lengths-file = '" + args.get("--lengths-file") +
+                            "': cannot be opened");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    lengths = parse_lengths(ss.str(), "--lengths-file");
+  }
+  ropescale::PackOptions opt;
+  opt.segment_length = args.get_int("--segment-length", opt.segment_length);
+  opt.original_max_position = args.get_int("--original", opt.original_max_position);
+  const std::string packing = args.get("--long-packing", "pack");
+  if (packing != "pack" && packing != "chunk")
+    throw cli::UsageError("--long-packing = '" + packing + "': must be 'pack' or 'chunk'");
+  opt.long_packing =
+      packing == "pack" ? ropescale::LongPacking::kPack : ropescale::LongPacking::kChunk;
+  const std::string mask = args.get("--long-mask", "full");
+  if (mask != "full" && mask != "document")
+    throw cli::UsageError("--long-mask = '" + mask + "': must be 'full' or 'document'");
+  opt.long_mask =
+      mask == "full" ? ropescale::MaskKind::kFullCausal : ropescale::MaskKind::kDocumentCausal;
+  const std::int64_t show = args.get_int("--show", 20);
+  if (show < 0) throw cli::UsageError("--show = " + std::to_string(show) + ": must be >= 0");
+
+  const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt);
+
+  if (json_out) {
+    nlohmann::json segs = nlohmann::json::array();
+    for (const ropescale::PackedSegment& s : plan.segments) {
+      nlohmann::json pieces = nlohmann::json::array();
+      for (const ropescale::DocumentPiece& p : s.pieces)
+        pieces.push_back({{"document", p.document},
+                          {"document_offset", p.document_offset},
+                          {"segment_offset", p.segment_offset},
+                          {"length", p.length},
+                          {"first_position", p.first_position}});
+      segs.push_back({{"window", ropescale::to_string(s.window)},
+                      {"mask", ropescale::to_string(s.mask)},
+                      {"length", s.length},
+                      {"max_position", s.max_position()},
+                      {"max_seqlen", s.max_seqlen()},
+                      {"cu_seqlens", s.cu_seqlens},
+                      {"pieces", pieces}});
+    }
+    nlohmann::json out = {{"segment_length", opt.segment_length},
+                          {"original_max_position", opt.original_max_position},
+                          {"long_packing", ropescale::to_string(opt.long_packing)},
+                          {"long_mask", ropescale::to_string(opt.long_mask)},
+                          {"documents", plan.num_documents},
+                          {"tokens", plan.total_tokens},
+                          {"fill_ratio", plan.fill_ratio()},
+                          {"segments", segs}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+
+  std::printf("documents %lld, tokens %lld, segment_length %lld, original window %lld\n",
+              static_cast<long long>(plan.num_documents), static_cast<long long>(plan.total_tokens),
+              static_cast<long long>(opt.segment_length),
+              static_cast<long long>(opt.original_max_position));
+  std::printf("long documents: %s, %s mask\n", ropescale::to_string(opt.long_packing),
+              ropescale::to_string(opt.long_mask));
+  std::printf("segments %zu (short %lld, long %lld), fill %.4f\n\n", plan.segments.size(),
+              static_cast<long long>(plan.count(ropescale::RopeWindow::kShort)),
+              static_cast<long long>(plan.count(ropescale::RopeWindow::kLong)), plan.fill_ratio());
+  std::printf("%5s  %6s  %15s  %9s  %7s  %7s  %s\n", "seg", "window", "mask", "tokens", "blocks",
+              "max_pos", "pieces doc[from,to)@first_position");
+  for (std::size_t i = 0; i < plan.segments.size() && static_cast<std::int64_t>(i) < show; ++i) {
+    const ropescale::PackedSegment& s = plan.segments[i];
+    std::string pieces;
+    for (std::size_t k = 0; k < s.pieces.size(); ++k) {
+      if (k == 6) {
+        pieces += " ... (" + std::to_string(s.pieces.size()) + " pieces)";
+        break;
+      }
+      const ropescale::DocumentPiece& p = s.pieces[k];
+      pieces += (k ? " " : "") + std::to_string(p.document) + "[" +
+                std::to_string(p.document_offset) + "," +
+                std::to_string(p.document_offset + p.length) + ")@" +
+                std::to_string(p.first_position);
+    }
+    std::printf("%5zu  %6s  %15s  %9lld  %7zu  %7lld  %s\n", i, ropescale::to_string(s.window),
+                ropescale::to_string(s.mask), static_cast<long long>(s.length),
+                s.cu_seqlens.size() - 1, static_cast<long long>(s.max_position()), pieces.c_str());
+  }
+  if (static_cast<std::int64_t>(plan.segments.size()) > show)
+    std::printf("  ... %zu more (--show N)\n",
+                plan.segments.size() - static_cast<std::size_t>(show));
+  return 0;
+}
+
+const bool registered = cli::register_command(
+    {"pack",
+     "pack documents into mixed context window training segments (short: original RoPE, "
+     "document masks; long: rescaled RoPE)",
+     "(--lengths 5,12,40,... | --lengths-file FILE) [--segment-length 131072] [--original 4096] "
+     "[--long-packing pack|chunk] [--long-mask full|document] [--show 20] [--format table|json]",
+     run_pack});
+
+}  // namespace
