@@ -8,12 +8,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
 
+#include "ropescale/scaling.hpp"
 #include "ropescale/search.hpp"
 
 using ropescale::EvolutionSearch;
@@ -126,6 +129,37 @@ TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
   EXPECT_EQ(p.steps[41 - 33], 2250);
   EXPECT_EQ(p.steps[50 - 33], 3200);
   EXPECT_EQ(p.steps[51 - 33], 3200);  // monotone after the clamp to the upper bound
+}
+
+TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
+  // LLaMA3-8B's released LongRoPE2 long_factor (microsoft/nnscaler) lies inside LongRoPE2's
+  // space for 8k -> 128k: c = 33 within [24, 35], searched factors on the 0.01 grid in [16, 32],
+  // strictly increasing. Projecting it loses nothing but the 1e-8 rounding of its anchored part.
+  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/llama3_8b_longrope2.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json j = nlohmann::json::parse(in);
+  const std::vector<double> list = j["rope_scaling"]["long_factor"].get<std::vector<double>>();
+  ASSERT_EQ(list.size(), 64u);
+  const Eigen::ArrayXd published = Eigen::Map<const Eigen::ArrayXd>(list.data(), 64);
+  SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  sp.monotonicity = Monotonicity::kStrictlyIncreasing;
+  const Genome g = ropescale::project_to_space(sp, published);
+  EXPECT_EQ(g.critical_pair, 33);
+  EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
+      << ropescale::validate_genome(sp, g).message();
+  EXPECT_EQ(g.steps.front(), 2181);
+  EXPECT_EQ(g.steps.back(), 2605);
+  const FactorTable t = ropescale::genome_table(sp, g);
+  EXPECT_TRUE(t.approx_equal(FactorTable(published, sp.attention_factor), 1e-8)) << t;
+  // The search's table is exactly scaling.hpp's LongRoPE2 table.
+  EXPECT_EQ(t, ropescale::longrope2_factors(sp.spec, 33, ropescale::genome_factors(sp, g).tail(31),
+                                            sp.attention_factor));
+  // A table with no anchored prefix (YaRN-like: ones, then a ramp) falls back to critical_upper.
+  Eigen::ArrayXd yarn = Eigen::ArrayXd::Ones(64);
+  for (int i = 20; i < 64; ++i) yarn[i] = std::min(16.0, 1.0 + 0.5 * (i - 19));
+  const Genome y = ropescale::project_to_space(sp, yarn);
+  EXPECT_EQ(y.critical_pair, 35);
+  EXPECT_TRUE(ropescale::validate_genome(sp, y).ok());
 }
 
 TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {

@@ -83,6 +83,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/scaling.hpp"
 
 namespace ropescale {
 
@@ -324,9 +325,16 @@ inline Eigen::ArrayXd genome_factors(const SearchSpace& sp, const Genome& g) {
   return f;
 }
 
-/// The FactorTable of a genome (method "longrope2" or "longrope", the space's attention factor).
+/// The FactorTable of a genome, with the space's attention factor. LongRoPE2 mode: exactly
+/// longrope2_factors(spec, c, searched, attention_factor) (scaling.hpp), method "longrope2";
+/// LongRoPE v1 mode: the searched factors as they are, method "longrope". The search hands the
+/// fitness bit-identical tables.
 inline FactorTable genome_table(const SearchSpace& sp, const Genome& g) {
-  return FactorTable(genome_factors(sp, g), sp.attention_factor, to_string(sp.method));
+  const Eigen::ArrayXd f = genome_factors(sp, g);
+  if (sp.method == SearchMethod::kLongRoPE2)
+    return longrope2_factors(sp.spec, g.critical_pair, f.tail(f.size() - g.critical_pair),
+                             sp.attention_factor);
+  return FactorTable(f, sp.attention_factor, to_string(sp.method));
 }
 
 /// Projects any factor list onto the space as a genome with critical pair c (LongRoPE v1: 0):
@@ -366,6 +374,19 @@ inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eig
     g.steps[static_cast<std::size_t>(j)] = std::min(g.steps[static_cast<std::size_t>(j)], cap);
   }
   return g;
+}
+
+/// project_to_space with the critical pair read off the list itself: LongRoPE v1 mode uses 0;
+/// LongRoPE2 mode uses detect_longrope2(factors).critical_pair (e.g. 33 for LLaMA3-8B's
+/// published long_factor) clamped to [critical_lower, critical_upper], or critical_upper when the
+/// list has no NTK-anchored prefix (e.g. a YaRN table).
+inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eigen::ArrayXd>& f) {
+  throw_if_error(validate(sp));
+  if (sp.method == SearchMethod::kLongRoPE) return project_to_space(sp, f, 0);
+  const LongRope2Detection d = detect_longrope2(f);
+  const std::int64_t c = d.found ? std::clamp(d.critical_pair, sp.critical_lower, sp.critical_upper)
+                                 : sp.critical_upper;
+  return project_to_space(sp, f, c);
 }
 
 /// Parameters of the evolution. The first group defines the search (a checkpoint must match it);
