@@ -30,7 +30,7 @@
 //     segment  | doc 1 ............................ | doc 4 (first part) ...|
 //     positions 0 1 2 ...                                      ... segment_length - 1
 //     mask     full causal across the segment, rescaled RoPE (the paper's choice)
-//     or, with LongMask::kDocumentCausal, positions restart and the mask is per document (the
+//     or, with long_mask = kDocumentCausal, positions restart and the mask is per document (the
 //     nnscaler reference training code: Hugging Face's varlen path splits at position resets)
 //
 // Every segment records its document pieces and `cu_seqlens`, the cumulative boundaries of its
