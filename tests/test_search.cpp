@@ -520,6 +520,28 @@ TEST(Search, RejectsBadInput) {
   s.step = 1.0;  // 17 grid points for 40 strictly increasing factors
   expect_invalid(s, SearchParams{}, "space.step");
   EXPECT_THROW(SearchSpace::longrope2(llama3_spec(), 4096), ropescale::Error);
+  EXPECT_THROW(SearchSpace::longrope2(RopeSpec{2, 2, 10000.0, 4096}, 8192), ropescale::Error);
+  // Two pairs: c = 1 is the only choice, and the search runs.
+  const SearchSpace tiny = SearchSpace::longrope2(RopeSpec{4, 4, 10000.0, 4096}, 8192);
+  EXPECT_EQ(tiny.critical_lower, 1);
+  EXPECT_EQ(tiny.critical_upper, 1);
+  SearchParams few;
+  few.iterations = 3;
+  const SearchResult r = EvolutionSearch(tiny, few).run(
+      [](const FactorTable& t) { return std::abs(t.factors()[1] - 3.0); });
+  EXPECT_EQ(r.best.critical_pair, 1);
+  EXPECT_NEAR(r.table.factors()[1], 3.0, 0.5);
+  // A space of five genomes (factors 2, 2.5, .., 4): P0 takes all five, then the search reports
+  // exhaustion instead of looping.
+  SearchSpace coarse = tiny;
+  coarse.step = 0.5;
+  const SearchResult ex = EvolutionSearch(coarse, few).run([](const FactorTable& t) {
+    return std::abs(t.factors()[1] - 3.0);
+  });
+  EXPECT_EQ(ex.stop_reason, StopReason::kExhausted);
+  EXPECT_EQ(ex.evaluations, 5);
+  EXPECT_EQ(ex.iterations, 0);
+  EXPECT_EQ(ex.table.factors()[1], 3.0);
 
   EvolutionSearch ok(sp, SearchParams{});
   EXPECT_THROW(ok.run(ropescale::SearchFitness{}), ropescale::Error);

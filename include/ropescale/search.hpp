@@ -138,6 +138,10 @@ struct SearchSpace {
   static SearchSpace longrope2(const RopeSpec& spec, std::int64_t target_length) {
     SearchSpace sp = base(spec, target_length);
     sp.method = SearchMethod::kLongRoPE2;
+    if (spec.pairs() < 2)
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
+                                 "must be >= 4 for a LongRoPE2 search (a critical pair c >= 1 "
+                                 "with a searched pair at or above it)"));
     const std::int64_t hi_c = spec.pairs() - 1;
     sp.critical_lower = std::clamp<std::int64_t>(critical_search_lower_pair(spec), 1, hi_c);
     sp.critical_upper =
