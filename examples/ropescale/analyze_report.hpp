@@ -215,8 +215,11 @@ inline void print_table(std::ostream& os, const ropescale::MethodComparison& cmp
     if (i == d.critical_pair)
       os << "==== i_tcd = " << i << ": critical pairs from here, lambda must be >= " << s << "\n";
     const Eigen::Index e = static_cast<Eigen::Index>(i);
+    // Three decimals below 10 so that 0.997 (pair 35 of LLaMA3-8B) does not print as 1.00.
+    const std::string train_periods = a.train_periods[e] < 10.0 ? fmt("%.3f", a.train_periods[e])
+                                                                : compact(a.train_periods[e], 6);
     std::string row = fmt("%4lld %8.3g %9.4g %6s", static_cast<long long>(i), a.theta[e],
-                          a.period[e], compact(a.train_periods[e], 6).c_str());
+                          a.period[e], train_periods.c_str());
     for (const auto& m : cmp.methods)
       row += fmt(" %8s%c", compact(m.factors[e], 8).c_str(), m.is_ood(i) ? '!' : ' ');
     while (!row.empty() && row.back() == ' ') row.pop_back();
