@@ -4,6 +4,7 @@
 // was selected (short, long, or none for other methods).
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -21,9 +22,13 @@ ropescale::YarnSemantics parse_yarn(const std::string& v) {
   throw cli::UsageError("--yarn = '" + v + "': must be 'current', 'derived' or 'legacy'");
 }
 
+// Shortest decimal that reads back as the same double (as Python's repr and JSON output do).
 std::string g17(double x) {
   char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(buf, sizeof buf, "%.*g", digits, x);
+    if (std::strtod(buf, nullptr) == x) break;
+  }
   return buf;
 }
 
