@@ -330,9 +330,10 @@ inline Status masked_mean_nll(const Eigen::MatrixBase<Derived>& m,
 template <typename Derived>
 inline double row_log_prob(const Eigen::MatrixBase<Derived>& logits, Eigen::Index row,
                            Eigen::Index token) {
-  const auto r = logits.row(row).template cast<double>();
+  // One contiguous double copy of the row: max and exp-sum then vectorize.
+  const Eigen::ArrayXd r = logits.row(row).transpose().template cast<double>().array();
   const double m = r.maxCoeff();
-  return static_cast<double>(logits(row, token)) - m - std::log((r.array() - m).exp().sum());
+  return r[token] - m - std::log((r - m).exp().sum());
 }
 
 }  // namespace detail
