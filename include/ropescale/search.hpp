@@ -26,12 +26,19 @@
 //   loop  parents = the `parents` lowest losses (elitist; ties by evaluation order); children =
 //         `mutations` mutants of uniformly drawn parents and `crossovers` crossovers of two
 //         distinct parents; population = parents + children.
-//   mutation   per searched gene, with probability mutation_prob, resample uniformly on the grid
-//              between its neighbours (the first gene's left neighbour is the anchored
-//              lambda_{c-1}, the last gene's right neighbour the upper bound); repeated until the
-//              child is new. With critical_mutation_prob > 0 the critical pair itself moves by one
-//              (an extension: the paper's Alg. 2 never mutates c, which is then only inherited
-//              from P0; set it to 0 for that behaviour).
+//   mutation   per searched gene in order, with probability mutation_prob, resample uniformly
+//              on the grid between its current neighbours (the first gene's left neighbour is the
+//              anchored lambda_{c-1}, clamped to the lower bound); repeated, up to 64 passes,
+//              until the child is new. Two departures from the authors' code, both measured on
+//              synthetic fitnesses with a known optimum: (1) the last gene, which has no right
+//              neighbour, gets a mirrored one, 2 lambda_last - lambda_prev (the upper bound
+//              while the two coincide), where the code uses prev + 4 or the upper bound; a range
+//              that shrinks with the local spacing is what lets it settle on the grid. (2) With
+//              critical_mutation_prob > 0 (default 0.1) a mutation moves c by one, the new or
+//              dropped gene continuing the anchored curve. The paper's Alg. 2 never mutates c,
+//              which is then only inherited from P0 (set 0 for that): on LLaMA3-8B's space with
+//              the released list as hidden optimum, 0.1 recovered c = 33 in 6 of 10 seeds and
+//              0 in 3 of 10, at half the final loss.
 //   crossover  from the better parent, up to crossover_tries passes: each gene, with probability
 //              mutation_prob, takes the other parent's gene with probability 1/2; the first new
 //              valid state is the child; failing that, the better parent is mutated instead.
