@@ -1,9 +1,15 @@
-// ropescale: umbrella header. Includes every Eigen-only public header; the JSON config
-// import/export (ropescale/io/hf_config.hpp) needs nlohmann/json and is included separately.
+// ropescale: umbrella header. Includes every Eigen-only public header. The JSON headers
+// (ropescale/io/hf_config.hpp, ropescale/io/search_checkpoint.hpp) need nlohmann/json and are
+// included separately.
 #pragma once
 
 #include "ropescale/config.hpp"
+#include "ropescale/critical.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/needle.hpp"
 #include "ropescale/rotary.hpp"
+#include "ropescale/scaling.hpp"
+#include "ropescale/search.hpp"
+#include "ropescale/training.hpp"
