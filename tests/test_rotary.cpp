@@ -482,6 +482,37 @@ TYPED_TEST(RotaryProperties, MatchesLongDoubleReference) {
   }
 }
 
+// Pair counts that are not a multiple of the SIMD width run the vector loop and a scalar tail.
+TYPED_TEST(RotaryProperties, TailPairCountsMatchReference) {
+  using T = TypeParam;
+  for (std::int64_t rotary_dim : {2, 6, 20, 26, 34}) {
+    const RopeSpec spec{rotary_dim + 2, rotary_dim, 1e4, 512};
+    const std::int64_t D = spec.head_dim, half = spec.pairs();
+    const FactorTable table(Eigen::ArrayXd::LinSpaced(half, 1.0, 3.0), 0.9, "test");
+    std::vector<long double> lambda(static_cast<std::size_t>(half));
+    for (std::int64_t i = 0; i < half; ++i)
+      lambda[static_cast<std::size_t>(i)] = table.factors()[i];
+    const auto inv_ld = ref_inv_freq(1e4, rotary_dim, lambda);
+    const RotaryFrequencies fly(spec, table);
+    const std::int64_t pos = 3001;
+    for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
+      const auto x0 = random_vec<T>(static_cast<std::size_t>(D), 13);
+      std::vector<T> x = x0;
+      ropescale::apply_rotary(fly, &pos, HeadsView<T>::tokens_heads_dim(x.data(), 1, 1, D), layout);
+      std::vector<long double> in(static_cast<std::size_t>(D));
+      for (std::int64_t j = 0; j < D; ++j)
+        in[static_cast<std::size_t>(j)] = to_d(x0[static_cast<std::size_t>(j)]);
+      const auto ref = ref_rotate_head(in, inv_ld, 0.9L, pos, ref_layout(layout));
+      for (std::int64_t j = 0; j < D; ++j) {
+        const double r = static_cast<double>(ref[static_cast<std::size_t>(j)]);
+        EXPECT_NEAR(to_d(x[static_cast<std::size_t>(j)]), r,
+                    eps_of<T>() * std::fabs(r) + (sizeof(T) == 8 ? 1e-12 : 2e-6))
+            << "rotary_dim " << rotary_dim << " " << ropescale::to_string(layout) << " j " << j;
+      }
+    }
+  }
+}
+
 // [T,H,D], [H,T,D], fused QKV and the cache all give the same numbers as the simplest call.
 TEST(RotaryLayouts, StridedViewsAgree) {
   const RopeSpec spec{64, 64, 1e4, 4096};
