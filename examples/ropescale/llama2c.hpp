@@ -333,7 +333,7 @@ class Model {
 
   // Causal attention for the query heads that share one key/value head (GQA): softmax(q^T k /
   // sqrt(hs)) times v. q: the group's query heads stacked, hs rows each; k, v: [hs, n] blocks.
-  // Queries go in blocks of kBlock tokens: block [a, a + nq) needs keys [0, a + nq) only, so about
+  // Queries go in blocks: block [a, a + nq) needs keys [0, a + nq) only, so about
   // half of the n x n scores is never computed, and the group's heads share one product with k and
   // one with v. scores: [keys, group * nq] column-major, one query's scores contiguous.
   template <typename K, typename V>
@@ -341,7 +341,7 @@ class Model {
                            float scale, Eigen::MatrixXf& out, Eigen::Index out_row,
                            Eigen::MatrixXf& qs, Eigen::MatrixXf& scores, Eigen::MatrixXf& o) {
     const Eigen::Index n = q.cols(), hs = k.rows();
-    // Keep the score block near 1 MiB (L2-sized) as the keys grow.
+    // Up to 128 queries per block, fewer as the keys grow, so the score block stays near 512 KiB.
     constexpr Eigen::Index kScoreFloats = Eigen::Index{1} << 17;
     const Eigen::Index block =
         std::max<Eigen::Index>(16, std::min<Eigen::Index>(128, kScoreFloats / (n * group)));
@@ -369,9 +369,9 @@ class Model {
     }
   }
 
-  // x[j] = exp(x[j] - shift) for x[j] <= shift, flushing results below 2^-126 to 0. Cephes'
-  // expf polynomial (max relative error 1e-7 on the softmax range) in straight-line float and
-  // int32 arithmetic, so that the loop vectorizes at the baseline ISA (the softmax is ~40% of a
+  // x[j] = exp(x[j] - shift) for x[j] <= shift (finite), flushing results below 2^-126 to 0.
+  // Cephes' expf polynomial (max relative error 1e-7 on the softmax range) in straight-line float
+  // and int32 arithmetic, so that the loop vectorizes at the baseline ISA (the softmax is ~40% of a
   // 4096-token forward pass and Eigen's exp is slow without SSE4.1).
   static void exp_shifted(float* x, Eigen::Index n, float shift) noexcept {
     for (Eigen::Index j = 0; j < n; ++j) {
@@ -387,9 +387,11 @@ class Model {
       p = p * r + 1.6666665459e-1f;
       p = p * r + 5.0000001201e-1f;
       p = p * r * r + r + 1.0f;
-      std::int32_t e =
-          detail::bit_cast<std::int32_t>(t) - 0x4B400000 + 127;  // biased exponent of 2^n
-      e = e < 1 ? 0 : e;
+      // Biased exponent of 2^n from the low bits of t; unsigned so that no input overflows.
+      std::int32_t e = static_cast<std::int32_t>(detail::bit_cast<std::uint32_t>(t) -
+                                                 std::uint32_t{0x4B400000} + std::uint32_t{127});
+      e = e < 1 ? 0 : e;  // underflow: exp(v) < 2^-126 -> 0
+      e = e > 254 ? 254 : e;
       x[j] = p * detail::bit_cast<float>(e * (1 << 23));
     }
   }
