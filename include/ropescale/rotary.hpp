@@ -349,7 +349,7 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
 }
 
 // Buffer sizes (in compute values) run_rotary needs for `half` pairs.
-inline std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
+constexpr std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
 
 template <typename T, typename Angles>
 inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
@@ -443,8 +443,17 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
   for (int i = 0; i < n; ++i)
     ops[i] = {ins[i].data,         outs[i].data,       ins[i].heads,         ins[i].head_dim,
               ins[i].token_stride, ins[i].head_stride, outs[i].token_stride, outs[i].head_stride};
-  std::vector<compute_t<T>> row(static_cast<std::size_t>(row_buffer_size(angles.pairs())));
-  run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row.data());
+  // Row buffers live on the stack for heads up to 512 channels (a decode step then allocates
+  // nothing); wider heads take them from the heap.
+  constexpr std::int64_t kStackPairs = 256;
+  const std::int64_t need = row_buffer_size(angles.pairs());
+  if (need <= row_buffer_size(kStackPairs)) {
+    compute_t<T> row[6 * kStackPairs];
+    run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row);
+  } else {
+    std::vector<compute_t<T>> row(static_cast<std::size_t>(need));
+    run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row.data());
+  }
   return Status();
 }
 
