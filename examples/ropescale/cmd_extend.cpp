@@ -15,6 +15,12 @@
 // each method costs inside the trained window. The model runs with ropescale's rotary kernels in
 // its attention (examples/ropescale/llama2c.hpp).
 //
+// Default budget, sized for about 2 minutes on 2 cores: the search evaluates 64 candidates (an
+// initial population of 16, then 4 iterations of 6 mutants + 6 crossovers), each on 2 windows of
+// 4096 tokens from the second half of the text; the evaluation reads the first 16384 tokens at
+// every length (4 windows of 4096 ... 32 of 512). A 4096-token forward pass costs about 1 s of
+// one core, so the search takes ~150 core-seconds and the evaluation ~60.
+//
 //   ropescale extend [--model FILE --tokenizer FILE --text FILE] [--json FILE] [--svg FILE]
 //                    [--space longrope|longrope2] [--search-evals N] [--search-windows N]
 //                    [--eval-tokens N] [--threads N] [--seed N]
@@ -210,6 +216,9 @@ int run_extend(const std::vector<std::string>& argv) {
   if (space_name != "longrope" && space_name != "longrope2")
     throw cli::UsageError("--space = '" + space_name + "': must be 'longrope' or 'longrope2'");
   const std::int64_t search_evals = positive(args, "--search-evals", 64);
+  if (search_evals < 16)
+    throw cli::UsageError("--search-evals = " + std::to_string(search_evals) +
+                          ": must be >= 16 (the initial population)");
   const std::int64_t search_windows = positive(args, "--search-windows", 2);
   const std::int64_t eval_tokens = positive(args, "--eval-tokens", 16384);
   const int threads = static_cast<int>(positive(args, "--threads", 2));
