@@ -11,7 +11,7 @@
 namespace {
 
 // The job `ropescale` runs with no arguments.
-constexpr const char* kDefaultCommand = "selfcheck";
+constexpr const char* kDefaultCommand = "extend";
 
 void print_help(std::ostream& os) {
   os << "usage: ropescale [COMMAND] [OPTIONS]\n"
