@@ -1,0 +1,89 @@
+// The README's code examples, run on real configs so the documentation cannot rot.
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ropescale/critical.hpp"
+#include "ropescale/io/hf_config.hpp"
+#include "ropescale/rotary.hpp"
+#include "ropescale/scaling.hpp"
+#include "ropescale/training.hpp"
+
+namespace {
+
+std::string data(const char* name) { return std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name; }
+
+// "In an engine: the rotary step".
+TEST(ReadmeExamples, EngineRotaryStep) {
+  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
+  ropescale::FactorTable table = cfg.table_for(/*seq_len=*/131072);
+  EXPECT_EQ(table.pairs(), 48);
+  const std::int64_t tokens = 3;
+  ropescale::RotaryCache cache(cfg.spec, table, /*num_positions=*/131072);
+  std::vector<Eigen::bfloat16> q(static_cast<std::size_t>(tokens * 24 * 128),
+                                 Eigen::bfloat16(0.5f));
+  std::vector<Eigen::bfloat16> k(static_cast<std::size_t>(tokens * 8 * 128),
+                                 Eigen::bfloat16(-1.0f));
+  const std::vector<std::int64_t> positions = {0, 4096, 131071};
+  auto qv = ropescale::HeadsView<Eigen::bfloat16>::tokens_heads_dim(q.data(), tokens, 24, 128);
+  auto kv = ropescale::HeadsView<Eigen::bfloat16>::tokens_heads_dim(k.data(), tokens, 8, 128);
+  ropescale::apply_rotary_qk(cache, positions.data(), qv, kv, ropescale::PairLayout::kHalfSplit);
+  // Position 0 only scales by the attention factor; channels 96..127 pass through.
+  EXPECT_NEAR(static_cast<float>(q[0]), 0.5f * 1.19024f, 4e-3f);
+  EXPECT_EQ(static_cast<float>(q[100]), 0.5f);
+  EXPECT_EQ(static_cast<float>(k[static_cast<std::size_t>(2 * 8 * 128 + 127)]), -1.0f);
+}
+
+// "Scaling methods and Hugging Face configs".
+TEST(ReadmeExamples, ScalingAndConfigs) {
+  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
+  auto t = cfg.table_for(8192);
+  Eigen::ArrayXd inv_freq = t.inv_freq(cfg.spec);
+  EXPECT_EQ(inv_freq.size(), 48);
+  EXPECT_DOUBLE_EQ(t.attention_factor(), 1.1902380714238083);
+  auto det = ropescale::detect_longrope2(cfg.longrope.long_factor);
+  EXPECT_TRUE(det.found);
+  EXPECT_EQ(det.critical_pair, 31);
+  EXPECT_NEAR(det.anchor, 32.03, 1e-9);
+  auto lr2 = ropescale::longrope2_factors(
+      cfg.spec, det.critical_pair,
+      cfg.longrope.long_factor.tail(cfg.spec.pairs() - det.critical_pair), t.attention_factor());
+  EXPECT_TRUE(lr2.approx_equal(t, 1e-7)) << "the published list is NTK-anchored below 31";
+  nlohmann::json out =
+      ropescale::to_hf_config(ropescale::longrope_config_from_tables(cfg.spec, 131072, lr2));
+  EXPECT_TRUE(ropescale::parse_hf_config(out).table_for(131072).approx_equal(lr2, 1e-12));
+  std::vector<float> rope_freqs = ropescale::to_rope_freqs(lr2);
+  EXPECT_EQ(rope_freqs.size(), 48u);
+}
+
+// "Critical-dimension analysis".
+TEST(ReadmeExamples, CriticalDimensions) {
+  ropescale::RopeSpec spec{128, 128, 500000.0, 8192};
+  auto dims = ropescale::critical_dims(spec);
+  EXPECT_EQ(dims.critical_pair, 35);
+  EXPECT_EQ(dims.critical_dim, 70);
+  EXPECT_EQ(dims.lower_pair, 24);
+  auto cfg = ropescale::load_hf_config(data("llama3_8b_longrope2.json"));
+  const ropescale::FactorTable table = cfg.table_for(131072);
+  EXPECT_EQ(ropescale::detect_critical_pair(table.factors()).value_or(-1), 33);
+  auto cmp = ropescale::compare_methods(spec, 131072, {table});
+  bool saw_ntk = false;
+  for (const auto& m : cmp.methods)
+    if (m.method == "ntk") {
+      saw_ntk = true;
+      EXPECT_EQ(m.ood_pairs.size(), 28u);
+    }
+  EXPECT_TRUE(saw_ntk);
+}
+
+// "Mixed context window training": selection at the boundary.
+TEST(ReadmeExamples, WindowSelection) {
+  EXPECT_EQ(ropescale::select_window(4096, 4096), ropescale::RopeWindow::kLong);
+  EXPECT_EQ(ropescale::select_window(4095, 4096), ropescale::RopeWindow::kShort);
+}
+
+}  // namespace
