@@ -13,8 +13,11 @@
 
 #include "ropescale/critical.hpp"
 #include "ropescale/scaling.hpp"
+#include "test_data.hpp"
 
 namespace {
+
+nlohmann::json load_fixture(const std::string& name) { return ropescale_test::load_json(name); }
 
 using ropescale::CriticalDims;
 using ropescale::ErrorCode;
@@ -39,14 +42,6 @@ std::vector<std::int64_t> range(std::int64_t first, std::int64_t last) {
   std::vector<std::int64_t> out;
   for (std::int64_t i = first; i <= last; ++i) out.push_back(i);
   return out;
-}
-
-nlohmann::json load_fixture(const std::string& name) {
-  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name);
-  EXPECT_TRUE(in.good()) << name;
-  nlohmann::json j;
-  in >> j;
-  return j;
 }
 
 Eigen::ArrayXd long_factor(const std::string& name) {

@@ -2,6 +2,7 @@
 // out (the 20 golden cases of tests/data/inv_freq.json through the importer), round trips through
 // export, table export for HF and llama.cpp, and clear errors on bad input.
 #include "ropescale/io/hf_config.hpp"
+#include "test_data.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,36 +14,17 @@
 
 namespace {
 
+using ropescale_test::data_path;
+using ropescale_test::load_json;
+using ropescale_test::max_rel_error;
+using ropescale_test::to_array;
+
 using nlohmann::json;
 using ropescale::FactorTable;
 using ropescale::HfImportOptions;
 using ropescale::RopeConfig;
 using ropescale::RopeType;
 using ropescale::YarnSemantics;
-
-std::string data_path(const std::string& name) {
-  return std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name;
-}
-
-json load_json(const std::string& name) {
-  std::ifstream in(data_path(name));
-  EXPECT_TRUE(in.good()) << name;
-  return json::parse(in);
-}
-
-Eigen::ArrayXd to_array(const json& list) {
-  Eigen::ArrayXd out(static_cast<Eigen::Index>(list.size()));
-  for (std::size_t i = 0; i < list.size(); ++i) out[static_cast<Eigen::Index>(i)] = list[i];
-  return out;
-}
-
-double max_rel_error(const Eigen::ArrayXd& got, const Eigen::ArrayXd& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double worst = 0;
-  for (Eigen::Index i = 0; i < std::min(got.size(), want.size()); ++i)
-    worst = std::max(worst, std::abs(got[i] - want[i]) / std::abs(want[i]));
-  return worst;
-}
 
 const char* const kRealConfigs[] = {"phi35_mini_instruct.json", "phi4_mini_instruct.json",
                                     "llama31_8b.json", "llama3_8b_longrope2.json"};

@@ -20,8 +20,11 @@
 #include <vector>
 
 #include "ropescale/io/hf_config.hpp"
+#include "test_data.hpp"
 
 namespace {
+
+using ropescale_test::load_json;
 
 using nlohmann::json;
 
@@ -36,12 +39,6 @@ double budget_seconds() {  // per test, wall clock
 }
 constexpr int kMinIterations = 300;  // even on a slow sanitizer build
 int max_iterations() { return std::getenv("ROPESCALE_FUZZ_SECONDS") != nullptr ? 1 << 30 : 200000; }
-
-json load_json(const std::string& name) {
-  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name);
-  EXPECT_TRUE(in.good()) << name;
-  return json::parse(in);
-}
 
 std::vector<json> seeds() {
   std::vector<json> out;

@@ -14,6 +14,7 @@
 
 #include "reference.hpp"
 #include "ropescale/rotary.hpp"
+#include "test_data.hpp"
 
 using ropescale::FactorTable;
 using ropescale::HeadsView;
@@ -22,17 +23,12 @@ using ropescale::RopeSpec;
 using ropescale::RotaryCache;
 using ropescale::RotaryDirection;
 using ropescale::RotaryFrequencies;
+using ropescale_test::load_json;
 using ropescale_test::ref_inv_freq;
 using ropescale_test::ref_rotate_head;
 using ropescale_test::RefLayout;
 
 namespace {
-
-nlohmann::json load_json(const std::string& name) {
-  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name);
-  EXPECT_TRUE(in.good()) << name;
-  return nlohmann::json::parse(in);
-}
 
 RefLayout ref_layout(PairLayout l) {
   return l == PairLayout::kHalfSplit ? RefLayout::kHalfSplit : RefLayout::kInterleaved;

@@ -2,6 +2,7 @@
 // (tests/data/inv_freq.json, produced by running the transformers code), against long double
 // hand computations of each formula, and the LongRoPE2 builder/detector on published tables.
 #include "ropescale/scaling.hpp"
+#include "test_data.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,29 +14,13 @@
 
 namespace {
 
+using ropescale_test::load_json;
+using ropescale_test::max_rel_error;
+using ropescale_test::to_array;
+
 using nlohmann::json;
 using ropescale::FactorTable;
 using ropescale::RopeSpec;
-
-json load_json(const std::string& name) {
-  std::ifstream in(std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name);
-  EXPECT_TRUE(in.good()) << name;
-  return json::parse(in);
-}
-
-Eigen::ArrayXd to_array(const json& list) {
-  Eigen::ArrayXd out(static_cast<Eigen::Index>(list.size()));
-  for (std::size_t i = 0; i < list.size(); ++i) out[static_cast<Eigen::Index>(i)] = list[i];
-  return out;
-}
-
-double max_rel_error(const Eigen::ArrayXd& got, const Eigen::ArrayXd& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double worst = 0;
-  for (Eigen::Index i = 0; i < std::min(got.size(), want.size()); ++i)
-    worst = std::max(worst, std::abs(got[i] - want[i]) / std::abs(want[i]));
-  return worst;
-}
 
 RopeSpec spec_of(std::int64_t head_dim, std::int64_t rotary_dim, double theta,
                  std::int64_t original) {
