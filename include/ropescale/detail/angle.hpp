@@ -43,9 +43,10 @@ inline void sincos_kernel(double r, double& s, double& c) noexcept {
   c = 1.0 - r2 * pc;
 }
 
-// Applies the quadrant q (angle = q * pi/2 + r) to sin/cos of r.
-inline void apply_quadrant(std::int64_t q, double s, double c, double& sin_out,
-                           double& cos_out) noexcept {
+// Applies the quadrant q (angle = q * pi/2 + r) to sin/cos of r with selects only, so callers'
+// loops stay vectorizable. Works for negative q (two's complement keeps q mod 4 in the low bits).
+template <typename Int>
+inline void apply_quadrant(Int q, double s, double c, double& sin_out, double& cos_out) noexcept {
   const bool swap = (q & 1) != 0;
   const double ss = swap ? c : s;
   const double cc = swap ? s : c;
@@ -54,37 +55,28 @@ inline void apply_quadrant(std::int64_t q, double s, double c, double& sin_out,
 }
 
 /// sin and cos of x = pos * inv_freq for |x| < kFastAngleLimit, to about 2e-16 absolute.
+/// Branch-free: the quadrant is a floor taken by truncating a positively biased value.
 inline void sincos_fast(double x, double& sin_out, double& cos_out) noexcept {
-  const double t = x * kTwoOverPi;
-  double n = static_cast<double>(static_cast<std::int32_t>(t + (t >= 0 ? 0.5 : -0.5)));
-  const double r = ((x - n * kPio2Hi) - n * kPio2Mid) - n * kPio2Lo;
+  constexpr double kBias = 8388608.0;  // 2^23 > any |x * 2/pi| on this path
+  const std::int32_t q =
+      static_cast<std::int32_t>(x * kTwoOverPi + (0.5 + kBias)) - static_cast<std::int32_t>(kBias);
+  const double nq = static_cast<double>(q);
+  const double r = ((x - nq * kPio2Hi) - nq * kPio2Mid) - nq * kPio2Lo;
   double s, c;
   sincos_kernel(r, s, c);
-  apply_quadrant(static_cast<std::int64_t>(n), s, c, sin_out, cos_out);
+  apply_quadrant(q, s, c, sin_out, cos_out);
 }
 
 /// m*cos and m*sin of p * f[i] for a whole row, when |p * f[i]| < kFastAngleLimit for every i.
-/// Branch-free so that the loop vectorizes: the quadrant is a floor taken by truncating a
-/// positively biased value, and the quadrant's swap and signs are selects.
+/// The loop vectorizes (sincos_fast is branch-free).
 template <typename C>
 inline void sincos_row_fast(double p, const double* f, std::int64_t n, double m, C* cos_out,
                             C* sin_out) noexcept {
-  constexpr double kBias = 8388608.0;  // 2^23 > any |p * f * 2/pi| on this path
   for (std::int64_t i = 0; i < n; ++i) {
-    const double x = p * f[i];
-    const std::int32_t q = static_cast<std::int32_t>(x * kTwoOverPi + (0.5 + kBias)) -
-                           static_cast<std::int32_t>(kBias);
-    const double nq = static_cast<double>(q);
-    const double r = ((x - nq * kPio2Hi) - nq * kPio2Mid) - nq * kPio2Lo;
     double s, c;
-    sincos_kernel(r, s, c);
-    const bool swap = (q & 1) != 0;
-    double ss = swap ? c : s;
-    double cc = swap ? s : c;
-    ss = (q & 2) ? -ss : ss;
-    cc = ((q + 1) & 2) ? -cc : cc;
-    cos_out[i] = static_cast<C>(m * cc);
-    sin_out[i] = static_cast<C>(m * ss);
+    sincos_fast(p * f[i], s, c);
+    cos_out[i] = static_cast<C>(m * c);
+    sin_out[i] = static_cast<C>(m * s);
   }
 }
 
