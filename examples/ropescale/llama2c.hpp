@@ -50,6 +50,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/needle.hpp"
 #include "ropescale/rotary.hpp"
 
 namespace llama2c {
@@ -611,16 +612,10 @@ template <typename Angles>
 double window_nll(const Model& model, const Angles& angles, const std::vector<int>& window,
                   Model::Timing* timing = nullptr) {
   const std::vector<int> input(window.begin(), window.end() - 1);
-  const Eigen::MatrixXf logits = model.forward(input, angles, timing);
-  double sum = 0;
-  for (Eigen::Index t = 0; t < logits.cols(); ++t) {
-    const auto col = logits.col(t).array();
-    const float mx = col.maxCoeff();
-    const double lse =
-        static_cast<double>(mx) + std::log(static_cast<double>((col - mx).exp().sum()));
-    sum += lse - static_cast<double>(col[window[static_cast<std::size_t>(t) + 1]]);
-  }
-  return sum;
+  const Eigen::MatrixXf logits = model.forward(input, angles, timing);  // [vocab, tokens]
+  // ropescale's plain loss: row t of the [tokens, vocab] logits predicts token t + 1.
+  const std::vector<ropescale::TokenId> ids(window.begin(), window.end());
+  return ropescale::token_nll(logits.transpose(), ids) * static_cast<double>(logits.cols());
 }
 
 /// Evaluation windows for context length `length`: BOS followed by `length` consecutive text
