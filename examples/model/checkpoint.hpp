@@ -1,0 +1,40 @@
+// Hugging Face layout for the tiny Llama: `config.json` (LlamaForCausalLM fields) and
+// `model.safetensors`.
+//
+// safetensors (huggingface/safetensors, docs "Format"): an 8-byte little-endian unsigned header
+// length N, N bytes of UTF-8 JSON, then the raw tensor bytes. The JSON maps each tensor name to
+// {"dtype", "shape", "data_offsets": [begin, end)} with offsets relative to the byte after the
+// header, and may carry a "__metadata__" map of strings. Tensors here are F32, row-major, in
+// transformers' [out, in] orientation; embed_tokens.weight is [vocab, dim].
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tiny_llama.hpp"
+
+namespace tiny_llama {
+
+/// Writes `path` (safetensors, F32). Throws ropescale::Error (io_error) on failure.
+void save_safetensors(const std::string& path, const Weights& w,
+                      const nlohmann::json& metadata = nlohmann::json::object());
+/// Reads `path` into a zero Weights of `config`: every tensor must be present with its shape and
+/// dtype F32; unknown tensors, overlapping or out-of-file offsets are refused.
+Weights load_safetensors(const std::string& path, const Config& config);
+
+/// The config.json of a LlamaForCausalLM with this architecture (rope_scaling absent).
+nlohmann::json to_hf_json(const Config& c);
+/// Reads the architecture back from a config.json (rope_scaling is left to ropescale's importer).
+Config config_from_hf_json(const nlohmann::json& j);
+
+/// Training state beside a model directory: optimizer.safetensors holds AdamW's moments under
+/// "m." / "v." + the parameter names and the step in its metadata.
+void save_optimizer(const std::string& dir, const AdamW& opt);
+/// Restores `opt` (built for `w`'s shapes); returns the step count stored.
+std::int64_t load_optimizer(const std::string& dir, const Config& config, AdamW& opt);
+
+/// A model directory: config.json + model.safetensors.
+void save_model_dir(const std::string& dir, const Weights& w, const nlohmann::json& extra = {});
+Weights load_model_dir(const std::string& dir);
+
+}  // namespace tiny_llama

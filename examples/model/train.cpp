@@ -1,0 +1,215 @@
+#include "train.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "checkpoint.hpp"
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+
+namespace tiny_llama {
+
+void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f) {
+  const int k = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n)));
+  std::vector<std::exception_ptr> failure(static_cast<std::size_t>(k));
+  auto work = [&](int id) {
+    try {
+      for (std::int64_t i = id; i < n; i += k) f(i);
+    } catch (...) {
+      failure[static_cast<std::size_t>(id)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int id = 1; id < k; ++id) pool.emplace_back(work, id);
+  work(0);
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : failure)
+    if (e) std::rethrow_exception(e);
+}
+
+TrainOptions default_curriculum() {
+  TrainOptions o;
+  Stage copy;  // grow induction: short rows, few symbols, copying is the whole signal
+  copy.name = "copy64";
+  copy.steps = 1200;
+  copy.batch = 64;
+  copy.lr = 3e-3;
+  copy.copy_options = CopyOptions{64, 16, 8, 24};
+  Stage widen;  // widen it: full window, more symbols, needles with three key-value pairs
+  widen.name = "copy256+needles";
+  widen.steps = 800;
+  widen.batch = 16;
+  widen.lr = 2e-3;
+  widen.copy = 0.5;
+  widen.needle = 0.5;
+  widen.copy_options = CopyOptions{256, 26, 8, 32};
+  widen.needle_options = NeedleOptions{256, 3, 4, -1.0};
+  Stage text = widen;  // add text once copying holds
+  text.name = "text+needles";
+  text.steps = 1000;
+  text.lr = 1.5e-3;
+  text.copy = 0.2;
+  text.needle = 0.5;
+  text.text = 0.3;
+  o.stages = {copy, widen, text};
+  return o;
+}
+
+EvalSets EvalSets::make(const Corpus& corpus, std::int64_t window, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  EvalSets e;
+  for (int i = 0; i < 64; ++i) e.copy.push_back(make_copy_row(rng, CopyOptions{64, 16, 6, 16}));
+  for (int i = 0; i < 32; ++i)
+    e.needle.push_back(make_needle_row(rng, corpus.held_out, NeedleOptions{window, 1, 4, -1.0}));
+  for (int i = 0; i < 16; ++i) e.text.push_back(make_text_row(rng, corpus.held_out, window));
+  return e;
+}
+
+Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, int threads) {
+  Diagnostics d;
+  std::vector<double> copy_nll(sets.copy.size()), copy_acc(sets.copy.size()),
+      copy_n(sets.copy.size());
+  parallel_for(static_cast<std::int64_t>(sets.copy.size()), threads, [&](std::int64_t i) {
+    const Sequence& s = sets.copy[static_cast<std::size_t>(i)];
+    Matrix lp;
+    const LossSum l = forward(w, rope, s, &lp);
+    copy_nll[static_cast<std::size_t>(i)] = l.nll;
+    copy_n[static_cast<std::size_t>(i)] = l.weight;
+    double acc = 0;
+    for (std::size_t t = 0; t < s.tokens.size(); ++t) {
+      if (s.loss_weight[t] == 0.0f) continue;
+      Eigen::Index best = 0;
+      lp.col(static_cast<Eigen::Index>(t)).maxCoeff(&best);
+      acc += best == s.targets[t] ? 1.0 : 0.0;
+    }
+    copy_acc[static_cast<std::size_t>(i)] = acc;
+  });
+  double n = 0;
+  for (std::size_t i = 0; i < copy_n.size(); ++i) {
+    d.copy_nll += copy_nll[i];
+    d.copy_accuracy += copy_acc[i];
+    n += copy_n[i];
+  }
+  d.copy_nll /= n;
+  d.copy_accuracy /= n;
+  std::vector<NeedleScore> scores(sets.needle.size());
+  parallel_for(static_cast<std::int64_t>(sets.needle.size()), threads, [&](std::int64_t i) {
+    Matrix lp;
+    forward(w, rope, sets.needle[static_cast<std::size_t>(i)].seq, &lp);
+    scores[static_cast<std::size_t>(i)] =
+        score_needles(lp, sets.needle[static_cast<std::size_t>(i)]);
+  });
+  double correct = 0, total = 0, nll = 0, toks = 0;
+  for (const NeedleScore& s : scores) {
+    correct += static_cast<double>(s.correct);
+    total += static_cast<double>(s.total);
+    nll += s.answer_nll;
+    toks += static_cast<double>(s.answer_tokens);
+  }
+  d.needle_accuracy = correct / total;
+  d.needle_nll = nll / toks;
+  std::vector<LossSum> text(sets.text.size());
+  parallel_for(static_cast<std::int64_t>(sets.text.size()), threads, [&](std::int64_t i) {
+    text[static_cast<std::size_t>(i)] = forward(w, rope, sets.text[static_cast<std::size_t>(i)]);
+  });
+  double tn = 0, tw = 0;
+  for (const LossSum& l : text) {
+    tn += l.nll;
+    tw += l.weight;
+  }
+  d.text_bpb = tn / tw / std::log(2.0);
+  return d;
+}
+
+void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
+           const std::function<void(const Diagnostics&)>& progress) {
+  const Config& c = w.config();
+  const ropescale::RopeSpec spec = c.rope_spec();
+  const ropescale::RotaryCache cache(spec, ropescale::FactorTable::identity(spec),
+                                     c.max_position_embeddings);
+  const Rope rope{&cache};
+  const EvalSets sets = EvalSets::make(corpus, c.max_position_embeddings, o.seed ^ 0x5eedULL);
+  Weights grad(c);
+  std::ofstream log;
+  if (!o.log_path.empty()) log.open(o.log_path, std::ios::app);
+  std::int64_t step = 0, total_steps = 0;
+  for (const Stage& s : o.stages) total_steps += s.steps;
+  const auto t0 = std::chrono::steady_clock::now();
+  double loss_sum = 0.0, tokens = 0.0;
+  std::int64_t loss_steps = 0;
+  auto tick = t0;
+  for (std::size_t si = 0; si < o.stages.size(); ++si) {
+    const Stage& st = o.stages[si];
+    const double mix = st.copy + st.needle + st.text;
+    for (std::int64_t k = 0; k < st.steps; ++k, ++step) {
+      if (step < o.start_step) continue;
+      // Each step's rows derive from (seed, step) alone, so a resumed run sees the same batches.
+      std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ULL + static_cast<std::uint64_t>(step));
+      std::vector<Sequence> batch;
+      for (std::int64_t b = 0; b < st.batch; ++b) {
+        const double u = std::uniform_real_distribution<double>(0.0, mix)(rng);
+        if (u < st.copy)
+          batch.push_back(make_copy_row(rng, st.copy_options));
+        else if (u < st.copy + st.needle)
+          batch.push_back(make_needle_row(rng, corpus.train, st.needle_options).seq);
+        else
+          batch.push_back(make_text_row(rng, corpus.train, st.text_length));
+        tokens += static_cast<double>(batch.back().tokens.size());
+      }
+      double lr = st.lr;
+      if (step < o.warmup_steps)
+        lr *= static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+      if (si + 1 == o.stages.size()) {
+        const double f =
+            static_cast<double>(k) / static_cast<double>(std::max<std::int64_t>(1, st.steps));
+        lr *= o.final_lr_fraction + (1.0 - o.final_lr_fraction) * 0.5 * (1.0 + std::cos(M_PI * f));
+      }
+      const LossSum l = batch_gradient(w, rope, batch, o.threads, grad);
+      opt.step(w, grad, lr);
+      loss_sum += l.mean();
+      ++loss_steps;
+      const bool last = step + 1 == total_steps;
+      if ((step + 1) % o.eval_every == 0 || last) {
+        const auto now = std::chrono::steady_clock::now();
+        Diagnostics d = evaluate(w, rope, sets, o.threads);
+        d.step = step + 1;
+        d.train_loss = loss_sum / static_cast<double>(loss_steps);
+        d.tokens_per_second = tokens / std::chrono::duration<double>(now - tick).count();
+        d.seconds = std::chrono::duration<double>(now - t0).count();
+        loss_sum = 0.0;
+        loss_steps = 0;
+        tokens = 0.0;
+        if (log.is_open()) {
+          log << nlohmann::json{{"step", d.step},
+                                {"stage", st.name},
+                                {"lr", lr},
+                                {"train_loss", d.train_loss},
+                                {"copy_nll", d.copy_nll},
+                                {"copy_accuracy", d.copy_accuracy},
+                                {"needle_accuracy", d.needle_accuracy},
+                                {"needle_nll", d.needle_nll},
+                                {"text_bpb", d.text_bpb},
+                                {"tokens_per_second", d.tokens_per_second},
+                                {"seconds", d.seconds}}
+                     .dump()
+              << "\n"
+              << std::flush;
+        }
+        if (!o.out_dir.empty()) {
+          save_model_dir(o.out_dir, w,
+                         {{"ropescale_training", {{"step", d.step}, {"stage", st.name}}}});
+          save_optimizer(o.out_dir, opt);
+        }
+        if (progress) progress(d);
+        tick = std::chrono::steady_clock::now();
+        if (o.keep_going && !o.keep_going(d)) return;
+      }
+    }
+  }
+}
+
+}  // namespace tiny_llama

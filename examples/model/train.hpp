@@ -1,0 +1,79 @@
+// The tiny Llama's trainer: a curriculum of stages, each a mixture of copy, needle and text rows,
+// trained with AdamW on N threads, with held-out diagnostics logged as JSON lines.
+//
+// Retrieval does not emerge from text plus needles alone at this scale (see the README's study):
+// the curriculum grows the copy (induction) mechanism first on short rows with few symbols, then
+// widens it to needles with several key-value pairs, and adds text once copying holds.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tasks.hpp"
+#include "tiny_llama.hpp"
+
+namespace tiny_llama {
+
+struct Stage {
+  std::string name;
+  std::int64_t steps = 0;
+  std::int64_t batch = 32;  ///< rows per step
+  double lr = 3e-3;
+  double copy = 1.0;  ///< mixture weights of row kinds (normalised)
+  double needle = 0.0;
+  double text = 0.0;
+  std::int64_t text_length = 256;  ///< row tokens of text rows
+  CopyOptions copy_options;
+  NeedleOptions needle_options;
+};
+
+struct TrainOptions {
+  std::vector<Stage> stages;
+  std::int64_t warmup_steps = 50;
+  double final_lr_fraction = 0.1;  ///< the last stage decays (cosine) to this fraction of its lr
+  int threads = 2;
+  std::uint64_t seed = 1;
+  std::int64_t eval_every = 100;
+  std::string log_path;         ///< JSON lines, one per evaluation (empty: none)
+  std::string out_dir;          ///< model + optimizer checkpoint at every evaluation (empty: none)
+  std::int64_t start_step = 0;  ///< resume: steps already done (batches derive from seed + step)
+  /// Stops the run at the next evaluation when it returns false (e.g. a dead-run rule).
+  std::function<bool(const struct Diagnostics&)> keep_going;
+};
+
+/// Held-out diagnostics on fixed rows the training never samples (held-out text, fixed seeds).
+struct Diagnostics {
+  std::int64_t step = 0;
+  double train_loss = 0.0;  ///< mean over the steps since the last evaluation
+  double copy_nll = 0.0;    ///< induction: NLL on the repeat (chance = ln symbols)
+  double copy_accuracy = 0.0;
+  double needle_accuracy = 0.0;  ///< exact match of the answers at L_train
+  double needle_nll = 0.0;       ///< per answer token
+  double text_bpb = 0.0;         ///< held-out text, bits per byte
+  double tokens_per_second = 0.0;
+  double seconds = 0.0;
+};
+
+/// The default curriculum for the shipped model (see README for the measured run).
+TrainOptions default_curriculum();
+
+/// Evaluation sets drawn from held-out text with a fixed seed.
+struct EvalSets {
+  std::vector<Sequence> copy;
+  std::vector<NeedleRow> needle;
+  std::vector<Sequence> text;
+  static EvalSets make(const Corpus& corpus, std::int64_t window, std::uint64_t seed);
+};
+Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, int threads);
+
+/// Trains `w` in place with `opt` (fresh, or restored with the weights to resume at
+/// o.start_step); `progress` receives every evaluation.
+void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
+           const std::function<void(const Diagnostics&)>& progress);
+
+/// Runs f(i) for i in [0, n) on `threads` threads (i % threads decides the thread).
+void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f);
+
+}  // namespace tiny_llama

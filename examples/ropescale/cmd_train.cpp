@@ -1,0 +1,119 @@
+// `ropescale train`: trains the tiny Llama from scratch with the curriculum of
+// examples/model/train.cpp (copy -> needles -> text), logs held-out diagnostics and writes a
+// Hugging Face model directory (config.json + model.safetensors).
+//
+//   ropescale train --out DIR [--resume] [--plan default|smoke] [--threads N] [--seed S]
+//                   [--log FILE] [--eval-every N] [--format table|json]
+//
+// The directory is rewritten at every evaluation (model and AdamW moments); --resume continues
+// from it with the same batches an uninterrupted run would have drawn.
+#include <sys/stat.h>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "checkpoint.hpp"
+#include "cli.hpp"
+#include "train.hpp"
+
+#ifndef ROPESCALE_EXAMPLES_DATA_DIR
+#define ROPESCALE_EXAMPLES_DATA_DIR "examples/data"
+#endif
+
+namespace {
+
+constexpr const char* kUsage =
+    "--out DIR [--resume] [--plan default|smoke] [--threads N] [--seed S] [--log FILE] "
+    "[--eval-every N] [--text FILE] [--format table|json]";
+
+int run_train(const std::vector<std::string>& argv) {
+  cli::Args args(
+      argv,
+      {"--out", "--plan", "--threads", "--seed", "--log", "--eval-every", "--text", "--format"},
+      {"--resume"});
+  const bool json = args.json_format();
+  const std::string out = args.get("--out");
+  if (out.empty()) throw cli::UsageError("--out is required (the model directory to write)");
+  struct stat st {};
+  if (::stat(out.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    throw cli::UsageError("--out = '" + out + "': exists and is not a directory");
+  const std::string plan = args.get("--plan", "default");
+  if (plan != "default" && plan != "smoke")
+    throw cli::UsageError("--plan = '" + plan + "': must be 'default' or 'smoke'");
+  const std::int64_t threads = args.get_int("--threads", 2);
+  if (threads < 1 || threads > 256) throw cli::UsageError("--threads must be in [1, 256]");
+  const std::int64_t eval_every = args.get_int("--eval-every", plan == "smoke" ? 10 : 100);
+  if (eval_every < 1) throw cli::UsageError("--eval-every must be >= 1");
+  const std::int64_t seed = args.get_int("--seed", 1);
+  const std::string text = args.get(
+      "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
+
+  tiny_llama::TrainOptions o = tiny_llama::default_curriculum();
+  if (plan == "smoke")
+    for (tiny_llama::Stage& s : o.stages) {
+      s.steps = 10;
+      s.batch = 4;
+    }
+  o.threads = static_cast<int>(threads);
+  o.seed = static_cast<std::uint64_t>(seed);
+  o.eval_every = eval_every;
+  o.log_path = args.get("--log");
+  o.out_dir = out;
+
+  const tiny_llama::Config config;
+  tiny_llama::Weights w = tiny_llama::Weights::initialized(config, o.seed);
+  tiny_llama::AdamW opt(w, {});
+  if (args.has("--resume")) {
+    w = tiny_llama::load_model_dir(out);
+    o.start_step = tiny_llama::load_optimizer(out, w.config(), opt);
+    std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
+  }
+  const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);
+  std::int64_t total = 0;
+  for (const auto& s : o.stages) total += s.steps;
+  std::cerr << "training " << w.parameter_count() << " parameters, " << total << " steps, "
+            << threads << " threads\n";
+  nlohmann::json evals = nlohmann::json::array();
+  if (!json)
+    std::cout
+        << "  step  train_loss  copy_nll  copy_acc  needle_acc  needle_nll  text_bpb  tok/s\n";
+  tiny_llama::train(w, opt, corpus, o, [&](const tiny_llama::Diagnostics& d) {
+    if (json) {
+      evals.push_back({{"step", d.step},
+                       {"train_loss", d.train_loss},
+                       {"copy_nll", d.copy_nll},
+                       {"copy_accuracy", d.copy_accuracy},
+                       {"needle_accuracy", d.needle_accuracy},
+                       {"needle_nll", d.needle_nll},
+                       {"text_bpb", d.text_bpb},
+                       {"tokens_per_second", d.tokens_per_second},
+                       {"seconds", d.seconds}});
+      std::cerr << "\rstep " << d.step << "/" << total << std::flush;
+    } else {
+      std::cout << std::fixed << std::setprecision(3) << std::setw(6) << d.step << std::setw(12)
+                << d.train_loss << std::setw(10) << d.copy_nll << std::setw(10) << d.copy_accuracy
+                << std::setw(12) << d.needle_accuracy << std::setw(12) << d.needle_nll
+                << std::setw(10) << d.text_bpb << std::setw(7) << std::setprecision(0)
+                << d.tokens_per_second << std::endl;
+    }
+  });
+  if (json) {
+    std::cerr << "\n";
+    std::cout << nlohmann::json{{"out", out},
+                                {"parameters", w.parameter_count()},
+                                {"evaluations", evals}}
+                     .dump(2)
+              << "\n";
+  } else {
+    std::cout << "wrote " << out << "/config.json and " << out << "/model.safetensors\n";
+  }
+  return 0;
+}
+
+const bool registered = cli::register_command(
+    {"train", "train the tiny Llama (copy -> needles -> text curriculum)", kUsage, run_train});
+
+}  // namespace

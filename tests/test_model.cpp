@@ -1,0 +1,354 @@
+// The tiny Llama trainer: gradients against central finite differences, loss going down on a
+// fixed batch, thread-count independence, safetensors round trips and the task generators.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "checkpoint.hpp"
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+#include "tasks.hpp"
+#include "tiny_llama.hpp"
+#include "train.hpp"
+
+namespace {
+
+using tiny_llama::Config;
+using tiny_llama::Sequence;
+using tiny_llama::Weights;
+
+Config tiny_config() {
+  Config c;
+  c.vocab_size = 32;
+  c.dim = 16;
+  c.hidden_dim = 24;
+  c.n_layers = 2;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;  // grouped-query attention
+  c.head_dim = 8;
+  c.max_position_embeddings = 16;
+  return c;
+}
+
+// Weights with a larger spread than the training init, so every path carries gradient.
+Weights spread_weights(const Config& c, std::uint64_t seed) {
+  Weights w(c);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 0.3f);
+  for (auto& t : w.tensors())
+    for (Eigen::Index i = 0; i < t.value.size(); ++i)
+      t.value.data()[i] = (t.value.cols() == 1 ? 1.0f : 0.0f) + normal(rng);
+  return w;
+}
+
+// Two documents (a per-document mask), positions that do not start at 0, uneven loss weights.
+Sequence test_sequence() {
+  Sequence s;
+  s.tokens = {3, 17, 5, 9, 30, 1, 12, 7};
+  s.targets = {17, 5, 9, 30, 1, 12, 7, 4};
+  s.loss_weight = {1.0f, 0.5f, 1.0f, 0.0f, 1.0f, 2.0f, 1.0f, 1.0f};
+  s.positions = {5, 6, 7, 8, 0, 1, 2, 3};
+  s.document = {0, 0, 0, 0, 1, 1, 1, 1};
+  return s;
+}
+
+// A rescaled table with an attention factor != 1, so the rotary backward's mscale is exercised.
+ropescale::FactorTable rescaled(const ropescale::RopeSpec& spec) {
+  Eigen::ArrayXd f(spec.pairs());
+  for (Eigen::Index i = 0; i < f.size(); ++i) f[i] = 1.0 + 0.7 * static_cast<double>(i);
+  return ropescale::FactorTable(f, 1.15, "test");
+}
+
+TEST(TinyLlama, GradientsMatchCentralDifferences) {
+  const Config c = tiny_config();
+  Weights w = spread_weights(c, 7);
+  const ropescale::RotaryCache cache(c.rope_spec(), rescaled(c.rope_spec()), 16);
+  const tiny_llama::Rope rope{&cache};
+  const Sequence s = test_sequence();
+  Weights grad(c);
+  tiny_llama::forward_backward(w, rope, s, 1.0f, grad);
+
+  std::mt19937_64 rng(11);
+  int checked = 0;
+  double worst = 0.0;
+  for (std::size_t ti = 0; ti < w.tensors().size(); ++ti) {
+    auto& t = w.tensors()[ti];
+    // Six entries of every tensor (embedding columns of tokens that occur, so they get gradient).
+    for (int k = 0; k < 6; ++k) {
+      Eigen::Index i = std::uniform_int_distribution<Eigen::Index>(0, t.value.size() - 1)(rng);
+      if (ti == 0) i = s.tokens[static_cast<std::size_t>(k)] * c.dim + k;
+      float& p = t.value.data()[i];
+      const float keep = p;
+      const float h = 1e-2f;
+      p = keep + h;
+      const double up = tiny_llama::forward(w, rope, s).nll;
+      p = keep - h;
+      const double down = tiny_llama::forward(w, rope, s).nll;
+      p = keep;
+      const double fd = (up - down) / (2.0 * h);
+      const double an = grad.tensors()[ti].value.data()[i];
+      // float32 forward: each loss carries ~2e-6 of rounding, so the difference quotient has
+      // ~1e-4 of noise; the 3e-3 floor keeps tiny gradients from failing on that noise alone.
+      const double err = std::abs(fd - an) / (3e-3 + std::max(std::abs(fd), std::abs(an)));
+      worst = std::max(worst, err);
+      EXPECT_LT(err, 3e-2) << t.name << "[" << i << "] fd " << fd << " analytic " << an;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 6 * static_cast<int>(w.tensors().size()));
+  RecordProperty("worst_relative_error", std::to_string(worst));
+}
+
+TEST(TinyLlama, DocumentMaskIsolatesDocuments) {
+  // Changing a token of document 0 leaves the log-probabilities of document 1 bit for bit.
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 3);
+  const ropescale::RotaryCache cache(c.rope_spec(), ropescale::FactorTable::identity(c.rope_spec()),
+                                     16);
+  Sequence a = test_sequence();
+  Sequence b = a;
+  b.tokens[1] = 29;
+  tiny_llama::Matrix la, lb;
+  tiny_llama::forward(w, {&cache}, a, &la);
+  tiny_llama::forward(w, {&cache}, b, &lb);
+  EXPECT_TRUE((la.rightCols(4).array() == lb.rightCols(4).array()).all());
+  EXPECT_GT((la.col(1) - lb.col(1)).cwiseAbs().maxCoeff(), 1e-3f);
+}
+
+TEST(TinyLlama, LossFallsOnAFixedBatch) {
+  const Config c = tiny_config();
+  Weights w = Weights::initialized(c, 5);
+  const ropescale::RotaryCache cache(c.rope_spec(), ropescale::FactorTable::identity(c.rope_spec()),
+                                     16);
+  std::vector<Sequence> batch(4, test_sequence());
+  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].tokens[0] = static_cast<int>(i);
+  tiny_llama::AdamW opt(w, {});
+  Weights grad(c);
+  const double first = tiny_llama::batch_gradient(w, {&cache}, batch, 2, grad).mean();
+  double last = first;
+  for (int step = 0; step < 40; ++step) {
+    opt.step(w, grad, 1e-2);
+    last = tiny_llama::batch_gradient(w, {&cache}, batch, 2, grad).mean();
+  }
+  EXPECT_NEAR(first, std::log(32.0), 0.1);  // uniform prediction at init
+  EXPECT_LT(last, 0.5 * first);
+}
+
+TEST(TinyLlama, BatchGradientIsReproducibleAndThreadCountFree) {
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 9);
+  const ropescale::RotaryCache cache(c.rope_spec(), ropescale::FactorTable::identity(c.rope_spec()),
+                                     16);
+  std::vector<Sequence> batch(5, test_sequence());
+  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].tokens[2] = static_cast<int>(3 * i);
+  Weights g1(c), g2(c), g2b(c);
+  const auto l1 = tiny_llama::batch_gradient(w, {&cache}, batch, 1, g1);
+  const auto l2 = tiny_llama::batch_gradient(w, {&cache}, batch, 2, g2);
+  tiny_llama::batch_gradient(w, {&cache}, batch, 2, g2b);
+  EXPECT_NEAR(l1.mean(), l2.mean(), 1e-12);
+  for (std::size_t i = 0; i < g1.tensors().size(); ++i) {
+    EXPECT_TRUE((g2.tensors()[i].value.array() == g2b.tensors()[i].value.array()).all());
+    EXPECT_LT((g1.tensors()[i].value - g2.tensors()[i].value).cwiseAbs().maxCoeff(),
+              1e-5f * (1.0f + g1.tensors()[i].value.cwiseAbs().maxCoeff()));
+  }
+}
+
+TEST(TinyLlama, BadSequencesAreRefused) {
+  const Config c = tiny_config();
+  const Weights w(c);
+  const ropescale::RotaryCache cache(c.rope_spec(), ropescale::FactorTable::identity(c.rope_spec()),
+                                     16);
+  Sequence s = test_sequence();
+  s.tokens[0] = 32;  // vocab is 32
+  EXPECT_THROW(tiny_llama::forward(w, {&cache}, s), ropescale::Error);
+  s = test_sequence();
+  s.positions[0] = 16;  // outside the cache
+  EXPECT_THROW(tiny_llama::forward(w, {&cache}, s), ropescale::Error);
+  s = test_sequence();
+  s.targets.pop_back();
+  EXPECT_THROW(tiny_llama::forward(w, {&cache}, s), ropescale::Error);
+  Config bad = c;
+  bad.n_kv_heads = 3;
+  EXPECT_THROW(tiny_llama::validate(bad), ropescale::Error);
+}
+
+TEST(Safetensors, RoundTripIsBitExactAndFollowsTheFormat) {
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 21);
+  const std::string path = testing::TempDir() + "tiny.safetensors";
+  tiny_llama::save_safetensors(path, w);
+  const Weights r = tiny_llama::load_safetensors(path, c);
+  for (std::size_t i = 0; i < w.tensors().size(); ++i)
+    EXPECT_TRUE((w.tensors()[i].value.array() == r.tensors()[i].value.array()).all())
+        << w.tensors()[i].name;
+
+  // Layout: 8-byte little-endian header length, JSON header, data; [vocab, dim] embedding rows.
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  const auto header = nlohmann::json::parse(bytes.substr(8, n));
+  const auto& e = header["model.embed_tokens.weight"];
+  EXPECT_EQ(e["dtype"], "F32");
+  EXPECT_EQ(e["shape"], nlohmann::json::array({32, 16}));
+  const std::size_t off = 8 + n + e["data_offsets"][0].get<std::size_t>();
+  float row3[16];
+  std::memcpy(row3, bytes.data() + off + 3 * 16 * sizeof(float), sizeof(row3));
+  for (int d = 0; d < 16; ++d) EXPECT_EQ(row3[d], w.embed()(d, 3));
+  const auto& q = header["model.layers.1.self_attn.k_proj.weight"];
+  EXPECT_EQ(q["shape"], nlohmann::json::array({8, 16}));  // [kv_dim, dim]
+
+  // A truncated file and a file of the wrong config are refused.
+  {
+    std::ofstream out(path + ".cut", std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() - 4));
+  }
+  EXPECT_THROW(tiny_llama::load_safetensors(path + ".cut", c), ropescale::Error);
+  Config other = c;
+  other.hidden_dim = 32;
+  EXPECT_THROW(tiny_llama::load_safetensors(path, other), ropescale::Error);
+  EXPECT_THROW(tiny_llama::load_safetensors(testing::TempDir(), c), ropescale::Error);
+}
+
+TEST(Safetensors, ModelDirectoryCarriesTheHuggingFaceConfig) {
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 4);
+  const std::string dir = testing::TempDir() + "tiny_model";
+  tiny_llama::save_model_dir(dir, w);
+  const Weights r = tiny_llama::load_model_dir(dir);
+  EXPECT_EQ(r.config().head_dim, 8);
+  EXPECT_EQ(r.config().n_kv_heads, 1);
+  EXPECT_EQ(r.config().max_position_embeddings, 16);
+  EXPECT_TRUE((r.lm_head().array() == w.lm_head().array()).all());
+}
+
+TEST(Tasks, CopyRowRepeatsItsSpanAndWeightsOnlyTheRepeat) {
+  std::mt19937_64 rng(1);
+  for (int trial = 0; trial < 50; ++trial) {
+    const Sequence s = tiny_llama::make_copy_row(rng, {64, 16, 6, 16});
+    ASSERT_EQ(s.tokens.size(), 64u);
+    int weighted = 0;
+    for (std::size_t t = 0; t < s.tokens.size(); ++t) {
+      EXPECT_GE(s.tokens[t], 'a');
+      EXPECT_LT(s.tokens[t], 'a' + 16);
+      if (t + 1 < s.tokens.size()) {
+        EXPECT_EQ(s.targets[t], s.tokens[t + 1]);
+      }
+      weighted += s.loss_weight[t] > 0 ? 1 : 0;
+    }
+    EXPECT_GE(weighted, 5);
+    EXPECT_LE(weighted, 15);
+  }
+}
+
+TEST(Tasks, NeedleAnswersAppearEarlierAfterTheirKey) {
+  std::mt19937_64 rng(2);
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "Once upon a time there was a cat. ";
+  for (int trial = 0; trial < 20; ++trial) {
+    const auto row = tiny_llama::make_needle_row(rng, text, {256, 3, 4, -1.0});
+    ASSERT_EQ(row.seq.tokens.size(), 256u);
+    ASSERT_EQ(row.answers.size(), 3u);
+    std::string bytes(row.seq.tokens.begin(), row.seq.tokens.end());
+    bytes.push_back(static_cast<char>(row.seq.targets.back()));
+    for (const auto& a : row.answers) {
+      const std::string answer = bytes.substr(static_cast<std::size_t>(a.first + 1), 4);
+      for (char ch : answer) EXPECT_TRUE(ch >= '0' && ch <= '9');
+      // The question "... is " before the answer, and the same key + answer earlier on.
+      const std::size_t key_start =
+          bytes.rfind(" The pass key of ", static_cast<std::size_t>(a.first));
+      const std::string key =
+          bytes.substr(key_start, static_cast<std::size_t>(a.first + 1) - key_start);
+      EXPECT_LT(bytes.find(key + answer), key_start) << key;
+      for (std::int64_t t = a.first; t < a.second; ++t)
+        EXPECT_EQ(row.seq.loss_weight[static_cast<std::size_t>(t)], 1.0f);
+    }
+  }
+}
+
+TEST(Tasks, NeedleScoreCountsExactMatches) {
+  std::mt19937_64 rng(3);
+  std::string text(5000, 'x');
+  const auto row = tiny_llama::make_needle_row(rng, text, {128, 2, 4, 0.5});
+  tiny_llama::Matrix lp = tiny_llama::Matrix::Constant(256, 128, -10.0f);
+  // Answer 0 fully right, answer 1 right but for its last digit.
+  for (std::size_t k = 0; k < 2; ++k)
+    for (std::int64_t t = row.answers[k].first; t < row.answers[k].second; ++t) {
+      const int target = row.seq.targets[static_cast<std::size_t>(t)];
+      const bool wrong = k == 1 && t + 1 == row.answers[k].second;
+      lp(wrong ? (target == '0' ? '1' : '0') : target, static_cast<Eigen::Index>(t)) = -0.1f;
+    }
+  const auto sc = tiny_llama::score_needles(lp, row);
+  EXPECT_EQ(sc.total, 2);
+  EXPECT_EQ(sc.correct, 1);
+  EXPECT_EQ(sc.answer_tokens, 8);
+  EXPECT_NEAR(sc.answer_nll, 7 * 0.1 + 10.0, 1e-5);
+}
+
+}  // namespace
+
+namespace {
+
+tiny_llama::TrainOptions resume_plan(const std::string& dir) {
+  tiny_llama::TrainOptions o;
+  tiny_llama::Stage st;
+  st.name = "copy";
+  st.steps = 4;
+  st.batch = 2;
+  st.lr = 1e-2;
+  st.copy_options = {64, 16, 8, 24};
+  o.stages = {st};
+  o.warmup_steps = 2;
+  o.eval_every = 2;
+  o.threads = 2;
+  o.out_dir = dir;
+  return o;
+}
+
+Config byte_config() {
+  Config c = tiny_config();
+  c.vocab_size = 256;
+  c.max_position_embeddings = 128;  // room for a needle row and its question
+  return c;
+}
+
+TEST(Training, ResumeFromACheckpointMatchesAnUninterruptedRun) {
+  const auto corpus = tiny_llama::Corpus::load(std::string(ROPESCALE_EXAMPLES_DATA_DIR) +
+                                               "/tinystories-valid-prefix.txt");
+  const std::string dir_a = testing::TempDir() + "resume_a";
+  const std::string dir_b = testing::TempDir() + "resume_b";
+  // Uninterrupted: 4 steps.
+  Weights a = Weights::initialized(byte_config(), 3);
+  tiny_llama::AdamW opt_a(a, {});
+  std::vector<tiny_llama::Diagnostics> seen;
+  tiny_llama::train(a, opt_a, corpus, resume_plan(dir_a),
+                    [&](const tiny_llama::Diagnostics& d) { seen.push_back(d); });
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].step, 4);
+  // Interrupted after the step-2 checkpoint (stop at the first evaluation), then resumed.
+  Weights b = Weights::initialized(byte_config(), 3);
+  tiny_llama::AdamW opt_b(b, {});
+  auto first = resume_plan(dir_b);
+  first.keep_going = [](const tiny_llama::Diagnostics&) { return false; };
+  tiny_llama::train(b, opt_b, corpus, first, nullptr);
+  Weights r = tiny_llama::load_model_dir(dir_b);
+  tiny_llama::AdamW opt_r(r, {});
+  auto rest = resume_plan(dir_b);
+  rest.start_step = tiny_llama::load_optimizer(dir_b, r.config(), opt_r);
+  EXPECT_EQ(rest.start_step, 2);
+  tiny_llama::train(r, opt_r, corpus, rest, nullptr);
+  for (std::size_t i = 0; i < a.tensors().size(); ++i)
+    EXPECT_TRUE((a.tensors()[i].value.array() == r.tensors()[i].value.array()).all())
+        << a.tensors()[i].name;
+  // The eval diagnostics of the run are finite and in range.
+  EXPECT_GT(seen[1].copy_nll, 0.0);
+  EXPECT_LE(seen[1].copy_accuracy, 1.0);
+  EXPECT_GT(seen[1].text_bpb, 0.0);
+}
+
+}  // namespace
