@@ -93,6 +93,8 @@ void check_sequence(const Config& c, const Rope& rope, const Sequence& s) {
                                "must be a cache of head_dim / 2 pairs"));
 }
 
+constexpr std::int64_t kQueryBlock = 128;
+
 // First key each query may attend to: the start of its document's run (keys j with
 // first[i] <= j <= i are visible).
 std::vector<std::int64_t> first_keys(const Sequence& s) {
@@ -144,17 +146,26 @@ LossSum run_forward(const Weights& w, const Rope& rope, const Sequence& s, Works
       const auto kh = L.k.middleRows(ix(kvh * c.head_dim), ix(c.head_dim));
       const auto vh = L.v.middleRows(ix(kvh * c.head_dim), ix(c.head_dim));
       Matrix& P = L.prob[static_cast<std::size_t>(h)];
-      P.noalias() = (kh.transpose() * qh) * scale;  // [key, query]: column i is query i
-      for (std::int64_t i = 0; i < T; ++i) {
-        const std::int64_t j0 = first[static_cast<std::size_t>(i)];
-        auto col = P.col(ix(i));
-        auto seen = col.segment(ix(j0), ix(i - j0 + 1)).array();
-        seen = (seen - seen.maxCoeff()).exp();
-        seen /= seen.sum();
-        col.head(ix(j0)).setZero();
-        col.tail(ix(T - 1 - i)).setZero();
+      P.setZero(ix(T), ix(T));  // [key, query]: column i is query i
+      // Causal blocks of queries: block [i0, i1) sees keys [0, i1) only, which halves the
+      // score and value products of a long sequence.
+      for (std::int64_t i0 = 0; i0 < T; i0 += kQueryBlock) {
+        const std::int64_t i1 = std::min(T, i0 + kQueryBlock);
+        auto Pb = P.block(0, ix(i0), ix(i1), ix(i1 - i0));
+        Pb.noalias() =
+            (kh.leftCols(ix(i1)).transpose() * qh.middleCols(ix(i0), ix(i1 - i0))) * scale;
+        for (std::int64_t i = i0; i < i1; ++i) {
+          const std::int64_t j0 = first[static_cast<std::size_t>(i)];
+          auto col = Pb.col(ix(i - i0));
+          auto seen = col.segment(ix(j0), ix(i - j0 + 1)).array();
+          seen = (seen - seen.maxCoeff()).exp();
+          seen /= seen.sum();
+          col.head(ix(j0)).setZero();
+          col.tail(ix(i1 - 1 - i)).setZero();
+        }
+        L.attn.block(ix(h * c.head_dim), ix(i0), ix(c.head_dim), ix(i1 - i0)).noalias() =
+            vh.leftCols(ix(i1)) * Pb;
       }
-      L.attn.middleRows(ix(h * c.head_dim), ix(c.head_dim)).noalias() = vh * P;
     }
     L.h = L.x;
     L.h.noalias() += w.layer(l, Weights::kO) * L.attn;
