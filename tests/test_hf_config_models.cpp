@@ -77,6 +77,7 @@ TEST(HfModels, DeepSeekV3RotatesQkRopeHeadDim) {
   EXPECT_EQ(c.spec.pairs(), 32);
   EXPECT_EQ(c.rope_type, RopeType::kYarn);
   EXPECT_EQ(c.yarn.original_max_position, 4096);
+  EXPECT_TRUE(c.interleaved_pairs);  // HF: rope_interleave defaults to true for DeepSeek-V3
   const ropescale::FactorTable t = c.table_for();
   EXPECT_LE(max_rel_error(t.inv_freq(c.spec), to_array(g["inv_freq_f64"])), 1e-12);
   EXPECT_EQ(t.attention_factor(), g["attention_factor"].get<double>());  // exactly 1.0
@@ -130,6 +131,10 @@ TEST(HfModels, FamilyWidthRules) {
   expect_refused(status_of(json::parse(R"({"model_type": "cohere2", "head_dim": 128,
       "rope_theta": 50000, "max_position_embeddings": 8192})")),
                  ropescale::ErrorCode::kUnsupported, {"model_type = \"cohere2\"", "NoPE"});
+  // Llama 4 derives NoPE layers from no_rope_layer_interval even without the list.
+  expect_refused(status_of(json::parse(R"({"model_type": "llama4_text", "head_dim": 128,
+      "rope_theta": 500000, "max_position_embeddings": 8192})")),
+                 ropescale::ErrorCode::kUnsupported, {"model_type = \"llama4_text\"", "NoPE"});
 }
 
 // ---------------------------------------------------------------------------------------------

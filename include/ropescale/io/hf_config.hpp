@@ -145,6 +145,10 @@ struct RopeConfig {
   /// text-only models. Build a MropeSections (ropescale/mrope.hpp) from it and spec.pairs().
   std::vector<std::int64_t> mrope_section;
   bool mrope_interleaved = false;  ///< Qwen3-VL's interleaved section layout
+  /// How HF's modeling code pairs the checkpoint's channels: true when they rotate as
+  /// (2i, 2i + 1) (PairLayout::kInterleaved): DeepSeek-V2/V3 and Kimi-K2 (`rope_interleave`,
+  /// default true for those families). false: rotate_half pairs (PairLayout::kHalfSplit).
+  bool interleaved_pairs = false;
 
   /// True when positions are three ids per token (mrope_section is set).
   bool is_mrope() const noexcept { return !mrope_section.empty(); }
@@ -223,7 +227,7 @@ struct RopeConfig {
            same_array(ra.long_factor, rb.long_factor) && ra.factor == rb.factor &&
            ra.attention_factor == rb.attention_factor && ra.short_mscale == rb.short_mscale &&
            ra.long_mscale == rb.long_mscale && a.mrope_section == b.mrope_section &&
-           a.mrope_interleaved == b.mrope_interleaved;
+           a.mrope_interleaved == b.mrope_interleaved && a.interleaved_pairs == b.interleaved_pairs;
   }
   friend bool operator!=(const RopeConfig& a, const RopeConfig& b) { return !(a == b); }
 };
@@ -609,6 +613,16 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
     return missing_field(bname + ".mrope_section", "mrope_interleaved needs the sections");
   }
 
+  // Pair layout of the checkpoint (DeepSeek: q_pe/k_pe are interleaved; HF's
+  // apply_rotary_pos_emb_interleave reorders them before rotate_half).
+  c.interleaved_pairs = nm.family == "deepseek_v2" || nm.family == "deepseek_v3" ||
+                        nm.family == "deepseek_v32" || nm.family == "kimi_k2";
+  if (const Json* ri = find_member(j, "rope_interleave")) {
+    if (!ri->is_boolean())
+      return json_type_error(tp + "rope_interleave", *ri, "must be true or false");
+    c.interleaved_pairs = ri->get<bool>();
+  }
+
   // Windows
   const Json* mp = find_member(j, "max_position_embeddings");
   if (mp == nullptr) return missing_field(tp + "max_position_embeddings", "the context window");
@@ -927,10 +941,13 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
     return make_status(ErrorCode::kUnsupported, tp + "no_rope_layers", json_excerpt(*nr),
                        "layers without RoPE (NoPE; Llama 4, SmolLM3) are not supported: the "
                        "importer would rotate them; apply the table only to RoPE layers yourself");
-  if (family == "cohere2")
+  // These config classes derive NoPE layers even when the config lists none (Llama4TextConfig
+  // and SmolLM3Config from no_rope_layer_interval; Cohere2's full-attention layers).
+  if (family == "cohere2" || family == "llama4" || family == "llama4_text" || family == "smollm3")
     return make_status(ErrorCode::kUnsupported, tp + "model_type", family,
-                       "Cohere2's full-attention layers use no RoPE (NoPE), which is not "
-                       "supported: apply the table only to its sliding layers yourself");
+                       "this family has layers without RoPE (NoPE), which is not supported: the "
+                       "importer would rotate them; apply the table only to its RoPE layers "
+                       "yourself");
 
   ROPESCALE_RETURN_IF_ERROR(read_layer_types(w, tp, &m.layer_types));
   std::int64_t num_layers = 0;
@@ -1248,6 +1265,7 @@ inline nlohmann::json to_hf_config(const RopeConfig& c) {
   throw_if_error(validate(c.spec));
   json j = json::object();
   j["head_dim"] = c.spec.head_dim;
+  if (c.interleaved_pairs) j["rope_interleave"] = true;
   if (c.spec.rotary_dim != c.spec.head_dim)
     j["partial_rotary_factor"] =
         detail::partial_rotary_factor_for(c.spec.head_dim, c.spec.rotary_dim);
