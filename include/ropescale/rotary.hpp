@@ -25,6 +25,7 @@
 // ## The angle and the attention factor
 //
 //   angle(t, i) = positions[t] * inv_freq_i,   inv_freq_i = rope_theta^(-2i/rotary_dim) / lambda_i
+//   (rope_theta^(-2i/freq_dim) for proportional RoPE, see frequencies.hpp)
 //   forward:  x' = m * ( x cos(angle) - y sin(angle) ),  y' = m * ( y cos(angle) + x sin(angle) )
 //
 // where lambda_i and m (the attention factor, "mscale") come from a FactorTable. m multiplies
