@@ -197,6 +197,11 @@ TEST(HfModels, Gemma3InTransformersV5Form) {
         "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}}})");
   j["layer_types"] = layer_types;
   expect_gemma3(ropescale::parse_hf_model(j), 12, 128, 8.0);
+  // Blocks without rope_theta take Gemma3TextConfig's per-type defaults (1e4 local, 1e6 global).
+  json d = j;
+  d["rope_parameters"]["sliding_attention"].erase("rope_theta");
+  d["rope_parameters"]["full_attention"].erase("rope_theta");
+  expect_gemma3(ropescale::parse_hf_model(d), 12, 128, 8.0);
   // A layer type without a block is named.
   j["rope_parameters"].erase("full_attention");
   j["rope_parameters"]["other"] = json::parse(R"({"rope_type": "default"})");
@@ -305,6 +310,17 @@ TEST(HfModels, QwenVlSectionsAreRead) {
   EXPECT_EQ(sb.axes()[2], 2);
   EXPECT_EQ(sb.axes()[58], 1);  // 58 % 3 == 1, 58 < 60
   EXPECT_EQ(sb.axes()[61], 0);  // past 3 * 20: temporal
+
+  // A top-level rope block next to a text_config without one belongs to the text model; two
+  // different ones are refused.
+  json q2n = json::parse(R"({"model_type": "qwen2_vl", "rope_theta": 1000000.0,
+      "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+      "text_config": {"model_type": "qwen2_vl_text", "hidden_size": 3584,
+        "num_attention_heads": 28, "max_position_embeddings": 32768}})");
+  EXPECT_TRUE(ropescale::parse_hf_config(q2n) == a);
+  q2n["text_config"]["rope_theta"] = 10000.0;
+  expect_refused(status_of(q2n), ropescale::ErrorCode::kUnsupported,
+                 {"rope_theta = \"1000000.0\"", "differs from text_config.rope_theta"});
 
   // Sections that do not cover the pairs, and mrope without sections, are refused by name.
   json bad = q2;

@@ -934,6 +934,23 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
         if (mt->is_string()) family = mt->get<std::string>();
   Json w = *cfg;
   if (w.contains("_note")) w.erase("_note");
+  if (cfg != &j) {
+    // RoPE fields the top level carries and text_config lacks are the text model's too (older
+    // Qwen2-VL files keep rope_scaling at the top); two different values are refused.
+    for (const char* k : {"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
+                          "original_max_position_embeddings", "rope_local_base_freq"}) {
+      const Json* outer = find_member(j, k);
+      if (outer == nullptr) continue;
+      const Json* inner = find_member(w, k);
+      if (inner == nullptr) {
+        w[k] = *outer;
+      } else if (*inner != *outer) {
+        return make_status(ErrorCode::kUnsupported, std::string(k), json_excerpt(*outer),
+                           "differs from text_config." + std::string(k) + " (" +
+                               json_excerpt(*inner) + "); remove one of them");
+      }
+    }
+  }
   apply_class_defaults(family, &w);
 
   // Layers without RoPE cannot be told apart by this importer: refuse rather than rotate them.
@@ -999,6 +1016,12 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
       Json f = w;
       f.erase("rope_scaling");
       f["rope_parameters"] = *sub;
+      // Gemma3TextConfig: a sliding block without rope_theta takes rope_local_base_freq (1e4).
+      if (is_gemma3(family) && t == "sliding_attention" && sub->is_object() &&
+          find_member(*sub, "rope_theta") == nullptr) {
+        const Json* lb = find_member(w, "rope_local_base_freq");
+        f["rope_parameters"]["rope_theta"] = lb != nullptr ? *lb : Json(10000.0);
+      }
       // Gemma 4: full-attention layers have their own, wider heads.
       if (t == "full_attention")
         if (const Json* g = find_member(w, "global_head_dim")) f["head_dim"] = *g;
