@@ -3,8 +3,10 @@
 // rope_parameters by layer type), Gemma 4's `proportional`, M-RoPE sections (Qwen2-VL,
 // Qwen3-VL), the transformers v5 window rule, and the refusals that name what is missing.
 //
-// Goldens: tests/data/inv_freq_v5.json (transformers v5 code, see the fixtures README) for
-// DeepSeek-V3 and Gemma 4. Gemma 3 and the Qwen-VL configs are checked against a scalar long
+// Goldens: tests/data/inv_freq_v5.json for DeepSeek-V3 and Gemma 4, computed by running the
+// RoPE functions of transformers v5's modeling_rope_utils.py in float32 and float64 (its `meta`
+// records the source); configs deepseek_v3.json and gemma4_text_v5.json (their `_note` says
+// where the values come from). Gemma 3 and the Qwen-VL configs are checked against a scalar long
 // double reference written from HF's code (Gemma3TextConfig.convert_rope_params_to_dict: sliding
 // layers default RoPE at rope_local_base_freq, full layers rope_theta with the config's scaling;
 // _compute_default/_linear: inv_freq_i = 1 / (factor * theta^(2i/d))).
