@@ -118,6 +118,11 @@ TEST(HfModels, FamilyWidthRules) {
   const json gptj = json::parse(R"({"head_dim": 256, "rotary_dim": 64, "rope_theta": 10000,
       "max_position_embeddings": 2048})");
   EXPECT_EQ(ropescale::parse_hf_config(gptj).spec.rotary_dim, 64);
+  EXPECT_FALSE(ropescale::parse_hf_config(gptj).interleaved_pairs);  // no model_type: not told
+  json gptj_typed = gptj;
+  gptj_typed["model_type"] = "gptj";  // HF GPT-J: rotate_every_two
+  EXPECT_TRUE(ropescale::parse_hf_config(gptj_typed).interleaved_pairs);
+  EXPECT_FALSE(ropescale::parse_hf_config(qwen3).interleaved_pairs);
   // Cannot be told without guessing: refused with the fields seen and what to add.
   expect_refused(status_of(json::parse(R"({"n_embd": 4096, "n_head": 16, "rope_theta": 10000,
       "max_position_embeddings": 2048})")),

@@ -146,8 +146,10 @@ struct RopeConfig {
   std::vector<std::int64_t> mrope_section;
   bool mrope_interleaved = false;  ///< Qwen3-VL's interleaved section layout
   /// How HF's modeling code pairs the checkpoint's channels: true when they rotate as
-  /// (2i, 2i + 1) (PairLayout::kInterleaved): DeepSeek-V2/V3 and Kimi-K2 (`rope_interleave`,
-  /// default true for those families). false: rotate_half pairs (PairLayout::kHalfSplit).
+  /// (2i, 2i + 1) (PairLayout::kInterleaved): `rope_interleave: true`, or an MLA config
+  /// (DeepSeek-V2/V3, Kimi-K2: their config classes default it to true) that does not say.
+  /// Also true for model_type gptj, codegen (rotate_every_two), glm, glm4 (rotate_half_llm).
+  /// false: rotate_half pairs (PairLayout::kHalfSplit).
   bool interleaved_pairs = false;
 
   /// True when positions are three ids per token (mrope_section is set).
@@ -615,8 +617,13 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
 
   // Pair layout of the checkpoint (DeepSeek: q_pe/k_pe are interleaved; HF's
   // apply_rotary_pos_emb_interleave reorders them before rotate_half).
-  c.interleaved_pairs = nm.family == "deepseek_v2" || nm.family == "deepseek_v3" ||
-                        nm.family == "deepseek_v32" || nm.family == "kimi_k2";
+  // HF's MLA config classes (DeepSeek-V2/V3/V3.2, Kimi-K2, LongCat-Flash, ...) default
+  // rope_interleave to true.
+  c.interleaved_pairs =
+      is_mla_family_key(j) || nm.family == "deepseek_v2" || nm.family == "deepseek_v3" ||
+      nm.family == "deepseek_v32" || nm.family == "kimi_k2" ||
+      // GPT-J / CodeGen rotate_every_two; GLM / GLM-4 rotate_half_llm.
+      nm.family == "gptj" || nm.family == "codegen" || nm.family == "glm" || nm.family == "glm4";
   if (const Json* ri = find_member(j, "rope_interleave")) {
     if (!ri->is_boolean())
       return json_type_error(tp + "rope_interleave", *ri, "must be true or false");
