@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "ropescale/mrope.hpp"
 #include "ropescale/rotary.hpp"
 
 int main() {
@@ -17,7 +18,16 @@ int main() {
       ropescale::try_apply_rotary(freqs, &bad, view, ropescale::PairLayout::kInterleaved);
   if (s.ok() || x[0] != 1.0f) return 1;
   std::printf("%s\n", s.message().c_str());
-  return ropescale::try_apply_rotary(freqs, &good, view, ropescale::PairLayout::kInterleaved).ok()
-             ? 0
-             : 1;
+  if (!ropescale::try_apply_rotary(freqs, &good, view, ropescale::PairLayout::kInterleaved).ok())
+    return 1;
+  // M-RoPE: bad sections and an out-of-range axis come back as a Status.
+  ropescale::MropeSections sections;
+  if (ropescale::MropeSections::make({1, 1, 1}, false, 4, &sections).ok()) return 1;
+  if (!ropescale::MropeSections::make({2, 1, 1}, false, 4, &sections).ok()) return 1;
+  const std::int64_t pos3[3] = {3, 3, -2};
+  return ropescale::try_apply_rotary_mrope(freqs, sections, pos3, view,
+                                           ropescale::PairLayout::kHalfSplit)
+                 .ok()
+             ? 1
+             : 0;
 }

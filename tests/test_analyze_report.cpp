@@ -293,14 +293,38 @@ TEST(Json, ConfigTablesAndDetection) {
   EXPECT_EQ(method_names(lr2), (std::vector<std::string>{"linear", "ntk", "ntk_critical", "yarn",
                                                          "llama3", "longrope2"}));
 
-  // Llama-3.1-8B: rope_type llama3 with factor 8 replaces the closed-form llama3 (factor s = 16),
-  // and at 128k its low-frequency pairs sit at 8 < 16.
+  // Llama-3.1-8B: rope_type llama3 with factor 8 is listed apart from the closed-form llama3
+  // (factor s = 16) as "config:llama3", and at 128k its low-frequency pairs sit at 8 < 16.
   const analyze::Report l31 = config_report("llama31_8b.json");
   EXPECT_FALSE(l31.with_detected);
-  const auto& llama3 = l31.cmp.methods[4];
-  ASSERT_EQ(llama3.method, "llama3");
+  EXPECT_EQ(l31.cmp.analysis.target_length, 131072);  // its max_position_embeddings
+  ASSERT_EQ(l31.cmp.methods[4].method, "llama3");
+  EXPECT_DOUBLE_EQ(l31.cmp.methods[4].factors[63], 16.0);
+  const auto& llama3 = l31.cmp.methods[5];
+  ASSERT_EQ(llama3.method, "config:llama3");
   EXPECT_DOUBLE_EQ(llama3.factors[63], 8.0);
   EXPECT_EQ(llama3.ood_pairs, range(35, 63));
+
+  // Without --target, a YaRN config is analysed at its own extension (factor x original window),
+  // even when max_position_embeddings equals the window (Qwen2.5 style).
+  analyze::Options q;
+  q.config = data("qwen25_yarn4.json");
+  const analyze::Report qr = analyze::make_report(q);
+  EXPECT_EQ(qr.cmp.analysis.target_length, 4 * 32768);
+  EXPECT_EQ(qr.cmp.methods.back().method, "config:yarn");
+
+  // Gemma 4: one report per layer type; the full-attention one is proportional (64 pairs).
+  analyze::Options g;
+  g.config = data("gemma4_text_v5.json");
+  const analyze::Report g0 = analyze::make_report(g);
+  EXPECT_EQ(g0.layer_kinds, 2u);
+  EXPECT_EQ(g0.layer_type, "sliding_attention");
+  EXPECT_EQ(g0.cmp.analysis.pairs(), 128);
+  g.layer_kind = 1;
+  const analyze::Report g1 = analyze::make_report(g);
+  EXPECT_EQ(g1.layer_type, "full_attention");
+  EXPECT_EQ(g1.cmp.analysis.pairs(), 64);
+  EXPECT_EQ(g1.cmp.analysis.spec.frequency_dim(), 512);
 }
 
 TEST(Json, ManualSpecAndTarget) {

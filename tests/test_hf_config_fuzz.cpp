@@ -50,6 +50,22 @@ std::vector<json> seeds() {
   return out;
 }
 
+// Configs with per-layer RoPE, nesting, MLA and M-RoPE sections, for the model-level importer.
+std::vector<json> model_seeds() {
+  std::vector<json> out = seeds();
+  for (const char* name :
+       {"deepseek_v3.json", "gemma4_text_v5.json", "gemma3_4b_it.json", "qwen25_yarn4.json"})
+    out.push_back(load_json(name));
+  out.push_back(json::parse(R"({"model_type": "qwen2_vl", "hidden_size": 3584,
+      "num_attention_heads": 28, "rope_theta": 1000000.0, "max_position_embeddings": 32768,
+      "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}})"));
+  out.push_back(json::parse(R"({"model_type": "gemma3_text", "head_dim": 128,
+      "num_hidden_layers": 12, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+      "sliding_window_pattern": 6, "max_position_embeddings": 131072,
+      "rope_scaling": {"rope_type": "linear", "factor": 8.0}})"));
+  return out;
+}
+
 class Mutator {
  public:
   explicit Mutator(std::uint64_t seed) : rng_(seed) {}
@@ -60,8 +76,22 @@ class Mutator {
   bool coin() { return below(2) == 0; }
 
   json hostile_value() {
-    static const char* const kStrings[] = {"",        "su",     "yarn",    "longrope", "llama3",
-                                           "dynamic", "linear", "default", "\xff\xfe", "1e4"};
+    static const char* const kStrings[] = {"",
+                                           "su",
+                                           "yarn",
+                                           "longrope",
+                                           "llama3",
+                                           "dynamic",
+                                           "linear",
+                                           "default",
+                                           "\xff\xfe",
+                                           "1e4",
+                                           "proportional",
+                                           "mrope",
+                                           "gemma3_text",
+                                           "qwen3_vl_text",
+                                           "full_attention",
+                                           "sliding_attention"};
     switch (below(16)) {
       case 0:
         return nullptr;
@@ -136,7 +166,21 @@ class Mutator {
                                         "truncate",
                                         "attention_factor",
                                         "short_mscale",
-                                        "long_mscale"};
+                                        "long_mscale",
+                                        "qk_rope_head_dim",
+                                        "layer_types",
+                                        "num_hidden_layers",
+                                        "rope_local_base_freq",
+                                        "sliding_window_pattern",
+                                        "global_head_dim",
+                                        "text_config",
+                                        "model_type",
+                                        "mrope_section",
+                                        "mrope_interleaved",
+                                        "rotary_pct",
+                                        "rotary_dim",
+                                        "full_attention",
+                                        "sliding_attention"};
     std::vector<json*> nodes;
     collect(j, &nodes);
     json& node = *nodes[below(nodes.size())];
@@ -271,6 +315,48 @@ TEST(HfConfigFuzz, TreeMutations) {
   std::printf("tree mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
   EXPECT_GT(tally.accepted, 0);                 // the mutations keep some configs valid...
   EXPECT_LT(tally.accepted, tally.iterations);  // ...and break others
+}
+
+// The model-level importer: per-layer kinds each obey the single-config contract, and every
+// layer maps to a kind.
+TEST(HfConfigFuzz, ModelTreeMutations) {
+  const std::vector<json> pool = model_seeds();
+  Mutator m(fuzz_seed() + 2);
+  Tally tally;
+  int per_layer = 0;
+  const auto start = std::chrono::steady_clock::now();
+  while (!out_of_time(start, tally.iterations)) {
+    json j = pool[m.below(pool.size())];
+    const std::size_t rounds = 1 + m.below(4);
+    for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
+    ropescale::ModelRope model;
+    const ropescale::Status st = ropescale::try_parse_hf_model(j, {}, &model);
+    if (!st.ok()) {
+      check_input(st, ropescale::RopeConfig{}, &tally);
+    } else {
+      ASSERT_FALSE(model.kinds.empty());
+      per_layer += model.uniform() ? 0 : 1;
+      for (const ropescale::LayerRope& k : model.kinds) {
+        check_input(st, k.config, &tally);
+        if (HasFatalFailure()) break;
+      }
+      for (std::int64_t l = 0; l < model.num_layers() && !HasFatalFailure(); ++l) {
+        const ropescale::RopeConfig* c = nullptr;
+        ASSERT_TRUE(model.try_layer(l, &c).ok());
+        ASSERT_LT(model.layer_kind[static_cast<std::size_t>(l)],
+                  static_cast<std::int64_t>(model.kinds.size()));
+      }
+    }
+    if (HasFatalFailure()) {
+      ADD_FAILURE() << "input: " << j.dump(-1, ' ', false, json::error_handler_t::replace);
+      return;
+    }
+  }
+  std::printf("model tree mutations: %d inputs, %d accepted, %d per-layer\n", tally.iterations,
+              tally.accepted, per_layer);
+  EXPECT_GT(tally.accepted, 0);
+  EXPECT_GT(per_layer, 0);
+  EXPECT_LT(tally.accepted, tally.iterations);
 }
 
 TEST(HfConfigFuzz, TextMutations) {

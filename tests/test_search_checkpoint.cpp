@@ -270,3 +270,23 @@ TEST(SearchCheckpoint, FailedWriteLeavesThePreviousFile) {
   std::remove(tmp.c_str());
   std::remove(path.c_str());
 }
+
+TEST(SearchCheckpoint, ProportionalSpecKeepsItsFrequencySpan) {
+  // Gemma 4 full-attention layers: 64 rotating pairs with exponents over 512 channels.
+  RopeSpec spec{512, 128, 1e6, 8192};
+  spec.freq_dim = 512;
+  SearchParams p;
+  p.iterations = 1;
+  EvolutionSearch search(SearchSpace::longrope2(spec, 65536), p);
+  const SearchResult r = search.run([](const FactorTable& t) { return t.factors().sum(); });
+  const nlohmann::json j = ropescale::search_state_to_json(r.state);
+  EXPECT_EQ(j["space"]["freq_dim"], 512);
+  SearchState back;
+  ASSERT_TRUE(ropescale::try_search_state_from_json(j, &back).ok());
+  EXPECT_EQ(back.space.spec.frequency_dim(), 512);
+  expect_same_state(r.state, back);
+  // A plain spec writes no freq_dim key.
+  EvolutionSearch plain(test_space(), p);
+  EXPECT_FALSE(
+      ropescale::search_state_to_json(plain.run(loss).state)["space"].contains("freq_dim"));
+}

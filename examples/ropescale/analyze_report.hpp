@@ -52,24 +52,30 @@ struct Options {
   std::int64_t rotary_dim = 0;
   std::int64_t train_len = 0;
   std::optional<std::int64_t> target;  ///< default: see make_report()
+  std::size_t layer_kind = 0;  ///< which of a per-layer config's RoPE kinds (ModelRope::kinds)
 };
 
 /// Everything the three outputs print.
 struct Report {
   ropescale::MethodComparison cmp;
   std::string model;
-  bool with_detected = false;  ///< the config listed its own factor table
+  bool with_detected = false;   ///< the config listed its own factor table
+  std::string layer_type;       ///< the config's layer type(s) this report is for ("" if none)
+  std::size_t layer_kinds = 1;  ///< how many distinct RoPEs the config has
   std::optional<std::int64_t> detected_critical_pair;
 };
 
 /// Builds the comparison the tool prints.
 ///
-/// Model: a config.json (read with ropescale/io/hf_config.hpp), or base / rotary_dim / train_len
-/// (head_dim = rotary_dim), or LLaMA3-8B. Target: `target`, else the config's
-/// max_position_embeddings when it exceeds the window, else 16 x the window (LLaMA3-8B: 131072).
-/// Tables: the closed-form methods at s = target / L_train (standard_tables), a config's own
-/// rope_scaling table in place of the method of the same name (a `longrope` long_factor list is
-/// named "longrope2" when it is NTK-anchored, else "longrope"), and for LLaMA3-8B's RoPE the
+/// Model: a config.json (read with ropescale/io/hf_config.hpp; opt.layer_kind picks one of a
+/// per-layer config's RoPEs), or base / rotary_dim / train_len (head_dim = rotary_dim), or
+/// LLaMA3-8B. Target: `target`, else the config's own extension (YaRN: factor x its window;
+/// others: max_position_embeddings), used when it exceeds the window, else 16 x the window
+/// (LLaMA3-8B: 131072).
+/// Tables: the closed-form methods at s = target / L_train (standard_tables), and a config's own
+/// rope_scaling table as a row of its own: named "config:<method>" when a closed form of the
+/// same name is listed (a `longrope` long_factor list is named "longrope2" when it is
+/// NTK-anchored, else "longrope"), and for LLaMA3-8B's RoPE the
 /// published LongRoPE2 table. There is no published LongRoPE (v1) table for LLaMA3-8B: LongRoPE
 /// appears when a config lists one (Phi-3.5-mini). Throws ropescale::Error on bad input.
 inline Report make_report(const Options& opt) {
@@ -82,11 +88,26 @@ inline Report make_report(const Options& opt) {
   if (!opt.config.empty()) {
     ropescale::HfImportOptions io;
     io.default_rope_theta = 10000.0;  // HF's Llama/Phi config classes default
-    cfg = ropescale::load_hf_config(opt.config, io);
+    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config, io);
+    if (opt.layer_kind >= model.kinds.size())
+      ropescale::throw_if_error(ropescale::make_status(
+          ropescale::ErrorCode::kOutOfRange, "layer_kind",
+          static_cast<std::int64_t>(opt.layer_kind),
+          "must be < the config's RoPE kinds (" + std::to_string(model.kinds.size()) + ")"));
+    cfg = model.kinds[opt.layer_kind].config;
+    r.layer_kinds = model.kinds.size();
+    if (!model.uniform() || model.kinds[0].layer_type != "all")
+      r.layer_type = model.kinds[opt.layer_kind].layer_type;
     spec = cfg->spec;
     window_max = cfg->max_position_embeddings;
+    // The config's own extension: YaRN's factor x its window (Qwen2.5 ships max_position_embeddings
+    // equal to that window); LongRoPE and Llama-3.1 name it in max_position_embeddings.
+    if (cfg->rope_type == ropescale::RopeType::kYarn)
+      window_max = static_cast<std::int64_t>(
+          std::llround(cfg->yarn.factor * static_cast<double>(spec.original_max_position)));
     const auto slash = opt.config.find_last_of("/\\");
     r.model = slash == std::string::npos ? opt.config : opt.config.substr(slash + 1);
+    if (!r.layer_type.empty()) r.model += " [" + r.layer_type + " layers]";
   } else if (opt.manual) {
     spec.rope_theta = opt.base;
     spec.rotary_dim = opt.rotary_dim;
@@ -115,6 +136,7 @@ inline Report make_report(const Options& opt) {
       own.push_back(cfg->table_for(target));
     }
   }
+  const std::size_t config_tables = own.size();
   const ropescale::RopeSpec llama3 = llama3_8b_spec();
   const bool has_v2 = !own.empty() && own.back().method() == "longrope2";
   if (!has_v2 && spec.rotary_dim == llama3.rotary_dim && spec.rope_theta == llama3.rope_theta &&
@@ -124,14 +146,16 @@ inline Report make_report(const Options& opt) {
   }
 
   std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, target);
-  for (const auto& t : own) {
-    bool replaced = false;
-    for (auto& s : tables) {
-      if (s.method() != t.method()) continue;
-      s = t;
-      replaced = true;
-    }
-    if (!replaced) tables.push_back(t);
+  for (std::size_t k = 0; k < own.size(); ++k) {
+    const ropescale::FactorTable& t = own[k];
+    bool clash = false;
+    for (const auto& s : tables) clash = clash || s.method() == t.method();
+    // The config's table is kept apart from the closed form of the same name.
+    const bool from_config = k < config_tables;
+    if (clash && from_config)
+      tables.emplace_back(t.factors(), t.attention_factor(), "config:" + t.method());
+    else if (!clash)
+      tables.push_back(t);
   }
   r.cmp = ropescale::compare_tables(spec, target, tables);
   return r;
@@ -172,6 +196,7 @@ inline std::string compact(double v, int width) {
 
 /// The name the literature uses for a method ("linear" is PI, "llama3" is Llama-3.1, ...).
 inline std::string label(const std::string& method) {
+  if (method.rfind("config:", 0) == 0) return "cfg:" + label(method.substr(7));
   if (method == "linear") return "PI";
   if (method == "ntk") return "NTK";
   if (method == "ntk_critical") return "NTK-crit";
@@ -192,6 +217,10 @@ inline void print_table(std::ostream& os, const ropescale::MethodComparison& cmp
   const auto& d = a.dims;
   const std::string s = fmt("%g", a.scale);
   os << "model: " << model << "\n"
+     << (a.spec.frequency_dim() != a.spec.rotary_dim
+             ? "freq_dim " + std::to_string(a.spec.frequency_dim()) +
+                   " (proportional: exponent 2i/freq_dim)\n"
+             : std::string())
      << "rope_theta " << fmt("%g", a.spec.rope_theta) << ", rotary_dim " << a.spec.rotary_dim
      << " (" << a.pairs() << " pairs), L_train " << a.spec.original_max_position << " -> L "
      << a.target_length << ", s = L / L_train = " << s << "\n"

@@ -38,27 +38,56 @@ int run_analyze(const std::vector<std::string>& argv) {
   opt.rotary_dim = args.get_int("--rotary-dim", 0);
   opt.train_len = args.get_int("--train-len", 0);
   if (args.has("--target")) opt.target = args.get_int("--target", 0);
-  const analyze::Report report = analyze::make_report(opt);
+  // A config with a RoPE per layer type (Gemma 3 / Gemma 4) gets one report per kind.
+  std::vector<analyze::Report> reports = {analyze::make_report(opt)};
+  for (std::size_t k = 1; k < reports[0].layer_kinds; ++k) {
+    opt.layer_kind = k;
+    reports.push_back(analyze::make_report(opt));
+  }
 
   if (args.has("--svg")) {
-    const std::string path = args.get("--svg");
-    std::ofstream out(path);
-    if (!out)
-      ropescale::throw_if_error(ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg",
-                                                       path, "cannot be opened for writing"));
-    out << analyze::render_svg(report.cmp, report.model);
-    out.close();
-    if (!out)
-      ropescale::throw_if_error(
-          ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg", path, "write failed"));
+    for (const analyze::Report& report : reports) {
+      std::string path = args.get("--svg");
+      if (reports.size() > 1) {  // out.svg -> out.full_attention.svg
+        const auto dot = path.find_last_of('.');
+        const std::string tag = "." + report.layer_type;
+        path = dot == std::string::npos ? path + tag : path.substr(0, dot) + tag + path.substr(dot);
+      }
+      std::ofstream out(path);
+      if (!out)
+        ropescale::throw_if_error(ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg",
+                                                         path, "cannot be opened for writing"));
+      out << analyze::render_svg(report.cmp, report.model);
+      out.close();
+      if (!out)
+        ropescale::throw_if_error(
+            ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg", path, "write failed"));
+    }
   }
-  if (json)
-    std::cout << analyze::to_json(report.cmp, report.model, report.with_detected,
-                                  report.detected_critical_pair)
-                     .dump(1)
-              << "\n";
-  else
-    analyze::print_table(std::cout, report.cmp, report.model, report.detected_critical_pair);
+  if (json) {
+    if (reports.size() == 1) {
+      std::cout << analyze::to_json(reports[0].cmp, reports[0].model, reports[0].with_detected,
+                                    reports[0].detected_critical_pair)
+                       .dump(1)
+                << "\n";
+    } else {
+      nlohmann::ordered_json all = nlohmann::ordered_json::object();
+      all["layer_kinds"] = nlohmann::ordered_json::array();
+      for (const analyze::Report& r : reports) {
+        nlohmann::ordered_json one = nlohmann::ordered_json::object();
+        one["layer_type"] = r.layer_type;
+        one["report"] = analyze::to_json(r.cmp, r.model, r.with_detected, r.detected_critical_pair);
+        all["layer_kinds"].push_back(one);
+      }
+      std::cout << all.dump(1) << "\n";
+    }
+  } else {
+    for (std::size_t k = 0; k < reports.size(); ++k) {
+      if (k > 0) std::cout << "\n";
+      analyze::print_table(std::cout, reports[k].cmp, reports[k].model,
+                           reports[k].detected_critical_pair);
+    }
+  }
   return 0;
 }
 

@@ -1,7 +1,9 @@
 // `ropescale factors`: reads a Hugging Face config.json and prints the factor table Hugging Face
 // uses for a sequence of --seq-len tokens: rotary_dim, the per-pair factors lambda_i, the float64
 // inverse frequencies base_inv_freq_i / lambda_i, the attention factor, and which LongRoPE set
-// was selected (short, long, or none for other methods).
+// was selected (short, long, or none for other methods). A config with a RoPE per layer type
+// (Gemma 3 / Gemma 4, transformers v5 rope_parameters by layer type) prints one section per
+// distinct RoPE with the layers that use it.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -43,41 +45,91 @@ int run_factors(const std::vector<std::string>& argv) {
   options.yarn = parse_yarn(args.get("--yarn", "current"));
 
   const std::string path = args.get("--config");
-  const ropescale::RopeConfig cfg = ropescale::load_hf_config(path, options);
-  const ropescale::FactorTable table = cfg.table_for(seq_len);
-  const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec);
-  const auto selection = cfg.selection_for(seq_len);
+  const ropescale::ModelRope model = ropescale::load_hf_model(path, options);
 
-  if (json_out) {
-    nlohmann::json out = nlohmann::json::object();
-    out["rotary_dim"] = cfg.spec.rotary_dim;
-    out["factors"] = ropescale::to_rope_freqs_json(table);
-    nlohmann::json inv = nlohmann::json::array();
-    for (Eigen::Index i = 0; i < inv_freq.size(); ++i) inv.push_back(inv_freq[i]);
-    out["inv_freq"] = inv;
-    out["attention_factor"] = table.attention_factor();
-    out["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;
-    std::cout << out.dump() << "\n";
-    return 0;
+  // One section per distinct RoPE (Gemma 3/4: sliding and full layers); a config with one RoPE
+  // for every layer prints exactly one, as before.
+  nlohmann::json kinds = nlohmann::json::array();
+  for (std::size_t k = 0; k < model.kinds.size(); ++k) {
+    const ropescale::RopeConfig& cfg = model.kinds[k].config;
+    std::vector<std::int64_t> layers;
+    for (std::size_t l = 0; l < model.layer_kind.size(); ++l)
+      if (model.layer_kind[l] == static_cast<std::int64_t>(k))
+        layers.push_back(static_cast<std::int64_t>(l));
+    const ropescale::FactorTable table = cfg.table_for(seq_len);
+    const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec);
+    const auto selection = cfg.selection_for(seq_len);
+
+    if (json_out) {
+      nlohmann::json out = nlohmann::json::object();
+      out["rotary_dim"] = cfg.spec.rotary_dim;
+      out["factors"] = ropescale::to_rope_freqs_json(table);
+      nlohmann::json inv = nlohmann::json::array();
+      for (Eigen::Index i = 0; i < inv_freq.size(); ++i) inv.push_back(inv_freq[i]);
+      out["inv_freq"] = inv;
+      out["attention_factor"] = table.attention_factor();
+      out["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;
+      if (!model.uniform()) {
+        out["layer_type"] = model.kinds[k].layer_type;
+        out["layers"] = layers;
+        out["rope_type"] = ropescale::to_string(cfg.rope_type);
+        out["head_dim"] = cfg.spec.head_dim;
+        out["freq_dim"] = cfg.spec.frequency_dim();
+      }
+      if (cfg.interleaved_pairs) out["interleaved_pairs"] = true;
+      if (cfg.is_mrope()) {
+        out["mrope_section"] = cfg.mrope_section;
+        out["mrope_interleaved"] = cfg.mrope_interleaved;
+      }
+      kinds.push_back(out);
+      continue;
+    }
+
+    if (k > 0) std::cout << "\n";
+    std::cout << "config             " << path << "\n";
+    if (!model.uniform()) {
+      std::cout << "layer type         " << model.kinds[k].layer_type << " (layers";
+      for (std::int64_t l : layers) std::cout << " " << l;
+      std::cout << ")\n";
+    }
+    std::cout << "rope_type          " << ropescale::to_string(cfg.rope_type) << "\n"
+              << "head_dim           " << cfg.spec.head_dim << "\n"
+              << "rotary_dim         " << cfg.spec.rotary_dim << "\n";
+    if (cfg.spec.frequency_dim() != cfg.spec.rotary_dim)
+      std::cout << "freq_dim           " << cfg.spec.frequency_dim()
+                << " (exponent 2i/freq_dim; half-split partner i + freq_dim/2)\n";
+    if (cfg.interleaved_pairs)
+      std::cout << "pair layout        interleaved (2i, 2i+1), as HF applies rope_interleave\n";
+    if (cfg.is_mrope())
+      std::cout << "mrope_section      " << cfg.mrope_section[0] << " " << cfg.mrope_section[1]
+                << " " << cfg.mrope_section[2]
+                << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+    std::cout << "rope_theta         " << g17(cfg.spec.rope_theta) << "\n"
+              << "window             " << cfg.spec.original_max_position
+              << " (max_position_embeddings " << cfg.max_position_embeddings << ")\n"
+              << "seq_len            "
+              << (args.has("--seq-len") ? std::to_string(seq_len) : std::string("(short window)"))
+              << "\n"
+              << "selected           " << (selection ? ropescale::to_string(*selection) : "none")
+              << "\n"
+              << "attention_factor   " << g17(table.attention_factor()) << "\n\n";
+    std::printf("%5s  %24s  %24s\n", "pair", "factor", "inv_freq");
+    std::fflush(stdout);
+    for (Eigen::Index i = 0; i < inv_freq.size(); ++i)
+      std::printf("%5ld  %24s  %24s\n", static_cast<long>(i), g17(table.factors()[i]).c_str(),
+                  g17(inv_freq[i]).c_str());
+    std::fflush(stdout);
   }
-
-  std::cout << "config             " << path << "\n"
-            << "rope_type          " << ropescale::to_string(cfg.rope_type) << "\n"
-            << "head_dim           " << cfg.spec.head_dim << "\n"
-            << "rotary_dim         " << cfg.spec.rotary_dim << "\n"
-            << "rope_theta         " << g17(cfg.spec.rope_theta) << "\n"
-            << "window             " << cfg.spec.original_max_position
-            << " (max_position_embeddings " << cfg.max_position_embeddings << ")\n"
-            << "seq_len            "
-            << (args.has("--seq-len") ? std::to_string(seq_len) : std::string("(short window)"))
-            << "\n"
-            << "selected           " << (selection ? ropescale::to_string(*selection) : "none")
-            << "\n"
-            << "attention_factor   " << g17(table.attention_factor()) << "\n\n";
-  std::printf("%5s  %24s  %24s\n", "pair", "factor", "inv_freq");
-  for (Eigen::Index i = 0; i < inv_freq.size(); ++i)
-    std::printf("%5ld  %24s  %24s\n", static_cast<long>(i), g17(table.factors()[i]).c_str(),
-                g17(inv_freq[i]).c_str());
+  if (json_out) {
+    if (model.uniform()) {
+      std::cout << kinds[0].dump() << "\n";
+    } else {
+      nlohmann::json out = nlohmann::json::object();
+      out["layer_types"] = model.layer_types;
+      out["kinds"] = kinds;
+      std::cout << out.dump() << "\n";
+    }
+  }
   return 0;
 }
 

@@ -113,7 +113,7 @@ inline constexpr double kCriticalTwoPi = 6.283185307179586476925286766559;
 
 /// d/2 * log_base(length / 2pi), the real-valued pair index whose period equals `length`.
 inline double pair_with_period(const RopeSpec& spec, double length) {
-  return static_cast<double>(spec.pairs()) * std::log(length / kCriticalTwoPi) /
+  return static_cast<double>(spec.frequency_dim() / 2) * std::log(length / kCriticalTwoPi) /
          std::log(spec.rope_theta);
 }
 
@@ -302,11 +302,14 @@ inline Status try_standard_tables(const RopeSpec& spec, std::int64_t target_leng
   std::vector<FactorTable> tables(5);
   std::size_t k = 0;
   ROPESCALE_RETURN_IF_ERROR(try_linear_factors(spec, s, &tables[k++]));
-  if (spec.rotary_dim > 2) ROPESCALE_RETURN_IF_ERROR(try_ntk_factors(spec, s, &tables[k++]));
-  ROPESCALE_RETURN_IF_ERROR(try_ntk_critical_factors(spec, target_length, &tables[k++]));
+  // NTK and YaRN are defined for freq_dim == rotary_dim only (see scaling.hpp).
+  const bool plain = spec.frequency_dim() == spec.rotary_dim;
+  if (plain && spec.rotary_dim > 2)
+    ROPESCALE_RETURN_IF_ERROR(try_ntk_factors(spec, s, &tables[k++]));
+  if (plain) ROPESCALE_RETURN_IF_ERROR(try_ntk_critical_factors(spec, target_length, &tables[k++]));
   YarnParams yarn;
   yarn.factor = s;
-  ROPESCALE_RETURN_IF_ERROR(try_yarn_factors(spec, yarn, &tables[k++]));
+  if (plain) ROPESCALE_RETURN_IF_ERROR(try_yarn_factors(spec, yarn, &tables[k++]));
   Llama3Params llama3;
   llama3.factor = s;
   llama3.original_max_position = spec.original_max_position;
@@ -318,7 +321,8 @@ inline Status try_standard_tables(const RopeSpec& spec, std::int64_t target_leng
 
 /// The closed-form methods of scaling.hpp, each set up for s = target_length / L_train:
 /// linear (PI), ntk (LocalLLaMA base change; left out when rotary_dim == 2), ntk_critical (the
-/// LongRoPE2 paper's NTK baseline), yarn (beta_fast 32, beta_slow 1) and llama3 (factor s,
+/// LongRoPE2 paper's NTK baseline), yarn (beta_fast 32, beta_slow 1; these three are left out
+/// for a proportional spec, freq_dim != rotary_dim) and llama3 (factor s,
 /// low_freq_factor 1, high_freq_factor 4, window L_train). LongRoPE and LongRoPE2 are searched,
 /// not closed-form: pass their published tables to compare_methods().
 inline std::vector<FactorTable> standard_tables(const RopeSpec& spec, std::int64_t target_length) {

@@ -6,6 +6,17 @@
 //
 //     theta_i = rope_theta ^ (-2 i / rotary_dim),   i = 0 .. rotary_dim/2 - 1   (RoFormer, eq. 15)
 //
+// Gemma 4's `proportional` RoPE spreads the exponent over a wider span than the channels that
+// rotate: freq_dim = head_dim (512), rotary_dim = int(partial_rotary_factor * head_dim / 2) * 2
+// (128), theta_i = rope_theta ^ (-2 i / freq_dim) for the 64 rotating pairs, and Hugging Face's
+// rotate_half pairs channel i with channel i + freq_dim / 2 (not i + rotary_dim / 2):
+//
+//     channel   0 ..  63 | 64 .. 255 | 256 .. 319 | 320 .. 511      (head_dim 512)
+//               x_0..x_63 | zero freq | y_0..y_63  | zero freq      half-split, freq_dim 512
+//
+// Pairs 64..255 have frequency 0 in HF (cos 1, sin 0): the identity, so they are not part of the
+// spec's pairs and their channels pass through bit for bit. freq_dim = 0 (every other model)
+// means freq_dim = rotary_dim, and everything above reduces to the usual partial rotary.
 // and its period is T_i = 2 pi / theta_i tokens. A model pre-trained on original_max_position
 // tokens has seen a full period only for pairs with T_i <= original_max_position.
 #pragma once
@@ -25,19 +36,26 @@ struct RopeSpec {
   std::int64_t rotary_dim = 128;              ///< leading channels that rotate; even, <= head_dim
   double rope_theta = 10000.0;                ///< the base ("rope_theta" in config.json)
   std::int64_t original_max_position = 4096;  ///< pre-training window L_train
+  /// Denominator of the frequency exponent and the span of the half-split pair layout (Gemma 4
+  /// `proportional`: head_dim); 0 means rotary_dim. Even, in [rotary_dim, head_dim].
+  std::int64_t freq_dim = 0;
 
   /// Number of rotating pairs, rotary_dim / 2.
   std::int64_t pairs() const noexcept { return rotary_dim / 2; }
+  /// The exponent's denominator: freq_dim, or rotary_dim when freq_dim is 0.
+  std::int64_t frequency_dim() const noexcept { return freq_dim > 0 ? freq_dim : rotary_dim; }
 
   friend bool operator==(const RopeSpec& a, const RopeSpec& b) noexcept {
     return a.head_dim == b.head_dim && a.rotary_dim == b.rotary_dim &&
-           a.rope_theta == b.rope_theta && a.original_max_position == b.original_max_position;
+           a.rope_theta == b.rope_theta && a.original_max_position == b.original_max_position &&
+           a.frequency_dim() == b.frequency_dim();
   }
   friend bool operator!=(const RopeSpec& a, const RopeSpec& b) noexcept { return !(a == b); }
   friend std::ostream& operator<<(std::ostream& os, const RopeSpec& s) {
-    return os << "RopeSpec{head_dim=" << s.head_dim << ", rotary_dim=" << s.rotary_dim
-              << ", rope_theta=" << s.rope_theta
-              << ", original_max_position=" << s.original_max_position << "}";
+    os << "RopeSpec{head_dim=" << s.head_dim << ", rotary_dim=" << s.rotary_dim
+       << ", rope_theta=" << s.rope_theta << ", original_max_position=" << s.original_max_position;
+    if (s.frequency_dim() != s.rotary_dim) os << ", freq_dim=" << s.freq_dim;
+    return os << "}";
   }
 };
 
@@ -59,39 +77,47 @@ inline Status validate(const RopeSpec& spec) {
   if (spec.original_max_position <= 0)
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position, "must be > 0");
+  if (spec.freq_dim != 0) {
+    if (spec.freq_dim < spec.rotary_dim || spec.freq_dim > spec.head_dim || spec.freq_dim % 2 != 0)
+      return make_status(ErrorCode::kInvalidArgument, "freq_dim", spec.freq_dim,
+                         "must be 0 or even and in [rotary_dim, head_dim] = [" +
+                             std::to_string(spec.rotary_dim) + ", " +
+                             std::to_string(spec.head_dim) + "]");
+  }
   return Status();
 }
 
-/// Base inverse frequencies theta_i = rope_theta^(-2i/rotary_dim), computed in double exactly as
-/// Hugging Face's float64 path does (1 / base^(2i/d)). Throws Error on an invalid spec.
+/// Base inverse frequencies theta_i = rope_theta^(-2i/frequency_dim()) for the rotary_dim/2
+/// rotating pairs, computed in double exactly as Hugging Face's float64 path does
+/// (1 / base^(2i/d)). Throws Error on an invalid spec.
 inline Eigen::ArrayXd base_inv_freq(const RopeSpec& spec) {
   throw_if_error(validate(spec));
   const Eigen::Index n = static_cast<Eigen::Index>(spec.pairs());
   Eigen::ArrayXd out(n);
-  const double d = static_cast<double>(spec.rotary_dim);
+  const double d = static_cast<double>(spec.frequency_dim());
   for (Eigen::Index i = 0; i < n; ++i)
     out[i] = 1.0 / std::pow(spec.rope_theta, static_cast<double>(2 * i) / d);
   return out;
 }
 
 /// Theoretical critical pair (LongRoPE2 eq. 7 in cosine-pair units):
-///   ceil(rotary_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
+///   ceil(frequency_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
 /// period during pre-training. The full-dimension value d_tcd is twice this.
 inline std::int64_t theoretical_critical_pair(const RopeSpec& spec) {
   throw_if_error(validate(spec));
   const double two_pi = 6.283185307179586476925286766559;
-  const double x = static_cast<double>(spec.pairs()) *
+  const double x = static_cast<double>(spec.frequency_dim() / 2) *
                    std::log(static_cast<double>(spec.original_max_position) / two_pi) /
                    std::log(spec.rope_theta);
   return static_cast<std::int64_t>(std::ceil(x));
 }
 
 /// Lower bound of the critical-dimension search (LongRoPE2 Alg. 1): the pair whose period fits
-/// ten times into L_train, ceil(rotary_dim/2 * log_base(L_train / (2pi * 10))).
+/// ten times into L_train, ceil(frequency_dim/2 * log_base(L_train / (2pi * 10))).
 inline std::int64_t critical_search_lower_pair(const RopeSpec& spec) {
   throw_if_error(validate(spec));
   const double two_pi = 6.283185307179586476925286766559;
-  const double x = static_cast<double>(spec.pairs()) *
+  const double x = static_cast<double>(spec.frequency_dim() / 2) *
                    std::log(static_cast<double>(spec.original_max_position) / (two_pi * 10.0)) /
                    std::log(spec.rope_theta);
   return static_cast<std::int64_t>(std::ceil(x));

@@ -16,9 +16,16 @@
 //   PairLayout::kInterleaved pair i = channels (2i, 2i + 1)           GPT-J, llama2.c, ggml NORMAL
 //       | x0 y0 x1 y1 x2 y2 x3 y3 | pass-through |
 //
+//   Proportional RoPE (Gemma 4; RopeSpec::freq_dim = head_dim > rotary_dim): the half-split
+//   partner of channel i is i + freq_dim/2, as Hugging Face's rotate_half over the whole head:
+//       | x0 x1 | pass-through | y0 y1 | pass-through |     (freq_dim = head_dim)
+//   Interleaved pairs are unchanged ((2i, 2i + 1), i < rotary_dim/2). The pass-through channels
+//   are HF's zero-frequency pairs (cos 1, sin 0) and are left bit for bit untouched.
+//
 // ## The angle and the attention factor
 //
 //   angle(t, i) = positions[t] * inv_freq_i,   inv_freq_i = rope_theta^(-2i/rotary_dim) / lambda_i
+//   (rope_theta^(-2i/freq_dim) for proportional RoPE, see frequencies.hpp)
 //   forward:  x' = m * ( x cos(angle) - y sin(angle) ),  y' = m * ( y cos(angle) + x sin(angle) )
 //
 // where lambda_i and m (the attention factor, "mscale") come from a FactorTable. m multiplies
@@ -104,18 +111,28 @@ struct HeadsView {
 /// On-the-fly angle source: the rescaled inverse frequencies and the attention factor.
 class RotaryFrequencies {
  public:
-  /// inv_freq_i = base_inv_freq_i / lambda_i, attention factor from the table.
+  /// inv_freq_i = base_inv_freq_i / lambda_i, attention factor from the table; the half-split
+  /// partner offset is spec.frequency_dim() / 2.
   RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
       : inv_freq_(table.inv_freq(spec)),
         attention_factor_(table.attention_factor()),
-        max_abs_(inv_freq_.abs().maxCoeff()) {}
+        max_abs_(inv_freq_.abs().maxCoeff()),
+        frequency_dim_(spec.frequency_dim()) {}
 
   /// Raw frequencies (any finite values, negative allowed: e.g. the difference of two tables
-  /// used to re-rotate a KV cache) and a finite attention factor > 0.
-  RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor)
+  /// used to re-rotate a KV cache) and a finite attention factor > 0. frequency_dim is the
+  /// half-split span (RopeSpec::frequency_dim()); 0 means 2 * inv_freq.size().
+  RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor,
+                    std::int64_t frequency_dim = 0)
       : inv_freq_(std::move(inv_freq)), attention_factor_(attention_factor) {
     throw_if_error(check(inv_freq_, attention_factor_));
     max_abs_ = inv_freq_.abs().maxCoeff();
+    const std::int64_t rd = 2 * static_cast<std::int64_t>(inv_freq_.size());
+    if (frequency_dim != 0 && (frequency_dim < rd || frequency_dim % 2 != 0))
+      throw_if_error(
+          make_status(ErrorCode::kInvalidArgument, "frequency_dim", frequency_dim,
+                      "must be 0 or even and >= 2 * inv_freq.size() (" + std::to_string(rd) + ")"));
+    frequency_dim_ = frequency_dim != 0 ? frequency_dim : rd;
   }
 
   static Status check(const Eigen::ArrayXd& inv_freq, double attention_factor) {
@@ -133,6 +150,9 @@ class RotaryFrequencies {
 
   std::int64_t pairs() const noexcept { return static_cast<std::int64_t>(inv_freq_.size()); }
   std::int64_t rotary_dim() const noexcept { return 2 * pairs(); }
+  /// Channels the half-split layout spans (partner offset frequency_dim / 2); rotary_dim except
+  /// for proportional RoPE.
+  std::int64_t frequency_dim() const noexcept { return frequency_dim_; }
   const Eigen::ArrayXd& inv_freq() const noexcept { return inv_freq_; }
   double attention_factor() const noexcept { return attention_factor_; }
 
@@ -161,6 +181,7 @@ class RotaryFrequencies {
   Eigen::ArrayXd inv_freq_;
   double attention_factor_ = 1.0;
   double max_abs_ = 0.0;  // largest |inv_freq_i|: decides the fast range reduction per token
+  std::int64_t frequency_dim_ = 0;
 };
 
 /// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
@@ -177,7 +198,9 @@ class BasicRotaryCache {
       : BasicRotaryCache(RotaryFrequencies(spec, table), num_positions) {}
 
   BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
-      : pairs_(freqs.pairs()), attention_factor_(freqs.attention_factor()) {
+      : pairs_(freqs.pairs()),
+        frequency_dim_(freqs.frequency_dim()),
+        attention_factor_(freqs.attention_factor()) {
     if (num_positions <= 0)
       throw_if_error(
           make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions, "must be > 0"));
@@ -195,6 +218,7 @@ class BasicRotaryCache {
   std::int64_t num_positions() const noexcept { return num_positions_; }
   std::int64_t pairs() const noexcept { return pairs_; }
   std::int64_t rotary_dim() const noexcept { return 2 * pairs_; }
+  std::int64_t frequency_dim() const noexcept { return frequency_dim_; }
   double attention_factor() const noexcept { return attention_factor_; }
   bool covers(std::int64_t pos) const noexcept { return pos >= 0 && pos < num_positions_; }
 
@@ -214,6 +238,7 @@ class BasicRotaryCache {
 
  private:
   std::int64_t pairs_ = 0;
+  std::int64_t frequency_dim_ = 0;
   std::int64_t num_positions_ = 0;
   double attention_factor_ = 1.0;
   std::vector<Scalar> cos_;
@@ -257,6 +282,7 @@ inline void extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_di
   if (heads > 1) (hs < 0 ? lo : hi) += hs * (heads - 1);
 }
 
+// rotary_dim: the channels the layout touches (frequency_dim for half-split).
 template <typename T>
 inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t rotary_dim) {
   const std::string n(name);
@@ -351,16 +377,41 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
 // Buffer sizes (in compute values) run_rotary needs for `half` pairs.
 constexpr std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
 
-template <typename T, typename Angles>
-inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
-                       const Operand<T>* ops, int n_ops, PairLayout layout,
-                       RotaryDirection direction, compute_t<T>* buf) noexcept {
+// The angle row of token t for the plain front doors: one position id per token. Points c/s at
+// a cache's own row when `direct_ok` and the cache stores C (no copy), else fills cbuf/sbuf.
+template <typename Angles, typename C>
+struct PlainRows {
+  const Angles& angles;
+  const std::int64_t* positions;
+  bool operator()(std::int64_t t, C* cbuf, C* sbuf, double scale, bool direct_ok, const C** c,
+                  const C** s) const noexcept {
+    if constexpr (is_cache_of<Angles, C>::value) {
+      if (direct_ok) {
+        *c = angles.cos_row(positions[t]);
+        *s = angles.sin_row(positions[t]);
+        return true;
+      }
+    }
+    angles.fill(positions[t], cbuf, sbuf, scale);
+    *c = cbuf;
+    *s = sbuf;
+    return false;
+  }
+};
+
+// Rotates every operand token by token with the rows `rows` gives (PlainRows, or the M-RoPE
+// rows of mrope.hpp).
+template <typename T, typename Angles, typename Rows>
+inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t tokens,
+                            const Operand<T>* ops, int n_ops, PairLayout layout,
+                            RotaryDirection direction, compute_t<T>* buf) noexcept {
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();
-  C* cbuf = buf;              // half
-  C* sbuf = buf + half;       // half
-  C* ccbuf = buf + 2 * half;  // 2 half (interleaved rows)
-  C* ssbuf = buf + 4 * half;  // 2 half
+  const std::int64_t offset = angles.frequency_dim() / 2;  // half-split partner
+  C* cbuf = buf;                                           // half
+  C* sbuf = buf + half;                                    // half
+  C* ccbuf = buf + 2 * half;                               // 2 half (interleaved rows)
+  C* ssbuf = buf + 4 * half;                               // 2 half
   const double m = angles.attention_factor();
   const double scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
   const bool negate = direction != RotaryDirection::kForward;
@@ -370,19 +421,9 @@ inline void run_rotary(const Angles& angles, const std::int64_t* positions, std:
     for (std::int64_t t = 0; t < tokens; ++t) {
       const C* c = cbuf;
       const C* s = sbuf;
-      bool direct = false;
-      if constexpr (is_cache_of<Angles, C>::value) {
-        if (!negate && !interleaved) {
-          c = angles.cos_row(positions[t]);
-          s = angles.sin_row(positions[t]);
-          direct = true;
-        }
-      }
-      if (!direct) {
-        angles.fill(positions[t], cbuf, sbuf, scale);
-        if (negate)
-          for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
-      }
+      const bool direct = rows(t, cbuf, sbuf, scale, !negate && !interleaved, &c, &s);
+      if (!direct && negate)
+        for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
       if (interleaved) {
         for (std::int64_t i = 0; i < half; ++i) {
           ccbuf[2 * i] = c[i];
@@ -399,20 +440,30 @@ inline void run_rotary(const Angles& angles, const std::int64_t* positions, std:
         T* out = op.out + t * op.out_token_stride;
         if (interleaved)
           rotate_token<kHalf, true>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
-                                    op.head_dim, c, s);
+                                    offset, op.head_dim, c, s);
         else
           rotate_token<kHalf, false>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
-                                     op.head_dim, c, s);
+                                     offset, op.head_dim, c, s);
       }
     }
   });
 }
 
 template <typename T, typename Angles>
-inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
-                          const HeadsView<const T>* ins, const HeadsView<T>* outs, int n,
-                          const char* const* names_in, const char* const* names_out,
-                          PairLayout layout, RotaryDirection direction) {
+inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
+                       const Operand<T>* ops, int n_ops, PairLayout layout,
+                       RotaryDirection direction, compute_t<T>* buf) noexcept {
+  const PlainRows<Angles, compute_t<T>> rows{angles, positions};
+  run_rotary_rows<T>(angles, rows, tokens, ops, n_ops, layout, direction, buf);
+}
+
+// Validates everything of a call except the positions and fills ops[0..n). Shared by the plain
+// and the M-RoPE front doors.
+template <typename T, typename Angles>
+inline Status prepare_rotary_call(const Angles& angles, const HeadsView<const T>* ins,
+                                  const HeadsView<T>* outs, int n, const char* const* names_in,
+                                  const char* const* names_out, PairLayout layout,
+                                  RotaryDirection direction, Operand<T>* ops) {
   static_assert(is_rotary_storage<T>::value,
                 "rotary storage type must be float, double, Eigen::half or Eigen::bfloat16");
   if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
@@ -422,7 +473,8 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
       direction != RotaryDirection::kBackward)
     return make_status(ErrorCode::kInvalidArgument, "direction", static_cast<int>(direction),
                        "must be kForward, kInverse or kBackward");
-  const std::int64_t rotary_dim = angles.rotary_dim();
+  const std::int64_t rotary_dim =
+      layout == PairLayout::kHalfSplit ? angles.frequency_dim() : angles.rotary_dim();
   for (int i = 0; i < n; ++i) {
     ROPESCALE_RETURN_IF_ERROR(check_view(names_in[i], ins[i], rotary_dim));
     ROPESCALE_RETURN_IF_ERROR(check_view(names_out[i], outs[i], rotary_dim));
@@ -437,12 +489,22 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
       static_cast<const void*>(outs[0].data) == static_cast<const void*>(outs[1].data))
     return make_status(ErrorCode::kInvalidArgument, names_out[1], "same pointer as q",
                        "k must not alias q");
-  const std::int64_t tokens = n > 0 ? ins[0].tokens : 0;
-  ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, tokens));
-  Operand<T> ops[2];
   for (int i = 0; i < n; ++i)
     ops[i] = {ins[i].data,         outs[i].data,       ins[i].heads,         ins[i].head_dim,
               ins[i].token_stride, ins[i].head_stride, outs[i].token_stride, outs[i].head_stride};
+  return Status();
+}
+
+template <typename T, typename Angles>
+inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
+                          const HeadsView<const T>* ins, const HeadsView<T>* outs, int n,
+                          const char* const* names_in, const char* const* names_out,
+                          PairLayout layout, RotaryDirection direction) {
+  Operand<T> ops[2];
+  ROPESCALE_RETURN_IF_ERROR(
+      prepare_rotary_call<T>(angles, ins, outs, n, names_in, names_out, layout, direction, ops));
+  const std::int64_t tokens = n > 0 ? ins[0].tokens : 0;
+  ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, tokens));
   // Row buffers live on the stack for heads up to 512 channels (a decode step then allocates
   // nothing); wider heads take them from the heap.
   constexpr std::int64_t kStackPairs = 256;

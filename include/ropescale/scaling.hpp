@@ -96,6 +96,18 @@ inline Status check_factor_list(const std::string& name, const Eigen::Ref<const 
   return check_listed_factors(name, f);
 }
 
+// NTK-style and YaRN formulas use rotary_dim as the exponent's denominator; a spec whose
+// frequency_dim differs (Gemma 4 `proportional`) has no Hugging Face counterpart for them, so
+// they refuse it rather than guess which width the formula means.
+inline Status check_plain_exponent(const RopeSpec& spec, const char* method) {
+  if (spec.frequency_dim() != spec.rotary_dim)
+    return make_status(ErrorCode::kUnsupported, "freq_dim", spec.freq_dim,
+                       std::string(method) +
+                           " is defined for freq_dim == rotary_dim only; use linear or listed "
+                           "factors (longrope) on a proportional spec");
+  return Status();
+}
+
 // Builds the table and hands it over only when everything is valid (no partial result).
 inline Status finish_table(Eigen::ArrayXd factors, double attention_factor, const char* method,
                            FactorTable* out) {
@@ -157,6 +169,7 @@ inline FactorTable linear_factors(const RopeSpec& spec, double factor) {
 /// gets exactly s. Requires s >= 1 and rotary_dim > 2. Method "ntk".
 inline Status try_ntk_factors(const RopeSpec& spec, double factor, FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "ntk"));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", factor));
   if (spec.rotary_dim <= 2)
     return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
@@ -181,6 +194,7 @@ inline FactorTable ntk_factors(const RopeSpec& spec, double factor) {
 inline Status try_ntk_critical_factors(const RopeSpec& spec, std::int64_t target_length,
                                        FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "ntk_critical"));
   if (target_length < spec.original_max_position)
     return make_status(
         ErrorCode::kInvalidArgument, "target_length", target_length,
@@ -217,6 +231,7 @@ inline Status try_dynamic_ntk_factors(const RopeSpec& spec, double factor,
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", factor));
   ROPESCALE_RETURN_IF_ERROR(
       detail::check_positive_int("max_position_embeddings", max_position_embeddings));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "dynamic_ntk"));
   if (spec.rotary_dim <= 2)
     return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
                        "must be > 2 for NTK-aware scaling (the exponent is d/(d-2))");
@@ -235,6 +250,53 @@ inline FactorTable dynamic_ntk_factors(const RopeSpec& spec, double factor,
   throw_if_error(try_dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len, &t));
   return t;
 }
+
+/// Dynamic NTK as Hugging Face's rotary module runs it across calls (`dynamic_rope_update`):
+/// the table is dynamic_ntk_factors at the longest sequence seen so far (it only grows), and
+/// goes back to the original table once a sequence fits below max_position_embeddings again.
+/// Per forward pass over seq_len tokens (max position id + 1):
+///   seq_len > cached                                  -> cached = seq_len (grow)
+///   seq_len < max_position_embeddings < cached        -> cached = max_position_embeddings (reset)
+/// and the table is dynamic_ntk_factors(spec, factor, max_position_embeddings, cached).
+/// dynamic_ntk_factors(.., seq_len) is the stateless variant (the table for this length alone).
+class DynamicNtkState {
+ public:
+  /// Throws Error on the arguments dynamic_ntk_factors refuses.
+  DynamicNtkState(const RopeSpec& spec, double factor, std::int64_t max_position_embeddings)
+      : spec_(spec), factor_(factor), max_pos_(max_position_embeddings) {
+    FactorTable probe;
+    throw_if_error(try_dynamic_ntk_factors(spec, factor, max_position_embeddings, 0, &probe));
+    cached_ = max_position_embeddings;
+  }
+
+  /// The table HF uses for a forward pass over seq_len tokens, updating the state as HF does.
+  /// Status twin of update(); seq_len must be > 0.
+  Status try_update(std::int64_t seq_len, FactorTable* out) {
+    if (seq_len <= 0)
+      return make_status(ErrorCode::kInvalidArgument, "seq_len", seq_len, "must be > 0");
+    ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
+    std::int64_t next = cached_;
+    if (seq_len > next) next = seq_len;
+    if (seq_len < max_pos_ && next > max_pos_) next = max_pos_;
+    ROPESCALE_RETURN_IF_ERROR(try_dynamic_ntk_factors(spec_, factor_, max_pos_, next, out));
+    cached_ = next;
+    return Status();
+  }
+  FactorTable update(std::int64_t seq_len) {
+    FactorTable t;
+    throw_if_error(try_update(seq_len, &t));
+    return t;
+  }
+
+  /// The sequence length the current table was built for (HF's max_seq_len_cached).
+  std::int64_t cached_seq_len() const noexcept { return cached_; }
+
+ private:
+  RopeSpec spec_;
+  double factor_ = 1.0;
+  std::int64_t max_pos_ = 0;
+  std::int64_t cached_ = 0;
+};
 
 // ---------------------------------------------------------------------------------------------
 // YaRN
@@ -288,6 +350,7 @@ inline double yarn_correction_dim(double num_rotations, std::int64_t rotary_dim,
 /// floored/ceiled; both are clamped to [0, rotary_dim - 1] as HF does. Method "yarn".
 inline Status try_yarn_factors(const RopeSpec& spec, const YarnParams& p, FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "yarn"));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", p.factor));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("beta_fast", p.beta_fast));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("beta_slow", p.beta_slow));

@@ -628,20 +628,20 @@ class KeyRerotation {
   explicit KeyRerotation(RotaryFrequencies freqs) : freqs_(std::move(freqs)) {}
 
   static RotaryFrequencies checked(const Eigen::ArrayXd& a, double ma, const Eigen::ArrayXd& b,
-                                   double mb) {
+                                   double mb, std::int64_t frequency_dim = 0) {
     throw_if_error(RotaryFrequencies::check(a, ma));
     if (b.size() != a.size())
       throw_if_error(make_status(
           ErrorCode::kInvalidArgument, "inv_freq_to.size()", static_cast<std::int64_t>(b.size()),
           "must equal inv_freq_from.size() (" + std::to_string(a.size()) + ")"));
     throw_if_error(RotaryFrequencies::check(b, mb));
-    return RotaryFrequencies(b - a, mb / ma);
+    return RotaryFrequencies(b - a, mb / ma, frequency_dim);
   }
   static RotaryFrequencies checked(const RopeSpec& spec, const FactorTable& from,
                                    const FactorTable& to) {
     throw_if_error(check_tables(spec, from, to));
     return checked(from.inv_freq(spec), from.attention_factor(), to.inv_freq(spec),
-                   to.attention_factor());
+                   to.attention_factor(), spec.frequency_dim());
   }
 
   RotaryFrequencies freqs_;

@@ -4,6 +4,7 @@
 // Per token the caller prepares one row of angles; per head the kernel rotates rotary_dim
 // channels in the compute type C (float, or double for double storage):
 //   half-split : rows c[half], s[half]        x_i' = x_i c_i - y_i s_i, y_i' = y_i c_i + x_i s_i
+//                with y = x + offset (offset = frequency_dim / 2; half unless proportional)
 //   interleaved: rows cc[2 half], ss[2 half]  v_j' = v_j cc_j + v_(j^1) ss_j
 //                with cc = (c0 c0 c1 c1 ..), ss = (-s0 s0 -s1 s1 ..): the pair swap is one
 //                in-register permute, so the loop vectorizes like the half-split one.
@@ -33,9 +34,10 @@ using compute_t =
 // storage T to compute C and stores convert back, inside the one loop.
 template <int kHalf, typename T, typename C>
 inline void rotate_half_split(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT c,
-                              const C* ROPESCALE_RESTRICT s, std::int64_t half) noexcept {
+                              const C* ROPESCALE_RESTRICT s, std::int64_t half,
+                              std::int64_t offset) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
-  T* ROPESCALE_RESTRICT y = x + n;
+  T* ROPESCALE_RESTRICT y = x + offset;
   for (std::int64_t i = 0; i < n; ++i) {
     const C x0 = Elem<T>::template load<C>(x[i]);
     const C x1 = Elem<T>::template load<C>(y[i]);
@@ -60,10 +62,10 @@ inline void rotate_interleaved(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTR
 // Eigen::half with the x86 F16C conversions (one instruction per 8 values): the same arithmetic
 // as the generic loops, 8 pairs (half-split) or 4 pairs (interleaved) per step.
 template <int kHalf>
-inline void rotate_half_split(Eigen::half* x, const float* c, const float* s,
-                              std::int64_t half) noexcept {
+inline void rotate_half_split(Eigen::half* x, const float* c, const float* s, std::int64_t half,
+                              std::int64_t offset) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
-  Eigen::half* y = x + n;
+  Eigen::half* y = x + offset;
   const std::int64_t vec_end = n - n % 8;
   for (std::int64_t i = 0; i < vec_end; i += 8) {
     const __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
@@ -127,10 +129,10 @@ inline void bf16x8_store(Eigen::bfloat16* p, __m256 v) noexcept {
 }
 
 template <int kHalf>
-inline void rotate_half_split(Eigen::bfloat16* x, const float* c, const float* s,
-                              std::int64_t half) noexcept {
+inline void rotate_half_split(Eigen::bfloat16* x, const float* c, const float* s, std::int64_t half,
+                              std::int64_t offset) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
-  Eigen::bfloat16* y = x + n;
+  Eigen::bfloat16* y = x + offset;
   const std::int64_t vec_end = n - n % 8;
   for (std::int64_t i = 0; i < vec_end; i += 8) {
     const __m256 x0 = bf16x8_load(x + i);
@@ -174,7 +176,7 @@ inline void rotate_interleaved(Eigen::bfloat16* x, const float* cc, const float*
 template <int kHalf, bool kInterleaved, typename T, typename C>
 inline void rotate_token(const T* in_base, T* out_base, std::int64_t heads,
                          std::int64_t in_head_stride, std::int64_t out_head_stride,
-                         std::int64_t half, std::int64_t head_dim, const C* c,
+                         std::int64_t half, std::int64_t offset, std::int64_t head_dim, const C* c,
                          const C* s) noexcept {
   for (std::int64_t h = 0; h < heads; ++h) {
     const T* in = in_base + h * in_head_stride;
@@ -184,7 +186,7 @@ inline void rotate_token(const T* in_base, T* out_base, std::int64_t heads,
     if (kInterleaved)
       rotate_interleaved<kHalf>(out, c, s, half);
     else
-      rotate_half_split<kHalf>(out, c, s, half);
+      rotate_half_split<kHalf>(out, c, s, half, offset);
   }
 }
 

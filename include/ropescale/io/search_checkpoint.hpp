@@ -91,19 +91,22 @@ inline std::string checkpoint_string(const nlohmann::json& j, const std::string&
 }
 
 inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
-  return nlohmann::json{{"head_dim", sp.spec.head_dim},
-                        {"rotary_dim", sp.spec.rotary_dim},
-                        {"rope_theta", sp.spec.rope_theta},
-                        {"original_max_position", sp.spec.original_max_position},
-                        {"scale", sp.scale},
-                        {"method", to_string(sp.method)},
-                        {"critical_lower", sp.critical_lower},
-                        {"critical_upper", sp.critical_upper},
-                        {"lower_bound", sp.lower_bound},
-                        {"upper_bound", sp.upper_bound},
-                        {"step", sp.step},
-                        {"monotonicity", to_string(sp.monotonicity)},
-                        {"attention_factor", sp.attention_factor}};
+  nlohmann::json j{{"head_dim", sp.spec.head_dim},
+                   {"rotary_dim", sp.spec.rotary_dim},
+                   {"rope_theta", sp.spec.rope_theta},
+                   {"original_max_position", sp.spec.original_max_position},
+                   {"scale", sp.scale},
+                   {"method", to_string(sp.method)},
+                   {"critical_lower", sp.critical_lower},
+                   {"critical_upper", sp.critical_upper},
+                   {"lower_bound", sp.lower_bound},
+                   {"upper_bound", sp.upper_bound},
+                   {"step", sp.step},
+                   {"monotonicity", to_string(sp.monotonicity)},
+                   {"attention_factor", sp.attention_factor}};
+  // Proportional specs only (RopeSpec::freq_dim); other checkpoints keep their keys.
+  if (sp.spec.frequency_dim() != sp.spec.rotary_dim) j["freq_dim"] = sp.spec.freq_dim;
+  return j;
 }
 
 inline SearchSpace checkpoint_space_from(const nlohmann::json& j) {
@@ -112,6 +115,7 @@ inline SearchSpace checkpoint_space_from(const nlohmann::json& j) {
   sp.spec.head_dim = checkpoint_int(j, p, "head_dim");
   sp.spec.rotary_dim = checkpoint_int(j, p, "rotary_dim");
   sp.spec.rope_theta = checkpoint_double(j, p, "rope_theta");
+  if (j.is_object() && j.contains("freq_dim")) sp.spec.freq_dim = checkpoint_int(j, p, "freq_dim");
   sp.spec.original_max_position = checkpoint_int(j, p, "original_max_position");
   sp.scale = checkpoint_double(j, p, "scale");
   const std::string method = checkpoint_string(j, p, "method");
