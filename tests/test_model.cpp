@@ -301,7 +301,7 @@ tiny_llama::TrainOptions resume_plan(const std::string& dir) {
   st.steps = 4;
   st.batch = 2;
   st.lr = 1e-2;
-  st.copy_options = {64, 16, 8, 24};
+  st.copy_options = {{64, 16, 8, 24}};
   o.stages = {st};
   o.warmup_steps = 2;
   o.eval_every = 2;
@@ -339,8 +339,13 @@ TEST(Training, ResumeFromACheckpointMatchesAnUninterruptedRun) {
   Weights r = tiny_llama::load_model_dir(dir_b);
   tiny_llama::AdamW opt_r(r, {});
   auto rest = resume_plan(dir_b);
-  rest.start_step = tiny_llama::load_optimizer(dir_b, r.config(), opt_r);
-  EXPECT_EQ(rest.start_step, 2);
+  const tiny_llama::TrainPosition at = tiny_llama::load_optimizer(dir_b, r.config(), opt_r);
+  EXPECT_EQ(at.step, 2);
+  EXPECT_EQ(at.stage, 0);
+  EXPECT_EQ(at.stage_step, 2);
+  rest.start_step = at.step;
+  rest.start_stage = at.stage;
+  rest.start_stage_step = at.stage_step;
   tiny_llama::train(r, opt_r, corpus, rest, nullptr);
   for (std::size_t i = 0; i < a.tensors().size(); ++i)
     EXPECT_TRUE((a.tensors()[i].value.array() == r.tensors()[i].value.array()).all())

@@ -139,33 +139,48 @@ Weights load_safetensors(const std::string& path, const Config& config) {
   return w;
 }
 
-void save_optimizer(const std::string& dir, const AdamW& opt) {
+void save_optimizer(const std::string& dir, const AdamW& opt, const TrainPosition& at) {
   ::mkdir(dir.c_str(), 0755);
-  save_safetensors(dir + "/optimizer_m.safetensors", opt.first_moment(),
-                   {{"step", std::to_string(opt.steps())}});
-  save_safetensors(dir + "/optimizer_v.safetensors", opt.second_moment(),
-                   {{"step", std::to_string(opt.steps())}});
+  const json meta = {{"step", std::to_string(at.step)},
+                     {"stage", std::to_string(at.stage)},
+                     {"stage_step", std::to_string(at.stage_step)},
+                     {"adam_steps", std::to_string(opt.steps())}};
+  save_safetensors(dir + "/optimizer_m.safetensors", opt.first_moment(), meta);
+  save_safetensors(dir + "/optimizer_v.safetensors", opt.second_moment(), meta);
 }
 
-std::int64_t load_optimizer(const std::string& dir, const Config& config, AdamW& opt) {
+TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW& opt) {
   const std::string path = dir + "/optimizer_m.safetensors";
   const std::string bytes = read_all(path);
   std::uint64_t n = 0;
   for (int i = 7; i >= 0 && bytes.size() >= 8; --i)
     n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
   const json header =
-      n <= bytes.size() - 8
+      bytes.size() >= 8 && n <= bytes.size() - 8
           ? json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n), nullptr, false)
           : json();
-  const json step = header.is_object() && header.contains("__metadata__")
-                        ? header["__metadata__"].value("step", json())
-                        : json();
-  if (!step.is_string())
-    fail(ErrorCode::kParseError, "optimizer step", path, "missing from the metadata");
-  const std::int64_t steps = std::stoll(step.get<std::string>());
+  const json meta =
+      header.is_object() && header.contains("__metadata__") && header["__metadata__"].is_object()
+          ? header["__metadata__"]
+          : json::object();
+  auto field = [&](const char* key) -> std::int64_t {
+    const json v = meta.value(key, json());
+    std::size_t used = 0;
+    long long x = -1;
+    if (v.is_string()) {
+      const std::string t = v.get<std::string>();
+      x = t.empty() ? -1 : std::stoll(t, &used);
+      if (used != t.size()) x = -1;
+    }
+    if (x < 0)
+      fail(ErrorCode::kParseError, std::string("optimizer metadata ") + key, path,
+           "must be a non-negative integer string");
+    return x;
+  };
+  const TrainPosition at{field("step"), field("stage"), field("stage_step")};
   opt.restore(load_safetensors(path, config),
-              load_safetensors(dir + "/optimizer_v.safetensors", config), steps);
-  return steps;
+              load_safetensors(dir + "/optimizer_v.safetensors", config), field("adam_steps"));
+  return at;
 }
 
 json to_hf_json(const Config& c) {

@@ -29,9 +29,14 @@ Config config_from_hf_json(const nlohmann::json& j);
 
 /// Training state beside a model directory: optimizer.safetensors holds AdamW's moments under
 /// "m." / "v." + the parameter names and the step in its metadata.
-void save_optimizer(const std::string& dir, const AdamW& opt);
-/// Restores `opt` (built for `w`'s shapes); returns the step count stored.
-std::int64_t load_optimizer(const std::string& dir, const Config& config, AdamW& opt);
+struct TrainPosition {
+  std::int64_t step = 0;        ///< steps done in all
+  std::int64_t stage = 0;       ///< stage the next step belongs to
+  std::int64_t stage_step = 0;  ///< steps done within that stage
+};
+void save_optimizer(const std::string& dir, const AdamW& opt, const TrainPosition& at);
+/// Restores `opt` (built for `config`'s shapes); returns the position stored.
+TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW& opt);
 
 /// A model directory: config.json + model.safetensors.
 void save_model_dir(const std::string& dir, const Weights& w, const nlohmann::json& extra = {});

@@ -33,20 +33,22 @@ void parallel_for(std::int64_t n, int threads, const std::function<void(std::int
 
 TrainOptions default_curriculum() {
   TrainOptions o;
+  const CopyOptions short_copy{64, 16, 8, 24}, long_copy{256, 26, 8, 32};
   Stage copy;  // grow induction: short rows, few symbols, copying is the whole signal
   copy.name = "copy64";
-  copy.steps = 1200;
+  copy.steps = 3000;
   copy.batch = 64;
   copy.lr = 3e-3;
-  copy.copy_options = CopyOptions{64, 16, 8, 24};
-  Stage widen;  // widen it: full window, more symbols, needles with three key-value pairs
+  copy.copy_options = {short_copy};
+  copy.advance_at_copy_accuracy = 0.9;
+  Stage widen;  // widen it: full window, more symbols, needles; the short rows stay in the mix
   widen.name = "copy256+needles";
-  widen.steps = 800;
+  widen.steps = 1000;
   widen.batch = 16;
   widen.lr = 2e-3;
   widen.copy = 0.5;
   widen.needle = 0.5;
-  widen.copy_options = CopyOptions{256, 26, 8, 32};
+  widen.copy_options = {short_copy, long_copy};
   widen.needle_options = NeedleOptions{256, 3, 4, -1.0};
   Stage text = widen;  // add text once copying holds
   text.name = "text+needles";
@@ -136,28 +138,32 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
   Weights grad(c);
   std::ofstream log;
   if (!o.log_path.empty()) log.open(o.log_path, std::ios::app);
-  std::int64_t step = 0, total_steps = 0;
-  for (const Stage& s : o.stages) total_steps += s.steps;
+  std::int64_t step = o.start_step;
   const auto t0 = std::chrono::steady_clock::now();
   double loss_sum = 0.0, tokens = 0.0;
   std::int64_t loss_steps = 0;
   auto tick = t0;
-  for (std::size_t si = 0; si < o.stages.size(); ++si) {
+  for (std::size_t si = static_cast<std::size_t>(o.start_stage); si < o.stages.size(); ++si) {
     const Stage& st = o.stages[si];
     const double mix = st.copy + st.needle + st.text;
-    for (std::int64_t k = 0; k < st.steps; ++k, ++step) {
-      if (step < o.start_step) continue;
+    const std::int64_t k0 = si == static_cast<std::size_t>(o.start_stage) ? o.start_stage_step : 0;
+    bool advance = false;
+    for (std::int64_t k = k0; k < st.steps && !advance; ++k, ++step) {
       // Each step's rows derive from (seed, step) alone, so a resumed run sees the same batches.
       std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ULL + static_cast<std::uint64_t>(step));
       std::vector<Sequence> batch;
       for (std::int64_t b = 0; b < st.batch; ++b) {
         const double u = std::uniform_real_distribution<double>(0.0, mix)(rng);
-        if (u < st.copy)
-          batch.push_back(make_copy_row(rng, st.copy_options));
-        else if (u < st.copy + st.needle)
+        if (u < st.copy) {
+          const std::size_t n = st.copy_options.size();
+          const std::size_t which =
+              n > 0 ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng) : 0;
+          batch.push_back(make_copy_row(rng, n == 0 ? CopyOptions{} : st.copy_options[which]));
+        } else if (u < st.copy + st.needle) {
           batch.push_back(make_needle_row(rng, corpus.train, st.needle_options).seq);
-        else
+        } else {
           batch.push_back(make_text_row(rng, corpus.train, st.text_length));
+        }
         tokens += static_cast<double>(batch.back().tokens.size());
       }
       double lr = st.lr;
@@ -172,7 +178,7 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
       opt.step(w, grad, lr);
       loss_sum += l.mean();
       ++loss_steps;
-      const bool last = step + 1 == total_steps;
+      const bool last = si + 1 == o.stages.size() && k + 1 == st.steps;
       if ((step + 1) % o.eval_every == 0 || last) {
         const auto now = std::chrono::steady_clock::now();
         Diagnostics d = evaluate(w, rope, sets, o.threads);
@@ -199,10 +205,16 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
               << "\n"
               << std::flush;
         }
+        advance =
+            st.advance_at_copy_accuracy > 0.0 && d.copy_accuracy >= st.advance_at_copy_accuracy;
         if (!o.out_dir.empty()) {
+          // The position the next step starts from.
+          const bool next_stage = advance || k + 1 == st.steps;
+          const TrainPosition at{d.step, static_cast<std::int64_t>(si) + (next_stage ? 1 : 0),
+                                 next_stage ? 0 : k + 1};
           save_model_dir(o.out_dir, w,
                          {{"ropescale_training", {{"step", d.step}, {"stage", st.name}}}});
-          save_optimizer(o.out_dir, opt);
+          save_optimizer(o.out_dir, opt, at);
         }
         if (progress) progress(d);
         tick = std::chrono::steady_clock::now();

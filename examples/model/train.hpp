@@ -24,8 +24,10 @@ struct Stage {
   double copy = 1.0;  ///< mixture weights of row kinds (normalised)
   double needle = 0.0;
   double text = 0.0;
-  std::int64_t text_length = 256;  ///< row tokens of text rows
-  CopyOptions copy_options;
+  std::int64_t text_length = 256;         ///< row tokens of text rows
+  std::vector<CopyOptions> copy_options;  ///< copy rows draw one uniformly (empty: defaults)
+  /// Ends the stage early at an evaluation whose held-out copy accuracy reaches this (0: never).
+  double advance_at_copy_accuracy = 0.0;
   NeedleOptions needle_options;
 };
 
@@ -36,9 +38,13 @@ struct TrainOptions {
   int threads = 2;
   std::uint64_t seed = 1;
   std::int64_t eval_every = 100;
-  std::string log_path;         ///< JSON lines, one per evaluation (empty: none)
-  std::string out_dir;          ///< model + optimizer checkpoint at every evaluation (empty: none)
-  std::int64_t start_step = 0;  ///< resume: steps already done (batches derive from seed + step)
+  std::string log_path;  ///< JSON lines, one per evaluation (empty: none)
+  std::string out_dir;   ///< model + optimizer checkpoint at every evaluation (empty: none)
+  /// Resume point: steps done in all, the stage and the steps done within it (batches derive
+  /// from seed + step, so a resumed run draws what an uninterrupted one would).
+  std::int64_t start_step = 0;
+  std::int64_t start_stage = 0;
+  std::int64_t start_stage_step = 0;
   /// Stops the run at the next evaluation when it returns false (e.g. a dead-run rule).
   std::function<bool(const struct Diagnostics&)> keep_going;
 };

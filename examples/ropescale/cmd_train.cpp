@@ -68,11 +68,14 @@ int run_train(const std::vector<std::string>& argv) {
   tiny_llama::AdamW opt(w, {});
   if (args.has("--resume")) {
     w = tiny_llama::load_model_dir(out);
-    o.start_step = tiny_llama::load_optimizer(out, w.config(), opt);
+    const tiny_llama::TrainPosition at = tiny_llama::load_optimizer(out, w.config(), opt);
+    o.start_step = at.step;
+    o.start_stage = at.stage;
+    o.start_stage_step = at.stage_step;
     std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
   }
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);
-  std::int64_t total = 0;
+  std::int64_t total = 0;  // at most: a stage may end early
   for (const auto& s : o.stages) total += s.steps;
   std::cerr << "training " << w.parameter_count() << " parameters, " << total << " steps, "
             << threads << " threads\n";
