@@ -366,6 +366,24 @@ LossSum forward_backward(const Weights& w, const Rope& rope, const Sequence& s, 
   return loss;
 }
 
+void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f) {
+  const int k = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n)));
+  std::vector<std::exception_ptr> failure(static_cast<std::size_t>(k));
+  auto work = [&](int id) {
+    try {
+      for (std::int64_t i = id; i < n; i += k) f(i);
+    } catch (...) {
+      failure[static_cast<std::size_t>(id)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int id = 1; id < k; ++id) pool.emplace_back(work, id);
+  work(0);
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : failure)
+    if (e) std::rethrow_exception(e);
+}
+
 LossSum batch_gradient(const Weights& w, const Rope& rope, const std::vector<Sequence>& batch,
                        int threads, Weights& grad) {
   double total_weight = 0.0;
@@ -375,27 +393,16 @@ LossSum batch_gradient(const Weights& w, const Rope& rope, const std::vector<Seq
   const int n = std::max(1, std::min<int>(threads, static_cast<int>(batch.size())));
   std::vector<Weights> part(static_cast<std::size_t>(n), Weights(w.config()));
   std::vector<LossSum> loss(static_cast<std::size_t>(n));
-  std::vector<std::exception_ptr> failure(static_cast<std::size_t>(n));
-  auto work = [&](int id) {
-    try {
-      // Sequence i goes to thread i % n, so each thread's sum has a fixed order.
-      for (std::size_t i = static_cast<std::size_t>(id); i < batch.size();
-           i += static_cast<std::size_t>(n)) {
-        const LossSum l =
-            forward_backward(w, rope, batch[i], scale, part[static_cast<std::size_t>(id)]);
-        loss[static_cast<std::size_t>(id)].nll += l.nll;
-        loss[static_cast<std::size_t>(id)].weight += l.weight;
-      }
-    } catch (...) {
-      failure[static_cast<std::size_t>(id)] = std::current_exception();
+  // Sequence i goes to thread i % n, so each thread's sum has a fixed order.
+  parallel_for(n, n, [&](std::int64_t id) {
+    for (std::size_t i = static_cast<std::size_t>(id); i < batch.size();
+         i += static_cast<std::size_t>(n)) {
+      const LossSum l =
+          forward_backward(w, rope, batch[i], scale, part[static_cast<std::size_t>(id)]);
+      loss[static_cast<std::size_t>(id)].nll += l.nll;
+      loss[static_cast<std::size_t>(id)].weight += l.weight;
     }
-  };
-  std::vector<std::thread> pool;
-  for (int id = 1; id < n; ++id) pool.emplace_back(work, id);
-  work(0);
-  for (std::thread& t : pool) t.join();
-  for (const std::exception_ptr& f : failure)
-    if (f) std::rethrow_exception(f);
+  });
   grad = std::move(part[0]);
   LossSum total = loss[0];
   for (int id = 1; id < n; ++id) {

@@ -16,6 +16,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -129,6 +130,10 @@ LossSum forward_backward(const Weights& w, const Rope& rope, const Sequence& s, 
 /// overwritten with the gradient of the batch's mean loss (total nll / total weight).
 LossSum batch_gradient(const Weights& w, const Rope& rope, const std::vector<Sequence>& batch,
                        int threads, Weights& grad);
+
+/// Runs f(i) for i in [0, n) on `threads` threads, i on thread i % threads (so a thread's share
+/// and its order are fixed); the first exception is rethrown after every thread has joined.
+void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f);
 
 /// AdamW (Loshchilov & Hutter) with decoupled weight decay on matrices, none on norm weights.
 class AdamW {

@@ -13,22 +13,16 @@
 
 namespace tiny_llama {
 
-void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f) {
-  const int k = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n)));
-  std::vector<std::exception_ptr> failure(static_cast<std::size_t>(k));
-  auto work = [&](int id) {
-    try {
-      for (std::int64_t i = id; i < n; i += k) f(i);
-    } catch (...) {
-      failure[static_cast<std::size_t>(id)] = std::current_exception();
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int id = 1; id < k; ++id) pool.emplace_back(work, id);
-  work(0);
-  for (std::thread& t : pool) t.join();
-  for (const std::exception_ptr& e : failure)
-    if (e) std::rethrow_exception(e);
+nlohmann::json to_json(const Diagnostics& d) {
+  return {{"step", d.step},
+          {"train_loss", d.train_loss},
+          {"copy_nll", d.copy_nll},
+          {"copy_accuracy", d.copy_accuracy},
+          {"needle_accuracy", d.needle_accuracy},
+          {"needle_nll", d.needle_nll},
+          {"text_bpb", d.text_bpb},
+          {"tokens_per_second", d.tokens_per_second},
+          {"seconds", d.seconds}};
 }
 
 TrainOptions default_curriculum() {
@@ -190,20 +184,10 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
         loss_steps = 0;
         tokens = 0.0;
         if (log.is_open()) {
-          log << nlohmann::json{{"step", d.step},
-                                {"stage", st.name},
-                                {"lr", lr},
-                                {"train_loss", d.train_loss},
-                                {"copy_nll", d.copy_nll},
-                                {"copy_accuracy", d.copy_accuracy},
-                                {"needle_accuracy", d.needle_accuracy},
-                                {"needle_nll", d.needle_nll},
-                                {"text_bpb", d.text_bpb},
-                                {"tokens_per_second", d.tokens_per_second},
-                                {"seconds", d.seconds}}
-                     .dump()
-              << "\n"
-              << std::flush;
+          nlohmann::json line = to_json(d);
+          line["stage"] = st.name;
+          line["lr"] = lr;
+          log << line.dump() << "\n" << std::flush;
         }
         advance =
             st.advance_at_copy_accuracy > 0.0 && d.copy_accuracy >= st.advance_at_copy_accuracy;

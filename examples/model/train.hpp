@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,9 @@ struct Diagnostics {
   double seconds = 0.0;
 };
 
+/// The diagnostics as one JSON object (the log line and the tool's JSON share it).
+nlohmann::json to_json(const Diagnostics& d);
+
 /// The default curriculum for the shipped model (see README for the measured run).
 TrainOptions default_curriculum();
 
@@ -78,8 +82,5 @@ Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, i
 /// o.start_step); `progress` receives every evaluation.
 void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
            const std::function<void(const Diagnostics&)>& progress);
-
-/// Runs f(i) for i in [0, n) on `threads` threads (i % threads decides the thread).
-void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f);
 
 }  // namespace tiny_llama

@@ -85,15 +85,7 @@ int run_train(const std::vector<std::string>& argv) {
         << "  step  train_loss  copy_nll  copy_acc  needle_acc  needle_nll  text_bpb  tok/s\n";
   tiny_llama::train(w, opt, corpus, o, [&](const tiny_llama::Diagnostics& d) {
     if (json) {
-      evals.push_back({{"step", d.step},
-                       {"train_loss", d.train_loss},
-                       {"copy_nll", d.copy_nll},
-                       {"copy_accuracy", d.copy_accuracy},
-                       {"needle_accuracy", d.needle_accuracy},
-                       {"needle_nll", d.needle_nll},
-                       {"text_bpb", d.text_bpb},
-                       {"tokens_per_second", d.tokens_per_second},
-                       {"seconds", d.seconds}});
+      evals.push_back(tiny_llama::to_json(d));
       std::cerr << "\rstep " << d.step << "/" << total << std::flush;
     } else {
       std::cout << std::fixed << std::setprecision(3) << std::setw(6) << d.step << std::setw(12)
