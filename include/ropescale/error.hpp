@@ -94,7 +94,15 @@ inline std::string format_value(const T& value) {
   return os.str();
 }
 
-inline std::string format_value(const std::string& value) { return "\"" + value + "\""; }
+/// Longest string echoed whole into a message; longer ones show their head and their size, so a
+/// hostile 200 MB value cannot make a 200 MB error.
+constexpr std::size_t kMaxEchoedChars = 120;
+
+inline std::string format_value(const std::string& value) {
+  if (value.size() <= kMaxEchoedChars) return "\"" + value + "\"";
+  return "\"" + value.substr(0, kMaxEchoedChars) + "\"... (" + std::to_string(value.size()) +
+         " bytes)";
+}
 inline std::string format_value(const char* value) {
   return value ? format_value(std::string(value)) : std::string("null");
 }

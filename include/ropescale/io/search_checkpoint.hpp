@@ -36,9 +36,16 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 #endif
 
+#include <filesystem>
+#include <system_error>
+
+#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/search.hpp"
 
@@ -275,14 +282,9 @@ inline Status try_search_state_from_json(const nlohmann::json& j, SearchState* o
 inline Status try_load_search_checkpoint(const std::string& path, SearchState* out) {
   if (out == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return make_status(ErrorCode::kIoError, "checkpoint path", path,
-                       "cannot be opened for reading");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return make_status(ErrorCode::kIoError, "checkpoint path", path, "read failed");
-  nlohmann::json j = nlohmann::json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  std::string text;
+  ROPESCALE_RETURN_IF_ERROR(detail::read_file("checkpoint path", path, &text));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return make_status(ErrorCode::kParseError, "checkpoint", path,
                        "is not valid JSON (truncated or corrupt); the file was left unchanged");
@@ -297,11 +299,54 @@ inline SearchState load_search_checkpoint(const std::string& path) {
   return st;
 }
 
+namespace detail {
+
+// The file a checkpoint path names: symbolic links are followed (also dangling ones), so that
+// the rename replaces the link's target and the link itself survives.
+inline std::string checkpoint_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path p(path);
+  std::error_code ec;
+  for (int hop = 0; hop < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hop) {
+    const fs::path next = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = next.is_absolute() ? next : p.parent_path() / next;
+  }
+  return p.string();
+}
+
+// fsync of the directory holding `file`, so that a completed rename survives a power loss.
+inline bool sync_parent_directory(const std::string& file) {
+#if defined(__unix__) || defined(__APPLE__)
+  std::filesystem::path dir = std::filesystem::path(file).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0 || errno == EINVAL;  // EINVAL: no directory sync here
+  ::close(fd);
+  return ok;
+#else
+  (void)file;
+  return true;
+#endif
+}
+
+}  // namespace detail
+
 /// Writes a checkpoint atomically: "<path>.tmp" in the same directory, flushed, then renamed
-/// over path. On failure the previous file at path is untouched (kIoError).
-inline Status try_save_search_checkpoint(const std::string& path, const SearchState& st) {
-  if (path.empty())
-    return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path, "must not be empty");
+/// over path, and the directory synced. A symbolic link at path keeps pointing at the file it
+/// named (that file is replaced). On failure the previous file is untouched (kIoError).
+inline Status try_save_search_checkpoint(const std::string& path_in, const SearchState& st) {
+  if (path_in.empty())
+    return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path_in,
+                       "must not be empty");
+  const std::string path = detail::checkpoint_target(path_in);
+  {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      return make_status(ErrorCode::kIoError, "checkpoint path", path_in,
+                         "is a directory, not a file");
+  }
   const std::string text = search_state_to_json(st).dump(1) + "\n";
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -326,6 +371,9 @@ inline Status try_save_search_checkpoint(const std::string& path, const SearchSt
     return make_status(ErrorCode::kIoError, "checkpoint path", path,
                        "rename from the temp file failed");
   }
+  if (!detail::sync_parent_directory(path))
+    return make_status(ErrorCode::kIoError, "checkpoint path", path,
+                       "written, but its directory could not be synced");
   return Status();
 }
 
@@ -333,10 +381,13 @@ inline void save_search_checkpoint(const std::string& path, const SearchState& s
   throw_if_error(try_save_search_checkpoint(path, st));
 }
 
-/// Installs a checkpoint callback on `search` that writes `path` after every iteration.
+/// Installs a checkpoint writer on `search` that writes `path` after every iteration. A failed
+/// write (disk full, directory gone) does not stop the search: the previous checkpoint stays, the
+/// failure is reported in SearchProgress and SearchResult (checkpoint_failures,
+/// checkpoint_error), and the next iteration tries again.
 inline void checkpoint_search_to(EvolutionSearch& search, const std::string& path) {
-  search.set_checkpoint_callback(
-      [path](const SearchState& st) { save_search_checkpoint(path, st); });
+  search.set_checkpoint_writer(
+      [path](const SearchState& st) { return try_save_search_checkpoint(path, st); });
 }
 
 /// Runs `search` with a checkpoint at `path` after every iteration; when `path` already exists,
