@@ -80,9 +80,8 @@ inline Report make_report(const Options& opt) {
   std::vector<ropescale::FactorTable> own;
   std::optional<ropescale::RopeConfig> cfg;
   if (!opt.config.empty()) {
-    ropescale::HfImportOptions io;
-    io.default_rope_theta = 10000.0;  // HF's Llama/Phi config classes default
-    cfg = ropescale::load_hf_config(opt.config, io);
+    // No default rope_theta: a config without one is refused, as `factors` refuses it.
+    cfg = ropescale::load_hf_config(opt.config);
     spec = cfg->spec;
     window_max = cfg->max_position_embeddings;
     const auto slash = opt.config.find_last_of("/\\");
