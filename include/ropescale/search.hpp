@@ -990,11 +990,8 @@ class EvolutionSearch {
       std::vector<double> losses(n, 0.0);
       std::vector<std::exception_ptr> errors(n);
       pool.parallel_for(n, [&](std::size_t i) {
-        try {
-          losses[i] = fitness(tables[i]);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
+        ROPESCALE_TRY { losses[i] = fitness(tables[i]); }
+        ROPESCALE_CATCH(...) { errors[i] = std::current_exception(); }
       });
       for (std::size_t i = 0; i < n; ++i)
         if (errors[i]) std::rethrow_exception(errors[i]);
