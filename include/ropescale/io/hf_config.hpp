@@ -655,8 +655,11 @@ inline Status try_parse_hf_config_text(const std::string& text, const HfImportOp
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
+    // nlohmann quotes the last token read, which can be megabytes long: keep the head.
+    std::string what = e.what();
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
     return Status(ErrorCode::kParseError,
-                  std::string("ropescale: parse_error: config.json: malformed JSON: ") + e.what());
+                  "ropescale: parse_error: config.json: malformed JSON: " + what);
   }
 #else
   j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
