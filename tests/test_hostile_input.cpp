@@ -131,6 +131,10 @@ TEST(HostileInput, Item03ViewShapesAndStridesThatOverflowAreRefused) {
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "overflows int64")) << s.message();
   EXPECT_EQ(x, x0);
+  // The stride of a dimension of size 1 is never used, whatever it holds.
+  v = HeadsView<float>{x.data(), 1, 1, 64, kI64Min, kI64Min};
+  EXPECT_TRUE(ropescale::try_apply_rotary(freqs, pos.data(), v, PairLayout::kHalfSplit).ok());
+  x = x0;
   // The factory's own product.
   expect_error(
       [] { HeadsView<float>::tokens_heads_dim(nullptr, 1, std::int64_t{1} << 40, 1 << 30); },
@@ -203,6 +207,16 @@ TEST(HostileInput, Item05OverlappingQueryAndKeyViewsAreRefused) {
   ropescale::apply_rotary(cache, pos.data(), rq, PairLayout::kHalfSplit);
   ropescale::apply_rotary(cache, pos.data(), rk, PairLayout::kHalfSplit);
   EXPECT_EQ(buf, ref);
+  // Fused QKV with many packed heads (300 q, 300 k: 90000 head pairs) is checked exactly too.
+  const std::int64_t H = 300, d = 8;
+  std::vector<float> fused(static_cast<std::size_t>(2 * 3 * H * d), 1.0f);
+  const RopeSpec small{8, 8, 10000.0, 64};
+  const ropescale::RotaryCache c8(small, FactorTable::identity(small), 4);
+  HeadsView<float> qs{fused.data(), 2, H, d, 3 * H * d, d};
+  HeadsView<float> ks{fused.data() + H * d, 2, H, d, 3 * H * d, d};
+  EXPECT_TRUE(ropescale::try_apply_rotary_qk(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
+  ks.data -= 1;  // now k's first head overlaps q's last
+  EXPECT_FALSE(ropescale::try_apply_rotary_qk(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
 }
 
 // 6. On-the-fly angles: right up to 2^48, refused past it (they used to lose their norm).

@@ -21,7 +21,7 @@ namespace ropescale {
 
 /// Limits every path accepts (see "Limits and guarantees" in the README).
 ///
-/// Positions: [0, kMaxPosition). The angle reduction is exact to ~1e-8 rad up to 2^48 and
+/// Positions: [0, kMaxPosition). The angle reduction is good to ~1e-14 rad up to 2^48 rad and
 /// degrades past it, so sources refuse larger positions (and angles) instead of rotating wrongly.
 inline constexpr std::int64_t kMaxPosition = std::int64_t{1} << 48;
 /// head_dim (and so rotary_dim) of any spec: 65536 channels, far above any model's 64 .. 512.

@@ -336,15 +336,20 @@ inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t r
                            std::to_string(v.head_stride),
                        "overflows int64: the view cannot be addressed");
   // Rows (t, h) must not overlap: sort the two strides, the inner must clear a row and the outer
-  // must clear all inner rows. (The extent fits, so the strides' magnitudes do too.)
+  // must clear all inner rows. (The extent fits, so the used strides' magnitudes do too.)
   struct Dim {
     std::int64_t stride, count;
     const char* name;
   };
-  Dim a{v.token_stride < 0 ? -v.token_stride : v.token_stride, v.tokens, "token_stride"};
-  Dim b{v.head_stride < 0 ? -v.head_stride : v.head_stride, v.heads, "head_stride"};
-  if (a.count == 1) a.stride = 0;
-  if (b.count == 1) b.stride = 0;
+  // A stride of a dimension of size 1 is never used (and may be anything, even INT64_MIN).
+  Dim a{v.tokens == 1        ? 0
+        : v.token_stride < 0 ? -v.token_stride
+                             : v.token_stride,
+        v.tokens, "token_stride"};
+  Dim b{v.heads == 1        ? 0
+        : v.head_stride < 0 ? -v.head_stride
+                            : v.head_stride,
+        v.heads, "head_stride"};
   if (a.stride > b.stride || (a.stride == b.stride && b.count > 1)) std::swap(a, b);
   if (a.count > 1 && a.stride < v.head_dim)
     return make_status(ErrorCode::kInvalidArgument, n + "." + a.name, a.stride,
@@ -425,9 +430,19 @@ inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {  // b > 0
 }
 
 // True when some row of a and some row of b share a byte. Exact when both views have the same
-// token count and token stride (fused QKV, GQA heads side by side); otherwise any overlap of the
-// two address ranges counts.
-inline bool rows_overlap(const RowSet& a, const RowSet& b) {
+// token count and token stride (fused QKV, GQA heads side by side) and their heads are packed or
+// few (<= 2^16 head pairs); otherwise any overlap of the two address ranges counts.
+inline RowSet merge_packed_heads(RowSet r) {
+  if (r.heads > 1 && r.hs == r.row) {  // heads back to back: one row of heads * head_dim
+    r.row *= r.heads;
+    r.heads = 1;
+    r.hs = 0;
+  }
+  return r;
+}
+
+inline bool rows_overlap(const RowSet& a_in, const RowSet& b_in) {
+  const RowSet a = merge_packed_heads(a_in), b = merge_packed_heads(b_in);
   if (a.tokens == 0 || a.heads == 0 || b.tokens == 0 || b.heads == 0) return false;
   const std::uintptr_t a0 = a.base + static_cast<std::uintptr_t>(a.lo);
   const std::uintptr_t a1 = a.base + static_cast<std::uintptr_t>(a.hi);
