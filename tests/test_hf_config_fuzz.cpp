@@ -70,7 +70,7 @@ class Mutator {
       case 16: {  // deep nesting, built iteratively (arrays or objects)
         const bool arrays = coin();
         json v = 1.0;
-        for (std::size_t d = 1 + below(5000); d > 0; --d) {
+        for (std::size_t d = 1 + below(2000); d > 0; --d) {
           json outer = arrays ? json::array() : json::object();
           if (arrays)
             outer.push_back(std::move(v));
@@ -149,13 +149,18 @@ class Mutator {
     }
   }
 
-  // Collects pointers to every node of j (pre-order).
-  void collect(json& j, std::vector<json*>* nodes) {
-    nodes->push_back(&j);
-    if (j.is_object()) {
-      for (auto& item : j.items()) collect(item.value(), nodes);
-    } else if (j.is_array()) {
-      for (auto& v : j) collect(v, nodes);
+  // Collects pointers to every node of j (pre-order), without recursion: trees may be deep.
+  void collect(json& root, std::vector<json*>* nodes) {
+    std::vector<json*> todo = {&root};
+    while (!todo.empty()) {
+      json* j = todo.back();
+      todo.pop_back();
+      nodes->push_back(j);
+      if (j->is_object()) {
+        for (auto& item : j->items()) todo.push_back(&item.value());
+      } else if (j->is_array()) {
+        for (auto& v : *j) todo.push_back(&v);
+      }
     }
   }
 
