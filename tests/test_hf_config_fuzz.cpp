@@ -1,12 +1,15 @@
-// Seeded mutation fuzzing of the config.json importer, bounded in time so it runs in ctest.
+// Seeded mutation fuzzing of the config.json importer and the search checkpoint reader, bounded
+// in time so it runs in ctest.
 //
 // Seeds are the real model configs and the golden-case configs. Each input gets 1-4 mutations,
-// either on the text (byte flips, JSON-token insertions, deletions, duplications, truncation)
-// or on the parsed tree (a node replaced by a hostile value, a key removed or added, an array
-// resized, inf/nan injected through the json API). Every input must give either an error with a
-// "ropescale: " message or a config whose tables are valid and which survives an export/import
-// round trip unchanged. Crashes, hangs and sanitizer reports fail the test by themselves (the
-// ASan+UBSan CI configuration runs it too).
+// either on the text (byte flips, JSON-token insertions, deletions, duplications, truncation,
+// runs of 100k opening brackets) or on the parsed tree (a node replaced by a hostile value: deep
+// nesting, huge integers, megabyte strings, nested per-layer rope_parameters blocks; a key removed
+// or added, an array resized, inf/nan injected through the json API). Every input must give
+// either an error with a short "ropescale: " message or a config whose tables are valid and which
+// survives an export/import round trip unchanged. The checkpoint reader gets the same treatment
+// from a real checkpoint: an error, or a state that validates. Crashes, hangs and sanitizer
+// reports fail the test by themselves (the ASan+UBSan CI configuration runs it too).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/search_checkpoint.hpp"
 #include "test_data.hpp"
 
 namespace {
@@ -92,7 +96,50 @@ class Mutator {
                                            "qwen3_vl_text",
                                            "full_attention",
                                            "sliding_attention"};
-    switch (below(16)) {
+    switch (below(21)) {
+      case 16: {  // deep nesting, built iteratively (arrays or objects)
+        const bool arrays = coin();
+        json v = 1.0;
+        for (std::size_t d = 1 + below(2000); d > 0; --d) {
+          json outer = arrays ? json::array() : json::object();
+          if (arrays)
+            outer.push_back(std::move(v));
+          else
+            outer["factor"] = std::move(v);
+          v = std::move(outer);
+        }
+        return v;
+      }
+      case 17: {  // integers at and past the 64-bit limits
+        switch (below(5)) {
+          case 0:
+            return std::numeric_limits<std::int64_t>::max();
+          case 1:
+            return std::numeric_limits<std::int64_t>::min();
+          case 2:
+            return (std::int64_t{1} << 53) + 1;
+          case 3:
+            return std::int64_t{1} << 48;
+          default:
+            return json::parse("123456789012345678901234567890");
+        }
+      }
+      case 18: {  // a megabyte string, sometimes starting like a valid value
+        std::string big = coin() ? "yarn" : "";
+        big.append((std::size_t{1} << 20) + below(1000), 'x');
+        return big;
+      }
+      case 19: {  // per-layer-type blocks, possibly nested, as Gemma-style configs have them
+        json inner = {{"rope_type", coin() ? "yarn" : "default"},
+                      {"factor", 4.0},
+                      {"rope_theta", 1e6},
+                      {"original_max_position_embeddings", 8192}};
+        json block = {{"full_attention", inner}, {"sliding_attention", {{"rope_type", "default"}}}};
+        if (coin()) block = {{"full_attention", block}};
+        return block;
+      }
+      case 20:
+        return -std::numeric_limits<double>::infinity();
       case 0:
         return nullptr;
       case 1:
@@ -132,55 +179,26 @@ class Mutator {
     }
   }
 
-  // Collects pointers to every node of j (pre-order).
-  void collect(json& j, std::vector<json*>* nodes) {
-    nodes->push_back(&j);
-    if (j.is_object()) {
-      for (auto& item : j.items()) collect(item.value(), nodes);
-    } else if (j.is_array()) {
-      for (auto& v : j) collect(v, nodes);
+  // Collects pointers to every node of j (pre-order), without recursion: trees may be deep.
+  void collect(json& root, std::vector<json*>* nodes) {
+    std::vector<json*> todo = {&root};
+    while (!todo.empty()) {
+      json* j = todo.back();
+      todo.pop_back();
+      nodes->push_back(j);
+      if (j->is_object()) {
+        for (auto& item : j->items()) todo.push_back(&item.value());
+      } else if (j->is_array()) {
+        for (auto& v : *j) todo.push_back(&v);
+      }
     }
   }
 
   void mutate_tree(json& j) {
-    static const char* const kKeys[] = {"rope_theta",
-                                        "head_dim",
-                                        "hidden_size",
-                                        "num_attention_heads",
-                                        "partial_rotary_factor",
-                                        "max_position_embeddings",
-                                        "original_max_position_embeddings",
-                                        "rope_scaling",
-                                        "rope_parameters",
-                                        "type",
-                                        "rope_type",
-                                        "factor",
-                                        "short_factor",
-                                        "long_factor",
-                                        "low_freq_factor",
-                                        "high_freq_factor",
-                                        "beta_fast",
-                                        "beta_slow",
-                                        "mscale",
-                                        "mscale_all_dim",
-                                        "truncate",
-                                        "attention_factor",
-                                        "short_mscale",
-                                        "long_mscale",
-                                        "qk_rope_head_dim",
-                                        "layer_types",
-                                        "num_hidden_layers",
-                                        "rope_local_base_freq",
-                                        "sliding_window_pattern",
-                                        "global_head_dim",
-                                        "text_config",
-                                        "model_type",
-                                        "mrope_section",
-                                        "mrope_interleaved",
-                                        "rotary_pct",
-                                        "rotary_dim",
-                                        "full_attention",
-                                        "sliding_attention"};
+    mutate_tree(j, kConfigKeys, sizeof(kConfigKeys) / sizeof(kConfigKeys[0]));
+  }
+
+  void mutate_tree(json& j, const char* const* keys, std::size_t n_keys) {
     std::vector<json*> nodes;
     collect(j, &nodes);
     json& node = *nodes[below(nodes.size())];
@@ -196,8 +214,7 @@ class Mutator {
         }
         break;
       case 2:  // add or overwrite a known key
-        if (node.is_object())
-          node[kKeys[below(sizeof(kKeys) / sizeof(kKeys[0]))]] = hostile_value();
+        if (node.is_object()) node[keys[below(n_keys)]] = hostile_value();
         break;
       case 3:  // resize an array
         if (node.is_array()) {
@@ -217,6 +234,45 @@ class Mutator {
     }
   }
 
+  static constexpr const char* kConfigKeys[] = {"rope_theta",
+                                                "head_dim",
+                                                "hidden_size",
+                                                "num_attention_heads",
+                                                "partial_rotary_factor",
+                                                "max_position_embeddings",
+                                                "original_max_position_embeddings",
+                                                "rope_scaling",
+                                                "rope_parameters",
+                                                "type",
+                                                "rope_type",
+                                                "factor",
+                                                "short_factor",
+                                                "long_factor",
+                                                "low_freq_factor",
+                                                "high_freq_factor",
+                                                "beta_fast",
+                                                "beta_slow",
+                                                "mscale",
+                                                "mscale_all_dim",
+                                                "truncate",
+                                                "attention_factor",
+                                                "short_mscale",
+                                                "long_mscale",
+                                                "qk_rope_head_dim",
+                                                "layer_types",
+                                                "num_hidden_layers",
+                                                "rope_local_base_freq",
+                                                "sliding_window_pattern",
+                                                "global_head_dim",
+                                                "text_config",
+                                                "model_type",
+                                                "mrope_section",
+                                                "mrope_interleaved",
+                                                "rotary_pct",
+                                                "rotary_dim",
+                                                "full_attention",
+                                                "sliding_attention"};
+
   void mutate_text(std::string& s) {
     static const char* const kTokens[] = {
         "{",  "}",     "[",    "]",    ",",      ":",       "\"",      "-",
@@ -227,7 +283,10 @@ class Mutator {
       return;
     }
     const std::size_t pos = below(s.size());
-    switch (below(5)) {
+    switch (below(6)) {
+      case 5:  // a deep run of brackets (valid JSON only if the rest happens to close it)
+        s.insert(pos, std::string(1 + below(100000), '['));
+        break;
       case 0:
         s[pos] = static_cast<char>(s[pos] ^ (1 << below(8)));
         break;
@@ -262,6 +321,7 @@ void check_input(const ropescale::Status& st, const ropescale::RopeConfig& c, Ta
   ++tally->iterations;
   if (!st.ok()) {
     ASSERT_EQ(st.message().rfind("ropescale: ", 0), 0u) << st.message();
+    ASSERT_LT(st.message().size(), 2000u) << st.message().substr(0, 300);
     return;
   }
   ++tally->accepted;
@@ -308,7 +368,8 @@ TEST(HfConfigFuzz, TreeMutations) {
     const ropescale::Status st = ropescale::try_parse_hf_config(j, &c);
     check_input(st, c, &tally);
     if (HasFatalFailure()) {
-      ADD_FAILURE() << "input: " << j.dump(-1, ' ', false, json::error_handler_t::replace);
+      ADD_FAILURE() << "input (head): "
+                    << j.dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 2000);
       return;
     }
   }
@@ -374,11 +435,63 @@ TEST(HfConfigFuzz, TextMutations) {
     const ropescale::Status st = ropescale::try_parse_hf_config_text(s, {}, &c);
     check_input(st, c, &tally);
     if (HasFatalFailure()) {
-      ADD_FAILURE() << "input: " << s;
+      ADD_FAILURE() << "input (head): " << s.substr(0, 2000);
       return;
     }
   }
   std::printf("text mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
+  EXPECT_GT(tally.accepted, 0);
+  EXPECT_LT(tally.accepted, tally.iterations);
+}
+
+// The search checkpoint reader: a real checkpoint, mutated as a tree and as text. Every input is
+// refused with a short "ropescale: " message or gives a state that validates.
+TEST(CheckpointFuzz, TreeAndTextMutations) {
+  static const char* const kCheckpointKeys[] = {
+      "format", "version", "space",     "params",     "iteration",   "rng_state",  "history",
+      "c",      "steps",   "loss",      "population", "rotary_dim",  "head_dim",   "step",
+      "method", "seed",    "mutations", "crossovers", "lower_bound", "upper_bound"};
+  ropescale::SearchParams p;
+  p.iterations = 2;
+  p.population = 16;
+  p.parents = 8;
+  p.mutations = 4;
+  p.crossovers = 4;
+  ropescale::EvolutionSearch search(
+      ropescale::SearchSpace::longrope2(ropescale::RopeSpec{32, 32, 10000.0, 1024}, 8192), p);
+  const ropescale::SearchResult r = search.run(
+      [](const ropescale::FactorTable& t) { return std::abs(std::log(t.factors().mean())); });
+  const json seed = ropescale::search_state_to_json(r.state);
+  const std::string seed_text = seed.dump(1);
+  const std::string path = testing::TempDir() + "ropescale_checkpoint_fuzz.json";
+  Mutator m(fuzz_seed() + 2);
+  Tally tally;
+  const auto start = std::chrono::steady_clock::now();
+  while (!out_of_time(start, tally.iterations)) {
+    ++tally.iterations;
+    ropescale::SearchState st;
+    ropescale::Status s;
+    if (m.coin()) {
+      json j = seed;
+      for (std::size_t k = 1 + m.below(4); k > 0; --k)
+        m.mutate_tree(j, kCheckpointKeys, sizeof(kCheckpointKeys) / sizeof(kCheckpointKeys[0]));
+      s = ropescale::try_search_state_from_json(j, &st);
+    } else {
+      std::string input = seed_text;
+      for (std::size_t k = 1 + m.below(4); k > 0; --k) m.mutate_text(input);
+      std::ofstream(path, std::ios::binary | std::ios::trunc) << input;
+      s = ropescale::try_load_search_checkpoint(path, &st);
+    }
+    if (s.ok()) {
+      ++tally.accepted;
+      ASSERT_TRUE(ropescale::validate(st).ok());
+      continue;
+    }
+    ASSERT_EQ(s.message().rfind("ropescale: ", 0), 0u) << s.message().substr(0, 300);
+    ASSERT_LT(s.message().size(), 2000u) << s.message().substr(0, 300);
+  }
+  std::remove(path.c_str());
+  std::printf("checkpoint mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
   EXPECT_GT(tally.accepted, 0);
   EXPECT_LT(tally.accepted, tally.iterations);
 }

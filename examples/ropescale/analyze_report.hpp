@@ -86,9 +86,8 @@ inline Report make_report(const Options& opt) {
   std::vector<ropescale::FactorTable> own;
   std::optional<ropescale::RopeConfig> cfg;
   if (!opt.config.empty()) {
-    ropescale::HfImportOptions io;
-    io.default_rope_theta = 10000.0;  // HF's Llama/Phi config classes default
-    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config, io);
+    // No default rope_theta: a config without one is refused, as `factors` refuses it.
+    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config);
     if (opt.layer_kind >= model.kinds.size())
       ropescale::throw_if_error(ropescale::make_status(
           ropescale::ErrorCode::kOutOfRange, "layer_kind",

@@ -2,16 +2,30 @@
 //
 // Each subcommand lives in its own cmd_<name>.cpp and registers itself with a static
 // `const bool registered = register_command({...});`. Conventions every subcommand follows:
-// a readable table on stdout by default, one JSON object with `--format json`, and exit code 2
-// with a one-line message on stderr for bad arguments (throw UsageError).
+// a readable table on stdout by default, one JSON object with `--format json`, `--help` / `-h`,
+// and exit code 2 with a one-line message on stderr naming the option for bad arguments (throw
+// UsageError). Every input file and output path is checked before any work starts.
 #pragma once
 
+#include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+#include "ropescale/error.hpp"
 
 namespace cli {
 
@@ -19,6 +33,26 @@ namespace cli {
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+/// Thrown for an input file whose contents are refused: main prints it and exits with 2.
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Throws InputError naming the option `key` and its file when `status` (from reading that file)
+/// is not ok. The library's "ropescale: " prefix and "(in PATH)" suffix are dropped: the message
+/// names the option and the file once.
+inline void check_input(const std::string& key, const std::string& path,
+                        const ropescale::Status& status) {
+  if (status.ok()) return;
+  std::string m = status.message();
+  const std::string prefix = "ropescale: ";
+  if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
+  const std::string suffix = " (in " + path + ")";
+  if (m.size() >= suffix.size() && m.compare(m.size() - suffix.size(), suffix.size(), suffix) == 0)
+    m.resize(m.size() - suffix.size());
+  throw InputError(key + " = '" + path + "': " + m);
+}
 
 struct Command {
   std::string name;
@@ -36,6 +70,9 @@ inline bool register_command(Command command) {
   registry()[command.name] = std::move(command);
   return true;
 }
+
+inline void check_input_file(const std::string& key, const std::string& path);
+inline void check_output_file(const std::string& key, const std::string& path);
 
 /// Parses "--key value" and "--flag" arguments. Unknown keys are rejected.
 class Args {
@@ -76,40 +113,119 @@ class Args {
     auto it = values_.find(key);
     return it == values_.end() ? fallback : it->second;
   }
-  std::int64_t get_int(const std::string& key, std::int64_t fallback) const {
+  /// The integer value of key (fallback when absent), which must lie in [lo, hi].
+  std::int64_t get_int(const std::string& key, std::int64_t fallback,
+                       std::int64_t lo = std::numeric_limits<std::int64_t>::min(),
+                       std::int64_t hi = std::numeric_limits<std::int64_t>::max()) const {
+    if (!has(key)) return fallback;
+    return parse_int(key, get(key), lo, hi);
+  }
+  /// The finite numeric value of key (fallback when absent), which must lie in [lo, hi].
+  double get_double(const std::string& key, double fallback,
+                    double lo = -std::numeric_limits<double>::max(),
+                    double hi = std::numeric_limits<double>::max()) const {
     if (!has(key)) return fallback;
     const std::string v = get(key);
-    try {
-      std::size_t used = 0;
-      const long long x = std::stoll(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return x;
-    } catch (const std::exception&) {
-      throw UsageError(key + " = '" + v + "': not an integer");
-    }
+    errno = 0;
+    char* end = nullptr;
+    const double x = v.empty() ? 0.0 : std::strtod(v.c_str(), &end);
+    if (v.empty() || end != v.c_str() + v.size() || std::isspace(static_cast<unsigned char>(v[0])))
+      throw UsageError(key + " = '" + clip(v) + "': not a number");
+    if (!std::isfinite(x) || errno == ERANGE)
+      throw UsageError(key + " = '" + clip(v) + "': must be a finite number");
+    if (x < lo || x > hi)
+      throw UsageError(key + " = " + clip(v) + ": must be in [" + num(lo) + ", " + num(hi) + "]");
+    return x;
   }
-  double get_double(const std::string& key, double fallback) const {
-    if (!has(key)) return fallback;
-    const std::string v = get(key);
-    try {
-      std::size_t used = 0;
-      const double x = std::stod(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
-      return x;
-    } catch (const std::exception&) {
-      throw UsageError(key + " = '" + v + "': not a number");
-    }
+  /// An input file given with `key`: it must exist and be a readable regular file.
+  std::string input_file(const std::string& key, const std::string& fallback = "") const {
+    const std::string path = get(key, fallback);
+    check_input_file(key, path);
+    return path;
   }
+  /// An output file given with `key` (empty when absent): checked before any work starts.
+  std::string output_file(const std::string& key) const {
+    if (!has(key)) return "";
+    const std::string path = get(key);
+    check_output_file(key, path);
+    return path;
+  }
+
   /// --format: "table" (default) or "json".
   bool json_format() const {
     const std::string f = get("--format", "table");
     if (f != "table" && f != "json")
-      throw UsageError("--format = '" + f + "': must be 'table' or 'json'");
+      throw UsageError("--format = '" + clip(f) + "': must be 'table' or 'json'");
     return f == "json";
+  }
+
+  /// A value echoed in a message, cut to 80 characters.
+  static std::string clip(const std::string& v) {
+    return v.size() <= 80 ? v : v.substr(0, 80) + "...(" + std::to_string(v.size()) + " chars)";
+  }
+  static std::string num(double x) {
+    std::string s = std::to_string(x);
+    if (s.find('.') != std::string::npos) {
+      while (!s.empty() && s.back() == '0') s.pop_back();
+      if (!s.empty() && s.back() == '.') s.pop_back();
+    }
+    return s;
+  }
+  /// Strict integer parsing: the whole text, no overflow, in [lo, hi]; messages name `key`.
+  static std::int64_t parse_int(const std::string& key, const std::string& v, std::int64_t lo,
+                                std::int64_t hi) {
+    errno = 0;
+    char* end = nullptr;
+    const long long x = v.empty() ? 0 : std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || end != v.c_str() + v.size() || std::isspace(static_cast<unsigned char>(v[0])))
+      throw UsageError(key + " = '" + clip(v) + "': not an integer");
+    if (errno == ERANGE || x < lo || x > hi)
+      throw UsageError(key + " = " + clip(v) + ": must be in [" + std::to_string(lo) + ", " +
+                       std::to_string(hi) + "]");
+    return static_cast<std::int64_t>(x);
   }
 
  private:
   std::map<std::string, std::string> values_;
 };
+
+/// Throws UsageError naming `key` unless `path` is an existing, readable regular file.
+inline void check_input_file(const std::string& key, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string shown = key + " = '" + Args::clip(path) + "'";
+  if (path.empty()) throw UsageError(key + " needs a file");
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw UsageError(shown + ": no such file");
+  if (fs::is_directory(st)) throw UsageError(shown + ": is a directory, not a file");
+#if defined(__unix__) || defined(__APPLE__)
+  if (::access(path.c_str(), R_OK) != 0) throw UsageError(shown + ": cannot be read");
+#endif
+}
+
+/// Throws UsageError naming `key` unless `path` can be written: an existing writable file, or a
+/// new file in an existing writable directory. Nothing is created.
+inline void check_output_file(const std::string& key, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const std::string shown = key + " = '" + Args::clip(path) + "'";
+  if (path.empty()) throw UsageError(key + " needs a file");
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::exists(st)) {
+    if (fs::is_directory(st)) throw UsageError(shown + ": is a directory, not a file");
+#if defined(__unix__) || defined(__APPLE__)
+    if (::access(path.c_str(), W_OK) != 0) throw UsageError(shown + ": cannot be written");
+#endif
+    return;
+  }
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec))
+    throw UsageError(shown + ": directory '" + Args::clip(dir.string()) + "' does not exist");
+#if defined(__unix__) || defined(__APPLE__)
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw UsageError(shown + ": directory '" + Args::clip(dir.string()) + "' is not writable");
+#endif
+}
 
 }  // namespace cli

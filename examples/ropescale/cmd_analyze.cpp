@@ -13,6 +13,7 @@
 #include "analyze_report.hpp"
 #include "cli.hpp"
 #include "ropescale/critical.hpp"
+#include "ropescale/io/hf_config.hpp"
 
 namespace {
 
@@ -31,13 +32,24 @@ int run_analyze(const std::vector<std::string>& argv) {
     throw cli::UsageError("--base, --rotary-dim and --train-len go together");
 
   analyze::Options opt;
-  opt.config = args.get("--config");
-  if (args.has("--config") && opt.config.empty()) throw cli::UsageError("--config needs a file");
+  if (args.has("--config")) {
+    opt.config = args.input_file("--config");
+    ropescale::ModelRope model;  // read once here so that its errors name --config
+    cli::check_input("--config", opt.config, ropescale::try_load_hf_model(opt.config, {}, &model));
+  }
+  const std::string svg = args.output_file("--svg");
   opt.manual = manual;
-  opt.base = args.get_double("--base", 0.0);
-  opt.rotary_dim = args.get_int("--rotary-dim", 0);
-  opt.train_len = args.get_int("--train-len", 0);
-  if (args.has("--target")) opt.target = args.get_int("--target", 0);
+  if (manual) {
+    opt.base = args.get_double("--base", 0.0, 0.0, ropescale::kMaxRopeTheta);
+    if (!(opt.base > 1.0))
+      throw cli::UsageError("--base = " + args.get("--base") + ": must be > 1");
+    opt.rotary_dim = args.get_int("--rotary-dim", 0, 2, ropescale::kMaxHeadDim);
+    if (opt.rotary_dim % 2 != 0)
+      throw cli::UsageError("--rotary-dim = " + std::to_string(opt.rotary_dim) +
+                            ": must be even (channels rotate in pairs)");
+    opt.train_len = args.get_int("--train-len", 0, 7, ropescale::kMaxPosition);
+  }
+  if (args.has("--target")) opt.target = args.get_int("--target", 0, 1, ropescale::kMaxPosition);
   // A config with a RoPE per layer type (Gemma 3 / Gemma 4) gets one report per kind.
   std::vector<analyze::Report> reports = {analyze::make_report(opt)};
   for (std::size_t k = 1; k < reports[0].layer_kinds; ++k) {
@@ -45,23 +57,19 @@ int run_analyze(const std::vector<std::string>& argv) {
     reports.push_back(analyze::make_report(opt));
   }
 
-  if (args.has("--svg")) {
+  if (!svg.empty()) {
     for (const analyze::Report& report : reports) {
-      std::string path = args.get("--svg");
+      std::string path = svg;
       if (reports.size() > 1) {  // out.svg -> out.full_attention.svg
         const auto dot = path.find_last_of('.');
         const std::string tag = "." + report.layer_type;
         path = dot == std::string::npos ? path + tag : path.substr(0, dot) + tag + path.substr(dot);
       }
       std::ofstream out(path);
-      if (!out)
-        ropescale::throw_if_error(ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg",
-                                                         path, "cannot be opened for writing"));
+      if (!out) throw cli::UsageError("--svg = '" + path + "': cannot be opened for writing");
       out << analyze::render_svg(report.cmp, report.model);
       out.close();
-      if (!out)
-        ropescale::throw_if_error(
-            ropescale::make_status(ropescale::ErrorCode::kIoError, "--svg", path, "write failed"));
+      if (!out) throw cli::UsageError("--svg = '" + path + "': write failed");
     }
   }
   if (json) {

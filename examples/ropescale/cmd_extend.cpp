@@ -31,6 +31,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -197,10 +198,20 @@ void write_file(const std::string& option, const std::string& path, const std::s
         ropescale::make_status(ropescale::ErrorCode::kIoError, option, path, "write failed"));
 }
 
-std::int64_t positive(const cli::Args& args, const std::string& key, std::int64_t fallback) {
-  const std::int64_t v = args.get_int(key, fallback);
-  if (v <= 0) throw cli::UsageError(key + " = " + std::to_string(v) + ": must be > 0");
-  return v;
+std::int64_t positive(const cli::Args& args, const std::string& key, std::int64_t fallback,
+                      std::int64_t max) {
+  return args.get_int(key, fallback, 1, max);
+}
+
+// Runs load(); a library error about the file's contents names the option the user typed.
+template <typename F>
+auto load_input(const std::string& key, const std::string& path, F load) {
+  try {
+    return load();
+  } catch (const ropescale::Error& e) {
+    cli::check_input(key, path, e.status());
+    throw;
+  }
 }
 
 int run_extend(const std::vector<std::string>& argv) {
@@ -209,28 +220,33 @@ int run_extend(const std::vector<std::string>& argv) {
       argv, {"--model", "--tokenizer", "--text", "--json", "--svg", "--space", "--search-evals",
              "--search-windows", "--eval-tokens", "--threads", "--seed"});
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
-  const std::string model_path = args.get("--model", data + "/stories260K.bin");
-  const std::string tok_path = args.get("--tokenizer", data + "/tok512.bin");
-  const std::string text_path = args.get("--text", data + "/tinystories-valid-prefix.txt");
+  // Every input and output path, and every number, is checked before any work starts.
+  const std::string model_path = args.input_file("--model", data + "/stories260K.bin");
+  const std::string tok_path = args.input_file("--tokenizer", data + "/tok512.bin");
+  const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
+  const std::string json_path = args.output_file("--json");
+  const std::string svg_path = args.output_file("--svg");
   const std::string space_name = args.get("--space", "longrope");
   if (space_name != "longrope" && space_name != "longrope2")
-    throw cli::UsageError("--space = '" + space_name + "': must be 'longrope' or 'longrope2'");
-  const std::int64_t search_evals = positive(args, "--search-evals", 64);
+    throw cli::UsageError("--space = '" + cli::Args::clip(space_name) +
+                          "': must be 'longrope' or 'longrope2'");
+  const std::int64_t search_evals = positive(args, "--search-evals", 64, 1 << 20);
   if (search_evals < 16)
     throw cli::UsageError("--search-evals = " + std::to_string(search_evals) +
                           ": must be >= 16 (the initial population)");
-  const std::int64_t search_windows = positive(args, "--search-windows", 2);
-  const std::int64_t eval_tokens = positive(args, "--eval-tokens", 16384);
-  const int threads = static_cast<int>(positive(args, "--threads", 2));
-  const std::int64_t seed = args.get_int("--seed", 0);
-  if (seed < 0) throw cli::UsageError("--seed = " + std::to_string(seed) + ": must be >= 0");
+  const std::int64_t search_windows = positive(args, "--search-windows", 2, 1 << 10);
+  const std::int64_t eval_tokens = positive(args, "--eval-tokens", 16384, 1 << 24);
+  const int threads = static_cast<int>(positive(args, "--threads", 2, 1024));
+  const std::int64_t seed = args.get_int("--seed", 0, 0, std::numeric_limits<std::int64_t>::max());
 
   // Model, tokenizer, text.
-  const llama2c::Model model = llama2c::Model::load(model_path);
+  const llama2c::Model model =
+      load_input("--model", model_path, [&] { return llama2c::Model::load(model_path); });
   const llama2c::Config& cfg = model.config();
-  const llama2c::Tokenizer tokenizer = llama2c::Tokenizer::load(tok_path, cfg.vocab_size);
-  const std::vector<int> tokens = tokenizer.encode(
-      llama2c::join_paragraphs(llama2c::detail::read_file(text_path, "text file")));
+  const llama2c::Tokenizer tokenizer = load_input(
+      "--tokenizer", tok_path, [&] { return llama2c::Tokenizer::load(tok_path, cfg.vocab_size); });
+  const std::vector<int> tokens = tokenizer.encode(llama2c::join_paragraphs(load_input(
+      "--text", text_path, [&] { return llama2c::detail::read_file(text_path, "text file"); })));
   const ropescale::RopeSpec spec = model.rope_spec();
   const std::int64_t train = spec.original_max_position;
   std::vector<std::int64_t> lengths;
@@ -409,13 +425,13 @@ int run_extend(const std::vector<std::string>& argv) {
                    {"seconds", search_seconds},
                    {"seed", seed}};
     j["seconds"] = total_seconds;
-    write_file("--json", args.get("--json"), j.dump(1) + "\n");
+    write_file("--json", json_path, j.dump(1) + "\n");
   }
   if (args.has("--svg")) {
     std::ostringstream sub;
     sub << "held-out TinyStories, " << eval_tokens << " tokens per length; tables built for "
         << target << " (s = " << s << ")";
-    write_file("--svg", args.get("--svg"), render_svg(lengths, methods, sub.str()));
+    write_file("--svg", svg_path, render_svg(lengths, methods, sub.str()));
   }
   return 0;
 }

@@ -21,7 +21,8 @@ ropescale::YarnSemantics parse_yarn(const std::string& v) {
   if (v == "current") return ropescale::YarnSemantics::kCurrent;
   if (v == "derived") return ropescale::YarnSemantics::kDerivedFactor;
   if (v == "legacy") return ropescale::YarnSemantics::kLegacy;
-  throw cli::UsageError("--yarn = '" + v + "': must be 'current', 'derived' or 'legacy'");
+  throw cli::UsageError("--yarn = '" + cli::Args::clip(v) +
+                        "': must be 'current', 'derived' or 'legacy'");
 }
 
 // Shortest decimal that reads back as the same double (as Python's repr and JSON output do).
@@ -38,14 +39,13 @@ int run_factors(const std::vector<std::string>& argv) {
   cli::Args args(argv, {"--config", "--seq-len", "--format", "--yarn"});
   if (!args.has("--config")) throw cli::UsageError("--config FILE is required");
   const bool json_out = args.json_format();
-  const std::int64_t seq_len = args.get_int("--seq-len", 0);
-  if (args.has("--seq-len") && seq_len < 1)
-    throw cli::UsageError("--seq-len = " + std::to_string(seq_len) + ": must be >= 1");
+  const std::int64_t seq_len = args.get_int("--seq-len", 0, 1, ropescale::kMaxPosition);
   ropescale::HfImportOptions options;
   options.yarn = parse_yarn(args.get("--yarn", "current"));
+  const std::string path = args.input_file("--config");
 
-  const std::string path = args.get("--config");
-  const ropescale::ModelRope model = ropescale::load_hf_model(path, options);
+  ropescale::ModelRope model;
+  cli::check_input("--config", path, ropescale::try_load_hf_model(path, options, &model));
 
   // One section per distinct RoPE (Gemma 3/4: sliding and full layers); a config with one RoPE
   // for every layer prints exactly one, as before.

@@ -15,22 +15,37 @@
 
 namespace {
 
-// Integers separated by commas, spaces or newlines.
+// Document lengths: integers separated by commas, spaces or newlines. An empty entry between two
+// commas ("5,,7") or a trailing comma is an error, not a skipped value.
 std::vector<std::int64_t> parse_lengths(const std::string& text, const std::string& what) {
-  std::string s = text;
-  for (char& c : s)
-    if (c == ',' || c == '\n' || c == '\t' || c == '\r') c = ' ';
-  std::istringstream in(s);
   std::vector<std::int64_t> out;
-  std::string tok;
-  while (in >> tok) {
-    try {
-      std::size_t used = 0;
-      const long long v = std::stoll(tok, &used);
-      if (used != tok.size()) throw std::invalid_argument(tok);
-      out.push_back(v);
-    } catch (const std::exception&) {
-      throw cli::UsageError(what + ": '" + tok + "' is not an integer");
+  std::size_t line_start = 0;
+  while (line_start <= text.size()) {
+    std::size_t line_end = text.find('\n', line_start);
+    if (line_end == std::string::npos) line_end = text.size();
+    const std::string line = text.substr(line_start, line_end - line_start);
+    line_start = line_end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank line
+    std::size_t pos = 0;
+    while (true) {
+      const std::size_t comma = line.find(',', pos);
+      const std::string entry =
+          line.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      std::istringstream words(entry);
+      std::string tok;
+      bool any = false;
+      while (words >> tok) {
+        any = true;
+        if (out.size() >= (std::size_t{1} << 24))
+          throw cli::UsageError(what + ": more than 2^24 document lengths");
+        out.push_back(cli::Args::parse_int(what + " entry " + std::to_string(out.size() + 1), tok,
+                                           1, ropescale::kMaxPosition));
+      }
+      if (!any)
+        throw cli::UsageError(what + ": empty entry after " + std::to_string(out.size()) +
+                              " length(s) (two commas in a row, or a trailing comma)");
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
     }
   }
   if (out.empty()) throw cli::UsageError(what + ": no document lengths");
@@ -44,34 +59,47 @@ int run_pack(const std::vector<std::string>& argv) {
   std::vector<std::int64_t> lengths;
   if (args.has("--lengths") == args.has("--lengths-file"))
     throw cli::UsageError("give exactly one of --lengths LIST and --lengths-file FILE");
+  const std::string source = args.has("--lengths") ? "--lengths" : "--lengths-file";
   if (args.has("--lengths")) {
     lengths = parse_lengths(args.get("--lengths"), "--lengths");
   } else {
-    std::ifstream in(args.get("--lengths-file"));
-    if (!in)
-      throw cli::UsageError("--lengths-file = '" + args.get("--lengths-file") +
-                            "': cannot be opened");
+    const std::string path = args.input_file("--lengths-file");
+    std::ifstream in(path);
+    if (!in) throw cli::UsageError("--lengths-file = '" + path + "': cannot be opened");
     std::stringstream ss;
     ss << in.rdbuf();
     lengths = parse_lengths(ss.str(), "--lengths-file");
   }
   ropescale::PackOptions opt;
-  opt.segment_length = args.get_int("--segment-length", opt.segment_length);
-  opt.original_max_position = args.get_int("--original", opt.original_max_position);
+  opt.original_max_position =
+      args.get_int("--original", opt.original_max_position, 1, ropescale::kMaxPosition);
+  opt.segment_length =
+      args.get_int("--segment-length", opt.segment_length, 2, ropescale::kMaxSegmentTokens);
+  if (opt.segment_length <= opt.original_max_position)
+    throw cli::UsageError("--segment-length = " + std::to_string(opt.segment_length) +
+                          ": must be > --original (" + std::to_string(opt.original_max_position) +
+                          ")");
   const std::string packing = args.get("--long-packing", "pack");
   if (packing != "pack" && packing != "chunk")
-    throw cli::UsageError("--long-packing = '" + packing + "': must be 'pack' or 'chunk'");
+    throw cli::UsageError("--long-packing = '" + cli::Args::clip(packing) +
+                          "': must be 'pack' or 'chunk'");
   opt.long_packing =
       packing == "pack" ? ropescale::LongPacking::kPack : ropescale::LongPacking::kChunk;
   const std::string mask = args.get("--long-mask", "full");
   if (mask != "full" && mask != "document")
-    throw cli::UsageError("--long-mask = '" + mask + "': must be 'full' or 'document'");
+    throw cli::UsageError("--long-mask = '" + cli::Args::clip(mask) +
+                          "': must be 'full' or 'document'");
   opt.long_mask =
       mask == "full" ? ropescale::MaskKind::kFullCausal : ropescale::MaskKind::kDocumentCausal;
-  const std::int64_t show = args.get_int("--show", 20);
-  if (show < 0) throw cli::UsageError("--show = " + std::to_string(show) + ": must be >= 0");
+  const std::int64_t show = args.get_int("--show", 20, 0, std::int64_t{1} << 40);
 
-  const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt);
+  ropescale::PackingPlan plan;
+  const ropescale::Status packed = ropescale::try_pack_documents(lengths, opt, &plan);
+  if (!packed.ok()) {
+    std::string m = packed.message();
+    if (m.rfind("ropescale: ", 0) == 0) m = m.substr(11);
+    throw cli::UsageError(source + ": " + m);
+  }
 
   if (json_out) {
     nlohmann::json segs = nlohmann::json::array();

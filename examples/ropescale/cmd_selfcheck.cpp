@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <iomanip>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
@@ -13,7 +14,8 @@
 namespace {
 
 int run_selfcheck(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {}, {});
+  cli::Args args(argv, {"--format"}, {});
+  const bool json = args.json_format();
   ropescale::RopeSpec spec;  // Llama-style: head 128, theta 500000, trained at 8192
   spec.head_dim = 128;
   spec.rotary_dim = 128;
@@ -54,6 +56,19 @@ int run_selfcheck(const std::vector<std::string>& argv) {
   for (std::size_t j = 0; j < x.size(); ++j)
     round_trip = std::fmax(round_trip, std::fabs(static_cast<double>(x[j]) - x0[j]));
 
+  const bool ok = max_err < 1e-5 && round_trip < 1e-5;
+  if (json) {
+    nlohmann::json out = {{"version", ropescale::version()},
+                          {"tokens", tokens},
+                          {"heads", heads},
+                          {"head_dim", spec.head_dim},
+                          {"positions", positions},
+                          {"max_error", max_err},
+                          {"round_trip_error", round_trip},
+                          {"ok", ok}};
+    std::cout << out.dump(1) << "\n";
+    return ok ? 0 : 1;
+  }
   std::cout << "ropescale " << ropescale::version() << " self-check\n"
             << "  spec: " << spec << "\n"
             << "  rotated " << tokens << " tokens x " << heads << " heads x " << spec.head_dim
@@ -61,13 +76,12 @@ int run_selfcheck(const std::vector<std::string>& argv) {
             << std::scientific << std::setprecision(2)
             << "  max |error| vs long double reference: " << max_err << "\n"
             << "  max |error| after forward + inverse:  " << round_trip << "\n";
-  const bool ok = max_err < 1e-5 && round_trip < 1e-5;
   std::cout << (ok ? "  OK\n" : "  FAILED\n");
   return ok ? 0 : 1;
 }
 
 const bool registered = cli::register_command(
-    {"selfcheck", "rotate random heads at long positions and check against long double", "",
-     run_selfcheck});
+    {"selfcheck", "rotate random heads at long positions and check against long double",
+     "[--format table|json]", run_selfcheck});
 
 }  // namespace

@@ -45,7 +45,8 @@ std::vector<std::int64_t> parse_list(const std::string& option, const std::strin
       used = 0;
     }
     if (item.empty() || used != item.size() || x < 1 || x > 64)
-      throw cli::UsageError(option + " = '" + v + "': a comma list of integers in [1, 64]");
+      throw cli::UsageError(option + " = '" + cli::Args::clip(v) +
+                            "': a comma list of integers in [1, 64]");
     out.push_back(x);
   }
   if (out.empty()) throw cli::UsageError(option + " is empty");
@@ -64,6 +65,8 @@ int run_study(const std::vector<std::string>& argv) {
   const std::string model = args.get("--model");
   if (model.empty())
     throw cli::UsageError("--model is required (a directory from ropescale train)");
+  cli::check_input_file("--model", model + "/config.json");
+  cli::check_input_file("--model", model + "/model.safetensors");
   const auto multiples = parse_list("--multiples", args.get("--multiples", "1,2,4,8"));
   const auto search_multiples =
       parse_list("--search-multiples", args.get("--search-multiples", "4,8"));
@@ -71,20 +74,14 @@ int run_study(const std::vector<std::string>& argv) {
   for (auto m : search_multiples)
     if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
       throw cli::UsageError("--search-multiples: each must be >= 2 and in --multiples");
-  const std::int64_t per_depth = args.get_int("--needles-per-depth", 4);
-  if (per_depth < 1 || per_depth > 100)
-    throw cli::UsageError("--needles-per-depth must be in [1, 100]");
+  const std::int64_t per_depth = args.get_int("--needles-per-depth", 4, 1, 100);
   const std::string budget_name = args.get("--budget", "default");
   if (budget_name != "small" && budget_name != "default")
-    throw cli::UsageError("--budget = '" + budget_name + "': must be 'small' or 'default'");
-  const std::int64_t threads = args.get_int("--threads", 2);
-  if (threads < 1 || threads > 256) throw cli::UsageError("--threads must be in [1, 256]");
-  const std::string json_path = args.get("--json");
-  if (!json_path.empty()) {
-    std::ofstream probe(json_path, std::ios::app);
-    if (!probe) throw cli::UsageError("--json = '" + json_path + "': cannot be written");
-  }
-  const std::string text_path = args.get(
+    throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
+                          "': must be 'small' or 'default'");
+  const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
+  const std::string json_path = args.output_file("--json");
+  const std::string text_path = args.input_file(
       "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
 
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);

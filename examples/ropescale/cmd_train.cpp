@@ -11,6 +11,7 @@
 #include <cmath>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -38,17 +39,24 @@ int run_train(const std::vector<std::string>& argv) {
   const std::string out = args.get("--out");
   if (out.empty()) throw cli::UsageError("--out is required (the model directory to write)");
   struct stat st {};
-  if (::stat(out.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
-    throw cli::UsageError("--out = '" + out + "': exists and is not a directory");
+  if (::stat(out.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      throw cli::UsageError("--out = '" + cli::Args::clip(out) +
+                            "': exists and is not a directory");
+    cli::check_output_file("--out", out + "/config.json");
+  } else {
+    cli::check_output_file("--out", out);  // a new directory in an existing writable one
+  }
+  if (args.has("--resume")) cli::check_input_file("--out", out + "/optimizer_m.safetensors");
   const std::string plan = args.get("--plan", "default");
   if (plan != "default" && plan != "smoke")
-    throw cli::UsageError("--plan = '" + plan + "': must be 'default' or 'smoke'");
-  const std::int64_t threads = args.get_int("--threads", 2);
-  if (threads < 1 || threads > 256) throw cli::UsageError("--threads must be in [1, 256]");
-  const std::int64_t eval_every = args.get_int("--eval-every", plan == "smoke" ? 10 : 100);
-  if (eval_every < 1) throw cli::UsageError("--eval-every must be >= 1");
-  const std::int64_t seed = args.get_int("--seed", 1);
-  const std::string text = args.get(
+    throw cli::UsageError("--plan = '" + cli::Args::clip(plan) + "': must be 'default' or 'smoke'");
+  const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
+  const std::int64_t eval_every =
+      args.get_int("--eval-every", plan == "smoke" ? 10 : 100, 1, 1000000);
+  const std::int64_t seed = args.get_int("--seed", 1, 0, std::numeric_limits<std::int64_t>::max());
+  const std::string log_path = args.output_file("--log");
+  const std::string text = args.input_file(
       "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
 
   tiny_llama::TrainOptions o = tiny_llama::default_curriculum();
@@ -60,7 +68,7 @@ int run_train(const std::vector<std::string>& argv) {
   o.threads = static_cast<int>(threads);
   o.seed = static_cast<std::uint64_t>(seed);
   o.eval_every = eval_every;
-  o.log_path = args.get("--log");
+  o.log_path = log_path;
   o.out_dir = out;
 
   const tiny_llama::Config config;

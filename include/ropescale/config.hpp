@@ -6,6 +6,10 @@
 //   ROPESCALE_NO_EXCEPTIONS  defined automatically when the compiler has exceptions off;
 //                            the throwing front doors then abort, and the Status-returning
 //                            try_* twins are the way to call the library.
+//   ROPESCALE_TRY / ROPESCALE_CATCH(type)  try / catch (type) with exceptions; without them the
+//                            try block runs and the catch blocks compile away (nlohmann's
+//                            JSON_TRY / JSON_CATCH). Catch by unnamed type: a handler cannot
+//                            use the exception object.
 #pragma once
 
 #define ROPESCALE_VERSION_MAJOR 0
@@ -18,6 +22,16 @@
 
 #if !defined(ROPESCALE_NO_EXCEPTIONS) && !defined(__cpp_exceptions) && !defined(__EXCEPTIONS)
 #define ROPESCALE_NO_EXCEPTIONS
+#endif
+
+#ifndef ROPESCALE_TRY
+#ifdef ROPESCALE_NO_EXCEPTIONS
+#define ROPESCALE_TRY if (true)
+#define ROPESCALE_CATCH(type) else if (false)
+#else
+#define ROPESCALE_TRY try
+#define ROPESCALE_CATCH(type) catch (type)
+#endif
 #endif
 
 #ifndef ROPESCALE_ASSERT

@@ -231,6 +231,22 @@ inline Status try_analyze_table(const CriticalAnalysis& analysis, const FactorTa
   if (analysis.pairs() == 0 || analysis.pairs() != analysis.spec.pairs())
     return make_status(ErrorCode::kInvalidArgument, "analysis.pairs()", analysis.pairs(),
                        "must come from analyze_critical()");
+  // A hand-built analysis: every array the computation reads must match, the numbers be sane.
+  const Eigen::Index n = analysis.theta.size();
+  if (analysis.period.size() != n || analysis.train_periods.size() != n)
+    return make_status(ErrorCode::kInvalidArgument, "analysis.period.size()",
+                       static_cast<std::int64_t>(analysis.period.size()),
+                       "must equal analysis.theta.size() (" + std::to_string(n) +
+                           "): the analysis must come from analyze_critical()");
+  if (!analysis.period.allFinite() || !(analysis.period > 0.0).all())
+    return make_status(ErrorCode::kInvalidArgument, "analysis.period", "non-finite or <= 0",
+                       "must come from analyze_critical()");
+  if (!std::isfinite(analysis.scale) || !(analysis.scale >= 1.0))
+    return make_status(ErrorCode::kInvalidArgument, "analysis.scale", analysis.scale,
+                       "must be finite and >= 1");
+  if (analysis.target_length <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "analysis.target_length",
+                       analysis.target_length, "must be > 0");
   ROPESCALE_RETURN_IF_ERROR(table.validate_for(analysis.spec));
   TableAnalysis t;
   t.method = table.method();

@@ -94,11 +94,25 @@ inline std::string format_value(const T& value) {
   return os.str();
 }
 
-inline std::string format_value(const std::string& value) { return "\"" + value + "\""; }
+/// Longest string echoed whole into a message; longer ones show their head and their size, so a
+/// hostile 200 MB value cannot make a 200 MB error.
+constexpr std::size_t kMaxEchoedChars = 120;
+
+inline std::string format_value(const std::string& value) {
+  if (value.size() <= kMaxEchoedChars) return "\"" + value + "\"";
+  return "\"" + value.substr(0, kMaxEchoedChars) + "\"... (" + std::to_string(value.size()) +
+         " bytes)";
+}
 inline std::string format_value(const char* value) {
   return value ? format_value(std::string(value)) : std::string("null");
 }
 inline std::string format_value(std::nullptr_t) { return "null"; }
+/// An argument name built from input (a config key, a layer type) is cut like a value.
+inline std::string format_argument(const std::string& argument) {
+  if (argument.size() <= 2 * kMaxEchoedChars) return argument;
+  return argument.substr(0, 2 * kMaxEchoedChars) + "... (" + std::to_string(argument.size()) +
+         " bytes)";
+}
 inline std::string format_value(bool value) { return value ? "true" : "false"; }
 
 }  // namespace detail
@@ -107,8 +121,9 @@ inline std::string format_value(bool value) { return value ? "true" : "false"; }
 template <typename T>
 inline Status make_status(ErrorCode code, const std::string& argument, const T& value,
                           const std::string& rule) {
-  return Status(code, std::string("ropescale: ") + error_id(code) + ": " + argument + " = " +
-                          detail::format_value(value) + ": " + rule);
+  return Status(code, std::string("ropescale: ") + error_id(code) + ": " +
+                          detail::format_argument(argument) + " = " + detail::format_value(value) +
+                          ": " + rule);
 }
 
 /// Throws status as an Error unless it is ok. Without exceptions it prints and aborts.

@@ -25,6 +25,29 @@
 
 namespace ropescale {
 
+/// Smallest factor lambda_i a table accepts: below it inv_freq_i = base_inv_freq_i / lambda_i
+/// leaves the range in which angles stay exact (5e-324 would make it inf).
+inline constexpr double kMinFactor = 1e-6;
+/// Attention factors m are accepted in [1/1000, 1000]: m multiplies every rotated value (and the
+/// inverse divides by m^2), so a larger one overflows float or half outputs. Real ones are ~1-2.
+inline constexpr double kMinAttentionFactor = 1e-3;
+inline constexpr double kMaxAttentionFactor = 1e3;
+
+namespace detail {
+
+/// The one check of an attention factor, shared by tables and raw frequency sources.
+inline Status check_attention_factor(const std::string& name, double attention_factor) {
+  if (!std::isfinite(attention_factor) || !(attention_factor > 0.0))
+    return make_status(ErrorCode::kInvalidArgument, name, attention_factor,
+                       "must be finite and > 0");
+  if (attention_factor < kMinAttentionFactor || attention_factor > kMaxAttentionFactor)
+    return make_status(ErrorCode::kInvalidArgument, name, attention_factor,
+                       "must be in [1e-3, 1e3] (outputs scale by it)");
+  return Status();
+}
+
+}  // namespace detail
+
 /// Per-pair rescale factors lambda_i, the attention factor, and where they came from.
 class FactorTable {
  public:
@@ -124,11 +147,11 @@ class FactorTable {
       if (!std::isfinite(v) || !(v > 0.0))
         return make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]", v,
                            "must be finite and > 0");
+      if (v < kMinFactor)
+        return make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]", v,
+                           "must be >= 1e-6 (kMinFactor)");
     }
-    if (!std::isfinite(attention_factor) || !(attention_factor > 0.0))
-      return make_status(ErrorCode::kInvalidArgument, "attention_factor", attention_factor,
-                         "must be finite and > 0");
-    return Status();
+    return detail::check_attention_factor("attention_factor", attention_factor);
   }
 
   Eigen::ArrayXd factors_;

@@ -30,6 +30,16 @@
 
 namespace ropescale {
 
+/// Limits every path accepts (see "Limits and guarantees" in the README).
+///
+/// Positions: [0, kMaxPosition). The angle reduction is good to ~1e-14 rad up to 2^48 rad and
+/// degrades past it, so sources refuse larger positions (and angles) instead of rotating wrongly.
+inline constexpr std::int64_t kMaxPosition = std::int64_t{1} << 48;
+/// head_dim (and so rotary_dim) of any spec: 65536 channels, far above any model's 64 .. 512.
+inline constexpr std::int64_t kMaxHeadDim = std::int64_t{1} << 16;
+/// rope_theta: real models use 1e4 .. 1e7; above 1e12 the scaled tables under- and overflow.
+inline constexpr double kMaxRopeTheta = 1e12;
+
 /// What a model's RoPE looks like before any rescaling.
 struct RopeSpec {
   std::int64_t head_dim = 128;                ///< channels per attention head
@@ -63,6 +73,9 @@ struct RopeSpec {
 inline Status validate(const RopeSpec& spec) {
   if (spec.head_dim <= 0)
     return make_status(ErrorCode::kInvalidArgument, "head_dim", spec.head_dim, "must be > 0");
+  if (spec.head_dim > kMaxHeadDim)
+    return make_status(ErrorCode::kInvalidArgument, "head_dim", spec.head_dim,
+                       "must be <= " + std::to_string(kMaxHeadDim));
   if (spec.rotary_dim <= 0)
     return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim, "must be > 0");
   if (spec.rotary_dim % 2 != 0)
@@ -74,6 +87,9 @@ inline Status validate(const RopeSpec& spec) {
   if (!std::isfinite(spec.rope_theta) || !(spec.rope_theta > 1.0))
     return make_status(ErrorCode::kInvalidArgument, "rope_theta", spec.rope_theta,
                        "must be finite and > 1");
+  if (spec.rope_theta > kMaxRopeTheta)
+    return make_status(ErrorCode::kInvalidArgument, "rope_theta", spec.rope_theta,
+                       "must be <= 1e12");
   if (spec.original_max_position <= 0)
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position, "must be > 0");
@@ -84,6 +100,9 @@ inline Status validate(const RopeSpec& spec) {
                              std::to_string(spec.rotary_dim) + ", " +
                              std::to_string(spec.head_dim) + "]");
   }
+  if (spec.original_max_position > kMaxPosition)
+    return make_status(ErrorCode::kInvalidArgument, "original_max_position",
+                       spec.original_max_position, "must be <= 2^48 (kMaxPosition)");
   return Status();
 }
 

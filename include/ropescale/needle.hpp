@@ -251,16 +251,20 @@ inline NeedleDocument make_needle_document(const std::vector<TokenId>& haystack,
   return doc;
 }
 
+/// Most documents one make_needle_documents call builds.
+inline constexpr std::int64_t kMaxNeedleDocuments = std::int64_t{1} << 20;
+
 /// Documents 0 .. count-1 (LongRoPE2 uses 10, each from a random PG19 validation book).
 inline std::vector<NeedleDocument> make_needle_documents(const std::vector<TokenId>& haystack,
                                                          const NeedleTemplate& tmpl,
                                                          const ValueTokenizer& tokenize,
                                                          const NeedleOptions& options,
                                                          std::int64_t count) {
-  if (count < 0)
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "count", count, "must be >= 0"));
+  if (count < 0 || count > kMaxNeedleDocuments)
+    throw_if_error(
+        make_status(ErrorCode::kInvalidArgument, "count", count, "must be in [0, 2^20]"));
   std::vector<NeedleDocument> docs;
-  docs.reserve(static_cast<std::size_t>(count));
+  docs.reserve(static_cast<std::size_t>(std::min<std::int64_t>(count, 1024)));
   for (std::int64_t k = 0; k < count; ++k)
     docs.push_back(
         make_needle_document(haystack, tmpl, tokenize, options, static_cast<std::uint64_t>(k)));
@@ -272,14 +276,39 @@ inline std::vector<NeedleDocument> make_needle_documents(const std::vector<Token
 // ---------------------------------------------------------------------------------------------
 
 /// Row-wise log-softmax in double, stable for any magnitude: x - max - log(sum exp(x - max)).
+/// Logits must be finite or -inf (a masked-out token), with at least one finite logit per row;
+/// kInvalidArgument otherwise (NaN, +inf, an all -inf row, no columns). *out set on success.
+template <typename Derived>
+inline Status try_log_softmax(const Eigen::MatrixBase<Derived>& logits, Eigen::MatrixXd* out) {
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  if (logits.cols() == 0 && logits.rows() > 0)
+    return make_status(ErrorCode::kInvalidArgument, "logits.cols()", 0,
+                       "must be > 0 (one column per vocabulary entry)");
+  Eigen::MatrixXd m = logits.template cast<double>();
+  for (Eigen::Index r = 0; r < m.rows(); ++r) {
+    double mx = -std::numeric_limits<double>::infinity();
+    for (Eigen::Index c = 0; c < m.cols(); ++c) {
+      const double v = m(r, c);
+      if (std::isnan(v) || v == std::numeric_limits<double>::infinity())
+        return make_status(ErrorCode::kInvalidArgument,
+                           "logits(" + std::to_string(r) + ", " + std::to_string(c) + ")", v,
+                           "must be finite or -inf");
+      mx = std::max(mx, v);
+    }
+    if (!std::isfinite(mx))
+      return make_status(ErrorCode::kInvalidArgument, "logits row " + std::to_string(r), "all -inf",
+                         "must hold at least one finite logit");
+    const double lse = mx + std::log((m.row(r).array() - mx).exp().sum());
+    m.row(r).array() -= lse;
+  }
+  *out = std::move(m);
+  return Status();
+}
 template <typename Derived>
 inline Eigen::MatrixXd log_softmax(const Eigen::MatrixBase<Derived>& logits) {
-  Eigen::MatrixXd out = logits.template cast<double>();
-  for (Eigen::Index r = 0; r < out.rows(); ++r) {
-    const double m = out.row(r).maxCoeff();
-    const double lse = m + std::log((out.row(r).array() - m).exp().sum());
-    out.row(r).array() -= lse;
-  }
+  Eigen::MatrixXd out;
+  throw_if_error(try_log_softmax(logits, &out));
   return out;
 }
 
@@ -317,7 +346,15 @@ inline Status masked_mean_nll(const Eigen::MatrixBase<Derived>& m,
     if (t < 0 || t >= m.cols())
       return make_status(ErrorCode::kOutOfRange, "tokens[" + std::to_string(p) + "]", t,
                          "must be in [0, vocab) = [0, " + std::to_string(m.cols()) + ")");
-    sum -= logp(static_cast<Eigen::Index>(row), static_cast<Eigen::Index>(t));
+    const double lp = logp(static_cast<Eigen::Index>(row), static_cast<Eigen::Index>(t));
+    if (!std::isfinite(lp) || lp > 0.0)
+      return make_status(ErrorCode::kInvalidArgument,
+                         std::string("log-probability of tokens[") + std::to_string(p) + "] from " +
+                             what + " row " + std::to_string(row),
+                         lp,
+                         "must be finite and <= 0 (NaN or +inf in the row, or a target of "
+                         "probability 0)");
+    sum -= lp;
     ++count;
   }
   if (count == 0)
@@ -402,7 +439,8 @@ inline double token_nll(const Eigen::MatrixBase<Derived>& logits,
 }
 
 /// exp(mean of per-document losses): LongRoPE2's needle-driven perplexity when the losses are
-/// answer_nll values, plain perplexity when they are token_nll values.
+/// answer_nll values, plain perplexity when they are token_nll values. Throws Error on an empty
+/// list, a loss that is not finite, or a mean loss whose exp overflows: it never returns NaN/inf.
 inline double perplexity(const std::vector<double>& losses) {
   if (losses.empty())
     throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses.size()", 0, "must be > 0"));
@@ -411,9 +449,17 @@ inline double perplexity(const std::vector<double>& losses) {
     if (std::isnan(losses[i]))
       throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
                                  losses[i], "must not be NaN"));
+    if (!std::isfinite(losses[i]))
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
+                                 losses[i], "must be finite"));
     sum += losses[i];
   }
-  return std::exp(sum / static_cast<double>(losses.size()));
+  const double mean = sum / static_cast<double>(losses.size());
+  const double ppl = std::exp(mean);
+  if (!std::isfinite(ppl))
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "mean loss", mean,
+                               "must be <= 709 (exp of it overflows double)"));
+  return ppl;
 }
 
 /// The loss of one document under one candidate table, e.g. run the host model with the table's
@@ -432,7 +478,12 @@ inline std::function<double(const FactorTable&)> needle_perplexity_fitness(
   return [docs = std::move(docs), loss = std::move(loss)](const FactorTable& table) {
     std::vector<double> losses;
     losses.reserve(docs.size());
-    for (const NeedleDocument& d : docs) losses.push_back(loss(table, d));
+    for (const NeedleDocument& d : docs) {
+      losses.push_back(loss(table, d));
+      // A document the candidate gives probability 0: the worst fitness, which the search
+      // never picks (perplexity() itself refuses infinite losses).
+      if (losses.back() == std::numeric_limits<double>::infinity()) return losses.back();
+    }
     return perplexity(losses);
   };
 }

@@ -36,7 +36,8 @@
 // ## Angle sources
 //
 //   RotaryCache         cos/sin precomputed for positions [0, num_positions), float storage.
-//   RotaryFrequencies   cos/sin computed per token on the fly, for any position in [0, 2^63).
+//   RotaryFrequencies   cos/sin computed per token on the fly, for positions in [0, 2^48)
+//                       whose angle pos * max|inv_freq_i| stays below 2^48 rad (max_position()).
 //
 // Both compute the angle in double with an exact Cody-Waite range reduction, so float outputs
 // stay within 2e-6 of a long double reference at every position up to 2^21 and beyond; the
@@ -60,6 +61,7 @@
 #include <vector>
 
 #include "ropescale/detail/angle.hpp"
+#include "ropescale/detail/checked_math.hpp"
 #include "ropescale/detail/rotary_kernels.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
@@ -92,19 +94,31 @@ struct HeadsView {
   std::int64_t token_stride = 0;
   std::int64_t head_stride = 0;
 
-  /// Contiguous [tokens, heads, head_dim].
+  /// Contiguous [tokens, heads, head_dim]. Throws Error when heads * head_dim overflows int64.
   static HeadsView tokens_heads_dim(T* data, std::int64_t tokens, std::int64_t heads,
                                     std::int64_t head_dim) {
-    return {data, tokens, heads, head_dim, heads * head_dim, head_dim};
+    return {data,    tokens, heads, head_dim, stride_of("heads * head_dim", heads, head_dim),
+            head_dim};
   }
-  /// Contiguous [heads, tokens, head_dim].
+  /// Contiguous [heads, tokens, head_dim]. Throws Error when tokens * head_dim overflows int64.
   static HeadsView heads_tokens_dim(T* data, std::int64_t tokens, std::int64_t heads,
                                     std::int64_t head_dim) {
-    return {data, tokens, heads, head_dim, head_dim, tokens * head_dim};
+    return {data,     tokens,   heads,
+            head_dim, head_dim, stride_of("tokens * head_dim", tokens, head_dim)};
   }
   /// The same view, read-only.
   HeadsView<const T> as_const() const {
     return {data, tokens, heads, head_dim, token_stride, head_stride};
+  }
+
+ private:
+  static std::int64_t stride_of(const char* what, std::int64_t a, std::int64_t b) {
+    std::int64_t r = 0;
+    if (!detail::checked_mul(a, b, &r))
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, what,
+                                 std::to_string(a) + " * " + std::to_string(b),
+                                 "overflows int64: the tensor cannot be addressed"));
+    return r;
   }
 };
 
@@ -116,8 +130,9 @@ class RotaryFrequencies {
   RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
       : inv_freq_(table.inv_freq(spec)),
         attention_factor_(table.attention_factor()),
-        max_abs_(inv_freq_.abs().maxCoeff()),
-        frequency_dim_(spec.frequency_dim()) {}
+        frequency_dim_(spec.frequency_dim()) {
+    set_limits();
+  }
 
   /// Raw frequencies (any finite values, negative allowed: e.g. the difference of two tables
   /// used to re-rotate a KV cache) and a finite attention factor > 0. frequency_dim is the
@@ -126,13 +141,13 @@ class RotaryFrequencies {
                     std::int64_t frequency_dim = 0)
       : inv_freq_(std::move(inv_freq)), attention_factor_(attention_factor) {
     throw_if_error(check(inv_freq_, attention_factor_));
-    max_abs_ = inv_freq_.abs().maxCoeff();
     const std::int64_t rd = 2 * static_cast<std::int64_t>(inv_freq_.size());
     if (frequency_dim != 0 && (frequency_dim < rd || frequency_dim % 2 != 0))
       throw_if_error(
           make_status(ErrorCode::kInvalidArgument, "frequency_dim", frequency_dim,
                       "must be 0 or even and >= 2 * inv_freq.size() (" + std::to_string(rd) + ")"));
     frequency_dim_ = frequency_dim != 0 ? frequency_dim : rd;
+    set_limits();
   }
 
   static Status check(const Eigen::ArrayXd& inv_freq, double attention_factor) {
@@ -142,10 +157,7 @@ class RotaryFrequencies {
       if (!std::isfinite(inv_freq[i]))
         return make_status(ErrorCode::kInvalidArgument, "inv_freq[" + std::to_string(i) + "]",
                            inv_freq[i], "must be finite");
-    if (!std::isfinite(attention_factor) || !(attention_factor > 0.0))
-      return make_status(ErrorCode::kInvalidArgument, "attention_factor", attention_factor,
-                         "must be finite and > 0");
-    return Status();
+    return detail::check_attention_factor("attention_factor", attention_factor);
   }
 
   std::int64_t pairs() const noexcept { return static_cast<std::int64_t>(inv_freq_.size()); }
@@ -174,14 +186,29 @@ class RotaryFrequencies {
     }
   }
 
-  /// Positions this source accepts: [0, 2^63).
-  bool covers(std::int64_t pos) const noexcept { return pos >= 0; }
+  /// Positions this source accepts: [0, max_position()).
+  bool covers(std::int64_t pos) const noexcept { return pos >= 0 && pos < max_position_; }
+  /// One past the largest position served: kMaxPosition (2^48), or fewer when the largest
+  /// |inv_freq_i| would take the angle past 2^48 rad, where the range reduction loses accuracy.
+  std::int64_t max_position() const noexcept { return max_position_; }
+
+  /// Largest angle (radians) any pair is rotated by.
+  static constexpr double kMaxAngle = 281474976710656.0;  // 2^48
 
  private:
+  void set_limits() noexcept {
+    max_abs_ = inv_freq_.size() > 0 ? inv_freq_.abs().maxCoeff() : 0.0;
+    const double by_angle = max_abs_ > 0.0 ? std::floor(kMaxAngle / max_abs_) : kMaxAngle;
+    max_position_ = by_angle >= static_cast<double>(kMaxPosition)
+                        ? kMaxPosition
+                        : static_cast<std::int64_t>(by_angle);
+  }
+
   Eigen::ArrayXd inv_freq_;
   double attention_factor_ = 1.0;
   double max_abs_ = 0.0;  // largest |inv_freq_i|: decides the fast range reduction per token
   std::int64_t frequency_dim_ = 0;
+  std::int64_t max_position_ = kMaxPosition;
 };
 
 /// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
@@ -193,6 +220,9 @@ class BasicRotaryCache {
 
  public:
   using scalar_type = Scalar;
+  /// Most cos (and sin) values one cache holds: 2^31, 8 GiB each in float. Longer contexts use
+  /// RotaryFrequencies, which needs no table.
+  static constexpr std::int64_t kMaxCacheEntries = std::int64_t{1} << 31;
 
   BasicRotaryCache(const RopeSpec& spec, const FactorTable& table, std::int64_t num_positions)
       : BasicRotaryCache(RotaryFrequencies(spec, table), num_positions) {}
@@ -204,13 +234,27 @@ class BasicRotaryCache {
     if (num_positions <= 0)
       throw_if_error(
           make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions, "must be > 0"));
-    const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / 2 / pairs_;
-    if (num_positions > limit)
+    std::int64_t entries = 0;
+    if (!detail::checked_mul(num_positions, pairs_, &entries) || entries > kMaxCacheEntries)
       throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
-                                 "too large for a cache of " + std::to_string(pairs_) + " pairs"));
+                                 "too large: num_positions * pairs (" + std::to_string(pairs_) +
+                                     ") must be <= 2^31; use RotaryFrequencies"));
+    if (!freqs.covers(num_positions - 1))
+      throw_if_error(make_status(ErrorCode::kOutOfRange, "num_positions", num_positions,
+                                 "must be <= the frequencies' max_position() (" +
+                                     std::to_string(freqs.max_position()) + ")"));
     num_positions_ = num_positions;
-    cos_.resize(static_cast<std::size_t>(num_positions * pairs_));
-    sin_.resize(static_cast<std::size_t>(num_positions * pairs_));
+    bool allocated = false;
+    ROPESCALE_TRY {
+      cos_.resize(static_cast<std::size_t>(entries));
+      sin_.resize(static_cast<std::size_t>(entries));
+      allocated = true;
+    }
+    ROPESCALE_CATCH(const std::exception&) {}  // bad_alloc: reported below as an Error
+    if (!allocated)
+      throw_if_error(make_status(
+          ErrorCode::kInvalidArgument, "num_positions", num_positions,
+          "the cache's " + std::to_string(2 * entries) + " values could not be allocated"));
     for (std::int64_t p = 0; p < num_positions; ++p)
       freqs.fill(p, cos_.data() + p * pairs_, sin_.data() + p * pairs_);
   }
@@ -274,12 +318,22 @@ struct Operand {
 };
 
 // Address range [lo, hi) in elements relative to data of a view's rotated + passed-through rows.
-inline void extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim, std::int64_t ts,
+// False when it does not fit in int64 (check_view refuses such views, so callers after it can
+// ignore the result).
+inline bool extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim, std::int64_t ts,
                    std::int64_t hs, std::int64_t& lo, std::int64_t& hi) {
   lo = 0;
   hi = head_dim;
-  if (tokens > 1) (ts < 0 ? lo : hi) += ts * (tokens - 1);
-  if (heads > 1) (hs < 0 ? lo : hi) += hs * (heads - 1);
+  std::int64_t d = 0;
+  if (tokens > 1) {
+    if (!checked_mul(ts, tokens - 1, &d) || !checked_add(ts < 0 ? lo : hi, d, ts < 0 ? &lo : &hi))
+      return false;
+  }
+  if (heads > 1) {
+    if (!checked_mul(hs, heads - 1, &d) || !checked_add(hs < 0 ? lo : hi, d, hs < 0 ? &lo : &hi))
+      return false;
+  }
+  return true;
 }
 
 // rotary_dim: the channels the layout touches (frequency_dim for half-split).
@@ -298,29 +352,58 @@ inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t r
   if (v.tokens == 0 || v.heads == 0) return Status();
   if (v.data == nullptr)
     return make_status(ErrorCode::kInvalidArgument, n + ".data", nullptr, "must not be null");
+  // The whole view must be addressable: its extent in bytes fits in int64.
+  std::int64_t lo = 0, hi = 0, neg_lo = 0, span = 0;
+  if (!extent(v.tokens, v.heads, v.head_dim, v.token_stride, v.head_stride, lo, hi) ||
+      !checked_mul(lo, -1, &neg_lo) || !checked_add(hi, neg_lo, &span) ||
+      !checked_mul(span, static_cast<std::int64_t>(sizeof(T)), &span))
+    return make_status(ErrorCode::kInvalidArgument, n + " extent",
+                       std::to_string(v.tokens) + " tokens x " + std::to_string(v.heads) +
+                           " heads, strides " + std::to_string(v.token_stride) + ", " +
+                           std::to_string(v.head_stride),
+                       "overflows int64: the view cannot be addressed");
   // Rows (t, h) must not overlap: sort the two strides, the inner must clear a row and the outer
-  // must clear all inner rows.
+  // must clear all inner rows. (The extent fits, so the used strides' magnitudes do too.)
   struct Dim {
     std::int64_t stride, count;
     const char* name;
   };
-  Dim a{v.token_stride < 0 ? -v.token_stride : v.token_stride, v.tokens, "token_stride"};
-  Dim b{v.head_stride < 0 ? -v.head_stride : v.head_stride, v.heads, "head_stride"};
-  if (a.count == 1) a.stride = 0;
-  if (b.count == 1) b.stride = 0;
+  // A stride of a dimension of size 1 is never used (and may be anything, even INT64_MIN).
+  Dim a{v.tokens == 1        ? 0
+        : v.token_stride < 0 ? -v.token_stride
+                             : v.token_stride,
+        v.tokens, "token_stride"};
+  Dim b{v.heads == 1        ? 0
+        : v.head_stride < 0 ? -v.head_stride
+                            : v.head_stride,
+        v.heads, "head_stride"};
   if (a.stride > b.stride || (a.stride == b.stride && b.count > 1)) std::swap(a, b);
   if (a.count > 1 && a.stride < v.head_dim)
     return make_status(ErrorCode::kInvalidArgument, n + "." + a.name, a.stride,
                        "rows overlap: must be >= head_dim (" + std::to_string(v.head_dim) + ")");
-  if (b.count > 1 && b.stride < std::max<std::int64_t>(a.stride * a.count, v.head_dim))
-    return make_status(ErrorCode::kInvalidArgument, n + "." + b.name, b.stride,
-                       "rows overlap: must be >= " +
-                           std::to_string(std::max<std::int64_t>(a.stride * a.count, v.head_dim)));
+  std::int64_t inner = 0;
+  if (!checked_mul(a.stride, a.count, &inner)) inner = std::numeric_limits<std::int64_t>::max();
+  if (b.count > 1 && b.stride < std::max<std::int64_t>(inner, v.head_dim))
+    return make_status(
+        ErrorCode::kInvalidArgument, n + "." + b.name, b.stride,
+        "rows overlap: must be >= " + std::to_string(std::max<std::int64_t>(inner, v.head_dim)));
   return Status();
 }
 
-inline std::int64_t angles_limit(const RotaryFrequencies&) {
-  return std::numeric_limits<std::int64_t>::max();
+inline std::int64_t angles_limit(const RotaryFrequencies& f) { return f.max_position(); }
+inline const char* angles_range(const RotaryFrequencies&) {
+  return "outside the positions RotaryFrequencies serves";
+}
+inline const char* angles_hint(const RotaryFrequencies&) {
+  return "past them the angle loses its accuracy (see RotaryFrequencies::max_position)";
+}
+template <typename S>
+inline const char* angles_range(const BasicRotaryCache<S>&) {
+  return "outside the cache";
+}
+template <typename S>
+inline const char* angles_hint(const BasicRotaryCache<S>&) {
+  return "use a larger RotaryCache or RotaryFrequencies";
 }
 template <typename S>
 inline std::int64_t angles_limit(const BasicRotaryCache<S>& c) {
@@ -339,11 +422,80 @@ inline Status check_positions(const Angles& angles, const std::int64_t* position
                          "must be >= 0");
     if (!angles.covers(p))
       return make_status(ErrorCode::kOutOfRange, "positions[" + std::to_string(t) + "]", p,
-                         "outside the cache [0, " +
-                             std::to_string(static_cast<long long>(angles_limit(angles))) +
-                             "); use a larger RotaryCache or RotaryFrequencies");
+                         std::string(angles_range(angles)) + " [0, " +
+                             std::to_string(static_cast<long long>(angles_limit(angles))) + "); " +
+                             angles_hint(angles));
   }
   return Status();
+}
+
+// The rows of a checked view in bytes: row (t, h) is [base + t*ts + h*hs, + row).
+struct RowSet {
+  std::uintptr_t base = 0;
+  std::int64_t tokens = 0, heads = 0, ts = 0, hs = 0, row = 0, lo = 0, hi = 0;
+};
+
+template <typename T>
+inline RowSet row_set(const HeadsView<T>& v) {
+  const std::int64_t size = static_cast<std::int64_t>(sizeof(T));
+  RowSet r;
+  r.base = reinterpret_cast<std::uintptr_t>(v.data);
+  r.tokens = v.tokens;
+  r.heads = v.heads;
+  r.ts = v.tokens > 1 ? v.token_stride * size : 0;
+  r.hs = v.heads > 1 ? v.head_stride * size : 0;
+  r.row = v.head_dim * size;
+  extent(v.tokens, v.heads, v.head_dim, v.token_stride, v.head_stride, r.lo, r.hi);
+  r.lo *= size;
+  r.hi *= size;
+  return r;
+}
+
+inline std::int64_t floor_div(std::int64_t a, std::int64_t b) {  // b > 0
+  const std::int64_t q = a / b;
+  return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+// True when some row of a and some row of b share a byte. Exact when both views have the same
+// token count and token stride (fused QKV, GQA heads side by side) and their heads are packed or
+// few (<= 2^16 head pairs); otherwise any overlap of the two address ranges counts.
+inline RowSet merge_packed_heads(RowSet r) {
+  if (r.heads > 1 && r.hs == r.row) {  // heads back to back: one row of heads * head_dim
+    r.row *= r.heads;
+    r.heads = 1;
+    r.hs = 0;
+  }
+  return r;
+}
+
+inline bool rows_overlap(const RowSet& a_in, const RowSet& b_in) {
+  const RowSet a = merge_packed_heads(a_in), b = merge_packed_heads(b_in);
+  if (a.tokens == 0 || a.heads == 0 || b.tokens == 0 || b.heads == 0) return false;
+  const std::uintptr_t a0 = a.base + static_cast<std::uintptr_t>(a.lo);
+  const std::uintptr_t a1 = a.base + static_cast<std::uintptr_t>(a.hi);
+  const std::uintptr_t b0 = b.base + static_cast<std::uintptr_t>(b.lo);
+  const std::uintptr_t b1 = b.base + static_cast<std::uintptr_t>(b.hi);
+  if (!(a0 < b1 && b0 < a1)) return false;
+  const bool same_tokens = a.tokens == b.tokens && (a.tokens == 1 || a.ts == b.ts);
+  if (!same_tokens || a.heads * b.heads > (std::int64_t{1} << 16)) return true;
+  const std::int64_t s = a.ts < 0 ? -a.ts : a.ts;
+  const std::int64_t tmax = a.tokens - 1;
+  for (std::int64_t h1 = 0; h1 < a.heads; ++h1)
+    for (std::int64_t h2 = 0; h2 < b.heads; ++h2) {
+      // b's row h2 minus a's row h1 at the same token, in bytes.
+      const std::int64_t delta =
+          static_cast<std::int64_t>((b.base + static_cast<std::uintptr_t>(h2 * b.hs)) -
+                                    (a.base + static_cast<std::uintptr_t>(h1 * a.hs)));
+      // Rows at tokens t (a) and t + j (b) overlap iff -row_b < delta + j*s < row_a.
+      if (s == 0) {
+        if (-b.row < delta && delta < a.row) return true;
+        continue;
+      }
+      const std::int64_t jmin = std::max(-tmax, floor_div(-b.row - delta, s) + 1);
+      const std::int64_t jmax = std::min(tmax, -floor_div(delta - a.row, s) - 1);
+      if (jmin <= jmax) return true;
+    }
+  return false;
 }
 
 template <typename T>
@@ -360,14 +512,7 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
   if (static_cast<const void*>(in.data) == static_cast<const void*>(out.data) &&
       in.token_stride == out.token_stride && in.head_stride == out.head_stride)
     return Status();  // exactly in place
-  std::int64_t ilo, ihi, olo, ohi;
-  extent(in.tokens, in.heads, in.head_dim, in.token_stride, in.head_stride, ilo, ihi);
-  extent(out.tokens, out.heads, out.head_dim, out.token_stride, out.head_stride, olo, ohi);
-  const auto a0 = reinterpret_cast<std::uintptr_t>(in.data + ilo);
-  const auto a1 = reinterpret_cast<std::uintptr_t>(in.data + ihi);
-  const auto b0 = reinterpret_cast<std::uintptr_t>(out.data + olo);
-  const auto b1 = reinterpret_cast<std::uintptr_t>(out.data + ohi);
-  if (a0 < b1 && b0 < a1)
+  if (rows_overlap(row_set(in), row_set(out.as_const())))
     return make_status(ErrorCode::kInvalidArgument, out_name, "overlapping buffer",
                        std::string("must not overlap ") + in_name +
                            " out of place (pass the same view for in place)");
@@ -485,10 +630,24 @@ inline Status prepare_rotary_call(const Angles& angles, const HeadsView<const T>
                          std::string("must equal ") + names_in[0] + ".tokens (" +
                              std::to_string(ins[0].tokens) + ")");
   }
-  if (n == 2 && ins[0].tokens > 0 && ins[0].heads > 0 && ins[1].heads > 0 &&
-      static_cast<const void*>(outs[0].data) == static_cast<const void*>(outs[1].data))
-    return make_status(ErrorCode::kInvalidArgument, names_out[1], "same pointer as q",
-                       "k must not alias q");
+  if (n == 2 && ins[0].tokens > 0 && ins[0].heads > 0 && ins[1].heads > 0) {
+    if (static_cast<const void*>(outs[0].data) == static_cast<const void*>(outs[1].data))
+      return make_status(ErrorCode::kInvalidArgument, names_out[1], "same pointer as q",
+                         "k must not alias q");
+    // One pass writes both: no output row may share memory with the other operand's rows
+    // (a shared head would be rotated twice, or read after it was written).
+    const RowSet q_in = row_set(ins[0]), k_in = row_set(ins[1]);
+    const RowSet q_out = row_set(outs[0].as_const()), k_out = row_set(outs[1].as_const());
+    if (rows_overlap(q_out, k_out))
+      return make_status(ErrorCode::kInvalidArgument, names_out[1], "overlapping buffer",
+                         std::string("must not overlap ") + names_out[0]);
+    if (rows_overlap(q_out, k_in))
+      return make_status(ErrorCode::kInvalidArgument, names_out[0], "overlapping buffer",
+                         std::string("must not overlap ") + names_in[1]);
+    if (rows_overlap(k_out, q_in))
+      return make_status(ErrorCode::kInvalidArgument, names_out[1], "overlapping buffer",
+                         std::string("must not overlap ") + names_in[0]);
+  }
   for (int i = 0; i < n; ++i)
     ops[i] = {ins[i].data,         outs[i].data,       ins[i].heads,         ins[i].head_dim,
               ins[i].token_stride, ins[i].head_stride, outs[i].token_stride, outs[i].head_stride};

@@ -48,7 +48,7 @@ inline constexpr double kScalingPi = 3.141592653589793238462643383279502884;
 
 /// Smallest factor a listed table (LongRoPE short/long lists, LongRoPE2 searched values) may hold.
 /// Real tables hold values >= 1; the bound only keeps base_inv_freq / lambda finite.
-inline constexpr double kMinListedFactor = 1e-6;
+inline constexpr double kMinListedFactor = kMinFactor;
 
 namespace detail {
 
@@ -73,6 +73,8 @@ inline Status check_positive(const std::string& name, double value) {
 
 inline Status check_positive_int(const std::string& name, std::int64_t value) {
   if (value <= 0) return make_status(ErrorCode::kInvalidArgument, name, value, "must be > 0");
+  if (value > kMaxPosition)
+    return make_status(ErrorCode::kInvalidArgument, name, value, "must be <= 2^48 (kMaxPosition)");
   return Status();
 }
 

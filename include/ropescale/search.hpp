@@ -207,6 +207,14 @@ struct SearchSpace {
 /// point, a critical range inside [0, rotary_dim/2) (exactly 0 in LongRoPE v1 mode), and, for
 /// strict monotonicity, room on the grid for every searched pair.
 inline Status validate(const SearchSpace& sp) {
+  if (sp.method != SearchMethod::kLongRoPE2 && sp.method != SearchMethod::kLongRoPE)
+    return make_status(ErrorCode::kInvalidArgument, "space.method", static_cast<int>(sp.method),
+                       "must be kLongRoPE2 or kLongRoPE");
+  if (sp.monotonicity != Monotonicity::kNonDecreasing &&
+      sp.monotonicity != Monotonicity::kStrictlyIncreasing)
+    return make_status(ErrorCode::kInvalidArgument, "space.monotonicity",
+                       static_cast<int>(sp.monotonicity),
+                       "must be kNonDecreasing or kStrictlyIncreasing");
   ROPESCALE_RETURN_IF_ERROR(validate(sp.spec));
   const std::int64_t pairs = sp.spec.pairs();
   if (!std::isfinite(sp.scale) || !(sp.scale >= 1.0))
@@ -218,6 +226,9 @@ inline Status validate(const SearchSpace& sp) {
   if (!std::isfinite(sp.lower_bound) || !(sp.lower_bound > 0.0))
     return make_status(ErrorCode::kInvalidArgument, "space.lower_bound", sp.lower_bound,
                        "must be finite and > 0");
+  if (sp.lower_bound < kMinFactor)
+    return make_status(ErrorCode::kInvalidArgument, "space.lower_bound", sp.lower_bound,
+                       "must be >= 1e-6 (kMinFactor): every candidate must make a FactorTable");
   if (!std::isfinite(sp.upper_bound) || !(sp.upper_bound >= sp.lower_bound))
     return make_status(
         ErrorCode::kInvalidArgument, "space.upper_bound", sp.upper_bound,
@@ -228,9 +239,8 @@ inline Status validate(const SearchSpace& sp) {
   if (sp.grid_hi() < sp.grid_lo() || sp.grid_lo() <= 0)
     return make_status(ErrorCode::kInvalidArgument, "space.step", sp.step,
                        "leaves no positive grid point in [lower_bound, upper_bound]");
-  if (!std::isfinite(sp.attention_factor) || !(sp.attention_factor > 0.0))
-    return make_status(ErrorCode::kInvalidArgument, "space.attention_factor", sp.attention_factor,
-                       "must be finite and > 0");
+  ROPESCALE_RETURN_IF_ERROR(
+      detail::check_attention_factor("space.attention_factor", sp.attention_factor));
   if (sp.method == SearchMethod::kLongRoPE) {
     if (sp.critical_lower != 0 || sp.critical_upper != 0)
       return make_status(ErrorCode::kInvalidArgument, "space.critical_lower", sp.critical_lower,
@@ -373,8 +383,13 @@ inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eig
   const bool strict = sp.monotonicity == Monotonicity::kStrictlyIncreasing;
   const std::int64_t n = sp.spec.pairs() - critical_pair;
   for (std::int64_t j = 0; j < n; ++j) {
-    std::int64_t k = std::llround(f[static_cast<Eigen::Index>(critical_pair + j)] / sp.step);
-    k = std::clamp(k, lo, hi);
+    // Clamp in double first: llround of a value past 2^63 is undefined (1e20 / 0.01 would land
+    // anywhere, typically on the lower bound).
+    const double q = f[static_cast<Eigen::Index>(critical_pair + j)] / sp.step;
+    std::int64_t k = q <= static_cast<double>(lo) ? lo
+                     : q >= static_cast<double>(hi)
+                         ? hi
+                         : std::clamp<std::int64_t>(std::llround(q), lo, hi);
     if (j > 0) k = std::max(k, g.steps.back() + (strict ? 1 : 0));
     g.steps.push_back(k);
   }
@@ -419,15 +434,34 @@ struct SearchParams {
   double max_seconds = 0.0;          ///< stop at the first iteration boundary past it; 0 = none
 };
 
-/// Checks the parameters: counts >= 1 (mutations, crossovers >= 0 with a positive sum),
-/// parents <= population, probabilities in range, threads >= 0, limits >= 0.
+/// Largest population, parents, mutations, crossovers and crossover_tries a search accepts
+/// (LongRoPE2 uses 64 / 32 / 16 / 16): every count and their sums stay far from overflow.
+inline constexpr std::int64_t kMaxSearchCount = std::int64_t{1} << 20;
+/// Most iterations a search (or a checkpoint) may hold.
+inline constexpr std::int64_t kMaxSearchIterations = std::int64_t{1} << 30;
+
+/// Checks the parameters: counts >= 1 (mutations, crossovers >= 0 with a positive sum) and
+/// <= kMaxSearchCount, parents <= population, iterations <= kMaxSearchIterations, probabilities
+/// in range, threads >= 0, limits >= 0.
 inline Status validate(const SearchParams& p) {
   auto positive = [](const char* name, std::int64_t v) {
     return v >= 1 ? Status() : make_status(ErrorCode::kInvalidArgument, name, v, "must be >= 1");
   };
+  auto bounded = [](const char* name, std::int64_t v) {
+    return v <= kMaxSearchCount
+               ? Status()
+               : make_status(ErrorCode::kInvalidArgument, name, v, "must be <= 2^20");
+  };
   ROPESCALE_RETURN_IF_ERROR(positive("params.population", p.population));
   ROPESCALE_RETURN_IF_ERROR(positive("params.parents", p.parents));
   ROPESCALE_RETURN_IF_ERROR(positive("params.crossover_tries", p.crossover_tries));
+  ROPESCALE_RETURN_IF_ERROR(bounded("params.population", p.population));
+  ROPESCALE_RETURN_IF_ERROR(bounded("params.mutations", p.mutations));
+  ROPESCALE_RETURN_IF_ERROR(bounded("params.crossovers", p.crossovers));
+  ROPESCALE_RETURN_IF_ERROR(bounded("params.crossover_tries", p.crossover_tries));
+  if (p.iterations > kMaxSearchIterations)
+    return make_status(ErrorCode::kInvalidArgument, "params.iterations", p.iterations,
+                       "must be <= 2^30");
   if (p.parents > p.population)
     return make_status(ErrorCode::kInvalidArgument, "params.parents", p.parents,
                        "must be <= population (" + std::to_string(p.population) + ")");
@@ -451,6 +485,8 @@ inline Status validate(const SearchParams& p) {
                        p.critical_mutation_prob, "must be in [0, 1]");
   if (p.threads < 0)
     return make_status(ErrorCode::kInvalidArgument, "params.threads", p.threads, "must be >= 0");
+  if (p.threads > 1024)
+    return make_status(ErrorCode::kInvalidArgument, "params.threads", p.threads, "must be <= 1024");
   if (p.max_evaluations < 0)
     return make_status(ErrorCode::kInvalidArgument, "params.max_evaluations", p.max_evaluations,
                        "must be >= 0 (0: no limit)");
@@ -556,6 +592,8 @@ inline Status validate(const SearchState& st) {
   s = validate(st.params);
   if (!s.ok()) return Status(ErrorCode::kParseError, s.message());
   if (st.iteration < 0) return bad("iteration", st.iteration, "must be >= 0");
+  if (st.iteration > kMaxSearchIterations)
+    return bad("iteration", st.iteration, "must be <= 2^30 (kMaxSearchIterations)");
   if (st.history.empty()) return bad("history.size()", 0, "must be > 0");
   std::set<Genome> seen;
   for (std::size_t i = 0; i < st.history.size(); ++i) {
@@ -615,12 +653,14 @@ inline const char* to_string(StopReason r) noexcept {
 
 /// Reported after every iteration.
 struct SearchProgress {
-  std::int64_t iteration = 0;         ///< completed iterations (0: P0 evaluated)
-  std::int64_t evaluations = 0;       ///< total evaluations, including earlier sessions
-  double best_loss = 0.0;             ///< best loss so far
-  double evaluations_per_second = 0;  ///< this session's rate
-  double elapsed_seconds = 0.0;       ///< this session's wall time
-  const Genome* best = nullptr;       ///< best genome so far (valid during the callback)
+  std::int64_t iteration = 0;            ///< completed iterations (0: P0 evaluated)
+  std::int64_t evaluations = 0;          ///< total evaluations, including earlier sessions
+  double best_loss = 0.0;                ///< best loss so far
+  double evaluations_per_second = 0;     ///< this session's rate
+  double elapsed_seconds = 0.0;          ///< this session's wall time
+  const Genome* best = nullptr;          ///< best genome so far (valid during the callback)
+  std::int64_t checkpoint_failures = 0;  ///< failed checkpoint writes in this session
+  Status checkpoint_error;               ///< the last failure (ok when none)
 };
 
 /// The outcome of run() / resume().
@@ -631,7 +671,9 @@ struct SearchResult {
   std::int64_t iterations = 0;
   std::int64_t evaluations = 0;
   StopReason stop_reason = StopReason::kCompleted;
-  SearchState state;  ///< the final state (resume() from it to continue)
+  SearchState state;                     ///< the final state (resume() from it to continue)
+  std::int64_t checkpoint_failures = 0;  ///< checkpoint writes that failed (the search went on)
+  Status checkpoint_error;               ///< the last such failure (ok when none)
 };
 
 /// Fitness: a candidate table -> loss, lower is better.
@@ -748,6 +790,13 @@ class EvolutionSearch {
   void set_checkpoint_callback(std::function<void(const SearchState&)> fn) {
     checkpoint_ = std::move(fn);
   }
+  /// Like the checkpoint callback, for a writer that reports failure as a Status (see
+  /// checkpoint_search_to): a failed write does not stop the search; it is counted in
+  /// SearchProgress / SearchResult (checkpoint_failures, checkpoint_error) and the next iteration
+  /// tries again. Called after the checkpoint callback.
+  void set_checkpoint_writer(std::function<Status(const SearchState&)> fn) {
+    writer_ = std::move(fn);
+  }
   /// Called after every iteration with the progress.
   void set_progress_callback(std::function<void(const SearchProgress&)> fn) {
     progress_ = std::move(fn);
@@ -827,6 +876,8 @@ class EvolutionSearch {
     SearchState state;
     std::set<Genome> seen;  // evaluated or generated
     std::int64_t session_evaluations = 0;
+    std::int64_t checkpoint_failures = 0;  // failed writer calls
+    Status checkpoint_error;
     bool exhausted = false;
 
     double elapsed() const {
@@ -939,11 +990,8 @@ class EvolutionSearch {
       std::vector<double> losses(n, 0.0);
       std::vector<std::exception_ptr> errors(n);
       pool.parallel_for(n, [&](std::size_t i) {
-        try {
-          losses[i] = fitness(tables[i]);
-        } catch (...) {
-          errors[i] = std::current_exception();
-        }
+        ROPESCALE_TRY { losses[i] = fitness(tables[i]); }
+        ROPESCALE_CATCH(...) { errors[i] = std::current_exception(); }
       });
       for (std::size_t i = 0; i < n; ++i)
         if (errors[i]) std::rethrow_exception(errors[i]);
@@ -1058,9 +1106,14 @@ class EvolutionSearch {
 
     // Checkpoint, progress and stop check at an iteration boundary; true to stop.
     bool boundary(StopReason* reason) {
-      if (owner.checkpoint_) {
-        save_rng();
-        owner.checkpoint_(state);
+      if (owner.checkpoint_ || owner.writer_) save_rng();
+      if (owner.checkpoint_) owner.checkpoint_(state);
+      if (owner.writer_) {
+        Status written = owner.writer_(state);
+        if (!written.ok()) {
+          ++checkpoint_failures;
+          checkpoint_error = std::move(written);
+        }
       }
       const std::int64_t best = state.best_index();
       SearchProgress pr;
@@ -1072,6 +1125,8 @@ class EvolutionSearch {
           pr.elapsed_seconds > 0.0 ? static_cast<double>(session_evaluations) / pr.elapsed_seconds
                                    : 0.0;
       pr.best = &state.history[static_cast<std::size_t>(best)].genome;
+      pr.checkpoint_failures = checkpoint_failures;
+      pr.checkpoint_error = checkpoint_error;
       if (owner.progress_) owner.progress_(pr);
       if (state.iteration >= p.iterations) {
         *reason = StopReason::kCompleted;
@@ -1117,6 +1172,8 @@ class EvolutionSearch {
       r.iterations = state.iteration;
       r.evaluations = state.evaluations();
       r.stop_reason = reason;
+      r.checkpoint_failures = checkpoint_failures;
+      r.checkpoint_error = checkpoint_error;
       r.state = std::move(state);
       return r;
     }
@@ -1125,6 +1182,7 @@ class EvolutionSearch {
   SearchSpace space_;
   SearchParams params_;
   std::function<void(const SearchState&)> checkpoint_;
+  std::function<Status(const SearchState&)> writer_;
   std::function<void(const SearchProgress&)> progress_;
   std::function<bool(const SearchProgress&)> stop_;
 };

@@ -268,6 +268,11 @@ using DenseMask = Eigen::Matrix<bool, Eigen::Dynamic, Eigen::Dynamic>;
 
 /// Segments larger than this refuse to build a dense mask (64 MiB of bools).
 constexpr std::int64_t kMaxDenseMaskTokens = 8192;
+/// Largest segment (tokens) any call accepts; LongRoPE2 trains on 2^17.
+constexpr std::int64_t kMaxSegmentTokens = std::int64_t{1} << 40;
+/// Most segments one pack_documents call may produce (each holds vectors; beyond this the plan
+/// alone would take gigabytes).
+constexpr std::int64_t kMaxPackSegments = std::int64_t{1} << 22;
 
 /// One training sample: document pieces, its RoPE window and its mask.
 struct PackedSegment {
@@ -292,18 +297,59 @@ struct PackedSegment {
     for (const DocumentPiece& p : pieces) m = std::max(m, p.first_position + p.length - 1);
     return m;
   }
-  /// One position id per token, ready for apply_rotary.
-  std::vector<std::int64_t> position_ids() const {
-    std::vector<std::int64_t> out(static_cast<std::size_t>(length));
+  /// Checks a segment built by hand (pack_documents' segments always pass): 0 <= length <=
+  /// kMaxSegmentTokens, pieces inside [0, length) with positions in [0, kMaxPosition), and
+  /// cu_seqlens non-decreasing from 0 to length.
+  Status validate() const {
+    auto bad = [](const std::string& what, std::int64_t v, const std::string& rule) {
+      return make_status(ErrorCode::kInvalidArgument, "segment." + what, v, rule);
+    };
+    if (length < 0 || length > kMaxSegmentTokens)
+      return bad("length", length, "must be in [0, 2^40]");
+    for (std::size_t k = 0; k < pieces.size(); ++k) {
+      const DocumentPiece& p = pieces[k];
+      const std::string n = "pieces[" + std::to_string(k) + "]";
+      if (p.length < 0 || p.length > length)
+        return bad(n + ".length", p.length, "must be in [0, segment.length]");
+      if (p.segment_offset < 0 || p.segment_offset > length - p.length)
+        return bad(n + ".segment_offset", p.segment_offset,
+                   "must be in [0, segment.length - length]");
+      if (p.first_position < 0 || p.first_position > kMaxPosition - p.length)
+        return bad(n + ".first_position", p.first_position,
+                   "must be >= 0 with first_position + length <= 2^48");
+    }
+    if (!cu_seqlens.empty()) {
+      if (cu_seqlens.front() != 0) return bad("cu_seqlens[0]", cu_seqlens.front(), "must be 0");
+      for (std::size_t i = 1; i < cu_seqlens.size(); ++i)
+        if (cu_seqlens[i] < cu_seqlens[i - 1] || cu_seqlens[i] > length)
+          return bad("cu_seqlens[" + std::to_string(i) + "]", cu_seqlens[i],
+                     "must be non-decreasing and <= segment.length");
+    }
+    return Status();
+  }
+  /// Status twin of position_ids.
+  Status try_position_ids(std::vector<std::int64_t>* out) const {
+    if (out == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+    ROPESCALE_RETURN_IF_ERROR(validate());
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(length));
     for (const DocumentPiece& p : pieces)
       for (std::int64_t t = 0; t < p.length; ++t)
-        out[static_cast<std::size_t>(p.segment_offset + t)] = p.first_position + t;
+        ids[static_cast<std::size_t>(p.segment_offset + t)] = p.first_position + t;
+    *out = std::move(ids);
+    return Status();
+  }
+  /// One position id per token, ready for apply_rotary. Throws Error on an invalid segment.
+  std::vector<std::int64_t> position_ids() const {
+    std::vector<std::int64_t> out;
+    throw_if_error(try_position_ids(&out));
     return out;
   }
   /// Status twin of dense_mask.
   Status try_dense_mask(DenseMask* out, std::int64_t max_tokens = kMaxDenseMaskTokens) const {
     if (out == nullptr)
       return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+    ROPESCALE_RETURN_IF_ERROR(validate());
     if (length > max_tokens)
       return make_status(ErrorCode::kInvalidArgument, "segment length", length,
                          "must be <= max_tokens (" + std::to_string(max_tokens) +
@@ -349,6 +395,9 @@ namespace detail {
 
 inline Status check_pack_options(const PackOptions& o) {
   ROPESCALE_RETURN_IF_ERROR(check_original(o.original_max_position));
+  if (o.segment_length > kMaxSegmentTokens)
+    return make_status(ErrorCode::kInvalidArgument, "segment_length", o.segment_length,
+                       "must be <= 2^40");
   if (o.segment_length <= o.original_max_position)
     return make_status(ErrorCode::kInvalidArgument, "segment_length", o.segment_length,
                        "must be > original_max_position (" +
@@ -399,6 +448,20 @@ inline Status try_pack_documents(const std::vector<std::int64_t>& lengths,
   }
   const std::int64_t L = options.segment_length;
   const std::int64_t orig = options.original_max_position;
+  {
+    // Refuse before building a plan that would not fit in memory. Upper bound on its segments:
+    // next fit closes a short segment only when two neighbours hold more than L tokens; long
+    // tokens cut at L, plus one partial segment per document when chunked.
+    std::int64_t short_tokens = 0, long_tokens = 0, long_docs = 0;
+    for (std::int64_t n : lengths) (n > orig ? (++long_docs, long_tokens) : short_tokens) += n;
+    const double bound =
+        2.0 * static_cast<double>(short_tokens / L) + 2.0 + static_cast<double>(long_tokens / L) +
+        static_cast<double>(options.long_packing == LongPacking::kChunk ? long_docs : 1);
+    if (bound > static_cast<double>(kMaxPackSegments))
+      return make_status(ErrorCode::kInvalidArgument, "total tokens", total,
+                         "would need more than 2^22 segments of " + std::to_string(L) +
+                             " tokens (kMaxPackSegments)");
+  }
   PackingPlan plan;
   plan.options = options;
   plan.num_documents = static_cast<std::int64_t>(lengths.size());
@@ -662,6 +725,10 @@ inline Status try_rerotate_keys(const RopeSpec& spec, const FactorTable& from,
                                 const FactorTable& to, const std::int64_t* positions,
                                 const HeadsView<T>& keys, PairLayout layout) {
   ROPESCALE_RETURN_IF_ERROR(KeyRerotation::check_tables(spec, from, to));
+  // Everything the constructor could refuse, as a Status: it must not throw from here.
+  const Eigen::ArrayXd a = from.inv_freq(spec), b = to.inv_freq(spec);
+  ROPESCALE_RETURN_IF_ERROR(
+      RotaryFrequencies::check(b - a, to.attention_factor() / from.attention_factor()));
   const KeyRerotation r(spec, from, to);
   return r.try_apply(positions, keys, layout);
 }

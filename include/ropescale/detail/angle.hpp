@@ -80,8 +80,10 @@ inline void sincos_row_fast(double p, const double* f, std::int64_t n, double m,
   }
 }
 
-/// sin and cos of pos * inv_freq for any 64-bit position. The product is formed in long double
-/// (64-bit mantissa on x86) so that positions far past 2^31 keep their low bits.
+/// sin and cos of pos * inv_freq for angles up to 2^48 rad (the front doors refuse larger ones).
+/// The product is formed in long double (64-bit mantissa on x86) so that positions far past 2^31
+/// keep their low bits; the quadrant count n (< 2^48) is split into two 24-bit halves so that
+/// n * kPio2Hi is exact in both, and the reduced argument stays good to ~1e-14 rad.
 inline void sincos_position(std::int64_t pos, double inv_freq, double& sin_out,
                             double& cos_out) noexcept {
   const double x = static_cast<double>(pos) * inv_freq;
@@ -92,9 +94,11 @@ inline void sincos_position(std::int64_t pos, double inv_freq, double& sin_out,
   }
   const long double xl = static_cast<long double>(pos) * static_cast<long double>(inv_freq);
   const long double n = std::nearbyint(xl * static_cast<long double>(kTwoOverPi));
-  const long double r =
-      ((xl - n * static_cast<long double>(kPio2Hi)) - n * static_cast<long double>(kPio2Mid)) -
-      n * static_cast<long double>(kPio2Lo);
+  const long double n_hi = std::floor(n / 16777216.0L) * 16777216.0L;  // 2^24
+  const long double n_lo = n - n_hi;
+  const long double hi = static_cast<long double>(kPio2Hi);
+  const long double r = (((xl - n_hi * hi) - n_lo * hi) - n * static_cast<long double>(kPio2Mid)) -
+                        n * static_cast<long double>(kPio2Lo);
   double s, c;
   sincos_kernel(static_cast<double>(r), s, c);
   apply_quadrant(static_cast<std::int64_t>(std::fmod(n, 4.0L)), s, c, sin_out, cos_out);

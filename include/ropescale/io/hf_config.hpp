@@ -66,6 +66,7 @@
 #include <utility>
 #include <vector>
 
+#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
@@ -238,16 +239,51 @@ namespace detail {
 
 using Json = nlohmann::json;
 
+// A short JSON rendering of a value for an error message, as compact as dump() but bounded:
+// it stops after ~60 characters and 8 levels, so 100k nested arrays cannot overflow the stack
+// and a 200 MB string is not copied.
+inline void json_excerpt_into(const Json& v, int depth, std::string& out) {
+  constexpr std::size_t kBudget = 60;
+  if (v.is_string()) {
+    const std::string& str = v.get_ref<const std::string&>();
+    out += Json(str.substr(0, kBudget)).dump(-1, ' ', false, Json::error_handler_t::replace);
+    return;
+  }
+  if (!v.is_array() && !v.is_object()) {
+    out += v.dump(-1, ' ', false, Json::error_handler_t::replace);
+    return;
+  }
+  const bool arr = v.is_array();
+  if (depth >= 8) {
+    out += arr ? "[...]" : "{...}";
+    return;
+  }
+  out += arr ? '[' : '{';
+  bool first = true;
+  for (auto it = v.begin(); it != v.end() && out.size() <= kBudget; ++it) {
+    if (!first) out += ',';
+    first = false;
+    if (!arr) {
+      json_excerpt_into(Json(it.key().substr(0, kBudget)), depth + 1, out);
+      out += ':';
+    }
+    json_excerpt_into(*it, depth + 1, out);
+  }
+  out += arr ? ']' : '}';
+}
+
 inline std::string json_excerpt(const Json& v) {
-  std::string s = v.dump(-1, ' ', false, Json::error_handler_t::replace);
+  std::string s;
+  json_excerpt_into(v, 0, s);
   if (s.size() > 60) s = s.substr(0, 57) + "...";
   return s;
 }
 
 inline Status json_type_error(const std::string& path, const Json& v, const char* rule) {
   // The value is shown as JSON text (strings keep their quotes).
-  return Status(ErrorCode::kParseError, std::string("ropescale: parse_error: ") + path + " = " +
-                                            json_excerpt(v) + ": " + rule);
+  return Status(ErrorCode::kParseError, std::string("ropescale: parse_error: ") +
+                                            format_argument(path) + " = " + json_excerpt(v) + ": " +
+                                            rule);
 }
 
 inline Status missing_field(const std::string& path, const std::string& rule) {
@@ -299,6 +335,8 @@ inline Status read_positive_int(const Json& v, const std::string& path, std::int
   std::int64_t x = 0;
   ROPESCALE_RETURN_IF_ERROR(read_int(v, path, &x));
   if (x <= 0) return make_status(ErrorCode::kInvalidArgument, path, x, "must be > 0");
+  if (x > kMaxPosition)  // sizes and windows; keeps every later sum in range
+    return make_status(ErrorCode::kInvalidArgument, path, x, "must be <= 2^48");
   *out = x;
   return Status();
 }
@@ -1019,7 +1057,8 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
   if (nested) {
     for (const std::string& t : distinct) {
       const Json* sub = find_member(*block, t.c_str());
-      if (sub == nullptr) return missing_field(tp + key + "." + t, "layer_types lists '" + t + "'");
+      if (sub == nullptr)
+        return missing_field(tp + key + "." + t, "layer_types lists " + format_value(t));
       Json f = w;
       f.erase("rope_scaling");
       f["rope_parameters"] = *sub;
@@ -1143,8 +1182,11 @@ inline Status parse_json_text(const std::string& text, nlohmann::json* out) {
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
+    // nlohmann quotes the last token read, which can be megabytes long: keep the head.
+    std::string what = e.what();
+    if (what.size() > 300) what = what.substr(0, 300) + "...";
     return Status(ErrorCode::kParseError,
-                  std::string("ropescale: parse_error: config.json: malformed JSON: ") + e.what());
+                  "ropescale: parse_error: config.json: malformed JSON: " + what);
   }
 #else
   j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -1153,22 +1195,13 @@ inline Status parse_json_text(const std::string& text, nlohmann::json* out) {
 #endif
   return Status();
 }
-inline Status read_text_file(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_status(ErrorCode::kIoError, "path", path, "cannot be opened for reading");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return make_status(ErrorCode::kIoError, "path", path, "read failed");
-  *out = buf.str();
-  return Status();
-}
 }  // namespace detail
 
 /// Reads a config.json file into one RoPE per layer type (see ModelRope).
 inline Status try_load_hf_model(const std::string& path, const HfImportOptions& options,
                                 ModelRope* out) {
   std::string text;
-  ROPESCALE_RETURN_IF_ERROR(detail::read_text_file(path, &text));
+  ROPESCALE_RETURN_IF_ERROR(detail::read_file("path", path, &text));
   nlohmann::json j;
   Status st = detail::parse_json_text(text, &j);
   if (st.ok()) st = try_parse_hf_model(j, options, out);
@@ -1199,7 +1232,7 @@ inline RopeConfig parse_hf_config_text(const std::string& text,
 inline Status try_load_hf_config(const std::string& path, const HfImportOptions& options,
                                  RopeConfig* out) {
   std::string text;
-  ROPESCALE_RETURN_IF_ERROR(detail::read_text_file(path, &text));
+  ROPESCALE_RETURN_IF_ERROR(detail::read_file("path", path, &text));
   const Status st = try_parse_hf_config_text(text, options, out);
   if (st.ok()) return st;
   return Status(st.code(), st.message() + " (in " + path + ")");

@@ -36,9 +36,16 @@
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
 #endif
 
+#include <filesystem>
+#include <system_error>
+
+#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/search.hpp"
 
@@ -49,45 +56,51 @@ inline constexpr int kSearchCheckpointVersion = 1;
 
 namespace detail {
 
-// Thrown inside the parser, turned into a kParseError Status at the front door.
-struct CheckpointFieldError {
-  std::string message;
-};
-
-[[noreturn]] inline void checkpoint_fail(const std::string& field, const std::string& rule) {
-  throw CheckpointFieldError{field + ": " + rule};
+// The parser returns a kParseError Status naming the field at the first problem (no exceptions,
+// so it also serves callers built without them). `R` wraps each step.
+inline Status checkpoint_fail(const std::string& field, const std::string& rule) {
+  return Status(ErrorCode::kParseError,
+                "ropescale: parse_error: search checkpoint " + field + ": " + rule);
 }
 
-inline const nlohmann::json& checkpoint_field(const nlohmann::json& j, const std::string& parent,
-                                              const char* name) {
-  if (!j.is_object()) checkpoint_fail(parent, "must be an object");
+inline Status checkpoint_field(const nlohmann::json& j, const std::string& parent, const char* name,
+                               const nlohmann::json** out) {
+  if (!j.is_object()) return checkpoint_fail(parent, "must be an object");
   auto it = j.find(name);
-  if (it == j.end()) checkpoint_fail(parent + "." + name, "is missing");
-  return *it;
+  if (it == j.end()) return checkpoint_fail(parent + "." + name, "is missing");
+  *out = &*it;
+  return Status();
 }
 
-inline std::int64_t checkpoint_int(const nlohmann::json& j, const std::string& parent,
-                                   const char* name) {
-  const nlohmann::json& v = checkpoint_field(j, parent, name);
-  if (!v.is_number_integer()) checkpoint_fail(parent + "." + name, "must be an integer");
-  if (v.is_number_unsigned() &&
-      v.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-    checkpoint_fail(parent + "." + name, "is out of range");
-  return v.get<std::int64_t>();
+inline Status checkpoint_int(const nlohmann::json& j, const std::string& parent, const char* name,
+                             std::int64_t* out) {
+  const nlohmann::json* v = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, parent, name, &v));
+  if (!v->is_number_integer()) return checkpoint_fail(parent + "." + name, "must be an integer");
+  if (v->is_number_unsigned() &&
+      v->get<std::uint64_t>() >
+          static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+    return checkpoint_fail(parent + "." + name, "is out of range");
+  *out = v->get<std::int64_t>();
+  return Status();
 }
 
-inline double checkpoint_double(const nlohmann::json& j, const std::string& parent,
-                                const char* name) {
-  const nlohmann::json& v = checkpoint_field(j, parent, name);
-  if (!v.is_number()) checkpoint_fail(parent + "." + name, "must be a number");
-  return v.get<double>();
+inline Status checkpoint_double(const nlohmann::json& j, const std::string& parent,
+                                const char* name, double* out) {
+  const nlohmann::json* v = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, parent, name, &v));
+  if (!v->is_number()) return checkpoint_fail(parent + "." + name, "must be a number");
+  *out = v->get<double>();
+  return Status();
 }
 
-inline std::string checkpoint_string(const nlohmann::json& j, const std::string& parent,
-                                     const char* name) {
-  const nlohmann::json& v = checkpoint_field(j, parent, name);
-  if (!v.is_string()) checkpoint_fail(parent + "." + name, "must be a string");
-  return v.get<std::string>();
+inline Status checkpoint_string(const nlohmann::json& j, const std::string& parent,
+                                const char* name, std::string* out) {
+  const nlohmann::json* v = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, parent, name, &v));
+  if (!v->is_string()) return checkpoint_fail(parent + "." + name, "must be a string");
+  *out = v->get<std::string>();
+  return Status();
 }
 
 inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
@@ -109,38 +122,44 @@ inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
   return j;
 }
 
-inline SearchSpace checkpoint_space_from(const nlohmann::json& j) {
+inline Status checkpoint_space_from(const nlohmann::json& j, SearchSpace* out) {
   const std::string p = "space";
   SearchSpace sp;
-  sp.spec.head_dim = checkpoint_int(j, p, "head_dim");
-  sp.spec.rotary_dim = checkpoint_int(j, p, "rotary_dim");
-  sp.spec.rope_theta = checkpoint_double(j, p, "rope_theta");
-  if (j.is_object() && j.contains("freq_dim")) sp.spec.freq_dim = checkpoint_int(j, p, "freq_dim");
-  sp.spec.original_max_position = checkpoint_int(j, p, "original_max_position");
-  sp.scale = checkpoint_double(j, p, "scale");
-  const std::string method = checkpoint_string(j, p, "method");
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "head_dim", &sp.spec.head_dim));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "rotary_dim", &sp.spec.rotary_dim));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "rope_theta", &sp.spec.rope_theta));
+  if (j.is_object() && j.contains("freq_dim"))
+    ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "freq_dim", &sp.spec.freq_dim));
+  ROPESCALE_RETURN_IF_ERROR(
+      checkpoint_int(j, p, "original_max_position", &sp.spec.original_max_position));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "scale", &sp.scale));
+  std::string method;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, "method", &method));
   if (method == "longrope2")
     sp.method = SearchMethod::kLongRoPE2;
   else if (method == "longrope")
     sp.method = SearchMethod::kLongRoPE;
   else
-    checkpoint_fail("space.method",
-                    "must be \"longrope2\" or \"longrope\", not \"" + method + "\"");
-  sp.critical_lower = checkpoint_int(j, p, "critical_lower");
-  sp.critical_upper = checkpoint_int(j, p, "critical_upper");
-  sp.lower_bound = checkpoint_double(j, p, "lower_bound");
-  sp.upper_bound = checkpoint_double(j, p, "upper_bound");
-  sp.step = checkpoint_double(j, p, "step");
-  const std::string mono = checkpoint_string(j, p, "monotonicity");
+    return checkpoint_fail("space.method",
+                           "must be \"longrope2\" or \"longrope\", not " + format_value(method));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "critical_lower", &sp.critical_lower));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "critical_upper", &sp.critical_upper));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "lower_bound", &sp.lower_bound));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "upper_bound", &sp.upper_bound));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "step", &sp.step));
+  std::string mono;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, "monotonicity", &mono));
   if (mono == "non_decreasing")
     sp.monotonicity = Monotonicity::kNonDecreasing;
   else if (mono == "strictly_increasing")
     sp.monotonicity = Monotonicity::kStrictlyIncreasing;
   else
-    checkpoint_fail("space.monotonicity",
-                    "must be \"non_decreasing\" or \"strictly_increasing\", not \"" + mono + "\"");
-  sp.attention_factor = checkpoint_double(j, p, "attention_factor");
-  return sp;
+    return checkpoint_fail(
+        "space.monotonicity",
+        "must be \"non_decreasing\" or \"strictly_increasing\", not " + format_value(mono));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "attention_factor", &sp.attention_factor));
+  *out = sp;
+  return Status();
 }
 
 inline nlohmann::json checkpoint_params_json(const SearchParams& pr) {
@@ -155,71 +174,87 @@ inline nlohmann::json checkpoint_params_json(const SearchParams& pr) {
                         {"seed", pr.seed}};
 }
 
-inline SearchParams checkpoint_params_from(const nlohmann::json& j) {
+inline Status checkpoint_params_from(const nlohmann::json& j, SearchParams* out) {
   const std::string p = "params";
   SearchParams pr;
-  pr.population = checkpoint_int(j, p, "population");
-  pr.parents = checkpoint_int(j, p, "parents");
-  pr.mutations = checkpoint_int(j, p, "mutations");
-  pr.crossovers = checkpoint_int(j, p, "crossovers");
-  pr.iterations = checkpoint_int(j, p, "iterations");
-  pr.mutation_prob = checkpoint_double(j, p, "mutation_prob");
-  pr.crossover_tries = checkpoint_int(j, p, "crossover_tries");
-  pr.critical_mutation_prob = checkpoint_double(j, p, "critical_mutation_prob");
-  const nlohmann::json& seed = checkpoint_field(j, p, "seed");
-  if (!seed.is_number_unsigned() && !(seed.is_number_integer() && seed.get<std::int64_t>() >= 0))
-    checkpoint_fail("params.seed", "must be an unsigned integer");
-  pr.seed = seed.get<std::uint64_t>();
-  return pr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "population", &pr.population));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "parents", &pr.parents));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "mutations", &pr.mutations));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "crossovers", &pr.crossovers));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "iterations", &pr.iterations));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "mutation_prob", &pr.mutation_prob));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "crossover_tries", &pr.crossover_tries));
+  ROPESCALE_RETURN_IF_ERROR(
+      checkpoint_double(j, p, "critical_mutation_prob", &pr.critical_mutation_prob));
+  const nlohmann::json* seed = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, p, "seed", &seed));
+  if (!seed->is_number_unsigned() && !(seed->is_number_integer() && seed->get<std::int64_t>() >= 0))
+    return checkpoint_fail("params.seed", "must be an unsigned integer");
+  pr.seed = seed->get<std::uint64_t>();
+  *out = pr;
+  return Status();
 }
 
-inline SearchState checkpoint_state_from(const nlohmann::json& j) {
-  if (!j.is_object()) checkpoint_fail("checkpoint", "must be a JSON object");
+inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
+  if (!j.is_object()) return checkpoint_fail("checkpoint", "must be a JSON object");
   const std::string root = "checkpoint";
-  const std::string format = checkpoint_string(j, root, "format");
+  std::string format;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, root, "format", &format));
   if (format != kSearchCheckpointFormat)
-    checkpoint_fail("checkpoint.format", "must be \"" + std::string(kSearchCheckpointFormat) +
-                                             "\", not \"" + format + "\"");
-  const std::int64_t version = checkpoint_int(j, root, "version");
+    return checkpoint_fail(
+        "checkpoint.format",
+        "must be \"" + std::string(kSearchCheckpointFormat) + "\", not " + format_value(format));
+  std::int64_t version = 0;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, root, "version", &version));
   if (version != kSearchCheckpointVersion)
-    checkpoint_fail("checkpoint.version", "must be " + std::to_string(kSearchCheckpointVersion) +
-                                              ", not " + std::to_string(version));
+    return checkpoint_fail(
+        "checkpoint.version",
+        "must be " + std::to_string(kSearchCheckpointVersion) + ", not " + std::to_string(version));
   SearchState st;
-  st.space = checkpoint_space_from(checkpoint_field(j, root, "space"));
-  st.params = checkpoint_params_from(checkpoint_field(j, root, "params"));
-  st.iteration = checkpoint_int(j, root, "iteration");
-  st.rng_state = checkpoint_string(j, root, "rng_state");
-  const nlohmann::json& history = checkpoint_field(j, root, "history");
-  if (!history.is_array()) checkpoint_fail("checkpoint.history", "must be an array");
-  st.history.reserve(history.size());
-  for (std::size_t i = 0; i < history.size(); ++i) {
+  const nlohmann::json* field = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "space", &field));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_space_from(*field, &st.space));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "params", &field));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_params_from(*field, &st.params));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, root, "iteration", &st.iteration));
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, root, "rng_state", &st.rng_state));
+  const nlohmann::json* history = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "history", &history));
+  if (!history->is_array()) return checkpoint_fail("checkpoint.history", "must be an array");
+  st.history.reserve(history->size());
+  for (std::size_t i = 0; i < history->size(); ++i) {
     const std::string name = "history[" + std::to_string(i) + "]";
-    const nlohmann::json& e = history[i];
+    const nlohmann::json& e = (*history)[i];
     EvaluatedGenome eg;
-    eg.genome.critical_pair = checkpoint_int(e, name, "c");
-    const nlohmann::json& steps = checkpoint_field(e, name, "steps");
-    if (!steps.is_array()) checkpoint_fail(name + ".steps", "must be an array");
-    eg.genome.steps.reserve(steps.size());
-    for (const nlohmann::json& k : steps) {
-      if (!k.is_number_integer()) checkpoint_fail(name + ".steps", "must hold integers");
+    ROPESCALE_RETURN_IF_ERROR(checkpoint_int(e, name, "c", &eg.genome.critical_pair));
+    const nlohmann::json* steps = nullptr;
+    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "steps", &steps));
+    if (!steps->is_array()) return checkpoint_fail(name + ".steps", "must be an array");
+    eg.genome.steps.reserve(steps->size());
+    for (const nlohmann::json& k : *steps) {
+      if (!k.is_number_integer()) return checkpoint_fail(name + ".steps", "must hold integers");
       eg.genome.steps.push_back(k.get<std::int64_t>());
     }
-    const nlohmann::json& loss = checkpoint_field(e, name, "loss");
-    if (loss.is_null())
+    const nlohmann::json* loss = nullptr;
+    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "loss", &loss));
+    if (loss->is_null())
       eg.loss = std::numeric_limits<double>::infinity();
-    else if (loss.is_number())
-      eg.loss = loss.get<double>();
+    else if (loss->is_number())
+      eg.loss = loss->get<double>();
     else
-      checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+      return checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
     st.history.push_back(std::move(eg));
   }
-  const nlohmann::json& pop = checkpoint_field(j, root, "population");
-  if (!pop.is_array()) checkpoint_fail("checkpoint.population", "must be an array");
-  for (const nlohmann::json& k : pop) {
-    if (!k.is_number_integer()) checkpoint_fail("checkpoint.population", "must hold integers");
+  const nlohmann::json* pop = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "population", &pop));
+  if (!pop->is_array()) return checkpoint_fail("checkpoint.population", "must be an array");
+  for (const nlohmann::json& k : *pop) {
+    if (!k.is_number_integer())
+      return checkpoint_fail("checkpoint.population", "must hold integers");
     st.population.push_back(k.get<std::int64_t>());
   }
-  return st;
+  *out = std::move(st);
+  return Status();
 }
 
 }  // namespace detail
@@ -261,14 +296,7 @@ inline Status try_search_state_from_json(const nlohmann::json& j, SearchState* o
   if (out == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
   SearchState st;
-  try {
-    st = detail::checkpoint_state_from(j);
-  } catch (const detail::CheckpointFieldError& e) {
-    return Status(ErrorCode::kParseError, "ropescale: parse_error: search checkpoint " + e.message);
-  } catch (const nlohmann::json::exception& e) {
-    return Status(ErrorCode::kParseError,
-                  std::string("ropescale: parse_error: search checkpoint: ") + e.what());
-  }
+  ROPESCALE_RETURN_IF_ERROR(detail::checkpoint_state_from(j, &st));
   ROPESCALE_RETURN_IF_ERROR(validate(st));
   *out = std::move(st);
   return Status();
@@ -279,14 +307,9 @@ inline Status try_search_state_from_json(const nlohmann::json& j, SearchState* o
 inline Status try_load_search_checkpoint(const std::string& path, SearchState* out) {
   if (out == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return make_status(ErrorCode::kIoError, "checkpoint path", path,
-                       "cannot be opened for reading");
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad()) return make_status(ErrorCode::kIoError, "checkpoint path", path, "read failed");
-  nlohmann::json j = nlohmann::json::parse(buf.str(), nullptr, /*allow_exceptions=*/false);
+  std::string text;
+  ROPESCALE_RETURN_IF_ERROR(detail::read_file("checkpoint path", path, &text));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return make_status(ErrorCode::kParseError, "checkpoint", path,
                        "is not valid JSON (truncated or corrupt); the file was left unchanged");
@@ -301,11 +324,54 @@ inline SearchState load_search_checkpoint(const std::string& path) {
   return st;
 }
 
+namespace detail {
+
+// The file a checkpoint path names: symbolic links are followed (also dangling ones), so that
+// the rename replaces the link's target and the link itself survives.
+inline std::string checkpoint_target(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path p(path);
+  std::error_code ec;
+  for (int hop = 0; hop < 40 && fs::is_symlink(fs::symlink_status(p, ec)); ++hop) {
+    const fs::path next = fs::read_symlink(p, ec);
+    if (ec) break;
+    p = next.is_absolute() ? next : p.parent_path() / next;
+  }
+  return p.string();
+}
+
+// fsync of the directory holding `file`, so that a completed rename survives a power loss.
+inline bool sync_parent_directory(const std::string& file) {
+#if defined(__unix__) || defined(__APPLE__)
+  std::filesystem::path dir = std::filesystem::path(file).parent_path();
+  if (dir.empty()) dir = ".";
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) return false;
+  const bool ok = ::fsync(fd) == 0 || errno == EINVAL;  // EINVAL: no directory sync here
+  ::close(fd);
+  return ok;
+#else
+  (void)file;
+  return true;
+#endif
+}
+
+}  // namespace detail
+
 /// Writes a checkpoint atomically: "<path>.tmp" in the same directory, flushed, then renamed
-/// over path. On failure the previous file at path is untouched (kIoError).
-inline Status try_save_search_checkpoint(const std::string& path, const SearchState& st) {
-  if (path.empty())
-    return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path, "must not be empty");
+/// over path, and the directory synced. A symbolic link at path keeps pointing at the file it
+/// named (that file is replaced). On failure the previous file is untouched (kIoError).
+inline Status try_save_search_checkpoint(const std::string& path_in, const SearchState& st) {
+  if (path_in.empty())
+    return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path_in,
+                       "must not be empty");
+  const std::string path = detail::checkpoint_target(path_in);
+  {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      return make_status(ErrorCode::kIoError, "checkpoint path", path_in,
+                         "is a directory, not a file");
+  }
   const std::string text = search_state_to_json(st).dump(1) + "\n";
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -330,6 +396,9 @@ inline Status try_save_search_checkpoint(const std::string& path, const SearchSt
     return make_status(ErrorCode::kIoError, "checkpoint path", path,
                        "rename from the temp file failed");
   }
+  if (!detail::sync_parent_directory(path))
+    return make_status(ErrorCode::kIoError, "checkpoint path", path,
+                       "written, but its directory could not be synced");
   return Status();
 }
 
@@ -337,10 +406,13 @@ inline void save_search_checkpoint(const std::string& path, const SearchState& s
   throw_if_error(try_save_search_checkpoint(path, st));
 }
 
-/// Installs a checkpoint callback on `search` that writes `path` after every iteration.
+/// Installs a checkpoint writer on `search` that writes `path` after every iteration. A failed
+/// write (disk full, directory gone) does not stop the search: the previous checkpoint stays, the
+/// failure is reported in SearchProgress and SearchResult (checkpoint_failures,
+/// checkpoint_error), and the next iteration tries again.
 inline void checkpoint_search_to(EvolutionSearch& search, const std::string& path) {
-  search.set_checkpoint_callback(
-      [path](const SearchState& st) { save_search_checkpoint(path, st); });
+  search.set_checkpoint_writer(
+      [path](const SearchState& st) { return try_save_search_checkpoint(path, st); });
 }
 
 /// Runs `search` with a checkpoint at `path` after every iteration; when `path` already exists,
