@@ -953,6 +953,22 @@ inline Status read_layer_types(const Json& w, const std::string& tp,
   return Status();
 }
 
+// A copy whose containers nested deeper than kMaxCopyDepth are cut to empty ones: nlohmann's copy
+// recurses per level, so copying a hostile 100k-deep value would overflow the stack. No config
+// nests RoPE fields that deep; a cut value still fails its field's rule with an excerpt.
+constexpr int kMaxCopyDepth = 64;
+inline Json bounded_copy(const Json& v, int depth = 0) {
+  if (!v.is_structured()) return v;
+  if (depth >= kMaxCopyDepth) return v.is_array() ? Json::array() : Json::object();
+  Json out = v.is_array() ? Json::array() : Json::object();
+  if (v.is_array()) {
+    for (const Json& e : v) out.push_back(bounded_copy(e, depth + 1));
+  } else {
+    for (auto it = v.begin(); it != v.end(); ++it) out[it.key()] = bounded_copy(*it, depth + 1);
+  }
+  return out;
+}
+
 inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRope* out) {
   if (out == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
@@ -977,7 +993,7 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
     if (family.empty())
       if (const Json* mt = find_member(*src, "model_type"))
         if (mt->is_string()) family = mt->get<std::string>();
-  Json w = *cfg;
+  Json w = bounded_copy(*cfg);
   if (w.contains("_note")) w.erase("_note");
   if (cfg != &j) {
     // RoPE fields the top level carries and text_config lacks are the text model's too (older
@@ -988,8 +1004,8 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
       if (outer == nullptr) continue;
       const Json* inner = find_member(w, k);
       if (inner == nullptr) {
-        w[k] = *outer;
-      } else if (*inner != *outer) {
+        w[k] = bounded_copy(*outer);
+      } else if (*inner != bounded_copy(*outer)) {
         return make_status(ErrorCode::kUnsupported, std::string(k), json_excerpt(*outer),
                            "differs from text_config." + std::string(k) + " (" +
                                json_excerpt(*inner) + "); remove one of them");
