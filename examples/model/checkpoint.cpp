@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "ropescale/error.hpp"
+#include "ropescale/io/hf_config.hpp"
 
 namespace tiny_llama {
 
@@ -218,12 +219,18 @@ Config config_from_hf_json(const json& j) {
   c.n_heads = get_int("num_attention_heads");
   c.n_kv_heads = get_int("num_key_value_heads");
   c.head_dim = get_int("head_dim");
-  c.max_position_embeddings = get_int("max_position_embeddings");
   if (!j.contains("rope_theta") || !j["rope_theta"].is_number())
     fail(ErrorCode::kParseError, "rope_theta", "missing", "must be a number");
   c.rope_theta = j["rope_theta"].get<double>();
+  // L_train is the original window: ropescale's importer resolves it (max_position_embeddings
+  // alone, or original_max_position_embeddings once rope_scaling extends the model).
+  const ropescale::RopeConfig rope = ropescale::parse_hf_config(j);
+  c.max_position_embeddings = rope.spec.original_max_position;
+  if (rope.spec.rotary_dim != get_int("head_dim") || rope.spec.rope_theta != c.rope_theta)
+    fail(ErrorCode::kParseError, "config.json", "rope",
+         "must rotate the whole head with rope_theta");
   if (j.contains("rms_norm_eps") && j["rms_norm_eps"].is_number())
-    c.rms_norm_eps = j["rms_norm_eps"].get<float>();
+    c.rms_norm_eps = j["rms_norm_eps"].get<double>();
   validate(c);
   return c;
 }
@@ -235,6 +242,13 @@ void save_model_dir(const std::string& dir, const Weights& w, const json& extra)
     for (auto it = extra.begin(); it != extra.end(); ++it) cfg[it.key()] = it.value();
   write_all(dir + "/config.json", cfg.dump(2) + "\n");
   save_safetensors(dir + "/model.safetensors", w);
+}
+
+ropescale::RopeConfig load_rope_config(const std::string& dir) {
+  const json cfg = json::parse(read_all(dir + "/config.json"), nullptr, false);
+  if (cfg.is_discarded() || !cfg.is_object())
+    fail(ErrorCode::kParseError, "config.json", dir, "is not a JSON object");
+  return ropescale::parse_hf_config(cfg);
 }
 
 Weights load_model_dir(const std::string& dir) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "ropescale/io/hf_config.hpp"
 #include "tiny_llama.hpp"
 
 namespace tiny_llama {
@@ -24,7 +25,9 @@ Weights load_safetensors(const std::string& path, const Config& config);
 
 /// The config.json of a LlamaForCausalLM with this architecture (rope_scaling absent).
 nlohmann::json to_hf_json(const Config& c);
-/// Reads the architecture back from a config.json (rope_scaling is left to ropescale's importer).
+/// Reads the architecture back from a config.json; L_train (Config::max_position_embeddings) is
+/// the original window ropescale's importer resolves, so an extended config (rope_scaling with
+/// original_max_position_embeddings) loads the same model.
 Config config_from_hf_json(const nlohmann::json& j);
 
 /// Training state beside a model directory: optimizer.safetensors holds AdamW's moments under
@@ -41,5 +44,8 @@ TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW
 /// A model directory: config.json + model.safetensors.
 void save_model_dir(const std::string& dir, const Weights& w, const nlohmann::json& extra = {});
 Weights load_model_dir(const std::string& dir);
+/// The RoPE of a model directory's config.json as ropescale reads it (its rope_scaling, if any:
+/// table_for(seq_len) is the table Hugging Face uses for seq_len tokens).
+ropescale::RopeConfig load_rope_config(const std::string& dir);
 
 }  // namespace tiny_llama

@@ -23,22 +23,54 @@ LengthSet LengthSet::make(const std::string& text, std::int64_t length,
   return s;
 }
 
-LengthScore score_table(const Weights& w, const ropescale::FactorTable& table, const LengthSet& set,
-                        int threads) {
-  const ropescale::RotaryCache cache(w.config().rope_spec(), table, set.length);
-  const Rope rope{&cache};
+Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence& s) {
+  const ropescale::RopeSpec spec = w.config().rope_spec();
+  const std::int64_t T = static_cast<std::int64_t>(s.tokens.size());
+  const std::int64_t L = spec.original_max_position;
+  if (!s.positions.empty() || !s.document.empty())
+    throw ropescale::Error(ropescale::make_status(ropescale::ErrorCode::kInvalidArgument,
+                                                  "s.positions", s.positions.size(),
+                                                  "decoding takes plain rows (positions 0..T-1)"));
+  const ropescale::RotaryCache within(spec, m.within, std::min(T, L));
+  KvCache cache;
+  Matrix head =
+      forward_chunk(w, Rope{&within}, {s.tokens.begin(), s.tokens.begin() + std::min(T, L)}, cache);
+  if (T <= L) return head;
+  const ropescale::KeyRerotation to_beyond(spec, m.within, m.beyond);
+  if (!to_beyond.is_identity()) rerotate(w, to_beyond, cache);
+  const ropescale::RotaryCache beyond(spec, m.beyond, T);
+  const Matrix tail =
+      forward_chunk(w, Rope{&beyond}, {s.tokens.begin() + L, s.tokens.end()}, cache);
+  Matrix out(head.rows(), T);
+  out << head, tail;
+  return out;
+}
+
+namespace {
+LossSum text_loss(const Matrix& lp, const Sequence& s) {
+  LossSum l;
+  for (std::size_t t = 0; t < s.tokens.size(); ++t) {
+    if (s.loss_weight[t] == 0.0f) continue;
+    l.nll -= static_cast<double>(s.loss_weight[t]) *
+             static_cast<double>(lp(s.targets[t], static_cast<Eigen::Index>(t)));
+    l.weight += static_cast<double>(s.loss_weight[t]);
+  }
+  return l;
+}
+}  // namespace
+
+LengthScore score_method(const Weights& w, const MethodTables& m, const LengthSet& set,
+                         int threads) {
   std::vector<NeedleScore> needle(set.needles.size());
   std::vector<LossSum> text(set.text.size());
   const std::int64_t n_needle = static_cast<std::int64_t>(set.needles.size());
   parallel_for(n_needle + static_cast<std::int64_t>(set.text.size()), threads, [&](std::int64_t i) {
     if (i < n_needle) {
-      Matrix lp;
       const NeedleRow& row = set.needles[static_cast<std::size_t>(i)];
-      forward(w, rope, row.seq, &lp);
-      needle[static_cast<std::size_t>(i)] = score_needles(lp, row);
+      needle[static_cast<std::size_t>(i)] = score_needles(decode_log_probs(w, m, row.seq), row);
     } else {
-      text[static_cast<std::size_t>(i - n_needle)] =
-          forward(w, rope, set.text[static_cast<std::size_t>(i - n_needle)]);
+      const Sequence& row = set.text[static_cast<std::size_t>(i - n_needle)];
+      text[static_cast<std::size_t>(i - n_needle)] = text_loss(decode_log_probs(w, m, row), row);
     }
   });
   LengthScore sc;
@@ -92,7 +124,7 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
                              ? LengthSet::make(text, target_length, depths, 1, 0, seed)
                              : LengthSet::make(text, target_length, {}, 0, budget.text_rows, seed);
   auto fitness = [&](const ropescale::FactorTable& table) {
-    const LengthScore sc = score_table(w, table, rows, threads);
+    const LengthScore sc = score_method(w, MethodTables::switching(spec, table), rows, threads);
     return objective == Objective::kNeedle ? sc.answer_nll : std::log(sc.ppl);
   };
   ropescale::EvolutionSearch search(sp, params);

@@ -3,8 +3,9 @@
 // needle-driven or plain perplexity, LongRoPE v1's space scored by plain perplexity).
 //
 // Inference rule (LongRoPE2 section 3.3, Hugging Face's longrope): a searched table is used only
-// when the sequence exceeds L_train; within L_train the original RoPE (identity table) applies.
-// The static methods (PI, NTK, YaRN) apply their table at every length, as engines load them.
+// once the sequence exceeds L_train; within L_train the original RoPE (identity table) applies,
+// and the KV cache switches with KeyRerotation at the crossing (MethodTables). The static methods
+// (PI, NTK, YaRN) apply their table at every length, as engines load them.
 //
 // Every evaluation row comes from the held-out tenth of the text, with seeds disjoint from the
 // rows the searches score, so no searched table has seen the rows it is judged on.
@@ -41,9 +42,32 @@ struct LengthScore {
   double ppl = 0.0;         ///< text perplexity per byte
 };
 
-/// Scores a table at set.length (the table is used as given: apply the inference rule first).
-LengthScore score_table(const Weights& w, const ropescale::FactorTable& table, const LengthSet& set,
-                        int threads);
+/// The tables one method uses. LongRoPE2's inference rule (section 3.3, Hugging Face's longrope):
+/// `within` while the sequence fits L_train, `beyond` once it grows past it. Rows are decoded as
+/// an engine does: the first L_train tokens in one chunk with `within`, then the cached keys are
+/// switched with ropescale::KeyRerotation and the rest runs with `beyond`. A static method (PI,
+/// NTK, YaRN) uses one table for both, which is one plain forward.
+struct MethodTables {
+  ropescale::FactorTable within, beyond;
+  /// One table at every length.
+  static MethodTables fixed(const ropescale::FactorTable& t) { return {t, t}; }
+  /// The original frequencies within L_train, `extended` beyond it. Hugging Face's longrope
+  /// applies one attention factor to both factor sets, so `within` keeps the extended table's
+  /// attention factor: what a config written by longrope_config_from_tables loads as.
+  static MethodTables switching(const ropescale::RopeSpec& spec,
+                                const ropescale::FactorTable& extended) {
+    return {ropescale::FactorTable(Eigen::ArrayXd::Ones(spec.pairs()), extended.attention_factor(),
+                                   "longrope_short"),
+            extended};
+  }
+};
+
+/// Log-probabilities [vocab, T] of one row under a method, decoded with the inference rule.
+Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence& s);
+
+/// Scores a method at set.length.
+LengthScore score_method(const Weights& w, const MethodTables& m, const LengthSet& set,
+                         int threads);
 
 /// The search objective.
 enum class Objective { kNeedle, kPerplexity };

@@ -25,9 +25,9 @@ void require_positive(const char* name, std::int64_t v, std::int64_t limit) {
 Eigen::Index ix(std::int64_t v) { return static_cast<Eigen::Index>(v); }
 
 // RMSNorm of every column: y = x * r * g with r = 1 / sqrt(mean(x^2) + eps).
-void rms_norm(const Matrix& x, const Matrix& g, float eps, Matrix& y, Eigen::VectorXf& r) {
+void rms_norm(const Matrix& x, const Matrix& g, double eps, Matrix& y, Eigen::VectorXf& r) {
   const float inv_n = 1.0f / static_cast<float>(x.rows());
-  r = ((x.array().square().colwise().sum() * inv_n) + eps).rsqrt().transpose();
+  r = ((x.array().square().colwise().sum() * inv_n) + static_cast<float>(eps)).rsqrt().transpose();
   y = (x.array().rowwise() * r.transpose().array()).colwise() * g.col(0).array();
 }
 
@@ -216,9 +216,10 @@ void validate(const Config& c) {
   if (c.head_dim % 2 != 0)
     throw_if_error(
         make_status(ErrorCode::kInvalidArgument, "head_dim", c.head_dim, "must be even"));
-  if (!(c.rms_norm_eps > 0.0f) || !std::isfinite(c.rms_norm_eps))
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "rms_norm_eps",
-                               static_cast<double>(c.rms_norm_eps), "must be finite and > 0"));
+  if (!(c.rms_norm_eps > 0.0) || !std::isfinite(c.rms_norm_eps) ||
+      !(static_cast<float>(c.rms_norm_eps) > 0.0f))
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "rms_norm_eps", c.rms_norm_eps,
+                               "must be finite and > 0 in float"));
   throw_if_error(ropescale::validate(c.rope_spec()));
 }
 
@@ -281,6 +282,95 @@ LossSum forward(const Weights& w, const Rope& rope, const Sequence& s, Matrix* l
   const LossSum loss = run_forward(w, rope, s, ws);
   if (log_probs != nullptr) *log_probs = std::move(ws.logits);
   return loss;
+}
+
+Matrix forward_chunk(const Weights& w, const Rope& rope, const std::vector<std::int32_t>& tokens,
+                     KvCache& cache) {
+  const Config& c = w.config();
+  const std::int64_t n = static_cast<std::int64_t>(tokens.size());
+  const std::int64_t p0 = cache.length();
+  Sequence s;
+  s.tokens = tokens;
+  s.targets.assign(tokens.size(), 0);
+  s.loss_weight.assign(tokens.size(), 0.0f);
+  check_sequence(c, rope, s);
+  if (cache.k.empty()) {
+    cache.k.assign(static_cast<std::size_t>(c.n_layers), Matrix(ix(c.kv_dim()), 0));
+    cache.v = cache.k;
+  }
+  if (static_cast<std::int64_t>(cache.k.size()) != c.n_layers ||
+      static_cast<std::int64_t>(cache.v.size()) != c.n_layers)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "cache", cache.k.size(),
+                               "must hold one key and one value matrix per layer"));
+  std::vector<std::int64_t> pos(tokens.size());
+  for (std::int64_t t = 0; t < n; ++t) pos[static_cast<std::size_t>(t)] = p0 + t;
+  const std::int64_t group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  Matrix x(ix(c.dim), ix(n)), xn, q, k, v, attn(ix(c.dim), ix(n)), h, gate, up;
+  Eigen::VectorXf r;
+  for (std::int64_t t = 0; t < n; ++t)
+    x.col(ix(t)) = w.embed().col(tokens[static_cast<std::size_t>(t)]);
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    rms_norm(x, w.layer(l, Weights::kAttnNorm), c.rms_norm_eps, xn, r);
+    q.noalias() = w.layer(l, Weights::kQ) * xn;
+    k.noalias() = w.layer(l, Weights::kK) * xn;
+    v.noalias() = w.layer(l, Weights::kV) * xn;
+    rotate(c, rope, pos, q, k, false);
+    Matrix& K = cache.k[static_cast<std::size_t>(l)];
+    Matrix& V = cache.v[static_cast<std::size_t>(l)];
+    K.conservativeResize(Eigen::NoChange, ix(p0 + n));
+    V.conservativeResize(Eigen::NoChange, ix(p0 + n));
+    K.rightCols(ix(n)) = k;
+    V.rightCols(ix(n)) = v;
+    for (std::int64_t hd = 0; hd < c.n_heads; ++hd) {
+      const std::int64_t kvh = hd / group;
+      Matrix P = (K.middleRows(ix(kvh * c.head_dim), ix(c.head_dim)).transpose() *
+                  q.middleRows(ix(hd * c.head_dim), ix(c.head_dim))) *
+                 scale;  // [key, query]
+      for (std::int64_t i = 0; i < n; ++i) {
+        auto seen = P.col(ix(i)).head(ix(p0 + i + 1)).array();
+        seen = (seen - seen.maxCoeff()).exp();
+        seen /= seen.sum();
+        P.col(ix(i)).tail(ix(n - 1 - i)).setZero();
+      }
+      attn.middleRows(ix(hd * c.head_dim), ix(c.head_dim)).noalias() =
+          V.middleRows(ix(kvh * c.head_dim), ix(c.head_dim)) * P;
+    }
+    h = x;
+    h.noalias() += w.layer(l, Weights::kO) * attn;
+    rms_norm(h, w.layer(l, Weights::kFfnNorm), c.rms_norm_eps, xn, r);
+    gate.noalias() = w.layer(l, Weights::kGate) * xn;
+    up.noalias() = w.layer(l, Weights::kUp) * xn;
+    x = h;
+    x.noalias() += w.layer(l, Weights::kDown) *
+                   gate.unaryExpr([](float a) { return a * sigmoid(a); }).cwiseProduct(up);
+  }
+  rms_norm(x, w.final_norm(), c.rms_norm_eps, xn, r);
+  Matrix logits = w.lm_head() * xn;
+  for (std::int64_t t = 0; t < n; ++t) {
+    auto col = logits.col(ix(t));
+    const float mx = col.maxCoeff();
+    col.array() -= mx + std::log((col.array() - mx).exp().sum());
+  }
+  return logits;
+}
+
+void rerotate(const Weights& w, const ropescale::KeyRerotation& r, KvCache& cache) {
+  const Config& c = w.config();
+  if (r.rotary_dim() != c.head_dim)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "r.rotary_dim()", r.rotary_dim(),
+                               "must equal head_dim (" + std::to_string(c.head_dim) + ")"));
+  const std::int64_t n = cache.length();
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(n));
+  for (std::int64_t t = 0; t < n; ++t) pos[static_cast<std::size_t>(t)] = t;
+  for (Matrix& K : cache.k) {
+    if (K.cols() != n || K.rows() != c.kv_dim())
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "cache.k", K.cols(),
+                                 "every layer must cache the same tokens"));
+    r.apply(pos.data(),
+            ropescale::HeadsView<float>::tokens_heads_dim(K.data(), n, c.n_kv_heads, c.head_dim),
+            ropescale::PairLayout::kHalfSplit);
+  }
 }
 
 LossSum forward_backward(const Weights& w, const Rope& rope, const Sequence& s, float scale,

@@ -39,7 +39,7 @@ struct Config {
   std::int64_t head_dim = 32;
   std::int64_t max_position_embeddings = 256;  ///< training window L_train
   double rope_theta = 10000.0;
-  float rms_norm_eps = 1e-5f;
+  double rms_norm_eps = 1e-5;  ///< as in config.json; applied in float
 
   std::int64_t kv_dim() const noexcept { return n_kv_heads * head_dim; }
   /// The rotary spec of every layer (full rotary width, L_train as original window).
@@ -120,6 +120,25 @@ struct LossSum {
 
 /// Forward only: the loss of one sequence, and optionally the log-probabilities [vocab, T].
 LossSum forward(const Weights& w, const Rope& rope, const Sequence& s, Matrix* log_probs = nullptr);
+
+/// The keys (rotated) and values every layer has cached, [kv_dim, tokens] per layer: an engine's
+/// KV cache, for decoding a sequence chunk by chunk.
+struct KvCache {
+  std::vector<Matrix> k, v;
+  std::int64_t length() const noexcept { return k.empty() ? 0 : k.front().cols(); }
+};
+
+/// Forward of the next chunk of one sequence (plain causal attention, no documents): its tokens
+/// sit at positions cache.length() ... and attend to every cached token and to the chunk's own
+/// earlier ones; their keys and values are appended to the cache. Returns the chunk's
+/// log-probabilities [vocab, n]. A sequence run in one chunk gives forward()'s log-probabilities.
+Matrix forward_chunk(const Weights& w, const Rope& rope, const std::vector<std::int32_t>& tokens,
+                     KvCache& cache);
+
+/// Switches every cached key from one factor table to another (`r` built for the model's
+/// rope_spec()): LongRoPE2's inference rule when a sequence grows past L_train. Values and the
+/// hidden states behind them are kept, as an engine keeps them.
+void rerotate(const Weights& w, const ropescale::KeyRerotation& r, KvCache& cache);
 
 /// Forward and backward of one sequence: adds d(scale * nll)/dw to grad and returns the loss.
 LossSum forward_backward(const Weights& w, const Rope& rope, const Sequence& s, float scale,

@@ -1,445 +1,242 @@
-// `ropescale extend`: extend a real model's context window and measure it.
+// `ropescale study`: the LongRoPE2 extension study on a tiny Llama model directory (config.json +
+// model.safetensors, as `ropescale train` writes): critical pairs, the searches and the comparison
+// of plain, PI, NTK, YaRN and searched tables at L_train and beyond.
 //
-// Loads Karpathy's stories260K (llama2.c format, trained at 512 tokens, head size 8, so only 4
-// rotary pairs), then measures perplexity on held-out TinyStories text at 512, 1024, 2048 and 4096
-// tokens with five factor tables, all built for the target length 4096 (s = 8):
-//
-//   plain     identity (the model as trained)
-//   pi        linear position interpolation, lambda_i = s
-//   ntk       NTK-aware base change, lambda_i = s^(2i/(d-2))
-//   yarn      YaRN NTK-by-parts with its attention factor 0.1 ln s + 1
-//   searched  ropescale's evolutionary search, fitness = plain perplexity at 4096 tokens on a part
-//             of the text that the evaluation never uses
-//
-// Every table is used as is at every length (static scaling), so the 512 column also shows what
-// each method costs inside the trained window. The model runs with ropescale's rotary kernels in
-// its attention (examples/ropescale/llama2c.hpp).
-//
-// Default budget, sized for about 2 minutes on 2 cores: the search evaluates 64 candidates (an
-// initial population of 16, then 4 iterations of 6 mutants + 6 crossovers), each on 2 windows of
-// 4096 tokens from the second half of the text; the evaluation reads the first 16384 tokens at
-// every length (4 windows of 4096 ... 32 of 512). A 4096-token forward pass costs about 1 s of
-// one core, so the search takes ~150 core-seconds and the evaluation ~60.
-//
-//   ropescale extend [--model FILE --tokenizer FILE --text FILE] [--json FILE] [--svg FILE]
-//                    [--space longrope|longrope2] [--search-evals N] [--search-windows N]
-//                    [--eval-tokens N] [--threads N] [--seed N]
+//   ropescale study --model DIR [--multiples 1,2,4,8] [--search-multiples 4,8]
+//                   [--needles-per-depth N] [--budget small|default] [--threads N]
+//                   [--json FILE] [--format table|json]
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
-
+#include "checkpoint.hpp"
 #include "cli.hpp"
-#include "llama2c.hpp"
+#include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
-#include "ropescale/search.hpp"
-#include "svg.hpp"
-
-namespace {
-
-constexpr const char* kUsage =
-    "[--model FILE --tokenizer FILE --text FILE] [--json FILE] [--svg FILE] "
-    "[--space longrope|longrope2] [--search-evals N] [--search-windows N] [--eval-tokens N] "
-    "[--threads N] [--seed N]";
+#include "study.hpp"
 
 #ifndef ROPESCALE_EXAMPLES_DATA_DIR
 #define ROPESCALE_EXAMPLES_DATA_DIR "examples/data"
 #endif
 
-using Clock = std::chrono::steady_clock;
+namespace {
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+constexpr const char* kUsage =
+    "--model DIR [--multiples 1,2,4,8] [--search-multiples 4,8] [--needles-per-depth N] "
+    "[--budget small|default] [--threads N] [--text FILE] [--json FILE] [--format table|json]";
 
-// A progress bar on stderr: redrawn in place on a terminal, a start and an end line otherwise.
-class ProgressBar {
- public:
-  ProgressBar(std::string label, double total) : label_(std::move(label)), total_(total) {
-#if defined(__unix__) || defined(__APPLE__)
-    tty_ = isatty(fileno(stderr)) != 0;
-#endif
-    if (!tty_) std::cerr << label_ << " ..." << std::endl;
-    draw(0.0);
-  }
-  void update(double done) {
-    if (!tty_) return;
-    const double now = seconds_since(start_);
-    if (now - last_draw_ < 0.1 && done < total_) return;
-    last_draw_ = now;
-    draw(done);
-  }
-  void finish(const std::string& note = "") {
-    if (tty_) {
-      draw(total_);
-      std::cerr << "\n";
-    } else {
-      std::cerr << label_ << ": done in " << std::fixed << std::setprecision(1)
-                << seconds_since(start_) << " s" << (note.empty() ? "" : ", ") << note << std::endl;
+std::vector<std::int64_t> parse_list(const std::string& option, const std::string& v) {
+  std::vector<std::int64_t> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t used = 0;
+    long long x = 0;
+    try {
+      x = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
     }
+    if (item.empty() || used != item.size() || x < 1 || x > 64)
+      throw cli::UsageError(option + " = '" + cli::Args::clip(v) +
+                            "': a comma list of integers in [1, 64]");
+    out.push_back(x);
   }
-
- private:
-  void draw(double done) {
-    if (!tty_) return;
-    constexpr int kWidth = 30;
-    const double frac = total_ > 0 ? std::clamp(done / total_, 0.0, 1.0) : 1.0;
-    const int fill = static_cast<int>(frac * kWidth + 0.5);
-    std::cerr << "\r" << label_ << " [" << std::string(static_cast<std::size_t>(fill), '#')
-              << std::string(static_cast<std::size_t>(kWidth - fill), '.') << "] " << std::setw(3)
-              << static_cast<int>(frac * 100 + 0.5) << "%  " << std::fixed << std::setprecision(1)
-              << seconds_since(start_) << " s " << std::flush;
-  }
-
-  std::string label_;
-  double total_;
-  bool tty_ = false;
-  Clock::time_point start_ = Clock::now();
-  double last_draw_ = -1.0;
-};
-
-struct Method {
-  std::string name;
-  ropescale::FactorTable table;
-  std::vector<double> nll;  // nats per token, one per length
-};
-
-std::string format_factors(const ropescale::FactorTable& t) {
-  std::ostringstream os;
-  os << "[";
-  for (Eigen::Index i = 0; i < t.factors().size(); ++i)
-    os << (i ? ", " : "") << std::setprecision(4) << t.factors()[i];
-  os << "]";
-  if (t.attention_factor() != 1.0) os << " x" << std::setprecision(4) << t.attention_factor();
-  return os.str();
+  if (out.empty()) throw cli::UsageError(option + " is empty");
+  return out;
 }
 
-// Perplexity against context length, one line per method, log2 x axis and log y axis.
-std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vector<Method>& methods,
-                       const std::string& subtitle) {
-  const double width = 720, height = 440, left = 70, right = 150, top = 50, bottom = 60;
-  const double pw = width - left - right, ph = height - top - bottom;
-  double lo = 1e300, hi = 0;
-  for (const Method& m : methods)
-    for (double v : m.nll) {
-      lo = std::min(lo, std::exp(v));
-      hi = std::max(hi, std::exp(v));
-    }
-  const double ylo = std::pow(2.0, std::floor(std::log2(lo))),
-               yhi = std::pow(2.0, std::ceil(std::log2(hi)));
-  const double xlo = std::log2(static_cast<double>(lengths.front())),
-               xhi = std::log2(static_cast<double>(lengths.back()));
-  auto x_of = [&](std::int64_t l) {
-    return left + (xhi > xlo ? (std::log2(static_cast<double>(l)) - xlo) / (xhi - xlo) : 0.5) * pw;
-  };
-  auto y_of = [&](double ppl) {
-    return top + ph - (std::log2(ppl) - std::log2(ylo)) / (std::log2(yhi) - std::log2(ylo)) * ph;
-  };
-  svg::Document doc(width, height);
-  doc.rect(0, 0, width, height, "white");
-  doc.text(width / 2, 24,
-           "stories260K: perplexity vs context length (trained at " +
-               std::to_string(lengths.front()) + ")",
-           15, "middle");
-  doc.text(width / 2, 40, subtitle, 11, "middle", {{"fill", "#555"}});
-  for (double y = ylo; y <= yhi * 1.0001; y *= 2) {
-    doc.line(left, y_of(y), left + pw, y_of(y), "#ddd");
-    doc.text(left - 8, y_of(y) + 4, svg::num(y), 11, "end");
-  }
-  for (std::int64_t l : lengths) {
-    doc.line(x_of(l), top, x_of(l), top + ph, "#eee");
-    doc.text(x_of(l), top + ph + 18, std::to_string(l), 11, "middle");
-  }
-  doc.rect(left, top, pw, ph, "none", {{"stroke", "#333"}});
-  doc.text(left + pw / 2, height - 18, "context length (tokens, log scale)", 12, "middle");
-  doc.text(18, top + ph / 2, "perplexity (log scale)", 12, "middle",
-           {{"transform", "rotate(-90 18 " + svg::num(top + ph / 2) + ")"}});
-  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c",
-                                        "#ff7f0e", "#d62728", "#9467bd"};
-  for (std::size_t k = 0; k < methods.size(); ++k) {
-    const std::string color = kColors[k % 6];
-    std::vector<svg::Point> pts;
-    for (std::size_t j = 0; j < lengths.size(); ++j)
-      pts.push_back({x_of(lengths[j]), y_of(std::exp(methods[k].nll[j]))});
-    doc.open_group({{"class", methods[k].name}});
-    doc.title(methods[k].name + " " + format_factors(methods[k].table));
-    doc.polyline(pts, color, methods[k].name == "searched" ? 2.5 : 1.5);
-    for (const svg::Point& p : pts) doc.circle(p.x, p.y, 3, color);
-    doc.close_group();
-    const double ly = top + 14 + 20 * static_cast<double>(k);
-    doc.line(left + pw + 14, ly - 4, left + pw + 34, ly - 4, color, 2.5);
-    doc.text(left + pw + 40, ly, methods[k].name, 12);
-  }
-  return doc.str();
+nlohmann::json factors_json(const ropescale::FactorTable& t) {
+  std::vector<double> f(t.factors().data(), t.factors().data() + t.factors().size());
+  return f;
 }
 
-void write_file(const std::string& option, const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary);
-  if (!out)
-    ropescale::throw_if_error(ropescale::make_status(ropescale::ErrorCode::kIoError, option, path,
-                                                     "cannot be opened for writing"));
-  out << content;
-  out.close();
-  if (!out)
-    ropescale::throw_if_error(
-        ropescale::make_status(ropescale::ErrorCode::kIoError, option, path, "write failed"));
-}
-
-std::int64_t positive(const cli::Args& args, const std::string& key, std::int64_t fallback,
-                      std::int64_t max) {
-  return args.get_int(key, fallback, 1, max);
-}
-
-// Runs load(); a library error about the file's contents names the option the user typed.
-template <typename F>
-auto load_input(const std::string& key, const std::string& path, F load) {
-  try {
-    return load();
-  } catch (const ropescale::Error& e) {
-    cli::check_input(key, path, e.status());
-    throw;
-  }
-}
-
-int run_extend(const std::vector<std::string>& argv) {
-  const auto t_start = Clock::now();
-  cli::Args args(
-      argv, {"--model", "--tokenizer", "--text", "--json", "--svg", "--space", "--search-evals",
-             "--search-windows", "--eval-tokens", "--threads", "--seed"});
-  const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
-  // Every input and output path, and every number, is checked before any work starts.
-  const std::string model_path = args.input_file("--model", data + "/stories260K.bin");
-  const std::string tok_path = args.input_file("--tokenizer", data + "/tok512.bin");
-  const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
+int run_study(const std::vector<std::string>& argv) {
+  cli::Args args(argv, {"--model", "--multiples", "--search-multiples", "--needles-per-depth",
+                        "--budget", "--threads", "--text", "--json", "--format"});
+  const bool json = args.json_format();
+  const std::string model = args.get("--model");
+  if (model.empty())
+    throw cli::UsageError("--model is required (a directory from ropescale train)");
+  cli::check_input_file("--model", model + "/config.json");
+  cli::check_input_file("--model", model + "/model.safetensors");
+  const auto multiples = parse_list("--multiples", args.get("--multiples", "1,2,4,8"));
+  const auto search_multiples =
+      parse_list("--search-multiples", args.get("--search-multiples", "4,8"));
+  if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
+  for (auto m : search_multiples)
+    if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
+      throw cli::UsageError("--search-multiples: each must be >= 2 and in --multiples");
+  const std::int64_t per_depth = args.get_int("--needles-per-depth", 4, 1, 100);
+  const std::string budget_name = args.get("--budget", "default");
+  if (budget_name != "small" && budget_name != "default")
+    throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
+                          "': must be 'small' or 'default'");
+  const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
-  const std::string svg_path = args.output_file("--svg");
-  const std::string space_name = args.get("--space", "longrope");
-  if (space_name != "longrope" && space_name != "longrope2")
-    throw cli::UsageError("--space = '" + cli::Args::clip(space_name) +
-                          "': must be 'longrope' or 'longrope2'");
-  const std::int64_t search_evals = positive(args, "--search-evals", 64, 1 << 20);
-  if (search_evals < 16)
-    throw cli::UsageError("--search-evals = " + std::to_string(search_evals) +
-                          ": must be >= 16 (the initial population)");
-  const std::int64_t search_windows = positive(args, "--search-windows", 2, 1 << 10);
-  const std::int64_t eval_tokens = positive(args, "--eval-tokens", 16384, 1 << 24);
-  const int threads = static_cast<int>(positive(args, "--threads", 2, 1024));
-  const std::int64_t seed = args.get_int("--seed", 0, 0, std::numeric_limits<std::int64_t>::max());
+  const std::string text_path = args.input_file(
+      "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
 
-  // Model, tokenizer, text.
-  const llama2c::Model model =
-      load_input("--model", model_path, [&] { return llama2c::Model::load(model_path); });
-  const llama2c::Config& cfg = model.config();
-  const llama2c::Tokenizer tokenizer = load_input(
-      "--tokenizer", tok_path, [&] { return llama2c::Tokenizer::load(tok_path, cfg.vocab_size); });
-  const std::vector<int> tokens = tokenizer.encode(llama2c::join_paragraphs(load_input(
-      "--text", text_path, [&] { return llama2c::detail::read_file(text_path, "text file"); })));
-  const ropescale::RopeSpec spec = model.rope_spec();
-  const std::int64_t train = spec.original_max_position;
-  std::vector<std::int64_t> lengths;
-  for (std::int64_t l = train; l <= 8 * train; l *= 2) lengths.push_back(l);
-  const std::int64_t target = lengths.back();
-  const double s = static_cast<double>(target) / static_cast<double>(train);
+  const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
+  const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
+  const ropescale::RopeSpec spec = w.config().rope_spec();
+  const std::int64_t L = spec.original_max_position;
+  tiny_llama::SearchBudget budget;
+  if (budget_name == "small") {
+    budget.population = 6;
+    budget.parents = 3;
+    budget.mutations = 2;
+    budget.crossovers = 1;
+    budget.iterations = 1;
+    budget.needle_rows = 2;
+    budget.text_rows = 1;
+  }
+  const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
+  std::vector<tiny_llama::LengthSet> sets;
+  for (std::size_t i = 0; i < multiples.size(); ++i)
+    sets.push_back(tiny_llama::LengthSet::make(corpus.held_out, L * multiples[i], depths, per_depth,
+                                               2, 1000 + i));
+  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "        " << std::flush; };
 
-  // The evaluation reads tokens [0, eval_tokens); the search reads windows from the second half
-  // of the text, which the evaluation never touches.
-  const std::int64_t n_tokens = static_cast<std::int64_t>(tokens.size());
-  const std::int64_t search_begin = std::max(eval_tokens, n_tokens / 2);
-  if (eval_tokens < target)
-    throw cli::UsageError("--eval-tokens = " + std::to_string(eval_tokens) +
-                          ": must be >= the longest context (" + std::to_string(target) + ")");
-  if (search_begin + search_windows * target > n_tokens)
-    ropescale::throw_if_error(ropescale::make_status(
-        ropescale::ErrorCode::kInvalidArgument, "text tokens", n_tokens,
-        "too short for " + std::to_string(eval_tokens) + " evaluation tokens and " +
-            std::to_string(search_windows) + " search windows of " + std::to_string(target)));
-
-  std::cout << "ropescale extend: " << model_path << "\n"
-            << "  model: dim " << cfg.dim << ", " << cfg.n_layers << " layers, " << cfg.n_heads
-            << "/" << cfg.n_kv_heads << " heads of " << cfg.head_size() << " (" << spec.pairs()
-            << " rotary pairs, base " << spec.rope_theta << "), vocab " << cfg.vocab_size
-            << ", trained at " << train << " tokens\n"
-            << "  text: " << n_tokens << " tokens; evaluation on tokens [0, " << eval_tokens
-            << "), search on tokens [" << search_begin << ", "
-            << search_begin + search_windows * target << ")\n"
-            << "  every table is built for " << target << " tokens (s = " << s
-            << ") and used unchanged at every length\n";
-
-  std::vector<Method> methods;
-  methods.push_back({"plain", ropescale::FactorTable::identity(spec), {}});
-  methods.push_back({"pi", ropescale::linear_factors(spec, s), {}});
-  methods.push_back({"ntk", ropescale::ntk_factors(spec, s), {}});
-  ropescale::YarnParams yarn;
-  yarn.factor = s;
-  methods.push_back({"yarn", ropescale::yarn_factors(spec, yarn), {}});
-
-  // The search. stories260K has 4 rotary pairs (wavelengths 6.3, 63, 628, 6283 tokens; trained at
-  // 512), so its critical-pair analysis is tiny: critical_search_lower_pair = 1 and
-  // theoretical_critical_pair = 2. LongRoPE2's space (c in [1, 2], lambda in [s, 2s] at and above
-  // c, NTK re-anchored below) then has 2-3 free factors and forces lambda >= s = 8 on pairs 2 and
-  // 3, where this model's perplexity prefers smaller factors. The default is therefore LongRoPE
-  // v1's space (every pair in [1, 1.25 s], non-decreasing), which contains plain, PI, NTK and YaRN
-  // factors; they seed the population, as LongRoPE v1 seeds PI, NTK and YaRN. --space longrope2
-  // runs the paper's space with the same seeds projected onto it. Both use LongRoPE's attention
-  // factor sqrt(1 + ln s / ln 512).
-  ropescale::SearchSpace space = space_name == "longrope"
-                                     ? ropescale::SearchSpace::longrope(spec, target)
-                                     : ropescale::SearchSpace::longrope2(spec, target);
-  ropescale::SearchParams params;
-  params.population = 16;
-  params.parents = 8;
-  params.mutations = 6;
-  params.crossovers = 6;
-  params.iterations = 1000;  // the evaluation budget stops it
-  params.max_evaluations = search_evals;
-  params.seed = static_cast<std::uint64_t>(seed);
-  params.threads = threads;
-  params.thread_safe = true;
-  std::vector<ropescale::Genome> seeds;
-  std::vector<std::size_t> seed_method;  // which baseline each seed was projected from
-  for (std::size_t k = 0; k < methods.size(); ++k)
-    for (std::int64_t c = space.critical_lower; c <= space.critical_upper; ++c) {
-      const ropescale::Genome g = ropescale::project_to_space(space, methods[k].table.factors(), c);
-      if (std::find(seeds.begin(), seeds.end(), g) != seeds.end()) continue;
-      seeds.push_back(g);
-      seed_method.push_back(k);
-    }
-  const auto search_windows_tokens =
-      llama2c::make_windows(tokens, search_begin, target, search_windows);
-  ropescale::EvolutionSearch search(space, params);
-  ProgressBar search_bar("search (" + space_name + ", " + std::to_string(search_evals) +
-                             " evaluations at " + std::to_string(target) + " tokens)",
-                         static_cast<double>(search_evals));
-  search.set_progress_callback([&](const ropescale::SearchProgress& p) {
-    search_bar.update(static_cast<double>(p.evaluations));
+  // Methods: name -> table for a length (nullopt: not measured there).
+  struct Row {
+    std::string name;
+    std::vector<std::optional<ropescale::FactorTable>> tables;
+  };
+  std::vector<Row> rows;
+  auto static_row = [&](const std::string& name, auto make) {
+    Row r{name, {}};
+    for (auto m : multiples)
+      r.tables.push_back(m == 1 ? ropescale::FactorTable::identity(spec) : make(double(m)));
+    rows.push_back(r);
+  };
+  static_row("plain", [&](double) { return ropescale::FactorTable::identity(spec); });
+  static_row("pi", [&](double s) { return ropescale::linear_factors(spec, s); });
+  static_row("ntk", [&](double s) { return ropescale::ntk_factors(spec, s); });
+  static_row("yarn", [&](double s) {
+    ropescale::YarnParams p;
+    p.factor = s;
+    return ropescale::yarn_factors(spec, p);
   });
-  const auto t_search = Clock::now();
-  const ropescale::SearchResult found = search.run(
-      [&](const ropescale::FactorTable& t) {
-        return llama2c::mean_nll(model, t, search_windows_tokens, 1);
-      },
-      seeds);
-  const double search_seconds = seconds_since(t_search);
-  search_bar.finish(std::to_string(found.evaluations) + " evaluations");
-  // The seeds' own fitness (best projection per baseline), read back from the search history.
-  std::map<std::string, double> seed_ppl;
-  for (std::size_t i = 0; i < seeds.size(); ++i)
-    for (const ropescale::EvaluatedGenome& e : found.state.history)
-      if (e.genome == seeds[i]) {
-        const std::string& name = methods[seed_method[i]].name;
-        const double ppl = std::exp(e.loss);
-        if (!seed_ppl.count(name) || ppl < seed_ppl[name]) seed_ppl[name] = ppl;
+  nlohmann::json searches = nlohmann::json::array();
+  const struct {
+    const char* space;
+    tiny_llama::Objective objective;
+  } kinds[] = {{"longrope2", tiny_llama::Objective::kNeedle},
+               {"longrope2", tiny_llama::Objective::kPerplexity},
+               {"longrope_v1", tiny_llama::Objective::kPerplexity}};
+  for (const auto& k : kinds) {
+    Row r{std::string(k.space) + "_" + tiny_llama::to_string(k.objective), {}};
+    for (auto m : multiples) {
+      if (m == 1) {
+        r.tables.push_back(ropescale::FactorTable::identity(spec));  // the inference rule
+        continue;
       }
-  methods.push_back(
-      {"searched",
-       ropescale::FactorTable(found.table.factors(), found.table.attention_factor(), "searched"),
-       {}});
-
-  // Evaluation on the held-out part: every method at every length over the same tokens.
-  double total_work = 0;
-  for (std::int64_t l : lengths)
-    total_work += static_cast<double>(methods.size()) * static_cast<double>(eval_tokens / l) *
-                  static_cast<double>(l) * static_cast<double>(l);
-  ProgressBar eval_bar("evaluation (" + std::to_string(methods.size()) + " methods x " +
-                           std::to_string(lengths.size()) + " lengths)",
-                       total_work);
-  double work_done = 0;
-  for (Method& m : methods)
-    for (std::int64_t l : lengths) {
-      const auto windows = llama2c::make_windows(tokens, 0, l, eval_tokens / l);
-      const double w = static_cast<double>(l) * static_cast<double>(l);
-      m.nll.push_back(
-          llama2c::mean_nll(model, m.table, windows, threads, [&](std::size_t done, std::size_t) {
-            eval_bar.update(work_done + static_cast<double>(done) * w);
-          }));
-      work_done += static_cast<double>(windows.size()) * w;
+      if (std::find(search_multiples.begin(), search_multiples.end(), m) ==
+          search_multiples.end()) {
+        r.tables.push_back(std::nullopt);
+        continue;
+      }
+      const tiny_llama::SearchRun run = tiny_llama::run_search(
+          w, k.space == std::string("longrope2") ? "longrope2" : "longrope", k.objective, L * m,
+          budget, corpus.train, 77 + m, static_cast<int>(threads), note);
+      searches.push_back({{"name", r.name},
+                          {"space", k.space},
+                          {"objective", tiny_llama::to_string(k.objective)},
+                          {"target_length", L * m},
+                          {"critical_pair", run.critical_pair},
+                          {"i_tcd", run.theoretical_critical_pair},
+                          {"evaluations", run.evaluations},
+                          {"best_loss", run.best_loss},
+                          {"seconds", run.seconds},
+                          {"factors", factors_json(run.table)}});
+      r.tables.push_back(run.table);
     }
-  eval_bar.finish();
-  const double total_seconds = seconds_since(t_start);
-
-  // The table.
-  std::cout << "\nperplexity on held-out text (" << eval_tokens
-            << " tokens per length; lower is better)\n"
-            << std::left << std::setw(10) << "method" << std::right;
-  for (std::int64_t l : lengths) std::cout << std::setw(9) << l;
-  std::cout << "   factors lambda_i [x attention factor]\n";
-  for (const Method& m : methods) {
-    std::cout << std::left << std::setw(10) << m.name << std::right << std::fixed
-              << std::setprecision(2);
-    for (double v : m.nll) std::cout << std::setw(9) << std::exp(v);
-    std::cout << "   " << format_factors(m.table) << "\n";
+    rows.push_back(r);
   }
-  std::cout << std::defaultfloat << "\nsearch: " << space_name << " space, critical pair "
-            << found.best.critical_pair << ", " << found.evaluations << " evaluations in "
-            << std::fixed << std::setprecision(1) << search_seconds << " s\n"
-            << "  fitness = ppl at " << target << " on the search text: best "
-            << std::setprecision(2) << std::exp(found.best_loss) << "; seeds (projected, x"
-            << std::setprecision(3) << space.attention_factor << "):";
-  for (const Method& m : methods)
-    if (seed_ppl.count(m.name))
-      std::cout << " " << m.name << " " << std::setprecision(2) << seed_ppl[m.name];
-  std::cout << "\n"
-            << "wall time " << std::setprecision(1) << total_seconds << " s, " << threads
-            << " threads\n";
 
-  if (args.has("--json")) {
-    nlohmann::json j;
-    j["model"] = model_path;
-    j["text"] = text_path;
-    j["train_length"] = train;
-    j["target_length"] = target;
-    j["eval_tokens"] = eval_tokens;
-    j["lengths"] = lengths;
-    j["methods"] = nlohmann::json::object();
-    for (const Method& m : methods) {
-      nlohmann::json e;
-      std::vector<double> ppl,
-          f(m.table.factors().data(), m.table.factors().data() + m.table.factors().size());
-      for (double v : m.nll) ppl.push_back(std::exp(v));
-      e["ppl"] = ppl;
-      e["nll"] = m.nll;
-      e["factors"] = f;
-      e["attention_factor"] = m.table.attention_factor();
-      j["methods"][m.name] = e;
+  nlohmann::json methods = nlohmann::json::object();
+  for (const Row& r : rows) {
+    nlohmann::json acc = nlohmann::json::array(), ppl = nlohmann::json::array(),
+                   nll = nlohmann::json::array(), fac = nlohmann::json::array(),
+                   att = nlohmann::json::array(), depth = nlohmann::json::array();
+    for (std::size_t i = 0; i < multiples.size(); ++i) {
+      const auto& t = r.tables[i];
+      if (!t) {
+        for (auto* j : {&acc, &ppl, &nll, &fac, &att, &depth}) j->push_back(nullptr);
+        continue;
+      }
+      note("scoring " + r.name + " @" + std::to_string(sets[i].length));
+      const tiny_llama::LengthScore sc =
+          tiny_llama::score_table(w, *t, sets[i], static_cast<int>(threads));
+      acc.push_back(sc.needle_accuracy);
+      ppl.push_back(sc.ppl);
+      nll.push_back(sc.answer_nll);
+      fac.push_back(factors_json(*t));
+      att.push_back(t->attention_factor());
+      depth.push_back(sc.accuracy_by_depth);
     }
-    j["search"] = {{"space", space_name},
-                   {"critical_pair", found.best.critical_pair},
-                   {"evaluations", found.evaluations},
-                   {"fitness_ppl", std::exp(found.best_loss)},
-                   {"seed_fitness_ppl", seed_ppl},
-                   {"attention_factor", space.attention_factor},
-                   {"search_tokens", search_windows * target},
-                   {"seconds", search_seconds},
-                   {"seed", seed}};
-    j["seconds"] = total_seconds;
-    write_file("--json", json_path, j.dump(1) + "\n");
+    methods[r.name] = {{"factors", fac},         {"attention_factor", att},
+                       {"needle_accuracy", acc}, {"needle_accuracy_by_depth", depth},
+                       {"answer_nll", nll},      {"ppl", ppl}};
   }
-  if (args.has("--svg")) {
-    std::ostringstream sub;
-    sub << "held-out TinyStories, " << eval_tokens << " tokens per length; tables built for "
-        << target << " (s = " << s << ")";
-    write_file("--svg", svg_path, render_svg(lengths, methods, sub.str()));
+  std::cerr << "\n";
+  nlohmann::json lengths = nlohmann::json::array();
+  for (const auto& s : sets) lengths.push_back(s.length);
+  const nlohmann::json out = {
+      {"model", model},
+      {"train_length", L},
+      {"lengths", lengths},
+      {"depths", depths},
+      {"needles_per_depth", per_depth},
+      {"critical_pair_theoretical", ropescale::theoretical_critical_pair(spec)},
+      {"critical_pair_search_lower", ropescale::critical_search_lower_pair(spec)},
+      {"methods", methods},
+      {"search", searches}};
+  if (!json_path.empty()) {
+    std::ofstream f(json_path, std::ios::trunc);
+    f << out.dump(2) << "\n";
   }
+  if (json) {
+    std::cout << out.dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "needle exact match / text ppl (held-out), L_train = " << L << "\n";
+  std::cout << std::left << std::setw(20) << "method";
+  for (const auto& s : sets) std::cout << std::right << std::setw(16) << s.length;
+  std::cout << "\n";
+  for (const Row& r : rows) {
+    std::cout << std::left << std::setw(20) << r.name;
+    const auto& m = methods[r.name];
+    for (std::size_t i = 0; i < sets.size(); ++i) {
+      std::ostringstream cell;
+      if (m["needle_accuracy"][i].is_null())
+        cell << "-";
+      else
+        cell << std::fixed << std::setprecision(2) << m["needle_accuracy"][i].get<double>() << " / "
+             << std::setprecision(2) << m["ppl"][i].get<double>();
+      std::cout << std::right << std::setw(16) << cell.str();
+    }
+    std::cout << "\n";
+  }
+  std::cout << "\nsearches (i_tcd = " << ropescale::theoretical_critical_pair(spec) << ")\n";
+  for (const auto& s : searches)
+    std::cout << "  " << std::left << std::setw(20) << s["name"].get<std::string>() << " @"
+              << s["target_length"] << ": c = " << s["critical_pair"] << ", " << s["evaluations"]
+              << " evaluations, " << std::fixed << std::setprecision(1)
+              << s["seconds"].get<double>() << " s\n";
   return 0;
 }
 
 const bool registered = cli::register_command(
-    {"extend",
-     "extend stories260K (llama2.c) from 512 to 4096 tokens: perplexity of plain, PI, NTK, YaRN "
-     "and searched factors",
-     kUsage, run_extend});
+    {"study", "LongRoPE2 extension study on a tiny Llama directory (searches + comparison)", kUsage,
+     run_study});
 
 }  // namespace
