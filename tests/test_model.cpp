@@ -10,8 +10,10 @@
 #include <random>
 
 #include "checkpoint.hpp"
+#include "finetune.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
+#include "study.hpp"
 #include "tasks.hpp"
 #include "tiny_llama.hpp"
 #include "train.hpp"
@@ -302,6 +304,7 @@ tiny_llama::TrainOptions resume_plan(const std::string& dir) {
   st.batch = 2;
   st.lr = 1e-2;
   st.copy_options = {{64, 16, 8, 24}};
+  st.cosine = true;
   o.stages = {st};
   o.warmup_steps = 2;
   o.eval_every = 2;
@@ -380,6 +383,202 @@ TEST(TinyLlama, ForwardIsCausalAcrossQueryBlocks) {
   tiny_llama::forward(w, {&cache}, full, &lf);
   tiny_llama::forward(w, {&cache}, prefix, &lp);
   EXPECT_LT((lf.leftCols(140) - lp).cwiseAbs().maxCoeff(), 2e-5f);
+}
+
+}  // namespace
+
+namespace {
+
+Sequence random_row(int n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Sequence s;
+  for (int t = 0; t < n; ++t) {
+    s.tokens.push_back(static_cast<int>(rng() % 32));
+    s.targets.push_back(static_cast<int>(rng() % 32));
+    s.loss_weight.push_back(1.0f);
+  }
+  return s;
+}
+
+TEST(KvCache, ChunkedDecodeMatchesOneForward) {
+  Config c = tiny_config();
+  c.max_position_embeddings = 512;
+  const Weights w = spread_weights(c, 8);
+  const ropescale::RotaryCache cache(c.rope_spec(), rescaled(c.rope_spec()), 512);
+  const Sequence row = random_row(300, 5);
+  tiny_llama::Matrix full;
+  tiny_llama::forward(w, {&cache}, row, &full);
+  tiny_llama::KvCache kv;
+  std::size_t at = 0;
+  for (std::size_t n : {100u, 1u, 150u, 49u}) {
+    const tiny_llama::Matrix part = tiny_llama::forward_chunk(
+        w, {&cache}, {row.tokens.begin() + at, row.tokens.begin() + at + n}, kv);
+    EXPECT_LT((part - full.middleCols(static_cast<Eigen::Index>(at), static_cast<Eigen::Index>(n)))
+                  .cwiseAbs()
+                  .maxCoeff(),
+              2e-5f)
+        << "chunk at " << at;
+    at += n;
+  }
+  EXPECT_EQ(kv.length(), 300);
+}
+
+TEST(KvCache, RerotationGivesTheKeysTheNewTableWouldHaveCached) {
+  // Layer 0's keys depend on the tokens only, so after the switch they must equal the keys a
+  // decode with the new table caches; its values are untouched.
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 9);
+  const ropescale::RopeSpec spec = c.rope_spec();
+  const ropescale::FactorTable from = ropescale::FactorTable::identity(spec), to = rescaled(spec);
+  const ropescale::RotaryCache cf(spec, from, 64), ct(spec, to, 64);
+  const Sequence row = random_row(40, 6);
+  tiny_llama::KvCache a, b;
+  tiny_llama::forward_chunk(w, {&cf}, row.tokens, a);
+  tiny_llama::forward_chunk(w, {&ct}, row.tokens, b);
+  const float before = (a.k[0] - b.k[0]).cwiseAbs().maxCoeff();
+  tiny_llama::rerotate(w, ropescale::KeyRerotation(spec, from, to), a);
+  EXPECT_GT(before, 0.1f);
+  EXPECT_LT((a.k[0] - b.k[0]).cwiseAbs().maxCoeff(), 1e-5f);
+  EXPECT_TRUE((a.v[0].array() == b.v[0].array()).all());
+  // A table that does not fit the model is refused.
+  ropescale::RopeSpec wide = spec;
+  wide.head_dim = wide.rotary_dim = 16;
+  EXPECT_THROW(
+      tiny_llama::rerotate(w,
+                           ropescale::KeyRerotation(wide, ropescale::FactorTable::identity(wide),
+                                                    ropescale::FactorTable::identity(wide)),
+                           a),
+      ropescale::Error);
+}
+
+TEST(KvCache, InferenceRuleSwitchesTablesAtTheTrainingWindow) {
+  const Config c = tiny_config();  // L_train 16
+  const Weights w = spread_weights(c, 10);
+  const ropescale::RopeSpec spec = c.rope_spec();
+  const ropescale::FactorTable ext = rescaled(spec);
+  const Sequence row = random_row(40, 7);
+  const ropescale::RotaryCache cext(spec, ext, 64);
+  tiny_llama::Matrix fixed_ref;
+  tiny_llama::forward(w, {&cext}, row, &fixed_ref);
+  // One table at every length is one plain forward.
+  EXPECT_LT((tiny_llama::decode_log_probs(w, tiny_llama::MethodTables::fixed(ext), row) - fixed_ref)
+                .cwiseAbs()
+                .maxCoeff(),
+            2e-5f);
+  // Switching: the first L_train tokens run with the original frequencies and the extended
+  // table's attention factor (Hugging Face's longrope), the rest with the extended table.
+  const tiny_llama::MethodTables sw = tiny_llama::MethodTables::switching(spec, ext);
+  EXPECT_TRUE((sw.within.factors() == 1.0).all());
+  EXPECT_EQ(sw.within.attention_factor(), 1.15);
+  const ropescale::RotaryCache cwithin(spec, sw.within, 64);
+  Sequence head = row;
+  for (auto* v : {&head.tokens, &head.targets}) v->resize(16);
+  head.loss_weight.resize(16);
+  tiny_llama::Matrix head_ref;
+  tiny_llama::forward(w, {&cwithin}, head, &head_ref);
+  const tiny_llama::Matrix got = tiny_llama::decode_log_probs(w, sw, row);
+  ASSERT_EQ(got.cols(), 40);
+  EXPECT_LT((got.leftCols(16) - head_ref).cwiseAbs().maxCoeff(), 2e-5f);
+  // Beyond L_train the row differs from both pure tables: hidden states of the first 16 tokens
+  // came from the short table, their keys were switched.
+  EXPECT_GT((got.rightCols(24) - fixed_ref.rightCols(24)).cwiseAbs().maxCoeff(), 1e-4f);
+  EXPECT_TRUE(got.allFinite());
+}
+
+TEST(Safetensors, ExtendedConfigKeepsTrainingWindowAndCarriesTheTable) {
+  const Config c = tiny_config();
+  const Weights w = spread_weights(c, 11);
+  const ropescale::RopeSpec spec = c.rope_spec();
+  const ropescale::FactorTable ext = rescaled(spec);
+  const std::string dir = testing::TempDir() + "tiny_extended";
+  tiny_llama::save_model_dir(
+      dir, w, ropescale::to_hf_config(ropescale::longrope_config_from_tables(spec, 64, ext)));
+  const Weights r = tiny_llama::load_model_dir(dir);
+  EXPECT_EQ(r.config().max_position_embeddings, 16);  // L_train, not the extended 64
+  const ropescale::RopeConfig rc = tiny_llama::load_rope_config(dir);
+  EXPECT_EQ(rc.rope_type, ropescale::RopeType::kLongRope);
+  EXPECT_EQ(rc.max_position_embeddings, 64);
+  const ropescale::FactorTable long_table = rc.table_for(64), short_table = rc.table_for(16);
+  EXPECT_LT((long_table.factors() - ext.factors()).abs().maxCoeff(), 1e-15);
+  EXPECT_EQ(long_table.attention_factor(), 1.15);
+  EXPECT_TRUE((short_table.factors() == 1.0).all());
+  EXPECT_EQ(short_table.attention_factor(), 1.15);
+}
+
+tiny_llama::Corpus synthetic_corpus() {
+  std::mt19937_64 rng(3);
+  std::string text;
+  const char* words[] = {"Tom", "saw", "a", "red", "ball", "and", "ran", "home", "to", "Mia"};
+  for (int p = 0; p < 200; ++p) {
+    const int n = 5 + static_cast<int>(rng() % 30);
+    for (int i = 0; i < n; ++i) text += std::string(words[rng() % 10]) + (i + 1 < n ? " " : ".");
+    text += "\n\n";
+  }
+  return tiny_llama::Corpus{text, text};
+}
+
+TEST(Finetune, MixedPacksShortDocumentsAndLongOnlyDoesNot) {
+  const tiny_llama::Corpus corpus = synthetic_corpus();
+  const Config c = byte_config();  // L_train 128
+  const ropescale::RopeSpec spec = c.rope_spec();
+  const tiny_llama::MethodTables tables = tiny_llama::MethodTables::switching(spec, rescaled(spec));
+  for (const auto mode : {tiny_llama::FinetuneMode::kMixed, tiny_llama::FinetuneMode::kLongOnly}) {
+    Weights w = Weights::initialized(c, 1);
+    tiny_llama::FinetuneOptions o;
+    o.mode = mode;
+    o.target_length = 256;
+    o.long_documents = 1;
+    o.tokens_per_step = 768;
+    o.steps = 8;
+    o.lr = 3e-3;
+    o.warmup_steps = 1;
+    std::vector<tiny_llama::FinetuneStep> steps;
+    tiny_llama::finetune(w, tables, corpus, o,
+                         [&](const tiny_llama::FinetuneStep& s) { steps.push_back(s); });
+    ASSERT_EQ(steps.size(), 8u);
+    for (const auto& s : steps) {
+      EXPECT_EQ(s.short_tokens + s.long_tokens, 768.0);
+      if (mode == tiny_llama::FinetuneMode::kMixed) {
+        EXPECT_EQ(s.long_tokens, 256.0);
+      } else {
+        EXPECT_EQ(s.short_tokens, 0.0);
+      }
+      EXPECT_TRUE(std::isfinite(s.loss));
+    }
+    EXPECT_LT(steps.back().loss, steps.front().loss) << tiny_llama::to_string(mode);
+  }
+  tiny_llama::FinetuneOptions bad;
+  bad.target_length = 128;  // not beyond L_train
+  Weights w = Weights::initialized(c, 1);
+  EXPECT_THROW(tiny_llama::finetune(w, tables, corpus, bad, nullptr), ropescale::Error);
+}
+
+}  // namespace
+
+namespace {
+
+// The shipped model directory reproduces the in-window diagnostics recorded with it (eval.json,
+// written by the trainer with the weights): the same held-out rows, rebuilt from the recorded
+// seed. An argmax may flip on another CPU's rounding, hence one row of slack in the accuracies.
+TEST(ShippedModel, ReproducesItsRecordedInWindowNeedleAccuracy) {
+  const std::string dir = std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tiny-llama";
+  const Weights w = tiny_llama::load_model_dir(dir);
+  std::ifstream in(dir + "/eval.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json rec = nlohmann::json::parse(in);
+  const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(
+      std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
+  const std::int64_t L = w.config().max_position_embeddings;
+  const tiny_llama::EvalSets sets =
+      tiny_llama::EvalSets::make(corpus, L, rec.at("eval_seed").get<std::uint64_t>());
+  const ropescale::RotaryCache cache(w.config().rope_spec(),
+                                     ropescale::FactorTable::identity(w.config().rope_spec()), L);
+  const tiny_llama::Diagnostics d = tiny_llama::evaluate(w, {&cache}, sets, 2);
+  EXPECT_NEAR(d.needle_accuracy, rec.at("needle_accuracy").get<double>(),
+              1.0 / static_cast<double>(sets.needle.size()) + 1e-12);
+  EXPECT_NEAR(d.needle_nll, rec.at("needle_nll").get<double>(), 1e-3);
+  EXPECT_NEAR(d.text_bpb, rec.at("text_bpb").get<double>(), 1e-3);
+  EXPECT_NEAR(d.copy_accuracy, rec.at("copy_accuracy").get<double>(), 0.01);
 }
 
 }  // namespace

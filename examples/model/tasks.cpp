@@ -160,6 +160,27 @@ Sequence make_text_row(std::mt19937_64& rng, const std::string& text, std::int64
   return s;
 }
 
+Sequence make_paragraph_row(std::mt19937_64& rng, const std::string& text,
+                            std::int64_t max_length) {
+  if (max_length < 2 || static_cast<std::int64_t>(text.size()) < 4)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "max_length", max_length,
+                               "must be >= 2 with a text of at least 4 bytes"));
+  // The paragraph after a random point: from the byte after the next blank line to the next one.
+  const std::size_t from =
+      static_cast<std::size_t>(uniform(rng, 0, static_cast<std::int64_t>(text.size()) - 1));
+  std::size_t begin = text.find("\n\n", from);
+  begin = begin == std::string::npos ? 0 : begin + 2;
+  if (begin >= text.size()) begin = 0;
+  std::size_t end = text.find("\n\n", begin);
+  end = end == std::string::npos ? text.size() : end;
+  std::string p = text.substr(
+      begin, std::min<std::size_t>(end - begin, static_cast<std::size_t>(max_length) + 1));
+  if (p.size() < 2) p = text.substr(0, 2);
+  Sequence s = from_bytes(p);
+  std::fill(s.loss_weight.begin(), s.loss_weight.end(), 1.0f);
+  return s;
+}
+
 NeedleScore score_needles(const Matrix& log_probs, const NeedleRow& row) {
   NeedleScore sc;
   for (const auto& sp : row.answers) {

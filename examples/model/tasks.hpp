@@ -50,6 +50,10 @@ NeedleRow make_needle_row(std::mt19937_64& rng, const std::string& text, const N
 /// A text window of `length` tokens, loss on every target.
 Sequence make_text_row(std::mt19937_64& rng, const std::string& text, std::int64_t length);
 
+/// One TinyStories paragraph (the text between blank lines) after a random point, cut to at most
+/// max_length tokens, loss on every target: a short document for packing.
+Sequence make_paragraph_row(std::mt19937_64& rng, const std::string& text, std::int64_t max_length);
+
 /// Teacher-forced greedy accuracy of a needle row: for each answer, whether the argmax of every
 /// answer digit is the digit (exact match of greedy decoding), and the answer NLL.
 struct NeedleScore {

@@ -29,13 +29,16 @@ struct Stage {
   std::vector<CopyOptions> copy_options;  ///< copy rows draw one uniformly (empty: defaults)
   /// Ends the stage early at an evaluation whose held-out copy accuracy reaches this (0: never).
   double advance_at_copy_accuracy = 0.0;
+  /// Decays the learning rate (cosine) from lr to TrainOptions::final_lr_fraction * lr over the
+  /// stage; otherwise lr is constant.
+  bool cosine = false;
   NeedleOptions needle_options;
 };
 
 struct TrainOptions {
   std::vector<Stage> stages;
   std::int64_t warmup_steps = 50;
-  double final_lr_fraction = 0.1;  ///< the last stage decays (cosine) to this fraction of its lr
+  double final_lr_fraction = 0.1;  ///< a cosine stage decays to this fraction of its lr
   int threads = 2;
   std::uint64_t seed = 1;
   std::int64_t eval_every = 100;
@@ -68,6 +71,9 @@ nlohmann::json to_json(const Diagnostics& d);
 
 /// The default curriculum for the shipped model (see README for the measured run).
 TrainOptions default_curriculum();
+
+/// The seed of the evaluation rows of a run trained with `seed`.
+inline std::uint64_t eval_seed(std::uint64_t seed) noexcept { return seed ^ 0x5eedULL; }
 
 /// Evaluation sets drawn from held-out text with a fixed seed.
 struct EvalSets {

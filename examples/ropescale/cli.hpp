@@ -228,4 +228,24 @@ inline void check_output_file(const std::string& key, const std::string& path) {
 #endif
 }
 
+/// A model directory to read (config.json and model.safetensors readable).
+inline void check_model_dir(const std::string& key, const std::string& dir) {
+  check_input_file(key, dir + "/config.json");
+  check_input_file(key, dir + "/model.safetensors");
+}
+
+/// A directory to write: an existing one whose config.json may be written, or a new one in a
+/// writable parent.
+inline void check_output_dir(const std::string& key, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec)) {
+    if (!fs::is_directory(dir, ec))
+      throw UsageError(key + " = '" + Args::clip(dir) + "': exists and is not a directory");
+    check_output_file(key, dir + "/config.json");
+  } else {
+    check_output_file(key, dir);
+  }
+}
+
 }  // namespace cli

@@ -1,17 +1,32 @@
-// `ropescale study`: the LongRoPE2 extension study on a tiny Llama model directory (config.json +
-// model.safetensors, as `ropescale train` writes): critical pairs, the searches and the comparison
-// of plain, PI, NTK, YaRN and searched tables at L_train and beyond.
+// `ropescale extend` (the main job): the LongRoPE2 extension study on the tiny Llama shipped in
+// examples/data/tiny-llama (or any directory `ropescale train` writes).
 //
-//   ropescale study --model DIR [--multiples 1,2,4,8] [--search-multiples 4,8]
-//                   [--needles-per-depth N] [--budget small|default] [--threads N]
-//                   [--json FILE] [--format table|json]
+//   1. the critical-dimension report: each rotary pair's period against L_train, LongRoPE2's
+//      theoretical critical pair i_tcd and the lower end of the search;
+//   2. the searches at each --search-multiples target: LongRoPE2's space scored by needle-driven
+//      perplexity and by plain perplexity, and LongRoPE v1's space scored by plain perplexity;
+//   3. the comparison on held-out rows the searches never saw: needle exact match and text
+//      perplexity at every --multiples length for plain RoPE, PI, NTK, YaRN, the searched tables
+//      (with LongRoPE2's inference rule: study.hpp's MethodTables) and the fine-tuned models
+//      (--finetuned, each with the rope_scaling of its own config.json).
+//
+//   ropescale extend [--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4,8]
+//                    [--search-multiples 4,8] [--budget small|default|full]
+//                    [--needles-per-depth N] [--text-rows N] [--threads N] [--json FILE]
+//                    [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]
+//
+// --export DIR writes the model with the LongRoPE2 needle-searched table of --export-multiple
+// (default: the first search multiple) as a Hugging Face longrope rope_scaling, the directory
+// `ropescale finetune` starts from.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,8 +34,10 @@
 #include "checkpoint.hpp"
 #include "cli.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/io/hf_config.hpp"
 #include "ropescale/scaling.hpp"
 #include "study.hpp"
+#include "svg.hpp"
 
 #ifndef ROPESCALE_EXAMPLES_DATA_DIR
 #define ROPESCALE_EXAMPLES_DATA_DIR "examples/data"
@@ -29,8 +46,9 @@
 namespace {
 
 constexpr const char* kUsage =
-    "--model DIR [--multiples 1,2,4,8] [--search-multiples 4,8] [--needles-per-depth N] "
-    "[--budget small|default] [--threads N] [--text FILE] [--json FILE] [--format table|json]";
+    "[--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4,8] [--search-multiples 4,8] "
+    "[--budget small|default|full] [--needles-per-depth N] [--text-rows N] [--threads N] "
+    "[--json FILE] [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]";
 
 std::vector<std::int64_t> parse_list(const std::string& option, const std::string& v) {
   std::vector<std::int64_t> out;
@@ -47,52 +65,188 @@ std::vector<std::int64_t> parse_list(const std::string& option, const std::strin
     if (item.empty() || used != item.size() || x < 1 || x > 64)
       throw cli::UsageError(option + " = '" + cli::Args::clip(v) +
                             "': a comma list of integers in [1, 64]");
+    if (!out.empty() && x <= out.back())
+      throw cli::UsageError(option + " = '" + cli::Args::clip(v) + "': must increase");
     out.push_back(x);
   }
   if (out.empty()) throw cli::UsageError(option + " is empty");
   return out;
 }
 
-nlohmann::json factors_json(const ropescale::FactorTable& t) {
-  std::vector<double> f(t.factors().data(), t.factors().data() + t.factors().size());
-  return f;
+std::vector<std::string> split_dirs(const std::string& v) {
+  std::vector<std::string> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
 }
 
-int run_study(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--model", "--multiples", "--search-multiples", "--needles-per-depth",
-                        "--budget", "--threads", "--text", "--json", "--format"});
+nlohmann::json factors_json(const ropescale::FactorTable& t) {
+  return std::vector<double>(t.factors().data(), t.factors().data() + t.factors().size());
+}
+
+// One row of the comparison: a model, and per length the tables it runs with (none: not measured).
+struct Row {
+  std::string name;
+  const tiny_llama::Weights* weights = nullptr;
+  std::vector<std::optional<tiny_llama::MethodTables>> tables;
+};
+
+struct Cell {
+  double needle = 0, ppl = 0, answer_nll = 0;
+  std::vector<double> by_depth;
+};
+
+// One panel of the SVG: a value against length (log2 x axis), one line per row.
+void plot_panel(svg::Document& doc, double x0, double y0, double w, double h,
+                const std::string& title, const std::vector<std::int64_t>& lengths,
+                const std::vector<std::string>& names,
+                const std::vector<std::vector<std::optional<double>>>& values, double ylo,
+                double yhi, bool log_y) {
+  auto fy = [&](double v) { return log_y ? std::log2(v) : v; };
+  const double a = fy(ylo), b = fy(yhi);
+  const double xlo = std::log2(static_cast<double>(lengths.front())),
+               xhi = std::log2(static_cast<double>(lengths.back()));
+  auto x_of = [&](std::int64_t l) {
+    return x0 + (xhi > xlo ? (std::log2(static_cast<double>(l)) - xlo) / (xhi - xlo) : 0.5) * w;
+  };
+  auto y_of = [&](double v) {
+    return y0 + h - (fy(std::min(std::max(v, ylo), yhi)) - a) / (b - a) * h;
+  };
+  doc.text(x0 + w / 2, y0 - 10, title, 13, "middle");
+  for (int k = 0; k <= 4; ++k) {
+    const double v = log_y ? std::pow(2.0, a + (b - a) * k / 4.0) : ylo + (yhi - ylo) * k / 4.0;
+    doc.line(x0, y_of(v), x0 + w, y_of(v), "#ddd");
+    doc.text(x0 - 6, y_of(v) + 4, svg::num(v), 10, "end");
+  }
+  for (std::int64_t l : lengths) {
+    doc.line(x_of(l), y0, x_of(l), y0 + h, "#eee");
+    doc.text(x_of(l), y0 + h + 16, std::to_string(l), 10, "middle");
+  }
+  doc.rect(x0, y0, w, h, "none", {{"stroke", "#333"}});
+  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728",
+                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  for (std::size_t r = 0; r < names.size(); ++r) {
+    const std::string color = kColors[r % 9];
+    std::vector<svg::Point> pts;
+    for (std::size_t j = 0; j < lengths.size(); ++j)
+      if (values[r][j]) pts.push_back({x_of(lengths[j]), y_of(*values[r][j])});
+    doc.open_group({{"class", names[r]}});
+    doc.title(names[r]);
+    doc.polyline(pts, color, names[r] == "longrope2_needle" ? 2.5 : 1.5);
+    for (const svg::Point& p : pts) doc.circle(p.x, p.y, 2.5, color);
+    doc.close_group();
+  }
+}
+
+std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vector<Row>& rows,
+                       const std::vector<std::vector<std::optional<Cell>>>& cells, std::int64_t L) {
+  const double width = 980, height = 420;
+  svg::Document doc(width, height);
+  doc.rect(0, 0, width, height, "white");
+  doc.text(width / 2, 22,
+           "tiny Llama (L_train = " + std::to_string(L) +
+               "): needle exact match and text perplexity on held-out rows",
+           15, "middle");
+  std::vector<std::string> names;
+  std::vector<std::vector<std::optional<double>>> acc, ppl;
+  double hi = 2.0;
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    names.push_back(rows[r].name);
+    acc.emplace_back();
+    ppl.emplace_back();
+    for (const auto& c : cells[r]) {
+      acc.back().push_back(c ? std::optional<double>(c->needle) : std::nullopt);
+      ppl.back().push_back(c ? std::optional<double>(c->ppl) : std::nullopt);
+      if (c) hi = std::max(hi, c->ppl);
+    }
+  }
+  plot_panel(doc, 60, 60, 340, 300, "needle exact match", lengths, names, acc, 0.0, 1.0, false);
+  plot_panel(doc, 470, 60, 340, 300, "text perplexity per byte (log)", lengths, names, ppl, 1.0,
+             std::pow(2.0, std::ceil(std::log2(hi))), true);
+  doc.text(435, height - 12, "context length (tokens, log scale)", 12, "middle");
+  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728",
+                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  for (std::size_t r = 0; r < names.size(); ++r) {
+    const double ly = 74 + 20 * static_cast<double>(r);
+    doc.line(828, ly - 4, 848, ly - 4, kColors[r % 9], 2.5);
+    doc.text(854, ly, names[r], 11);
+  }
+  return doc.str();
+}
+
+int run_extend(const std::vector<std::string>& argv) {
+  cli::Args args(argv, {"--model", "--finetuned", "--multiples", "--search-multiples", "--budget",
+                        "--needles-per-depth", "--text-rows", "--threads", "--text", "--json",
+                        "--svg", "--export", "--export-multiple", "--format"});
   const bool json = args.json_format();
-  const std::string model = args.get("--model");
-  if (model.empty())
-    throw cli::UsageError("--model is required (a directory from ropescale train)");
-  cli::check_input_file("--model", model + "/config.json");
-  cli::check_input_file("--model", model + "/model.safetensors");
+  const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
+  const std::string model = args.get("--model", data + "/tiny-llama");
+  cli::check_model_dir("--model", model);
+  std::vector<std::string> finetuned;
+  if (args.has("--finetuned")) {
+    const std::string v = args.get("--finetuned");
+    if (v != "none") finetuned = split_dirs(v);
+  } else {
+    for (const char* d : {"/tiny-llama-mixed", "/tiny-llama-long"})
+      if (std::filesystem::exists(data + d + "/config.json")) finetuned.push_back(data + d);
+  }
+  for (const std::string& d : finetuned) cli::check_model_dir("--finetuned", d);
   const auto multiples = parse_list("--multiples", args.get("--multiples", "1,2,4,8"));
   const auto search_multiples =
       parse_list("--search-multiples", args.get("--search-multiples", "4,8"));
   if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
   for (auto m : search_multiples)
     if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
-      throw cli::UsageError("--search-multiples: each must be >= 2 and in --multiples");
-  const std::int64_t per_depth = args.get_int("--needles-per-depth", 4, 1, 100);
+      throw cli::UsageError("--search-multiples = " + std::to_string(m) +
+                            ": each must be >= 2 and in --multiples");
   const std::string budget_name = args.get("--budget", "default");
-  if (budget_name != "small" && budget_name != "default")
+  if (budget_name != "small" && budget_name != "default" && budget_name != "full")
     throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
-                          "': must be 'small' or 'default'");
+                          "': must be 'small', 'default' or 'full'");
+  const std::int64_t per_depth =
+      args.get_int("--needles-per-depth", budget_name == "full" ? 8 : 4, 1, 100);
+  const std::int64_t text_rows = args.get_int("--text-rows", budget_name == "full" ? 4 : 2, 1, 100);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
-  const std::string text_path = args.input_file(
-      "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
+  const std::string svg_path = args.output_file("--svg");
+  const std::string export_dir = args.get("--export");
+  if (!export_dir.empty()) cli::check_output_dir("--export", export_dir);
+  const std::int64_t export_multiple =
+      args.get_int("--export-multiple", search_multiples.front(), 2, 64);
+  if (!export_dir.empty() && std::find(search_multiples.begin(), search_multiples.end(),
+                                       export_multiple) == search_multiples.end())
+    throw cli::UsageError("--export-multiple = " + std::to_string(export_multiple) +
+                          ": must be one of --search-multiples");
+  const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
 
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
+  std::vector<tiny_llama::Weights> tuned;
+  std::vector<ropescale::RopeConfig> tuned_rope;
+  for (const std::string& d : finetuned) {
+    tuned.push_back(tiny_llama::load_model_dir(d));
+    tuned_rope.push_back(tiny_llama::load_rope_config(d));
+    if (!(tuned.back().config().rope_spec() == w.config().rope_spec()))
+      throw cli::InputError("--finetuned = '" + cli::Args::clip(d) +
+                            "': its RoPE spec differs from --model's");
+  }
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  tiny_llama::SearchBudget budget;
-  if (budget_name == "small") {
-    budget.population = 6;
-    budget.parents = 3;
-    budget.mutations = 2;
+  tiny_llama::SearchBudget budget;  // "full"
+  if (budget_name == "default") {
+    budget.population = 8;
+    budget.parents = 4;
+    budget.mutations = 3;
+    budget.crossovers = 3;
+    budget.iterations = 3;
+    budget.needle_rows = 4;
+    budget.text_rows = 2;
+  } else if (budget_name == "small") {
+    budget.population = 4;
+    budget.parents = 2;
+    budget.mutations = 1;
     budget.crossovers = 1;
     budget.iterations = 1;
     budget.needle_rows = 2;
@@ -102,19 +256,27 @@ int run_study(const std::vector<std::string>& argv) {
   std::vector<tiny_llama::LengthSet> sets;
   for (std::size_t i = 0; i < multiples.size(); ++i)
     sets.push_back(tiny_llama::LengthSet::make(corpus.held_out, L * multiples[i], depths, per_depth,
-                                               2, 1000 + i));
-  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "        " << std::flush; };
+                                               text_rows, 1000 + i));
+  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
 
-  // Methods: name -> table for a length (nullopt: not measured there).
-  struct Row {
-    std::string name;
-    std::vector<std::optional<ropescale::FactorTable>> tables;
-  };
+  // --- 1. critical dimensions
+  const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec);
+  const std::int64_t lower = ropescale::critical_search_lower_pair(spec);
+  const Eigen::ArrayXd inv = ropescale::base_inv_freq(spec);
+  nlohmann::json pairs = nlohmann::json::array();
+  for (Eigen::Index i = 0; i < inv.size(); ++i) {
+    const double period = 2.0 * M_PI / inv[i];
+    pairs.push_back(
+        {{"pair", i}, {"period", period}, {"periods_in_train", static_cast<double>(L) / period}});
+  }
+
+  // --- 2. searches and 3. the rows
   std::vector<Row> rows;
   auto static_row = [&](const std::string& name, auto make) {
-    Row r{name, {}};
+    Row r{name, &w, {}};
     for (auto m : multiples)
-      r.tables.push_back(m == 1 ? ropescale::FactorTable::identity(spec) : make(double(m)));
+      r.tables.push_back(tiny_llama::MethodTables::fixed(
+          m == 1 ? ropescale::FactorTable::identity(spec) : make(static_cast<double>(m))));
     rows.push_back(r);
   };
   static_row("plain", [&](double) { return ropescale::FactorTable::identity(spec); });
@@ -126,117 +288,192 @@ int run_study(const std::vector<std::string>& argv) {
     return ropescale::yarn_factors(spec, p);
   });
   nlohmann::json searches = nlohmann::json::array();
+  std::optional<ropescale::FactorTable> exported;
   const struct {
+    const char* name;
     const char* space;
     tiny_llama::Objective objective;
-  } kinds[] = {{"longrope2", tiny_llama::Objective::kNeedle},
-               {"longrope2", tiny_llama::Objective::kPerplexity},
-               {"longrope_v1", tiny_llama::Objective::kPerplexity}};
+  } kinds[] = {{"longrope2_needle", "longrope2", tiny_llama::Objective::kNeedle},
+               {"longrope2_ppl", "longrope2", tiny_llama::Objective::kPerplexity},
+               {"longrope_v1_ppl", "longrope", tiny_llama::Objective::kPerplexity}};
   for (const auto& k : kinds) {
-    Row r{std::string(k.space) + "_" + tiny_llama::to_string(k.objective), {}};
+    Row r{k.name, &w, {}};
     for (auto m : multiples) {
-      if (m == 1) {
-        r.tables.push_back(ropescale::FactorTable::identity(spec));  // the inference rule
-        continue;
-      }
       if (std::find(search_multiples.begin(), search_multiples.end(), m) ==
           search_multiples.end()) {
         r.tables.push_back(std::nullopt);
         continue;
       }
       const tiny_llama::SearchRun run = tiny_llama::run_search(
-          w, k.space == std::string("longrope2") ? "longrope2" : "longrope", k.objective, L * m,
-          budget, corpus.train, 77 + m, static_cast<int>(threads), note);
-      searches.push_back({{"name", r.name},
-                          {"space", k.space},
+          w, k.space, k.objective, L * m, budget, corpus.train, 77 + static_cast<std::uint64_t>(m),
+          static_cast<int>(threads), note);
+      searches.push_back({{"name", k.name},
+                          {"space", k.space == std::string("longrope") ? "longrope_v1" : k.space},
                           {"objective", tiny_llama::to_string(k.objective)},
                           {"target_length", L * m},
-                          {"critical_pair", run.critical_pair},
+                          {"c", run.critical_pair},
                           {"i_tcd", run.theoretical_critical_pair},
                           {"evaluations", run.evaluations},
                           {"best_loss", run.best_loss},
                           {"seconds", run.seconds},
-                          {"factors", factors_json(run.table)}});
-      r.tables.push_back(run.table);
+                          {"factors", factors_json(run.table)},
+                          {"attention_factor", run.table.attention_factor()}});
+      if (k.name == std::string("longrope2_needle") && m == export_multiple) exported = run.table;
+      r.tables.push_back(tiny_llama::MethodTables::switching(spec, run.table));
     }
+    // A searched row at L_train: the inference rule with the first search's table.
+    for (std::size_t i = 0; i < multiples.size(); ++i)
+      if (multiples[i] == 1)
+        for (const auto& t : r.tables)
+          if (t) {
+            r.tables[i] = t;
+            break;
+          }
+    rows.push_back(r);
+  }
+  for (std::size_t f = 0; f < tuned.size(); ++f) {
+    const std::string base = std::filesystem::path(finetuned[f]).filename().string();
+    Row r{base.empty() ? "finetuned" : base, &tuned[f], {}};
+    const ropescale::RopeConfig& rc = tuned_rope[f];
+    for (auto m : multiples)
+      r.tables.push_back(tiny_llama::MethodTables{rc.table_for(std::min(L * m, L)),
+                                                  rc.table_for(std::max(L * m, L + 1))});
     rows.push_back(r);
   }
 
-  nlohmann::json methods = nlohmann::json::object();
-  for (const Row& r : rows) {
-    nlohmann::json acc = nlohmann::json::array(), ppl = nlohmann::json::array(),
-                   nll = nlohmann::json::array(), fac = nlohmann::json::array(),
-                   att = nlohmann::json::array(), depth = nlohmann::json::array();
+  std::vector<std::vector<std::optional<Cell>>> cells(rows.size());
+  for (std::size_t r = 0; r < rows.size(); ++r)
     for (std::size_t i = 0; i < multiples.size(); ++i) {
-      const auto& t = r.tables[i];
-      if (!t) {
-        for (auto* j : {&acc, &ppl, &nll, &fac, &att, &depth}) j->push_back(nullptr);
+      if (!rows[r].tables[i]) {
+        cells[r].push_back(std::nullopt);
         continue;
       }
-      note("scoring " + r.name + " @" + std::to_string(sets[i].length));
-      const tiny_llama::LengthScore sc =
-          tiny_llama::score_table(w, *t, sets[i], static_cast<int>(threads));
-      acc.push_back(sc.needle_accuracy);
-      ppl.push_back(sc.ppl);
-      nll.push_back(sc.answer_nll);
-      fac.push_back(factors_json(*t));
-      att.push_back(t->attention_factor());
-      depth.push_back(sc.accuracy_by_depth);
+      note("scoring " + rows[r].name + " @" + std::to_string(sets[i].length));
+      const tiny_llama::LengthScore sc = tiny_llama::score_method(
+          *rows[r].weights, *rows[r].tables[i], sets[i], static_cast<int>(threads));
+      cells[r].push_back(Cell{sc.needle_accuracy, sc.ppl, sc.answer_nll, sc.accuracy_by_depth});
     }
-    methods[r.name] = {{"factors", fac},         {"attention_factor", att},
-                       {"needle_accuracy", acc}, {"needle_accuracy_by_depth", depth},
-                       {"answer_nll", nll},      {"ppl", ppl}};
-  }
-  std::cerr << "\n";
-  nlohmann::json lengths = nlohmann::json::array();
+  std::cerr << "\r" << std::string(70, ' ') << "\r";
+
+  nlohmann::json lengths = nlohmann::json::array(), methods = nlohmann::json::object();
   for (const auto& s : sets) lengths.push_back(s.length);
-  const nlohmann::json out = {
-      {"model", model},
-      {"train_length", L},
-      {"lengths", lengths},
-      {"depths", depths},
-      {"needles_per_depth", per_depth},
-      {"critical_pair_theoretical", ropescale::theoretical_critical_pair(spec)},
-      {"critical_pair_search_lower", ropescale::critical_search_lower_pair(spec)},
-      {"methods", methods},
-      {"search", searches}};
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    nlohmann::json m = {{"factors", nlohmann::json::array()},
+                        {"attention_factor", nlohmann::json::array()},
+                        {"needle_accuracy", nlohmann::json::array()},
+                        {"needle_accuracy_by_depth", nlohmann::json::array()},
+                        {"answer_nll", nlohmann::json::array()},
+                        {"ppl", nlohmann::json::array()}};
+    for (std::size_t i = 0; i < multiples.size(); ++i) {
+      const auto& t = rows[r].tables[i];
+      const auto& c = cells[r][i];
+      // The table the row uses at this length (beyond L_train: the extended one).
+      const ropescale::FactorTable* used =
+          t ? (multiples[i] == 1 ? &t->within : &t->beyond) : nullptr;
+      m["factors"].push_back(used ? factors_json(*used) : nlohmann::json());
+      m["attention_factor"].push_back(used ? nlohmann::json(used->attention_factor())
+                                           : nlohmann::json());
+      m["needle_accuracy"].push_back(c ? nlohmann::json(c->needle) : nlohmann::json());
+      m["needle_accuracy_by_depth"].push_back(c ? nlohmann::json(c->by_depth) : nlohmann::json());
+      m["answer_nll"].push_back(c ? nlohmann::json(c->answer_nll) : nlohmann::json());
+      m["ppl"].push_back(c ? nlohmann::json(c->ppl) : nlohmann::json());
+    }
+    if (rows[r].weights != &w) {
+      // Short-window quality kept relative to the base model at L_train (LongRoPE2's claim 3).
+      const Cell& base = *cells[0][0];
+      const Cell& own = *cells[r][0];
+      m["short_ppl_kept_percent"] = 100.0 * base.ppl / own.ppl;
+      m["short_needle_kept_percent"] =
+          base.needle > 0 ? nlohmann::json(100.0 * own.needle / base.needle) : nlohmann::json();
+    }
+    methods[rows[r].name] = m;
+  }
+  const nlohmann::json out = {{"model", model},
+                              {"train_length", L},
+                              {"lengths", lengths},
+                              {"depths", depths},
+                              {"needles_per_depth", per_depth},
+                              {"text_rows", text_rows},
+                              {"budget", budget_name},
+                              {"i_tcd", i_tcd},
+                              {"search_lower_pair", lower},
+                              {"pairs", pairs},
+                              {"methods", methods},
+                              {"search", searches}};
   if (!json_path.empty()) {
     std::ofstream f(json_path, std::ios::trunc);
     f << out.dump(2) << "\n";
+    if (!f) throw cli::InputError("--json = '" + cli::Args::clip(json_path) + "': write failed");
+  }
+  if (!svg_path.empty()) {
+    std::vector<std::int64_t> ls;
+    for (const auto& s : sets) ls.push_back(s.length);
+    std::ofstream f(svg_path, std::ios::trunc);
+    f << render_svg(ls, rows, cells, L);
+    if (!f) throw cli::InputError("--svg = '" + cli::Args::clip(svg_path) + "': write failed");
+  }
+  if (!export_dir.empty() && exported) {
+    const ropescale::RopeConfig rc =
+        ropescale::longrope_config_from_tables(spec, L * export_multiple, *exported);
+    tiny_llama::save_model_dir(export_dir, w, ropescale::to_hf_config(rc));
   }
   if (json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  std::cout << "needle exact match / text ppl (held-out), L_train = " << L << "\n";
+  std::cout << "tiny Llama " << model << ": head_dim " << spec.head_dim << " (" << spec.pairs()
+            << " pairs), theta " << spec.rope_theta << ", L_train " << L << "\n\n";
+  std::cout << "critical dimensions: pair i has period 2 pi / theta_i tokens; pairs from i_tcd = "
+            << i_tcd << " up never complete a period within L_train; the search scans c from "
+            << lower << "\n";
+  std::cout << "  pair  " << std::right;
+  for (Eigen::Index i = 0; i < inv.size(); ++i) std::cout << std::setw(7) << i;
+  std::cout << "\n  period";
+  for (const auto& p : pairs)
+    std::cout << std::setw(7) << std::fixed << std::setprecision(0) << p["period"].get<double>();
+  std::cout << "\n  seen  ";
+  for (const auto& p : pairs)
+    std::cout << std::setw(7) << std::fixed << std::setprecision(2)
+              << p["periods_in_train"].get<double>();
+  std::cout << "\n\nsearches (needle = loss on answer tokens only; ppl = loss on every byte)\n";
+  for (const auto& s : searches)
+    std::cout << "  " << std::left << std::setw(18) << s["name"].get<std::string>() << std::right
+              << " @" << std::setw(5) << s["target_length"].get<std::int64_t>()
+              << "  c = " << std::setw(2) << s["c"].get<std::int64_t>() << " (i_tcd " << i_tcd
+              << "), " << s["evaluations"].get<std::int64_t>() << " evaluations, " << std::fixed
+              << std::setprecision(1) << s["seconds"].get<double>() << " s\n";
+  std::cout << "\nneedle exact match / text perplexity on held-out rows (" << depths.size()
+            << " depths x " << per_depth << " needles, " << text_rows << " text rows per length)\n";
   std::cout << std::left << std::setw(20) << "method";
-  for (const auto& s : sets) std::cout << std::right << std::setw(16) << s.length;
+  for (const auto& s : sets) std::cout << std::right << std::setw(15) << s.length;
   std::cout << "\n";
-  for (const Row& r : rows) {
-    std::cout << std::left << std::setw(20) << r.name;
-    const auto& m = methods[r.name];
-    for (std::size_t i = 0; i < sets.size(); ++i) {
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    std::cout << std::left << std::setw(20) << rows[r].name;
+    for (const auto& c : cells[r]) {
       std::ostringstream cell;
-      if (m["needle_accuracy"][i].is_null())
+      if (!c)
         cell << "-";
       else
-        cell << std::fixed << std::setprecision(2) << m["needle_accuracy"][i].get<double>() << " / "
-             << std::setprecision(2) << m["ppl"][i].get<double>();
-      std::cout << std::right << std::setw(16) << cell.str();
+        cell << std::fixed << std::setprecision(2) << c->needle << " / " << std::setprecision(2)
+             << c->ppl;
+      std::cout << std::right << std::setw(15) << cell.str();
     }
     std::cout << "\n";
   }
-  std::cout << "\nsearches (i_tcd = " << ropescale::theoretical_critical_pair(spec) << ")\n";
-  for (const auto& s : searches)
-    std::cout << "  " << std::left << std::setw(20) << s["name"].get<std::string>() << " @"
-              << s["target_length"] << ": c = " << s["critical_pair"] << ", " << s["evaluations"]
-              << " evaluations, " << std::fixed << std::setprecision(1)
-              << s["seconds"].get<double>() << " s\n";
+  for (std::size_t r = 0; r < rows.size(); ++r)
+    if (methods[rows[r].name].contains("short_ppl_kept_percent"))
+      std::cout << "  " << rows[r].name << ": short-window perplexity kept " << std::setprecision(1)
+                << methods[rows[r].name]["short_ppl_kept_percent"].get<double>()
+                << "% of the base model's at " << L << "\n";
+  if (!export_dir.empty() && exported)
+    std::cout << "wrote " << export_dir << " (longrope rope_scaling for " << L * export_multiple
+              << " tokens)\n";
   return 0;
 }
 
 const bool registered = cli::register_command(
-    {"study", "LongRoPE2 extension study on a tiny Llama directory (searches + comparison)", kUsage,
-     run_study});
+    {"extend",
+     "LongRoPE2 study on the tiny Llama: critical pairs, searches, needle/perplexity comparison",
+     kUsage, run_extend});
 
 }  // namespace

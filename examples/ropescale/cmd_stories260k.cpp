@@ -1,4 +1,5 @@
-// `ropescale extend`: extend a real model's context window and measure it.
+// `ropescale stories260k`: extend Karpathy's stories260K and measure perplexity (the first
+// real-model demo; the tiny Llama study is `ropescale extend`).
 //
 // Loads Karpathy's stories260K (llama2.c format, trained at 512 tokens, head size 8, so only 4
 // rotary pairs), then measures perplexity on held-out TinyStories text at 512, 1024, 2048 and 4096
@@ -21,7 +22,7 @@
 // every length (4 windows of 4096 ... 32 of 512). A 4096-token forward pass costs about 1 s of
 // one core, so the search takes ~150 core-seconds and the evaluation ~60.
 //
-//   ropescale extend [--model FILE --tokenizer FILE --text FILE] [--json FILE] [--svg FILE]
+//   ropescale stories260k [--model FILE --tokenizer FILE --text FILE] [--json FILE] [--svg FILE]
 //                    [--space longrope|longrope2] [--search-evals N] [--search-windows N]
 //                    [--eval-tokens N] [--threads N] [--seed N]
 #include <algorithm>
@@ -267,7 +268,7 @@ int run_extend(const std::vector<std::string>& argv) {
         "too short for " + std::to_string(eval_tokens) + " evaluation tokens and " +
             std::to_string(search_windows) + " search windows of " + std::to_string(target)));
 
-  std::cout << "ropescale extend: " << model_path << "\n"
+  std::cout << "ropescale stories260k: " << model_path << "\n"
             << "  model: dim " << cfg.dim << ", " << cfg.n_layers << " layers, " << cfg.n_heads
             << "/" << cfg.n_kv_heads << " heads of " << cfg.head_size() << " (" << spec.pairs()
             << " rotary pairs, base " << spec.rope_theta << "), vocab " << cfg.vocab_size
@@ -437,7 +438,7 @@ int run_extend(const std::vector<std::string>& argv) {
 }
 
 const bool registered = cli::register_command(
-    {"extend",
+    {"stories260k",
      "extend stories260K (llama2.c) from 512 to 4096 tokens: perplexity of plain, PI, NTK, YaRN "
      "and searched factors",
      kUsage, run_extend});

@@ -7,7 +7,6 @@
 //
 // The directory is rewritten at every evaluation (model and AdamW moments); --resume continues
 // from it with the same batches an uninterrupted run would have drawn.
-#include <sys/stat.h>
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -38,15 +37,7 @@ int run_train(const std::vector<std::string>& argv) {
   const bool json = args.json_format();
   const std::string out = args.get("--out");
   if (out.empty()) throw cli::UsageError("--out is required (the model directory to write)");
-  struct stat st {};
-  if (::stat(out.c_str(), &st) == 0) {
-    if (!S_ISDIR(st.st_mode))
-      throw cli::UsageError("--out = '" + cli::Args::clip(out) +
-                            "': exists and is not a directory");
-    cli::check_output_file("--out", out + "/config.json");
-  } else {
-    cli::check_output_file("--out", out);  // a new directory in an existing writable one
-  }
+  cli::check_output_dir("--out", out);
   if (args.has("--resume")) cli::check_input_file("--out", out + "/optimizer_m.safetensors");
   const std::string plan = args.get("--plan", "default");
   if (plan != "default" && plan != "smoke")

@@ -98,7 +98,12 @@ TEST(ToolCli, Item17RunawaySizesAreRefusedUpFront) {
 TEST(ToolCli, Item18DirectoriesAsInputs) {
   const std::string dir = temp_path("dir");
   std::filesystem::create_directories(dir);
-  expect_bad_argument("extend --model '" + dir + "'", "extend", {"--model", "is a directory"});
+  expect_bad_argument("stories260k --model '" + dir + "'", "stories260k",
+                      {"--model", "is a directory"});
+  // A model directory without its files.
+  expect_bad_argument("extend --model '" + dir + "'", "extend", {"--model", "config.json"});
+  expect_bad_argument("finetune --model '" + dir + "' --out '" + dir + "/o'", "finetune",
+                      {"--model", "config.json"});
   expect_bad_argument("factors --config '" + dir + "'", "factors", {"--config", "is a directory"});
   expect_bad_argument("pack --lengths-file '" + dir + "'", "pack",
                       {"--lengths-file", "is a directory"});
@@ -111,7 +116,8 @@ TEST(ToolCli, Item18DirectoriesAsInputs) {
 TEST(ToolCli, Item19HelpOnEverySubcommand) {
   const ToolRun help = run("help");
   ASSERT_EQ(help.rc, 0);
-  const std::vector<std::string> commands = {"analyze", "extend", "factors", "pack", "selfcheck"};
+  const std::vector<std::string> commands = {"analyze", "extend",    "factors",     "finetune",
+                                             "pack",    "selfcheck", "stories260k", "train"};
   for (const std::string& c : commands) {
     EXPECT_TRUE(contains(help.out, "  " + c + " ")) << help.out;
     for (const char* flag : {"--help", "-h"}) {
