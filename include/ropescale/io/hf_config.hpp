@@ -66,11 +66,14 @@
 #include <utility>
 #include <vector>
 
-#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
+
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/file_io.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
 
