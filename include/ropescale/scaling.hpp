@@ -40,12 +40,6 @@
 
 namespace ropescale {
 
-namespace detail {
-
-inline constexpr double kScalingPi = 3.141592653589793238462643383279502884;
-
-}  // namespace detail
-
 /// Smallest factor a listed table (LongRoPE short/long lists, LongRoPE2 searched values) may hold.
 /// Real tables hold values >= 1; the bound only keeps base_inv_freq / lambda finite.
 inline constexpr double kMinListedFactor = kMinFactor;
@@ -201,14 +195,13 @@ inline Status try_ntk_critical_factors(const RopeSpec& spec, std::int64_t target
     return make_status(
         ErrorCode::kInvalidArgument, "target_length", target_length,
         "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
-  const double two_pi = 2.0 * detail::kScalingPi;
   const double l_train = static_cast<double>(spec.original_max_position);
-  if (!(l_train > two_pi))
+  if (!(l_train > kTwoPi))
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position, "must be > 2 pi for the critical-dimension NTK");
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double exponent =
-      std::log(static_cast<double>(target_length) / two_pi) / std::log(l_train / two_pi);
+      std::log(static_cast<double>(target_length) / kTwoPi) / std::log(l_train / kTwoPi);
   const double log_kappa = (exponent - 1.0) * std::log(spec.rope_theta);
   return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0,
                               "ntk_critical", out);
@@ -341,8 +334,7 @@ inline double yarn_attention_factor(const YarnParams& p) {
 /// `num_rotations` times into `window`: d ln(window / (2 pi r)) / (2 ln base).
 inline double yarn_correction_dim(double num_rotations, std::int64_t rotary_dim, double base,
                                   double window) {
-  return (static_cast<double>(rotary_dim) *
-          std::log(window / (num_rotations * 2.0 * detail::kScalingPi))) /
+  return (static_cast<double>(rotary_dim) * std::log(window / (num_rotations * kTwoPi))) /
          (2.0 * std::log(base));
 }
 
@@ -433,7 +425,7 @@ inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, Fa
   const Eigen::ArrayXd inv_freq = base_inv_freq(spec);
   Eigen::ArrayXd factors(inv_freq.size());
   for (Eigen::Index i = 0; i < inv_freq.size(); ++i) {
-    const double wavelen = 2.0 * detail::kScalingPi / inv_freq[i];
+    const double wavelen = kTwoPi / inv_freq[i];
     if (wavelen < high_freq_wavelen) {
       factors[i] = 1.0;
     } else if (wavelen > low_freq_wavelen) {
