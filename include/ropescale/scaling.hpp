@@ -37,6 +37,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/window.hpp"
 
 namespace ropescale {
 
@@ -448,14 +449,6 @@ inline FactorTable llama3_factors(const RopeSpec& spec, const Llama3Params& para
 // LongRoPE (Phi-3 `longrope`, formerly `su`)
 // ---------------------------------------------------------------------------------------------
 
-/// Which of LongRoPE's two factor lists a sequence uses.
-enum class LongRopeSelection { kShort, kLong };
-
-/// "short" or "long".
-inline const char* to_string(LongRopeSelection s) noexcept {
-  return s == LongRopeSelection::kLong ? "long" : "short";
-}
-
 /// LongRoPE parameters as a Phi-3-style config holds them. The switch point L is
 /// spec.original_max_position (top-level `original_max_position_embeddings`).
 struct LongRopeParams {
@@ -474,21 +467,19 @@ inline double longrope_default_attention_factor(double factor, std::int64_t orig
   return std::sqrt(1.0 + std::log(factor) / std::log(static_cast<double>(original_max_position)));
 }
 
-/// HF's rule: long factors iff seq_len > L (seq_len = max(position_ids) + 1; seq_len <= 0 is the
-/// init-time call, which uses the short factors).
-inline LongRopeSelection longrope_select(const RopeSpec& spec, std::int64_t seq_len) noexcept {
-  return seq_len > spec.original_max_position ? LongRopeSelection::kLong
-                                              : LongRopeSelection::kShort;
+/// Deprecated: rope_window(seq_len, spec.original_max_position) (window.hpp), the one rule.
+[[deprecated("use ropescale::rope_window(seq_len, spec.original_max_position)")]] inline RopeWindow
+longrope_select(const RopeSpec& spec, std::int64_t seq_len) noexcept {
+  return rope_window(seq_len, spec.original_max_position);
 }
 
 /// The attention factor for a selection: explicit attention_factor (HF) first, then that set's
 /// short_mscale/long_mscale (vLLM), then the default sqrt(1 + ln s / ln L). HF uses the same
 /// value for both sets.
 inline double longrope_attention_factor(const RopeSpec& spec, const LongRopeParams& p,
-                                        LongRopeSelection which) {
+                                        RopeWindow which) {
   if (p.attention_factor) return *p.attention_factor;
-  const std::optional<double>& m =
-      which == LongRopeSelection::kLong ? p.long_mscale : p.short_mscale;
+  const std::optional<double>& m = which == RopeWindow::kLong ? p.long_mscale : p.short_mscale;
   if (m) return *m;
   return longrope_default_attention_factor(p.factor, spec.original_max_position);
 }
@@ -508,15 +499,15 @@ inline Status check_longrope_params(const RopeSpec& spec, const LongRopeParams& 
 }  // namespace detail
 
 /// The LongRoPE table for an explicit selection. Method "longrope".
-inline Status try_longrope_factors(const RopeSpec& spec, const LongRopeParams& p,
-                                   LongRopeSelection which, FactorTable* out) {
+inline Status try_longrope_factors(const RopeSpec& spec, const LongRopeParams& p, RopeWindow which,
+                                   FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_longrope_params(spec, p));
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
-  const Eigen::ArrayXd& f = which == LongRopeSelection::kLong ? p.long_factor : p.short_factor;
+  const Eigen::ArrayXd& f = which == RopeWindow::kLong ? p.long_factor : p.short_factor;
   return detail::finish_table(f, longrope_attention_factor(spec, p, which), "longrope", out);
 }
 inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
-                                    LongRopeSelection which) {
+                                    RopeWindow which) {
   FactorTable t;
   throw_if_error(try_longrope_factors(spec, params, which, &t));
   return t;
@@ -524,7 +515,7 @@ inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& 
 /// The LongRoPE table HF uses for a sequence of seq_len tokens (long iff seq_len > L).
 inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
                                     std::int64_t seq_len) {
-  return longrope_factors(spec, params, longrope_select(spec, seq_len));
+  return longrope_factors(spec, params, rope_window(seq_len, spec.original_max_position));
 }
 
 // ---------------------------------------------------------------------------------------------
