@@ -107,8 +107,8 @@ TEST(HfConfig, RealConfigsReadAsPublished) {
   EXPECT_EQ(phi35.spec.rotary_dim, 96);
   EXPECT_EQ(phi35.spec.original_max_position, 4096);
   EXPECT_EQ(phi35.longrope.factor, 32.0);
-  EXPECT_EQ(phi35.selection_for(4096), ropescale::LongRopeSelection::kShort);
-  EXPECT_EQ(phi35.selection_for(4097), ropescale::LongRopeSelection::kLong);
+  EXPECT_EQ(phi35.window_for(4096), ropescale::RopeWindow::kShort);
+  EXPECT_EQ(phi35.window_for(4097), ropescale::RopeWindow::kLong);
   EXPECT_EQ(phi35.table_for(4097).factors()[47], 64.83999633789062);
   EXPECT_EQ(phi35.table_for(100).factors()[47], 2.8399994373321533);
 
@@ -120,7 +120,7 @@ TEST(HfConfig, RealConfigsReadAsPublished) {
   EXPECT_EQ(llama.rope_type, RopeType::kLlama3);
   EXPECT_EQ(llama.llama3.original_max_position, 8192);
   EXPECT_EQ(llama.spec.rope_theta, 500000.0);
-  EXPECT_FALSE(llama.selection_for(200000).has_value());
+  EXPECT_FALSE(llama.window_for(200000).has_value());
 
   const RopeConfig lr2 = ropescale::load_hf_config(data_path("llama3_8b_longrope2.json"));
   EXPECT_EQ(lr2.longrope.factor, 16.0);

@@ -267,7 +267,7 @@ TEST(Scaling, LongRopeSelectionAndAttention) {
   EXPECT_TRUE((l.factors() == 40.0).all());
   EXPECT_EQ(s.attention_factor(), want);
   EXPECT_EQ(l.attention_factor(), want);
-  EXPECT_EQ(ropescale::longrope_select(spec, 0), ropescale::LongRopeSelection::kShort);
+  EXPECT_EQ(ropescale::rope_window(0, spec.original_max_position), ropescale::RopeWindow::kShort);
   // vLLM's per-set mscale, then HF's explicit attention_factor over everything.
   p.short_mscale = 1.0;
   p.long_mscale = 1.3;

@@ -58,7 +58,7 @@ int run_factors(const std::vector<std::string>& argv) {
         layers.push_back(static_cast<std::int64_t>(l));
     const ropescale::FactorTable table = cfg.table_for(seq_len);
     const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec);
-    const auto selection = cfg.selection_for(seq_len);
+    const auto selection = cfg.window_for(seq_len);
 
     if (json_out) {
       nlohmann::json out = nlohmann::json::object();

@@ -109,14 +109,6 @@ struct TableAnalysis {
 
 namespace detail {
 
-inline constexpr double kCriticalTwoPi = 6.283185307179586476925286766559;
-
-/// d/2 * log_base(length / 2pi), the real-valued pair index whose period equals `length`.
-inline double pair_with_period(const RopeSpec& spec, double length) {
-  return static_cast<double>(spec.frequency_dim() / 2) * std::log(length / kCriticalTwoPi) /
-         std::log(spec.rope_theta);
-}
-
 inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
   const double c = std::ceil(x);
   if (c <= 0.0) return 0;
@@ -131,7 +123,7 @@ inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
 /// log_base(L_train / 2pi) is negative.
 inline Status check_critical_spec(const RopeSpec& spec) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
-  if (!(static_cast<double>(spec.original_max_position) > detail::kCriticalTwoPi))
+  if (!(static_cast<double>(spec.original_max_position) > kTwoPi))
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position,
                        "must be > 2 pi (the training window must hold one period of pair 0)");
@@ -145,10 +137,10 @@ inline Status try_critical_dims(const RopeSpec& spec, CriticalDims* out) {
   ROPESCALE_RETURN_IF_ERROR(check_critical_spec(spec));
   const double train = static_cast<double>(spec.original_max_position);
   CriticalDims d;
-  d.critical_pair_exact = detail::pair_with_period(spec, train);
+  d.critical_pair_exact = pair_with_period(spec, train);
   d.critical_pair = detail::clamp_pair(d.critical_pair_exact, spec.pairs());
   d.critical_dim = 2 * d.critical_pair;
-  d.lower_pair = detail::clamp_pair(detail::pair_with_period(spec, train / 10.0), spec.pairs());
+  d.lower_pair = detail::clamp_pair(pair_with_period(spec, train / 10.0), spec.pairs());
   d.lower_dim = 2 * d.lower_pair;
   *out = d;
   return Status();
@@ -179,7 +171,7 @@ inline Status try_analyze_critical(const RopeSpec& spec, std::int64_t target_len
   a.target_length = target_length;
   a.scale = static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
   a.theta = base_inv_freq(spec);
-  a.period = detail::kCriticalTwoPi / a.theta;
+  a.period = kTwoPi / a.theta;
   a.train_periods = static_cast<double>(spec.original_max_position) / a.period;
   *out = std::move(a);
   return Status();

@@ -119,26 +119,34 @@ inline Eigen::ArrayXd base_inv_freq(const RopeSpec& spec) {
   return out;
 }
 
+/// pi and 2 pi: the one copy every formula in the library uses (periods, YaRN's correction
+/// range, Llama 3's wavelengths, the critical pair).
+inline constexpr double kPi = 3.141592653589793238462643383279502884;
+inline constexpr double kTwoPi = 2.0 * kPi;
+
+/// The real-valued pair index whose base period 2pi / theta_i equals `length` tokens:
+///   frequency_dim/2 * log_base(length / 2pi)
+/// (LongRoPE2 eq. 7 before rounding). The one formula behind theoretical_critical_pair,
+/// critical_search_lower_pair and critical_dims. Unchecked: callers validate the spec.
+inline double pair_with_period(const RopeSpec& spec, double length) noexcept {
+  return static_cast<double>(spec.frequency_dim() / 2) * std::log(length / kTwoPi) /
+         std::log(spec.rope_theta);
+}
+
 /// Theoretical critical pair (LongRoPE2 eq. 7 in cosine-pair units):
 ///   ceil(frequency_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
 /// period during pre-training. The full-dimension value d_tcd is twice this.
 inline std::int64_t theoretical_critical_pair(const RopeSpec& spec) {
   throw_if_error(validate(spec));
-  const double two_pi = 6.283185307179586476925286766559;
-  const double x = static_cast<double>(spec.frequency_dim() / 2) *
-                   std::log(static_cast<double>(spec.original_max_position) / two_pi) /
-                   std::log(spec.rope_theta);
+  const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position));
   return static_cast<std::int64_t>(std::ceil(x));
 }
 
 /// Lower bound of the critical-dimension search (LongRoPE2 Alg. 1): the pair whose period fits
-/// ten times into L_train, ceil(frequency_dim/2 * log_base(L_train / (2pi * 10))).
+/// ten times into L_train, ceil(frequency_dim/2 * log_base(L_train / 10 / 2pi)).
 inline std::int64_t critical_search_lower_pair(const RopeSpec& spec) {
   throw_if_error(validate(spec));
-  const double two_pi = 6.283185307179586476925286766559;
-  const double x = static_cast<double>(spec.frequency_dim() / 2) *
-                   std::log(static_cast<double>(spec.original_max_position) / (two_pi * 10.0)) /
-                   std::log(spec.rope_theta);
+  const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position) / 10.0);
   return static_cast<std::int64_t>(std::ceil(x));
 }
 

@@ -42,6 +42,10 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/random.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+
 namespace ropescale {
 
 /// A token id of the host's tokenizer.
@@ -115,15 +119,6 @@ struct NeedleDocument {
 
 namespace detail {
 
-inline std::uint64_t needle_uniform_index(std::mt19937_64& rng, std::uint64_t n) {
-  const std::uint64_t max = std::numeric_limits<std::uint64_t>::max();
-  const std::uint64_t limit = max - (max % n + 1) % n;
-  std::uint64_t x;
-  do x = rng();
-  while (x > limit);
-  return x % n;
-}
-
 inline void needle_append(std::vector<TokenId>& out, const std::vector<TokenId>& piece) {
   out.insert(out.end(), piece.begin(), piece.end());
 }
@@ -154,7 +149,7 @@ inline Status try_make_needle_document(const std::vector<TokenId>& haystack,
                     static_cast<std::uint32_t>(options.seed >> 32),
                     static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32)};
   std::mt19937_64 rng(seq);
-  const std::string value = std::to_string(1000000 + detail::needle_uniform_index(rng, 9000000));
+  const std::string value = std::to_string(1000000 + detail::uniform_index(rng, 9000000));
   const std::vector<TokenId> value_tokens = tokenize(value);
   if (value_tokens.empty())
     return make_status(ErrorCode::kInvalidArgument, "tokenize(\"" + value + "\").size()", 0,
@@ -184,7 +179,7 @@ inline Status try_make_needle_document(const std::vector<TokenId>& haystack,
                        "must be >= the " + std::to_string(hay) + " haystack tokens a " +
                            std::to_string(options.length) + "-token document needs");
   const std::int64_t offset = options.random_offset
-                                  ? static_cast<std::int64_t>(detail::needle_uniform_index(
+                                  ? static_cast<std::int64_t>(detail::uniform_index(
                                         rng, static_cast<std::uint64_t>(stream - hay + 1)))
                                   : 0;
 

@@ -60,12 +60,15 @@
 #include <utility>
 #include <vector>
 
-#include "ropescale/detail/angle.hpp"
-#include "ropescale/detail/checked_math.hpp"
-#include "ropescale/detail/rotary_kernels.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/angle.hpp"
+#include "ropescale/detail/checked_math.hpp"
+#include "ropescale/detail/rotary_kernels.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
 

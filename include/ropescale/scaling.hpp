@@ -37,14 +37,9 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/window.hpp"
 
 namespace ropescale {
-
-namespace detail {
-
-inline constexpr double kScalingPi = 3.141592653589793238462643383279502884;
-
-}  // namespace detail
 
 /// Smallest factor a listed table (LongRoPE short/long lists, LongRoPE2 searched values) may hold.
 /// Real tables hold values >= 1; the bound only keeps base_inv_freq / lambda finite.
@@ -201,14 +196,13 @@ inline Status try_ntk_critical_factors(const RopeSpec& spec, std::int64_t target
     return make_status(
         ErrorCode::kInvalidArgument, "target_length", target_length,
         "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
-  const double two_pi = 2.0 * detail::kScalingPi;
   const double l_train = static_cast<double>(spec.original_max_position);
-  if (!(l_train > two_pi))
+  if (!(l_train > kTwoPi))
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position, "must be > 2 pi for the critical-dimension NTK");
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double exponent =
-      std::log(static_cast<double>(target_length) / two_pi) / std::log(l_train / two_pi);
+      std::log(static_cast<double>(target_length) / kTwoPi) / std::log(l_train / kTwoPi);
   const double log_kappa = (exponent - 1.0) * std::log(spec.rope_theta);
   return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0,
                               "ntk_critical", out);
@@ -341,8 +335,7 @@ inline double yarn_attention_factor(const YarnParams& p) {
 /// `num_rotations` times into `window`: d ln(window / (2 pi r)) / (2 ln base).
 inline double yarn_correction_dim(double num_rotations, std::int64_t rotary_dim, double base,
                                   double window) {
-  return (static_cast<double>(rotary_dim) *
-          std::log(window / (num_rotations * 2.0 * detail::kScalingPi))) /
+  return (static_cast<double>(rotary_dim) * std::log(window / (num_rotations * kTwoPi))) /
          (2.0 * std::log(base));
 }
 
@@ -433,7 +426,7 @@ inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, Fa
   const Eigen::ArrayXd inv_freq = base_inv_freq(spec);
   Eigen::ArrayXd factors(inv_freq.size());
   for (Eigen::Index i = 0; i < inv_freq.size(); ++i) {
-    const double wavelen = 2.0 * detail::kScalingPi / inv_freq[i];
+    const double wavelen = kTwoPi / inv_freq[i];
     if (wavelen < high_freq_wavelen) {
       factors[i] = 1.0;
     } else if (wavelen > low_freq_wavelen) {
@@ -456,14 +449,6 @@ inline FactorTable llama3_factors(const RopeSpec& spec, const Llama3Params& para
 // LongRoPE (Phi-3 `longrope`, formerly `su`)
 // ---------------------------------------------------------------------------------------------
 
-/// Which of LongRoPE's two factor lists a sequence uses.
-enum class LongRopeSelection { kShort, kLong };
-
-/// "short" or "long".
-inline const char* to_string(LongRopeSelection s) noexcept {
-  return s == LongRopeSelection::kLong ? "long" : "short";
-}
-
 /// LongRoPE parameters as a Phi-3-style config holds them. The switch point L is
 /// spec.original_max_position (top-level `original_max_position_embeddings`).
 struct LongRopeParams {
@@ -482,21 +467,19 @@ inline double longrope_default_attention_factor(double factor, std::int64_t orig
   return std::sqrt(1.0 + std::log(factor) / std::log(static_cast<double>(original_max_position)));
 }
 
-/// HF's rule: long factors iff seq_len > L (seq_len = max(position_ids) + 1; seq_len <= 0 is the
-/// init-time call, which uses the short factors).
-inline LongRopeSelection longrope_select(const RopeSpec& spec, std::int64_t seq_len) noexcept {
-  return seq_len > spec.original_max_position ? LongRopeSelection::kLong
-                                              : LongRopeSelection::kShort;
+/// Deprecated: rope_window(seq_len, spec.original_max_position) (window.hpp), the one rule.
+[[deprecated("use ropescale::rope_window(seq_len, spec.original_max_position)")]] inline RopeWindow
+longrope_select(const RopeSpec& spec, std::int64_t seq_len) noexcept {
+  return rope_window(seq_len, spec.original_max_position);
 }
 
 /// The attention factor for a selection: explicit attention_factor (HF) first, then that set's
 /// short_mscale/long_mscale (vLLM), then the default sqrt(1 + ln s / ln L). HF uses the same
 /// value for both sets.
 inline double longrope_attention_factor(const RopeSpec& spec, const LongRopeParams& p,
-                                        LongRopeSelection which) {
+                                        RopeWindow which) {
   if (p.attention_factor) return *p.attention_factor;
-  const std::optional<double>& m =
-      which == LongRopeSelection::kLong ? p.long_mscale : p.short_mscale;
+  const std::optional<double>& m = which == RopeWindow::kLong ? p.long_mscale : p.short_mscale;
   if (m) return *m;
   return longrope_default_attention_factor(p.factor, spec.original_max_position);
 }
@@ -516,15 +499,15 @@ inline Status check_longrope_params(const RopeSpec& spec, const LongRopeParams& 
 }  // namespace detail
 
 /// The LongRoPE table for an explicit selection. Method "longrope".
-inline Status try_longrope_factors(const RopeSpec& spec, const LongRopeParams& p,
-                                   LongRopeSelection which, FactorTable* out) {
+inline Status try_longrope_factors(const RopeSpec& spec, const LongRopeParams& p, RopeWindow which,
+                                   FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_longrope_params(spec, p));
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
-  const Eigen::ArrayXd& f = which == LongRopeSelection::kLong ? p.long_factor : p.short_factor;
+  const Eigen::ArrayXd& f = which == RopeWindow::kLong ? p.long_factor : p.short_factor;
   return detail::finish_table(f, longrope_attention_factor(spec, p, which), "longrope", out);
 }
 inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
-                                    LongRopeSelection which) {
+                                    RopeWindow which) {
   FactorTable t;
   throw_if_error(try_longrope_factors(spec, params, which, &t));
   return t;
@@ -532,7 +515,7 @@ inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& 
 /// The LongRoPE table HF uses for a sequence of seq_len tokens (long iff seq_len > L).
 inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
                                     std::int64_t seq_len) {
-  return longrope_factors(spec, params, longrope_select(spec, seq_len));
+  return longrope_factors(spec, params, rope_window(seq_len, spec.original_max_position));
 }
 
 // ---------------------------------------------------------------------------------------------

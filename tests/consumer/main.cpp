@@ -1,15 +1,17 @@
-// Uses ropescale the way an engine would: rotate one query head and undo it.
+// Uses ropescale the way an engine would: read a config, rotate one query head and undo it.
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
+#include "ropescale/io/hf_config.hpp"  // nlohmann/json arrives through ropescale::ropescale
 #include "ropescale/ropescale.hpp"
 
 int main() {
-  ropescale::RopeSpec spec;
-  spec.head_dim = 8;
-  spec.rotary_dim = 8;
-  const auto table = ropescale::FactorTable::identity(spec);
+  const ropescale::RopeConfig cfg = ropescale::parse_hf_config_text(
+      R"({"head_dim": 8, "max_position_embeddings": 16, "rope_theta": 10000.0})");
+  const ropescale::RopeSpec& spec = cfg.spec;
+  if (spec.head_dim != 8 || spec.rotary_dim != 8) return 1;
+  const auto table = cfg.table_for();
   const ropescale::RotaryCache cache(spec, table, 16);
   std::vector<float> q = {1, 2, 3, 4, 5, 6, 7, 8};
   const std::vector<float> orig = q;

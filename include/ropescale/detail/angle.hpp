@@ -2,6 +2,8 @@
 // Not a public header: include ropescale/rotary.hpp.
 #pragma once
 
+#include "ropescale/detail/internal_header_check.hpp"
+
 #include <cmath>
 #include <cstdint>
 

@@ -3,6 +3,8 @@
 // (one rule, one function) instead of the bare operators, whose overflow is undefined behaviour.
 #pragma once
 
+#include "ropescale/detail/internal_header_check.hpp"
+
 #include <cstdint>
 #include <limits>
 

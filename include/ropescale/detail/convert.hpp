@@ -3,6 +3,8 @@
 // compare them with Eigen::half / Eigen::bfloat16 on every 16-bit pattern.
 #pragma once
 
+#include "ropescale/detail/internal_header_check.hpp"
+
 #include <Eigen/Core>
 #include <cstdint>
 #include <cstring>

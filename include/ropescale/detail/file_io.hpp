@@ -2,6 +2,8 @@
 // fail (missing, a directory, unreadable, too large). Not a public header.
 #pragma once
 
+#include "ropescale/detail/internal_header_check.hpp"
+
 #include <cstdint>
 #include <filesystem>
 #include <fstream>

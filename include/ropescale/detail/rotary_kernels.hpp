@@ -10,6 +10,8 @@
 //                in-register permute, so the loop vectorizes like the half-split one.
 #pragma once
 
+#include "ropescale/detail/internal_header_check.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>

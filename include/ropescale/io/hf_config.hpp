@@ -66,11 +66,14 @@
 #include <utility>
 #include <vector>
 
-#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
+
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/file_io.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
 
@@ -175,10 +178,16 @@ struct RopeConfig {
     return 1.0;
   }
 
-  /// LongRoPE's choice for seq_len tokens (long iff seq_len > L); none for other methods.
-  std::optional<LongRopeSelection> selection_for(std::int64_t seq_len) const noexcept {
+  /// The factor set LongRoPE uses for seq_len tokens (rope_window: long iff seq_len > L); none
+  /// for methods with a single table.
+  std::optional<RopeWindow> window_for(std::int64_t seq_len) const noexcept {
     if (rope_type != RopeType::kLongRope) return std::nullopt;
-    return longrope_select(spec, seq_len);
+    return rope_window(seq_len, spec.original_max_position);
+  }
+  /// Deprecated name of window_for.
+  [[deprecated("use window_for")]] std::optional<RopeWindow> selection_for(
+      std::int64_t seq_len) const noexcept {
+    return window_for(seq_len);
   }
 
   /// The table Hugging Face uses for a sequence of seq_len tokens (seq_len = max position + 1;
@@ -196,7 +205,8 @@ struct RopeConfig {
       case RopeType::kLlama3:
         return try_llama3_factors(spec, llama3, out);
       case RopeType::kLongRope:
-        return try_longrope_factors(spec, longrope, longrope_select(spec, seq_len), out);
+        return try_longrope_factors(spec, longrope,
+                                    rope_window(seq_len, spec.original_max_position), out);
       case RopeType::kProportional:
         // HF: inv_freq /= factor on the rotating pairs (the zero-frequency ones stay zero).
         return factor == 1.0 ? try_default_factors(spec, out)

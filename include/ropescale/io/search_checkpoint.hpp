@@ -45,9 +45,12 @@
 #include <filesystem>
 #include <system_error>
 
-#include "ropescale/detail/file_io.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/search.hpp"
+
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/file_io.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
 

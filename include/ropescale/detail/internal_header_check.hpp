@@ -1,0 +1,11 @@
+// ropescale internal: the first include of every detail/ header (as Eigen's InternalHeaderCheck.h).
+// A public header opens the gate around its detail includes and closes it right after:
+//   #define ROPESCALE_INSIDE_PUBLIC_HEADER
+//   #include "ropescale/detail/....hpp"
+//   #undef ROPESCALE_INSIDE_PUBLIC_HEADER
+// so a detail header is never an entry point and the gate macro never reaches users. Detail
+// headers include only the standard library, Eigen, config.hpp, error.hpp and other detail headers
+// (none of which opens a gate of its own). No include guard: the check runs for every header.
+#ifndef ROPESCALE_INSIDE_PUBLIC_HEADER
+#error "ropescale/detail/ headers are internal: include a public header (ropescale/rotary.hpp, ...)"
+#endif

@@ -1,0 +1,151 @@
+// ropescale: KV-cache key re-rotation from one factor table to another (e.g. short -> long when
+// generation crosses the original window; window_switches in window.hpp says when).
+//
+// A key cached at position p with table A is k_A = m_A R(p theta_A) k. The same key under table B
+// is m_B R(p theta_B) k = (m_B / m_A) R(p (theta_B - theta_A)) k_A: undoing A and applying B is a
+// single rotation by the frequency difference with scale m_B / m_A, one read and one write of the
+// cache and no key projections. Hugging Face recomputes the whole prefix instead.
+#pragma once
+
+#include <Eigen/Core>
+#include <cstdint>
+
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+#include "ropescale/frequencies.hpp"
+#include "ropescale/rotary.hpp"
+
+namespace ropescale {
+
+/// Switches cached keys from one factor table to another in one pass.
+///
+/// A key cached at position p under table `from` is k_from = m_from R(p theta_from) k. Under
+/// table `to` it would be m_to R(p theta_to) k, and
+///
+///     m_to R(p theta_to) k = (m_to / m_from) R(p (theta_to - theta_from)) k_from
+///
+/// so the switch is one rotation by the frequency difference (computed in double, then range
+/// reduced exactly like any angle; negative differences are fine) and one scale. Values keep
+/// their projection: nothing is recomputed from the hidden states.
+///
+/// ## Accuracy
+///
+/// Let u be the unit roundoff of the storage type (float 2^-24, half 2^-11, bfloat16 2^-8; double
+/// 2^-53), r = |(x, y)| the norm of a rotary pair of the key before any rotation, p its position
+/// and theta_max the largest inverse frequency of either table (1 for plain RoPE's pair 0).
+/// Against the same key rotated from scratch with `to` (same storage type), every re-rotated
+/// channel is within
+///
+///     |error| <= m_to * r * (12 u + 2^-51 * p * theta_max)
+///
+/// The 12 u: three rotations (the cached one, the re-rotation, the one from scratch) each round
+/// m*cos and m*sin, the products, the sum and the store, at most (2 sqrt(2) + 1) u ~ 3.8 u of
+/// m r apiece. Measured with Phi-4-mini's tables: at most 5.1 u for float, 2 u for half and
+/// bfloat16 (whose compute type, float, is far finer than the storage). The second term is the
+/// double rounding of the angles p * theta: 1.3e-9 at p = 3e6, invisible in float keys and the
+/// only visible term in double ones. For float keys of unit scale the bound is 1.2e-6 at every
+/// position; tests check it channel by channel, and the absolute 2e-6, at positions 0 .. 3e6.
+/// Each further switch adds one more rotation's rounding (3.8 u); nothing is recomputed.
+class KeyRerotation {
+ public:
+  /// Frequencies theta_to - theta_from and scale m_to / m_from for a spec. Throws Error when the
+  /// spec is invalid or a table does not fit it (check_tables says so without throwing).
+  KeyRerotation(const RopeSpec& spec, const FactorTable& from, const FactorTable& to)
+      : KeyRerotation(checked(spec, from, to)) {}
+
+  /// The same from raw inverse frequencies (equal sizes, finite) and attention factors (> 0).
+  KeyRerotation(const Eigen::ArrayXd& inv_freq_from, double attention_factor_from,
+                const Eigen::ArrayXd& inv_freq_to, double attention_factor_to)
+      : KeyRerotation(
+            checked(inv_freq_from, attention_factor_from, inv_freq_to, attention_factor_to)) {}
+
+  /// The single rotation: inv_freq = theta_to - theta_from, attention factor = m_to / m_from.
+  const RotaryFrequencies& frequencies() const noexcept { return freqs_; }
+  std::int64_t rotary_dim() const noexcept { return freqs_.rotary_dim(); }
+  /// True when both tables give the same frequencies and attention factor: apply() then leaves
+  /// every key bit-identical (angle 0, scale 1), and a caller may skip the pass.
+  bool is_identity() const noexcept {
+    return freqs_.attention_factor() == 1.0 && (freqs_.inv_freq() == 0.0).all();
+  }
+
+  /// Re-rotates keys in place; positions holds the position id of each cached token.
+  template <typename T>
+  Status try_apply(const std::int64_t* positions, const HeadsView<T>& keys,
+                   PairLayout layout) const {
+    const HeadsView<const T> in = keys.as_const();
+    const char* names[] = {"keys"};
+    return detail::rotary_call<T>(freqs_, positions, &in, &keys, 1, names, names, layout,
+                                  RotaryDirection::kForward);
+  }
+  template <typename T>
+  void apply(const std::int64_t* positions, const HeadsView<T>& keys, PairLayout layout) const {
+    throw_if_error(try_apply(positions, keys, layout));
+  }
+
+  /// Checks that spec is valid and both tables fit it.
+  static Status check_tables(const RopeSpec& spec, const FactorTable& from, const FactorTable& to) {
+    ROPESCALE_RETURN_IF_ERROR(validate(spec));
+    Status s = from.validate_for(spec);
+    if (!s.ok())
+      return make_status(ErrorCode::kInvalidArgument, "from.pairs()", from.pairs(),
+                         "table does not fit the spec (" + s.message() + ")");
+    s = to.validate_for(spec);
+    if (!s.ok())
+      return make_status(ErrorCode::kInvalidArgument, "to.pairs()", to.pairs(),
+                         "table does not fit the spec (" + s.message() + ")");
+    return Status();
+  }
+
+ private:
+  explicit KeyRerotation(RotaryFrequencies freqs) : freqs_(std::move(freqs)) {}
+
+  static RotaryFrequencies checked(const Eigen::ArrayXd& a, double ma, const Eigen::ArrayXd& b,
+                                   double mb, std::int64_t frequency_dim = 0) {
+    throw_if_error(RotaryFrequencies::check(a, ma));
+    if (b.size() != a.size())
+      throw_if_error(make_status(
+          ErrorCode::kInvalidArgument, "inv_freq_to.size()", static_cast<std::int64_t>(b.size()),
+          "must equal inv_freq_from.size() (" + std::to_string(a.size()) + ")"));
+    throw_if_error(RotaryFrequencies::check(b, mb));
+    return RotaryFrequencies(b - a, mb / ma, frequency_dim);
+  }
+  static RotaryFrequencies checked(const RopeSpec& spec, const FactorTable& from,
+                                   const FactorTable& to) {
+    throw_if_error(check_tables(spec, from, to));
+    return checked(from.inv_freq(spec), from.attention_factor(), to.inv_freq(spec),
+                   to.attention_factor(), spec.frequency_dim());
+  }
+
+  RotaryFrequencies freqs_;
+};
+
+/// Re-rotates cached keys in place from table `from` to table `to` (see KeyRerotation for the
+/// formula and its accuracy bound). Typical use when generation crosses the original window:
+///
+///     if (ropescale::window_switches(n - 2, n - 1, spec.original_max_position)) {
+///       const ropescale::KeyRerotation to_long(spec, short_table, long_table);
+///       for (auto& layer : cache)  // keys [tokens, kv_heads, head_dim]
+///         to_long.apply(positions.data(), layer.keys, ropescale::PairLayout::kHalfSplit);
+///     }
+///
+/// Build one KeyRerotation and reuse it across layers; this function builds one per call.
+template <typename T>
+inline Status try_rerotate_keys(const RopeSpec& spec, const FactorTable& from,
+                                const FactorTable& to, const std::int64_t* positions,
+                                const HeadsView<T>& keys, PairLayout layout) {
+  ROPESCALE_RETURN_IF_ERROR(KeyRerotation::check_tables(spec, from, to));
+  // Everything the constructor could refuse, as a Status: it must not throw from here.
+  const Eigen::ArrayXd a = from.inv_freq(spec), b = to.inv_freq(spec);
+  ROPESCALE_RETURN_IF_ERROR(
+      RotaryFrequencies::check(b - a, to.attention_factor() / from.attention_factor()));
+  const KeyRerotation r(spec, from, to);
+  return r.try_apply(positions, keys, layout);
+}
+template <typename T>
+inline void rerotate_keys(const RopeSpec& spec, const FactorTable& from, const FactorTable& to,
+                          const std::int64_t* positions, const HeadsView<T>& keys,
+                          PairLayout layout) {
+  throw_if_error(try_rerotate_keys(spec, from, to, positions, keys, layout));
+}
+
+}  // namespace ropescale

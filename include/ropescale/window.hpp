@@ -1,0 +1,189 @@
+// ropescale: the one short/long rule. LongRoPE (Phi-3), LongRoPE2 and mixed context window
+// training use two factor sets: the original RoPE ("short" window) and the rescaled one ("long").
+// Which one a sequence uses is decided here, once (rope_window), and every caller asks it: the
+// config importer (RopeConfig::table_for / window_for), longrope_factors, the packer
+// (packing.hpp) and serving code (select_window, window_switches).
+//
+// Hugging Face's LongRoPE (`_compute_longrope_parameters` / Phi-3 `rope_modifier`) picks
+//
+//     long_factor   if max(position_ids) + 1 > original_max_position_embeddings
+//     short_factor  otherwise
+//
+// so a sequence whose last position is original - 1 still uses the short (original) factors and
+// one reaching position original switches. Hugging Face takes one max over the whole batch;
+// select_windows gives the per-sequence choice and batch_window Hugging Face's single one.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ropescale/error.hpp"
+#include "ropescale/factors.hpp"
+#include "ropescale/frequencies.hpp"
+
+namespace ropescale {
+
+/// Which factor set a sequence uses: the original ("short") or the rescaled ("long") RoPE.
+enum class RopeWindow { kShort, kLong };
+
+inline const char* to_string(RopeWindow w) noexcept {
+  return w == RopeWindow::kShort ? "short" : "long";
+}
+inline std::ostream& operator<<(std::ostream& os, RopeWindow w) { return os << to_string(w); }
+
+/// The short/long rule, the one every caller uses (Hugging Face `_compute_longrope_parameters`,
+/// Phi-3 `rope_modifier`): the rescaled ("long") factors iff seq_len > original_max_position,
+/// where seq_len = max(position_ids) + 1. seq_len <= 0 is Hugging Face's init-time call: short.
+/// The importer (RopeConfig::window_for / table_for), longrope_factors, the packer and
+/// select_window all answer through this function.
+inline constexpr RopeWindow rope_window(std::int64_t seq_len,
+                                        std::int64_t original_max_position) noexcept {
+  return seq_len > original_max_position ? RopeWindow::kLong : RopeWindow::kShort;
+}
+
+/// Deprecated name of RopeWindow (LongRoPE's short/long factor lists are the two windows).
+using LongRopeSelection [[deprecated("use ropescale::RopeWindow")]] = RopeWindow;
+
+namespace detail {
+
+inline Status check_original(std::int64_t original_max_position) {
+  if (original_max_position <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "original_max_position", original_max_position,
+                       "must be > 0");
+  return Status();
+}
+
+// rope_window for a sequence whose furthest position id is max_position: seq_len = max_position
+// + 1, where INT64_MAX (seq_len 2^63, past any int64 window) is long without overflowing.
+inline constexpr RopeWindow window_of(std::int64_t max_position, std::int64_t original) noexcept {
+  return max_position == std::numeric_limits<std::int64_t>::max()
+             ? RopeWindow::kLong
+             : rope_window(max_position + 1, original);
+}
+
+}  // namespace detail
+
+/// The Hugging Face rule: kLong iff max_position + 1 > original_max_position. Status twin of
+/// select_window; writes *out only on success.
+inline Status try_select_window(std::int64_t max_position, std::int64_t original_max_position,
+                                RopeWindow* out) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
+  if (max_position < 0)
+    return make_status(ErrorCode::kInvalidArgument, "max_position", max_position, "must be >= 0");
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  *out = detail::window_of(max_position, original_max_position);
+  return Status();
+}
+
+/// The Hugging Face rule for a sequence whose furthest position id is max_position:
+///
+///     select_window(4094, 4096) == kShort   (4095 tokens)
+///     select_window(4095, 4096) == kShort   (4096 tokens: the whole original window)
+///     select_window(4096, 4096) == kLong    (4097 tokens)
+inline RopeWindow select_window(std::int64_t max_position, std::int64_t original_max_position) {
+  RopeWindow w = RopeWindow::kShort;
+  throw_if_error(try_select_window(max_position, original_max_position, &w));
+  return w;
+}
+
+/// The rule with the original window taken from a spec.
+inline RopeWindow select_window(const RopeSpec& spec, std::int64_t max_position) {
+  throw_if_error(validate(spec));
+  return select_window(max_position, spec.original_max_position);
+}
+
+/// The rule applied to a sequence of position ids (its maximum, which need not be the last).
+inline Status try_select_window(const std::int64_t* positions, std::int64_t count,
+                                std::int64_t original_max_position, RopeWindow* out) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
+  if (count <= 0) return make_status(ErrorCode::kInvalidArgument, "count", count, "must be > 0");
+  if (positions == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "positions", nullptr, "must not be null");
+  std::int64_t max_position = 0;
+  for (std::int64_t t = 0; t < count; ++t) {
+    if (positions[t] < 0)
+      return make_status(ErrorCode::kInvalidArgument, "positions[" + std::to_string(t) + "]",
+                         positions[t], "must be >= 0");
+    max_position = std::max(max_position, positions[t]);
+  }
+  return try_select_window(max_position, original_max_position, out);
+}
+inline RopeWindow select_window(const std::int64_t* positions, std::int64_t count,
+                                std::int64_t original_max_position) {
+  RopeWindow w = RopeWindow::kShort;
+  throw_if_error(try_select_window(positions, count, original_max_position, &w));
+  return w;
+}
+
+/// Row-major [batch, sequence] position ids, the shape of Hugging Face's `position_ids`.
+using PositionMatrix = Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// Per-sequence choice for a batch: one window per row of `position_ids`. Training code that
+/// rotates each sequence with its own table uses this; see batch_window for Hugging Face's.
+inline Status try_select_windows(const Eigen::Ref<const PositionMatrix>& position_ids,
+                                 std::int64_t original_max_position, std::vector<RopeWindow>* out) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
+  if (position_ids.rows() <= 0 || position_ids.cols() <= 0)
+    return make_status(
+        ErrorCode::kInvalidArgument, "position_ids shape",
+        std::to_string(position_ids.rows()) + "x" + std::to_string(position_ids.cols()),
+        "must have at least one row and one column");
+  if (out == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  std::vector<RopeWindow> windows(static_cast<std::size_t>(position_ids.rows()));
+  for (Eigen::Index b = 0; b < position_ids.rows(); ++b) {
+    std::int64_t max_position = 0;
+    for (Eigen::Index t = 0; t < position_ids.cols(); ++t) {
+      const std::int64_t p = position_ids(b, t);
+      if (p < 0)
+        return make_status(ErrorCode::kInvalidArgument,
+                           "position_ids(" + std::to_string(b) + ", " + std::to_string(t) + ")", p,
+                           "must be >= 0");
+      max_position = std::max(max_position, p);
+    }
+    windows[static_cast<std::size_t>(b)] = detail::window_of(max_position, original_max_position);
+  }
+  *out = std::move(windows);
+  return Status();
+}
+inline std::vector<RopeWindow> select_windows(const Eigen::Ref<const PositionMatrix>& position_ids,
+                                              std::int64_t original_max_position) {
+  std::vector<RopeWindow> out;
+  throw_if_error(try_select_windows(position_ids, original_max_position, &out));
+  return out;
+}
+
+/// Hugging Face's single choice for a whole batch (one max over every position id): kLong as
+/// soon as any sequence is long. Short sequences batched with a long one then get the long
+/// factors, which is why mixed-window training keeps short and long samples in separate batches
+/// or rotates per sequence.
+inline RopeWindow batch_window(const Eigen::Ref<const PositionMatrix>& position_ids,
+                               std::int64_t original_max_position) {
+  const std::vector<RopeWindow> w = select_windows(position_ids, original_max_position);
+  return std::find(w.begin(), w.end(), RopeWindow::kLong) != w.end() ? RopeWindow::kLong
+                                                                     : RopeWindow::kShort;
+}
+
+/// The table of a window: `short_factors` for kShort, `long_factors` for kLong.
+inline const FactorTable& select_factors(RopeWindow window, const FactorTable& short_factors,
+                                         const FactorTable& long_factors) noexcept {
+  return window == RopeWindow::kShort ? short_factors : long_factors;
+}
+
+/// True when generation that has reached `old_max_position` and now reaches `new_max_position`
+/// crosses the original window, i.e. the moment a server must switch tables and re-rotate its
+/// cached keys (rerotate_keys).
+inline bool window_switches(std::int64_t old_max_position, std::int64_t new_max_position,
+                            std::int64_t original_max_position) {
+  return select_window(old_max_position, original_max_position) !=
+         select_window(new_max_position, original_max_position);
+}
+
+}  // namespace ropescale

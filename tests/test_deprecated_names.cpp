@@ -1,0 +1,29 @@
+// Names kept for existing callers still compile and forward to the one rule they were folded
+// into (this file is built with deprecation warnings off; the rest of the tree uses new names).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+
+#include "ropescale/io/hf_config.hpp"
+#include "ropescale/scaling.hpp"
+#include "ropescale/window.hpp"
+
+namespace {
+
+std::string data(const char* name) { return std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name; }
+
+TEST(DeprecatedNames, ForwardToTheWindowRule) {
+  const ropescale::RopeSpec spec{96, 96, 10000.0, 4096};
+  for (const std::int64_t seq_len : {std::int64_t{-1}, std::int64_t{0}, std::int64_t{4096},
+                                     std::int64_t{4097}, std::int64_t{1} << 40}) {
+    const ropescale::LongRopeSelection old = ropescale::longrope_select(spec, seq_len);
+    EXPECT_EQ(old, ropescale::rope_window(seq_len, spec.original_max_position)) << seq_len;
+  }
+  EXPECT_EQ(ropescale::LongRopeSelection::kLong, ropescale::RopeWindow::kLong);
+  const ropescale::RopeConfig phi35 = ropescale::load_hf_config(data("phi35_mini_instruct.json"));
+  EXPECT_EQ(phi35.selection_for(4096), phi35.window_for(4096));
+  EXPECT_EQ(phi35.selection_for(4097), ropescale::RopeWindow::kLong);
+}
+
+}  // namespace
