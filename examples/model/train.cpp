@@ -10,6 +10,7 @@
 #include "checkpoint.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
+#include "ropescale/frequencies.hpp"
 
 namespace tiny_llama {
 
@@ -176,7 +177,8 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
       if (st.cosine) {
         const double f =
             static_cast<double>(k) / static_cast<double>(std::max<std::int64_t>(1, st.steps));
-        lr *= o.final_lr_fraction + (1.0 - o.final_lr_fraction) * 0.5 * (1.0 + std::cos(M_PI * f));
+        lr *= o.final_lr_fraction +
+              (1.0 - o.final_lr_fraction) * 0.5 * (1.0 + std::cos(ropescale::kPi * f));
       }
       const LossSum l = batch_gradient(w, rope, batch, o.threads, grad);
       opt.step(w, grad, lr);

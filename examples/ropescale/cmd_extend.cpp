@@ -265,7 +265,7 @@ int run_extend(const std::vector<std::string>& argv) {
   const Eigen::ArrayXd inv = ropescale::base_inv_freq(spec);
   nlohmann::json pairs = nlohmann::json::array();
   for (Eigen::Index i = 0; i < inv.size(); ++i) {
-    const double period = 2.0 * M_PI / inv[i];
+    const double period = ropescale::kTwoPi / inv[i];
     pairs.push_back(
         {{"pair", i}, {"period", period}, {"periods_in_train", static_cast<double>(L) / period}});
   }
