@@ -582,3 +582,25 @@ TEST(ShippedModel, ReproducesItsRecordedInWindowNeedleAccuracy) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Safetensors, ByteTokenizerMapsEveryByteToItsId) {
+  const nlohmann::json t = tiny_llama::byte_tokenizer_json();
+  const nlohmann::json& vocab = t.at("model").at("vocab");
+  ASSERT_EQ(vocab.size(), 256u);
+  std::vector<int> seen(256, 0);
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) ++seen.at(it.value().get<std::size_t>());
+  for (int b = 0; b < 256; ++b) EXPECT_EQ(seen[static_cast<std::size_t>(b)], 1) << b;
+  // GPT-2's byte-level characters: 'A' is itself, space is U+0120 'Ġ', newline U+010A 'Ċ',
+  // byte 0 U+0100 'Ā', 0xAD (soft hyphen) U+0143 'Ń'.
+  EXPECT_EQ(vocab.at("A"), 65);
+  EXPECT_EQ(vocab.at("\xC4\xA0"), 32);
+  EXPECT_EQ(vocab.at("\xC4\x8A"), 10);
+  EXPECT_EQ(vocab.at("\xC4\x80"), 0);
+  EXPECT_EQ(vocab.at("\xC5\x83"), 0xAD);
+  EXPECT_EQ(t.at("pre_tokenizer").at("type"), "ByteLevel");
+  EXPECT_TRUE(t.at("model").at("merges").empty());
+}
+
+}  // namespace

@@ -235,6 +235,50 @@ Config config_from_hf_json(const json& j) {
   return c;
 }
 
+json byte_tokenizer_json() {
+  // GPT-2's byte-to-character map (the ByteLevel pre-tokenizer's): printable Latin-1 bytes map to
+  // themselves, the other 68 bytes to U+0100 onwards in byte order.
+  auto printable = [](int b) {
+    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+  };
+  json vocab = json::object();
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const unsigned cp =
+        printable(b) ? static_cast<unsigned>(b) : 256u + static_cast<unsigned>(extra++);
+    std::string utf8;
+    if (cp < 0x80) {
+      utf8 += static_cast<char>(cp);
+    } else {
+      utf8 += static_cast<char>(0xC0 | (cp >> 6));
+      utf8 += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    vocab[utf8] = b;
+  }
+  const json byte_level = {{"type", "ByteLevel"},
+                           {"add_prefix_space", false},
+                           {"trim_offsets", false},
+                           {"use_regex", false}};
+  return json{{"version", "1.0"},
+              {"truncation", nullptr},
+              {"padding", nullptr},
+              {"added_tokens", json::array()},
+              {"normalizer", nullptr},
+              {"pre_tokenizer", byte_level},
+              {"post_processor", nullptr},
+              {"decoder", byte_level},
+              {"model",
+               {{"type", "BPE"},
+                {"dropout", nullptr},
+                {"unk_token", nullptr},
+                {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false},
+                {"byte_fallback", false},
+                {"vocab", vocab},
+                {"merges", json::array()}}}};
+}
+
 void save_model_dir(const std::string& dir, const Weights& w, const json& extra) {
   ::mkdir(dir.c_str(), 0755);
   json cfg = to_hf_json(w.config());
@@ -242,6 +286,14 @@ void save_model_dir(const std::string& dir, const Weights& w, const json& extra)
     for (auto it = extra.begin(); it != extra.end(); ++it) cfg[it.key()] = it.value();
   write_all(dir + "/config.json", cfg.dump(2) + "\n");
   save_safetensors(dir + "/model.safetensors", w);
+  if (w.config().vocab_size == 256) {
+    write_all(dir + "/tokenizer.json", byte_tokenizer_json().dump(2) + "\n");
+    write_all(dir + "/tokenizer_config.json",
+              json{{"tokenizer_class", "PreTrainedTokenizerFast"},
+                   {"model_max_length", cfg.value("max_position_embeddings", 0)}}
+                      .dump(2) +
+                  "\n");
+  }
 }
 
 ropescale::RopeConfig load_rope_config(const std::string& dir) {

@@ -41,7 +41,13 @@ void save_optimizer(const std::string& dir, const AdamW& opt, const TrainPositio
 /// Restores `opt` (built for `config`'s shapes); returns the position stored.
 TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW& opt);
 
-/// A model directory: config.json + model.safetensors.
+/// tokenizers' JSON for the byte vocabulary (token id = byte value): a ByteLevel pre-tokenizer
+/// and decoder with a BPE model of 256 entries and no merges, so transformers'
+/// PreTrainedTokenizerFast encodes text to exactly the ids the tiny Llama trains on.
+nlohmann::json byte_tokenizer_json();
+
+/// A model directory: config.json + model.safetensors (+ tokenizer.json and
+/// tokenizer_config.json for the byte vocabulary).
 void save_model_dir(const std::string& dir, const Weights& w, const nlohmann::json& extra = {});
 Weights load_model_dir(const std::string& dir);
 /// The RoPE of a model directory's config.json as ropescale reads it (its rope_scaling, if any:
