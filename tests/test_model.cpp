@@ -604,3 +604,19 @@ TEST(Safetensors, ByteTokenizerMapsEveryByteToItsId) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Training, DeadRunRuleStopsOnlyARunWithoutInduction) {
+  tiny_llama::Diagnostics d;
+  d.step = 100;
+  d.copy_nll = std::log(16.0);  // chance, but early
+  EXPECT_TRUE(tiny_llama::induction_alive(d));
+  d.step = 2000;
+  EXPECT_FALSE(tiny_llama::induction_alive(d));
+  d.copy_nll = 0.87 * std::log(16.0);  // the shipped run at step 1000
+  EXPECT_TRUE(tiny_llama::induction_alive(d));
+  EXPECT_TRUE(static_cast<bool>(tiny_llama::default_curriculum().keep_going));
+}
+
+}  // namespace

@@ -289,10 +289,7 @@ void save_model_dir(const std::string& dir, const Weights& w, const json& extra)
   if (w.config().vocab_size == 256) {
     write_all(dir + "/tokenizer.json", byte_tokenizer_json().dump(2) + "\n");
     write_all(dir + "/tokenizer_config.json",
-              json{{"tokenizer_class", "PreTrainedTokenizerFast"},
-                   {"model_max_length", cfg.value("max_position_embeddings", 0)}}
-                      .dump(2) +
-                  "\n");
+              json{{"tokenizer_class", "PreTrainedTokenizerFast"}}.dump(2) + "\n");
   }
 }
 

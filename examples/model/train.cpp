@@ -26,6 +26,10 @@ nlohmann::json to_json(const Diagnostics& d) {
           {"seconds", d.seconds}};
 }
 
+bool induction_alive(const Diagnostics& d, std::int64_t after_step, double fraction) {
+  return d.step < after_step || d.copy_nll < fraction * std::log(16.0);
+}
+
 TrainOptions default_curriculum() {
   TrainOptions o;
   const CopyOptions short_copy{64, 16, 8, 24}, long_copy{256, 26, 8, 32};
@@ -70,6 +74,7 @@ TrainOptions default_curriculum() {
   sharpen.needle = 0.8;
   sharpen.text = 0.1;
   o.stages = {copy, widen, text, consolidate, sharpen};
+  o.keep_going = [](const Diagnostics& d) { return induction_alive(d); };
   return o;
 }
 

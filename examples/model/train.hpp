@@ -69,6 +69,12 @@ struct Diagnostics {
 /// The diagnostics as one JSON object (the log line and the tool's JSON share it).
 nlohmann::json to_json(const Diagnostics& d);
 
+/// The dead-run rule of the default curriculum: false (stop) once `after_step` steps are done and
+/// the held-out copy NLL is still above `fraction` of chance (ln 16 for the copy rows' 16
+/// symbols), i.e. induction never started. The shipped run was at 0.87 of chance at step 1000.
+bool induction_alive(const struct Diagnostics& d, std::int64_t after_step = 1500,
+                     double fraction = 0.95);
+
 /// The default curriculum for the shipped model (see README for the measured run).
 TrainOptions default_curriculum();
 

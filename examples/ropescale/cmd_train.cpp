@@ -82,7 +82,9 @@ int run_train(const std::vector<std::string>& argv) {
   if (!json)
     std::cout
         << "  step  train_loss  copy_nll  copy_acc  needle_acc  needle_nll  text_bpb  tok/s\n";
+  tiny_llama::Diagnostics last;
   tiny_llama::train(w, opt, corpus, o, [&](const tiny_llama::Diagnostics& d) {
+    last = d;
     if (json) {
       evals.push_back(tiny_llama::to_json(d));
       std::cerr << "\rstep " << d.step << "/" << total << std::flush;
@@ -94,6 +96,12 @@ int run_train(const std::vector<std::string>& argv) {
                 << d.tokens_per_second << std::endl;
     }
   });
+  if (plan == "default" && !tiny_llama::induction_alive(last)) {
+    std::cerr << "stopped at step " << last.step << ": held-out copy NLL " << last.copy_nll
+              << " is still near chance (ln 16 = 2.77), induction did not start; try another "
+                 "--seed\n";
+    return 1;
+  }
   if (json) {
     std::cerr << "\n";
     std::cout << nlohmann::json{{"out", out},
