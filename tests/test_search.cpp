@@ -68,6 +68,9 @@ void expect_same_result(const SearchResult& a, const SearchResult& b) {
   EXPECT_EQ(a.best, b.best);
   EXPECT_EQ(a.best_loss, b.best_loss);
   EXPECT_EQ(a.table, b.table);
+  EXPECT_EQ(a.table.method(), b.table.method());
+  EXPECT_EQ(a.critical_pair, b.critical_pair);
+  EXPECT_EQ(a.target_length, b.target_length);
   EXPECT_EQ(a.evaluations, b.evaluations);
   EXPECT_EQ(a.iterations, b.iterations);
   ASSERT_EQ(a.state.history.size(), b.state.history.size());
@@ -154,6 +157,7 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   // The search's table is exactly scaling.hpp's LongRoPE2 table.
   EXPECT_EQ(t, ropescale::longrope2_factors(sp.spec, 33, ropescale::genome_factors(sp, g).tail(31),
                                             sp.attention_factor));
+  EXPECT_EQ(t.method(), "longrope2");
   // A table with no anchored prefix (YaRN-like: ones, then a ramp) falls back to critical_upper.
   Eigen::ArrayXd yarn = Eigen::ArrayXd::Ones(64);
   for (int i = 20; i < 64; ++i) yarn[i] = std::min(16.0, 1.0 + 0.5 * (i - 19));
@@ -209,6 +213,7 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
         EXPECT_TRUE(genomes.insert(g).second) << "genome evaluated twice at " << i;
         // The fitness saw exactly this genome's table, in evaluation order.
         EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g));
+        EXPECT_EQ(seen_tables[i].method(), ropescale::genome_table(sp, g).method());
         const Eigen::ArrayXd& f = seen_tables[i].factors();
         EXPECT_TRUE(tables.insert(std::vector<double>(f.data(), f.data() + f.size())).second);
         // Hand-checked constraints on the table itself.

@@ -492,6 +492,10 @@ class EvolutionSearch {
       r.best = state.history[static_cast<std::size_t>(best)].genome;
       r.best_loss = state.history[static_cast<std::size_t>(best)].loss;
       r.table = genome_table(sp, r.best);
+      r.critical_pair = r.best.critical_pair;
+      r.spec = sp.spec;
+      r.target_length = static_cast<std::int64_t>(
+          std::llround(sp.scale * static_cast<double>(sp.spec.original_max_position)));
       r.iterations = state.iteration;
       r.evaluations = state.evaluations();
       r.stop_reason = reason;

@@ -13,7 +13,7 @@
 // long factors iff seq_len > original_max_position_embeddings). to_hf_config() / to_rope_scaling()
 // write a config back; parse(to_hf_config(c)) == c. longrope_config_from_tables() and
 // to_rope_freqs() export any FactorTable, as a `longrope` block HF accepts or as llama.cpp's
-// per-pair `rope_freqs` divisors.
+// per-pair `rope_freqs` divisors; to_hf_config(search_result) ships a search's table in one call.
 //
 // What is read, and from where (HF's rules; "block" = `rope_parameters` if present, else
 // `rope_scaling`):
@@ -70,6 +70,7 @@
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
+#include "ropescale/search_state.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/file_io.hpp"
@@ -1426,6 +1427,18 @@ inline RopeConfig longrope_config_from_tables(const RopeSpec& spec,
                       static_cast<double>(spec.original_max_position);
   c.longrope.attention_factor = long_table.attention_factor();
   return c;
+}
+
+/// The LongRoPE config that ships a search's table: long factors = result.table (for sequences
+/// longer than the spec's original_max_position), short factors = 1, max_position_embeddings =
+/// the search's target length. Everything comes from the result itself.
+inline RopeConfig longrope_config_from_search(const SearchResult& result) {
+  return longrope_config_from_tables(result.spec, result.target_length, result.table);
+}
+
+/// A search result as a Hugging Face config.json (see longrope_config_from_search): one call.
+inline nlohmann::json to_hf_config(const SearchResult& result) {
+  return to_hf_config(longrope_config_from_search(result));
 }
 
 /// llama.cpp's `rope_freqs`: one float32 divisor of the angle per rotary pair (lambda_i).
