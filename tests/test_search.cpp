@@ -127,7 +127,7 @@ TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
   f[50] = 40.0;    // above 2s: clamped down
   f[41] = 22.504;  // rounds to 22.50
   const Genome p = ropescale::project_to_space(sp, f, 33);
-  EXPECT_TRUE(ropescale::validate_genome(sp, p).ok());
+  EXPECT_TRUE(ropescale::validate(sp, p).ok());
   EXPECT_EQ(p.steps[40 - 33], p.steps[39 - 33]);
   EXPECT_EQ(p.steps[41 - 33], 2250);
   EXPECT_EQ(p.steps[50 - 33], 3200);
@@ -148,8 +148,7 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   sp.monotonicity = Monotonicity::kStrictlyIncreasing;
   const Genome g = ropescale::project_to_space(sp, published);
   EXPECT_EQ(g.critical_pair, 33);
-  EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
-      << ropescale::validate_genome(sp, g).message();
+  EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
   EXPECT_EQ(g.steps.front(), 2181);
   EXPECT_EQ(g.steps.back(), 2605);
   const FactorTable t = ropescale::genome_table(sp, g);
@@ -163,7 +162,7 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   for (int i = 20; i < 64; ++i) yarn[i] = std::min(16.0, 1.0 + 0.5 * (i - 19));
   const Genome y = ropescale::project_to_space(sp, yarn);
   EXPECT_EQ(y.critical_pair, 35);
-  EXPECT_TRUE(ropescale::validate_genome(sp, y).ok());
+  EXPECT_TRUE(ropescale::validate(sp, y).ok());
 }
 
 TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {
@@ -208,8 +207,7 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
       std::set<std::vector<double>> tables;
       for (std::size_t i = 0; i < r.state.history.size(); ++i) {
         const Genome& g = r.state.history[i].genome;
-        EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
-            << ropescale::validate_genome(sp, g).message();
+        EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
         EXPECT_TRUE(genomes.insert(g).second) << "genome evaluated twice at " << i;
         // The fitness saw exactly this genome's table, in evaluation order.
         EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g));

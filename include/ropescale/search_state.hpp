@@ -173,7 +173,7 @@ inline Status validate(const SearchState& st) {
   std::set<Genome> seen;
   for (std::size_t i = 0; i < st.history.size(); ++i) {
     const EvaluatedGenome& e = st.history[i];
-    s = validate_genome(st.space, e.genome);
+    s = validate(st.space, e.genome);
     if (!s.ok())
       return Status(ErrorCode::kParseError, "ropescale: parse_error: search state history[" +
                                                 std::to_string(i) + "]: " + s.message());
