@@ -110,6 +110,27 @@ inline Status read_head_dim(const Json& j, const FlatNames& nm, std::int64_t* he
   return Status();
 }
 
+// A generator's message names its parameter ("beta_fast = 0.5: ...", "long_factor[3] = 0: ...");
+// when that parameter is read from the rope block, the message names the block key instead
+// ("rope_scaling.beta_fast = 0.5: ..."), as the importer's own reads do.
+inline Status name_config_key(Status s, const std::string& bname) {
+  if (s.ok()) return s;
+  static const char* const kBlockKeys[] = {
+      "factor",         "beta_fast",        "beta_slow",       "mscale",
+      "mscale_all_dim", "attention_factor", "low_freq_factor", "high_freq_factor",
+      "short_factor",   "long_factor",      "short_mscale",    "long_mscale"};
+  const std::string head = std::string("ropescale: ") + error_id(s.code()) + ": ";
+  const std::string& m = s.message();
+  const std::size_t eq = m.find(" = ");
+  if (m.compare(0, head.size(), head) != 0 || eq == std::string::npos || eq < head.size()) return s;
+  const std::string field = m.substr(head.size(), eq - head.size());
+  const std::string key = field.substr(0, field.find_first_of("[."));
+  for (const char* k : kBlockKeys)
+    if (key == k)
+      return Status(s.code(), head + format_argument(bname + "." + field) + m.substr(eq));
+  return s;
+}
+
 // The single-block reader behind every import: j is one (flat) text config.
 inline Status parse_flat(const Json& j, const HfImportOptions& options, const FlatNames& nm,
                          RopeConfig* out) {
@@ -305,9 +326,6 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
     case RopeType::kDynamic:
       ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
       c.spec.original_max_position = max_pos;  // HF's dynamic NTK window
-      if (c.spec.rotary_dim <= 2)
-        return make_status(ErrorCode::kInvalidArgument, "rotary_dim", c.spec.rotary_dim,
-                           "must be > 2 for dynamic NTK (the exponent is d/(d-2))");
       break;
     case RopeType::kYarn: {
       YarnParams& y = c.yarn;
@@ -343,20 +361,13 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
         if (const Json* v = find_member(*block, key))
           ROPESCALE_RETURN_IF_ERROR(detail::read_double(*v, bname + "." + key, &b));
         if (b == 0.0) b = std::string(key) == "beta_fast" ? 32.0 : 1.0;
-        if (!(b > 0.0))
-          return make_status(ErrorCode::kInvalidArgument, bname + "." + key, b, "must be > 0");
         (std::string(key) == "beta_fast" ? y.beta_fast : y.beta_slow) = b;
       }
-      if (y.beta_fast < y.beta_slow)
-        return make_status(ErrorCode::kInvalidArgument, bname + ".beta_fast", y.beta_fast,
-                           "must be >= beta_slow (" + detail::format_value(y.beta_slow) + ")");
       if (!legacy) {
         for (const char* key : {"mscale", "mscale_all_dim"}) {
           double m = 0;
           if (const Json* v = find_member(*block, key))
             ROPESCALE_RETURN_IF_ERROR(detail::read_double(*v, bname + "." + key, &m));
-          if (m < 0.0)
-            return make_status(ErrorCode::kInvalidArgument, bname + "." + key, m, "must be >= 0");
           (std::string(key) == "mscale" ? y.mscale : y.mscale_all_dim) = m;
         }
         if (const Json* v = find_member(*block, "truncate")) {
@@ -382,13 +393,6 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
           detail::read_double(*lo, bname + ".low_freq_factor", &l.low_freq_factor));
       ROPESCALE_RETURN_IF_ERROR(
           detail::read_double(*hi, bname + ".high_freq_factor", &l.high_freq_factor));
-      if (!(l.low_freq_factor > 0.0))
-        return make_status(ErrorCode::kInvalidArgument, bname + ".low_freq_factor",
-                           l.low_freq_factor, "must be > 0");
-      if (!(l.low_freq_factor < l.high_freq_factor))
-        return make_status(
-            ErrorCode::kInvalidArgument, bname + ".low_freq_factor", l.low_freq_factor,
-            "must be < high_freq_factor (" + detail::format_value(l.high_freq_factor) + ")");
       // transformers v5: the top level wins over the block (standardize_rope_params).
       if (top_original) {
         l.original_max_position = *top_original;
@@ -444,19 +448,19 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
                 bname + ".factor",
                 "longrope needs it when original_max_position_embeddings is absent");
           ROPESCALE_RETURN_IF_ERROR(detail::read_double(*f, bname + ".factor", &p.factor));
-          if (!(p.factor > 0.0))
-            return make_status(ErrorCode::kInvalidArgument, bname + ".factor", p.factor,
-                               "must be > 0");
         }
       }
       break;
     }
   }
 
-  // Safety net: both tables HF could use must build.
+  // The generators validate what was read (scaling.hpp holds the rules, once): both tables HF
+  // could use must build. Their messages name the parameter; the block key it came from is
+  // named instead.
   FactorTable probe;
-  ROPESCALE_RETURN_IF_ERROR(c.try_table_for(0, &probe));
-  ROPESCALE_RETURN_IF_ERROR(c.try_table_for(c.spec.original_max_position + 1, &probe));
+  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.try_table_for(0, &probe), bname));
+  ROPESCALE_RETURN_IF_ERROR(
+      name_config_key(c.try_table_for(c.spec.original_max_position + 1, &probe), bname));
   *out = std::move(c);
   return Status();
 }
