@@ -84,8 +84,7 @@ inline nlohmann::json search_state_to_json(const SearchState& st) {
                    {"history", std::move(history)},
                    {"population", st.population}};
   const std::int64_t best = st.population.empty() || st.history.empty() ? -1 : st.best_index();
-  if (best >= 0 &&
-      validate(st.space, st.history[static_cast<std::size_t>(best)].genome).ok() &&
+  if (best >= 0 && validate(st.space, st.history[static_cast<std::size_t>(best)].genome).ok() &&
       validate(st.space).ok()) {
     const EvaluatedGenome& e = st.history[static_cast<std::size_t>(best)];
     const Eigen::ArrayXd f = genome_factors(st.space, e.genome);
