@@ -1,4 +1,4 @@
-// Forward-pass throughput of the bundled stories260K model (examples/ropescale/llama2c.hpp) and
+// Forward-pass throughput of the bundled stories260K model (examples/llama2c/llama2c.hpp) and
 // the share of its time spent in ropescale's rotary step.
 //
 //   ./bench_model --benchmark_min_time=1

@@ -1,4 +1,4 @@
-// Tests for `ropescale analyze`'s outputs (examples/ropescale/analyze_report.hpp and svg.hpp):
+// Tests for `ropescale analyze`'s outputs (examples/report/analyze_report.hpp and svg.hpp):
 // the SVG is well-formed XML with one series per method and one red ring per OOD pair, the JSON
 // has the documented keys and values, the table fits 100 columns, a config's own table is
 // read and its NTK-anchored critical pair detected, and bad input raises ropescale::Error (which
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "../examples/ropescale/analyze_report.hpp"
-#include "../examples/ropescale/svg.hpp"
+#include "analyze_report.hpp"
+#include "svg.hpp"
 #include "xml_check.hpp"
 
 namespace {

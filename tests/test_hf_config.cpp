@@ -2,6 +2,7 @@
 // out (the 20 golden cases of tests/data/inv_freq.json through the importer), round trips through
 // export, table export for HF and llama.cpp, and clear errors on bad input.
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/search.hpp"
 #include "test_data.hpp"
 
 #include <gtest/gtest.h>
@@ -171,6 +172,8 @@ void expect_round_trip(const RopeConfig& c, const HfImportOptions& opt = {}) {
   const std::int64_t L = c.spec.original_max_position;
   for (std::int64_t seq : {std::int64_t{0}, L, L + 1, 4 * L})
     EXPECT_EQ(back.table_for(seq), c.table_for(seq)) << seq;
+  for (std::int64_t seq : {std::int64_t{0}, L, L + 1, 4 * L})
+    EXPECT_EQ(back.table_for(seq).method(), c.table_for(seq).method()) << seq;
 }
 
 TEST(HfConfigRoundTrip, ImportExportImportIsIdentity) {
@@ -232,6 +235,34 @@ TEST(HfConfigExport, AnyTableShipsAsLongRopeThatHuggingFaceReads) {
   const RopeConfig cy = ropescale::longrope_config_from_tables(spec, 65536, yt);
   EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy)).table_for(65536),
             [&] { return FactorTable(yt.factors(), yt.attention_factor(), "longrope"); }());
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy)).table_for(65536).method(),
+            "longrope");
+}
+
+TEST(HfConfigExport, SearchResultShipsInOneCall) {
+  // The result carries its critical pair, spec and target: no spec, length or curve fit needed.
+  const ropescale::RopeSpec spec{64, 64, 10000.0, 1024};
+  ropescale::SearchParams p;
+  p.population = 8;
+  p.parents = 4;
+  p.mutations = 2;
+  p.crossovers = 2;
+  p.iterations = 2;
+  const ropescale::SearchResult r = ropescale::search_longrope2(
+      spec, 8192, [](const FactorTable& t) { return std::abs(std::log(t.factors().mean() / 5)); },
+      p);
+  EXPECT_EQ(r.critical_pair, r.best.critical_pair);
+  EXPECT_TRUE(r.spec == spec);
+  EXPECT_EQ(r.target_length, 8192);
+  const RopeConfig c = ropescale::longrope_config_from_search(r);
+  EXPECT_TRUE(c == ropescale::longrope_config_from_tables(spec, 8192, r.table));
+  const RopeConfig back = ropescale::parse_hf_config(ropescale::to_hf_config(r));
+  EXPECT_TRUE(back == c);
+  EXPECT_EQ(back.max_position_embeddings, 8192);
+  // Read back, the table is the search's numbers under its config name.
+  EXPECT_EQ(back.table_for(8192), r.table);
+  EXPECT_EQ(r.table.method(), "longrope2");
+  EXPECT_EQ(back.table_for(8192).method(), "longrope");
 }
 
 TEST(HfConfigExport, LongRopeShortTableMustShareTheAttentionFactor) {

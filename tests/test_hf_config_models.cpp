@@ -360,6 +360,8 @@ TEST(HfModels, TopLevelOriginalWindowWinsInV5) {
   y.factor = 16.0;
   y.original_max_position = 8192;
   EXPECT_EQ(ropescale::parse_hf_config(j).table_for(), ropescale::yarn_factors(spec, y));
+  EXPECT_EQ(ropescale::parse_hf_config(j).table_for().method(),
+            ropescale::yarn_factors(spec, y).method());
 }
 
 }  // namespace
@@ -402,6 +404,7 @@ TEST(HfModels, DynamicNtkGrowsLikeTheHfModule) {
     const ropescale::FactorTable t = state.update(seq);
     EXPECT_EQ(state.cached_seq_len(), cached);
     EXPECT_EQ(t, ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached));
+    EXPECT_EQ(t.method(), ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached).method());
   }
   // The stateless table for 5000 tokens differs from what the module uses after 8192.
   EXPECT_NE(ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, 5000),

@@ -1,4 +1,4 @@
-// The llama2.c model of examples/ropescale/llama2c.hpp on the bundled stories260K checkpoint:
+// The llama2.c model of examples/llama2c/llama2c.hpp on the bundled stories260K checkpoint:
 // greedy decoding against llama2.c's documented sample, perplexity against the model card,
 // the batched forward pass against a token-by-token scalar reference written after run.c, the
 // tokenizer against run.c's quadratic merge loop, and loader errors on corrupted files.
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "../examples/ropescale/llama2c.hpp"
+#include "llama2c.hpp"
 
 namespace {
 

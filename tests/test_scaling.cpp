@@ -124,6 +124,7 @@ TEST(Scaling, LinearIsConstant) {
   EXPECT_TRUE((t.factors() == 4.0).all());
   EXPECT_EQ(t.attention_factor(), 1.0);
   EXPECT_EQ(ropescale::default_factors(spec), FactorTable::identity(spec));
+  EXPECT_EQ(ropescale::default_factors(spec).method(), FactorTable::identity(spec).method());
 }
 
 TEST(Scaling, NtkLocalLlamaFormMatchesBaseChange) {

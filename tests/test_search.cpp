@@ -68,6 +68,9 @@ void expect_same_result(const SearchResult& a, const SearchResult& b) {
   EXPECT_EQ(a.best, b.best);
   EXPECT_EQ(a.best_loss, b.best_loss);
   EXPECT_EQ(a.table, b.table);
+  EXPECT_EQ(a.table.method(), b.table.method());
+  EXPECT_EQ(a.critical_pair, b.critical_pair);
+  EXPECT_EQ(a.target_length, b.target_length);
   EXPECT_EQ(a.evaluations, b.evaluations);
   EXPECT_EQ(a.iterations, b.iterations);
   ASSERT_EQ(a.state.history.size(), b.state.history.size());
@@ -124,7 +127,7 @@ TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
   f[50] = 40.0;    // above 2s: clamped down
   f[41] = 22.504;  // rounds to 22.50
   const Genome p = ropescale::project_to_space(sp, f, 33);
-  EXPECT_TRUE(ropescale::validate_genome(sp, p).ok());
+  EXPECT_TRUE(ropescale::validate(sp, p).ok());
   EXPECT_EQ(p.steps[40 - 33], p.steps[39 - 33]);
   EXPECT_EQ(p.steps[41 - 33], 2250);
   EXPECT_EQ(p.steps[50 - 33], 3200);
@@ -145,8 +148,7 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   sp.monotonicity = Monotonicity::kStrictlyIncreasing;
   const Genome g = ropescale::project_to_space(sp, published);
   EXPECT_EQ(g.critical_pair, 33);
-  EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
-      << ropescale::validate_genome(sp, g).message();
+  EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
   EXPECT_EQ(g.steps.front(), 2181);
   EXPECT_EQ(g.steps.back(), 2605);
   const FactorTable t = ropescale::genome_table(sp, g);
@@ -154,12 +156,13 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   // The search's table is exactly scaling.hpp's LongRoPE2 table.
   EXPECT_EQ(t, ropescale::longrope2_factors(sp.spec, 33, ropescale::genome_factors(sp, g).tail(31),
                                             sp.attention_factor));
+  EXPECT_EQ(t.method(), "longrope2");
   // A table with no anchored prefix (YaRN-like: ones, then a ramp) falls back to critical_upper.
   Eigen::ArrayXd yarn = Eigen::ArrayXd::Ones(64);
   for (int i = 20; i < 64; ++i) yarn[i] = std::min(16.0, 1.0 + 0.5 * (i - 19));
   const Genome y = ropescale::project_to_space(sp, yarn);
   EXPECT_EQ(y.critical_pair, 35);
-  EXPECT_TRUE(ropescale::validate_genome(sp, y).ok());
+  EXPECT_TRUE(ropescale::validate(sp, y).ok());
 }
 
 TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {
@@ -204,11 +207,11 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
       std::set<std::vector<double>> tables;
       for (std::size_t i = 0; i < r.state.history.size(); ++i) {
         const Genome& g = r.state.history[i].genome;
-        EXPECT_TRUE(ropescale::validate_genome(sp, g).ok())
-            << ropescale::validate_genome(sp, g).message();
+        EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
         EXPECT_TRUE(genomes.insert(g).second) << "genome evaluated twice at " << i;
         // The fitness saw exactly this genome's table, in evaluation order.
         EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g));
+        EXPECT_EQ(seen_tables[i].method(), ropescale::genome_table(sp, g).method());
         const Eigen::ArrayXd& f = seen_tables[i].factors();
         EXPECT_TRUE(tables.insert(std::vector<double>(f.data(), f.data() + f.size())).second);
         // Hand-checked constraints on the table itself.

@@ -160,6 +160,7 @@ TEST(SearchCheckpoint, KillAndResumeFromTheFileEqualsAnUninterruptedRun) {
   EXPECT_EQ(resumed.best, uninterrupted.best);
   EXPECT_EQ(resumed.best_loss, uninterrupted.best_loss);
   EXPECT_EQ(resumed.table, uninterrupted.table);
+  EXPECT_EQ(resumed.table.method(), uninterrupted.table.method());
   expect_same_state(resumed.state, uninterrupted.state);
   // The final checkpoint holds the final state.
   expect_same_state(ropescale::load_search_checkpoint(path), uninterrupted.state);

@@ -14,7 +14,7 @@
 //
 // Every table is used as is at every length (static scaling), so the 512 column also shows what
 // each method costs inside the trained window. The model runs with ropescale's rotary kernels in
-// its attention (examples/ropescale/llama2c.hpp).
+// its attention (examples/llama2c/llama2c.hpp).
 //
 // Default budget, sized for about 2 minutes on 2 cores: the search evaluates 64 candidates (an
 // initial population of 16, then 4 iterations of 6 mutants + 6 crossovers), each on 2 windows of

@@ -111,10 +111,12 @@ class FactorTable {
     return base_inv_freq(spec) / factors_;
   }
 
-  /// Exact equality of factors, attention factor and method.
+  /// Exact equality of the numbers: factors and attention factor. The method is provenance, not
+  /// part of the value: a searched table exported as a config and read back ("longrope2" becomes
+  /// "longrope") is the same table. Compare method() explicitly where provenance matters.
   friend bool operator==(const FactorTable& a, const FactorTable& b) noexcept {
-    return a.attention_factor_ == b.attention_factor_ && a.method_ == b.method_ &&
-           a.factors_.size() == b.factors_.size() && (a.factors_ == b.factors_).all();
+    return a.attention_factor_ == b.attention_factor_ && a.factors_.size() == b.factors_.size() &&
+           (a.factors_ == b.factors_).all();
   }
   friend bool operator!=(const FactorTable& a, const FactorTable& b) noexcept { return !(a == b); }
 

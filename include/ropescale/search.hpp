@@ -132,12 +132,12 @@ class EvolutionSearch {
   void set_stop_callback(std::function<bool(const SearchProgress&)> fn) { stop_ = std::move(fn); }
 
   /// Runs the search from scratch. `seeds` join the initial population (after the flat
-  /// individuals; duplicates are skipped); each must satisfy validate_genome, e.g. from
+  /// individuals; duplicates are skipped); each must satisfy validate(space, genome), e.g. from
   /// project_to_space(). Exceptions from the fitness propagate (the last checkpoint stays valid).
   SearchResult run(const SearchFitness& fitness, const std::vector<Genome>& seeds = {}) {
     check_fitness(fitness);
     for (std::size_t i = 0; i < seeds.size(); ++i) {
-      const Status s = validate_genome(space_, seeds[i]);
+      const Status s = validate(space_, seeds[i]);
       if (!s.ok())
         throw_if_error(Status(s.code(), s.message() + " (seeds[" + std::to_string(i) + "])"));
     }
@@ -492,6 +492,10 @@ class EvolutionSearch {
       r.best = state.history[static_cast<std::size_t>(best)].genome;
       r.best_loss = state.history[static_cast<std::size_t>(best)].loss;
       r.table = genome_table(sp, r.best);
+      r.critical_pair = r.best.critical_pair;
+      r.spec = sp.spec;
+      r.target_length = static_cast<std::int64_t>(
+          std::llround(sp.scale * static_cast<double>(sp.spec.original_max_position)));
       r.iterations = state.iteration;
       r.evaluations = state.evaluations();
       r.stop_reason = reason;

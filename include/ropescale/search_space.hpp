@@ -234,7 +234,7 @@ inline FactorTable genome_table_of(const SearchSpace& sp, const Genome& g) {
 
 /// Checks a genome against a (valid) space: c in [critical_lower, critical_upper], one grid index
 /// per searched pair, every factor inside the bounds, monotone as the space requires.
-inline Status validate_genome(const SearchSpace& sp, const Genome& g) {
+inline Status validate(const SearchSpace& sp, const Genome& g) {
   if (g.critical_pair < sp.critical_lower || g.critical_pair > sp.critical_upper)
     return make_status(ErrorCode::kInvalidArgument, "genome.critical_pair", g.critical_pair,
                        "must be in [critical_lower, critical_upper] = [" +
@@ -262,10 +262,16 @@ inline Status validate_genome(const SearchSpace& sp, const Genome& g) {
   return Status();
 }
 
+/// Former name of validate(space, genome).
+[[deprecated("use validate(space, genome)")]] inline Status validate_genome(const SearchSpace& sp,
+                                                                            const Genome& g) {
+  return validate(sp, g);
+}
+
 /// The full per-pair factors of a genome: searched values from c, lambda_c^(i/c) below c.
 inline Eigen::ArrayXd genome_factors(const SearchSpace& sp, const Genome& g) {
   throw_if_error(validate(sp));
-  throw_if_error(validate_genome(sp, g));
+  throw_if_error(validate(sp, g));
   return detail::genome_table_of(sp, g).factors();
 }
 
@@ -275,7 +281,7 @@ inline Eigen::ArrayXd genome_factors(const SearchSpace& sp, const Genome& g) {
 /// fitness bit-identical tables.
 inline FactorTable genome_table(const SearchSpace& sp, const Genome& g) {
   throw_if_error(validate(sp));
-  throw_if_error(validate_genome(sp, g));
+  throw_if_error(validate(sp, g));
   return detail::genome_table_of(sp, g);
 }
 

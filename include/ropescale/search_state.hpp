@@ -173,7 +173,7 @@ inline Status validate(const SearchState& st) {
   std::set<Genome> seen;
   for (std::size_t i = 0; i < st.history.size(); ++i) {
     const EvaluatedGenome& e = st.history[i];
-    s = validate_genome(st.space, e.genome);
+    s = validate(st.space, e.genome);
     if (!s.ok())
       return Status(ErrorCode::kParseError, "ropescale: parse_error: search state history[" +
                                                 std::to_string(i) + "]: " + s.message());
@@ -238,11 +238,16 @@ struct SearchProgress {
   Status checkpoint_error;               ///< the last failure (ok when none)
 };
 
-/// The outcome of run() / resume().
+/// The outcome of run() / resume(). It carries what the search knows about its table (the
+/// critical pair, the spec, the target length), so exporting it needs nothing else:
+/// to_hf_config(result) in io/hf_config.hpp.
 struct SearchResult {
   Genome best;  ///< lowest-loss genome (c = best.critical_pair)
   double best_loss = 0.0;
-  FactorTable table;  ///< genome_table(space, best)
+  FactorTable table;               ///< genome_table(space, best)
+  std::int64_t critical_pair = 0;  ///< c of the best genome (0 in LongRoPE v1 mode)
+  RopeSpec spec;                   ///< the model's RoPE before rescaling (state.space.spec)
+  std::int64_t target_length = 0;  ///< round(space.scale * spec.original_max_position)
   std::int64_t iterations = 0;
   std::int64_t evaluations = 0;
   StopReason stop_reason = StopReason::kCompleted;

@@ -1,0 +1,205 @@
+// ropescale internal: typed readers of JSON fields for the config.json importer. Each names the
+// JSON path it reads in its error (kParseError for a missing field or a wrong type,
+// kInvalidArgument for a value out of range), excerpts of hostile values stay short, and
+// parse_rope_type maps Hugging Face's rope_type names onto RopeType. io/hf_config.hpp includes it
+// after RopeType. Not a public header.
+#pragma once
+
+#include "ropescale/detail/internal_header_check.hpp"
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace ropescale {
+
+namespace detail {
+
+using Json = nlohmann::json;
+
+// A short JSON rendering of a value for an error message, as compact as dump() but bounded:
+// it stops after ~60 characters and 8 levels, so 100k nested arrays cannot overflow the stack
+// and a 200 MB string is not copied.
+inline void json_excerpt_into(const Json& v, int depth, std::string& out) {
+  constexpr std::size_t kBudget = 60;
+  if (v.is_string()) {
+    const std::string& str = v.get_ref<const std::string&>();
+    out += Json(str.substr(0, kBudget)).dump(-1, ' ', false, Json::error_handler_t::replace);
+    return;
+  }
+  if (!v.is_array() && !v.is_object()) {
+    out += v.dump(-1, ' ', false, Json::error_handler_t::replace);
+    return;
+  }
+  const bool arr = v.is_array();
+  if (depth >= 8) {
+    out += arr ? "[...]" : "{...}";
+    return;
+  }
+  out += arr ? '[' : '{';
+  bool first = true;
+  for (auto it = v.begin(); it != v.end() && out.size() <= kBudget; ++it) {
+    if (!first) out += ',';
+    first = false;
+    if (!arr) {
+      json_excerpt_into(Json(it.key().substr(0, kBudget)), depth + 1, out);
+      out += ':';
+    }
+    json_excerpt_into(*it, depth + 1, out);
+  }
+  out += arr ? ']' : '}';
+}
+
+inline std::string json_excerpt(const Json& v) {
+  std::string s;
+  json_excerpt_into(v, 0, s);
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+inline Status json_type_error(const std::string& path, const Json& v, const char* rule) {
+  // The value is shown as JSON text (strings keep their quotes).
+  return Status(ErrorCode::kParseError, std::string("ropescale: parse_error: ") +
+                                            format_argument(path) + " = " + json_excerpt(v) + ": " +
+                                            rule);
+}
+
+inline Status missing_field(const std::string& path, const std::string& rule) {
+  return make_status(ErrorCode::kParseError, path, nullptr,
+                     "required field is missing (" + rule + ")");
+}
+
+// A present, non-null member, or nullptr.
+inline const Json* find_member(const Json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+inline Status read_double(const Json& v, const std::string& path, double* out) {
+  if (!v.is_number()) return json_type_error(path, v, "must be a number");
+  const double x = v.get<double>();
+  if (!std::isfinite(x)) return make_status(ErrorCode::kInvalidArgument, path, x, "must be finite");
+  *out = x;
+  return Status();
+}
+
+inline Status read_int(const Json& v, const std::string& path, std::int64_t* out) {
+  if (v.is_number_unsigned()) {
+    const std::uint64_t u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      return make_status(ErrorCode::kInvalidArgument, path, u,
+                         "must fit in a signed 64-bit integer");
+    *out = static_cast<std::int64_t>(u);
+    return Status();
+  }
+  if (v.is_number_integer()) {
+    *out = v.get<std::int64_t>();
+    return Status();
+  }
+  if (v.is_number_float()) {
+    const double x = v.get<double>();
+    // Integral floats (4096.0) are accepted, as Python's int() would.
+    if (!std::isfinite(x) || x != std::floor(x) || std::abs(x) > 9.0e15)
+      return make_status(ErrorCode::kInvalidArgument, path, x, "must be an integer");
+    *out = static_cast<std::int64_t>(x);
+    return Status();
+  }
+  return json_type_error(path, v, "must be an integer");
+}
+
+inline Status read_positive_int(const Json& v, const std::string& path, std::int64_t* out) {
+  std::int64_t x = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_int(v, path, &x));
+  if (x <= 0) return make_status(ErrorCode::kInvalidArgument, path, x, "must be > 0");
+  if (x > kMaxPosition)  // sizes and windows; keeps every later sum in range
+    return make_status(ErrorCode::kInvalidArgument, path, x, "must be <= 2^48");
+  *out = x;
+  return Status();
+}
+
+inline Status read_factor_list(const Json& v, const std::string& path, std::int64_t expected,
+                               Eigen::ArrayXd* out) {
+  if (!v.is_array()) return json_type_error(path, v, "must be an array of numbers");
+  if (static_cast<std::int64_t>(v.size()) != expected)
+    return make_status(ErrorCode::kInvalidArgument, path + ".size()",
+                       static_cast<std::int64_t>(v.size()),
+                       "must equal rotary_dim / 2 = " + std::to_string(expected));
+  Eigen::ArrayXd f(static_cast<Eigen::Index>(v.size()));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const std::string p = path + "[" + std::to_string(i) + "]";
+    double x = 0;
+    ROPESCALE_RETURN_IF_ERROR(read_double(v[i], p, &x));
+    if (!(x >= kMinListedFactor))
+      return make_status(ErrorCode::kInvalidArgument, p, x, "must be >= 1e-6");
+    f[static_cast<Eigen::Index>(i)] = x;
+  }
+  *out = std::move(f);
+  return Status();
+}
+
+inline Status read_scale(const Json& block, const std::string& bname, double* out) {
+  const Json* v = find_member(block, "factor");
+  if (v == nullptr) return missing_field(bname + ".factor", "the scale factor s");
+  double x = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_double(*v, bname + ".factor", &x));
+  if (!(x >= 1.0))
+    return make_status(ErrorCode::kInvalidArgument, bname + ".factor", x, "must be >= 1");
+  *out = x;
+  return Status();
+}
+
+inline Status read_optional_positive(const Json& block, const char* key, const std::string& bname,
+                                     std::optional<double>* out) {
+  const Json* v = find_member(block, key);
+  if (v == nullptr) return Status();
+  double x = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_double(*v, bname + "." + key, &x));
+  if (!(x > 0.0))
+    return make_status(ErrorCode::kInvalidArgument, bname + "." + key, x, "must be > 0");
+  *out = x;
+  return Status();
+}
+
+inline Status parse_rope_type(const Json& block, const std::string& bname, RopeType* out) {
+  const Json* v = find_member(block, "rope_type");
+  std::string key = ".rope_type";
+  if (v == nullptr) {
+    v = find_member(block, "type");
+    key = ".type";
+  }
+  if (v == nullptr) return missing_field(bname + ".rope_type", "or the older key 'type'");
+  if (!v->is_string()) return json_type_error(bname + key, *v, "must be a string");
+  const std::string t = v->get<std::string>();
+  if (t == "default")
+    *out = RopeType::kDefault;
+  else if (t == "linear")
+    *out = RopeType::kLinear;
+  else if (t == "dynamic")
+    *out = RopeType::kDynamic;
+  else if (t == "yarn")
+    *out = RopeType::kYarn;
+  else if (t == "longrope" || t == "su")
+    *out = RopeType::kLongRope;
+  else if (t == "llama3")
+    *out = RopeType::kLlama3;
+  else if (t == "proportional")
+    *out = RopeType::kProportional;
+  else if (t == "mrope" && find_member(block, "mrope_section") != nullptr)
+    *out = RopeType::kDefault;  // HF (Qwen2-VL) reads "mrope" as default RoPE plus the sections
+  else
+    return make_status(ErrorCode::kUnsupported, bname + key, t,
+                       "must be one of default, linear, dynamic, yarn, longrope (or su), llama3, "
+                       "proportional, or mrope together with mrope_section");
+  return Status();
+}
+
+}  // namespace detail
+
+}  // namespace ropescale
