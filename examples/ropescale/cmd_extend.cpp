@@ -235,7 +235,7 @@ int run_extend(const std::vector<std::string>& argv) {
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
   tiny_llama::SearchBudget budget;  // "full"
-  if (budget_name == "default") {  // the main job: a few minutes on 2 cores
+  if (budget_name == "default") {   // the main job: a few minutes on 2 cores
     budget.population = 6;
     budget.parents = 3;
     budget.mutations = 2;
