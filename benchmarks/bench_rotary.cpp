@@ -1,8 +1,12 @@
-// Rotary kernel throughput. Every benchmark interleaves, iteration by iteration, the kernel with
-// an in-place streaming read+write pass over the same bytes, so the reported ratio
-// `vs_stream` (kernel bandwidth / streaming bandwidth) is immune to machine-wide drift. It also
-// reports `vs_scalar`, the speed-up over the plain scalar loop most engines start from
-// (float32 angle = pos * inv_freq, cosf/sinf per element).
+// Rotary kernel throughput, per instruction-set path this CPU runs (kernel_path.hpp). Every
+// benchmark interleaves, iteration by iteration, the kernel with an in-place streaming read+write
+// pass over the same bytes, so the reported ratio `vs_stream` (kernel bandwidth / streaming
+// bandwidth) is immune to machine-wide drift. Buffers are 64-byte aligned; a decode step (one
+// token, ~100 ns) is timed as a batch of kDecodeBatch calls per clock read, and so is its stream
+// pass. It also reports `vs_scalar`, the speed-up over the plain scalar loop most engines start
+// from (float32 angle = pos * inv_freq, cosf/sinf per element). The `threads2` rows split each
+// call over two threads (try_apply_rotary_parallel on a spinning two-thread pool) and report
+// `vs_stream` against the one-thread stream pass.
 //
 //   bytes/s    q (and k) bytes read + written per second by the kernel
 //   vs_stream  1.0 means the kernel runs at the streaming pass's bandwidth
@@ -10,12 +14,17 @@
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ropescale/rotary.hpp"
@@ -27,6 +36,58 @@ using ropescale::HeadsView;
 using ropescale::PairLayout;
 using ropescale::RopeSpec;
 using Clock = std::chrono::steady_clock;
+
+constexpr int kDecodeBatch = 256;  // decode calls per clock read
+
+// 64-byte aligned storage (a cache line; the width of an AVX-512 register).
+template <typename T>
+struct AlignedBuffer {
+  explicit AlignedBuffer(std::size_t n)
+      : size(n),
+        data(static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)), &std::free) {}
+  T* begin() { return data.get(); }
+  T* end() { return data.get() + size; }
+  std::size_t size;
+  std::unique_ptr<T, decltype(&std::free)> data;
+};
+
+// A two-thread pool for the threads2 rows: the calling thread takes the first half of the
+// tokens, a spinning worker the second. Spinning keeps the hand-off in the tens of nanoseconds.
+class TwoThreadPool {
+ public:
+  TwoThreadPool() : worker_([this] { loop(); }) {}
+  ~TwoThreadPool() {
+    stop_.store(true);
+    worker_.join();
+  }
+  ropescale::ParallelFor parallel_for() {
+    return [this](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body) {
+      const std::int64_t mid = n / 2;
+      body_ = &body;
+      begin_ = mid;
+      end_ = n;
+      done_.store(false, std::memory_order_relaxed);
+      go_.store(true, std::memory_order_release);
+      body(0, mid);
+      while (!done_.load(std::memory_order_acquire)) {
+      }
+    };
+  }
+
+ private:
+  void loop() {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      if (!go_.load(std::memory_order_acquire)) continue;
+      go_.store(false, std::memory_order_relaxed);
+      (*body_)(begin_, end_);
+      done_.store(true, std::memory_order_release);
+    }
+  }
+  const std::function<void(std::int64_t, std::int64_t)>* body_ = nullptr;
+  std::int64_t begin_ = 0, end_ = 0;
+  std::atomic<bool> go_{false}, done_{true}, stop_{false};
+  std::thread worker_;
+};
 
 struct Shape {
   const char* name;
@@ -62,7 +123,9 @@ void scalar_rope(T* x, std::int64_t tokens, std::int64_t heads, std::int64_t hea
 }
 
 template <typename S>
-void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached) {
+void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached,
+               ropescale::KernelPath path, int threads) {
+  ropescale::force_kernel_path(path);
   RopeSpec spec{shape.head_dim, shape.head_dim, 500000.0, 8192};
   const FactorTable table(Eigen::ArrayXd::LinSpaced(shape.head_dim / 2, 1.0, 16.0), 1.14, "bench");
   const std::int64_t NT = shape.tokens;  // tokens
@@ -75,17 +138,31 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
 
   const std::size_t nq = static_cast<std::size_t>(NT * shape.q_heads * shape.head_dim);
   const std::size_t nk = static_cast<std::size_t>(NT * shape.k_heads * shape.head_dim);
-  std::vector<S> q(nq), k(nk);
+  AlignedBuffer<S> q(nq), k(nk);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist;
   for (auto& v : q) v = static_cast<S>(dist(rng));
   for (auto& v : k) v = static_cast<S>(dist(rng));
-  auto qv = HeadsView<S>::tokens_heads_dim(q.data(), NT, shape.q_heads, shape.head_dim);
-  auto kv = HeadsView<S>::tokens_heads_dim(k.data(), NT, shape.k_heads, shape.head_dim);
+  auto qv = HeadsView<S>::tokens_heads_dim(q.begin(), NT, shape.q_heads, shape.head_dim);
+  auto kv = HeadsView<S>::tokens_heads_dim(k.begin(), NT, shape.k_heads, shape.head_dim);
   const std::size_t bytes = (nq + nk) * sizeof(S);
+  const int batch = NT == 1 ? kDecodeBatch : 1;
+  TwoThreadPool* pool = nullptr;
+  std::unique_ptr<TwoThreadPool> pool_owner;
+  if (threads == 2) {
+    pool_owner = std::make_unique<TwoThreadPool>();
+    pool = pool_owner.get();
+  }
+  const ropescale::ParallelFor pf = pool ? pool->parallel_for() : ropescale::ParallelFor();
 
   auto run_kernel = [&] {
-    if (shape.k_heads > 0) {
+    if (pool) {
+      const HeadsView<S>* kp = shape.k_heads > 0 ? &kv : nullptr;
+      if (cached)
+        ropescale::apply_rotary_parallel(cache, pos.data(), qv, kp, layout, pf);
+      else
+        ropescale::apply_rotary_parallel(fly, pos.data(), qv, kp, layout, pf);
+    } else if (shape.k_heads > 0) {
       if (cached)
         ropescale::apply_rotary_qk(cache, pos.data(), qv, kv, layout);
       else
@@ -104,12 +181,12 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   for (std::int64_t i = 0; i < spec.pairs(); ++i)
     inv_f[static_cast<std::size_t>(i)] = static_cast<float>(inv[i]);
   double scalar_s = 1e30;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < (NT == 1 ? 3 : 1); ++rep) {
     const auto t0 = Clock::now();
-    scalar_rope(q.data(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+    scalar_rope(q.begin(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                 layout == PairLayout::kInterleaved);
     if (shape.k_heads > 0)
-      scalar_rope(k.data(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+      scalar_rope(k.begin(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                   layout == PairLayout::kInterleaved);
     scalar_s = std::min(scalar_s, std::chrono::duration<double>(Clock::now() - t0).count());
     benchmark::ClobberMemory();
@@ -120,16 +197,20 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   double kernel_s = 0, stream_s = 0;
   for (auto _ : state) {
     const auto t0 = Clock::now();
-    run_kernel();
-    benchmark::ClobberMemory();
+    for (int b = 0; b < batch; ++b) {
+      run_kernel();
+      benchmark::ClobberMemory();
+    }
     const auto t1 = Clock::now();
-    stream_pass(q.data(), nq * sizeof(S), mask);
-    if (nk) stream_pass(k.data(), nk * sizeof(S), mask);
-    benchmark::ClobberMemory();
+    for (int b = 0; b < batch; ++b) {
+      stream_pass(q.begin(), nq * sizeof(S), mask);
+      if (nk) stream_pass(k.begin(), nk * sizeof(S), mask);
+      benchmark::ClobberMemory();
+    }
     const auto t2 = Clock::now();
-    const double ks = std::chrono::duration<double>(t1 - t0).count();
+    const double ks = std::chrono::duration<double>(t1 - t0).count() / batch;
     kernel_s += ks;
-    stream_s += std::chrono::duration<double>(t2 - t1).count();
+    stream_s += std::chrono::duration<double>(t2 - t1).count() / batch;
     state.SetIterationTime(ks);
   }
   const double iters = static_cast<double>(state.iterations());
@@ -137,6 +218,7 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   state.counters["vs_stream"] = stream_s / kernel_s;
   state.counters["vs_scalar"] = scalar_s / (kernel_s / iters);
   state.counters["stream_GBps"] = 2.0 * static_cast<double>(bytes) * iters / stream_s / 1e9;
+  ropescale::force_kernel_path(ropescale::KernelPath::kAuto);
 }
 
 template <typename T>
@@ -155,7 +237,7 @@ const char* type_name<Eigen::half>() {
 }
 
 template <typename T>
-void register_type() {
+void register_type(ropescale::KernelPath path) {
   const Shape shapes[] = {
       {"decode_1x32x128", 1, 32, 0, 128},        {"prefill_512x32x128", 512, 32, 0, 128},
       {"prefill_4096x32x128", 4096, 32, 0, 128}, {"prefill_4096_q32_k8_gqa", 4096, 32, 8, 128},
@@ -164,19 +246,43 @@ void register_type() {
   for (const Shape& s : shapes)
     for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved})
       for (bool cached : {true, false}) {
-        const std::string name = std::string("rotary/") + type_name<T>() + "/" + s.name + "/" +
-                                 ropescale::to_string(layout) + "/" +
-                                 (cached ? "cache" : "on_the_fly");
-        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached)
+        const std::string name =
+            std::string("rotary/") + ropescale::to_string(path) + "/" + type_name<T>() + "/" +
+            s.name + "/" + ropescale::to_string(layout) + "/" + (cached ? "cache" : "on_the_fly");
+        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached, path, 1)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }
 }
 
+// Two threads on the best path: the shapes with enough tokens to split.
+template <typename T>
+void register_threads2() {
+  const ropescale::KernelPath path = ropescale::best_kernel_path();
+  const Shape shapes[] = {{"prefill_512x32x128", 512, 32, 0, 128},
+                          {"prefill_4096x32x128", 4096, 32, 0, 128},
+                          {"prefill_4096_q32_k8_gqa", 4096, 32, 8, 128}};
+  for (const Shape& s : shapes)
+    for (bool cached : {true, false}) {
+      const std::string name = std::string("rotary_threads2/") + ropescale::to_string(path) + "/" +
+                               type_name<T>() + "/" + s.name + "/half_split/" +
+                               (cached ? "cache" : "on_the_fly");
+      benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, PairLayout::kHalfSplit, cached,
+                                   path, 2)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+}
+
 const bool registered = [] {
-  register_type<float>();
-  register_type<Eigen::bfloat16>();
-  register_type<Eigen::half>();
+  for (ropescale::KernelPath path : ropescale::kAllKernelPaths) {
+    if (!ropescale::kernel_path_supported(path)) continue;
+    register_type<float>(path);
+    register_type<Eigen::bfloat16>(path);
+    register_type<Eigen::half>(path);
+  }
+  register_threads2<float>();
+  register_threads2<Eigen::bfloat16>();
   return true;
 }();
 

@@ -152,7 +152,8 @@ inline Status mrope_call(const Angles& angles, const MropeSections& sections,
   std::vector<C> buf(static_cast<std::size_t>(row_buffer_size(half) + 6 * half));
   const MropeRows<Angles, C> rows{angles, positions, tokens, sections.axes().data(),
                                   buf.data() + row_buffer_size(half)};
-  run_rotary_rows<T>(angles, rows, tokens, ops, n, layout, direction, buf.data());
+  run_rotary_rows<T>(angles, rows, 0, tokens, ops, n, layout, direction, active_kernel_path(),
+                     buf.data());
   return Status();
 }
 

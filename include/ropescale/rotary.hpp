@@ -52,8 +52,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -63,6 +65,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/kernel_path.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/angle.hpp"
@@ -383,6 +386,122 @@ inline void apply_rotary_qk_out(const Angles& angles, const std::int64_t* positi
                                 RotaryDirection direction = RotaryDirection::kForward) {
   throw_if_error(
       try_apply_rotary_qk_out(angles, positions, q_in, q_out, k_in, k_out, layout, direction));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads the host owns. A RotaryPlan runs every check of a call once; run(begin, end) then
+// rotates tokens [begin, end) and may be called from several threads at once for disjoint
+// ranges. Each token's result depends only on that token and the plan fixes the kernel path, so
+// any split gives the same bits as one call. The plan keeps pointers to the angle source, the
+// positions and the views' data: they must outlive it.
+// ---------------------------------------------------------------------------------------------
+
+template <typename T, typename Angles>
+class RotaryPlan {
+ public:
+  RotaryPlan() = default;
+
+  /// q (and k, when not null) in place, as try_apply_rotary / try_apply_rotary_qk.
+  static Status make(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& q,
+                     const HeadsView<T>* k, PairLayout layout, RotaryDirection direction,
+                     RotaryPlan* out) {
+    if (out == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+    const int n = k == nullptr ? 1 : 2;
+    const HeadsView<const T> in[2] = {q.as_const(), k ? k->as_const() : q.as_const()};
+    const HeadsView<T> outs[2] = {q, k ? *k : q};
+    const char* names1[] = {"x"};
+    const char* names2[] = {"q", "k"};
+    const char* const* names = n == 1 ? names1 : names2;
+    RotaryPlan plan;
+    ROPESCALE_RETURN_IF_ERROR((detail::prepare_rotary_call<T>(angles, in, outs, n, names, names,
+                                                              layout, direction, plan.ops_)));
+    ROPESCALE_RETURN_IF_ERROR(detail::check_positions(angles, positions, q.tokens));
+    plan.angles_ = &angles;
+    plan.positions_ = positions;
+    plan.tokens_ = q.tokens;
+    plan.n_ops_ = n;
+    plan.layout_ = layout;
+    plan.direction_ = direction;
+    plan.path_ = active_kernel_path();
+    *out = plan;
+    return Status();
+  }
+
+  std::int64_t tokens() const noexcept { return tokens_; }
+  KernelPath path() const noexcept { return path_; }
+
+  /// Rotates tokens [begin, end); 0 <= begin <= end <= tokens(). Safe to call concurrently for
+  /// disjoint ranges.
+  Status run(std::int64_t begin, std::int64_t end) const {
+    if (angles_ == nullptr && tokens_ > 0)
+      return make_status(ErrorCode::kInvalidArgument, "plan", "empty",
+                         "was not made by RotaryPlan::make");
+    if (begin < 0 || begin > end || end > tokens_)
+      return make_status(
+          ErrorCode::kInvalidArgument, "range",
+          "[" + std::to_string(begin) + ", " + std::to_string(end) + ")",
+          "must satisfy 0 <= begin <= end <= tokens (" + std::to_string(tokens_) + ")");
+    if (begin < end)
+      detail::run_rotary<T>(*angles_, positions_, begin, end, ops_, n_ops_, layout_, direction_,
+                            path_);
+    return Status();
+  }
+
+ private:
+  const Angles* angles_ = nullptr;
+  const std::int64_t* positions_ = nullptr;
+  std::int64_t tokens_ = 0;
+  detail::Operand<T> ops_[2];
+  int n_ops_ = 0;
+  PairLayout layout_ = PairLayout::kHalfSplit;
+  RotaryDirection direction_ = RotaryDirection::kForward;
+  KernelPath path_ = KernelPath::kPortable;
+};
+
+/// The host's parallel-for: calls body(begin, end) over ranges that cover [0, n) exactly once,
+/// from any threads, and returns when all have run. A plain loop is a valid one.
+using ParallelFor = std::function<void(
+    std::int64_t n, const std::function<void(std::int64_t begin, std::int64_t end)>& body)>;
+
+/// try_apply_rotary_qk (k null: try_apply_rotary; k is not used to deduce T, so nullptr works)
+/// with the tokens split by the host's
+/// parallel-for; checks run once, before any thread starts. Same bits as the one-thread call.
+template <typename T, typename Angles>
+inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t* positions,
+                                        const HeadsView<T>& q,
+                                        const std::common_type_t<HeadsView<T>>* k,
+                                        PairLayout layout, const ParallelFor& parallel_for,
+                                        RotaryDirection direction = RotaryDirection::kForward) {
+  if (!parallel_for)
+    return make_status(ErrorCode::kInvalidArgument, "parallel_for", "empty", "must be a callable");
+  RotaryPlan<T, Angles> plan;
+  ROPESCALE_RETURN_IF_ERROR(
+      (RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction, &plan)));
+  // A broken parallel-for (a range outside [0, tokens), or ranges that do not add up to the
+  // tokens) is reported; run() writes nothing for a refused range.
+  std::atomic<bool> refused{false};
+  std::atomic<std::int64_t> covered{0};
+  parallel_for(plan.tokens(), [&](std::int64_t begin, std::int64_t end) {
+    if (plan.run(begin, end).ok())
+      covered.fetch_add(end - begin, std::memory_order_relaxed);
+    else
+      refused.store(true, std::memory_order_relaxed);
+  });
+  if (refused.load() || covered.load() != plan.tokens())
+    return make_status(ErrorCode::kInvalidArgument, "parallel_for",
+                       std::to_string(covered.load()) + " of " + std::to_string(plan.tokens()) +
+                           " tokens" + (refused.load() ? " and a range outside them" : ""),
+                       "must call body over ranges that cover [0, n) exactly once");
+  return Status();
+}
+template <typename T, typename Angles>
+inline void apply_rotary_parallel(const Angles& angles, const std::int64_t* positions,
+                                  const HeadsView<T>& q, const std::common_type_t<HeadsView<T>>* k,
+                                  PairLayout layout, const ParallelFor& parallel_for,
+                                  RotaryDirection direction = RotaryDirection::kForward) {
+  throw_if_error(
+      try_apply_rotary_parallel(angles, positions, q, k, layout, parallel_for, direction));
 }
 
 }  // namespace ropescale

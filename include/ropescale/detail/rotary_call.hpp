@@ -245,7 +245,7 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
   return Status();
 }
 
-// Buffer sizes (in compute values) run_rotary needs for `half` pairs.
+// Buffer sizes (in compute values) run_rotary_rows needs for `half` pairs.
 constexpr std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
 
 // The angle row of token t for the plain front doors: one position id per token. Points c/s at
@@ -270,12 +270,35 @@ struct PlainRows {
   }
 };
 
-// Rotates every operand token by token with the rows `rows` gives (PlainRows, or the M-RoPE
-// rows of mrope.hpp).
+// The token kernel of one instruction set (kernel_path.hpp) for a layout and storage type.
+template <int kHalf, bool kInterleaved, typename T>
+inline TokenKernel<T> select_token_kernel(KernelPath path) noexcept {
+  switch (path) {
+#if ROPESCALE_HAVE_X86_PATHS
+    case KernelPath::kAvx2:
+      return &avx2::rotate_token<kHalf, kInterleaved, T>;
+    case KernelPath::kAvx512:
+      return &avx512::rotate_token<kHalf, kInterleaved, T>;
+    case KernelPath::kAvx512Bf16:
+      return &avx512_bf16::rotate_token<kHalf, kInterleaved, T>;
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+    case KernelPath::kNeon:
+      return &neon::rotate_token<kHalf, kInterleaved, T>;
+#endif
+    default:
+      return &rotate_token<kHalf, kInterleaved, T, compute_t<T>>;
+  }
+}
+
+// Rotates every operand over tokens [t_begin, t_end) with the rows `rows` gives (PlainRows, or
+// the M-RoPE rows of mrope.hpp), on the kernels of `path`. Each token's result depends only on
+// that token, so disjoint ranges may run on different threads and give the same bits as one call.
 template <typename T, typename Angles, typename Rows>
-inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t tokens,
-                            const Operand<T>* ops, int n_ops, PairLayout layout,
-                            RotaryDirection direction, compute_t<T>* buf) noexcept {
+inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t t_begin,
+                            std::int64_t t_end, const Operand<T>* ops, int n_ops, PairLayout layout,
+                            RotaryDirection direction, KernelPath path,
+                            compute_t<T>* buf) noexcept {
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();
   const std::int64_t offset = angles.frequency_dim() / 2;  // half-split partner
@@ -289,10 +312,14 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
   const bool interleaved = layout == PairLayout::kInterleaved;
   dispatch_half(half, [&](auto khalf) {
     constexpr int kHalf = decltype(khalf)::value;
-    for (std::int64_t t = 0; t < tokens; ++t) {
+    const TokenKernel<T> kernel = interleaved ? select_token_kernel<kHalf, true, T>(path)
+                                              : select_token_kernel<kHalf, false, T>(path);
+    for (std::int64_t t = t_begin; t < t_end; ++t) {
       const C* c = cbuf;
       const C* s = sbuf;
-      const bool direct = rows(t, cbuf, sbuf, scale, !negate && !interleaved, &c, &s);
+      // Forward calls read a cache's rows in place (the interleaved expansion below reads them
+      // once); the other directions negate or rescale a copy.
+      const bool direct = rows(t, cbuf, sbuf, scale, !negate, &c, &s);
       if (!direct && negate)
         for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
       if (interleaved) {
@@ -307,25 +334,30 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
       }
       for (int o = 0; o < n_ops; ++o) {
         const Operand<T>& op = ops[o];
-        const T* in = op.in + t * op.in_token_stride;
-        T* out = op.out + t * op.out_token_stride;
-        if (interleaved)
-          rotate_token<kHalf, true>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
-                                    offset, op.head_dim, c, s);
-        else
-          rotate_token<kHalf, false>(in, out, op.heads, op.in_head_stride, op.out_head_stride, half,
-                                     offset, op.head_dim, c, s);
+        kernel(op.in + t * op.in_token_stride, op.out + t * op.out_token_stride, op.heads,
+               op.in_head_stride, op.out_head_stride, half, offset, op.head_dim, c, s);
       }
     }
   });
 }
 
+// Row buffers live on the stack for heads up to 512 channels (a decode step then allocates
+// nothing); wider heads take them from the heap.
 template <typename T, typename Angles>
-inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t tokens,
-                       const Operand<T>* ops, int n_ops, PairLayout layout,
-                       RotaryDirection direction, compute_t<T>* buf) noexcept {
+inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t t_begin,
+                       std::int64_t t_end, const Operand<T>* ops, int n_ops, PairLayout layout,
+                       RotaryDirection direction, KernelPath path) {
   const PlainRows<Angles, compute_t<T>> rows{angles, positions};
-  run_rotary_rows<T>(angles, rows, tokens, ops, n_ops, layout, direction, buf);
+  constexpr std::int64_t kStackPairs = 256;
+  const std::int64_t need = row_buffer_size(angles.pairs());
+  if (need <= row_buffer_size(kStackPairs)) {
+    compute_t<T> row[6 * kStackPairs];
+    run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path, row);
+  } else {
+    std::vector<compute_t<T>> row(static_cast<std::size_t>(need));
+    run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path,
+                       row.data());
+  }
 }
 
 // Validates everything of a call except the positions and fills ops[0..n). Shared by the plain
@@ -390,17 +422,7 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
       prepare_rotary_call<T>(angles, ins, outs, n, names_in, names_out, layout, direction, ops));
   const std::int64_t tokens = n > 0 ? ins[0].tokens : 0;
   ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, tokens));
-  // Row buffers live on the stack for heads up to 512 channels (a decode step then allocates
-  // nothing); wider heads take them from the heap.
-  constexpr std::int64_t kStackPairs = 256;
-  const std::int64_t need = row_buffer_size(angles.pairs());
-  if (need <= row_buffer_size(kStackPairs)) {
-    compute_t<T> row[6 * kStackPairs];
-    run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row);
-  } else {
-    std::vector<compute_t<T>> row(static_cast<std::size_t>(need));
-    run_rotary<T>(angles, positions, tokens, ops, n, layout, direction, row.data());
-  }
+  run_rotary<T>(angles, positions, 0, tokens, ops, n, layout, direction, active_kernel_path());
   return Status();
 }
 

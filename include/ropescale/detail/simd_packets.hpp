@@ -1,0 +1,166 @@
+// ropescale internal: the packet operations the rotary kernels are written in, one struct per
+// instruction set. Not a public header. Each struct gives, for float lanes:
+//   kWidth                      floats per packet
+//   load(p) / store(p, v)       from and to float, Eigen::half and Eigen::bfloat16 storage
+//   mul, add, sub               lane-wise
+//   swap_pairs(v)               (a0 b0 a1 b1 ..) -> (b0 a0 b1 a1 ..)
+// 16-bit stores round to nearest even and keep NaN a (quiet) NaN, as detail/convert.hpp does.
+// Every x86 function carries its instruction set as a target attribute, so each compiles into
+// any build and runs only where kernel_path.hpp found the CPU able to.
+#pragma once
+
+#include "ropescale/detail/internal_header_check.hpp"
+
+#include <Eigen/Core>
+#include <cstdint>
+
+#include "ropescale/detail/cpu_features.hpp"
+
+#if ROPESCALE_HAVE_X86_PATHS
+#include <immintrin.h>
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+#include <arm_neon.h>
+#endif
+
+#if ROPESCALE_HAVE_X86_PATHS
+#define ROPESCALE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define ROPESCALE_TARGET_AVX512 \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define ROPESCALE_TARGET_AVX512_BF16 \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define ROPESCALE_PACKET_OP(TARGET) TARGET __attribute__((always_inline)) static inline
+#endif
+
+namespace ropescale {
+namespace detail {
+
+#if ROPESCALE_HAVE_X86_PATHS
+
+// AVX2: 8 floats; F16C converts 8 halves per instruction; bfloat16 by integer rounding.
+struct PacketAvx2 {
+  static constexpr int kWidth = 8;
+  using F = __m256;
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load(const float* p) { return _mm256_loadu_ps(p); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load(const Eigen::half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(Eigen::half* p, F v) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load(const Eigen::bfloat16* p) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(Eigen::bfloat16* p, F v) {
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F mul(F a, F b) { return _mm256_mul_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F add(F a, F b) { return _mm256_add_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F sub(F a, F b) { return _mm256_sub_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F swap_pairs(F v) {
+    return _mm256_permute_ps(v, 0xB1);
+  }
+};
+
+// AVX-512: 16 floats; the 16-lane F16C forms; bfloat16 by integer rounding. Only the maskz forms
+// of the intrinsics are used: GCC < 13 warns (-Wmaybe-uninitialized, bug 105593) inside the
+// unmasked ones, which start from _mm512_undefined_*().
+struct PacketAvx512 {
+  static constexpr int kWidth = 16;
+  static constexpr __mmask16 kAll = 0xFFFF;
+  using F = __m512;
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load(const float* p) { return _mm512_loadu_ps(p); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load(const Eigen::half* p) {
+    return _mm512_maskz_cvtph_ps(kAll, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store(Eigen::half* p, F v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_maskz_cvtps_ph(kAll, v, _MM_FROUND_TO_NEAREST_INT));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load(const Eigen::bfloat16* p) {
+    const __m512i w =
+        _mm512_maskz_cvtepu16_epi32(kAll, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(kAll, w, 16));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store(Eigen::bfloat16* p, F v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i hi = _mm512_maskz_srli_epi32(kAll, u, 16);
+    const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_maskz_srli_epi32(
+        kAll, _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb), 16);
+    const __m512i quiet = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __m512i r = _mm512_mask_blend_epi32(nan, rounded, quiet);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_maskz_cvtepi32_epi16(kAll, r));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F mul(F a, F b) { return _mm512_mul_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F add(F a, F b) { return _mm512_add_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub(F a, F b) { return _mm512_sub_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F swap_pairs(F v) {
+    return _mm512_maskz_permute_ps(kAll, v, 0xB1);
+  }
+};
+
+// AVX-512 with AVX512_BF16: bfloat16 stores are one vcvtneps2bf16 per 16 values (round to
+// nearest even; subnormals flushed to zero, NaN kept NaN).
+struct PacketAvx512Bf16 : PacketAvx512 {
+  using PacketAvx512::load;
+  using PacketAvx512::store;
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512_BF16) void store(Eigen::bfloat16* p, F v) {
+    const __m256bh b = _mm512_cvtneps_pbh(v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<const __m256i&>(b));
+  }
+};
+
+#endif  // ROPESCALE_HAVE_X86_PATHS
+
+#if ROPESCALE_HAVE_NEON_PATH
+
+// AArch64 NEON: 4 floats; fcvtl/fcvtn convert halves (base AArch64); bfloat16 by integer
+// rounding (the BF16 extension's bfcvtn is not assumed).
+struct PacketNeon {
+  static constexpr int kWidth = 4;
+  using F = float32x4_t;
+  static inline F load(const float* p) { return vld1q_f32(p); }
+  static inline void store(float* p, F v) { vst1q_f32(p, v); }
+  static inline F load(const Eigen::half* p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p))));
+  }
+  static inline void store(Eigen::half* p, F v) {
+    vst1_u16(reinterpret_cast<std::uint16_t*>(p), vreinterpret_u16_f16(vcvt_f16_f32(v)));
+  }
+  static inline F load(const Eigen::bfloat16* p) {
+    return vreinterpretq_f32_u32(
+        vshll_n_u16(vld1_u16(reinterpret_cast<const std::uint16_t*>(p)), 16));
+  }
+  static inline void store(Eigen::bfloat16* p, F v) {
+    const uint32x4_t u = vreinterpretq_u32_f32(v);
+    const uint32x4_t hi = vshrq_n_u32(u, 16);
+    const uint32x4_t lsb = vandq_u32(hi, vdupq_n_u32(1));
+    const uint32x4_t rounded = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), lsb), 16);
+    const uint32x4_t quiet = vorrq_u32(hi, vdupq_n_u32(0x40));
+    const uint32x4_t nan = vmvnq_u32(vceqq_f32(v, v));
+    vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(vbslq_u32(nan, quiet, rounded)));
+  }
+  static inline F mul(F a, F b) { return vmulq_f32(a, b); }
+  static inline F add(F a, F b) { return vaddq_f32(a, b); }
+  static inline F sub(F a, F b) { return vsubq_f32(a, b); }
+  static inline F swap_pairs(F v) { return vrev64q_f32(v); }
+};
+
+#endif  // ROPESCALE_HAVE_NEON_PATH
+
+}  // namespace detail
+}  // namespace ropescale

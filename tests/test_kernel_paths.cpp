@@ -1,0 +1,351 @@
+// The instruction-set paths of the rotary kernels (kernel_path.hpp): every path this CPU runs
+// against the portable one, the 16-bit conversions on every bit pattern, the host's pin and the
+// environment's, and the threaded entry points (RotaryPlan, try_apply_rotary_parallel) bit for bit
+// against one call. test_rotary's whole suite also runs once per path (tests/CMakeLists.txt).
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ropescale/rotary.hpp"
+
+namespace {
+
+using ropescale::FactorTable;
+using ropescale::HeadsView;
+using ropescale::KernelPath;
+using ropescale::PairLayout;
+using ropescale::RopeSpec;
+using ropescale::RotaryDirection;
+
+// Pins a path for one scope and releases it after.
+struct PinPath {
+  explicit PinPath(KernelPath p) { ropescale::force_kernel_path(p); }
+  ~PinPath() { ropescale::force_kernel_path(KernelPath::kAuto); }
+};
+
+std::vector<KernelPath> supported_paths() {
+  std::vector<KernelPath> out;
+  for (KernelPath p : ropescale::kAllKernelPaths)
+    if (ropescale::kernel_path_supported(p)) out.push_back(p);
+  return out;
+}
+
+template <typename T>
+double eps_of() {
+  if (std::is_same<T, Eigen::half>::value) return 1.0 / 1024;
+  if (std::is_same<T, Eigen::bfloat16>::value) return 1.0 / 128;
+  return static_cast<double>(std::numeric_limits<T>::epsilon());
+}
+
+struct Case {
+  std::int64_t head_dim, rotary_dim, tokens, heads;
+  PairLayout layout;
+  RotaryDirection direction;
+  bool on_the_fly;
+  std::int64_t first_position;
+};
+
+// One rotation of random data on `path`.
+template <typename T>
+std::vector<T> rotate_on(KernelPath path, const Case& c, const std::vector<T>& x) {
+  const RopeSpec spec{c.head_dim, c.rotary_dim, 1e4, 4096};
+  const FactorTable table(Eigen::ArrayXd::LinSpaced(c.rotary_dim / 2, 1.0, 16.0), 1.1, "test");
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(c.tokens));
+  for (std::int64_t t = 0; t < c.tokens; ++t)
+    pos[static_cast<std::size_t>(t)] = c.first_position + 37 * t;
+  std::vector<T> y = x;
+  const auto view = HeadsView<T>::tokens_heads_dim(y.data(), c.tokens, c.heads, c.head_dim);
+  PinPath pin(path);
+  if (c.on_the_fly) {
+    const ropescale::RotaryFrequencies fly(spec, table);
+    ropescale::apply_rotary(fly, pos.data(), view, c.layout, c.direction);
+  } else {
+    const ropescale::RotaryCache cache(spec, table, c.first_position + 37 * c.tokens);
+    ropescale::apply_rotary(cache, pos.data(), view, c.layout, c.direction);
+  }
+  return y;
+}
+
+template <typename T>
+void check_paths_agree() {
+  const Case cases[] = {
+      {128, 128, 5, 3, PairLayout::kHalfSplit, RotaryDirection::kForward, false, 0},
+      {128, 128, 5, 3, PairLayout::kInterleaved, RotaryDirection::kForward, false, 0},
+      {128, 128, 1, 4, PairLayout::kHalfSplit, RotaryDirection::kForward, true, 100000},
+      {128, 128, 1, 4, PairLayout::kInterleaved, RotaryDirection::kInverse, true, 100000},
+      {96, 96, 4, 2, PairLayout::kHalfSplit, RotaryDirection::kBackward, false, 3},
+      {96, 96, 4, 2, PairLayout::kInterleaved, RotaryDirection::kForward, true, 3},
+      {136, 136, 3, 2, PairLayout::kHalfSplit, RotaryDirection::kForward, true, 9},   // 68 pairs
+      {40, 40, 3, 2, PairLayout::kInterleaved, RotaryDirection::kForward, false, 1},  // 20 pairs
+      {128, 96, 3, 2, PairLayout::kHalfSplit, RotaryDirection::kForward, false, 5},   // partial
+      {128, 96, 3, 2, PairLayout::kInterleaved, RotaryDirection::kInverse, true, 5},
+      {6, 6, 3, 5, PairLayout::kHalfSplit, RotaryDirection::kForward, false, 2},  // tail only
+  };
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (const Case& c : cases) {
+    std::vector<T> x(static_cast<std::size_t>(c.tokens * c.heads * c.head_dim));
+    double max_abs = 0;
+    for (T& v : x) {
+      v = static_cast<T>(nd(rng));
+      max_abs = std::max(max_abs, std::abs(static_cast<double>(v)));
+    }
+    const std::vector<T> ref = rotate_on(KernelPath::kPortable, c, x);
+    // Paths differ only where one fuses a multiply-add (the last bit of a float, or one 16-bit
+    // rounding step); m = 1.1 and |cos| + |sin| <= sqrt(2) bound the values.
+    const double m = c.direction == RotaryDirection::kInverse ? 1.0 / 1.1 : 1.1;
+    const double tol = 4.0 * eps_of<T>() * max_abs * m * 1.5;
+    for (KernelPath p : supported_paths()) {
+      const std::vector<T> got = rotate_on(p, c, x);
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        const double g = static_cast<double>(got[i]), r = static_cast<double>(ref[i]);
+        ASSERT_TRUE(std::isfinite(g)) << ropescale::to_string(p) << " element " << i;
+        ASSERT_LE(std::abs(g - r), tol)
+            << ropescale::to_string(p) << " head_dim " << c.head_dim << " rotary_dim "
+            << c.rotary_dim << " " << ropescale::to_string(c.layout) << " element " << i;
+      }
+      // Pass-through channels are the input's bits on every path.
+      for (std::int64_t row = 0; row < c.tokens * c.heads; ++row)
+        for (std::int64_t j = c.rotary_dim; j < c.head_dim; ++j) {
+          const std::size_t i = static_cast<std::size_t>(row * c.head_dim + j);
+          ASSERT_EQ(std::memcmp(&got[i], &x[i], sizeof(T)), 0) << ropescale::to_string(p);
+        }
+    }
+  }
+}
+
+TEST(KernelPaths, EveryPathAgreesWithThePortableOneFloat) { check_paths_agree<float>(); }
+TEST(KernelPaths, EveryPathAgreesWithThePortableOneDouble) { check_paths_agree<double>(); }
+TEST(KernelPaths, EveryPathAgreesWithThePortableOneHalf) { check_paths_agree<Eigen::half>(); }
+TEST(KernelPaths, EveryPathAgreesWithThePortableOneBfloat16) {
+  check_paths_agree<Eigen::bfloat16>();
+}
+
+// At position 0 with attention factor 1 the rotation is x' = x*1 - y*0, y' = y*1 + x*0: every
+// 16-bit pattern in x goes through the path's load and store unchanged. Compared bit for bit with
+// the portable path (NaN: NaN on both), on all 65,536 patterns, both layouts.
+template <typename H>
+void check_conversions_exhaustive(bool flushes_subnormals_on_bf16_path) {
+  const std::int64_t patterns = 65536, pairs = 64, heads = patterns / pairs, dim = 2 * pairs;
+  const RopeSpec spec{dim, dim, 1e4, 16};
+  const FactorTable table(Eigen::ArrayXd::Ones(pairs), 1.0, "identity");
+  const ropescale::RotaryCache cache(spec, table, 1);
+  const std::int64_t zero = 0;
+  for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
+    std::vector<H> x(static_cast<std::size_t>(2 * patterns));
+    for (std::int64_t b = 0; b < patterns; ++b) {  // patterns in x, +0 in the partner y
+      const std::uint16_t bits = static_cast<std::uint16_t>(b);
+      const std::int64_t i = b % pairs;
+      const std::int64_t j = b / pairs * dim + (layout == PairLayout::kHalfSplit ? i : 2 * i);
+      std::memcpy(static_cast<void*>(&x[static_cast<std::size_t>(j)]), &bits, 2);
+    }
+    std::vector<H> ref = x;
+    {
+      PinPath pin(KernelPath::kPortable);
+      ropescale::apply_rotary(cache, &zero,
+                              HeadsView<H>::tokens_heads_dim(ref.data(), 1, heads, dim), layout);
+    }
+    for (KernelPath p : supported_paths()) {
+      std::vector<H> got = x;
+      {
+        PinPath pin(p);
+        ropescale::apply_rotary(cache, &zero,
+                                HeadsView<H>::tokens_heads_dim(got.data(), 1, heads, dim), layout);
+      }
+      const bool flush = flushes_subnormals_on_bf16_path && p == KernelPath::kAvx512Bf16;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        const float g = static_cast<float>(got[i]), r = static_cast<float>(ref[i]);
+        if (std::isnan(r)) {
+          ASSERT_TRUE(std::isnan(g)) << ropescale::to_string(p) << " element " << i;
+          continue;
+        }
+        if (flush && r != 0.0f && std::abs(r) < std::numeric_limits<float>::min()) {
+          ASSERT_EQ(g, 0.0f) << ropescale::to_string(p) << " element " << i;  // vcvtneps2bf16
+          continue;
+        }
+        ASSERT_EQ(std::memcmp(&got[i], &ref[i], 2), 0)
+            << ropescale::to_string(p) << " " << ropescale::to_string(layout) << " element " << i
+            << ": " << g << " vs " << r;
+      }
+    }
+  }
+}
+
+TEST(KernelPaths, HalfConversionsOnEveryBitPattern) {
+  check_conversions_exhaustive<Eigen::half>(false);
+}
+TEST(KernelPaths, Bfloat16ConversionsOnEveryBitPattern) {
+  check_conversions_exhaustive<Eigen::bfloat16>(true);
+}
+
+TEST(KernelPaths, PinAndRelease) {
+  const KernelPath best = ropescale::best_kernel_path();
+  EXPECT_TRUE(ropescale::kernel_path_supported(best));
+  EXPECT_TRUE(ropescale::kernel_path_supported(KernelPath::kPortable));
+  for (KernelPath p : supported_paths()) {
+    ASSERT_TRUE(ropescale::try_force_kernel_path(p).ok());
+    EXPECT_EQ(ropescale::active_kernel_path(), p);
+  }
+  ASSERT_TRUE(ropescale::try_force_kernel_path(KernelPath::kAuto).ok());
+  const char* env = std::getenv("ROPESCALE_KERNEL_PATH");
+  KernelPath from_env = KernelPath::kAuto;
+  if (env != nullptr && ropescale::parse_kernel_path(env, &from_env).ok() &&
+      from_env != KernelPath::kAuto && ropescale::kernel_path_supported(from_env))
+    EXPECT_EQ(ropescale::active_kernel_path(), from_env);  // the environment's pin
+  else
+    EXPECT_EQ(ropescale::active_kernel_path(), best);
+  // A path this CPU (or build) lacks is refused by name and leaves the pin alone.
+  for (KernelPath p : ropescale::kAllKernelPaths) {
+    if (ropescale::kernel_path_supported(p)) continue;
+    const ropescale::Status s = ropescale::try_force_kernel_path(p);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("path"), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(ropescale::to_string(p)), std::string::npos) << s.message();
+  }
+  EXPECT_FALSE(ropescale::try_force_kernel_path(static_cast<KernelPath>(42)).ok());
+  EXPECT_THROW(ropescale::force_kernel_path(static_cast<KernelPath>(-3)), ropescale::Error);
+}
+
+TEST(KernelPaths, NamesRoundTrip) {
+  for (KernelPath p : ropescale::kAllKernelPaths) {
+    KernelPath back = KernelPath::kAuto;
+    ASSERT_TRUE(ropescale::parse_kernel_path(ropescale::to_string(p), &back).ok());
+    EXPECT_EQ(back, p);
+  }
+  KernelPath out = KernelPath::kPortable;
+  ASSERT_TRUE(ropescale::parse_kernel_path("auto", &out).ok());
+  EXPECT_EQ(out, KernelPath::kAuto);
+  const ropescale::Status s = ropescale::parse_kernel_path("sse9", &out);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("sse9"), std::string::npos) << s.message();
+}
+
+// ---- threads ----------------------------------------------------------------------------------
+
+// A parallel-for over n tokens on `threads` std::threads, contiguous ranges.
+ropescale::ParallelFor thread_split(int threads) {
+  return [threads](std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& body) {
+    std::vector<std::thread> pool;
+    for (int i = 0; i < threads; ++i) {
+      const std::int64_t b = n * i / threads, e = n * (i + 1) / threads;
+      pool.emplace_back([&body, b, e] { body(b, e); });
+    }
+    for (std::thread& t : pool) t.join();
+  };
+}
+
+template <typename T>
+void check_threads_bit_identical() {
+  const RopeSpec spec{128, 128, 5e5, 8192};
+  const FactorTable table(Eigen::ArrayXd::LinSpaced(64, 1.0, 8.0), 1.2, "test");
+  const ropescale::RotaryFrequencies fly(spec, table);
+  const std::int64_t tokens = 61, hq = 4, hk = 2;
+  std::vector<std::int64_t> pos(tokens);
+  for (std::int64_t t = 0; t < tokens; ++t) pos[static_cast<std::size_t>(t)] = 1000 + 13 * t;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  std::vector<T> q0(static_cast<std::size_t>(tokens * hq * 128)),
+      k0(static_cast<std::size_t>(tokens * hk * 128));
+  for (T& v : q0) v = static_cast<T>(nd(rng));
+  for (T& v : k0) v = static_cast<T>(nd(rng));
+  for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
+    std::vector<T> q1 = q0, k1 = k0;
+    ropescale::apply_rotary_qk(fly, pos.data(),
+                               HeadsView<T>::tokens_heads_dim(q1.data(), tokens, hq, 128),
+                               HeadsView<T>::tokens_heads_dim(k1.data(), tokens, hk, 128), layout);
+    for (int threads : {1, 2, 3, 7}) {
+      std::vector<T> q2 = q0, k2 = k0;
+      const auto kv = HeadsView<T>::tokens_heads_dim(k2.data(), tokens, hk, 128);
+      ASSERT_TRUE(ropescale::try_apply_rotary_parallel(
+                      fly, pos.data(), HeadsView<T>::tokens_heads_dim(q2.data(), tokens, hq, 128),
+                      &kv, layout, thread_split(threads))
+                      .ok());
+      EXPECT_EQ(std::memcmp(q1.data(), q2.data(), q1.size() * sizeof(T)), 0) << threads;
+      EXPECT_EQ(std::memcmp(k1.data(), k2.data(), k1.size() * sizeof(T)), 0) << threads;
+    }
+    // The plan itself, ranges run in reverse order on one thread.
+    std::vector<T> q3 = q0;
+    ropescale::RotaryPlan<T, ropescale::RotaryFrequencies> plan;
+    using Plan = ropescale::RotaryPlan<T, ropescale::RotaryFrequencies>;
+    ASSERT_TRUE(Plan::make(fly, pos.data(),
+                           HeadsView<T>::tokens_heads_dim(q3.data(), tokens, hq, 128), nullptr,
+                           layout, RotaryDirection::kForward, &plan)
+                    .ok());
+    EXPECT_EQ(plan.tokens(), tokens);
+    EXPECT_EQ(plan.path(), ropescale::active_kernel_path());
+    for (std::int64_t e = tokens; e > 0; e -= 10)
+      ASSERT_TRUE(plan.run(std::max<std::int64_t>(0, e - 10), e).ok());
+    std::vector<T> q4 = q0;
+    ropescale::apply_rotary(fly, pos.data(),
+                            HeadsView<T>::tokens_heads_dim(q4.data(), tokens, hq, 128), layout);
+    EXPECT_EQ(std::memcmp(q3.data(), q4.data(), q3.size() * sizeof(T)), 0);
+  }
+}
+
+TEST(RotaryThreads, SplitsGiveTheBitsOfOneCallFloat) { check_threads_bit_identical<float>(); }
+TEST(RotaryThreads, SplitsGiveTheBitsOfOneCallBfloat16) {
+  check_threads_bit_identical<Eigen::bfloat16>();
+}
+
+TEST(RotaryThreads, BadInputIsRefused) {
+  const RopeSpec spec{8, 8, 1e4, 16};
+  const FactorTable table(Eigen::ArrayXd::Ones(4), 1.0, "default");
+  const ropescale::RotaryCache cache(spec, table, 16);
+  std::vector<float> x(4 * 8, 1.0f);
+  std::vector<std::int64_t> pos = {0, 1, 2, 3};
+  const auto view = HeadsView<float>::tokens_heads_dim(x.data(), 4, 1, 8);
+  using Plan = ropescale::RotaryPlan<float, ropescale::RotaryCache>;
+  Plan plan;
+  // The checks of the one-call front door, with its messages.
+  const std::int64_t bad_pos[4] = {0, 1, 99, 3};
+  ropescale::Status s = Plan::make(cache, bad_pos, view, nullptr, PairLayout::kHalfSplit,
+                                   RotaryDirection::kForward, &plan);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("positions[2]"), std::string::npos) << s.message();
+  auto narrow = HeadsView<float>::tokens_heads_dim(x.data(), 4, 1, 6);
+  s = Plan::make(cache, pos.data(), narrow, nullptr, PairLayout::kHalfSplit,
+                 RotaryDirection::kForward, &plan);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("x.head_dim"), std::string::npos) << s.message();
+  EXPECT_FALSE(Plan::make(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
+                          RotaryDirection::kForward, nullptr)
+                   .ok());
+  // A plan never made, and ranges outside [0, tokens).
+  EXPECT_FALSE(Plan().run(0, 0).ok() && Plan().tokens() != 0);
+  ASSERT_TRUE(Plan::make(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
+                         RotaryDirection::kForward, &plan)
+                  .ok());
+  for (auto r : {std::make_pair(-1, 2), std::make_pair(3, 2), std::make_pair(0, 5)}) {
+    s = plan.run(r.first, r.second);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("range"), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(x, std::vector<float>(4 * 8, 1.0f));  // nothing written
+  // A parallel-for that skips tokens, one that steps outside, and none at all.
+  const ropescale::ParallelFor skips = [](std::int64_t n, const auto& body) { body(0, n - 1); };
+  s = ropescale::try_apply_rotary_parallel(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
+                                           skips);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("parallel_for"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("3 of 4"), std::string::npos) << s.message();
+  const ropescale::ParallelFor outside = [](std::int64_t n, const auto& body) { body(0, n + 1); };
+  EXPECT_FALSE(ropescale::try_apply_rotary_parallel(cache, pos.data(), view, nullptr,
+                                                    PairLayout::kHalfSplit, outside)
+                   .ok());
+  EXPECT_THROW(ropescale::apply_rotary_parallel(cache, pos.data(), view, nullptr,
+                                                PairLayout::kHalfSplit, ropescale::ParallelFor()),
+               ropescale::Error);
+}
+
+}  // namespace
