@@ -8,6 +8,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/kv_cache.hpp"
 #include "ropescale/mrope.hpp"
 #include "ropescale/needle.hpp"
 #include "ropescale/packing.hpp"
