@@ -276,8 +276,15 @@ TEST(KvCache, Int8ExtremesStayInRange) {
   EXPECT_EQ(scale, 1.0f / 127.0f);
   EXPECT_EQ(q[0], -127);
   EXPECT_EQ(q[1], 127);
-  const float bad[3] = {std::nanf(""), 1.0f, -2.0f};  // defined, finite scale, no UB
-  EXPECT_TRUE(std::isfinite(ropescale::detail::quantize_int8_row(bad, 3, q)));
+  const float ties[4] = {0.5f, 1.5f, -2.5f, 127.0f};  // scale 1: exact ties, rounded to even
+  EXPECT_EQ(ropescale::detail::quantize_int8_row(ties, 4, q), 1.0f);
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], 2);
+  EXPECT_EQ(q[2], -2);
+  EXPECT_EQ(q[3], 127);
+  const float bad[3] = {std::nanf(""), 1.0f, -2.0f};  // defined: values stay in range
+  ropescale::detail::quantize_int8_row(bad, 3, q);
+  for (int j = 0; j < 3; ++j) EXPECT_TRUE(q[j] >= -127 && q[j] <= 127) << j;
 }
 
 TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {

@@ -30,7 +30,8 @@
 //   and the scale goes to k_scales / v_scales, one float per row, paged like the rows (drop
 //   head_dim from the formulas above). K is rotated into a small stack buffer of T, exactly as
 //   apply_rotary_out would store it, and quantized from there; dequantize with q_j * scale.
-//   Non-finite inputs give a finite but meaningless row (no undefined behaviour).
+//   Rounding is to nearest even. A row with a NaN or infinity gets a meaningless (NaN or
+//   infinite) scale; its values stay in [-127, 127] (no undefined behaviour).
 //
 // ## Front door
 //
@@ -89,17 +90,30 @@ struct PagedKVCache {
 namespace ropescale {
 namespace detail {
 
-// Symmetric absmax int8 quantization of one row; returns its scale (absmax / 127).
-template <typename T>
-inline float quantize_int8_row(const T* x, std::int64_t n, std::int8_t* q) noexcept {
-  float amax = 0.0f;
-  for (std::int64_t j = 0; j < n; ++j)
-    amax = std::max(amax, std::abs(Elem<T>::template load<float>(x[j])));
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+// Symmetric absmax int8 quantization of one row; returns its scale (absmax / 127). Written so
+// that both loops vectorize without -ffast-math: the absmax is an integer max over the magnitude
+// bits (the same order as the magnitudes; a NaN wins), and rounding to nearest even is the
+// 1.5 * 2^23 trick (exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
+// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
+template <int kN = 0, typename T>
+inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
+  const std::int64_t n = kN > 0 ? kN : row;
+  std::uint32_t amax_bits = 0;
   for (std::int64_t j = 0; j < n; ++j) {
-    // Clamped before the cast (NaN goes to -127 through std::max), so the cast is always defined.
-    const float v = std::min(127.0f, std::max(-127.0f, Elem<T>::template load<float>(x[j]) * inv));
-    q[j] = static_cast<std::int8_t>(std::nearbyint(v));
+    const std::uint32_t b = float_bits(Elem<T>::template load<float>(x[j])) & 0x7fffffffu;
+    amax_bits = b > amax_bits ? b : amax_bits;
+  }
+  const float amax = bits_float(amax_bits);
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;  // 0 for a zero (or NaN) row
+  constexpr float kRound = 12582912.0f;                  // 1.5 * 2^23, bits 0x4B400000
+  for (std::int64_t j = 0; j < n; ++j) {
+    // v + 1.5 * 2^23 holds round(v) in its low mantissa bits: no float-to-int conversion, so a
+    // NaN is defined too (it lands on a clamp bound).
+    const float v = Elem<T>::template load<float>(x[j]) * inv;
+    std::int32_t r = static_cast<std::int32_t>(float_bits(v + kRound)) - 0x4B400000;
+    r = r < -127 ? -127 : r;
+    r = r > 127 ? 127 : r;
+    q[j] = static_cast<std::int8_t>(r);
   }
   return amax / 127.0f;
 }
@@ -238,6 +252,19 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const std::int64_t H = c.num_kv_heads, D = c.head_dim;
   const std::int64_t row_head_stride = c.page_layout == PageLayout::kTokenMajor ? 1 : c.block_size;
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  const auto quantize = [D](const T* x, std::int8_t* q) noexcept {
+    switch (D) {
+      case 64:
+        return quantize_int8_row<64>(x, D, q);
+      case 128:
+        return quantize_int8_row<128>(x, D, q);
+      case 256:
+        return quantize_int8_row<256>(x, D, q);
+      default:
+        return quantize_int8_row(x, D, q);
+    }
+  };
+  (void)quantize;
   for (std::int64_t t = 0; t < k.tokens; ++t) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
     const std::int64_t row0 = c.row(slot, 0);
@@ -257,12 +284,12 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
         run_rotary_rows<T>(angles, rows, 1, &op, 1, layout, RotaryDirection::kForward, row_buf);
         for (std::int64_t h = 0; h < nh; ++h) {
           const std::int64_t r = row0 + (h0 + h) * row_head_stride;
-          c.k_scales[r] = quantize_int8_row(tbuf + h * D, D, c.k_pages + r * D);
+          c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
         }
       }
       for (std::int64_t h = 0; h < H; ++h) {
         const std::int64_t r = row0 + h * row_head_stride;
-        c.v_scales[r] = quantize_int8_row(vt + h * v.head_stride, D, c.v_pages + r * D);
+        c.v_scales[r] = quantize(vt + h * v.head_stride, c.v_pages + r * D);
       }
     }
   }
