@@ -3,7 +3,7 @@
 // cache: rotate, then a separate quantize pass over K and V). Every iteration times, one after
 // the other, a batch of fused calls, a batch of unfused calls and a batch of in-place streaming
 // passes over the new K and V bytes, so the ratios below are immune to machine-wide drift.
-// A decode call takes ~1 us: each timed batch holds 64 calls, so clock reads do not count.
+// Each timed batch holds 64 decode calls (4 prefill calls), so clock reads do not count.
 //
 //   fused_us      time of one fused call
 //   unfused_us    time of one rotate-then-copy (or rotate-then-quantize) call

@@ -318,6 +318,49 @@ TEST(KvCache, ZeroTokensWritesNothing) {
   for (float x : pages.k) ASSERT_EQ(x, sentinel<float>());
 }
 
+// The README's snippet, with its buffers.
+TEST(KvCache, ReadmeSnippet) {
+  const std::int64_t num_blocks = 128;
+  std::vector<std::int8_t> kp(static_cast<std::size_t>(num_blocks * 16 * 8 * 128)), vp(kp.size());
+  std::vector<float> kscale(static_cast<std::size_t>(num_blocks * 16 * 8)), vscale(kscale.size());
+  std::vector<Eigen::bfloat16> kn(32 * 8 * 128, Eigen::bfloat16(0.5f)), vn(kn.size());
+  std::int8_t* k_pages = kp.data();
+  std::int8_t* v_pages = vp.data();
+  float* k_scales = kscale.data();
+  float* v_scales = vscale.data();
+  const Eigen::bfloat16* k_new = kn.data();
+  const Eigen::bfloat16* v_new = vn.data();
+  std::int64_t positions[32];
+  std::int32_t slot_mapping[32];
+  for (int s = 0; s < 32; ++s) {  // sequence s owns blocks 4s .. 4s + 3 and is 20 + s long
+    positions[s] = 20 + s;
+    slot_mapping[s] = static_cast<std::int32_t>((4 * s + (20 + s) / 16) * 16 + (20 + s) % 16);
+  }
+  const RotaryCache& rotary_cache = angles_128().cache;
+
+  ropescale::PagedKVCache<std::int8_t> cache;
+  cache.k_pages = k_pages;
+  cache.v_pages = v_pages;
+  cache.k_scales = k_scales;
+  cache.v_scales = v_scales;
+  cache.num_blocks = num_blocks;
+  cache.block_size = 16;
+  cache.num_kv_heads = 8;
+  cache.head_dim = 128;
+  cache.page_layout = ropescale::PageLayout::kTokenMajor;
+  auto k = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(k_new, 32, 8, 128);
+  auto v = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(v_new, 32, 8, 128);
+  ropescale::rotate_and_append_kv(rotary_cache, positions, k, v, slot_mapping, cache,
+                                  ropescale::PairLayout::kHalfSplit);
+
+  for (int s = 0; s < 32; ++s)
+    for (int h = 0; h < 8; ++h) {
+      const std::size_t r = static_cast<std::size_t>(cache.row(slot_mapping[s], h));
+      EXPECT_GT(kscale[r], 0.0f);
+      EXPECT_EQ(vscale[r], 0.0f);  // v_new is zero
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hostile input: one case per rule, the message names the argument; nothing is written.
 // ---------------------------------------------------------------------------------------------
