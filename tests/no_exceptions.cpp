@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "ropescale/kv_cache.hpp"
 #include "ropescale/mrope.hpp"
 #include "ropescale/rotary.hpp"
 
@@ -19,6 +20,21 @@ int main() {
   if (s.ok() || x[0] != 1.0f) return 1;
   std::printf("%s\n", s.message().c_str());
   if (!ropescale::try_apply_rotary(freqs, &good, view, ropescale::PairLayout::kInterleaved).ok())
+    return 1;
+  // Fused KV-cache append: a slot beyond the pages comes back as a Status, nothing written.
+  std::vector<float> pages(2 * 8, -1.0f);
+  ropescale::PagedKVCache<float> cache;
+  cache.k_pages = pages.data();
+  cache.v_pages = pages.data() + 8;
+  cache.num_blocks = 1;
+  cache.block_size = 1;
+  cache.num_kv_heads = 1;
+  cache.head_dim = 8;
+  const std::int64_t far_slot = 1;
+  if (ropescale::try_rotate_and_append_kv(freqs, &good, view.as_const(), view.as_const(), &far_slot,
+                                          cache, ropescale::PairLayout::kHalfSplit)
+          .ok() ||
+      pages[0] != -1.0f)
     return 1;
   // M-RoPE: bad sections and an out-of-range axis come back as a Status.
   ropescale::MropeSections sections;

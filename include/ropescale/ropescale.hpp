@@ -9,6 +9,7 @@
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/kernel_path.hpp"
+#include "ropescale/kv_cache.hpp"
 #include "ropescale/mrope.hpp"
 #include "ropescale/needle.hpp"
 #include "ropescale/packing.hpp"

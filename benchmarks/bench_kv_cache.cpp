@@ -1,0 +1,198 @@
+// Fused rotate + paged KV-cache append (kv_cache.hpp) against the unfused pair engines run today:
+// apply_rotary_out on K into a temporary, then a copy of K and V into the pages (for an int8
+// cache: rotate, then a separate quantize pass over K and V). Every iteration times, one after
+// the other, a batch of fused calls, a batch of unfused calls and a batch of in-place streaming
+// passes over the new K and V bytes, so the ratios below are immune to machine-wide drift.
+// Each timed batch holds 64 decode calls (4 prefill calls), so clock reads do not count.
+//
+//   fused_us      time of one fused call
+//   unfused_us    time of one rotate-then-copy (or rotate-then-quantize) call
+//   fused/unfused ratio of the two (below 1: the fused pass is faster)
+//   vs_stream     streaming pass time / fused time (1.0: the fused call runs at the bandwidth of
+//                 reading and writing the new K and V bytes once)
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ropescale/kv_cache.hpp"
+
+namespace {
+
+using ropescale::FactorTable;
+using ropescale::HeadsView;
+using ropescale::PagedKVCache;
+using ropescale::PageLayout;
+using ropescale::PairLayout;
+using ropescale::RopeSpec;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::int64_t kHeads = 8, kDim = 128, kBlockSize = 16, kNumBlocks = 256;
+
+// 64-byte aligned storage for the inputs, temporaries and pages.
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
+  }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete (p, std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const Aligned64<U>&) const noexcept {
+    return true;
+  }
+  template <typename U>
+  bool operator!=(const Aligned64<U>&) const noexcept {
+    return false;
+  }
+};
+template <typename T>
+using Buffer = std::vector<T, Aligned64<T>>;
+
+inline void stream_pass(void* data, std::size_t bytes, std::uint64_t mask) {
+  auto* w = static_cast<std::uint64_t*>(data);
+  const std::size_t n = bytes / 8;
+  for (std::size_t i = 0; i < n; ++i) w[i] ^= mask;
+}
+
+struct Phase {
+  const char* name;
+  std::int64_t tokens;  // decode: one token for each of `tokens` sequences
+  bool decode;
+};
+
+// T: the new K/V type; S: the cache storage (T or int8_t).
+template <typename T, typename S>
+void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  const std::int64_t NT = phase.tokens;
+  const RopeSpec spec{kDim, kDim, 500000.0, 8192};
+  const FactorTable table(Eigen::ArrayXd::LinSpaced(kDim / 2, 1.0, 16.0), 1.14, "bench");
+  const ropescale::RotaryCache angles(spec, table, 100000 + NT);
+
+  // Decode: sequence s at length 100000 + s, each owning 8 scattered blocks; its new token goes
+  // to its last block. Prefill: one sequence at positions 0..NT-1 over scattered blocks.
+  std::mt19937 rng(1);
+  std::vector<std::int64_t> blocks(static_cast<std::size_t>(kNumBlocks));
+  for (std::int64_t b = 0; b < kNumBlocks; ++b) blocks[static_cast<std::size_t>(b)] = b;
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  std::vector<std::int64_t> pos(static_cast<std::size_t>(NT)), slots(pos.size());
+  for (std::int64_t t = 0; t < NT; ++t) {
+    const std::size_t i = static_cast<std::size_t>(t);
+    pos[i] = phase.decode ? 100000 + t : t;
+    slots[i] = phase.decode ? blocks[i * 8 + 7] * kBlockSize + pos[i] % kBlockSize
+                            : blocks[i / kBlockSize] * kBlockSize + t % kBlockSize;
+  }
+
+  const std::size_t n_in = static_cast<std::size_t>(NT * kHeads * kDim);
+  Buffer<T> k(n_in), v(n_in), tmp(n_in);
+  std::normal_distribution<float> dist;
+  for (auto& x : k) x = static_cast<T>(dist(rng));
+  for (auto& x : v) x = static_cast<T>(dist(rng));
+  const std::size_t rows = static_cast<std::size_t>(kNumBlocks * kBlockSize * kHeads);
+  Buffer<S> k_pages(rows * kDim), v_pages(rows * kDim);
+  Buffer<float> k_scales(kQuantized ? rows : 0), v_scales(kQuantized ? rows : 0);
+  PagedKVCache<S> cache;
+  cache.k_pages = k_pages.data();
+  cache.v_pages = v_pages.data();
+  cache.k_scales = kQuantized ? k_scales.data() : nullptr;
+  cache.v_scales = kQuantized ? v_scales.data() : nullptr;
+  cache.num_blocks = kNumBlocks;
+  cache.block_size = kBlockSize;
+  cache.num_kv_heads = kHeads;
+  cache.head_dim = kDim;
+  cache.page_layout = page_layout;
+
+  const auto kview = HeadsView<const T>::tokens_heads_dim(k.data(), NT, kHeads, kDim);
+  const auto vview = HeadsView<const T>::tokens_heads_dim(v.data(), NT, kHeads, kDim);
+  const auto tview = HeadsView<T>::tokens_heads_dim(tmp.data(), NT, kHeads, kDim);
+  const PairLayout layout = PairLayout::kHalfSplit;
+
+  auto fused = [&] {
+    ropescale::rotate_and_append_kv(angles, pos.data(), kview, vview, slots.data(), cache, layout);
+  };
+  auto unfused = [&] {
+    ropescale::apply_rotary_out(angles, pos.data(), kview, tview, layout);
+    for (std::int64_t t = 0; t < NT; ++t)
+      for (std::int64_t h = 0; h < kHeads; ++h) {
+        const std::int64_t r = cache.row(slots[static_cast<std::size_t>(t)], h);
+        const std::int64_t src = (t * kHeads + h) * kDim;
+        if constexpr (kQuantized) {
+          k_scales[static_cast<std::size_t>(r)] =
+              ropescale::detail::quantize_int8_row(tmp.data() + src, kDim, &k_pages[0] + r * kDim);
+          v_scales[static_cast<std::size_t>(r)] =
+              ropescale::detail::quantize_int8_row(v.data() + src, kDim, &v_pages[0] + r * kDim);
+        } else {
+          std::memcpy(static_cast<void*>(&k_pages[0] + r * kDim),
+                      static_cast<const void*>(tmp.data() + src), sizeof(T) * kDim);
+          std::memcpy(static_cast<void*>(&v_pages[0] + r * kDim),
+                      static_cast<const void*>(v.data() + src), sizeof(T) * kDim);
+        }
+      }
+  };
+
+  const int batch = phase.decode ? 64 : 4;
+  std::uint64_t mask = 0;
+  benchmark::DoNotOptimize(mask);
+  double fused_s = 0, unfused_s = 0, stream_s = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    for (int i = 0; i < batch; ++i) fused();
+    benchmark::ClobberMemory();
+    const auto t1 = Clock::now();
+    for (int i = 0; i < batch; ++i) unfused();
+    benchmark::ClobberMemory();
+    const auto t2 = Clock::now();
+    for (int i = 0; i < batch; ++i) {
+      stream_pass(k.data(), n_in * sizeof(T), mask);
+      stream_pass(v.data(), n_in * sizeof(T), mask);
+    }
+    benchmark::ClobberMemory();
+    const auto t3 = Clock::now();
+    const double fs = std::chrono::duration<double>(t1 - t0).count();
+    fused_s += fs;
+    unfused_s += std::chrono::duration<double>(t2 - t1).count();
+    stream_s += std::chrono::duration<double>(t3 - t2).count();
+    state.SetIterationTime(fs / batch);
+  }
+  const double calls = static_cast<double>(state.iterations()) * batch;
+  state.counters["fused_us"] = fused_s / calls * 1e6;
+  state.counters["unfused_us"] = unfused_s / calls * 1e6;
+  state.counters["fused/unfused"] = fused_s / unfused_s;
+  state.counters["vs_stream"] = stream_s / fused_s;
+}
+
+template <typename T, typename S>
+void register_case(const char* type) {
+  const Phase phases[] = {{"decode_32seq", 32, true}, {"prefill_512", 512, false}};
+  for (const Phase& p : phases)
+    for (PageLayout pl : {PageLayout::kHeadMajor, PageLayout::kTokenMajor}) {
+      const std::string name =
+          std::string("kv_append/") + type + "/" + p.name + "/" + ropescale::to_string(pl);
+      benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, pl)
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+}
+
+const bool registered = [] {
+  register_case<float, float>("f32");
+  register_case<Eigen::bfloat16, Eigen::bfloat16>("bf16");
+  register_case<Eigen::bfloat16, std::int8_t>("int8_from_bf16");
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();

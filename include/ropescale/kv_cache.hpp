@@ -1,0 +1,391 @@
+// ropescale: fused rotate-and-append into a paged KV cache, the step vLLM splits into
+// rotary_embedding + reshape_and_cache and FlashInfer fuses (rope + append_paged_kv_cache).
+//
+// ## The cache
+//
+//   num_blocks pages of block_size slots; each slot holds num_kv_heads rows of head_dim values,
+//   for keys (k_pages) and values (v_pages) alike:
+//
+//   PageLayout::kHeadMajor   [block][head][slot][dim]   vLLM's value cache, FlashInfer HND
+//       row (slot, h) at ((block * H + h) * block_size + offset) * head_dim
+//   PageLayout::kTokenMajor  [block][slot][head][dim]   FlashInfer NHD, llama.cpp-style
+//       row (slot, h) at ((block * block_size + offset) * H + h) * head_dim
+//
+//   where block = slot / block_size and offset = slot % block_size.
+//
+// ## Slots (vLLM's slot_mapping)
+//
+//   New token t goes to the flat slot slot_mapping[t] = block * block_size + offset, in
+//   [0, num_blocks * block_size). The engine's page table (block indices per sequence) is read
+//   when it builds slot_mapping: a token at position p of a sequence whose page table is
+//   block_table lands in slot block_table[p / block_size] * block_size + p % block_size.
+//   Each slot may appear once per call (two tokens cannot own one slot).
+//
+// ## Storage
+//
+//   S = T (float, double, Eigen::half, Eigen::bfloat16): rotated K and V rows are stored as
+//   apply_rotary_out would store them, bit for bit (K is rotated straight into its page).
+//   S = int8_t: every (slot, head) row is quantized symmetrically on its own,
+//       scale = absmax / 127 (float),  q_j = round(x_j / scale) in [-127, 127]  (0 when absmax = 0)
+//   and the scale goes to k_scales / v_scales, one float per row, paged like the rows (drop
+//   head_dim from the formulas above). K is rotated into a small stack buffer of T, exactly as
+//   apply_rotary_out would store it, and quantized from there; dequantize with q_j * scale.
+//   Rounding is to nearest even. A row with a NaN or infinity gets a meaningless (NaN or
+//   infinite) scale; its values stay in [-127, 127] (no undefined behaviour).
+//
+// ## Front door
+//
+// rotate_and_append_kv validates every argument and throws ropescale::Error naming the argument,
+// the value and the rule; try_rotate_and_append_kv returns the same as a Status and never
+// throws. Nothing is written when validation fails.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ropescale/error.hpp"
+#include "ropescale/rotary.hpp"
+
+namespace ropescale {
+
+/// Order of the dimensions inside one page (see the drawing at the top of this header).
+enum class PageLayout { kHeadMajor, kTokenMajor };
+
+inline const char* to_string(PageLayout layout) noexcept {
+  return layout == PageLayout::kHeadMajor ? "head_major" : "token_major";
+}
+
+/// A paged KV cache the caller owns. S is the storage type: the rotary storage types, or int8_t
+/// with one float scale per (slot, head) row in k_scales / v_scales.
+template <typename S>
+struct PagedKVCache {
+  S* k_pages = nullptr;
+  S* v_pages = nullptr;
+  float* k_scales = nullptr;  ///< int8_t only: num_blocks * block_size * num_kv_heads floats
+  float* v_scales = nullptr;  ///< int8_t only
+  std::int64_t num_blocks = 0;
+  std::int64_t block_size = 0;
+  std::int64_t num_kv_heads = 0;
+  std::int64_t head_dim = 0;
+  PageLayout page_layout = PageLayout::kHeadMajor;
+
+  /// Slots the pages hold: num_blocks * block_size (valid once the cache passed validation).
+  std::int64_t num_slots() const noexcept { return num_blocks * block_size; }
+  /// Row index of (slot, head); the row's values start at row * head_dim, its scale at row.
+  std::int64_t row(std::int64_t slot, std::int64_t head) const noexcept {
+    if (page_layout == PageLayout::kTokenMajor) return slot * num_kv_heads + head;
+    const std::int64_t block = slot / block_size, offset = slot % block_size;
+    return (block * num_kv_heads + head) * block_size + offset;
+  }
+};
+
+}  // namespace ropescale
+
+namespace ropescale {
+namespace detail {
+
+// Symmetric absmax int8 quantization of one row; returns its scale (absmax / 127). Written so
+// that both loops vectorize without -ffast-math: the absmax is an integer max over the magnitude
+// bits (the same order as the magnitudes; a NaN wins), and rounding to nearest even is the
+// 1.5 * 2^23 trick (exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
+// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
+template <int kN = 0, typename T>
+inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
+  const std::int64_t n = kN > 0 ? kN : row;
+  std::uint32_t amax_bits = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const std::uint32_t b = float_bits(Elem<T>::template load<float>(x[j])) & 0x7fffffffu;
+    amax_bits = b > amax_bits ? b : amax_bits;
+  }
+  const float amax = bits_float(amax_bits);
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;  // 0 for a zero (or NaN) row
+  constexpr float kRound = 12582912.0f;                  // 1.5 * 2^23, bits 0x4B400000
+  for (std::int64_t j = 0; j < n; ++j) {
+    // v + 1.5 * 2^23 holds round(v) in its low mantissa bits: no float-to-int conversion, so a
+    // NaN is defined too (it lands on a clamp bound).
+    const float v = Elem<T>::template load<float>(x[j]) * inv;
+    std::int32_t r = static_cast<std::int32_t>(float_bits(v + kRound)) - 0x4B400000;
+    r = r < -127 ? -127 : r;
+    r = r > 127 ? 127 : r;
+    q[j] = static_cast<std::int8_t>(r);
+  }
+  return amax / 127.0f;
+}
+
+inline bool byte_ranges_overlap(const void* a, std::int64_t a_bytes, const void* b,
+                                std::int64_t b_bytes) noexcept {
+  if (a == nullptr || b == nullptr || a_bytes <= 0 || b_bytes <= 0) return false;
+  const std::uintptr_t a0 = reinterpret_cast<std::uintptr_t>(a);
+  const std::uintptr_t b0 = reinterpret_cast<std::uintptr_t>(b);
+  return a0 < b0 + static_cast<std::uintptr_t>(b_bytes) &&
+         b0 < a0 + static_cast<std::uintptr_t>(a_bytes);
+}
+
+template <typename S>
+inline Status check_paged_cache(const PagedKVCache<S>& c, std::int64_t* rows) {
+  if (c.block_size <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "cache.block_size", c.block_size,
+                       "must be > 0");
+  if (c.num_blocks < 0)
+    return make_status(ErrorCode::kInvalidArgument, "cache.num_blocks", c.num_blocks,
+                       "must be >= 0");
+  if (c.num_kv_heads <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "cache.num_kv_heads", c.num_kv_heads,
+                       "must be > 0");
+  if (c.head_dim <= 0)
+    return make_status(ErrorCode::kInvalidArgument, "cache.head_dim", c.head_dim, "must be > 0");
+  if (c.page_layout != PageLayout::kHeadMajor && c.page_layout != PageLayout::kTokenMajor)
+    return make_status(ErrorCode::kInvalidArgument, "cache.page_layout",
+                       static_cast<int>(c.page_layout), "must be kHeadMajor or kTokenMajor");
+  std::int64_t slots = 0, elems = 0, scale_bytes = 0;
+  if (!checked_mul(c.num_blocks, c.block_size, &slots) ||
+      !checked_mul(slots, c.num_kv_heads, rows) || !checked_mul(*rows, c.head_dim, &elems) ||
+      !checked_mul(elems, static_cast<std::int64_t>(sizeof(S)), &elems) ||
+      !checked_mul(*rows, static_cast<std::int64_t>(sizeof(float)), &scale_bytes))
+    return make_status(ErrorCode::kInvalidArgument, "cache.num_blocks", c.num_blocks,
+                       "num_blocks * block_size * num_kv_heads * head_dim bytes overflows int64");
+  return Status();
+}
+
+template <typename T>
+inline Status check_kv_input(const char* name, const HeadsView<const T>& x, std::int64_t rotary_dim,
+                             std::int64_t heads, std::int64_t head_dim) {
+  ROPESCALE_RETURN_IF_ERROR(check_view(name, x, rotary_dim));
+  if (x.heads != heads)
+    return make_status(ErrorCode::kInvalidArgument, std::string(name) + ".heads", x.heads,
+                       "must equal cache.num_kv_heads (" + std::to_string(heads) + ")");
+  if (x.head_dim != head_dim)
+    return make_status(ErrorCode::kInvalidArgument, std::string(name) + ".head_dim", x.head_dim,
+                       "must equal cache.head_dim (" + std::to_string(head_dim) + ")");
+  return Status();
+}
+
+template <typename Slot>
+inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t num_slots) {
+  if (tokens > 0 && slots == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "slot_mapping", nullptr, "must not be null");
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const std::int64_t s = static_cast<std::int64_t>(slots[t]);
+    if (s < 0)
+      return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(t) + "]", s,
+                         "must be >= 0");
+    if (s >= num_slots)
+      return make_status(ErrorCode::kOutOfRange, "slot_mapping[" + std::to_string(t) + "]", s,
+                         "beyond the pages: must be < num_blocks * block_size (" +
+                             std::to_string(num_slots) + ")");
+  }
+  // Duplicates: sort a copy (on the stack for a decode batch), then name the first two tokens.
+  constexpr std::int64_t kStackSlots = 512;
+  std::int64_t local[kStackSlots];
+  std::vector<std::int64_t> heap;
+  std::int64_t* sorted = local;
+  if (tokens > kStackSlots) {
+    heap.resize(static_cast<std::size_t>(tokens));
+    sorted = heap.data();
+  }
+  for (std::int64_t t = 0; t < tokens; ++t) sorted[t] = static_cast<std::int64_t>(slots[t]);
+  std::sort(sorted, sorted + tokens);
+  const std::int64_t* dup = std::adjacent_find(sorted, sorted + tokens);
+  if (dup != sorted + tokens) {
+    std::int64_t first = 0, second = 0;
+    while (static_cast<std::int64_t>(slots[first]) != *dup) ++first;
+    second = first + 1;
+    while (static_cast<std::int64_t>(slots[second]) != *dup) ++second;
+    return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
+                       *dup,
+                       "duplicates slot_mapping[" + std::to_string(first) +
+                           "]: each slot may be written once per call");
+  }
+  return Status();
+}
+
+// The views' bytes must not share memory with the pages or scales, nor those with one another.
+template <typename T, typename S>
+inline Status check_kv_aliasing(const HeadsView<const T>& k, const HeadsView<const T>& v,
+                                const PagedKVCache<S>& c, std::int64_t rows) {
+  const std::int64_t page_bytes = rows * c.head_dim * static_cast<std::int64_t>(sizeof(S));
+  const bool q8 = std::is_same<S, std::int8_t>::value;
+  const std::int64_t scale_bytes = q8 ? rows * static_cast<std::int64_t>(sizeof(float)) : 0;
+  struct Range {
+    const char* name;
+    const void* p;
+    std::int64_t bytes;
+  };
+  const RowSet kr = row_set(k), vr = row_set(v);
+  const Range in[2] = {
+      {"k", reinterpret_cast<const void*>(kr.base + static_cast<std::uintptr_t>(kr.lo)),
+       kr.hi - kr.lo},
+      {"v", reinterpret_cast<const void*>(vr.base + static_cast<std::uintptr_t>(vr.lo)),
+       vr.hi - vr.lo}};
+  const Range out[4] = {{"cache.k_pages", c.k_pages, page_bytes},
+                        {"cache.v_pages", c.v_pages, page_bytes},
+                        {"cache.k_scales", c.k_scales, scale_bytes},
+                        {"cache.v_scales", c.v_scales, scale_bytes}};
+  for (const Range& o : out) {
+    for (const Range& i : in)
+      if (byte_ranges_overlap(i.p, i.bytes, o.p, o.bytes))
+        return make_status(ErrorCode::kInvalidArgument, i.name, "overlapping buffer",
+                           std::string("must not overlap ") + o.name);
+    for (const Range& o2 : out)
+      if (&o2 < &o && byte_ranges_overlap(o2.p, o2.bytes, o.p, o.bytes))
+        return make_status(ErrorCode::kInvalidArgument, o.name, "overlapping buffer",
+                           std::string("must not overlap ") + o2.name);
+  }
+  return Status();
+}
+
+// The unchecked pass: per token, K is rotated by the validated call path's run_rotary_rows (one
+// token at a time, its angle row from PlainRows) straight into the page, or into tbuf (heads of
+// T) to be quantized; V is copied or quantized.
+template <typename T, typename S, typename Angles, typename Slot>
+inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
+                          const HeadsView<const T>& k, const HeadsView<const T>& v,
+                          const Slot* slot_mapping, const PagedKVCache<S>& c, PairLayout layout,
+                          compute_t<T>* row_buf, T* tbuf, std::int64_t tbuf_heads) noexcept {
+  using C = compute_t<T>;
+  const std::int64_t H = c.num_kv_heads, D = c.head_dim;
+  const std::int64_t row_head_stride = c.page_layout == PageLayout::kTokenMajor ? 1 : c.block_size;
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  const auto quantize = [D](const T* x, std::int8_t* q) noexcept {
+    switch (D) {
+      case 64:
+        return quantize_int8_row<64>(x, D, q);
+      case 128:
+        return quantize_int8_row<128>(x, D, q);
+      case 256:
+        return quantize_int8_row<256>(x, D, q);
+      default:
+        return quantize_int8_row(x, D, q);
+    }
+  };
+  (void)quantize;
+  const KernelPath path = active_kernel_path();  // one path for the whole call
+  for (std::int64_t t = 0; t < k.tokens; ++t) {
+    const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
+    const std::int64_t row0 = c.row(slot, 0);
+    const PlainRows<Angles, C> rows{angles, positions + t};
+    const T* kt = k.data + t * k.token_stride;
+    const T* vt = v.data + t * v.token_stride;
+    if constexpr (!kQuantized) {
+      const Operand<T> op{kt, c.k_pages + row0 * D, H, D, 0, k.head_stride, 0, row_head_stride * D};
+      run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
+                         row_buf);
+      for (std::int64_t h = 0; h < H; ++h)
+        std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
+                    static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+    } else {
+      for (std::int64_t h0 = 0; h0 < H; h0 += tbuf_heads) {
+        const std::int64_t nh = std::min(tbuf_heads, H - h0);
+        const Operand<T> op{kt + h0 * k.head_stride, tbuf, nh, D, 0, k.head_stride, 0, D};
+        run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
+                           row_buf);
+        for (std::int64_t h = 0; h < nh; ++h) {
+          const std::int64_t r = row0 + (h0 + h) * row_head_stride;
+          c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
+        }
+      }
+      for (std::int64_t h = 0; h < H; ++h) {
+        const std::int64_t r = row0 + h * row_head_stride;
+        c.v_scales[r] = quantize(vt + h * v.head_stride, c.v_pages + r * D);
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+/// Rotates the new keys k (RoPE at `positions`, as apply_rotary_out) and writes them, with the
+/// new values v unrotated, into the paged cache at slot_mapping, in one pass over the tokens.
+///
+///   angles        RotaryCache, RotaryCacheD or RotaryFrequencies (as apply_rotary)
+///   positions     one int64 per token, in the angle source's range (decode: the sequence length)
+///   k, v          [tokens, num_kv_heads, head_dim] views of T (any strides), left untouched
+///   slot_mapping  one flat slot per token (int32_t or int64_t), block * block_size + offset,
+///                 distinct, in [0, num_blocks * block_size)
+///   cache         the pages (and scales for int8_t); S = T or std::int8_t
+///   layout        the pair layout of K's channels
+///
+/// Only the rows of the given slots are written (and their scales for int8_t). Status twin of
+/// rotate_and_append_kv.
+template <typename T, typename S, typename Angles, typename Slot>
+inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t* positions,
+                                       const HeadsView<const T>& k, const HeadsView<const T>& v,
+                                       const Slot* slot_mapping, const PagedKVCache<S>& cache,
+                                       PairLayout layout) {
+  static_assert(detail::is_rotary_storage<T>::value,
+                "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
+  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value,
+                "cache storage must be the k/v type or std::int8_t");
+  static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
+                "slot_mapping must be int32_t or int64_t");
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
+    return make_status(ErrorCode::kInvalidArgument, "layout", static_cast<int>(layout),
+                       "must be kHalfSplit or kInterleaved");
+  std::int64_t rows = 0;
+  ROPESCALE_RETURN_IF_ERROR(detail::check_paged_cache(cache, &rows));
+  const std::int64_t rotary_dim =
+      layout == PairLayout::kHalfSplit ? angles.frequency_dim() : angles.rotary_dim();
+  ROPESCALE_RETURN_IF_ERROR(
+      detail::check_kv_input("k", k, rotary_dim, cache.num_kv_heads, cache.head_dim));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_kv_input("v", v, 0, cache.num_kv_heads, cache.head_dim));
+  if (v.tokens != k.tokens)
+    return make_status(ErrorCode::kInvalidArgument, "v.tokens", v.tokens,
+                       "must equal k.tokens (" + std::to_string(k.tokens) + ")");
+  if (k.tokens == 0) return Status();
+  if (cache.k_pages == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.k_pages", nullptr, "must not be null");
+  if (cache.v_pages == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.v_pages", nullptr, "must not be null");
+  if (kQuantized && cache.k_scales == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.k_scales", nullptr,
+                       "must not be null for an int8 cache");
+  if (kQuantized && cache.v_scales == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.v_scales", nullptr,
+                       "must not be null for an int8 cache");
+  ROPESCALE_RETURN_IF_ERROR(detail::check_positions(angles, positions, k.tokens));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
+  ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
+
+  // Angle rows on the stack up to 512 channels (as rotary_call), the int8 path's rotated heads in
+  // a 16 KiB-ish stack tile; wider heads take them from the heap.
+  using C = detail::compute_t<T>;
+  constexpr std::int64_t kStackPairs = 256;
+  constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
+  C row_stack[detail::row_buffer_size(kStackPairs)];
+  T tile_stack[kTileValues];
+  std::vector<C> row_heap;
+  std::vector<T> tile_heap;
+  C* row_buf = row_stack;
+  T* tile = tile_stack;
+  std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
+  if (detail::row_buffer_size(angles.pairs()) > detail::row_buffer_size(kStackPairs)) {
+    row_heap.resize(static_cast<std::size_t>(detail::row_buffer_size(angles.pairs())));
+    row_buf = row_heap.data();
+  }
+  if (kQuantized && tile_heads == 0) {
+    tile_heap.resize(static_cast<std::size_t>(cache.head_dim));
+    tile = tile_heap.data();
+    tile_heads = 1;
+  }
+  detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,
+                              tile_heads);
+  return Status();
+}
+
+/// Throwing twin of try_rotate_and_append_kv.
+template <typename T, typename S, typename Angles, typename Slot>
+inline void rotate_and_append_kv(const Angles& angles, const std::int64_t* positions,
+                                 const HeadsView<const T>& k, const HeadsView<const T>& v,
+                                 const Slot* slot_mapping, const PagedKVCache<S>& cache,
+                                 PairLayout layout) {
+  throw_if_error(try_rotate_and_append_kv(angles, positions, k, v, slot_mapping, cache, layout));
+}
+
+}  // namespace ropescale

@@ -1,0 +1,536 @@
+// Fused rotate + paged KV-cache append: for every storage type, pair layout, page layout and angle
+// source the pages equal apply_rotary_out followed by a plain copy (bit for bit), int8 pages
+// dequantize within half a step, untouched slots keep their sentinel, and bad input is refused by
+// name with nothing written.
+#include <gtest/gtest.h>
+
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ropescale/kv_cache.hpp"
+
+using ropescale::ErrorCode;
+using ropescale::FactorTable;
+using ropescale::HeadsView;
+using ropescale::PagedKVCache;
+using ropescale::PageLayout;
+using ropescale::PairLayout;
+using ropescale::RopeSpec;
+using ropescale::RotaryCache;
+using ropescale::RotaryCacheD;
+using ropescale::RotaryFrequencies;
+using ropescale::Status;
+
+namespace {
+
+constexpr std::int64_t kTokens = 5, kHeads = 3, kBlocks = 4, kBlockSize = 4;
+constexpr std::int64_t kFar = 100000;  // a decode step far into the context
+
+struct Angles {
+  RopeSpec spec;
+  FactorTable table;
+  RotaryFrequencies freqs;
+  RotaryCache cache;
+  RotaryCacheD cache_d;
+  Angles(std::int64_t head_dim, std::int64_t rotary_dim)
+      : spec{head_dim, rotary_dim, 500000.0, 8192},
+        table(Eigen::ArrayXd::LinSpaced(rotary_dim / 2, 1.0, 8.0), 1.1, "test"),
+        freqs(spec, table),
+        cache(freqs, kFar + 1),
+        cache_d(freqs, kFar + 1) {}
+};
+
+const Angles& angles_40() {  // head_dim 40, rotary_dim 32: 8 pass-through channels
+  static const Angles a(40, 32);
+  return a;
+}
+const Angles& angles_128() {  // Llama-like, the compile-time pair count path
+  static const Angles a(128, 128);
+  return a;
+}
+
+template <typename T>
+T sentinel() {
+  return static_cast<T>(-7.5f);
+}
+template <>
+std::int8_t sentinel<std::int8_t>() {
+  return 99;
+}
+constexpr float kScaleSentinel = -3.25f;
+
+template <typename T>
+struct Inputs {
+  std::int64_t head_dim;
+  std::vector<T> k, v;
+  HeadsView<const T> kv, vv;
+  Inputs(std::int64_t d, std::uint32_t seed) : head_dim(d) {
+    const std::size_t n = static_cast<std::size_t>(kTokens * kHeads * d);
+    k.resize(n);
+    v.resize(n);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist;
+    for (auto& x : k) x = static_cast<T>(dist(rng));
+    for (auto& x : v) x = static_cast<T>(dist(rng));
+    // k is [heads, tokens, dim] (strided per token), v [tokens, heads, dim].
+    kv = HeadsView<const T>::heads_tokens_dim(k.data(), kTokens, kHeads, d);
+    vv = HeadsView<const T>::tokens_heads_dim(v.data(), kTokens, kHeads, d);
+  }
+};
+
+template <typename S>
+struct Pages {
+  std::vector<S> k, v;
+  std::vector<float> ks, vs;
+  PagedKVCache<S> cache;
+  Pages(std::int64_t head_dim, PageLayout layout) {
+    const std::size_t rows = static_cast<std::size_t>(kBlocks * kBlockSize * kHeads);
+    k.assign(rows * static_cast<std::size_t>(head_dim), sentinel<S>());
+    v = k;
+    ks.assign(rows, kScaleSentinel);
+    vs = ks;
+    cache.k_pages = k.data();
+    cache.v_pages = v.data();
+    if (std::is_same<S, std::int8_t>::value) {
+      cache.k_scales = ks.data();
+      cache.v_scales = vs.data();
+    }
+    cache.num_blocks = kBlocks;
+    cache.block_size = kBlockSize;
+    cache.num_kv_heads = kHeads;
+    cache.head_dim = head_dim;
+    cache.page_layout = layout;
+  }
+};
+
+template <typename S>
+bool same_bits(const S& a, const S& b) {
+  return std::memcmp(&a, &b, sizeof(S)) == 0;
+}
+
+// Row (slot, head) of the cache, by the layout drawing (not through PagedKVCache::row).
+std::int64_t drawn_row(PageLayout layout, std::int64_t slot, std::int64_t h) {
+  const std::int64_t block = slot / kBlockSize, off = slot % kBlockSize;
+  return layout == PageLayout::kHeadMajor ? (block * kHeads + h) * kBlockSize + off
+                                          : (block * kBlockSize + off) * kHeads + h;
+}
+
+const std::int64_t kPositions[kTokens] = {0, 5, 17, kFar, 3};
+const std::int64_t kSlots[kTokens] = {13, 2, 7, 8, 0};
+
+// Reference: apply_rotary_out on K into [tokens, heads, dim].
+template <typename T, typename A>
+std::vector<T> rotated_k(const A& angles, const Inputs<T>& in, PairLayout layout) {
+  std::vector<T> out(in.k.size());
+  ropescale::apply_rotary_out(
+      angles, kPositions, in.kv,
+      HeadsView<T>::tokens_heads_dim(out.data(), kTokens, kHeads, in.head_dim), layout);
+  return out;
+}
+
+template <typename T, typename A>
+void check_plain(const A& angles, std::int64_t head_dim, PairLayout layout, PageLayout pl) {
+  SCOPED_TRACE(std::string(to_string(layout)) + " " + to_string(pl) + " head_dim " +
+               std::to_string(head_dim));
+  const Inputs<T> in(head_dim, 7);
+  Pages<T> pages(head_dim, pl);
+  ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv, kSlots, pages.cache, layout);
+  const std::vector<T> ref = rotated_k(angles, in, layout);
+  std::vector<bool> written(static_cast<std::size_t>(kBlocks * kBlockSize * kHeads), false);
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      const std::int64_t r = drawn_row(pl, kSlots[t], h);
+      EXPECT_EQ(r, pages.cache.row(kSlots[t], h));
+      written[static_cast<std::size_t>(r)] = true;
+      for (std::int64_t j = 0; j < head_dim; ++j) {
+        const std::size_t p = static_cast<std::size_t>(r * head_dim + j);
+        const std::size_t kr = static_cast<std::size_t>((t * kHeads + h) * head_dim + j);
+        const std::size_t vi = static_cast<std::size_t>((t * kHeads + h) * head_dim + j);
+        ASSERT_TRUE(same_bits(pages.k[p], ref[kr])) << "t " << t << " h " << h << " j " << j;
+        ASSERT_TRUE(same_bits(pages.v[p], in.v[vi])) << "t " << t << " h " << h << " j " << j;
+      }
+    }
+  for (std::size_t r = 0; r < written.size(); ++r) {
+    if (written[r]) continue;
+    for (std::int64_t j = 0; j < head_dim; ++j) {
+      const std::size_t p = r * static_cast<std::size_t>(head_dim) + static_cast<std::size_t>(j);
+      ASSERT_TRUE(same_bits(pages.k[p], sentinel<T>())) << "row " << r;
+      ASSERT_TRUE(same_bits(pages.v[p], sentinel<T>())) << "row " << r;
+    }
+  }
+}
+
+// dequantize(cache) vs the rotated rows, and bit-equality with the unfused quantize pass.
+template <typename T>
+void check_int8_row(const T* x, const std::int8_t* q, float scale, std::int64_t n) {
+  float amax = 0.0f;
+  for (std::int64_t j = 0; j < n; ++j) amax = std::max(amax, std::abs(static_cast<float>(x[j])));
+  ASSERT_EQ(scale, amax / 127.0f);
+  std::vector<std::int8_t> q2(static_cast<std::size_t>(n));
+  ASSERT_EQ(ropescale::detail::quantize_int8_row(x, n, q2.data()), scale);
+  for (std::int64_t j = 0; j < n; ++j) {
+    ASSERT_EQ(q[j], q2[static_cast<std::size_t>(j)]) << "j " << j;
+    ASSERT_GE(q[j], -127);
+    const float err = std::abs(static_cast<float>(q[j]) * scale - static_cast<float>(x[j]));
+    ASSERT_LE(err, scale / 2 + 1e-6f * amax) << "j " << j;
+  }
+}
+
+template <typename T, typename A>
+void check_int8(const A& angles, std::int64_t head_dim, PairLayout layout, PageLayout pl) {
+  SCOPED_TRACE(std::string(to_string(layout)) + " " + to_string(pl) + " head_dim " +
+               std::to_string(head_dim));
+  const Inputs<T> in(head_dim, 11);
+  const std::vector<T> v_before = in.v;
+  Pages<std::int8_t> pages(head_dim, pl);
+  ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv, kSlots, pages.cache, layout);
+  EXPECT_EQ(in.v, v_before);
+  const std::vector<T> ref = rotated_k(angles, in, layout);
+  std::vector<bool> written(static_cast<std::size_t>(kBlocks * kBlockSize * kHeads), false);
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      SCOPED_TRACE("t " + std::to_string(t) + " h " + std::to_string(h));
+      const std::int64_t r = drawn_row(pl, kSlots[t], h);
+      written[static_cast<std::size_t>(r)] = true;
+      const std::size_t p = static_cast<std::size_t>(r * head_dim);
+      const std::size_t x = static_cast<std::size_t>((t * kHeads + h) * head_dim);
+      check_int8_row(ref.data() + x, pages.k.data() + p, pages.ks[static_cast<std::size_t>(r)],
+                     head_dim);
+      check_int8_row(in.v.data() + x, pages.v.data() + p, pages.vs[static_cast<std::size_t>(r)],
+                     head_dim);
+    }
+  for (std::size_t r = 0; r < written.size(); ++r) {
+    if (written[r]) continue;
+    ASSERT_EQ(pages.ks[r], kScaleSentinel);
+    ASSERT_EQ(pages.vs[r], kScaleSentinel);
+    for (std::int64_t j = 0; j < head_dim; ++j) {
+      const std::size_t p = r * static_cast<std::size_t>(head_dim) + static_cast<std::size_t>(j);
+      ASSERT_EQ(pages.k[p], sentinel<std::int8_t>());
+      ASSERT_EQ(pages.v[p], sentinel<std::int8_t>());
+    }
+  }
+}
+
+template <typename T>
+class KvCacheTyped : public ::testing::Test {};
+using StorageTypes = ::testing::Types<float, double, Eigen::half, Eigen::bfloat16>;
+TYPED_TEST_SUITE(KvCacheTyped, StorageTypes);
+
+constexpr PairLayout kPairLayouts[] = {PairLayout::kHalfSplit, PairLayout::kInterleaved};
+constexpr PageLayout kPageLayouts[] = {PageLayout::kHeadMajor, PageLayout::kTokenMajor};
+
+TYPED_TEST(KvCacheTyped, FusedEqualsRotateThenCopyBitForBit) {
+  using T = TypeParam;
+  for (PairLayout layout : kPairLayouts)
+    for (PageLayout pl : kPageLayouts) {
+      check_plain<T>(angles_40().freqs, 40, layout, pl);
+      check_plain<T>(angles_128().freqs, 128, layout, pl);
+      if (std::is_same<T, double>::value) {
+        check_plain<T>(angles_40().cache_d, 40, layout, pl);
+      } else {
+        check_plain<T>(angles_40().cache, 40, layout, pl);
+        check_plain<T>(angles_128().cache, 128, layout, pl);
+      }
+    }
+}
+
+TYPED_TEST(KvCacheTyped, Int8DequantizesWithinHalfAStep) {
+  using T = TypeParam;
+  for (PairLayout layout : kPairLayouts)
+    for (PageLayout pl : kPageLayouts) {
+      check_int8<T>(angles_40().freqs, 40, layout, pl);
+      check_int8<T>(angles_128().freqs, 128, layout, pl);
+      if (!std::is_same<T, double>::value) check_int8<T>(angles_128().cache, 128, layout, pl);
+    }
+}
+
+TEST(KvCache, Int8ZeroHeadHasScaleZeroAndNoNan) {
+  const Angles& a = angles_40();
+  Inputs<float> in(40, 3);
+  for (std::int64_t j = 0; j < 40; ++j) {  // token 1, head 2 of k and of v: all zeros
+    in.k[static_cast<std::size_t>((2 * kTokens + 1) * 40 + j)] = 0.0f;
+    in.v[static_cast<std::size_t>((1 * kHeads + 2) * 40 + j)] = 0.0f;
+  }
+  Pages<std::int8_t> pages(40, PageLayout::kTokenMajor);
+  ropescale::rotate_and_append_kv(a.freqs, kPositions, in.kv, in.vv, kSlots, pages.cache,
+                                  PairLayout::kHalfSplit);
+  const std::int64_t r = pages.cache.row(kSlots[1], 2);
+  EXPECT_EQ(pages.ks[static_cast<std::size_t>(r)], 0.0f);
+  EXPECT_EQ(pages.vs[static_cast<std::size_t>(r)], 0.0f);
+  for (std::int64_t j = 0; j < 40; ++j) {
+    EXPECT_EQ(pages.k[static_cast<std::size_t>(r * 40 + j)], 0);
+    EXPECT_EQ(pages.v[static_cast<std::size_t>(r * 40 + j)], 0);
+  }
+  for (float s : pages.ks) EXPECT_FALSE(std::isnan(s));
+}
+
+TEST(KvCache, Int8ExtremesStayInRange) {
+  const float row[4] = {-1.0f, 1.0f, 0.5f, -0.25f};
+  std::int8_t q[4];
+  const float scale = ropescale::detail::quantize_int8_row(row, 4, q);
+  EXPECT_EQ(scale, 1.0f / 127.0f);
+  EXPECT_EQ(q[0], -127);
+  EXPECT_EQ(q[1], 127);
+  const float ties[4] = {0.5f, 1.5f, -2.5f, 127.0f};  // scale 1: exact ties, rounded to even
+  EXPECT_EQ(ropescale::detail::quantize_int8_row(ties, 4, q), 1.0f);
+  EXPECT_EQ(q[0], 0);
+  EXPECT_EQ(q[1], 2);
+  EXPECT_EQ(q[2], -2);
+  EXPECT_EQ(q[3], 127);
+  const float bad[3] = {std::nanf(""), 1.0f, -2.0f};  // defined: values stay in range
+  ropescale::detail::quantize_int8_row(bad, 3, q);
+  for (int j = 0; j < 3; ++j) EXPECT_TRUE(q[j] >= -127 && q[j] <= 127) << j;
+}
+
+TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
+  // Two calls of one token each == one call of two tokens (decode appends are independent).
+  const Angles& a = angles_128();
+  const Inputs<float> in(128, 5);
+  Pages<float> one(128, PageLayout::kHeadMajor), two(128, PageLayout::kHeadMajor);
+  const std::int32_t slots32[kTokens] = {13, 2, 7, 8, 0};
+  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, slots32, one.cache,
+                                  PairLayout::kHalfSplit);
+  for (std::int64_t t = 0; t < kTokens; ++t) {
+    const HeadsView<const float> k1{
+        in.kv.data + t * in.kv.token_stride, 1, kHeads, 128, in.kv.token_stride, in.kv.head_stride};
+    const HeadsView<const float> v1{
+        in.vv.data + t * in.vv.token_stride, 1, kHeads, 128, in.vv.token_stride, in.vv.head_stride};
+    ropescale::rotate_and_append_kv(a.cache, kPositions + t, k1, v1, kSlots + t, two.cache,
+                                    PairLayout::kHalfSplit);
+  }
+  EXPECT_EQ(0, std::memcmp(one.k.data(), two.k.data(), one.k.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(one.v.data(), two.v.data(), one.v.size() * sizeof(float)));
+}
+
+TEST(KvCache, ZeroTokensWritesNothing) {
+  const Angles& a = angles_40();
+  Pages<float> pages(40, PageLayout::kHeadMajor);
+  const HeadsView<const float> empty{nullptr, 0, kHeads, 40, kHeads * 40, 40};
+  EXPECT_TRUE(ropescale::try_rotate_and_append_kv(
+                  a.freqs, static_cast<const std::int64_t*>(nullptr), empty, empty,
+                  static_cast<const std::int64_t*>(nullptr), pages.cache, PairLayout::kHalfSplit)
+                  .ok());
+  for (float x : pages.k) ASSERT_EQ(x, sentinel<float>());
+}
+
+// The README's snippet, with its buffers.
+TEST(KvCache, ReadmeSnippet) {
+  const std::int64_t num_blocks = 128;
+  std::vector<std::int8_t> kp(static_cast<std::size_t>(num_blocks * 16 * 8 * 128)), vp(kp.size());
+  std::vector<float> kscale(static_cast<std::size_t>(num_blocks * 16 * 8)), vscale(kscale.size());
+  std::vector<Eigen::bfloat16> kn(32 * 8 * 128, Eigen::bfloat16(0.5f)), vn(kn.size());
+  std::int8_t* k_pages = kp.data();
+  std::int8_t* v_pages = vp.data();
+  float* k_scales = kscale.data();
+  float* v_scales = vscale.data();
+  const Eigen::bfloat16* k_new = kn.data();
+  const Eigen::bfloat16* v_new = vn.data();
+  std::int64_t positions[32];
+  std::int32_t slot_mapping[32];
+  for (int s = 0; s < 32; ++s) {  // sequence s owns blocks 4s .. 4s + 3 and is 20 + s long
+    positions[s] = 20 + s;
+    slot_mapping[s] = static_cast<std::int32_t>((4 * s + (20 + s) / 16) * 16 + (20 + s) % 16);
+  }
+  const RotaryCache& rotary_cache = angles_128().cache;
+
+  ropescale::PagedKVCache<std::int8_t> cache;
+  cache.k_pages = k_pages;
+  cache.v_pages = v_pages;
+  cache.k_scales = k_scales;
+  cache.v_scales = v_scales;
+  cache.num_blocks = num_blocks;
+  cache.block_size = 16;
+  cache.num_kv_heads = 8;
+  cache.head_dim = 128;
+  cache.page_layout = ropescale::PageLayout::kTokenMajor;
+  auto k = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(k_new, 32, 8, 128);
+  auto v = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(v_new, 32, 8, 128);
+  ropescale::rotate_and_append_kv(rotary_cache, positions, k, v, slot_mapping, cache,
+                                  ropescale::PairLayout::kHalfSplit);
+
+  for (int s = 0; s < 32; ++s)
+    for (int h = 0; h < 8; ++h) {
+      const std::size_t r = static_cast<std::size_t>(cache.row(slot_mapping[s], h));
+      EXPECT_GT(kscale[r], 0.0f);
+      EXPECT_EQ(vscale[r], 0.0f);  // v_new is zero
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: one case per rule, the message names the argument; nothing is written.
+// ---------------------------------------------------------------------------------------------
+
+struct Call {
+  std::vector<std::int64_t> positions{kPositions, kPositions + kTokens};
+  std::vector<std::int64_t> slots{kSlots, kSlots + kTokens};
+  Inputs<float> in{40, 1};
+  HeadsView<const float> k = in.kv, v = in.vv;
+  Pages<std::int8_t> pages{40, PageLayout::kHeadMajor};
+  PagedKVCache<std::int8_t> cache = pages.cache;
+  PairLayout layout = PairLayout::kHalfSplit;
+  const std::int64_t* pos_ptr() const { return positions.empty() ? nullptr : positions.data(); }
+  const std::int64_t* slot_ptr() const { return slots.empty() ? nullptr : slots.data(); }
+  Status run(const RotaryCache& angles) const {
+    return ropescale::try_rotate_and_append_kv(angles, pos_ptr(), k, v, slot_ptr(), cache, layout);
+  }
+};
+
+void expect_refused(const Call& c, ErrorCode code, const std::string& want) {
+  const Status s = c.run(angles_40().cache);
+  ASSERT_FALSE(s.ok()) << want;
+  EXPECT_EQ(s.code(), code) << s.message();
+  EXPECT_NE(s.message().find(want), std::string::npos)
+      << "got: " << s.message() << "\nwant: " << want;
+  for (std::int8_t x : c.pages.k) ASSERT_EQ(x, sentinel<std::int8_t>()) << want;
+  for (std::int8_t x : c.pages.v) ASSERT_EQ(x, sentinel<std::int8_t>()) << want;
+  for (float x : c.pages.ks) ASSERT_EQ(x, kScaleSentinel) << want;
+}
+
+TEST(KvCacheHostile, BlockSizeNotPositive) {
+  Call c;
+  c.cache.block_size = 0;
+  expect_refused(c, ErrorCode::kInvalidArgument, "cache.block_size = 0: must be > 0");
+}
+TEST(KvCacheHostile, NumBlocksNegative) {
+  Call c;
+  c.cache.num_blocks = -1;
+  expect_refused(c, ErrorCode::kInvalidArgument, "cache.num_blocks = -1");
+}
+TEST(KvCacheHostile, CacheSizeOverflows) {
+  Call c;
+  c.cache.num_blocks = std::int64_t{1} << 40;
+  c.cache.block_size = std::int64_t{1} << 20;
+  expect_refused(c, ErrorCode::kInvalidArgument, "overflows int64");
+}
+TEST(KvCacheHostile, NumKvHeadsNotPositive) {
+  Call c;
+  c.cache.num_kv_heads = 0;
+  expect_refused(c, ErrorCode::kInvalidArgument, "cache.num_kv_heads = 0");
+}
+TEST(KvCacheHostile, PageLayoutUnknown) {
+  Call c;
+  c.cache.page_layout = static_cast<PageLayout>(7);
+  expect_refused(c, ErrorCode::kInvalidArgument, "cache.page_layout = 7");
+}
+TEST(KvCacheHostile, PairLayoutUnknown) {
+  Call c;
+  c.layout = static_cast<PairLayout>(5);
+  expect_refused(c, ErrorCode::kInvalidArgument, "layout = 5");
+}
+TEST(KvCacheHostile, HeadCountMismatch) {
+  Call c;
+  c.cache.num_kv_heads = 2;
+  expect_refused(c, ErrorCode::kInvalidArgument, "k.heads = 3: must equal cache.num_kv_heads (2)");
+}
+TEST(KvCacheHostile, HeadDimMismatch) {
+  Call c;
+  c.cache.head_dim = 36;
+  expect_refused(c, ErrorCode::kInvalidArgument, "k.head_dim = 40: must equal cache.head_dim (36)");
+}
+TEST(KvCacheHostile, VHeadsMismatch) {
+  Call c;
+  c.v.heads = 2;
+  expect_refused(c, ErrorCode::kInvalidArgument, "v.heads = 2");
+}
+TEST(KvCacheHostile, HeadDimBelowRotaryDim) {
+  Call c;
+  c.k.head_dim = 30;
+  expect_refused(c, ErrorCode::kInvalidArgument, "k.head_dim = 30: must be >= rotary_dim (32)");
+}
+TEST(KvCacheHostile, TokenCountMismatch) {
+  Call c;
+  c.v.tokens = 4;
+  expect_refused(c, ErrorCode::kInvalidArgument, "v.tokens = 4: must equal k.tokens (5)");
+}
+TEST(KvCacheHostile, NullKeyData) {
+  Call c;
+  c.k.data = nullptr;
+  expect_refused(c, ErrorCode::kInvalidArgument, "k.data = null");
+}
+TEST(KvCacheHostile, NullPages) {
+  Call c;
+  c.cache.k_pages = nullptr;
+  expect_refused(c, ErrorCode::kInvalidArgument, "cache.k_pages = null");
+  Call d;
+  d.cache.v_pages = nullptr;
+  expect_refused(d, ErrorCode::kInvalidArgument, "cache.v_pages = null");
+}
+TEST(KvCacheHostile, Int8WithoutScales) {
+  Call c;
+  c.cache.k_scales = nullptr;
+  expect_refused(c, ErrorCode::kInvalidArgument,
+                 "cache.k_scales = null: must not be null for an int8");
+  Call d;
+  d.cache.v_scales = nullptr;
+  expect_refused(d, ErrorCode::kInvalidArgument, "cache.v_scales = null");
+}
+TEST(KvCacheHostile, NullPositions) {
+  Call c;
+  c.positions.clear();
+  expect_refused(c, ErrorCode::kInvalidArgument, "positions = null");
+}
+TEST(KvCacheHostile, PositionOutsideTheAngleSource) {
+  Call c;
+  c.positions[2] = kFar + 1;
+  expect_refused(c, ErrorCode::kOutOfRange, "positions[2] = 100001: outside the cache");
+  Call d;
+  d.positions[0] = -4;
+  expect_refused(d, ErrorCode::kInvalidArgument, "positions[0] = -4: must be >= 0");
+}
+TEST(KvCacheHostile, NullSlotMapping) {
+  Call c;
+  c.slots.clear();
+  expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping = null");
+}
+TEST(KvCacheHostile, NegativeSlot) {
+  Call c;
+  c.slots[3] = -1;
+  expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping[3] = -1: must be >= 0");
+}
+TEST(KvCacheHostile, SlotBeyondThePages) {
+  Call c;
+  c.slots[4] = kBlocks * kBlockSize;
+  expect_refused(c, ErrorCode::kOutOfRange,
+                 "slot_mapping[4] = 16: beyond the pages: must be < num_blocks * block_size (16)");
+}
+TEST(KvCacheHostile, DuplicateSlot) {
+  Call c;
+  c.slots[4] = c.slots[1];
+  expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping[4] = 2: duplicates slot_mapping[1]");
+}
+TEST(KvCacheHostile, InputOverlapsPages) {
+  Call c;
+  // v read from the key pages themselves.
+  c.v = HeadsView<const float>::tokens_heads_dim(reinterpret_cast<const float*>(c.pages.k.data()),
+                                                 1, kHeads, 40);
+  c.k.tokens = 1;
+  c.positions.resize(1);
+  c.slots.resize(1);
+  expect_refused(c, ErrorCode::kInvalidArgument,
+                 "v = \"overlapping buffer\": must not overlap cache.k_pages");
+}
+TEST(KvCacheHostile, KeyAndValuePagesShareMemory) {
+  Call c;
+  c.cache.v_pages = c.cache.k_pages + 40;
+  expect_refused(c, ErrorCode::kInvalidArgument,
+                 "cache.v_pages = \"overlapping buffer\": must not overlap cache.k_pages");
+}
+TEST(KvCacheHostile, ThrowingTwinThrowsTheSameError) {
+  Call c;
+  c.slots[0] = -2;
+  try {
+    ropescale::rotate_and_append_kv(angles_40().cache, c.pos_ptr(), c.k, c.v, c.slot_ptr(), c.cache,
+                                    c.layout);
+    FAIL() << "no throw";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("slot_mapping[0] = -2"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
