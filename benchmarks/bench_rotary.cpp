@@ -3,10 +3,11 @@
 // pass over the same bytes, so the reported ratio `vs_stream` (kernel bandwidth / streaming
 // bandwidth) is immune to machine-wide drift. Buffers are 64-byte aligned; a decode step (one
 // token, ~100 ns) is timed as a batch of kDecodeBatch calls per clock read, and so is its stream
-// pass. It also reports `vs_scalar`, the speed-up over the plain scalar loop most engines start
-// from (float32 angle = pos * inv_freq, cosf/sinf per element). The `threads2` rows split each
-// call over two threads (try_apply_rotary_parallel on a spinning two-thread pool) and report
-// `vs_stream` against the one-thread stream pass.
+// pass (the Time column is then that of the batch; us_per_call is one call). It also reports
+// `vs_scalar`, the speed-up over the plain scalar loop most engines start from (float32 angle = pos
+// * inv_freq, cosf/sinf per element). The `threads2` rows split each call over two threads
+// (try_apply_rotary_parallel on a spinning two-thread pool) and report `vs_stream` against the
+// one-thread stream pass.
 //
 //   bytes/s    q (and k) bytes read + written per second by the kernel
 //   vs_stream  1.0 means the kernel runs at the streaming pass's bandwidth
@@ -211,10 +212,11 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
     const double ks = std::chrono::duration<double>(t1 - t0).count() / batch;
     kernel_s += ks;
     stream_s += std::chrono::duration<double>(t2 - t1).count() / batch;
-    state.SetIterationTime(ks);
+    state.SetIterationTime(ks * batch);  // an iteration is the whole batch
   }
   const double iters = static_cast<double>(state.iterations());
-  state.SetBytesProcessed(static_cast<std::int64_t>(2 * bytes) * state.iterations());
+  state.SetBytesProcessed(static_cast<std::int64_t>(2 * bytes) * batch * state.iterations());
+  state.counters["us_per_call"] = kernel_s / iters * 1e6;
   state.counters["vs_stream"] = stream_s / kernel_s;
   state.counters["vs_scalar"] = scalar_s / (kernel_s / iters);
   state.counters["stream_GBps"] = 2.0 * static_cast<double>(bytes) * iters / stream_s / 1e9;

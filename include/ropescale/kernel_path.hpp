@@ -97,11 +97,14 @@ inline bool kernel_path_supported(KernelPath p) noexcept {
   return false;
 }
 
-/// The best path this CPU supports.
+/// The best path this CPU supports (found once).
 inline KernelPath best_kernel_path() noexcept {
-  KernelPath best = KernelPath::kPortable;
-  for (KernelPath p : kAllKernelPaths)
-    if (kernel_path_supported(p)) best = p;
+  static const KernelPath best = [] {
+    KernelPath b = KernelPath::kPortable;
+    for (KernelPath p : kAllKernelPaths)
+      if (kernel_path_supported(p)) b = p;
+    return b;
+  }();
   return best;
 }
 

@@ -325,13 +325,10 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
   static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
                 "slot_mapping must be int32_t or int64_t");
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
-  if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
-    return make_status(ErrorCode::kInvalidArgument, "layout", static_cast<int>(layout),
-                       "must be kHalfSplit or kInterleaved");
+  ROPESCALE_RETURN_IF_ERROR(detail::check_layout(layout));
   std::int64_t rows = 0;
   ROPESCALE_RETURN_IF_ERROR(detail::check_paged_cache(cache, &rows));
-  const std::int64_t rotary_dim =
-      layout == PairLayout::kHalfSplit ? angles.frequency_dim() : angles.rotary_dim();
+  const std::int64_t rotary_dim = detail::layout_channels(angles, layout);
   ROPESCALE_RETURN_IF_ERROR(
       detail::check_kv_input("k", k, rotary_dim, cache.num_kv_heads, cache.head_dim));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_input("v", v, 0, cache.num_kv_heads, cache.head_dim));
@@ -353,22 +350,16 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
   ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
 
-  // Angle rows on the stack up to 512 channels (as rotary_call), the int8 path's rotated heads in
-  // a 16 KiB-ish stack tile; wider heads take them from the heap.
+  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a 16 KiB-ish stack
+  // tile, wider heads on the heap.
   using C = detail::compute_t<T>;
-  constexpr std::int64_t kStackPairs = 256;
   constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
-  C row_stack[detail::row_buffer_size(kStackPairs)];
+  detail::RowBuffer<C> row(angles.pairs());
+  C* row_buf = row.data();
   T tile_stack[kTileValues];
-  std::vector<C> row_heap;
   std::vector<T> tile_heap;
-  C* row_buf = row_stack;
   T* tile = tile_stack;
   std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
-  if (detail::row_buffer_size(angles.pairs()) > detail::row_buffer_size(kStackPairs)) {
-    row_heap.resize(static_cast<std::size_t>(detail::row_buffer_size(angles.pairs())));
-    row_buf = row_heap.data();
-  }
   if (kQuantized && tile_heads == 0) {
     tile_heap.resize(static_cast<std::size_t>(cache.head_dim));
     tile = tile_heap.data();

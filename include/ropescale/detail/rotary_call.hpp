@@ -65,25 +65,26 @@ inline bool extent(std::int64_t tokens, std::int64_t heads, std::int64_t head_di
 // rotary_dim: the channels the layout touches (frequency_dim for half-split).
 template <typename T>
 inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t rotary_dim) {
-  const std::string n(name);
+  // The name is built only on the error paths: a decode call passes through here per view.
+  const auto n = [name] { return std::string(name); };
   if (v.tokens < 0)
-    return make_status(ErrorCode::kInvalidArgument, n + ".tokens", v.tokens, "must be >= 0");
+    return make_status(ErrorCode::kInvalidArgument, n() + ".tokens", v.tokens, "must be >= 0");
   if (v.heads < 0)
-    return make_status(ErrorCode::kInvalidArgument, n + ".heads", v.heads, "must be >= 0");
+    return make_status(ErrorCode::kInvalidArgument, n() + ".heads", v.heads, "must be >= 0");
   if (v.head_dim <= 0)
-    return make_status(ErrorCode::kInvalidArgument, n + ".head_dim", v.head_dim, "must be > 0");
+    return make_status(ErrorCode::kInvalidArgument, n() + ".head_dim", v.head_dim, "must be > 0");
   if (rotary_dim > v.head_dim)
-    return make_status(ErrorCode::kInvalidArgument, n + ".head_dim", v.head_dim,
+    return make_status(ErrorCode::kInvalidArgument, n() + ".head_dim", v.head_dim,
                        "must be >= rotary_dim (" + std::to_string(rotary_dim) + ")");
   if (v.tokens == 0 || v.heads == 0) return Status();
   if (v.data == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, n + ".data", nullptr, "must not be null");
+    return make_status(ErrorCode::kInvalidArgument, n() + ".data", nullptr, "must not be null");
   // The whole view must be addressable: its extent in bytes fits in int64.
   std::int64_t lo = 0, hi = 0, neg_lo = 0, span = 0;
   if (!extent(v.tokens, v.heads, v.head_dim, v.token_stride, v.head_stride, lo, hi) ||
       !checked_mul(lo, -1, &neg_lo) || !checked_add(hi, neg_lo, &span) ||
       !checked_mul(span, static_cast<std::int64_t>(sizeof(T)), &span))
-    return make_status(ErrorCode::kInvalidArgument, n + " extent",
+    return make_status(ErrorCode::kInvalidArgument, n() + " extent",
                        std::to_string(v.tokens) + " tokens x " + std::to_string(v.heads) +
                            " heads, strides " + std::to_string(v.token_stride) + ", " +
                            std::to_string(v.head_stride),
@@ -105,13 +106,13 @@ inline Status check_view(const char* name, const HeadsView<T>& v, std::int64_t r
         v.heads, "head_stride"};
   if (a.stride > b.stride || (a.stride == b.stride && b.count > 1)) std::swap(a, b);
   if (a.count > 1 && a.stride < v.head_dim)
-    return make_status(ErrorCode::kInvalidArgument, n + "." + a.name, a.stride,
+    return make_status(ErrorCode::kInvalidArgument, n() + "." + a.name, a.stride,
                        "rows overlap: must be >= head_dim (" + std::to_string(v.head_dim) + ")");
   std::int64_t inner = 0;
   if (!checked_mul(a.stride, a.count, &inner)) inner = std::numeric_limits<std::int64_t>::max();
   if (b.count > 1 && b.stride < std::max<std::int64_t>(inner, v.head_dim))
     return make_status(
-        ErrorCode::kInvalidArgument, n + "." + b.name, b.stride,
+        ErrorCode::kInvalidArgument, n() + "." + b.name, b.stride,
         "rows overlap: must be >= " + std::to_string(std::max<std::int64_t>(inner, v.head_dim)));
   return Status();
 }
@@ -248,6 +249,42 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
 // Buffer sizes (in compute values) run_rotary_rows needs for `half` pairs.
 constexpr std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
 
+// The row buffers of one call: on the stack for heads up to 512 channels (a decode step then
+// allocates nothing), on the heap for wider ones. Not copyable (it may point into itself).
+template <typename C>
+class RowBuffer {
+ public:
+  explicit RowBuffer(std::int64_t pairs) {
+    if (row_buffer_size(pairs) > row_buffer_size(kStackPairs)) {
+      heap_.resize(static_cast<std::size_t>(row_buffer_size(pairs)));
+      data_ = heap_.data();
+    }
+  }
+  RowBuffer(const RowBuffer&) = delete;
+  RowBuffer& operator=(const RowBuffer&) = delete;
+  C* data() noexcept { return data_; }
+
+ private:
+  static constexpr std::int64_t kStackPairs = 256;
+  C stack_[row_buffer_size(kStackPairs)];
+  std::vector<C> heap_;
+  C* data_ = stack_;
+};
+
+inline Status check_layout(PairLayout layout) {
+  if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
+    return make_status(ErrorCode::kInvalidArgument, "layout", static_cast<int>(layout),
+                       "must be kHalfSplit or kInterleaved");
+  return Status();
+}
+
+// The channels of a head a layout touches: frequency_dim for half-split (the partner of pair i
+// is i + frequency_dim / 2), rotary_dim for interleaved.
+template <typename Angles>
+inline std::int64_t layout_channels(const Angles& angles, PairLayout layout) {
+  return layout == PairLayout::kHalfSplit ? angles.frequency_dim() : angles.rotary_dim();
+}
+
 // The angle row of token t for the plain front doors: one position id per token. Points c/s at
 // a cache's own row when `direct_ok` and the cache stores C (no copy), else fills cbuf/sbuf.
 template <typename Angles, typename C>
@@ -323,12 +360,7 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
       if (!direct && negate)
         for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
       if (interleaved) {
-        for (std::int64_t i = 0; i < half; ++i) {
-          ccbuf[2 * i] = c[i];
-          ccbuf[2 * i + 1] = c[i];
-          ssbuf[2 * i] = -s[i];
-          ssbuf[2 * i + 1] = s[i];
-        }
+        expand_interleaved_rows<kHalf>(c, s, ccbuf, ssbuf, half);
         c = ccbuf;
         s = ssbuf;
       }
@@ -341,23 +373,13 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
   });
 }
 
-// Row buffers live on the stack for heads up to 512 channels (a decode step then allocates
-// nothing); wider heads take them from the heap.
 template <typename T, typename Angles>
 inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t t_begin,
                        std::int64_t t_end, const Operand<T>* ops, int n_ops, PairLayout layout,
                        RotaryDirection direction, KernelPath path) {
   const PlainRows<Angles, compute_t<T>> rows{angles, positions};
-  constexpr std::int64_t kStackPairs = 256;
-  const std::int64_t need = row_buffer_size(angles.pairs());
-  if (need <= row_buffer_size(kStackPairs)) {
-    compute_t<T> row[6 * kStackPairs];
-    run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path, row);
-  } else {
-    std::vector<compute_t<T>> row(static_cast<std::size_t>(need));
-    run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path,
-                       row.data());
-  }
+  RowBuffer<compute_t<T>> buf(angles.pairs());
+  run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path, buf.data());
 }
 
 // Validates everything of a call except the positions and fills ops[0..n). Shared by the plain
@@ -369,15 +391,12 @@ inline Status prepare_rotary_call(const Angles& angles, const HeadsView<const T>
                                   RotaryDirection direction, Operand<T>* ops) {
   static_assert(is_rotary_storage<T>::value,
                 "rotary storage type must be float, double, Eigen::half or Eigen::bfloat16");
-  if (layout != PairLayout::kHalfSplit && layout != PairLayout::kInterleaved)
-    return make_status(ErrorCode::kInvalidArgument, "layout", static_cast<int>(layout),
-                       "must be kHalfSplit or kInterleaved");
+  ROPESCALE_RETURN_IF_ERROR(check_layout(layout));
   if (direction != RotaryDirection::kForward && direction != RotaryDirection::kInverse &&
       direction != RotaryDirection::kBackward)
     return make_status(ErrorCode::kInvalidArgument, "direction", static_cast<int>(direction),
                        "must be kForward, kInverse or kBackward");
-  const std::int64_t rotary_dim =
-      layout == PairLayout::kHalfSplit ? angles.frequency_dim() : angles.rotary_dim();
+  const std::int64_t rotary_dim = layout_channels(angles, layout);
   for (int i = 0; i < n; ++i) {
     ROPESCALE_RETURN_IF_ERROR(check_view(names_in[i], ins[i], rotary_dim));
     ROPESCALE_RETURN_IF_ERROR(check_view(names_out[i], outs[i], rotary_dim));

@@ -57,6 +57,21 @@ inline void rotate_interleaved(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTR
   }
 }
 
+/// The interleaved rows of one token: cc = (c0 c0 c1 c1 ..), ss = (-s0 s0 -s1 s1 ..). kHalf > 0
+/// fixes the count; restrict lets the loop vectorize.
+template <int kHalf, typename C>
+inline void expand_interleaved_rows(const C* ROPESCALE_RESTRICT c, const C* ROPESCALE_RESTRICT s,
+                                    C* ROPESCALE_RESTRICT cc, C* ROPESCALE_RESTRICT ss,
+                                    std::int64_t half) noexcept {
+  const std::int64_t n = kHalf > 0 ? kHalf : half;
+  for (std::int64_t i = 0; i < n; ++i) {
+    cc[2 * i] = c[i];
+    cc[2 * i + 1] = c[i];
+    ss[2 * i] = -s[i];
+    ss[2 * i + 1] = s[i];
+  }
+}
+
 /// Rotates every head of one token with one prepared row. `in == out` means in place; then
 /// channels [rotary_dim, head_dim) are untouched, otherwise the head is copied first (so the
 /// pass-through channels are copied bit for bit) and rotated in place in `out`.
