@@ -22,8 +22,21 @@
 #define ROPESCALE_HAVE_NEON_PATH 0
 #endif
 
+#if ROPESCALE_HAVE_X86_PATHS
+#include <cpuid.h>
+#endif
+
 namespace ropescale {
 namespace detail {
+
+#if ROPESCALE_HAVE_X86_PATHS
+// F16C from CPUID leaf 1 (ECX bit 29): not every compiler's __builtin_cpu_supports knows it
+// (Clang 14 does not). The AVX state it needs is checked by __builtin_cpu_supports("avx2").
+inline bool cpu_has_f16c() noexcept {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & (1u << 29)) != 0;
+}
+#endif
 
 struct CpuFeatures {
   bool avx2_fma_f16c = false;  // AVX2 + FMA + F16C (Haswell, Zen 1 and later)
@@ -36,8 +49,8 @@ inline CpuFeatures probe_cpu_features() noexcept {
   CpuFeatures f;
 #if ROPESCALE_HAVE_X86_PATHS
   __builtin_cpu_init();
-  f.avx2_fma_f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+  f.avx2_fma_f16c =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
   f.avx512 = f.avx2_fma_f16c && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512dq");
