@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 
 namespace ropescale_test {
 
@@ -39,5 +40,17 @@ inline double max_rel_error(const Eigen::ArrayXd& got, const Eigen::ArrayXd& wan
     worst = std::max(worst, std::abs(got[i] - want[i]) / std::abs(want[i]));
   return worst;
 }
+
+// Names typed tests by rotary storage type (and gives TYPED_TEST_SUITE its third argument, which
+// Clang's -Wpedantic wants).
+struct StorageName {
+  template <typename T>
+  static std::string GetName(int) {
+    if (std::is_same<T, float>::value) return "float";
+    if (std::is_same<T, double>::value) return "double";
+    if (std::is_same<T, Eigen::half>::value) return "half";
+    return "bfloat16";
+  }
+};
 
 }  // namespace ropescale_test

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ropescale/kv_cache.hpp"
+#include "test_data.hpp"
 
 using ropescale::ErrorCode;
 using ropescale::FactorTable;
@@ -220,18 +221,7 @@ void check_int8(const A& angles, std::int64_t head_dim, PairLayout layout, PageL
 template <typename T>
 class KvCacheTyped : public ::testing::Test {};
 using StorageTypes = ::testing::Types<float, double, Eigen::half, Eigen::bfloat16>;
-// Names the typed tests by storage type (and gives the macro its third argument, which Clang's
-// -Wpedantic wants).
-struct StorageName {
-  template <typename T>
-  static std::string GetName(int) {
-    if (std::is_same<T, float>::value) return "float";
-    if (std::is_same<T, double>::value) return "double";
-    if (std::is_same<T, Eigen::half>::value) return "half";
-    return "bfloat16";
-  }
-};
-TYPED_TEST_SUITE(KvCacheTyped, StorageTypes, StorageName);
+TYPED_TEST_SUITE(KvCacheTyped, StorageTypes, ropescale_test::StorageName);
 
 constexpr PairLayout kPairLayouts[] = {PairLayout::kHalfSplit, PairLayout::kInterleaved};
 constexpr PageLayout kPageLayouts[] = {PageLayout::kHeadMajor, PageLayout::kTokenMajor};

@@ -330,18 +330,7 @@ class RotaryProperties : public ::testing::Test {
 };
 
 using StorageTypes = ::testing::Types<float, double, Eigen::half, Eigen::bfloat16>;
-// Names the typed tests by storage type (and gives the macro its third argument, which Clang's
-// -Wpedantic wants).
-struct StorageName {
-  template <typename T>
-  static std::string GetName(int) {
-    if (std::is_same<T, float>::value) return "float";
-    if (std::is_same<T, double>::value) return "double";
-    if (std::is_same<T, Eigen::half>::value) return "half";
-    return "bfloat16";
-  }
-};
-TYPED_TEST_SUITE(RotaryProperties, StorageTypes, StorageName);
+TYPED_TEST_SUITE(RotaryProperties, StorageTypes, ropescale_test::StorageName);
 
 template <typename T>
 double dot(const T* a, const T* b, std::int64_t n) {
