@@ -323,7 +323,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
              EC::kInvalidArgument,
              "rope_scaling.long_factor.size() = 47: must equal rotary_dim / 2 = 48");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"]["short_factor"][3] = 0; }),
-             EC::kInvalidArgument, "rope_scaling.short_factor[3] = 0: must be >= 1e-6");
+             EC::kInvalidArgument, "rope_scaling.short_factor[3] = 0: must be finite and >= 1e-6");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"]["short_factor"][5] = "x"; }),
              EC::kParseError, "rope_scaling.short_factor[5] = \"x\": must be a number");
   expect_bad(mutate(phi, [](json& j) { j["rope_scaling"].erase("long_factor"); }), EC::kParseError,
@@ -333,7 +333,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
   expect_bad(mutate(llama, [](json& j) { j["rope_scaling"].erase("rope_type"); }), EC::kParseError,
              "rope_scaling.rope_type = null: required field is missing");
   expect_bad(mutate(llama, [](json& j) { j["rope_theta"] = -5; }), EC::kInvalidArgument,
-             "rope_theta = -5: must be > 1");
+             "rope_theta = -5: must be finite and > 1");
   // JSON text cannot hold inf/nan (nlohmann rejects the overflow); a json value built in code can.
   expect_bad(R"({"head_dim": 64, "max_position_embeddings": 2048, "rope_theta": 1e999})",
              EC::kParseError, "number overflow");
@@ -347,7 +347,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
     EXPECT_NE(st.message().find(": must be finite"), std::string::npos) << st.message();
   }
   expect_bad(mutate(llama, [](json& j) { j["rope_scaling"]["factor"] = 0.5; }),
-             EC::kInvalidArgument, "rope_scaling.factor = 0.5: must be >= 1");
+             EC::kInvalidArgument, "rope_scaling.factor = 0.5: must be finite and >= 1");
   expect_bad(mutate(llama, [](json& j) { j["rope_scaling"]["low_freq_factor"] = 4.0; }),
              EC::kInvalidArgument,
              "rope_scaling.low_freq_factor = 4: must be < high_freq_factor (4)");
@@ -367,6 +367,20 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
   expect_bad(R"({"head_dim": 64, "max_position_embeddings": 2048, "rope_theta": 1e4,
       "rope_scaling": {"type": "yarn", "factor": 4, "beta_fast": 0.5}})",
              EC::kInvalidArgument, "rope_scaling.beta_fast = 0.5: must be >= beta_slow (1)");
+  // The generators check what the importer read, and their message names the config key the
+  // value came from: GPT-NeoX's base, a list entry, a factor derived from the two windows.
+  expect_bad(R"({"head_dim": 64, "max_position_embeddings": 2048, "rotary_emb_base": 0.5})",
+             EC::kInvalidArgument, "rotary_emb_base = 0.5: must be finite and > 1");
+  expect_bad(R"({"head_dim": 64, "max_position_embeddings": 2048, "rope_theta": 1e13})",
+             EC::kInvalidArgument, "rope_theta = 10000000000000: must be <= 1e12");
+  expect_bad(mutate(phi, [](json& j) { j["rope_scaling"]["long_factor"][7] = -2.5; }),
+             EC::kInvalidArgument,
+             "rope_scaling.long_factor[7] = -2.5: must be finite and >= 1e-6");
+  expect_bad(R"({"head_dim": 64, "max_position_embeddings": 2048, "rope_theta": 1e4,
+      "original_max_position_embeddings": 4096, "rope_scaling": {"type": "yarn"}})",
+             EC::kInvalidArgument,
+             "rope_scaling.factor = 0.5: must be finite and >= 1 (derived as "
+             "max_position_embeddings / original_max_position_embeddings)");
 
   RopeConfig out;
   const auto st = ropescale::try_load_hf_config(data_path("no_such_config.json"), {}, &out);

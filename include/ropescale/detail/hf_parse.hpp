@@ -110,10 +110,19 @@ inline Status read_head_dim(const Json& j, const FlatNames& nm, std::int64_t* he
   return Status();
 }
 
+// Where a generator's parameter was read from in config.json, and what to add to its message.
+struct ConfigKey {
+  std::string param;  // the generator's name ("rope_theta", "factor")
+  std::string path;   // the config key ("rope_scaling.factor", "rotary_emb_base")
+  std::string note;   // appended to the message ("" for none)
+};
+
 // A generator's message names its parameter ("beta_fast = 0.5: ...", "long_factor[3] = 0: ...");
-// when that parameter is read from the rope block, the message names the block key instead
-// ("rope_scaling.beta_fast = 0.5: ..."), as the importer's own reads do.
-inline Status name_config_key(Status s, const std::string& bname) {
+// the importer has the generators validate what it read (scaling.hpp and frequencies.hpp hold the
+// rules, once) and renames the parameter to the key it came from ("rope_scaling.beta_fast = 0.5:
+// ..."), as its own reads name their keys. `keys` is searched first, then the rope block's keys.
+inline Status name_config_key(Status s, const std::string& bname,
+                              const std::vector<ConfigKey>& keys = {}) {
   if (s.ok()) return s;
   static const char* const kBlockKeys[] = {
       "factor",         "beta_fast",        "beta_slow",       "mscale",
@@ -124,9 +133,13 @@ inline Status name_config_key(Status s, const std::string& bname) {
   const std::size_t eq = m.find(" = ");
   if (m.compare(0, head.size(), head) != 0 || eq == std::string::npos || eq < head.size()) return s;
   const std::string field = m.substr(head.size(), eq - head.size());
-  const std::string key = field.substr(0, field.find_first_of("[."));
+  const std::string param = field.substr(0, field.find_first_of("[."));
+  const std::string rest = field.substr(param.size());
+  for (const ConfigKey& k : keys)
+    if (param == k.param)
+      return Status(s.code(), head + format_argument(k.path + rest) + m.substr(eq) + k.note);
   for (const char* k : kBlockKeys)
-    if (key == k)
+    if (param == k)
       return Status(s.code(), head + format_argument(bname + "." + field) + m.substr(eq));
   return s;
 }
@@ -187,8 +200,6 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   } else {
     return missing_field(tp + "rope_theta", "the RoPE base");
   }
-  if (!(c.spec.rope_theta > 1.0))
-    return make_status(ErrorCode::kInvalidArgument, theta_path, c.spec.rope_theta, "must be > 1");
 
   // head_dim and rotary_dim
   std::int64_t head_dim = 0;
@@ -312,6 +323,7 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   const std::int64_t max_pos = c.max_position_embeddings;
   c.spec.original_max_position = top_original.value_or(max_pos);
 
+  bool factor_derived = false;  // yarn's s from the windows, not from the block's factor
   switch (c.rope_type) {
     case RopeType::kDefault:
       break;
@@ -343,18 +355,16 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
       const bool has_factor = find_member(*block, "factor") != nullptr;
       if (options.yarn == YarnSemantics::kDerivedFactor && block_original) {
         y.factor = static_cast<double>(max_pos) / static_cast<double>(*block_original);
+        factor_derived = true;
       } else if (has_factor || legacy) {
         ROPESCALE_RETURN_IF_ERROR(detail::read_scale(*block, bname, &y.factor));
       } else if (window != max_pos) {
         y.factor = static_cast<double>(max_pos) / static_cast<double>(window);
+        factor_derived = true;
       } else {
         return detail::missing_field(bname + ".factor",
                                      "or an original_max_position_embeddings to derive it from");
       }
-      if (!(y.factor >= 1.0))
-        return make_status(ErrorCode::kInvalidArgument, bname + ".factor", y.factor,
-                           "must be >= 1 (derived as max_position_embeddings / "
-                           "original_max_position_embeddings)");
       // HF: `get("beta_fast") or 32`: missing, null or 0 means the default.
       for (const char* key : {"beta_fast", "beta_slow"}) {
         double b = 0;
@@ -412,9 +422,9 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
       if (sf == nullptr) return detail::missing_field(bname + ".short_factor", "longrope");
       if (lf == nullptr) return detail::missing_field(bname + ".long_factor", "longrope");
       ROPESCALE_RETURN_IF_ERROR(
-          detail::read_factor_list(*sf, bname + ".short_factor", c.spec.pairs(), &p.short_factor));
+          detail::read_factor_list(*sf, bname + ".short_factor", &p.short_factor));
       ROPESCALE_RETURN_IF_ERROR(
-          detail::read_factor_list(*lf, bname + ".long_factor", c.spec.pairs(), &p.long_factor));
+          detail::read_factor_list(*lf, bname + ".long_factor", &p.long_factor));
       ROPESCALE_RETURN_IF_ERROR(
           detail::read_optional_positive(*block, "attention_factor", bname, &p.attention_factor));
       ROPESCALE_RETURN_IF_ERROR(
@@ -454,13 +464,17 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
     }
   }
 
-  // The generators validate what was read (scaling.hpp holds the rules, once): both tables HF
-  // could use must build. Their messages name the parameter; the block key it came from is
-  // named instead.
+  // The generators validate what was read: both tables HF could use must build. Their messages
+  // name the parameter; the config key it came from is named instead.
+  std::vector<ConfigKey> keys = {{"rope_theta", theta_path, ""}};
+  if (factor_derived)
+    keys.push_back({"factor", bname + ".factor",
+                    " (derived as max_position_embeddings / "
+                    "original_max_position_embeddings)"});
   FactorTable probe;
-  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.try_table_for(0, &probe), bname));
+  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.try_table_for(0, &probe), bname, keys));
   ROPESCALE_RETURN_IF_ERROR(
-      name_config_key(c.try_table_for(c.spec.original_max_position + 1, &probe), bname));
+      name_config_key(c.try_table_for(c.spec.original_max_position + 1, &probe), bname, keys));
   *out = std::move(c);
   return Status();
 }
