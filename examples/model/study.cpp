@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <stdexcept>
 
 #include "ropescale/frequencies.hpp"
 #include "ropescale/rotary.hpp"
@@ -75,27 +76,18 @@ LengthScore score_method(const Weights& w, const MethodTables& m, const LengthSe
   });
   LengthScore sc;
   const std::size_t per_depth = set.depths.empty() ? 0 : needle.size() / set.depths.size();
-  double correct = 0, total = 0, nll = 0, toks = 0;
+  NeedleScore all;
   for (std::size_t d = 0; d < set.depths.size(); ++d) {
-    double c = 0, t = 0;
-    for (std::size_t k = d * per_depth; k < (d + 1) * per_depth; ++k) {
-      c += static_cast<double>(needle[k].correct);
-      t += static_cast<double>(needle[k].total);
-      nll += needle[k].answer_nll;
-      toks += static_cast<double>(needle[k].answer_tokens);
-    }
-    sc.accuracy_by_depth.push_back(c / t);
-    correct += c;
-    total += t;
+    NeedleScore at_depth;
+    for (std::size_t k = d * per_depth; k < (d + 1) * per_depth; ++k) at_depth += needle[k];
+    sc.accuracy_by_depth.push_back(at_depth.accuracy());
+    all += at_depth;
   }
-  sc.needle_accuracy = total > 0 ? correct / total : 0.0;
-  sc.answer_nll = toks > 0 ? nll / toks : 0.0;
-  double tn = 0, tw = 0;
-  for (const LossSum& l : text) {
-    tn += l.nll;
-    tw += l.weight;
-  }
-  sc.ppl = tw > 0 ? std::exp(tn / tw) : 0.0;
+  sc.needle_accuracy = all.accuracy();
+  sc.answer_nll = all.mean_answer_nll();
+  LossSum text_sum;
+  for (const LossSum& l : text) text_sum += l;
+  sc.ppl = text_sum.weight > 0 ? std::exp(text_sum.mean()) : 0.0;
   return sc;
 }
 
@@ -106,6 +98,9 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
                      const std::string& text, std::uint64_t seed, int threads,
                      const std::function<void(const std::string&)>& progress) {
   const ropescale::RopeSpec spec = w.config().rope_spec();
+  if (space != "longrope2" && space != "longrope_v1")
+    throw std::invalid_argument("run_search: space = '" + space +
+                                "': must be 'longrope2' or 'longrope_v1'");
   ropescale::SearchSpace sp = space == "longrope2"
                                   ? ropescale::SearchSpace::longrope2(spec, target_length)
                                   : ropescale::SearchSpace::longrope(spec, target_length);

@@ -95,7 +95,8 @@ struct SearchBudget {
   std::int64_t text_rows = 3;    ///< rows the perplexity objective scores
 };
 
-/// Runs one evolutionary search at target_length on rows drawn from `text` with `seed`.
+/// Runs one evolutionary search in `space` ("longrope2" or "longrope_v1") at target_length on
+/// rows drawn from `text` with `seed`.
 SearchRun run_search(const Weights& w, const std::string& space, Objective objective,
                      std::int64_t target_length, const SearchBudget& budget,
                      const std::string& text, std::uint64_t seed, int threads,

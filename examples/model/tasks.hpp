@@ -61,6 +61,22 @@ struct NeedleScore {
   std::int64_t total = 0;
   double answer_nll = 0.0;
   std::int64_t answer_tokens = 0;
+  /// Scores of several rows add up.
+  NeedleScore& operator+=(const NeedleScore& o) noexcept {
+    correct += o.correct;
+    total += o.total;
+    answer_nll += o.answer_nll;
+    answer_tokens += o.answer_tokens;
+    return *this;
+  }
+  /// Exact-match rate over needles (0 with none).
+  double accuracy() const noexcept {
+    return total > 0 ? static_cast<double>(correct) / static_cast<double>(total) : 0.0;
+  }
+  /// Mean negative log-likelihood per answer token (0 with none).
+  double mean_answer_nll() const noexcept {
+    return answer_tokens > 0 ? answer_nll / static_cast<double>(answer_tokens) : 0.0;
+  }
 };
 NeedleScore score_needles(const Matrix& log_probs, const NeedleRow& row);
 

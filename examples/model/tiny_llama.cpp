@@ -118,6 +118,57 @@ void rotate(const Config& c, const Rope& rope, const std::vector<std::int64_t>& 
     ropescale::apply_rotary_qk(*rope.cache, pos.data(), qv, kv, ropescale::PairLayout::kHalfSplit);
 }
 
+// The attention half's projections: xn = rms_norm(x), then q, k, v, with q and k rotated.
+void project_qkv(const Weights& w, std::int64_t l, const Rope& rope,
+                 const std::vector<std::int64_t>& pos, const Matrix& x, Matrix& xn,
+                 Eigen::VectorXf& r, Matrix& q, Matrix& k, Matrix& v) {
+  const Config& c = w.config();
+  rms_norm(x, w.layer(l, Weights::kAttnNorm), c.rms_norm_eps, xn, r);
+  q.noalias() = w.layer(l, Weights::kQ) * xn;
+  k.noalias() = w.layer(l, Weights::kK) * xn;
+  v.noalias() = w.layer(l, Weights::kV) * xn;
+  rotate(c, rope, pos, q, k, false);
+}
+
+// Softmax of a score column over the visible keys [j0, j1); the other keys get probability 0.
+template <typename Col>
+void softmax_visible(Col&& col, std::int64_t j0, std::int64_t j1) {
+  auto seen = col.segment(ix(j0), ix(j1 - j0)).array();
+  seen = (seen - seen.maxCoeff()).exp();
+  seen /= seen.sum();
+  col.head(ix(j0)).setZero();
+  col.tail(ix(col.size() - j1)).setZero();
+}
+
+// The rest of a layer after attention: h = x + W_o attn, then
+// out = h + W_down (silu(W_gate xn) * W_up xn) with xn = rms_norm(h).
+void finish_layer(const Weights& w, std::int64_t l, const Matrix& x, const Matrix& attn, Matrix& h,
+                  Matrix& xn, Eigen::VectorXf& r, Matrix& gate, Matrix& up, Matrix& act,
+                  Matrix& out) {
+  const Config& c = w.config();
+  h = x;
+  h.noalias() += w.layer(l, Weights::kO) * attn;
+  rms_norm(h, w.layer(l, Weights::kFfnNorm), c.rms_norm_eps, xn, r);
+  gate.noalias() = w.layer(l, Weights::kGate) * xn;
+  up.noalias() = w.layer(l, Weights::kUp) * xn;
+  act = gate.unaryExpr([](float a) { return a * sigmoid(a); }).cwiseProduct(up);
+  out = h;
+  out.noalias() += w.layer(l, Weights::kDown) * act;
+}
+
+// The final norm and head: log-probabilities [vocab, T] of the last layer's output x.
+void log_probs_of(const Weights& w, const Matrix& x, Matrix& xf, Matrix& xnf, Eigen::VectorXf& rf,
+                  Matrix& logits) {
+  xf = x;
+  rms_norm(xf, w.final_norm(), w.config().rms_norm_eps, xnf, rf);
+  logits.noalias() = w.lm_head() * xnf;
+  for (Eigen::Index t = 0; t < logits.cols(); ++t) {
+    auto col = logits.col(t);
+    const float mx = col.maxCoeff();
+    col.array() -= mx + std::log((col.array() - mx).exp().sum());
+  }
+}
+
 LossSum run_forward(const Weights& w, const Rope& rope, const Sequence& s, Workspace& ws) {
   const Config& c = w.config();
   check_sequence(c, rope, s);
@@ -133,11 +184,7 @@ LossSum run_forward(const Weights& w, const Rope& rope, const Sequence& s, Works
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
     LayerCache& L = ws.layers[static_cast<std::size_t>(l)];
     L.x = x;
-    rms_norm(L.x, w.layer(l, Weights::kAttnNorm), c.rms_norm_eps, L.xn1, L.r1);
-    L.q.noalias() = w.layer(l, Weights::kQ) * L.xn1;
-    L.k.noalias() = w.layer(l, Weights::kK) * L.xn1;
-    L.v.noalias() = w.layer(l, Weights::kV) * L.xn1;
-    rotate(c, rope, pos, L.q, L.k, false);
+    project_qkv(w, l, rope, pos, L.x, L.xn1, L.r1, L.q, L.k, L.v);
     L.attn.resize(ix(c.dim), ix(T));
     L.prob.resize(static_cast<std::size_t>(c.n_heads));
     for (std::int64_t h = 0; h < c.n_heads; ++h) {
@@ -154,40 +201,21 @@ LossSum run_forward(const Weights& w, const Rope& rope, const Sequence& s, Works
         auto Pb = P.block(0, ix(i0), ix(i1), ix(i1 - i0));
         Pb.noalias() =
             (kh.leftCols(ix(i1)).transpose() * qh.middleCols(ix(i0), ix(i1 - i0))) * scale;
-        for (std::int64_t i = i0; i < i1; ++i) {
-          const std::int64_t j0 = first[static_cast<std::size_t>(i)];
-          auto col = Pb.col(ix(i - i0));
-          auto seen = col.segment(ix(j0), ix(i - j0 + 1)).array();
-          seen = (seen - seen.maxCoeff()).exp();
-          seen /= seen.sum();
-          col.head(ix(j0)).setZero();
-          col.tail(ix(i1 - 1 - i)).setZero();
-        }
+        for (std::int64_t i = i0; i < i1; ++i)
+          softmax_visible(Pb.col(ix(i - i0)), first[static_cast<std::size_t>(i)], i + 1);
         L.attn.block(ix(h * c.head_dim), ix(i0), ix(c.head_dim), ix(i1 - i0)).noalias() =
             vh.leftCols(ix(i1)) * Pb;
       }
     }
-    L.h = L.x;
-    L.h.noalias() += w.layer(l, Weights::kO) * L.attn;
-    rms_norm(L.h, w.layer(l, Weights::kFfnNorm), c.rms_norm_eps, L.xn2, L.r2);
-    L.gate.noalias() = w.layer(l, Weights::kGate) * L.xn2;
-    L.up.noalias() = w.layer(l, Weights::kUp) * L.xn2;
-    L.act = L.gate.unaryExpr([](float a) { return a * sigmoid(a); }).cwiseProduct(L.up);
-    x = L.h;
-    x.noalias() += w.layer(l, Weights::kDown) * L.act;
+    finish_layer(w, l, L.x, L.attn, L.h, L.xn2, L.r2, L.gate, L.up, L.act, x);
   }
-  ws.xf = x;
-  rms_norm(ws.xf, w.final_norm(), c.rms_norm_eps, ws.xnf, ws.rf);
-  ws.logits.noalias() = w.lm_head() * ws.xnf;
+  log_probs_of(w, x, ws.xf, ws.xnf, ws.rf, ws.logits);
   LossSum loss;
   for (std::int64_t t = 0; t < T; ++t) {
-    auto col = ws.logits.col(ix(t));
-    const float mx = col.maxCoeff();
-    const float lse = mx + std::log((col.array() - mx).exp().sum());
-    col.array() -= lse;
     const double wt = s.loss_weight[static_cast<std::size_t>(t)];
     if (wt != 0.0) {
-      loss.nll -= wt * static_cast<double>(col(s.targets[static_cast<std::size_t>(t)]));
+      loss.nll -=
+          wt * static_cast<double>(ws.logits(s.targets[static_cast<std::size_t>(t)], ix(t)));
       loss.weight += wt;
     }
   }
@@ -306,16 +334,12 @@ Matrix forward_chunk(const Weights& w, const Rope& rope, const std::vector<std::
   for (std::int64_t t = 0; t < n; ++t) pos[static_cast<std::size_t>(t)] = p0 + t;
   const std::int64_t group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  Matrix x(ix(c.dim), ix(n)), xn, q, k, v, attn(ix(c.dim), ix(n)), h, gate, up;
+  Matrix x(ix(c.dim), ix(n)), xn, q, k, v, attn(ix(c.dim), ix(n)), h, gate, up, act, next;
   Eigen::VectorXf r;
   for (std::int64_t t = 0; t < n; ++t)
     x.col(ix(t)) = w.embed().col(tokens[static_cast<std::size_t>(t)]);
   for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    rms_norm(x, w.layer(l, Weights::kAttnNorm), c.rms_norm_eps, xn, r);
-    q.noalias() = w.layer(l, Weights::kQ) * xn;
-    k.noalias() = w.layer(l, Weights::kK) * xn;
-    v.noalias() = w.layer(l, Weights::kV) * xn;
-    rotate(c, rope, pos, q, k, false);
+    project_qkv(w, l, rope, pos, x, xn, r, q, k, v);
     Matrix& K = cache.k[static_cast<std::size_t>(l)];
     Matrix& V = cache.v[static_cast<std::size_t>(l)];
     K.conservativeResize(Eigen::NoChange, ix(p0 + n));
@@ -327,31 +351,15 @@ Matrix forward_chunk(const Weights& w, const Rope& rope, const std::vector<std::
       Matrix P = (K.middleRows(ix(kvh * c.head_dim), ix(c.head_dim)).transpose() *
                   q.middleRows(ix(hd * c.head_dim), ix(c.head_dim))) *
                  scale;  // [key, query]
-      for (std::int64_t i = 0; i < n; ++i) {
-        auto seen = P.col(ix(i)).head(ix(p0 + i + 1)).array();
-        seen = (seen - seen.maxCoeff()).exp();
-        seen /= seen.sum();
-        P.col(ix(i)).tail(ix(n - 1 - i)).setZero();
-      }
+      for (std::int64_t i = 0; i < n; ++i) softmax_visible(P.col(ix(i)), 0, p0 + i + 1);
       attn.middleRows(ix(hd * c.head_dim), ix(c.head_dim)).noalias() =
           V.middleRows(ix(kvh * c.head_dim), ix(c.head_dim)) * P;
     }
-    h = x;
-    h.noalias() += w.layer(l, Weights::kO) * attn;
-    rms_norm(h, w.layer(l, Weights::kFfnNorm), c.rms_norm_eps, xn, r);
-    gate.noalias() = w.layer(l, Weights::kGate) * xn;
-    up.noalias() = w.layer(l, Weights::kUp) * xn;
-    x = h;
-    x.noalias() += w.layer(l, Weights::kDown) *
-                   gate.unaryExpr([](float a) { return a * sigmoid(a); }).cwiseProduct(up);
+    finish_layer(w, l, x, attn, h, xn, r, gate, up, act, next);
+    x.swap(next);
   }
-  rms_norm(x, w.final_norm(), c.rms_norm_eps, xn, r);
-  Matrix logits = w.lm_head() * xn;
-  for (std::int64_t t = 0; t < n; ++t) {
-    auto col = logits.col(ix(t));
-    const float mx = col.maxCoeff();
-    col.array() -= mx + std::log((col.array() - mx).exp().sum());
-  }
+  Matrix xf, logits;
+  log_probs_of(w, x, xf, xn, r, logits);
   return logits;
 }
 

@@ -115,6 +115,11 @@ struct Sequence {
 struct LossSum {
   double nll = 0.0;
   double weight = 0.0;
+  LossSum& operator+=(const LossSum& o) noexcept {
+    nll += o.nll;
+    weight += o.weight;
+    return *this;
+  }
   double mean() const noexcept { return weight > 0 ? nll / weight : 0.0; }
 };
 

@@ -122,25 +122,17 @@ Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, i
     scores[static_cast<std::size_t>(i)] =
         score_needles(lp, sets.needle[static_cast<std::size_t>(i)]);
   });
-  double correct = 0, total = 0, nll = 0, toks = 0;
-  for (const NeedleScore& s : scores) {
-    correct += static_cast<double>(s.correct);
-    total += static_cast<double>(s.total);
-    nll += s.answer_nll;
-    toks += static_cast<double>(s.answer_tokens);
-  }
-  d.needle_accuracy = correct / total;
-  d.needle_nll = nll / toks;
+  NeedleScore needles;
+  for (const NeedleScore& s : scores) needles += s;
+  d.needle_accuracy = needles.accuracy();
+  d.needle_nll = needles.mean_answer_nll();
   std::vector<LossSum> text(sets.text.size());
   parallel_for(static_cast<std::int64_t>(sets.text.size()), threads, [&](std::int64_t i) {
     text[static_cast<std::size_t>(i)] = forward(w, rope, sets.text[static_cast<std::size_t>(i)]);
   });
-  double tn = 0, tw = 0;
-  for (const LossSum& l : text) {
-    tn += l.nll;
-    tw += l.weight;
-  }
-  d.text_bpb = tn / tw / std::log(2.0);
+  LossSum text_sum;
+  for (const LossSum& l : text) text_sum += l;
+  d.text_bpb = text_sum.mean() / std::log(2.0);
   return d;
 }
 

@@ -5,8 +5,11 @@
 // closes the document, so the output is always well-formed XML.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -152,5 +155,69 @@ class Document {
   std::string body_;
   int depth_ = 0;
 };
+
+/// The colour of line k in every chart the tool draws (cycling after nine).
+inline const char* series_color(std::size_t k) {
+  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728",
+                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+  return kColors[k % (sizeof(kColors) / sizeof(kColors[0]))];
+}
+
+/// One line of a chart: a value per x position (none: not measured), drawn thicker if `bold`.
+struct Series {
+  std::string name;
+  std::vector<std::optional<double>> values;
+  std::string tooltip;  ///< the <title> of its group ("" for the name)
+  bool bold = false;
+};
+
+/// A panel plotting values against context length: log2 x axis with a grid line per length, a
+/// linear or log2 y axis clamped to [ylo, yhi] with five grid lines, line k in series_color(k).
+inline void length_panel(Document& doc, double x0, double y0, double w, double h,
+                         const std::string& title, const std::vector<std::int64_t>& lengths,
+                         const std::vector<Series>& series, double ylo, double yhi, bool log_y) {
+  if (!(yhi > ylo)) yhi = log_y ? 2 * ylo : ylo + 1;  // one value: give the axis a span
+  auto fy = [&](double v) { return log_y ? std::log2(v) : v; };
+  const double a = fy(ylo), b = fy(yhi);
+  const double xlo = std::log2(static_cast<double>(lengths.front())),
+               xhi = std::log2(static_cast<double>(lengths.back()));
+  auto x_of = [&](std::int64_t l) {
+    return x0 + (xhi > xlo ? (std::log2(static_cast<double>(l)) - xlo) / (xhi - xlo) : 0.5) * w;
+  };
+  auto y_of = [&](double v) {
+    return y0 + h - (fy(std::min(std::max(v, ylo), yhi)) - a) / (b - a) * h;
+  };
+  if (!title.empty()) doc.text(x0 + w / 2, y0 - 10, title, 13, "middle");
+  for (int k = 0; k <= 4; ++k) {
+    const double v = log_y ? std::pow(2.0, a + (b - a) * k / 4.0) : ylo + (yhi - ylo) * k / 4.0;
+    doc.line(x0, y_of(v), x0 + w, y_of(v), "#ddd");
+    doc.text(x0 - 6, y_of(v) + 4, num(v), 10, "end");
+  }
+  for (std::int64_t l : lengths) {
+    doc.line(x_of(l), y0, x_of(l), y0 + h, "#eee");
+    doc.text(x_of(l), y0 + h + 16, std::to_string(l), 10, "middle");
+  }
+  doc.rect(x0, y0, w, h, "none", {{"stroke", "#333"}});
+  for (std::size_t r = 0; r < series.size(); ++r) {
+    const std::string color = series_color(r);
+    std::vector<Point> pts;
+    for (std::size_t j = 0; j < lengths.size() && j < series[r].values.size(); ++j)
+      if (series[r].values[j]) pts.push_back({x_of(lengths[j]), y_of(*series[r].values[j])});
+    doc.open_group({{"class", series[r].name}});
+    doc.title(series[r].tooltip.empty() ? series[r].name : series[r].tooltip);
+    doc.polyline(pts, color, series[r].bold ? 2.5 : 1.5);
+    for (const Point& p : pts) doc.circle(p.x, p.y, 2.5, color);
+    doc.close_group();
+  }
+}
+
+/// The legend of a chart's series: a colour swatch and the name, one row per series from (x, y).
+inline void legend(Document& doc, double x, double y, const std::vector<Series>& series) {
+  for (std::size_t r = 0; r < series.size(); ++r) {
+    const double ly = y + 20 * static_cast<double>(r);
+    doc.line(x, ly - 4, x + 20, ly - 4, series_color(r), 2.5);
+    doc.text(x + 26, ly, series[r].name, 11);
+  }
+}
 
 }  // namespace svg

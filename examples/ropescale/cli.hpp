@@ -184,6 +184,31 @@ class Args {
                        std::to_string(hi) + "]");
     return static_cast<std::int64_t>(x);
   }
+  /// A comma list ("a,b,c"); an empty entry ("a,,b", a trailing comma) is an error naming `key`.
+  static std::vector<std::string> split_list(const std::string& key, const std::string& v) {
+    std::vector<std::string> out;
+    std::size_t pos = 0;
+    while (true) {
+      const std::size_t comma = v.find(',', pos);
+      out.push_back(v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+      if (out.back().empty())
+        throw UsageError(key + " = '" + clip(v) + "': empty entry " + std::to_string(out.size()));
+      if (comma == std::string::npos) return out;
+      pos = comma + 1;
+    }
+  }
+  /// A comma list of strictly increasing integers, each in [lo, hi] (parse_int's rules).
+  static std::vector<std::int64_t> parse_increasing_ints(const std::string& key,
+                                                         const std::string& v, std::int64_t lo,
+                                                         std::int64_t hi) {
+    std::vector<std::int64_t> out;
+    for (const std::string& item : split_list(key, v)) {
+      out.push_back(parse_int(key + " entry " + std::to_string(out.size() + 1), item, lo, hi));
+      if (out.size() > 1 && out.back() <= out[out.size() - 2])
+        throw UsageError(key + " = '" + clip(v) + "': must increase");
+    }
+    return out;
+  }
 
  private:
   std::map<std::string, std::string> values_;

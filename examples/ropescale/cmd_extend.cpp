@@ -50,37 +50,18 @@ constexpr const char* kUsage =
     "[--budget small|default|full] [--needles-per-depth N] [--text-rows N] [--threads N] "
     "[--json FILE] [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]";
 
-std::vector<std::int64_t> parse_list(const std::string& option, const std::string& v) {
-  std::vector<std::int64_t> out;
-  std::stringstream ss(v);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    std::size_t used = 0;
-    long long x = 0;
-    try {
-      x = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (item.empty() || used != item.size() || x < 1 || x > 64)
-      throw cli::UsageError(option + " = '" + cli::Args::clip(v) +
-                            "': a comma list of integers in [1, 64]");
-    if (!out.empty() && x <= out.back())
-      throw cli::UsageError(option + " = '" + cli::Args::clip(v) + "': must increase");
-    out.push_back(x);
-  }
-  if (out.empty()) throw cli::UsageError(option + " is empty");
-  return out;
-}
-
-std::vector<std::string> split_dirs(const std::string& v) {
-  std::vector<std::string> out;
-  std::stringstream ss(v);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+// --budget: the search's size and the rows each length is measured on. "default" is the main job
+// (a few minutes on 2 cores); "full" is the search budget the study in examples/data was run with.
+struct BudgetPreset {
+  const char* name;
+  tiny_llama::SearchBudget search;  // population, parents, mutations, crossovers, iterations,
+                                    // needle rows, text rows
+  std::int64_t needles_per_depth;
+  std::int64_t text_rows;
+};
+const BudgetPreset kBudgets[] = {{"small", {4, 2, 1, 1, 1, 2, 1}, 2, 2},
+                                 {"default", {6, 3, 2, 2, 2, 3, 2}, 2, 2},
+                                 {"full", tiny_llama::SearchBudget{}, 8, 4}};
 
 nlohmann::json factors_json(const ropescale::FactorTable& t) {
   return std::vector<double>(t.factors().data(), t.factors().data() + t.factors().size());
@@ -98,48 +79,6 @@ struct Cell {
   std::vector<double> by_depth;
 };
 
-// One panel of the SVG: a value against length (log2 x axis), one line per row.
-void plot_panel(svg::Document& doc, double x0, double y0, double w, double h,
-                const std::string& title, const std::vector<std::int64_t>& lengths,
-                const std::vector<std::string>& names,
-                const std::vector<std::vector<std::optional<double>>>& values, double ylo,
-                double yhi, bool log_y) {
-  auto fy = [&](double v) { return log_y ? std::log2(v) : v; };
-  const double a = fy(ylo), b = fy(yhi);
-  const double xlo = std::log2(static_cast<double>(lengths.front())),
-               xhi = std::log2(static_cast<double>(lengths.back()));
-  auto x_of = [&](std::int64_t l) {
-    return x0 + (xhi > xlo ? (std::log2(static_cast<double>(l)) - xlo) / (xhi - xlo) : 0.5) * w;
-  };
-  auto y_of = [&](double v) {
-    return y0 + h - (fy(std::min(std::max(v, ylo), yhi)) - a) / (b - a) * h;
-  };
-  doc.text(x0 + w / 2, y0 - 10, title, 13, "middle");
-  for (int k = 0; k <= 4; ++k) {
-    const double v = log_y ? std::pow(2.0, a + (b - a) * k / 4.0) : ylo + (yhi - ylo) * k / 4.0;
-    doc.line(x0, y_of(v), x0 + w, y_of(v), "#ddd");
-    doc.text(x0 - 6, y_of(v) + 4, svg::num(v), 10, "end");
-  }
-  for (std::int64_t l : lengths) {
-    doc.line(x_of(l), y0, x_of(l), y0 + h, "#eee");
-    doc.text(x_of(l), y0 + h + 16, std::to_string(l), 10, "middle");
-  }
-  doc.rect(x0, y0, w, h, "none", {{"stroke", "#333"}});
-  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728",
-                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-  for (std::size_t r = 0; r < names.size(); ++r) {
-    const std::string color = kColors[r % 9];
-    std::vector<svg::Point> pts;
-    for (std::size_t j = 0; j < lengths.size(); ++j)
-      if (values[r][j]) pts.push_back({x_of(lengths[j]), y_of(*values[r][j])});
-    doc.open_group({{"class", names[r]}});
-    doc.title(names[r]);
-    doc.polyline(pts, color, names[r] == "longrope2_needle" ? 2.5 : 1.5);
-    for (const svg::Point& p : pts) doc.circle(p.x, p.y, 2.5, color);
-    doc.close_group();
-  }
-}
-
 std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vector<Row>& rows,
                        const std::vector<std::vector<std::optional<Cell>>>& cells, std::int64_t L) {
   const double width = 980, height = 420;
@@ -149,30 +88,23 @@ std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vect
            "tiny Llama (L_train = " + std::to_string(L) +
                "): needle exact match and text perplexity on held-out rows",
            15, "middle");
-  std::vector<std::string> names;
-  std::vector<std::vector<std::optional<double>>> acc, ppl;
+  std::vector<svg::Series> acc, ppl;
   double hi = 2.0;
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    names.push_back(rows[r].name);
-    acc.emplace_back();
-    ppl.emplace_back();
+    const bool bold = rows[r].name == "longrope2_needle";
+    acc.push_back({rows[r].name, {}, "", bold});
+    ppl.push_back({rows[r].name, {}, "", bold});
     for (const auto& c : cells[r]) {
-      acc.back().push_back(c ? std::optional<double>(c->needle) : std::nullopt);
-      ppl.back().push_back(c ? std::optional<double>(c->ppl) : std::nullopt);
+      acc.back().values.push_back(c ? std::optional<double>(c->needle) : std::nullopt);
+      ppl.back().values.push_back(c ? std::optional<double>(c->ppl) : std::nullopt);
       if (c) hi = std::max(hi, c->ppl);
     }
   }
-  plot_panel(doc, 60, 60, 340, 300, "needle exact match", lengths, names, acc, 0.0, 1.0, false);
-  plot_panel(doc, 470, 60, 340, 300, "text perplexity per byte (log)", lengths, names, ppl, 1.0,
-             std::pow(2.0, std::ceil(std::log2(hi))), true);
+  svg::length_panel(doc, 60, 60, 340, 300, "needle exact match", lengths, acc, 0.0, 1.0, false);
+  svg::length_panel(doc, 470, 60, 340, 300, "text perplexity per byte (log)", lengths, ppl, 1.0,
+                    std::pow(2.0, std::ceil(std::log2(hi))), true);
   doc.text(435, height - 12, "context length (tokens, log scale)", 12, "middle");
-  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728",
-                                        "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-  for (std::size_t r = 0; r < names.size(); ++r) {
-    const double ly = 74 + 20 * static_cast<double>(r);
-    doc.line(828, ly - 4, 848, ly - 4, kColors[r % 9], 2.5);
-    doc.text(854, ly, names[r], 11);
-  }
+  svg::legend(doc, 828, 74, acc);
   return doc.str();
 }
 
@@ -187,27 +119,32 @@ int run_extend(const std::vector<std::string>& argv) {
   std::vector<std::string> finetuned;
   if (args.has("--finetuned")) {
     const std::string v = args.get("--finetuned");
-    if (v != "none") finetuned = split_dirs(v);
+    if (v != "none") finetuned = cli::Args::split_list("--finetuned", v);
   } else {
     for (const char* d : {"/tiny-llama-mixed", "/tiny-llama-long"})
       if (std::filesystem::exists(data + d + "/config.json")) finetuned.push_back(data + d);
   }
   for (const std::string& d : finetuned) cli::check_model_dir("--finetuned", d);
-  const auto multiples = parse_list("--multiples", args.get("--multiples", "1,2,4,8"));
-  const auto search_multiples =
-      parse_list("--search-multiples", args.get("--search-multiples", "4,8"));
+  const auto multiples =
+      cli::Args::parse_increasing_ints("--multiples", args.get("--multiples", "1,2,4,8"), 1, 64);
+  const auto search_multiples = cli::Args::parse_increasing_ints(
+      "--search-multiples", args.get("--search-multiples", "4,8"), 1, 64);
   if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
   for (auto m : search_multiples)
     if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
       throw cli::UsageError("--search-multiples = " + std::to_string(m) +
                             ": each must be >= 2 and in --multiples");
   const std::string budget_name = args.get("--budget", "default");
-  if (budget_name != "small" && budget_name != "default" && budget_name != "full")
+  const BudgetPreset* preset = nullptr;
+  for (const BudgetPreset& p : kBudgets)
+    if (budget_name == p.name) preset = &p;
+  if (preset == nullptr)
     throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
                           "': must be 'small', 'default' or 'full'");
+  const tiny_llama::SearchBudget budget = preset->search;
   const std::int64_t per_depth =
-      args.get_int("--needles-per-depth", budget_name == "full" ? 8 : 2, 1, 100);
-  const std::int64_t text_rows = args.get_int("--text-rows", budget_name == "full" ? 4 : 2, 1, 100);
+      args.get_int("--needles-per-depth", preset->needles_per_depth, 1, 100);
+  const std::int64_t text_rows = args.get_int("--text-rows", preset->text_rows, 1, 100);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
   const std::string svg_path = args.output_file("--svg");
@@ -234,24 +171,6 @@ int run_extend(const std::vector<std::string>& argv) {
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  tiny_llama::SearchBudget budget;  // "full"
-  if (budget_name == "default") {   // the main job: a few minutes on 2 cores
-    budget.population = 6;
-    budget.parents = 3;
-    budget.mutations = 2;
-    budget.crossovers = 2;
-    budget.iterations = 2;
-    budget.needle_rows = 3;
-    budget.text_rows = 2;
-  } else if (budget_name == "small") {
-    budget.population = 4;
-    budget.parents = 2;
-    budget.mutations = 1;
-    budget.crossovers = 1;
-    budget.iterations = 1;
-    budget.needle_rows = 2;
-    budget.text_rows = 1;
-  }
   const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<tiny_llama::LengthSet> sets;
   for (std::size_t i = 0; i < multiples.size(); ++i)
@@ -295,7 +214,7 @@ int run_extend(const std::vector<std::string>& argv) {
     tiny_llama::Objective objective;
   } kinds[] = {{"longrope2_needle", "longrope2", tiny_llama::Objective::kNeedle},
                {"longrope2_ppl", "longrope2", tiny_llama::Objective::kPerplexity},
-               {"longrope_v1_ppl", "longrope", tiny_llama::Objective::kPerplexity}};
+               {"longrope_v1_ppl", "longrope_v1", tiny_llama::Objective::kPerplexity}};
   for (const auto& k : kinds) {
     Row r{k.name, &w, {}};
     for (auto m : multiples) {
@@ -308,7 +227,7 @@ int run_extend(const std::vector<std::string>& argv) {
           w, k.space, k.objective, L * m, budget, corpus.train, 77 + static_cast<std::uint64_t>(m),
           static_cast<int>(threads), note);
       searches.push_back({{"name", k.name},
-                          {"space", k.space == std::string("longrope") ? "longrope_v1" : k.space},
+                          {"space", k.space},
                           {"objective", tiny_llama::to_string(k.objective)},
                           {"target_length", L * m},
                           {"c", run.critical_pair},

@@ -131,24 +131,18 @@ std::string format_factors(const ropescale::FactorTable& t) {
 // Perplexity against context length, one line per method, log2 x axis and log y axis.
 std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vector<Method>& methods,
                        const std::string& subtitle) {
-  const double width = 720, height = 440, left = 70, right = 150, top = 50, bottom = 60;
+  const double width = 720, height = 440, left = 70, right = 150, top = 60, bottom = 60;
   const double pw = width - left - right, ph = height - top - bottom;
   double lo = 1e300, hi = 0;
-  for (const Method& m : methods)
+  std::vector<svg::Series> series;
+  for (const Method& m : methods) {
+    series.push_back({m.name, {}, m.name + " " + format_factors(m.table), m.name == "searched"});
     for (double v : m.nll) {
       lo = std::min(lo, std::exp(v));
       hi = std::max(hi, std::exp(v));
+      series.back().values.push_back(std::exp(v));
     }
-  const double ylo = std::pow(2.0, std::floor(std::log2(lo))),
-               yhi = std::pow(2.0, std::ceil(std::log2(hi)));
-  const double xlo = std::log2(static_cast<double>(lengths.front())),
-               xhi = std::log2(static_cast<double>(lengths.back()));
-  auto x_of = [&](std::int64_t l) {
-    return left + (xhi > xlo ? (std::log2(static_cast<double>(l)) - xlo) / (xhi - xlo) : 0.5) * pw;
-  };
-  auto y_of = [&](double ppl) {
-    return top + ph - (std::log2(ppl) - std::log2(ylo)) / (std::log2(yhi) - std::log2(ylo)) * ph;
-  };
+  }
   svg::Document doc(width, height);
   doc.rect(0, 0, width, height, "white");
   doc.text(width / 2, 24,
@@ -156,34 +150,13 @@ std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vect
                std::to_string(lengths.front()) + ")",
            15, "middle");
   doc.text(width / 2, 40, subtitle, 11, "middle", {{"fill", "#555"}});
-  for (double y = ylo; y <= yhi * 1.0001; y *= 2) {
-    doc.line(left, y_of(y), left + pw, y_of(y), "#ddd");
-    doc.text(left - 8, y_of(y) + 4, svg::num(y), 11, "end");
-  }
-  for (std::int64_t l : lengths) {
-    doc.line(x_of(l), top, x_of(l), top + ph, "#eee");
-    doc.text(x_of(l), top + ph + 18, std::to_string(l), 11, "middle");
-  }
-  doc.rect(left, top, pw, ph, "none", {{"stroke", "#333"}});
+  svg::length_panel(doc, left, top, pw, ph, "", lengths, series,
+                    std::pow(2.0, std::floor(std::log2(lo))),
+                    std::pow(2.0, std::ceil(std::log2(hi))), true);
   doc.text(left + pw / 2, height - 18, "context length (tokens, log scale)", 12, "middle");
   doc.text(18, top + ph / 2, "perplexity (log scale)", 12, "middle",
            {{"transform", "rotate(-90 18 " + svg::num(top + ph / 2) + ")"}});
-  static const char* const kColors[] = {"#222222", "#1f77b4", "#2ca02c",
-                                        "#ff7f0e", "#d62728", "#9467bd"};
-  for (std::size_t k = 0; k < methods.size(); ++k) {
-    const std::string color = kColors[k % 6];
-    std::vector<svg::Point> pts;
-    for (std::size_t j = 0; j < lengths.size(); ++j)
-      pts.push_back({x_of(lengths[j]), y_of(std::exp(methods[k].nll[j]))});
-    doc.open_group({{"class", methods[k].name}});
-    doc.title(methods[k].name + " " + format_factors(methods[k].table));
-    doc.polyline(pts, color, methods[k].name == "searched" ? 2.5 : 1.5);
-    for (const svg::Point& p : pts) doc.circle(p.x, p.y, 3, color);
-    doc.close_group();
-    const double ly = top + 14 + 20 * static_cast<double>(k);
-    doc.line(left + pw + 14, ly - 4, left + pw + 34, ly - 4, color, 2.5);
-    doc.text(left + pw + 40, ly, methods[k].name, 12);
-  }
+  svg::legend(doc, left + pw + 14, top + 14, series);
   return doc.str();
 }
 
