@@ -23,6 +23,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bench_memory.hpp"
 #include "ropescale/kv_cache.hpp"
 
 namespace {
@@ -37,34 +38,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::int64_t kHeads = 8, kDim = 128, kBlockSize = 16, kNumBlocks = 256;
 
-// 64-byte aligned storage for the inputs, temporaries and pages.
 template <typename T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <typename U>
-  Aligned64(const Aligned64<U>&) noexcept {}
-  T* allocate(std::size_t n) {
-    return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{64}));
-  }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete (p, std::align_val_t{64}); }
-  template <typename U>
-  bool operator==(const Aligned64<U>&) const noexcept {
-    return true;
-  }
-  template <typename U>
-  bool operator!=(const Aligned64<U>&) const noexcept {
-    return false;
-  }
-};
-template <typename T>
-using Buffer = std::vector<T, Aligned64<T>>;
-
-inline void stream_pass(void* data, std::size_t bytes, std::uint64_t mask) {
-  auto* w = static_cast<std::uint64_t*>(data);
-  const std::size_t n = bytes / 8;
-  for (std::size_t i = 0; i < n; ++i) w[i] ^= mask;
-}
+using Buffer = bench::AlignedVector<T>;
+using bench::stream_pass;
 
 struct Phase {
   const char* name;

@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_memory.hpp"
 #include "ropescale/rotary.hpp"
 
 namespace {
@@ -39,18 +40,6 @@ using ropescale::RopeSpec;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kDecodeBatch = 256;  // decode calls per clock read
-
-// 64-byte aligned storage (a cache line; the width of an AVX-512 register).
-template <typename T>
-struct AlignedBuffer {
-  explicit AlignedBuffer(std::size_t n)
-      : size(n),
-        data(static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)), &std::free) {}
-  T* begin() { return data.get(); }
-  T* end() { return data.get() + size; }
-  std::size_t size;
-  std::unique_ptr<T, decltype(&std::free)> data;
-};
 
 // A two-thread pool for the threads2 rows: the calling thread takes the first half of the
 // tokens, a spinning worker the second. Spinning keeps the hand-off in the tens of nanoseconds.
@@ -95,13 +84,7 @@ struct Shape {
   std::int64_t tokens, q_heads, k_heads, head_dim;
 };
 
-// In-place streaming read+write of n bytes: each 8-byte word is read, XORed with an opaque zero
-// and written back. This is the bandwidth ceiling for an in-place elementwise kernel.
-inline void stream_pass(void* data, std::size_t bytes, std::uint64_t mask) {
-  auto* w = static_cast<std::uint64_t*>(data);
-  const std::size_t n = bytes / 8;
-  for (std::size_t i = 0; i < n; ++i) w[i] ^= mask;
-}
+using bench::stream_pass;
 
 // The plain scalar loop: float32 angle, cosf/sinf per element, half-split or interleaved.
 template <typename T>
@@ -139,13 +122,13 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
 
   const std::size_t nq = static_cast<std::size_t>(NT * shape.q_heads * shape.head_dim);
   const std::size_t nk = static_cast<std::size_t>(NT * shape.k_heads * shape.head_dim);
-  AlignedBuffer<S> q(nq), k(nk);
+  bench::AlignedVector<S> q(nq), k(nk);
   std::mt19937 rng(1);
   std::normal_distribution<float> dist;
   for (auto& v : q) v = static_cast<S>(dist(rng));
   for (auto& v : k) v = static_cast<S>(dist(rng));
-  auto qv = HeadsView<S>::tokens_heads_dim(q.begin(), NT, shape.q_heads, shape.head_dim);
-  auto kv = HeadsView<S>::tokens_heads_dim(k.begin(), NT, shape.k_heads, shape.head_dim);
+  auto qv = HeadsView<S>::tokens_heads_dim(q.data(), NT, shape.q_heads, shape.head_dim);
+  auto kv = HeadsView<S>::tokens_heads_dim(k.data(), NT, shape.k_heads, shape.head_dim);
   const std::size_t bytes = (nq + nk) * sizeof(S);
   const int batch = NT == 1 ? kDecodeBatch : 1;
   TwoThreadPool* pool = nullptr;
@@ -184,10 +167,10 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   double scalar_s = 1e30;
   for (int rep = 0; rep < (NT == 1 ? 3 : 1); ++rep) {
     const auto t0 = Clock::now();
-    scalar_rope(q.begin(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+    scalar_rope(q.data(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                 layout == PairLayout::kInterleaved);
     if (shape.k_heads > 0)
-      scalar_rope(k.begin(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+      scalar_rope(k.data(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                   layout == PairLayout::kInterleaved);
     scalar_s = std::min(scalar_s, std::chrono::duration<double>(Clock::now() - t0).count());
     benchmark::ClobberMemory();
@@ -204,8 +187,8 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
     }
     const auto t1 = Clock::now();
     for (int b = 0; b < batch; ++b) {
-      stream_pass(q.begin(), nq * sizeof(S), mask);
-      if (nk) stream_pass(k.begin(), nk * sizeof(S), mask);
+      stream_pass(q.data(), nq * sizeof(S), mask);
+      if (nk) stream_pass(k.data(), nk * sizeof(S), mask);
       benchmark::ClobberMemory();
     }
     const auto t2 = Clock::now();

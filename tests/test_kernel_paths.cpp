@@ -231,6 +231,9 @@ TEST(KernelPaths, NamesRoundTrip) {
   const ropescale::Status s = ropescale::parse_kernel_path("sse9", &out);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("sse9"), std::string::npos) << s.message();
+  for (KernelPath p : ropescale::kAllKernelPaths)  // the message lists every name it accepts
+    EXPECT_NE(s.message().find(std::string(" ") + ropescale::to_string(p)), std::string::npos)
+        << s.message();
 }
 
 // ---- threads ----------------------------------------------------------------------------------

@@ -309,6 +309,31 @@ TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
   EXPECT_EQ(0, std::memcmp(one.v.data(), two.v.data(), one.v.size() * sizeof(float)));
 }
 
+TEST(KvCache, PaddingSlotsAreSkipped) {
+  // A batch with two padding tokens (vLLM's slot -1) writes exactly what the batch of the other
+  // three writes, and nothing else; padding tokens may share the padding slot.
+  const Angles& a = angles_128();
+  const Inputs<float> in(128, 5);
+  Pages<float> padded(128, PageLayout::kTokenMajor), plain(128, PageLayout::kTokenMajor);
+  const std::int64_t with_padding[kTokens] = {13, ropescale::kPaddingSlot, 7,
+                                              ropescale::kPaddingSlot, 0};
+  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, with_padding, padded.cache,
+                                  PairLayout::kHalfSplit);
+  for (std::int64_t t : {0, 2, 4}) {
+    const HeadsView<const float> k1{
+        in.kv.data + t * in.kv.token_stride, 1, kHeads, 128, in.kv.token_stride, in.kv.head_stride};
+    const HeadsView<const float> v1{
+        in.vv.data + t * in.vv.token_stride, 1, kHeads, 128, in.vv.token_stride, in.vv.head_stride};
+    ropescale::rotate_and_append_kv(a.cache, kPositions + t, k1, v1, with_padding + t, plain.cache,
+                                    PairLayout::kHalfSplit);
+  }
+  EXPECT_EQ(0, std::memcmp(padded.k.data(), plain.k.data(), padded.k.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(padded.v.data(), plain.v.data(), padded.v.size() * sizeof(float)));
+  std::int64_t untouched = 0;  // 3 tokens x kHeads rows written, every other value a sentinel
+  for (float x : padded.k) untouched += x == sentinel<float>() ? 1 : 0;
+  EXPECT_EQ(untouched, static_cast<std::int64_t>(padded.k.size()) - 3 * kHeads * 128);
+}
+
 TEST(KvCache, ZeroTokensWritesNothing) {
   const Angles& a = angles_40();
   Pages<float> pages(40, PageLayout::kHeadMajor);
@@ -491,8 +516,9 @@ TEST(KvCacheHostile, NullSlotMapping) {
 }
 TEST(KvCacheHostile, NegativeSlot) {
   Call c;
-  c.slots[3] = -1;
-  expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping[3] = -1: must be >= 0");
+  c.slots[3] = -3;
+  expect_refused(c, ErrorCode::kInvalidArgument,
+                 "slot_mapping[3] = -3: must be >= 0, or kPaddingSlot (-1) for a padding token");
 }
 TEST(KvCacheHostile, SlotBeyondThePages) {
   Call c;

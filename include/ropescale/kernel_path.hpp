@@ -63,6 +63,13 @@ constexpr KernelPath kAllKernelPaths[] = {KernelPath::kPortable, KernelPath::kNe
                                           KernelPath::kAvx2, KernelPath::kAvx512,
                                           KernelPath::kAvx512Bf16};
 
+/// Every name parse_kernel_path accepts, comma separated ("auto, portable, ...").
+inline std::string kernel_path_names() {
+  std::string names = to_string(KernelPath::kAuto);
+  for (KernelPath p : kAllKernelPaths) names += std::string(", ") + to_string(p);
+  return names;
+}
+
 /// Parses a name as to_string writes it ("portable", "avx2", ...; "auto" too).
 inline Status parse_kernel_path(const std::string& name, KernelPath* out) {
   for (KernelPath p : kAllKernelPaths)
@@ -70,12 +77,12 @@ inline Status parse_kernel_path(const std::string& name, KernelPath* out) {
       *out = p;
       return Status();
     }
-  if (name == "auto") {
+  if (name == to_string(KernelPath::kAuto)) {
     *out = KernelPath::kAuto;
     return Status();
   }
   return make_status(ErrorCode::kInvalidArgument, "kernel path", name,
-                     "must be one of auto, portable, avx2, avx512, avx512_bf16, neon");
+                     "must be one of " + kernel_path_names());
 }
 
 /// True when this build carries the path and this CPU can run it. kAuto is always supported.
@@ -118,9 +125,8 @@ inline KernelPath env_kernel_path() noexcept {
     KernelPath parsed = KernelPath::kAuto;
     if (!parse_kernel_path(v, &parsed).ok()) {
       std::fprintf(stderr,
-                   "ropescale: ROPESCALE_KERNEL_PATH=%s is not a kernel path (auto, portable, "
-                   "avx2, avx512, avx512_bf16, neon); using %s\n",
-                   v, to_string(best_kernel_path()));
+                   "ropescale: ROPESCALE_KERNEL_PATH=%s is not a kernel path (%s); using %s\n", v,
+                   kernel_path_names().c_str(), to_string(best_kernel_path()));
       return KernelPath::kAuto;
     }
     if (!kernel_path_supported(parsed)) {

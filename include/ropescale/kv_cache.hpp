@@ -19,7 +19,9 @@
 //   [0, num_blocks * block_size). The engine's page table (block indices per sequence) is read
 //   when it builds slot_mapping: a token at position p of a sequence whose page table is
 //   block_table lands in slot block_table[p / block_size] * block_size + p % block_size.
-//   Each slot may appear once per call (two tokens cannot own one slot).
+//   Each slot may appear once per call (two tokens cannot own one slot). A token whose slot is
+//   kPaddingSlot (-1, vLLM's PAD_SLOT_ID) is a padding token of a batch: nothing is written for
+//   it (its position must still be valid for the angle source).
 //
 // ## Storage
 //
@@ -53,6 +55,9 @@
 #include "ropescale/rotary.hpp"
 
 namespace ropescale {
+
+/// slot_mapping's value for a padding token: the token is skipped (vLLM's PAD_SLOT_ID).
+inline constexpr std::int64_t kPaddingSlot = -1;
 
 /// Order of the dimensions inside one page (see the drawing at the top of this header).
 enum class PageLayout { kHeadMajor, kTokenMajor };
@@ -172,9 +177,9 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
     return make_status(ErrorCode::kInvalidArgument, "slot_mapping", nullptr, "must not be null");
   for (std::int64_t t = 0; t < tokens; ++t) {
     const std::int64_t s = static_cast<std::int64_t>(slots[t]);
-    if (s < 0)
+    if (s < 0 && s != kPaddingSlot)
       return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(t) + "]", s,
-                         "must be >= 0");
+                         "must be >= 0, or kPaddingSlot (-1) for a padding token");
     if (s >= num_slots)
       return make_status(ErrorCode::kOutOfRange, "slot_mapping[" + std::to_string(t) + "]", s,
                          "beyond the pages: must be < num_blocks * block_size (" +
@@ -189,10 +194,13 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
     heap.resize(static_cast<std::size_t>(tokens));
     sorted = heap.data();
   }
-  for (std::int64_t t = 0; t < tokens; ++t) sorted[t] = static_cast<std::int64_t>(slots[t]);
-  std::sort(sorted, sorted + tokens);
-  const std::int64_t* dup = std::adjacent_find(sorted, sorted + tokens);
-  if (dup != sorted + tokens) {
+  std::int64_t n = 0;  // padding tokens share kPaddingSlot and write nothing
+  for (std::int64_t t = 0; t < tokens; ++t)
+    if (static_cast<std::int64_t>(slots[t]) != kPaddingSlot)
+      sorted[n++] = static_cast<std::int64_t>(slots[t]);
+  std::sort(sorted, sorted + n);
+  const std::int64_t* dup = std::adjacent_find(sorted, sorted + n);
+  if (dup != sorted + n) {
     std::int64_t first = 0, second = 0;
     while (static_cast<std::int64_t>(slots[first]) != *dup) ++first;
     second = first + 1;
@@ -268,6 +276,7 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const KernelPath path = active_kernel_path();  // one path for the whole call
   for (std::int64_t t = 0; t < k.tokens; ++t) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
+    if (slot == kPaddingSlot) continue;
     const std::int64_t row0 = c.row(slot, 0);
     const PlainRows<Angles, C> rows{angles, positions + t};
     const T* kt = k.data + t * k.token_stride;
@@ -307,7 +316,7 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
 ///   positions     one int64 per token, in the angle source's range (decode: the sequence length)
 ///   k, v          [tokens, num_kv_heads, head_dim] views of T (any strides), left untouched
 ///   slot_mapping  one flat slot per token (int32_t or int64_t), block * block_size + offset,
-///                 distinct, in [0, num_blocks * block_size)
+///                 distinct, in [0, num_blocks * block_size); kPaddingSlot skips the token
 ///   cache         the pages (and scales for int8_t); S = T or std::int8_t
 ///   layout        the pair layout of K's channels
 ///

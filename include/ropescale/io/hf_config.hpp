@@ -549,8 +549,7 @@ inline RopeConfig longrope_config_from_tables(const RopeSpec& spec,
                                               std::int64_t max_position_embeddings,
                                               const FactorTable& long_table,
                                               const FactorTable* short_table = nullptr) {
-  throw_if_error(validate(spec));
-  throw_if_error(long_table.validate_for(spec));
+  throw_if_error(long_table.validate_for(spec));  // validates spec too
   if (max_position_embeddings < spec.original_max_position)
     throw_if_error(make_status(ErrorCode::kInvalidArgument, "max_position_embeddings",
                                max_position_embeddings,
