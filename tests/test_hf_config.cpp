@@ -393,6 +393,13 @@ TEST(HfConfigErrors, MissingThetaWithDefaultOption) {
   HfImportOptions opt;
   opt.default_rope_theta = 10000.0;
   EXPECT_EQ(ropescale::parse_hf_config_text(text, opt).spec.rope_theta, 10000.0);
+  opt.default_rope_theta = 0.5;  // a bad default is named as the option, not a config key
+  RopeConfig out;
+  const auto st = ropescale::try_parse_hf_config_text(text, opt, &out);
+  EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("HfImportOptions::default_rope_theta = 0.5: must be finite and > 1"),
+            std::string::npos)
+      << st.message();
 }
 
 }  // namespace

@@ -181,6 +181,30 @@ TEST(HfModels, Gemma3OldStyleSlidingLayersUseTheLocalBase) {
                   "full_attention: linear theta 1000000", "parse_hf_model"});
 }
 
+TEST(HfModels, Gemma3LocalBaseIsNamedWhenRefused) {
+  // The sliding layers' theta comes from rope_local_base_freq; a bad one is named as that key,
+  // in both the old form and transformers v5's per-layer-type blocks.
+  const json old_form = json::parse(R"({"model_type": "gemma3_text", "head_dim": 128,
+      "hidden_size": 2560, "num_attention_heads": 8, "num_hidden_layers": 12,
+      "rope_theta": 1000000.0, "rope_local_base_freq": 0.5, "sliding_window_pattern": 6,
+      "max_position_embeddings": 131072})");
+  json v5 = old_form;
+  json layer_types = json::array();
+  for (int i = 0; i < 12; ++i)
+    layer_types.push_back((i + 1) % 6 == 0 ? "full_attention" : "sliding_attention");
+  v5["layer_types"] = layer_types;
+  v5["rope_parameters"] = {{"full_attention", {{"rope_type", "default"}, {"rope_theta", 1e6}}},
+                           {"sliding_attention", {{"rope_type", "default"}}}};
+  for (const json& j : {old_form, v5}) {
+    ModelRope m;
+    const ropescale::Status st = ropescale::try_parse_hf_model(j, {}, &m);
+    EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument) << st.message();
+    EXPECT_NE(st.message().find("rope_local_base_freq = 0.5: must be finite and > 1"),
+              std::string::npos)
+        << st.message();
+  }
+}
+
 TEST(HfModels, Gemma3AsPublishedWithTextConfigAndClassDefaults) {
   // gemma-3-4b-it style: the text model under text_config, no rope_theta, no head_dim.
   const json j = json::parse(R"({"model_type": "gemma3", "architectures":

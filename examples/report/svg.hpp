@@ -172,7 +172,7 @@ struct Series {
 };
 
 /// A panel plotting values against context length: log2 x axis with a grid line per length, a
-/// linear or log2 y axis clamped to [ylo, yhi] with five grid lines, line k in series_color(k).
+/// linear or log2 y axis clamped to [ylo, yhi] with grid lines, line k in series_color(k).
 inline void length_panel(Document& doc, double x0, double y0, double w, double h,
                          const std::string& title, const std::vector<std::int64_t>& lengths,
                          const std::vector<Series>& series, double ylo, double yhi, bool log_y) {
@@ -188,8 +188,11 @@ inline void length_panel(Document& doc, double x0, double y0, double w, double h
     return y0 + h - (fy(std::min(std::max(v, ylo), yhi)) - a) / (b - a) * h;
   };
   if (!title.empty()) doc.text(x0 + w / 2, y0 - 10, title, 13, "middle");
-  for (int k = 0; k <= 4; ++k) {
-    const double v = log_y ? std::pow(2.0, a + (b - a) * k / 4.0) : ylo + (yhi - ylo) * k / 4.0;
+  // Grid: one line per power of two on a log axis spanning whole powers (at most 8), else five.
+  const bool doublings = log_y && a == std::floor(a) && b == std::floor(b) && b - a <= 8;
+  const int steps = doublings ? static_cast<int>(b - a) : 4;
+  for (int k = 0; k <= steps; ++k) {
+    const double v = log_y ? std::pow(2.0, a + (b - a) * k / steps) : ylo + (yhi - ylo) * k / steps;
     doc.line(x0, y_of(v), x0 + w, y_of(v), "#ddd");
     doc.text(x0 - 6, y_of(v) + 4, num(v), 10, "end");
   }

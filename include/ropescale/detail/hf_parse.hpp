@@ -33,6 +33,7 @@ struct FlatNames {
   std::string block;
   bool nested = false;
   std::string family;
+  std::string theta_key;  // the config key rope_theta was copied from (Gemma 3's local base)
 };
 
 inline bool is_mla_family_key(const Json& j) {
@@ -193,10 +194,12 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
     theta = find_member(j, "rotary_emb_base");
     theta_path = tp + "rotary_emb_base";
   }
+  if (theta != nullptr && !nm.theta_key.empty()) theta_path = nm.theta_key;
   if (theta != nullptr) {
     ROPESCALE_RETURN_IF_ERROR(read_double(*theta, theta_path, &c.spec.rope_theta));
   } else if (options.default_rope_theta) {
     c.spec.rope_theta = *options.default_rope_theta;
+    theta_path = "HfImportOptions::default_rope_theta";  // named if the generators refuse it
   } else {
     return missing_field(tp + "rope_theta", "the RoPE base");
   }
@@ -651,16 +654,18 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
       f.erase("rope_scaling");
       f["rope_parameters"] = *sub;
       // Gemma3TextConfig: a sliding block without rope_theta takes rope_local_base_freq (1e4).
+      std::string theta_key;
       if (is_gemma3(family) && t == "sliding_attention" && sub->is_object() &&
           find_member(*sub, "rope_theta") == nullptr) {
         const Json* lb = find_member(w, "rope_local_base_freq");
         f["rope_parameters"]["rope_theta"] = lb != nullptr ? *lb : Json(10000.0);
+        if (lb != nullptr) theta_key = tp + "rope_local_base_freq";
       }
       // Gemma 4: full-attention layers have their own, wider heads.
       if (t == "full_attention")
         if (const Json* g = find_member(w, "global_head_dim")) f["head_dim"] = *g;
       flats.emplace_back(t, std::move(f));
-      names.push_back({tp, tp + key + "." + t, true, family});
+      names.push_back({tp, tp + key + "." + t, true, family, theta_key});
     }
   } else if (is_gemma3(family) && !distinct.empty()) {
     // Gemma 3 before v5: sliding layers use default RoPE at rope_local_base_freq (1e4 by
@@ -671,16 +676,18 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
         f.erase("rope_scaling");
         f.erase("rope_parameters");
         f["rope_theta"] = 10000.0;
-        if (const Json* lb = find_member(w, "rope_local_base_freq")) f["rope_theta"] = *lb;
-        names.push_back({tp, tp + "rope_local_base_freq", false, family});
+        const Json* lb = find_member(w, "rope_local_base_freq");
+        if (lb != nullptr) f["rope_theta"] = *lb;
+        names.push_back({tp, tp + "rope_local_base_freq", false, family,
+                         lb != nullptr ? tp + "rope_local_base_freq" : std::string()});
       } else {
-        names.push_back({tp, "", false, family});
+        names.push_back({tp, "", false, family, ""});
       }
       flats.emplace_back(t, std::move(f));
     }
   } else {
     flats.emplace_back("all", w);
-    names.push_back({tp, "", false, family});
+    names.push_back({tp, "", false, family, ""});
   }
 
   std::vector<std::int64_t> kind_of_type(flats.size());
