@@ -289,6 +289,18 @@ TEST(KvCache, Int8ExtremesStayInRange) {
   for (int j = 0; j < 3; ++j) EXPECT_TRUE(q[j] >= -127 && q[j] <= 127) << j;
 }
 
+// Appends token t of `in` alone (one decode step): position kPositions[t], slot slots[t].
+template <typename Slot>
+void append_token(const RotaryCache& angles, const Inputs<float>& in, std::int64_t t,
+                  const Slot* slots, const PagedKVCache<float>& cache) {
+  const auto one = [t](const HeadsView<const float>& x) {
+    return HeadsView<const float>{
+        x.data + t * x.token_stride, 1, x.heads, x.head_dim, x.token_stride, x.head_stride};
+  };
+  ropescale::rotate_and_append_kv(angles, kPositions + t, one(in.kv), one(in.vv), slots + t, cache,
+                                  PairLayout::kHalfSplit);
+}
+
 TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
   // Two calls of one token each == one call of two tokens (decode appends are independent).
   const Angles& a = angles_128();
@@ -297,14 +309,7 @@ TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
   const std::int32_t slots32[kTokens] = {13, 2, 7, 8, 0};
   ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, slots32, one.cache,
                                   PairLayout::kHalfSplit);
-  for (std::int64_t t = 0; t < kTokens; ++t) {
-    const HeadsView<const float> k1{
-        in.kv.data + t * in.kv.token_stride, 1, kHeads, 128, in.kv.token_stride, in.kv.head_stride};
-    const HeadsView<const float> v1{
-        in.vv.data + t * in.vv.token_stride, 1, kHeads, 128, in.vv.token_stride, in.vv.head_stride};
-    ropescale::rotate_and_append_kv(a.cache, kPositions + t, k1, v1, kSlots + t, two.cache,
-                                    PairLayout::kHalfSplit);
-  }
+  for (std::int64_t t = 0; t < kTokens; ++t) append_token(a.cache, in, t, kSlots, two.cache);
   EXPECT_EQ(0, std::memcmp(one.k.data(), two.k.data(), one.k.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(one.v.data(), two.v.data(), one.v.size() * sizeof(float)));
 }
@@ -319,14 +324,7 @@ TEST(KvCache, PaddingSlotsAreSkipped) {
                                               ropescale::kPaddingSlot, 0};
   ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, with_padding, padded.cache,
                                   PairLayout::kHalfSplit);
-  for (std::int64_t t : {0, 2, 4}) {
-    const HeadsView<const float> k1{
-        in.kv.data + t * in.kv.token_stride, 1, kHeads, 128, in.kv.token_stride, in.kv.head_stride};
-    const HeadsView<const float> v1{
-        in.vv.data + t * in.vv.token_stride, 1, kHeads, 128, in.vv.token_stride, in.vv.head_stride};
-    ropescale::rotate_and_append_kv(a.cache, kPositions + t, k1, v1, with_padding + t, plain.cache,
-                                    PairLayout::kHalfSplit);
-  }
+  for (std::int64_t t : {0, 2, 4}) append_token(a.cache, in, t, with_padding, plain.cache);
   EXPECT_EQ(0, std::memcmp(padded.k.data(), plain.k.data(), padded.k.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(padded.v.data(), plain.v.data(), padded.v.size() * sizeof(float)));
   std::int64_t untouched = 0;  // 3 tokens x kHeads rows written, every other value a sentinel

@@ -137,10 +137,11 @@ std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vect
   std::vector<svg::Series> series;
   for (const Method& m : methods) {
     series.push_back({m.name, {}, m.name + " " + format_factors(m.table), m.name == "searched"});
-    for (double v : m.nll) {
-      lo = std::min(lo, std::exp(v));
-      hi = std::max(hi, std::exp(v));
-      series.back().values.push_back(std::exp(v));
+    for (double nll : m.nll) {
+      const double ppl = std::exp(nll);
+      lo = std::min(lo, ppl);
+      hi = std::max(hi, ppl);
+      series.back().values.push_back(ppl);
     }
   }
   svg::Document doc(width, height);
