@@ -353,4 +353,104 @@ TEST(RotaryThreads, BadInputIsRefused) {
                ropescale::Error);
 }
 
+// A broken parallel-for: no token is rotated twice, the ranges that overlap an earlier one do not
+// run, and the call reports what went wrong. Every token ends either untouched or rotated once.
+class RotaryThreadsBrokenHook : public ::testing::Test {
+ protected:
+  static constexpr std::int64_t kTokens = 130;  // three claim words, the last one partial
+  const RopeSpec spec{8, 8, 1e4, 512};
+  const ropescale::RotaryCache cache{spec, FactorTable(Eigen::ArrayXd::Ones(4), 1.0, "default"),
+                                     512};
+  std::vector<std::int64_t> pos;
+  std::vector<float> x0, once;
+  RotaryThreadsBrokenHook() {
+    for (std::int64_t t = 0; t < kTokens; ++t) pos.push_back(3 + 2 * t);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd;
+    for (std::int64_t i = 0; i < kTokens * 8; ++i) x0.push_back(nd(rng));
+    once = x0;
+    ropescale::apply_rotary(cache, pos.data(),
+                            HeadsView<float>::tokens_heads_dim(once.data(), kTokens, 1, 8),
+                            PairLayout::kHalfSplit);
+  }
+  // Runs the hook on a copy of x0; returns the status and, per token, 0 untouched, 1 rotated once
+  // (anything else fails the test).
+  std::pair<ropescale::Status, std::vector<int>> run(const ropescale::ParallelFor& hook) {
+    std::vector<float> x = x0;
+    const ropescale::Status s = ropescale::try_apply_rotary_parallel(
+        cache, pos.data(), HeadsView<float>::tokens_heads_dim(x.data(), kTokens, 1, 8), nullptr,
+        PairLayout::kHalfSplit, hook);
+    std::vector<int> state(kTokens, -1);
+    for (std::int64_t t = 0; t < kTokens; ++t) {
+      const auto at = static_cast<std::size_t>(t * 8);
+      if (std::equal(x.begin() + at, x.begin() + at + 8, x0.begin() + at))
+        state[static_cast<std::size_t>(t)] = 0;
+      else if (std::equal(x.begin() + at, x.begin() + at + 8, once.begin() + at))
+        state[static_cast<std::size_t>(t)] = 1;
+      EXPECT_NE(state[static_cast<std::size_t>(t)], -1) << "token " << t << " rotated twice";
+    }
+    return {s, state};
+  }
+};
+
+TEST_F(RotaryThreadsBrokenHook, ARangeRunTwiceAndOneSkippedIsRefused) {
+  // The ranges add up to the tokens: [0, 65) twice, [65, 130) never.
+  const auto [s, state] = run([](std::int64_t, const auto& body) {
+    body(0, 65);
+    body(0, 65);
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("parallel_for"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("65 of 130 tokens rotated"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 0 handed out twice"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 65 never handed out"), std::string::npos) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], t < 65 ? 1 : 0) << t;
+}
+
+TEST_F(RotaryThreadsBrokenHook, ASkippedRangeIsNamed) {
+  const auto [s, state] = run([](std::int64_t n, const auto& body) {
+    body(0, 64);
+    body(100, n);
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("94 of 130"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 64 never handed out"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("twice"), std::string::npos) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], t < 64 || t >= 100 ? 1 : 0) << t;
+}
+
+TEST_F(RotaryThreadsBrokenHook, OverlappingRangesOnTwoThreadsRunOneOfThem) {
+  // Two threads started together on [0, 100) and [30, 130), many times: whichever claims the
+  // shared tokens first, no token is rotated twice and the call is refused.
+  for (int trial = 0; trial < 20; ++trial) {
+    const auto [s, state] = run([](std::int64_t n, const auto& body) {
+      std::atomic<int> ready{0};
+      auto go = [&](std::int64_t b, std::int64_t e) {
+        ready.fetch_add(1);
+        while (ready.load() < 2) std::this_thread::yield();
+        body(b, e);
+      };
+      std::thread a(go, 0, 100), b(go, 30, n);
+      a.join();
+      b.join();
+    });
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("handed out twice"), std::string::npos) << s.message();
+    // At most one of the two ranges ran; the tokens only the refused one held are untouched.
+    const bool first = state[0] == 1, second = state[kTokens - 1] == 1;
+    EXPECT_FALSE(first && second);
+    for (std::int64_t t = 0; t < kTokens; ++t)
+      EXPECT_EQ(state[t], (first && t < 100) || (second && t >= 30) ? 1 : 0) << t;
+  }
+}
+
+TEST_F(RotaryThreadsBrokenHook, AValidSplitStillRotatesEveryTokenOnce) {
+  const auto [s, state] = run([](std::int64_t n, const auto& body) {
+    for (std::int64_t b = n; b > 0; b -= 7) body(std::max<std::int64_t>(0, b - 7), b);
+    body(n, n);  // an empty range claims nothing
+  });
+  ASSERT_TRUE(s.ok()) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], 1) << t;
+}
+
 }  // namespace

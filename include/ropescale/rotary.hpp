@@ -70,6 +70,7 @@
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/angle.hpp"
 #include "ropescale/detail/checked_math.hpp"
+#include "ropescale/detail/range_claims.hpp"
 #include "ropescale/detail/rotary_kernels.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
@@ -460,7 +461,9 @@ class RotaryPlan {
 };
 
 /// The host's parallel-for: calls body(begin, end) over ranges that cover [0, n) exactly once,
-/// from any threads, and returns when all have run. A plain loop is a valid one.
+/// from any threads, and returns when all have run. A plain loop is a valid one. One that breaks
+/// this is reported (try_apply_rotary_parallel's parallel_for error); no token is rotated twice
+/// and no two threads write one token, but the tokens of the ranges that did run stay rotated.
 using ParallelFor = std::function<void(
     std::int64_t n, const std::function<void(std::int64_t begin, std::int64_t end)>& body)>;
 
@@ -478,21 +481,32 @@ inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t
   RotaryPlan<T, Angles> plan;
   ROPESCALE_RETURN_IF_ERROR(
       (RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction, &plan)));
-  // A broken parallel-for (a range outside [0, tokens), or ranges that do not add up to the
-  // tokens) is reported; run() writes nothing for a refused range.
-  std::atomic<bool> refused{false};
-  std::atomic<std::int64_t> covered{0};
+  // A broken parallel-for is refused without rotating any token twice: each range claims its
+  // tokens before it runs (detail/range_claims.hpp), a range that steps outside [0, tokens) or
+  // overlaps one claimed earlier (run twice, or two threads on overlapping ranges) does not run,
+  // and tokens no range claimed are reported once the parallel-for returns.
+  detail::RangeClaims claims(plan.tokens());
+  std::atomic<bool> outside{false};
+  std::atomic<std::int64_t> rotated{0};
   parallel_for(plan.tokens(), [&](std::int64_t begin, std::int64_t end) {
-    if (plan.run(begin, end).ok())
-      covered.fetch_add(end - begin, std::memory_order_relaxed);
-    else
-      refused.store(true, std::memory_order_relaxed);
+    if (begin < 0 || begin > end || end > plan.tokens()) {
+      outside.store(true, std::memory_order_relaxed);
+      return;
+    }
+    if (!claims.claim(begin, end)) return;
+    if (plan.run(begin, end).ok()) rotated.fetch_add(end - begin, std::memory_order_relaxed);
   });
-  if (refused.load() || covered.load() != plan.tokens())
-    return make_status(ErrorCode::kInvalidArgument, "parallel_for",
-                       std::to_string(covered.load()) + " of " + std::to_string(plan.tokens()) +
-                           " tokens" + (refused.load() ? " and a range outside them" : ""),
-                       "must call body over ranges that cover [0, n) exactly once");
+  const std::int64_t twice = claims.first_twice(), missing = claims.first_unclaimed();
+  if (outside.load() || twice >= 0 || missing >= 0 || rotated.load() != plan.tokens()) {
+    std::string what =
+        std::to_string(rotated.load()) + " of " + std::to_string(plan.tokens()) + " tokens rotated";
+    if (outside.load()) what += ", a range outside them";
+    if (twice >= 0) what += ", token " + std::to_string(twice) + " handed out twice";
+    if (missing >= 0) what += ", token " + std::to_string(missing) + " never handed out";
+    return make_status(ErrorCode::kInvalidArgument, "parallel_for", what,
+                       "must call body over ranges that cover [0, n) exactly once (a range "
+                       "overlapping an earlier one is not run; the views hold a partial result)");
+  }
   return Status();
 }
 template <typename T, typename Angles>
