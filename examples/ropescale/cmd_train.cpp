@@ -71,6 +71,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.start_step = at.step;
     o.start_stage = at.stage;
     o.start_stage_step = at.stage_step;
+    tiny_llama::check_start(o);
     std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
   }
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);
