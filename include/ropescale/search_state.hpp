@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,7 +39,36 @@ struct SearchParams {
   bool thread_safe = false;  ///< the fitness may run concurrently; otherwise threads is ignored
   std::int64_t max_evaluations = 0;  ///< stop before an iteration that would exceed it; 0 = none
   double max_seconds = 0.0;          ///< stop at the first iteration boundary past it; 0 = none
+
+  /// The field table (detail/field_table.hpp): equality, search_params_mismatch and the
+  /// checkpoint JSON are derived from it. iterations is written but may grow on resume; the
+  /// run settings are neither written nor compared by resume.
+  static auto fields() {
+    using detail::kFieldDefining;
+    using detail::kFieldPersisted;
+    using detail::member_field;
+    constexpr unsigned kAll = kFieldPersisted | kFieldDefining;
+    return std::make_tuple(
+        member_field("population", &SearchParams::population, kAll),
+        member_field("parents", &SearchParams::parents, kAll),
+        member_field("mutations", &SearchParams::mutations, kAll),
+        member_field("crossovers", &SearchParams::crossovers, kAll),
+        member_field("iterations", &SearchParams::iterations, kFieldPersisted),
+        member_field("mutation_prob", &SearchParams::mutation_prob, kAll),
+        member_field("crossover_tries", &SearchParams::crossover_tries, kAll),
+        member_field("critical_mutation_prob", &SearchParams::critical_mutation_prob, kAll),
+        member_field("seed", &SearchParams::seed, kAll),
+        member_field("threads", &SearchParams::threads, 0u),
+        member_field("thread_safe", &SearchParams::thread_safe, 0u),
+        member_field("max_evaluations", &SearchParams::max_evaluations, 0u),
+        member_field("max_seconds", &SearchParams::max_seconds, 0u));
+  }
 };
+
+inline bool operator==(const SearchParams& a, const SearchParams& b) {
+  return detail::fields_equal(a, b);
+}
+inline bool operator!=(const SearchParams& a, const SearchParams& b) { return !(a == b); }
 
 /// Largest population, parents, mutations, crossovers and crossover_tries a search accepts
 /// (LongRoPE2 uses 64 / 32 / 16 / 16): every count and their sums stay far from overflow.
@@ -102,25 +132,11 @@ inline Status validate(const SearchParams& p) {
   return Status();
 }
 
-/// The first search-defining field in which two parameter sets differ ("" when none).
-/// iterations, threads, thread_safe and the stop limits are not search-defining.
+/// "name (a vs b)" for the first search-defining field in which two parameter sets differ (""
+/// when none), from the field table: iterations, threads, thread_safe and the stop limits are not
+/// search-defining.
 inline std::string search_params_mismatch(const SearchParams& a, const SearchParams& b) {
-  auto one = [](const char* name, auto x, auto y) {
-    return std::string(name) + " (" + detail::format_value(x) + " vs " + detail::format_value(y) +
-           ")";
-  };
-  if (a.population != b.population) return one("population", a.population, b.population);
-  if (a.parents != b.parents) return one("parents", a.parents, b.parents);
-  if (a.mutations != b.mutations) return one("mutations", a.mutations, b.mutations);
-  if (a.crossovers != b.crossovers) return one("crossovers", a.crossovers, b.crossovers);
-  if (a.mutation_prob != b.mutation_prob)
-    return one("mutation_prob", a.mutation_prob, b.mutation_prob);
-  if (a.crossover_tries != b.crossover_tries)
-    return one("crossover_tries", a.crossover_tries, b.crossover_tries);
-  if (a.critical_mutation_prob != b.critical_mutation_prob)
-    return one("critical_mutation_prob", a.critical_mutation_prob, b.critical_mutation_prob);
-  if (a.seed != b.seed) return one("seed", a.seed, b.seed);
-  return std::string();
+  return detail::first_field_mismatch(a, b, detail::kFieldDefining);
 }
 
 /// One evaluation: the genome and its loss (+infinity for a non-finite fitness value).
