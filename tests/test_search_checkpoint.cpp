@@ -197,7 +197,7 @@ TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
     expect_refused(path, needle);
   };
   refuse_edit([](nlohmann::json& b) { b["format"] = "something else"; }, "checkpoint.format");
-  refuse_edit([](nlohmann::json& b) { b["version"] = 2; }, "checkpoint.version");
+  refuse_edit([](nlohmann::json& b) { b["version"] = 3; }, "checkpoint.version");
   refuse_edit([](nlohmann::json& b) { b.erase("rng_state"); }, "checkpoint.rng_state");
   refuse_edit([](nlohmann::json& b) { b["rng_state"] = "12 34"; }, "rng_state");
   refuse_edit([](nlohmann::json& b) { b["params"]["population"] = "64"; }, "params.population");
@@ -411,5 +411,69 @@ TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
     EvolutionSearch other(sp, p);
     EXPECT_NO_THROW(other.resume(state, fitness)) << field;
   }
+  std::remove(path.c_str());
+}
+
+// A state taken in the middle of a batch goes through the file (version 2, the pending batch
+// with its answered losses) and resumes to the uninterrupted result; a boundary state is still
+// written as version 1, and a pending batch in a version 1 file is refused.
+TEST(SearchCheckpoint, PendingBatchRoundTripsAndResumes) {
+  SearchParams p;
+  p.population = 12;
+  p.parents = 6;
+  p.mutations = 3;
+  p.crossovers = 3;
+  p.iterations = 3;
+  const SearchResult reference = EvolutionSearch(test_space(), p).run(loss);
+  EvolutionSearch first(test_space(), p);
+  std::vector<double> losses;
+  for (const ropescale::Candidate& c : first.ask()) losses.push_back(loss(c.table));
+  ASSERT_TRUE(first.tell(losses).ok());
+  const std::vector<ropescale::Candidate> batch = first.ask();
+  ASSERT_TRUE(first
+                  .tell({batch[0].id, batch[2].id},
+                        {std::numeric_limits<double>::infinity(), loss(batch[2].table)})
+                  .ok());
+  const SearchState mid = first.state();
+  const std::string path = temp_path("ckpt.json");
+  ropescale::save_search_checkpoint(path, mid);
+  const nlohmann::json j = nlohmann::json::parse(read_file(path));
+  EXPECT_EQ(j["version"], 2);
+  ASSERT_EQ(j["pending"].size(), batch.size());
+  EXPECT_TRUE(j["pending"][0]["loss"].is_null());  // +infinity
+  EXPECT_FALSE(j["pending"][1].contains("loss"));  // not answered
+  const SearchState back = ropescale::load_search_checkpoint(path);
+  expect_same_state(mid, back);
+  ASSERT_EQ(back.pending.size(), mid.pending.size());
+  for (std::size_t i = 0; i < mid.pending.size(); ++i) {
+    EXPECT_EQ(back.pending[i].id, mid.pending[i].id);
+    EXPECT_EQ(back.pending[i].genome, mid.pending[i].genome);
+    EXPECT_EQ(back.pending[i].answered, mid.pending[i].answered);
+    if (mid.pending[i].answered) {
+      EXPECT_EQ(back.pending[i].loss, mid.pending[i].loss);
+    }
+  }
+  // The file resumes to the run whose batch got the same losses: batch[0] told +inf there too.
+  EvolutionSearch second(test_space(), p);
+  const SearchResult resumed = second.resume(back, loss);
+  EvolutionSearch direct(test_space(), p);
+  ASSERT_TRUE(direct.restore(mid).ok());
+  const SearchResult same = direct.resume(mid, loss);
+  EXPECT_EQ(ropescale::search_state_to_json(resumed.state),
+            ropescale::search_state_to_json(same.state));
+  EXPECT_EQ(resumed.state.history[batch[0].id].loss, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(resumed.state.history.size(), reference.state.history.size());
+
+  // A boundary state is version 1, as before; "pending" in a version 1 file is refused.
+  nlohmann::json v1 = ropescale::search_state_to_json(reference.state);
+  EXPECT_EQ(v1["version"], 1);
+  EXPECT_FALSE(v1.contains("pending"));
+  v1["pending"] = j["pending"];
+  write_file(path, v1.dump());
+  expect_refused(path, "checkpoint.pending");
+  nlohmann::json bad = j;
+  bad["pending"][1]["id"] = 99;
+  write_file(path, bad.dump());
+  expect_refused(path, "pending[1].id");
   std::remove(path.c_str());
 }

@@ -145,7 +145,17 @@ struct EvaluatedGenome {
   double loss = 0.0;
 };
 
-/// Everything needed to continue a search exactly. Written after every iteration.
+/// A candidate handed out by EvolutionSearch::ask() and not yet part of the history: its id is
+/// the history index it will take; `answered` once tell() gave its loss.
+struct PendingCandidate {
+  std::int64_t id = 0;
+  Genome genome;
+  bool answered = false;
+  double loss = 0.0;  ///< valid when answered (+infinity for a non-finite loss)
+};
+
+/// Everything needed to continue a search exactly: at an iteration boundary (pending empty; what
+/// the checkpoint callbacks receive) or in the middle of a batch (EvolutionSearch::state()).
 struct SearchState {
   SearchSpace space;
   SearchParams params;
@@ -153,6 +163,9 @@ struct SearchState {
   std::vector<EvaluatedGenome> history;  ///< every evaluation, in evaluation order
   std::vector<std::int64_t> population;  ///< current population: indices into history
   std::string rng_state;                 ///< std::mt19937_64 written with operator<<
+  /// The batch handed out and not yet complete, ids evaluations() + k; empty at a boundary.
+  /// Before the initial population is complete, history and population are empty.
+  std::vector<PendingCandidate> pending;
 
   std::int64_t evaluations() const noexcept { return static_cast<std::int64_t>(history.size()); }
 
@@ -171,8 +184,9 @@ struct SearchState {
   }
 };
 
-/// Checks a state for internal consistency: valid space and params, every history genome valid
-/// and distinct, losses not NaN, population indices distinct and in range, parseable RNG state.
+/// Checks a state for internal consistency: valid space and params, every history and pending
+/// genome valid and distinct, losses not NaN, pending ids consecutive after the history,
+/// population indices distinct and in range, parseable RNG state.
 /// Error code kParseError: a state comes from a checkpoint.
 inline Status validate(const SearchState& st) {
   auto bad = [](const std::string& what, const auto& value, const std::string& rule) {
@@ -185,7 +199,11 @@ inline Status validate(const SearchState& st) {
   if (st.iteration < 0) return bad("iteration", st.iteration, "must be >= 0");
   if (st.iteration > kMaxSearchIterations)
     return bad("iteration", st.iteration, "must be <= 2^30 (kMaxSearchIterations)");
-  if (st.history.empty()) return bad("history.size()", 0, "must be > 0");
+  const bool before_p0 = st.history.empty();
+  if (before_p0 && st.pending.empty())
+    return bad("history.size()", 0, "must be > 0 (or the initial population pending)");
+  if (before_p0 && st.iteration != 0)
+    return bad("iteration", st.iteration, "must be 0 before the initial population is complete");
   std::set<Genome> seen;
   for (std::size_t i = 0; i < st.history.size(); ++i) {
     const EvaluatedGenome& e = st.history[i];
@@ -200,7 +218,29 @@ inline Status validate(const SearchState& st) {
       return bad("history[" + std::to_string(i) + "]", "duplicate",
                  "every genome is evaluated once");
   }
-  if (st.population.empty()) return bad("population.size()", 0, "must be > 0");
+  for (std::size_t i = 0; i < st.pending.size(); ++i) {
+    const PendingCandidate& c = st.pending[i];
+    const std::string name = "pending[" + std::to_string(i) + "]";
+    const std::int64_t want = st.evaluations() + static_cast<std::int64_t>(i);
+    if (c.id != want)
+      return bad(name + ".id", c.id,
+                 "must be " + std::to_string(want) + " (history size + position in the batch)");
+    s = validate(st.space, c.genome);
+    if (!s.ok())
+      return Status(ErrorCode::kParseError,
+                    "ropescale: parse_error: search state " + name + ": " + s.message());
+    if (c.answered && (std::isnan(c.loss) || c.loss == -std::numeric_limits<double>::infinity()))
+      return bad(name + ".loss", c.loss, "must be a number or +infinity");
+    if (!seen.insert(c.genome).second)
+      return bad(name, "duplicate", "every genome is evaluated once");
+  }
+  if (before_p0) {
+    if (!st.population.empty())
+      return bad("population.size()", static_cast<std::int64_t>(st.population.size()),
+                 "must be 0 before the initial population is complete");
+  } else if (st.population.empty()) {
+    return bad("population.size()", 0, "must be > 0");
+  }
   std::set<std::int64_t> members;
   for (std::size_t i = 0; i < st.population.size(); ++i) {
     const std::int64_t idx = st.population[i];

@@ -179,6 +179,35 @@ inline Status checkpoint_params_from(const nlohmann::json& j, SearchParams* out)
   return checkpoint_fields_from(j, "params", out);
 }
 
+// {"c": .., "steps": [..], "loss": number | null (+inf)}; the loss may be absent when optional
+// (*answered then false).
+inline Status checkpoint_genome_from(const nlohmann::json& e, const std::string& name, Genome* g,
+                                     double* loss_out, bool loss_optional, bool* answered) {
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(e, name, "c", &g->critical_pair));
+  const nlohmann::json* steps = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "steps", &steps));
+  if (!steps->is_array()) return checkpoint_fail(name + ".steps", "must be an array");
+  g->steps.reserve(steps->size());
+  for (const nlohmann::json& k : *steps) {
+    if (!k.is_number_integer()) return checkpoint_fail(name + ".steps", "must hold integers");
+    g->steps.push_back(k.get<std::int64_t>());
+  }
+  if (loss_optional && !e.contains("loss")) {
+    *answered = false;
+    return Status();
+  }
+  const nlohmann::json* loss = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "loss", &loss));
+  if (loss->is_null())
+    *loss_out = std::numeric_limits<double>::infinity();
+  else if (loss->is_number())
+    *loss_out = loss->get<double>();
+  else
+    return checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+  if (answered != nullptr) *answered = true;
+  return Status();
+}
+
 inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
   if (!j.is_object()) return checkpoint_fail("checkpoint", "must be a JSON object");
   const std::string root = "checkpoint";
@@ -190,10 +219,10 @@ inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
         "must be \"" + std::string(kSearchCheckpointFormat) + "\", not " + format_value(format));
   std::int64_t version = 0;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, root, "version", &version));
-  if (version != kSearchCheckpointVersion)
-    return checkpoint_fail(
-        "checkpoint.version",
-        "must be " + std::to_string(kSearchCheckpointVersion) + ", not " + std::to_string(version));
+  if (version < 1 || version > kSearchCheckpointVersion)
+    return checkpoint_fail("checkpoint.version", "must be 1 to " +
+                                                     std::to_string(kSearchCheckpointVersion) +
+                                                     ", not " + std::to_string(version));
   SearchState st;
   const nlohmann::json* field = nullptr;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "space", &field));
@@ -207,27 +236,24 @@ inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
   if (!history->is_array()) return checkpoint_fail("checkpoint.history", "must be an array");
   st.history.reserve(history->size());
   for (std::size_t i = 0; i < history->size(); ++i) {
-    const std::string name = "history[" + std::to_string(i) + "]";
-    const nlohmann::json& e = (*history)[i];
     EvaluatedGenome eg;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_int(e, name, "c", &eg.genome.critical_pair));
-    const nlohmann::json* steps = nullptr;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "steps", &steps));
-    if (!steps->is_array()) return checkpoint_fail(name + ".steps", "must be an array");
-    eg.genome.steps.reserve(steps->size());
-    for (const nlohmann::json& k : *steps) {
-      if (!k.is_number_integer()) return checkpoint_fail(name + ".steps", "must hold integers");
-      eg.genome.steps.push_back(k.get<std::int64_t>());
-    }
-    const nlohmann::json* loss = nullptr;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "loss", &loss));
-    if (loss->is_null())
-      eg.loss = std::numeric_limits<double>::infinity();
-    else if (loss->is_number())
-      eg.loss = loss->get<double>();
-    else
-      return checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+    ROPESCALE_RETURN_IF_ERROR(
+        checkpoint_genome_from((*history)[i], "history[" + std::to_string(i) + "]", &eg.genome,
+                               &eg.loss, /*loss_optional=*/false, nullptr));
     st.history.push_back(std::move(eg));
+  }
+  if (j.contains("pending")) {
+    const nlohmann::json& pending = j["pending"];
+    if (version < 2) return checkpoint_fail("checkpoint.pending", "needs version 2");
+    if (!pending.is_array()) return checkpoint_fail("checkpoint.pending", "must be an array");
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      const std::string name = "pending[" + std::to_string(i) + "]";
+      PendingCandidate c;
+      ROPESCALE_RETURN_IF_ERROR(checkpoint_int(pending[i], name, "id", &c.id));
+      ROPESCALE_RETURN_IF_ERROR(checkpoint_genome_from(pending[i], name, &c.genome, &c.loss,
+                                                       /*loss_optional=*/true, &c.answered));
+      st.pending.push_back(std::move(c));
+    }
   }
   const nlohmann::json* pop = nullptr;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "population", &pop));
