@@ -32,9 +32,16 @@
 //   and the scale goes to k_scales / v_scales, one float per row, paged like the rows (drop
 //   head_dim from the formulas above). K is rotated into a small stack buffer of T, exactly as
 //   apply_rotary_out would store it, and quantized from there; dequantize with q_j * scale.
-//   Rounding is to nearest even. A row with a NaN or infinity gets a meaningless (NaN or
-//   infinite) scale; its values stay in [-127, 127] (no undefined behaviour).
-//
+//   Rounding is to nearest even; |q_j * scale - x_j| <= scale / 2 (plus float rounding) for
+//   every finite row:
+//     - tiny rows: the scale is floored at 2^-126 (FLT_MIN), so a row below 127 * 2^-126 keeps
+//       the bound (its values round to multiples of 2^-126) instead of overflowing 127 / absmax;
+//     - double rows are scaled in double and the scale is rounded to float once; a row whose
+//       absmax / 127 does not fit in float (absmax > 127 * FLT_MAX) is refused by name;
+//     - a row holding a NaN or an infinity (in the input, or K's rotation overflowing as
+//       apply_rotary_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
+//       row dequantizes to NaN, never to a finite value.
+
 // ## Front door
 //
 // rotate_and_append_kv validates every argument and throws ropescale::Error naming the argument,
@@ -47,6 +54,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -95,32 +103,92 @@ struct PagedKVCache {
 namespace ropescale {
 namespace detail {
 
-// Symmetric absmax int8 quantization of one row; returns its scale (absmax / 127). Written so
-// that both loops vectorize without -ffast-math: the absmax is an integer max over the magnitude
-// bits (the same order as the magnitudes; a NaN wins), and rounding to nearest even is the
-// 1.5 * 2^23 trick (exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
+// The scale of one int8 row from its largest magnitude: the one rule every int8 path uses.
+//   amax = 0                           scale 0, inv 0 (a zero row)
+//   amax / 127 < 2^-126 (FLT_MIN)      scale 2^-126, inv 2^126: a floor, so 127 / amax cannot
+//                                      overflow and x * inv is exact (a power of two)
+//   amax / 127 <= FLT_MAX              scale = amax / 127 (float), inv = 127 / amax (in C)
+//   otherwise (NaN, infinity, or a double row past 127 * FLT_MAX)   finite = false
+// C is the compute type of the row: float, or double for double storage (then the scale is
+// computed in double and rounded to float once).
+template <typename C>
+struct Int8Scale {
+  float scale;
+  C inv;
+  bool finite;
+};
+
+template <typename C>
+inline Int8Scale<C> int8_scale(C amax) noexcept {
+  constexpr float kMinScale = std::numeric_limits<float>::min();  // 2^-126
+  const C s = amax / C(127);
+  if (!(s <= C(std::numeric_limits<float>::max())))
+    return {std::numeric_limits<float>::quiet_NaN(), C(0), false};
+  if (amax == C(0)) return {0.0f, C(0), true};
+  if (s < C(kMinScale)) return {kMinScale, C(1) / C(kMinScale), true};
+  return {static_cast<float>(s), C(127) / amax, true};
+}
+
+/// The largest magnitude an int8 row may hold: its scale, absmax / 127, must fit in float.
+inline constexpr double kInt8MaxAbs =
+    127.0 * static_cast<double>(std::numeric_limits<float>::max());
+
+// Magnitude bits of a compute value: the same order as the magnitudes, and a NaN wins a max.
+inline std::uint32_t magnitude_bits(float v) noexcept { return float_bits(v) & 0x7fffffffu; }
+inline std::uint64_t magnitude_bits(double v) noexcept {
+  std::uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u & 0x7fffffffffffffffu;
+}
+template <typename U>
+inline auto from_magnitude_bits(U u) noexcept {
+  using C = std::conditional_t<sizeof(U) == 4, float, double>;
+  C v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+// Largest magnitude of a row in its compute type (NaN when the row holds one).
+template <int kN = 0, typename T>
+inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
+  using C = compute_t<T>;
+  const std::int64_t n = kN > 0 ? kN : row;
+  decltype(magnitude_bits(C(0))) amax_bits = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const auto b = magnitude_bits(Elem<T>::template load<C>(x[j]));
+    amax_bits = b > amax_bits ? b : amax_bits;
+  }
+  return from_magnitude_bits(amax_bits);
+}
+
+// Symmetric absmax int8 quantization of one row with int8_scale's rule; returns the scale. A row
+// with a NaN or an infinity (or, for double storage, a magnitude past kInt8MaxAbs, which the
+// front door refuses) is stored as the sentinel: scale NaN and every q 0, so the whole row
+// dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
+// integer max over the magnitude bits, and rounding to nearest even is the 1.5 * 2^23 trick
+// (1.5 * 2^52 for double; exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
 // kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
 template <int kN = 0, typename T>
 inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
+  using C = compute_t<T>;
+  using I = std::conditional_t<sizeof(C) == 4, std::int32_t, std::int64_t>;
   const std::int64_t n = kN > 0 ? kN : row;
-  std::uint32_t amax_bits = 0;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const std::uint32_t b = float_bits(Elem<T>::template load<float>(x[j])) & 0x7fffffffu;
-    amax_bits = b > amax_bits ? b : amax_bits;
+  const Int8Scale<C> s = int8_scale(int8_row_absmax<kN>(x, n));
+  if (!s.finite) {
+    std::memset(q, 0, static_cast<std::size_t>(n));
+    return s.scale;
   }
-  const float amax = bits_float(amax_bits);
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;  // 0 for a zero (or NaN) row
-  constexpr float kRound = 12582912.0f;                  // 1.5 * 2^23, bits 0x4B400000
+  const C round = sizeof(C) == 4 ? C(12582912.0) : C(6755399441055744.0);  // 1.5 * 2^23 / 2^52
+  const I round_bits = static_cast<I>(magnitude_bits(round));
   for (std::int64_t j = 0; j < n; ++j) {
-    // v + 1.5 * 2^23 holds round(v) in its low mantissa bits: no float-to-int conversion, so a
-    // NaN is defined too (it lands on a clamp bound).
-    const float v = Elem<T>::template load<float>(x[j]) * inv;
-    std::int32_t r = static_cast<std::int32_t>(float_bits(v + kRound)) - 0x4B400000;
+    // v + round holds round(v) in its low mantissa bits: no float-to-int conversion.
+    const C v = Elem<T>::template load<C>(x[j]) * s.inv;
+    I r = static_cast<I>(magnitude_bits(v + round)) - round_bits;
     r = r < -127 ? -127 : r;
     r = r > 127 ? 127 : r;
     q[j] = static_cast<std::int8_t>(r);
   }
-  return amax / 127.0f;
+  return s.scale;
 }
 
 inline bool byte_ranges_overlap(const void* a, std::int64_t a_bytes, const void* b,
@@ -244,6 +312,48 @@ inline Status check_kv_aliasing(const HeadsView<const T>& k, const HeadsView<con
       if (&o2 < &o && byte_ranges_overlap(o2.p, o2.bytes, o.p, o.bytes))
         return make_status(ErrorCode::kInvalidArgument, o.name, "overlapping buffer",
                            std::string("must not overlap ") + o2.name);
+  }
+  return Status();
+}
+
+// Double rows bound for int8 pages: every row's absmax (K's after rotation) must be at most
+// kInt8MaxAbs, or its float scale would overflow; a NaN or an infinity passes (the sentinel).
+// K is rotated once more into tbuf for the check: the double int8 path pays for its range.
+template <typename Angles, typename Slot>
+inline Status check_int8_range(const Angles& angles, const std::int64_t* positions,
+                               const HeadsView<const double>& k, const HeadsView<const double>& v,
+                               const Slot* slot_mapping, std::int64_t D, PairLayout layout,
+                               double* row_buf, double* tbuf, std::int64_t tbuf_heads) {
+  const auto refuse = [](const char* name, std::int64_t t, std::int64_t h, double amax) {
+    return make_status(
+        ErrorCode::kOutOfRange,
+        std::string(name) + "[token " + std::to_string(t) + ", head " + std::to_string(h) + "]",
+        amax,
+        "the largest magnitude of a row stored as int8 must fit in float as "
+        "absmax / 127: at most 127 * FLT_MAX (4.3e40)");
+  };
+  const auto too_big = [](double amax) {
+    return amax > kInt8MaxAbs && amax != std::numeric_limits<double>::infinity();
+  };
+  const KernelPath path = active_kernel_path();
+  for (std::int64_t t = 0; t < k.tokens; ++t) {
+    if (static_cast<std::int64_t>(slot_mapping[t]) == kPaddingSlot) continue;
+    const PlainRows<Angles, double> rows{angles, positions + t};
+    const double* kt = k.data + t * k.token_stride;
+    for (std::int64_t h0 = 0; h0 < k.heads; h0 += tbuf_heads) {
+      const std::int64_t nh = std::min(tbuf_heads, k.heads - h0);
+      const Operand<double> op{kt + h0 * k.head_stride, tbuf, nh, D, 0, k.head_stride, 0, D};
+      run_rotary_rows<double>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
+                              row_buf);
+      for (std::int64_t h = 0; h < nh; ++h) {
+        const double amax = int8_row_absmax(tbuf + h * D, D);
+        if (too_big(amax)) return refuse("k", t, h0 + h, amax);
+      }
+    }
+    for (std::int64_t h = 0; h < v.heads; ++h) {
+      const double amax = int8_row_absmax(v.data + t * v.token_stride + h * v.head_stride, D);
+      if (too_big(amax)) return refuse("v", t, h, amax);
+    }
   }
   return Status();
 }
@@ -374,6 +484,9 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
     tile = tile_heap.data();
     tile_heads = 1;
   }
+  if constexpr (kQuantized && std::is_same<T, double>::value)
+    ROPESCALE_RETURN_IF_ERROR(detail::check_int8_range(
+        angles, positions, k, v, slot_mapping, cache.head_dim, layout, row_buf, tile, tile_heads));
   detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,
                               tile_heads);
   return Status();
