@@ -222,6 +222,20 @@ TEST(Mrope, QkAndErrors) {
   EXPECT_NE(st3.message().find("sum(mrope_section) = 65"), std::string::npos) << st3.message();
 }
 
+TEST(Mrope, HugePairCountIsRefusedBeforeAllocating) {
+  // Sections that sum to 2^41 pairs: one axis byte per pair would be 2 TiB.
+  const std::int64_t huge = std::int64_t{1} << 41;
+  MropeSections s;
+  const ropescale::Status st = MropeSections::make({huge, 0, 0}, false, huge, &s);
+  EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("pairs = 2199023255552"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("kMaxHeadDim / 2 = 32768"), std::string::npos) << st.message();
+  EXPECT_EQ(s.pairs(), 0);
+  // The widest allowed head still works.
+  ASSERT_TRUE(MropeSections::make({32768, 0, 0}, false, 32768, &s).ok());
+  EXPECT_EQ(s.pairs(), 32768);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Proportional RoPE (Gemma 4 full-attention layers)
 // ---------------------------------------------------------------------------------------------

@@ -100,10 +100,11 @@ int run_factors(const std::vector<std::string>& argv) {
                 << " (exponent 2i/freq_dim; half-split partner i + freq_dim/2)\n";
     if (cfg.interleaved_pairs)
       std::cout << "pair layout        interleaved (2i, 2i+1), as HF applies rope_interleave\n";
-    if (cfg.is_mrope())
-      std::cout << "mrope_section      " << cfg.mrope_section[0] << " " << cfg.mrope_section[1]
-                << " " << cfg.mrope_section[2]
-                << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+    if (cfg.is_mrope()) {
+      std::cout << "mrope_section     ";
+      for (std::int64_t v : cfg.mrope_section) std::cout << " " << v;
+      std::cout << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+    }
     std::cout << "rope_theta         " << g17(cfg.spec.rope_theta) << "\n"
               << "window             " << cfg.spec.original_max_position
               << " (max_position_embeddings " << cfg.max_position_embeddings << ")\n"
@@ -120,16 +121,58 @@ int run_factors(const std::vector<std::string>& argv) {
                   g17(inv_freq[i]).c_str());
     std::fflush(stdout);
   }
+  // Layers without RoPE (NoPE), the class defaults the config relied on, and the attention terms
+  // beside the tables.
+  const std::vector<std::int64_t> nope = model.nope_layers();
+  const ropescale::AttentionScaleTerms& sc = model.scales;
   if (json_out) {
+    nlohmann::json extra = nlohmann::json::object();
+    if (!nope.empty()) {
+      extra["nope_layers"] = nope;
+      extra["nope_source"] = model.nope_source;
+    }
+    if (!model.class_defaults.empty()) extra["class_defaults"] = model.class_defaults;
+    if (model.attention_chunk_size > 0) extra["attention_chunk_size"] = model.attention_chunk_size;
+    if (sc.softmax_scale != 1.0) extra["softmax_scale"] = sc.softmax_scale;
+    if (sc.llama4_scaling_beta != 0.0) {
+      extra["llama_4_scaling_beta"] = sc.llama4_scaling_beta;
+      extra["llama_4_scaling_original"] = sc.llama4_scaling_original;
+    }
+    if (sc.temperature_tuning.enabled)
+      extra["attn_temperature_tuning"] = {{"floor_scale", sc.temperature_tuning.floor_scale},
+                                          {"attn_scale", sc.temperature_tuning.attn_scale}};
     if (model.uniform()) {
-      std::cout << kinds[0].dump() << "\n";
+      nlohmann::json out = kinds[0];
+      out.update(extra);
+      std::cout << out.dump() << "\n";
     } else {
       nlohmann::json out = nlohmann::json::object();
       out["layer_types"] = model.layer_types;
       out["kinds"] = kinds;
+      out.update(extra);
       std::cout << out.dump() << "\n";
     }
+    return 0;
   }
+  if (!nope.empty()) {
+    std::cout << "\nno RoPE (NoPE)     " << nope.size() << " layers (from " << model.nope_source
+              << "):";
+    for (std::int64_t l : nope) std::cout << " " << l;
+    std::cout << "\n";
+  }
+  for (const std::string& d : model.class_defaults) std::cout << "class default      " << d << "\n";
+  if (model.attention_chunk_size > 0)
+    std::cout << "chunked attention  " << model.attention_chunk_size << " tokens per chunk\n";
+  if (sc.softmax_scale != 1.0)
+    std::cout << "softmax scale      x " << g17(sc.softmax_scale)
+              << " (mscale(factor, mscale_all_dim)^2 on 1/sqrt(qk_head_dim))\n";
+  if (sc.llama4_scaling_beta != 0.0)
+    std::cout << "query scale        1 + " << g17(sc.llama4_scaling_beta) << " ln(1 + floor(pos / "
+              << sc.llama4_scaling_original << ")) on every layer\n";
+  if (sc.temperature_tuning.enabled)
+    std::cout << "temperature tuning NoPE layers' queries x log(floor((pos + 1) / "
+              << g17(sc.temperature_tuning.floor_scale) << ") + 1) * "
+              << g17(sc.temperature_tuning.attn_scale) << " + 1\n";
   return 0;
 }
 

@@ -48,6 +48,10 @@ class MropeSections {
     if (out == nullptr)
       return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
     if (pairs <= 0) return make_status(ErrorCode::kInvalidArgument, "pairs", pairs, "must be > 0");
+    // One axis byte per pair is allocated below: bound it by the widest head a RopeSpec allows.
+    if (pairs > kMaxHeadDim / 2)
+      return make_status(ErrorCode::kInvalidArgument, "pairs", pairs,
+                         "must be <= kMaxHeadDim / 2 = " + std::to_string(kMaxHeadDim / 2));
     if (sections.size() != 3)
       return make_status(ErrorCode::kInvalidArgument, "mrope_section.size()",
                          static_cast<std::int64_t>(sections.size()),
