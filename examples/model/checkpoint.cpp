@@ -116,6 +116,14 @@ std::string shown(const json& v) {
   fail_shown(what, shown(value), why);
 }
 
+// obj[key] by reference (null when absent): a copy of a hostile value (100k nested arrays)
+// would recurse as deep as it is nested.
+const json& member(const json& obj, const char* key) {
+  static const json kAbsent;
+  const auto it = obj.find(key);
+  return it == obj.end() ? kAbsent : *it;
+}
+
 // One tensor of the file, checked against the config: where its bytes are.
 struct StoredTensor {
   std::uint64_t begin = 0, end = 0;
@@ -162,15 +170,15 @@ Weights load_safetensors(const std::string& path, const Config& config) {
     const TensorShape& t = *found->second;
     const json& e = it.value();
     if (!e.is_object()) fail_json(where, e, "must be a JSON object");
-    const json dtype = e.value("dtype", json());
+    const json& dtype = member(e, "dtype");
     if (dtype != "F32") fail_json(where + " dtype", dtype, "must be \"F32\"");
     // HF orientation on disk: the embedding is [vocab, dim]; a [n, 1] norm is stored as [n].
     const std::int64_t rows = stored_transposed(t.name) ? t.cols : t.rows;
     const std::int64_t cols = stored_transposed(t.name) ? t.rows : t.cols;
     const json want = cols == 1 ? json::array({rows}) : json::array({rows, cols});
-    const json shape = e.value("shape", json());
+    const json& shape = member(e, "shape");
     if (shape != want) fail_json(where + " shape", shape, "must be " + want.dump());
-    const json offsets = e.value("data_offsets", json());
+    const json& offsets = member(e, "data_offsets");
     const std::uint64_t need = static_cast<std::uint64_t>(rows * cols) * sizeof(float);
     const bool numbers = offsets.is_array() && offsets.size() == 2 &&
                          offsets[0].is_number_unsigned() && offsets[1].is_number_unsigned();
@@ -231,14 +239,14 @@ TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW
   const std::string path = dir + "/optimizer_m.safetensors";
   std::size_t data0 = 0;
   const json header = read_header(read_all(path), path, &data0);
-  const json meta = header.value("__metadata__", json());
+  const json& meta = member(header, "__metadata__");
   if (!meta.is_object())
     fail_json(path + ": __metadata__", meta,
               "must be an object holding step, stage, stage_step and adam_steps");
   // safetensors metadata values are strings: each count is a plain decimal integer, bounded so
   // that the training loop's step arithmetic cannot overflow.
   auto field = [&](const char* key) -> std::int64_t {
-    const json v = meta.value(key, json());
+    const json& v = member(meta, key);
     const std::string rule =
         "must be a decimal integer string in [0, " + std::to_string(kMaxTrainSteps) + "]";
     if (!v.is_string()) fail_json(path + ": metadata " + key, v, rule);
@@ -282,7 +290,7 @@ json to_hf_json(const Config& c) {
 Config config_from_hf_json(const json& j) {
   auto get_int = [&](const char* key) -> std::int64_t {
     if (!j.contains(key) || !j[key].is_number_integer())
-      fail_json(key, j.value(key, json()), "must be an integer");
+      fail_json(key, member(j, key), "must be an integer");
     return j[key].get<std::int64_t>();
   };
   Config c;

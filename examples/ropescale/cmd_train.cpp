@@ -67,6 +67,7 @@ int run_train(const std::vector<std::string>& argv) {
   tiny_llama::AdamW opt(w, {});
   if (args.has("--resume")) {
     w = tiny_llama::load_model_dir(out);
+    opt = tiny_llama::AdamW(w, {});  // the moments of the directory's shapes
     const tiny_llama::TrainPosition at = tiny_llama::load_optimizer(out, w.config(), opt);
     o.start_step = at.step;
     o.start_stage = at.stage;
