@@ -332,8 +332,10 @@ rs::HfImportOptions import_options(const std::string& yarn, const py::object& de
     o.yarn = rs::YarnSemantics::kCurrent;
   else if (yarn == "legacy")
     o.yarn = rs::YarnSemantics::kLegacy;
+  else if (yarn == "derived_factor")
+    o.yarn = rs::YarnSemantics::kDerivedFactor;
   else
-    fail("yarn", "\"" + yarn + "\"", "must be \"current\" or \"legacy\"");
+    fail("yarn", "\"" + yarn + "\"", "must be \"current\", \"derived_factor\" or \"legacy\"");
   if (!default_theta.is_none()) o.default_rope_theta = default_theta.cast<double>();
   return o;
 }
