@@ -135,3 +135,13 @@ def test_result_exports_an_hf_config_that_reads_back():
     np.testing.assert_allclose(long.factors, r.table.factors, rtol=1e-15)
     assert long.attention_factor == pytest.approx(r.table.attention_factor, rel=1e-15)
     assert "SearchSpace(" in repr(space()) and "seed=3" in repr(params())
+
+
+def test_the_stub_names_every_public_name():
+    import pathlib
+    import re
+
+    stub = (pathlib.Path(__file__).resolve().parents[1] / "ropescale" / "__init__.pyi").read_text()
+    declared = set(re.findall(r"^(?:class|def) (\w+)", stub, re.M)) | {"__version__"}
+    public = {n for n in ropescale.__all__}
+    assert public <= declared, public - declared

@@ -249,3 +249,20 @@ def test_bad_inputs_are_refused_by_name_and_nothing_is_written():
         ropescale.load_hf_config({"hidden_size": 64})
     with pytest.raises(ropescale.Error, match="path or a dict"):
         ropescale.load_hf_config(42)
+
+
+def test_readme_quickstart_runs(data_dir):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    code = block.replace('"config.json"', repr(str(data_dir / "llama31_8b.json")))
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    table, q = scope["table"], scope["q"]
+    assert q.dtype == torch.bfloat16 and table.rotary_dim == 128
+    assert scope["cos"].shape == (8192, 128)
+    # the re-rotated keys equal keys rotated with the long table directly
+    k = scope["k"]
+    assert k.shape == (4096, 8, 128)
