@@ -31,9 +31,7 @@
 namespace py = pybind11;
 namespace rs = ropescale;
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 namespace ropescale_py {
 
@@ -186,8 +184,8 @@ void check_layout(Buffer& b, const char* name, std::int64_t head_dim) {
          "must be 1 (channels contiguous)");
   for (int i = 0; i < 2; ++i)
     if (b.strides[i] < 0)
-      fail(std::string(name) + ".stride(" + std::to_string(i) + ")",
-           std::to_string(b.strides[i]), "must be >= 0");
+      fail(std::string(name) + ".stride(" + std::to_string(i) + ")", std::to_string(b.strides[i]),
+           "must be >= 0");
   // Sorted by stride, each dimension must start past the extent of the ones below it.
   std::vector<std::pair<std::int64_t, std::int64_t>> dims;  // (stride, extent)
   for (int i = 0; i < 3; ++i)
@@ -196,8 +194,9 @@ void check_layout(Buffer& b, const char* name, std::int64_t head_dim) {
   std::int64_t span = 1;
   for (const auto& [stride, extent] : dims) {
     if (stride < span)
-      fail(name, "strides (" + std::to_string(b.strides[0]) + ", " + std::to_string(b.strides[1]) +
-                     ", " + std::to_string(b.strides[2]) + ")",
+      fail(name,
+           "strides (" + std::to_string(b.strides[0]) + ", " + std::to_string(b.strides[1]) + ", " +
+               std::to_string(b.strides[2]) + ")",
            "must not overlap (two elements at one address)");
     span = stride * extent;
   }
@@ -205,8 +204,8 @@ void check_layout(Buffer& b, const char* name, std::int64_t head_dim) {
 
 template <typename T>
 rs::HeadsView<T> view_of(const Buffer& b) {
-  return rs::HeadsView<T>{static_cast<T*>(b.data), b.shape[0], b.shape[1],
-                          b.shape[2],               b.strides[0], b.strides[1]};
+  return rs::HeadsView<T>{
+      static_cast<T*>(b.data), b.shape[0], b.shape[1], b.shape[2], b.strides[0], b.strides[1]};
 }
 
 // Runs fn(HeadsView<T>) for the buffer's dtype.
@@ -332,8 +331,10 @@ rs::HfImportOptions import_options(const std::string& yarn, const py::object& de
     o.yarn = rs::YarnSemantics::kCurrent;
   else if (yarn == "legacy")
     o.yarn = rs::YarnSemantics::kLegacy;
+  else if (yarn == "derived_factor")
+    o.yarn = rs::YarnSemantics::kDerivedFactor;
   else
-    fail("yarn", "\"" + yarn + "\"", "must be \"current\" or \"legacy\"");
+    fail("yarn", "\"" + yarn + "\"", "must be \"current\", \"derived_factor\" or \"legacy\"");
   if (!default_theta.is_none()) o.default_rope_theta = default_theta.cast<double>();
   return o;
 }
@@ -374,8 +375,8 @@ PYBIND11_MODULE(_ropescale, m) {
     }
   });
   m.attr("__version__") = std::to_string(ROPESCALE_VERSION_MAJOR) + "." +
-                         std::to_string(ROPESCALE_VERSION_MINOR) + "." +
-                         std::to_string(ROPESCALE_VERSION_PATCH);
+                          std::to_string(ROPESCALE_VERSION_MINOR) + "." +
+                          std::to_string(ROPESCALE_VERSION_PATCH);
 
   py::class_<rs::RopeSpec>(m, "RopeSpec", "A model's RoPE before rescaling.")
       .def(py::init([](std::int64_t head_dim, std::int64_t rotary_dim, double rope_theta,
@@ -420,12 +421,13 @@ PYBIND11_MODULE(_ropescale, m) {
       .def_property_readonly("attention_factor", &rs::FactorTable::attention_factor)
       .def_property_readonly("method", &rs::FactorTable::method)
       .def_property_readonly("pairs", &rs::FactorTable::pairs)
-      .def("inv_freq",
-           [](const rs::FactorTable& t, const rs::RopeSpec& s) {
-             check(t.validate_for(s));
-             return to_numpy(t.inv_freq(s));
-           },
-           py::arg("spec"), "base_inv_freq(spec) / factors, float64")
+      .def(
+          "inv_freq",
+          [](const rs::FactorTable& t, const rs::RopeSpec& s) {
+            check(t.validate_for(s));
+            return to_numpy(t.inv_freq(s));
+          },
+          py::arg("spec"), "base_inv_freq(spec) / factors, float64")
       .def("__eq__", [](const rs::FactorTable& a, const rs::FactorTable& b) { return a == b; })
       .def("__repr__", [](const rs::FactorTable& t) {
         std::ostringstream os;
@@ -451,16 +453,16 @@ PYBIND11_MODULE(_ropescale, m) {
            py::arg("spec"), py::arg("factors"), py::arg("pair_layout") = "half_split")
       .def_property_readonly("spec", [](const Table& t) { return t.spec; })
       .def_property_readonly("factor_table", [](const Table& t) { return t.table; })
-      .def_property_readonly("inv_freq", [](const Table& t) { return to_numpy(t.freqs->inv_freq()); },
-                             "rescaled inverse frequencies per pair, float64")
+      .def_property_readonly(
+          "inv_freq", [](const Table& t) { return to_numpy(t.freqs->inv_freq()); },
+          "rescaled inverse frequencies per pair, float64")
       .def_property_readonly("factors", [](const Table& t) { return to_numpy(t.table.factors()); })
       .def_property_readonly("attention_factor",
                              [](const Table& t) { return t.table.attention_factor(); })
       .def_property_readonly("method", [](const Table& t) { return t.table.method(); })
       .def_property_readonly("head_dim", [](const Table& t) { return t.spec.head_dim; })
       .def_property_readonly("rotary_dim", [](const Table& t) { return t.spec.rotary_dim; })
-      .def_property_readonly("frequency_dim",
-                             [](const Table& t) { return t.spec.frequency_dim(); })
+      .def_property_readonly("frequency_dim", [](const Table& t) { return t.spec.frequency_dim(); })
       .def_property_readonly("pair_layout",
                              [](const Table& t) { return std::string(rs::to_string(t.layout)); })
       .def_property_readonly("max_position", [](const Table& t) { return t.freqs->max_position(); })
@@ -488,30 +490,36 @@ PYBIND11_MODULE(_ropescale, m) {
         "Re-rotates cached keys (rotated with from_table) in place as if rotated with to_table.");
 
   py::class_<rs::RopeConfig>(m, "RopeConfig", "A model's RoPE as its config.json describes it.")
-      .def_property_readonly("rope_type",
-                             [](const rs::RopeConfig& c) { return std::string(rs::to_string(c.rope_type)); })
+      .def_property_readonly(
+          "rope_type",
+          [](const rs::RopeConfig& c) { return std::string(rs::to_string(c.rope_type)); })
       .def_readonly("spec", &rs::RopeConfig::spec)
       .def_readonly("max_position_embeddings", &rs::RopeConfig::max_position_embeddings)
       .def_property_readonly("scale", &rs::RopeConfig::scale)
       .def_readonly("mrope_section", &rs::RopeConfig::mrope_section)
       .def_readonly("interleaved_pairs", &rs::RopeConfig::interleaved_pairs)
-      .def_property_readonly("pair_layout", [](const rs::RopeConfig& c) {
-        return std::string(c.interleaved_pairs ? "interleaved" : "half_split");
-      })
+      .def_property_readonly(
+          "pair_layout",
+          [](const rs::RopeConfig& c) {
+            return std::string(c.interleaved_pairs ? "interleaved" : "half_split");
+          })
       .def("table_for", &table_of, py::arg("seq_len") = 0,
            "The table Hugging Face uses for seq_len tokens (max position + 1; 0: init time).")
-      .def("window_for",
-           [](const rs::RopeConfig& c, std::int64_t n) -> py::object {
-             const auto w = c.window_for(n);
-             if (!w) return py::none();
-             return py::str(rs::to_string(*w));
-           },
-           py::arg("seq_len"), "'short' or 'long' for LongRoPE, None for single-table methods.")
-      .def("to_rope_scaling",
-           [](const rs::RopeConfig& c) { return to_python(rs::to_rope_scaling(c)); },
-           "The Hugging Face rope_scaling dict (None for default RoPE).")
-      .def("to_hf_config", [](const rs::RopeConfig& c) { return to_python(rs::to_hf_config(c)); },
-           "The RoPE fields of a Hugging Face config.json, as a dict.")
+      .def(
+          "window_for",
+          [](const rs::RopeConfig& c, std::int64_t n) -> py::object {
+            const auto w = c.window_for(n);
+            if (!w) return py::none();
+            return py::str(rs::to_string(*w));
+          },
+          py::arg("seq_len"), "'short' or 'long' for LongRoPE, None for single-table methods.")
+      .def(
+          "to_rope_scaling",
+          [](const rs::RopeConfig& c) { return to_python(rs::to_rope_scaling(c)); },
+          "The Hugging Face rope_scaling dict (None for default RoPE).")
+      .def(
+          "to_hf_config", [](const rs::RopeConfig& c) { return to_python(rs::to_hf_config(c)); },
+          "The RoPE fields of a Hugging Face config.json, as a dict.")
       .def("__eq__", [](const rs::RopeConfig& a, const rs::RopeConfig& b) { return a == b; })
       .def("__repr__", [](const rs::RopeConfig& c) {
         std::ostringstream os;
@@ -522,53 +530,57 @@ PYBIND11_MODULE(_ropescale, m) {
       });
 
   py::class_<rs::ModelRope>(m, "ModelRope", "A model's RoPE per layer.")
-      .def_property_readonly("kinds",
-                             [](const rs::ModelRope& mr) {
-                               py::list out;
-                               for (const auto& k : mr.kinds)
-                                 out.append(py::make_tuple(k.layer_type, k.config));
-                               return out;
-                             },
-                             "[(layer_type, RopeConfig)], each distinct RoPE once")
+      .def_property_readonly(
+          "kinds",
+          [](const rs::ModelRope& mr) {
+            py::list out;
+            for (const auto& k : mr.kinds) out.append(py::make_tuple(k.layer_type, k.config));
+            return out;
+          },
+          "[(layer_type, RopeConfig)], each distinct RoPE once")
       .def_readonly("layer_types", &rs::ModelRope::layer_types)
       .def_readonly("layer_kind", &rs::ModelRope::layer_kind)
       .def_property_readonly("num_layers", &rs::ModelRope::num_layers)
       .def_property_readonly("uniform", &rs::ModelRope::uniform)
-      .def("layer",
-           [](const rs::ModelRope& mr, std::int64_t l) {
-             const rs::RopeConfig* c = nullptr;
-             check(mr.try_layer(l, &c));
-             return *c;
-           },
-           py::arg("layer"))
-      .def("table_for",
-           [](const rs::ModelRope& mr, std::int64_t l, std::int64_t seq_len) {
-             const rs::RopeConfig* c = nullptr;
-             check(mr.try_layer(l, &c));
-             return table_of(*c, seq_len);
-           },
-           py::arg("layer"), py::arg("seq_len") = 0)
+      .def(
+          "layer",
+          [](const rs::ModelRope& mr, std::int64_t l) {
+            const rs::RopeConfig* c = nullptr;
+            check(mr.try_layer(l, &c));
+            return *c;
+          },
+          py::arg("layer"))
+      .def(
+          "table_for",
+          [](const rs::ModelRope& mr, std::int64_t l, std::int64_t seq_len) {
+            const rs::RopeConfig* c = nullptr;
+            check(mr.try_layer(l, &c));
+            return table_of(*c, seq_len);
+          },
+          py::arg("layer"), py::arg("seq_len") = 0)
       .def("__repr__", [](const rs::ModelRope& mr) {
         std::ostringstream os;
         os << "ModelRope(num_layers=" << mr.num_layers() << ", kinds=[";
         for (std::size_t i = 0; i < mr.kinds.size(); ++i)
-          os << (i ? ", " : "") << "'" << mr.kinds[i].layer_type << "': "
-             << rs::to_string(mr.kinds[i].config.rope_type);
+          os << (i ? ", " : "") << "'" << mr.kinds[i].layer_type
+             << "': " << rs::to_string(mr.kinds[i].config.rope_type);
         return os.str() + "])";
       });
 
-  m.def("load_hf_config",
-        [](const py::object& c, const std::string& yarn, const py::object& theta) {
-          return config_from(c, import_options(yarn, theta));
-        },
-        py::arg("config"), py::arg("yarn") = "current", py::arg("default_rope_theta") = py::none(),
-        "Reads a config.json (a path or a dict) into a RopeConfig, as Hugging Face does.");
-  m.def("load_hf_model",
-        [](const py::object& c, const std::string& yarn, const py::object& theta) {
-          return model_from(c, import_options(yarn, theta));
-        },
-        py::arg("config"), py::arg("yarn") = "current", py::arg("default_rope_theta") = py::none(),
-        "Reads a config.json (a path or a dict) into one RoPE per layer type (ModelRope).");
+  m.def(
+      "load_hf_config",
+      [](const py::object& c, const std::string& yarn, const py::object& theta) {
+        return config_from(c, import_options(yarn, theta));
+      },
+      py::arg("config"), py::arg("yarn") = "current", py::arg("default_rope_theta") = py::none(),
+      "Reads a config.json (a path or a dict) into a RopeConfig, as Hugging Face does.");
+  m.def(
+      "load_hf_model",
+      [](const py::object& c, const std::string& yarn, const py::object& theta) {
+        return model_from(c, import_options(yarn, theta));
+      },
+      py::arg("config"), py::arg("yarn") = "current", py::arg("default_rope_theta") = py::none(),
+      "Reads a config.json (a path or a dict) into one RoPE per layer type (ModelRope).");
 
   bind_search(m);
   bind_analysis(m);
