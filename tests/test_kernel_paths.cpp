@@ -191,6 +191,133 @@ TEST(KernelPaths, Bfloat16ConversionsOnEveryBitPattern) {
   check_conversions_exhaustive<Eigen::bfloat16>(true);
 }
 
+// Every angle row the kernels read starts on a cache line: the cache's rows (any pair count,
+// padded to whole lines), the per-call row buffers (stack and heap), their cos / sin slices, and
+// the rows a call's angle source is asked to fill.
+template <typename C>
+struct RecordingRows {
+  std::vector<const void*>* seen;
+  std::int64_t pairs;
+  bool operator()(std::int64_t, C* cbuf, C* sbuf, double, bool, const C** c, const C** s) const {
+    seen->push_back(cbuf);
+    seen->push_back(sbuf);
+    std::fill(cbuf, cbuf + pairs, C(1));
+    std::fill(sbuf, sbuf + pairs, C(0));
+    *c = cbuf;
+    *s = sbuf;
+    return false;
+  }
+};
+
+template <typename C>
+void check_row_alignment(std::int64_t pairs) {
+  SCOPED_TRACE("pairs " + std::to_string(pairs));
+  using ropescale::detail::is_row_aligned;
+  const RopeSpec spec{2 * pairs, 2 * pairs, 10000.0, 4096};
+  const ropescale::BasicRotaryCache<C> cache(spec, FactorTable::identity(pairs), 7);
+  for (std::int64_t p = 0; p < 7; ++p) {
+    EXPECT_TRUE(is_row_aligned(cache.cos_row(p))) << p;
+    EXPECT_TRUE(is_row_aligned(cache.sin_row(p))) << p;
+  }
+  ropescale::detail::RowBuffer<C> buf(pairs);  // stack up to 256 pairs, heap past
+  const auto slices = ropescale::detail::row_slices(buf.data(), pairs);
+  for (const C* q : {slices.c, slices.s}) EXPECT_TRUE(is_row_aligned(q));
+  EXPECT_LE(slices.s + pairs, buf.data() + ropescale::detail::row_buffer_size<C>(pairs));
+  // A call's rows as run_rotary_rows hands them out, for both layouts.
+  std::vector<const void*> seen;
+  std::vector<C> x(static_cast<std::size_t>(2 * pairs), C(1));
+  const ropescale::detail::Operand<C> op{x.data(), x.data(), 1, 2 * pairs, 0, 0, 0, 0};
+  for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved})
+    ropescale::detail::run_rotary_rows<C>(cache, RecordingRows<C>{&seen, pairs}, 0, 2, &op, 1,
+                                          layout, RotaryDirection::kInverse,
+                                          ropescale::active_kernel_path(), buf.data());
+  ASSERT_EQ(seen.size(), 8u);
+  for (const void* q : seen) EXPECT_TRUE(is_row_aligned(q));
+}
+
+TEST(KernelPaths, AngleRowsAreCacheLineAligned) {
+  for (std::int64_t pairs : {1, 3, 8, 16, 20, 40, 64, 100, 256, 257, 300}) {
+    check_row_alignment<float>(pairs);
+    check_row_alignment<double>(pairs);
+  }
+}
+
+// The angle rows of every path against a long-double reference: m*cos and m*sin of p * f_i,
+// within the double series' accuracy (float rows: one rounding to float).
+template <typename C>
+void check_sincos_rows(KernelPath path) {
+  SCOPED_TRACE(ropescale::to_string(path));
+  const std::int64_t n = 67;  // vector body and a tail
+  std::vector<double> f(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    f[static_cast<std::size_t>(i)] = std::pow(10000.0, -static_cast<double>(i) / n) * 1.3;
+  const double m = 1.1;
+  std::vector<C> c(static_cast<std::size_t>(n)), s(c.size());
+  const auto kernel = ropescale::detail::select_sincos_row<C>(path);
+  const double tol = std::is_same<C, float>::value ? 1.2e-7 : 2e-15;
+  for (double p : {0.0, 1.0, 37.0, 4095.0, 100000.0, 3e6}) {
+    if (p * f[0] >= ropescale::detail::kFastAngleLimit) continue;
+    kernel(p, f.data(), n, m, c.data(), s.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      // The kernels take the angle as the double product p * f_i (the rows' documented input).
+      const long double x = static_cast<long double>(p * f[static_cast<std::size_t>(i)]);
+      const double want_c = static_cast<double>(m * std::cos(x));
+      const double want_s = static_cast<double>(m * std::sin(x));
+      ASSERT_NEAR(static_cast<double>(c[static_cast<std::size_t>(i)]), want_c, tol)
+          << "p " << p << " i " << i;
+      ASSERT_NEAR(static_cast<double>(s[static_cast<std::size_t>(i)]), want_s, tol)
+          << "p " << p << " i " << i;
+    }
+  }
+}
+
+TEST(KernelPaths, AngleRowsOfEveryPathMatchTheReference) {
+  for (KernelPath p : supported_paths()) {
+    check_sincos_rows<float>(p);
+    check_sincos_rows<double>(p);
+  }
+}
+
+// The int8 quantization of every path against the portable one: the same scale bit for bit, q
+// within one step (a path may fuse the rounding's multiply-add), and within half a step of x (plus
+// the rounding of inv = 127 / absmax).
+template <typename T>
+void check_quantize_paths(std::int64_t n) {
+  SCOPED_TRACE("row " + std::to_string(n));
+  std::mt19937 rng(static_cast<std::uint32_t>(n));
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<T> x(static_cast<std::size_t>(n));
+  std::vector<std::int8_t> want(x.size()), got(x.size());
+  for (int round = 0; round < 20; ++round) {
+    for (T& v : x) v = static_cast<T>(nd(rng) * (round == 3 ? 1e-37f : 1.0f));
+    if (round == 5) x[static_cast<std::size_t>(n / 2)] = static_cast<T>(INFINITY);
+    const float ref_scale = ropescale::detail::quantize_int8_row(x.data(), n, want.data());
+    for (KernelPath p : supported_paths()) {
+      const float scale =
+          ropescale::detail::select_quantize_int8_row<T>(n, p)(x.data(), n, got.data());
+      ASSERT_EQ(std::memcmp(&scale, &ref_scale, sizeof scale), 0) << ropescale::to_string(p);
+      for (std::size_t j = 0; j < x.size(); ++j) {
+        ASSERT_LE(std::abs(got[j] - want[j]), 1) << ropescale::to_string(p) << " j " << j;
+        if (std::isfinite(scale))
+          ASSERT_LE(std::abs(got[j] * static_cast<double>(scale) - static_cast<double>(x[j])),
+                    scale * (0.5 + 2e-4))  // inv = 127 / absmax is rounded: 127 * 2^-23
+              << ropescale::to_string(p) << " j " << j;
+        else
+          ASSERT_EQ(got[j], 0);
+      }
+    }
+  }
+}
+
+TEST(KernelPaths, Int8QuantizationOfEveryPath) {
+  for (std::int64_t n : {40, 64, 128, 256, 7}) {
+    check_quantize_paths<float>(n);
+    check_quantize_paths<double>(n);
+    check_quantize_paths<Eigen::half>(n);
+    check_quantize_paths<Eigen::bfloat16>(n);
+  }
+}
+
 TEST(KernelPaths, PinAndRelease) {
   const KernelPath best = ropescale::best_kernel_path();
   EXPECT_TRUE(ropescale::kernel_path_supported(best));

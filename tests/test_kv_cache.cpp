@@ -20,6 +20,7 @@
 using ropescale::ErrorCode;
 using ropescale::FactorTable;
 using ropescale::HeadsView;
+using ropescale::kPaddingSlot;
 using ropescale::PagedKVCache;
 using ropescale::PageLayout;
 using ropescale::PairLayout;
@@ -168,7 +169,8 @@ void check_plain(const A& angles, std::int64_t head_dim, PairLayout layout, Page
   }
 }
 
-// dequantize(cache) vs the rotated rows, and bit-equality with the unfused quantize pass.
+// dequantize(cache) vs the rotated rows, and bit-equality with the unfused quantize pass of the
+// same kernel path.
 template <typename T>
 void check_int8_row(const T* x, const std::int8_t* q, float scale, std::int64_t n) {
   // The scale in the row's compute type (double for double rows), rounded to float once.
@@ -177,7 +179,10 @@ void check_int8_row(const T* x, const std::int8_t* q, float scale, std::int64_t 
   for (std::int64_t j = 0; j < n; ++j) amax = std::max(amax, std::abs(static_cast<C>(x[j])));
   ASSERT_EQ(scale, static_cast<float>(amax / C(127)));
   std::vector<std::int8_t> q2(static_cast<std::size_t>(n));
-  ASSERT_EQ(ropescale::detail::quantize_int8_row(x, n, q2.data()), scale);
+  // The same kernel the call ran (the active path's, for this row length).
+  const auto kernel =
+      ropescale::detail::select_quantize_int8_row<T>(n, ropescale::active_kernel_path());
+  ASSERT_EQ(kernel(x, n, q2.data()), scale);
   for (std::int64_t j = 0; j < n; ++j) {
     ASSERT_EQ(q[j], q2[static_cast<std::size_t>(j)]) << "j " << j;
     ASSERT_GE(q[j], -127);
@@ -639,6 +644,48 @@ TEST(KvCacheHostile, DuplicateSlot) {
   c.slots[4] = c.slots[1];
   expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping[4] = 2: duplicates slot_mapping[1]");
 }
+// Every way the duplicate check runs: slots in increasing order (no copy), a small batch (pairs
+// compared), a large one out of order (a sorted copy); each names the first two tokens.
+TEST(KvCacheHostile, DuplicateSlotInEveryBatchShape) {
+  const RotaryCache& angles = angles_40().cache;
+  for (const std::int64_t tokens : {5, 40, 100, 300}) {
+    for (const bool reversed : {false, true}) {
+      SCOPED_TRACE(std::to_string(tokens) + (reversed ? " reversed" : " increasing"));
+      std::vector<std::int64_t> pos(static_cast<std::size_t>(tokens), 1), slots(pos.size());
+      for (std::int64_t t = 0; t < tokens; ++t)
+        slots[static_cast<std::size_t>(t)] = 2 * (reversed ? tokens - 1 - t : t);
+      slots[1] = kPaddingSlot;
+      std::vector<float> k(static_cast<std::size_t>(tokens * 40), 0.5f), v = k;
+      std::vector<float> kp(static_cast<std::size_t>(2 * tokens * 40), 9.0f), vp = kp;
+      PagedKVCache<float> cache;
+      cache.k_pages = kp.data();
+      cache.v_pages = vp.data();
+      cache.num_blocks = 2 * tokens;
+      cache.block_size = 1;
+      cache.num_kv_heads = 1;
+      cache.head_dim = 40;
+      const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
+      const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
+      EXPECT_TRUE(ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                      cache, PairLayout::kHalfSplit)
+                      .ok());
+      std::fill(kp.begin(), kp.end(), 9.0f);
+      std::fill(vp.begin(), vp.end(), 9.0f);
+      const std::int64_t a = tokens / 3 + 1, b = tokens - 1;
+      slots[static_cast<std::size_t>(b)] = slots[static_cast<std::size_t>(a)];
+      const Status s = ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                           cache, PairLayout::kHalfSplit);
+      ASSERT_FALSE(s.ok());
+      const std::string want = "slot_mapping[" + std::to_string(b) +
+                               "] = " + std::to_string(slots[static_cast<std::size_t>(a)]) +
+                               ": duplicates slot_mapping[" + std::to_string(a) + "]";
+      EXPECT_NE(s.message().find(want), std::string::npos) << s.message() << "\nwant: " << want;
+      for (float x : kp) ASSERT_EQ(x, 9.0f);
+      for (float x : vp) ASSERT_EQ(x, 9.0f);
+    }
+  }
+}
+
 TEST(KvCacheHostile, InputOverlapsPages) {
   Call c;
   // v read from the key pages themselves.

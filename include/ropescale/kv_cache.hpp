@@ -103,94 +103,6 @@ struct PagedKVCache {
 namespace ropescale {
 namespace detail {
 
-// The scale of one int8 row from its largest magnitude: the one rule every int8 path uses.
-//   amax = 0                           scale 0, inv 0 (a zero row)
-//   amax / 127 < 2^-126 (FLT_MIN)      scale 2^-126, inv 2^126: a floor, so 127 / amax cannot
-//                                      overflow and x * inv is exact (a power of two)
-//   amax / 127 <= FLT_MAX              scale = amax / 127 (float), inv = 127 / amax (in C)
-//   otherwise (NaN, infinity, or a double row past 127 * FLT_MAX)   finite = false
-// C is the compute type of the row: float, or double for double storage (then the scale is
-// computed in double and rounded to float once).
-template <typename C>
-struct Int8Scale {
-  float scale;
-  C inv;
-  bool finite;
-};
-
-template <typename C>
-inline Int8Scale<C> int8_scale(C amax) noexcept {
-  constexpr float kMinScale = std::numeric_limits<float>::min();  // 2^-126
-  const C s = amax / C(127);
-  if (!(s <= C(std::numeric_limits<float>::max())))
-    return {std::numeric_limits<float>::quiet_NaN(), C(0), false};
-  if (amax == C(0)) return {0.0f, C(0), true};
-  if (s < C(kMinScale)) return {kMinScale, C(1) / C(kMinScale), true};
-  return {static_cast<float>(s), C(127) / amax, true};
-}
-
-/// The largest magnitude an int8 row may hold: its scale, absmax / 127, must fit in float.
-inline constexpr double kInt8MaxAbs =
-    127.0 * static_cast<double>(std::numeric_limits<float>::max());
-
-// Magnitude bits of a compute value: the same order as the magnitudes, and a NaN wins a max.
-inline std::uint32_t magnitude_bits(float v) noexcept { return float_bits(v) & 0x7fffffffu; }
-inline std::uint64_t magnitude_bits(double v) noexcept {
-  std::uint64_t u;
-  std::memcpy(&u, &v, sizeof u);
-  return u & 0x7fffffffffffffffu;
-}
-template <typename U>
-inline auto from_magnitude_bits(U u) noexcept {
-  using C = std::conditional_t<sizeof(U) == 4, float, double>;
-  C v;
-  std::memcpy(&v, &u, sizeof v);
-  return v;
-}
-
-// Largest magnitude of a row in its compute type (NaN when the row holds one).
-template <int kN = 0, typename T>
-inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
-  using C = compute_t<T>;
-  const std::int64_t n = kN > 0 ? kN : row;
-  decltype(magnitude_bits(C(0))) amax_bits = 0;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const auto b = magnitude_bits(Elem<T>::template load<C>(x[j]));
-    amax_bits = b > amax_bits ? b : amax_bits;
-  }
-  return from_magnitude_bits(amax_bits);
-}
-
-// Symmetric absmax int8 quantization of one row with int8_scale's rule; returns the scale. A row
-// with a NaN or an infinity (or, for double storage, a magnitude past kInt8MaxAbs, which the
-// front door refuses) is stored as the sentinel: scale NaN and every q 0, so the whole row
-// dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
-// integer max over the magnitude bits, and rounding to nearest even is the 1.5 * 2^23 trick
-// (1.5 * 2^52 for double; exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
-// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
-template <int kN = 0, typename T>
-inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
-  using C = compute_t<T>;
-  using I = std::conditional_t<sizeof(C) == 4, std::int32_t, std::int64_t>;
-  const std::int64_t n = kN > 0 ? kN : row;
-  const Int8Scale<C> s = int8_scale(int8_row_absmax<kN>(x, n));
-  if (!s.finite) {
-    std::memset(q, 0, static_cast<std::size_t>(n));
-    return s.scale;
-  }
-  const C round = sizeof(C) == 4 ? C(12582912.0) : C(6755399441055744.0);  // 1.5 * 2^23 / 2^52
-  const I round_bits = static_cast<I>(magnitude_bits(round));
-  for (std::int64_t j = 0; j < n; ++j) {
-    // v + round holds round(v) in its low mantissa bits: no float-to-int conversion.
-    const C v = Elem<T>::template load<C>(x[j]) * s.inv;
-    I r = static_cast<I>(magnitude_bits(v + round)) - round_bits;
-    r = r < -127 ? -127 : r;
-    r = r > 127 ? 127 : r;
-    q[j] = static_cast<std::int8_t>(r);
-  }
-  return s.scale;
-}
-
 inline bool byte_ranges_overlap(const void* a, std::int64_t a_bytes, const void* b,
                                 std::int64_t b_bytes) noexcept {
   if (a == nullptr || b == nullptr || a_bytes <= 0 || b_bytes <= 0) return false;
@@ -253,7 +165,34 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
                          "beyond the pages: must be < num_blocks * block_size (" +
                              std::to_string(num_slots) + ")");
   }
-  // Duplicates: sort a copy (on the stack for a decode batch), then name the first two tokens.
+  // Duplicates, without a copy where possible: slots in increasing order (a prefill chunk, or a
+  // batch in page order) have none; a small batch (a decode step) compares its pairs. Otherwise
+  // sort a copy, then name the first two tokens.
+  constexpr std::int64_t kPairwiseSlots = 64;
+  bool increasing = true;
+  std::int64_t prev = -1;
+  for (std::int64_t t = 0; t < tokens && increasing; ++t) {
+    const std::int64_t s = static_cast<std::int64_t>(slots[t]);
+    if (s == kPaddingSlot) continue;
+    increasing = s > prev;
+    prev = s;
+  }
+  if (increasing) return Status();
+  const auto duplicate = [&](std::int64_t first, std::int64_t second) {
+    return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
+                       static_cast<std::int64_t>(slots[second]),
+                       "duplicates slot_mapping[" + std::to_string(first) +
+                           "]: each slot may be written once per call");
+  };
+  if (tokens <= kPairwiseSlots) {
+    for (std::int64_t j = 1; j < tokens; ++j) {
+      const std::int64_t s = static_cast<std::int64_t>(slots[j]);
+      if (s == kPaddingSlot) continue;
+      for (std::int64_t i = 0; i < j; ++i)
+        if (static_cast<std::int64_t>(slots[i]) == s) return duplicate(i, j);
+    }
+    return Status();
+  }
   constexpr std::int64_t kStackSlots = 512;
   std::int64_t local[kStackSlots];
   std::vector<std::int64_t> heap;
@@ -273,10 +212,7 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
     while (static_cast<std::int64_t>(slots[first]) != *dup) ++first;
     second = first + 1;
     while (static_cast<std::int64_t>(slots[second]) != *dup) ++second;
-    return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
-                       *dup,
-                       "duplicates slot_mapping[" + std::to_string(first) +
-                           "]: each slot may be written once per call");
+    return duplicate(first, second);
   }
   return Status();
 }
@@ -370,20 +306,9 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const std::int64_t H = c.num_kv_heads, D = c.head_dim;
   const std::int64_t row_head_stride = c.page_layout == PageLayout::kTokenMajor ? 1 : c.block_size;
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
-  const auto quantize = [D](const T* x, std::int8_t* q) noexcept {
-    switch (D) {
-      case 64:
-        return quantize_int8_row<64>(x, D, q);
-      case 128:
-        return quantize_int8_row<128>(x, D, q);
-      case 256:
-        return quantize_int8_row<256>(x, D, q);
-      default:
-        return quantize_int8_row(x, D, q);
-    }
-  };
-  (void)quantize;
   const KernelPath path = active_kernel_path();  // one path for the whole call
+  const QuantizeKernel<T> quantize = select_quantize_int8_row<T>(D, path);
+  (void)quantize;
   for (std::int64_t t = 0; t < k.tokens; ++t) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
     if (slot == kPaddingSlot) continue;
@@ -395,9 +320,14 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
       const Operand<T> op{kt, c.k_pages + row0 * D, H, D, 0, k.head_stride, 0, row_head_stride * D};
       run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
                          row_buf);
-      for (std::int64_t h = 0; h < H; ++h)
-        std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
-                    static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+      if (row_head_stride == 1 && (H == 1 || v.head_stride == D)) {  // the token's heads: one run
+        std::memcpy(static_cast<void*>(c.v_pages + row0 * D), static_cast<const void*>(vt),
+                    sizeof(T) * static_cast<std::size_t>(H * D));
+      } else {
+        for (std::int64_t h = 0; h < H; ++h)
+          std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
+                      static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+      }
     } else {
       for (std::int64_t h0 = 0; h0 < H; h0 += tbuf_heads) {
         const std::int64_t nh = std::min(tbuf_heads, H - h0);
@@ -406,12 +336,12 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
                            row_buf);
         for (std::int64_t h = 0; h < nh; ++h) {
           const std::int64_t r = row0 + (h0 + h) * row_head_stride;
-          c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
+          c.k_scales[r] = quantize(tbuf + h * D, D, c.k_pages + r * D);
         }
       }
       for (std::int64_t h = 0; h < H; ++h) {
         const std::int64_t r = row0 + h * row_head_stride;
-        c.v_scales[r] = quantize(vt + h * v.head_stride, c.v_pages + r * D);
+        c.v_scales[r] = quantize(vt + h * v.head_stride, D, c.v_pages + r * D);
       }
     }
   }
@@ -469,15 +399,16 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
   ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
 
-  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a 16 KiB-ish stack
-  // tile, wider heads on the heap.
+  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a stack tile of 4096
+  // values (raw, 64-byte aligned bytes: not value-initialized on every call), wider heads on the
+  // heap.
   using C = detail::compute_t<T>;
   constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
   detail::RowBuffer<C> row(angles.pairs());
   C* row_buf = row.data();
-  T tile_stack[kTileValues];
-  std::vector<T> tile_heap;
-  T* tile = tile_stack;
+  alignas(detail::kRowAlignment) unsigned char tile_stack[sizeof(T) * kTileValues];
+  std::vector<T, detail::AlignedAllocator<T>> tile_heap;
+  T* tile = reinterpret_cast<T*>(tile_stack);
   std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
   if (kQuantized && tile_heads == 0) {
     tile_heap.resize(static_cast<std::size_t>(cache.head_dim));

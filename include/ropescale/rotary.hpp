@@ -68,6 +68,7 @@
 #include "ropescale/kernel_path.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/aligned.hpp"
 #include "ropescale/detail/angle.hpp"
 #include "ropescale/detail/checked_math.hpp"
 #include "ropescale/detail/range_claims.hpp"
@@ -182,7 +183,8 @@ class RotaryFrequencies {
     const double p = static_cast<double>(pos);
     const std::int64_t n = pairs();
     if (std::abs(pos) < (std::int64_t{1} << 53) && p * max_abs_ < detail::kFastAngleLimit) {
-      detail::sincos_row_fast(p, inv_freq_.data(), n, m, cos_out, sin_out);
+      detail::select_sincos_row<C>(active_kernel_path())(p, inv_freq_.data(), n, m, cos_out,
+                                                         sin_out);
       return;
     }
     for (std::int64_t i = 0; i < n; ++i) {
@@ -220,6 +222,8 @@ class RotaryFrequencies {
 
 /// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
 /// Scalar float (RotaryCache) suits float/half/bfloat16 data; double (RotaryCacheD) double data.
+/// Every row starts on a 64-byte boundary (rows are padded to whole cache lines), so the kernels
+/// read it in whole lines.
 template <typename Scalar>
 class BasicRotaryCache {
   static_assert(std::is_same<Scalar, float>::value || std::is_same<Scalar, double>::value,
@@ -236,6 +240,7 @@ class BasicRotaryCache {
 
   BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
       : pairs_(freqs.pairs()),
+        row_stride_(detail::aligned_row_length<Scalar>(freqs.pairs())),
         frequency_dim_(freqs.frequency_dim()),
         attention_factor_(freqs.attention_factor()) {
     if (num_positions <= 0)
@@ -251,10 +256,11 @@ class BasicRotaryCache {
                                  "must be <= the frequencies' max_position() (" +
                                      std::to_string(freqs.max_position()) + ")"));
     num_positions_ = num_positions;
+    const std::int64_t stored = num_positions * row_stride_;  // <= 2^31 * 16 / 1: no overflow
     bool allocated = false;
     ROPESCALE_TRY {
-      cos_.resize(static_cast<std::size_t>(entries));
-      sin_.resize(static_cast<std::size_t>(entries));
+      cos_.resize(static_cast<std::size_t>(stored));
+      sin_.resize(static_cast<std::size_t>(stored));
       allocated = true;
     }
     ROPESCALE_CATCH(const std::exception&) {}  // bad_alloc: reported below as an Error
@@ -263,7 +269,7 @@ class BasicRotaryCache {
           ErrorCode::kInvalidArgument, "num_positions", num_positions,
           "the cache's " + std::to_string(2 * entries) + " values could not be allocated"));
     for (std::int64_t p = 0; p < num_positions; ++p)
-      freqs.fill(p, cos_.data() + p * pairs_, sin_.data() + p * pairs_);
+      freqs.fill(p, cos_.data() + p * row_stride_, sin_.data() + p * row_stride_);
   }
 
   std::int64_t num_positions() const noexcept { return num_positions_; }
@@ -274,8 +280,8 @@ class BasicRotaryCache {
   bool covers(std::int64_t pos) const noexcept { return pos >= 0 && pos < num_positions_; }
 
   /// m*cos / m*sin row of a position in [0, num_positions).
-  const Scalar* cos_row(std::int64_t pos) const noexcept { return cos_.data() + pos * pairs_; }
-  const Scalar* sin_row(std::int64_t pos) const noexcept { return sin_.data() + pos * pairs_; }
+  const Scalar* cos_row(std::int64_t pos) const noexcept { return cos_.data() + pos * row_stride_; }
+  const Scalar* sin_row(std::int64_t pos) const noexcept { return sin_.data() + pos * row_stride_; }
 
   template <typename C>
   void fill(std::int64_t pos, C* cos_out, C* sin_out, double scale = 1.0) const noexcept {
@@ -289,11 +295,12 @@ class BasicRotaryCache {
 
  private:
   std::int64_t pairs_ = 0;
+  std::int64_t row_stride_ = 0;  // pairs_ rounded up to a whole number of cache lines
   std::int64_t frequency_dim_ = 0;
   std::int64_t num_positions_ = 0;
   double attention_factor_ = 1.0;
-  std::vector<Scalar> cos_;
-  std::vector<Scalar> sin_;
+  std::vector<Scalar, detail::AlignedAllocator<Scalar>> cos_;
+  std::vector<Scalar, detail::AlignedAllocator<Scalar>> sin_;
 };
 
 using RotaryCache = BasicRotaryCache<float>;
