@@ -118,7 +118,7 @@ TEST(HfFamilies, ClassDefaultTableRows) {
       {"phi", 64, "partial_rotary_factor = 0.5 (PhiConfig default)"},
       {"stablelm", 32, "partial_rotary_factor = 0.25 (StableLmConfig default)"},
       {"qwen3_5_moe_text", 32, "partial_rotary_factor = 0.25 (Qwen3_5MoeTextConfig default)"},
-      {"gpt_neox", 32, "rotary_pct = 0.25 (GPTNeoXConfig default)"},
+      {"gpt_neox", 32, "rotary_pct = 0.25 (GPTNeoXConfig default)"},  // not rotary_emb_base
       {"llama", 128, nullptr},
   };
   for (const Row& r : rows) {
@@ -130,10 +130,14 @@ TEST(HfFamilies, ClassDefaultTableRows) {
     ModelRope m;
     ASSERT_TRUE(model_status(j, &m).ok()) << r.model_type << ": " << model_status(j).message();
     EXPECT_EQ(m.kinds[0].config.spec.rotary_dim, r.rotary_dim) << r.model_type;
-    if (r.reported != nullptr)
+    if (r.reported != nullptr) {
       EXPECT_TRUE(has_default(m, r.reported)) << r.model_type;
-    else
+    } else {
       EXPECT_TRUE(m.class_defaults.empty()) << r.model_type;
+    }
+    if (std::string(r.model_type) == "gpt_neox") {
+      EXPECT_EQ(m.class_defaults.size(), 1u);  // rope_theta is given: no rotary_emb_base default
+    }
   }
   // Persimmon: half rotates, theta 25000 from the class when the file has none.
   const json p = {{"model_type", "persimmon"},
@@ -325,6 +329,13 @@ TEST(HfFamilies, Gemma3nSlidingLayersUseTheLocalBase) {
     EXPECT_EQ(m.layer(l).spec.rope_theta, (l + 1) % 5 == 0 ? 1e6 : 1e4) << l;
   expect_inv_freq(m.layer(0), "gemma3n_sliding_local_base");
   expect_inv_freq(m.layer(4), "gemma3n_full");
+  // Without layer_types (and the other fields), Gemma3nTextConfig's defaults give the same model.
+  const json bare = {{"text_config", {{"model_type", "gemma3n_text"}, {"hidden_size", 2048}}}};
+  const ModelRope d = ropescale::parse_hf_model(bare);
+  ASSERT_EQ(d.num_layers(), 35);
+  for (std::int64_t l = 0; l < 35; ++l)
+    EXPECT_EQ(d.layer(l).spec.rope_theta, m.layer(l).spec.rope_theta) << l;
+  EXPECT_TRUE(has_default(d, "rope_local_base_freq = 10000 (Gemma3nTextConfig default)"));
 }
 
 TEST(HfFamilies, Olmo3TrainedByDefaultTransformersV5OnRequest) {

@@ -643,6 +643,13 @@ inline void apply_class_defaults(const std::string& family, Json* w,
     if (!family_in(family, d.families)) continue;
     if (find_member(*w, d.key) != nullptr) continue;
     if (block != nullptr && find_member(*block, d.key) != nullptr) continue;
+    // rope_theta and GPT-NeoX's rotary_emb_base name one value: either one given is the base.
+    const std::string key = d.key;
+    if ((key == "rotary_emb_base" || key == "rope_theta") &&
+        (find_member(*w, "rope_theta") != nullptr ||
+         find_member(*w, "rotary_emb_base") != nullptr ||
+         (block != nullptr && find_member(*block, "rope_theta") != nullptr)))
+      continue;
     add.emplace_back(d.key, d.value);
     if (used != nullptr)
       used->push_back(std::string(d.key) + " = " + format_value(d.value) + " (" + d.source +
@@ -992,8 +999,9 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
                        static_cast<std::int64_t>(m.layer_types.size()),
                        "must equal num_hidden_layers (" + std::to_string(num_layers) + ")");
   if (m.layer_types.empty() && is_gemma3(family)) {
-    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0.
-    std::int64_t pattern = 6;
+    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0 (6);
+    // Gemma3nTextConfig's default layer_types repeat 4 sliding + 1 full.
+    std::int64_t pattern = family.rfind("gemma3n", 0) == 0 ? 5 : 6;
     if (const Json* sp = find_member(w, "sliding_window_pattern"))
       ROPESCALE_RETURN_IF_ERROR(read_positive_int(*sp, tp + "sliding_window_pattern", &pattern));
     for (std::int64_t i = 0; i < num_layers; ++i)
