@@ -309,6 +309,17 @@ TEST(HfFamilies, NopeFieldsHostileValues) {
       json(std::vector<int>(static_cast<std::size_t>(ropescale::kMaxConfigLayers + 1), 1));
   expect_error(model_status(huge), ErrorCode::kInvalidArgument,
                {"no_rope_layers.size() = 1048577", "kMaxConfigLayers"});
+  // Qwen3-Next's full_attention_interval.
+  json qn = load_json("qwen3_next_80b_a3b.json");
+  qn["full_attention_interval"] = 0;
+  expect_error(model_status(qn), ErrorCode::kInvalidArgument,
+               {"full_attention_interval = 0", "must be > 0"});
+  qn["full_attention_interval"] = "4";
+  expect_error(model_status(qn), ErrorCode::kParseError, {"full_attention_interval = \"4\""});
+  qn["full_attention_interval"] = 1;  // every layer full attention: no NoPE layer
+  ModelRope all_full;
+  ASSERT_TRUE(model_status(qn, &all_full).ok());
+  EXPECT_TRUE(all_full.nope_layers().empty());
   // Booleans are read as HF's truthiness.
   ModelRope m;
   json b = base;
