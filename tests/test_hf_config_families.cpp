@@ -12,12 +12,14 @@
 // the published model).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/mrope.hpp"
 #include "test_data.hpp"
 
 namespace {
@@ -116,7 +118,7 @@ TEST(HfFamilies, ClassDefaultTableRows) {
       {"phi", 64, "partial_rotary_factor = 0.5 (PhiConfig default)"},
       {"stablelm", 32, "partial_rotary_factor = 0.25 (StableLmConfig default)"},
       {"qwen3_5_moe_text", 32, "partial_rotary_factor = 0.25 (Qwen3_5MoeTextConfig default)"},
-      {"gpt_neox", 32, "rotary_pct = 0.25 (GPTNeoXConfig default)"},
+      {"gpt_neox", 32, "rotary_pct = 0.25 (GPTNeoXConfig default)"},  // not rotary_emb_base
       {"llama", 128, nullptr},
   };
   for (const Row& r : rows) {
@@ -128,10 +130,14 @@ TEST(HfFamilies, ClassDefaultTableRows) {
     ModelRope m;
     ASSERT_TRUE(model_status(j, &m).ok()) << r.model_type << ": " << model_status(j).message();
     EXPECT_EQ(m.kinds[0].config.spec.rotary_dim, r.rotary_dim) << r.model_type;
-    if (r.reported != nullptr)
+    if (r.reported != nullptr) {
       EXPECT_TRUE(has_default(m, r.reported)) << r.model_type;
-    else
+    } else {
       EXPECT_TRUE(m.class_defaults.empty()) << r.model_type;
+    }
+    if (std::string(r.model_type) == "gpt_neox") {
+      EXPECT_EQ(m.class_defaults.size(), 1u);  // rope_theta is given: no rotary_emb_base default
+    }
   }
   // Persimmon: half rotates, theta 25000 from the class when the file has none.
   const json p = {{"model_type", "persimmon"},
@@ -303,6 +309,17 @@ TEST(HfFamilies, NopeFieldsHostileValues) {
       json(std::vector<int>(static_cast<std::size_t>(ropescale::kMaxConfigLayers + 1), 1));
   expect_error(model_status(huge), ErrorCode::kInvalidArgument,
                {"no_rope_layers.size() = 1048577", "kMaxConfigLayers"});
+  // Qwen3-Next's full_attention_interval.
+  json qn = load_json("qwen3_next_80b_a3b.json");
+  qn["full_attention_interval"] = 0;
+  expect_error(model_status(qn), ErrorCode::kInvalidArgument,
+               {"full_attention_interval = 0", "must be > 0"});
+  qn["full_attention_interval"] = "4";
+  expect_error(model_status(qn), ErrorCode::kParseError, {"full_attention_interval = \"4\""});
+  qn["full_attention_interval"] = 1;  // every layer full attention: no NoPE layer
+  ModelRope all_full;
+  ASSERT_TRUE(model_status(qn, &all_full).ok());
+  EXPECT_TRUE(all_full.nope_layers().empty());
   // Booleans are read as HF's truthiness.
   ModelRope m;
   json b = base;
@@ -323,6 +340,13 @@ TEST(HfFamilies, Gemma3nSlidingLayersUseTheLocalBase) {
     EXPECT_EQ(m.layer(l).spec.rope_theta, (l + 1) % 5 == 0 ? 1e6 : 1e4) << l;
   expect_inv_freq(m.layer(0), "gemma3n_sliding_local_base");
   expect_inv_freq(m.layer(4), "gemma3n_full");
+  // Without layer_types (and the other fields), Gemma3nTextConfig's defaults give the same model.
+  const json bare = {{"text_config", {{"model_type", "gemma3n_text"}, {"hidden_size", 2048}}}};
+  const ModelRope d = ropescale::parse_hf_model(bare);
+  ASSERT_EQ(d.num_layers(), 35);
+  for (std::int64_t l = 0; l < 35; ++l)
+    EXPECT_EQ(d.layer(l).spec.rope_theta, m.layer(l).spec.rope_theta) << l;
+  EXPECT_TRUE(has_default(d, "rope_local_base_freq = 10000 (Gemma3nTextConfig default)"));
 }
 
 TEST(HfFamilies, Olmo3TrainedByDefaultTransformersV5OnRequest) {
@@ -416,3 +440,98 @@ TEST(HfFamilies, ScaleTermHostileValues) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// ERNIE 4.5 pairing and 3D layout; HunYuan-VL xdrope (4 axes)
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Applies the config's M-RoPE to the golden q (one head) at the golden positions and compares
+// with HF's q_embed (float64).
+void expect_mrope_golden(const std::string& config_file, const std::string& case_name) {
+  const json golden_file = load_json("mrope_families.json");
+  const json* g = nullptr;
+  for (const json& c : golden_file["cases"])
+    if (c["name"] == case_name) g = &c;
+  ASSERT_NE(g, nullptr) << case_name;
+  const RopeConfig c = ropescale::load_hf_config(data_path(config_file));
+  ASSERT_TRUE(c.is_mrope());
+  const ropescale::MropeSections sections(c.mrope_section, c.mrope_layout, c.spec.pairs());
+  const ropescale::RotaryFrequencies freqs(c.spec, c.table_for(0));
+  const std::vector<std::vector<std::int64_t>> rows = (*g)["positions"];
+  const std::int64_t tokens = static_cast<std::int64_t>(rows[0].size());
+  ASSERT_EQ(static_cast<std::int64_t>(rows.size()), sections.num_axes());
+  std::vector<std::int64_t> positions;
+  for (const auto& r : rows) positions.insert(positions.end(), r.begin(), r.end());
+  std::vector<double> q;
+  for (const json& row : (*g)["q"])
+    for (const json& v : row) q.push_back(v.get<double>());
+  ropescale::apply_rotary_mrope(
+      freqs, sections, positions.data(),
+      ropescale::HeadsView<double>::tokens_heads_dim(q.data(), tokens, 1, c.spec.head_dim),
+      c.interleaved_pairs ? ropescale::PairLayout::kInterleaved
+                          : ropescale::PairLayout::kHalfSplit);
+  double worst = 0;
+  std::size_t k = 0;
+  for (const json& row : (*g)["q_embed"])
+    for (const json& v : row) worst = std::max(worst, std::abs(q[k++] - v.get<double>()));
+  EXPECT_LT(worst, 1e-12) << case_name;
+}
+
+}  // namespace
+
+TEST(HfFamilies, Ernie45PairsAdjacentChannels) {
+  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_0p3b.json"));
+  EXPECT_TRUE(c.interleaved_pairs);
+  EXPECT_FALSE(c.is_mrope());
+}
+
+TEST(HfFamilies, Ernie45VlThreeDLayoutMatchesHf) {
+  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_vl_28b_a3b.json"));
+  EXPECT_EQ(c.mrope_layout, ropescale::MropeLayout::kErnie3d);
+  EXPECT_TRUE(c.interleaved_pairs);
+  expect_mrope_golden("ernie45_vl_28b_a3b.json", "ernie45_vl_3d");
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(c)), c);
+  // Unequal h / w sections have no layout in HF's code: refused by name.
+  json bad = load_json("ernie45_vl_28b_a3b.json");
+  bad["text_config"]["rope_parameters"]["mrope_section"] = json::array({20, 24, 20});
+  expect_error(model_status(bad), ErrorCode::kInvalidArgument,
+               {"text_config.rope_parameters.mrope_section[1] = 24", "must equal"});
+  bad["text_config"]["rope_parameters"]["mrope_section"] = json::array({22, 22, 10, 10});
+  expect_error(model_status(bad), ErrorCode::kInvalidArgument,
+               {"mrope_section.size() = 4", "ernie_3d"});
+}
+
+TEST(HfFamilies, HunYuanVlXdropeFourAxesMatchHf) {
+  const RopeConfig c = ropescale::load_hf_config(data_path("hunyuan_ocr.json"));
+  EXPECT_EQ(c.rope_type, RopeType::kDynamic);
+  EXPECT_EQ(c.ntk_alpha, 1000.0);
+  EXPECT_EQ(c.mrope_section, (std::vector<std::int64_t>{16, 16, 16, 16}));
+  EXPECT_EQ(c.mrope_layout, ropescale::MropeLayout::kSectioned);
+  expect_mrope_golden("hunyuan_ocr.json", "hunyuan_vl_xdrope");
+}
+
+TEST(HfFamilies, MropeSectionHostileValues) {
+  const json base = load_json("hunyuan_ocr.json");
+  auto with = [&](const char* key, const json& v) {
+    json j = base;
+    j["rope_scaling"][key] = v;
+    return model_status(j);
+  };
+  expect_error(with("xdrope_section", json::array({16, 16, 16, 16, 0})), ErrorCode::kParseError,
+               {"rope_scaling.xdrope_section", "1 to 4 integers"});
+  expect_error(with("xdrope_section", json::array({16, 16, 16, 17})), ErrorCode::kInvalidArgument,
+               {"must sum to rotary_dim / 2 = 64"});
+  expect_error(with("xdrope_section", json::array({16, 16, "16", 16})), ErrorCode::kParseError,
+               {"rope_scaling.xdrope_section[2] = \"16\""});
+  expect_error(with("xdrope_section", json(std::vector<int>(100000, 0))), ErrorCode::kParseError,
+               {"rope_scaling.xdrope_section"});
+  expect_error(with("mrope_section", json::array({32, 32})), ErrorCode::kInvalidArgument,
+               {"rope_scaling.xdrope_section", "differs from mrope_section"});
+  expect_error(with("xdrope_section", -1), ErrorCode::kParseError, {"rope_scaling.xdrope_section"});
+  json interleaved = base;
+  interleaved["rope_scaling"]["mrope_interleaved"] = true;
+  expect_error(model_status(interleaved), ErrorCode::kInvalidArgument,
+               {"xdrope_section.size() = 4", "interleaved"});
+}

@@ -265,13 +265,29 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   }
 
   // M-RoPE sections (Qwen2-VL: rope_scaling {"type": "mrope", "mrope_section": [16, 24, 24]};
-  // Qwen3-VL adds "mrope_interleaved": true, and its code always interleaves).
-  if (const Json* ms = find_member(*block, "mrope_section")) {
-    const std::string path = bname + ".mrope_section";
-    if (!ms->is_array() || ms->size() != 3)
-      return json_type_error(path, *ms, "must be an array of 3 integers (t, h, w pairs)");
+  // Qwen3-VL adds "mrope_interleaved": true, and its code always interleaves; ERNIE 4.5 VL's
+  // class alternates h/w; HunYuan-VL writes 4 sections as `xdrope_section`, which HF's
+  // HunYuanVLTextConfig renames to mrope_section, refusing two different lists).
+  const bool ernie_vl = nm.family.rfind("ernie4_5_vl", 0) == 0;
+  const Json* ms = find_member(*block, "mrope_section");
+  std::string ms_path = bname + ".mrope_section";
+  if (const Json* xs = find_member(*block, "xdrope_section")) {
+    if (ms == nullptr) {
+      ms = xs;
+      ms_path = bname + ".xdrope_section";
+    } else if (*ms != *xs) {
+      return make_status(ErrorCode::kInvalidArgument, bname + ".xdrope_section", json_excerpt(*xs),
+                         "differs from mrope_section (" + json_excerpt(*ms) +
+                             "); HF reads xdrope_section as another name for it");
+    }
+  }
+  if (ms != nullptr) {
+    const std::string& path = ms_path;
+    if (!ms->is_array() || ms->empty() || ms->size() > static_cast<std::size_t>(kMaxMropeAxes))
+      return json_type_error(path, *ms,
+                             "must be an array of 1 to 4 integers (pairs per position axis)");
     std::int64_t sum = 0;
-    for (std::size_t a = 0; a < 3; ++a) {
+    for (std::size_t a = 0; a < ms->size(); ++a) {
       std::int64_t v = 0;
       ROPESCALE_RETURN_IF_ERROR(read_int((*ms)[a], path + "[" + std::to_string(a) + "]", &v));
       if (v < 0 || v > c.spec.pairs())
@@ -290,6 +306,21 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
         return json_type_error(bname + ".mrope_interleaved", *mi, "must be true or false");
       c.mrope_interleaved = mi->get<bool>();
     }
+    if (ernie_vl && c.mrope_interleaved)
+      return make_status(ErrorCode::kUnsupported, bname + ".mrope_interleaved", true,
+                         "ERNIE 4.5 VL's layout is its own 3D one, not Qwen3-VL's interleaving");
+    c.mrope_layout = c.mrope_interleaved ? MropeLayout::kInterleaved
+                     : ernie_vl          ? MropeLayout::kErnie3d
+                                         : MropeLayout::kSectioned;
+    if (c.mrope_layout != MropeLayout::kSectioned && c.mrope_section.size() != 3)
+      return make_status(ErrorCode::kInvalidArgument, path + ".size()",
+                         static_cast<std::int64_t>(c.mrope_section.size()),
+                         std::string("must be 3 (temporal, height, width) for the ") +
+                             to_string(c.mrope_layout) + " layout");
+    if (c.mrope_layout == MropeLayout::kErnie3d && c.mrope_section[0] != c.mrope_section[1])
+      return make_status(ErrorCode::kInvalidArgument, path + "[1]", c.mrope_section[1],
+                         "must equal mrope_section[0] (" + std::to_string(c.mrope_section[0]) +
+                             "): ERNIE's 3D layout alternates height and width pair by pair");
   } else if (find_member(*block, "mrope_interleaved") != nullptr) {
     return missing_field(bname + ".mrope_section", "mrope_interleaved needs the sections");
   }
@@ -303,6 +334,8 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
       nm.family == "deepseek_v32" || nm.family == "kimi_k2" ||
       // GPT-J / CodeGen rotate_every_two; GLM / GLM-4 rotate_half_llm.
       nm.family == "gptj" || nm.family == "codegen" || nm.family == "glm" || nm.family == "glm4" ||
+      // ERNIE 4.5 (text and VL): rotate_half_text over (2i, 2i + 1) (modeling_ernie4_5*.py).
+      nm.family.rfind("ernie4_5", 0) == 0 ||
       // Llama 4: view_as_complex over (2i, 2i + 1) (modeling_llama4.py apply_rotary_emb).
       nm.family == "llama4_text" || nm.family == "llama4";
   if (const Json* ri = find_member(j, "rope_interleave")) {
@@ -610,6 +643,13 @@ inline void apply_class_defaults(const std::string& family, Json* w,
     if (!family_in(family, d.families)) continue;
     if (find_member(*w, d.key) != nullptr) continue;
     if (block != nullptr && find_member(*block, d.key) != nullptr) continue;
+    // rope_theta and GPT-NeoX's rotary_emb_base name one value: either one given is the base.
+    const std::string key = d.key;
+    if ((key == "rotary_emb_base" || key == "rope_theta") &&
+        (find_member(*w, "rope_theta") != nullptr ||
+         find_member(*w, "rotary_emb_base") != nullptr ||
+         (block != nullptr && find_member(*block, "rope_theta") != nullptr)))
+      continue;
     add.emplace_back(d.key, d.value);
     if (used != nullptr)
       used->push_back(std::string(d.key) + " = " + format_value(d.value) + " (" + d.source +
@@ -889,7 +929,8 @@ inline std::string rope_config_fingerprint(const RopeConfig& c) {
   opt(r.short_mscale);
   opt(r.long_mscale);
   for (std::int64_t v : c.mrope_section) out += std::to_string(v) + ",";
-  out += ";" + std::to_string(c.mrope_interleaved) + std::to_string(c.interleaved_pairs);
+  out += ";" + std::to_string(c.mrope_interleaved) +
+         std::to_string(static_cast<int>(c.mrope_layout)) + std::to_string(c.interleaved_pairs);
   return out;
 }
 
@@ -958,8 +999,9 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
                        static_cast<std::int64_t>(m.layer_types.size()),
                        "must equal num_hidden_layers (" + std::to_string(num_layers) + ")");
   if (m.layer_types.empty() && is_gemma3(family)) {
-    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0.
-    std::int64_t pattern = 6;
+    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0 (6);
+    // Gemma3nTextConfig's default layer_types repeat 4 sliding + 1 full.
+    std::int64_t pattern = family.rfind("gemma3n", 0) == 0 ? 5 : 6;
     if (const Json* sp = find_member(w, "sliding_window_pattern"))
       ROPESCALE_RETURN_IF_ERROR(read_positive_int(*sp, tp + "sliding_window_pattern", &pattern));
     for (std::int64_t i = 0; i < num_layers; ++i)

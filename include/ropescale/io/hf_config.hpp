@@ -41,8 +41,10 @@
 //                        original). yarn: see YarnSemantics. llama3, longrope: top level (v5
 //                        standardize_rope_params puts it over the block's), else block, else
 //                        max_position_embeddings. A v5 per-layer-type block uses its own window.
-//   M-RoPE               block.mrope_section (3 pair counts summing to rotary_dim / 2) and
-//                        block.mrope_interleaved (default: true for qwen3_vl*, else false).
+//   M-RoPE               block.mrope_section (pair counts per axis summing to rotary_dim / 2; 3,
+//                        or up to 4 sectioned: HunYuan-VL's xdrope_section, its older name) and
+//                        block.mrope_interleaved (default: true for qwen3_vl*, else false);
+//                        ernie4_5_vl*: ERNIE's 3D layout (MropeLayout::kErnie3d).
 //   per layer            parse_hf_model / load_hf_model: `layer_types` (or Gemma 3's
 //                        sliding_window_pattern) with v5 `rope_parameters` keyed by layer type,
 //                        Gemma 3 / 3n's rope_local_base_freq for their sliding layers, OLMo 3's
@@ -76,6 +78,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/mrope_layout.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/search_state.hpp"
 
@@ -170,10 +173,14 @@ struct RopeConfig {
   YarnParams yarn;          ///< yarn (yarn.original_max_position = the resolved window)
   Llama3Params llama3;      ///< llama3
   LongRopeParams longrope;  ///< longrope (longrope.factor = s, max_position_embeddings / L)
-  /// M-RoPE (Qwen2-VL / Qwen2.5-VL / Qwen3-VL): pairs per position axis (t, h, w), empty for
-  /// text-only models. Build a MropeSections (ropescale/mrope.hpp) from it and spec.pairs().
+  /// M-RoPE (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / ERNIE 4.5 VL: t, h, w; HunYuan-VL xdrope: 4
+  /// axes): pairs per position axis, empty for text-only models. Build a MropeSections
+  /// (ropescale/mrope.hpp) from it and spec.pairs().
   std::vector<std::int64_t> mrope_section;
   bool mrope_interleaved = false;  ///< Qwen3-VL's interleaved section layout
+  /// The section layout (mrope_layout.hpp): kInterleaved iff mrope_interleaved; kErnie3d for
+  /// ERNIE 4.5 VL. Build MropeSections(mrope_section, mrope_layout, spec.pairs()).
+  MropeLayout mrope_layout = MropeLayout::kSectioned;
   /// How HF's modeling code pairs the checkpoint's channels: true when they rotate as
   /// (2i, 2i + 1) (PairLayout::kInterleaved): `rope_interleave: true`, or an MLA config
   /// (DeepSeek-V2/V3, Kimi-K2: their config classes default it to true) that does not say.
@@ -267,7 +274,8 @@ struct RopeConfig {
            same_array(ra.long_factor, rb.long_factor) && ra.factor == rb.factor &&
            ra.attention_factor == rb.attention_factor && ra.short_mscale == rb.short_mscale &&
            ra.long_mscale == rb.long_mscale && a.mrope_section == b.mrope_section &&
-           a.mrope_interleaved == b.mrope_interleaved && a.interleaved_pairs == b.interleaved_pairs;
+           a.mrope_interleaved == b.mrope_interleaved && a.mrope_layout == b.mrope_layout &&
+           a.interleaved_pairs == b.interleaved_pairs;
   }
   friend bool operator!=(const RopeConfig& a, const RopeConfig& b) { return !(a == b); }
 };
@@ -651,8 +659,10 @@ inline nlohmann::json to_hf_config(const RopeConfig& c) {
   using nlohmann::json;
   throw_if_error(validate(c.spec));
   json j = json::object();
-  // HF reads `alpha` only in HunYuan's rotary embedding: name the family that gives it meaning.
+  // HF reads `alpha` only in HunYuan's rotary embedding, and ERNIE's 3D M-RoPE layout comes from
+  // its model class: name the family that gives them meaning.
   if (c.ntk_alpha != 0.0) j["model_type"] = "hunyuan_v1_dense";
+  if (c.mrope_layout == MropeLayout::kErnie3d) j["model_type"] = "ernie4_5_vl_moe_text";
   j["head_dim"] = c.spec.head_dim;
   if (c.interleaved_pairs) j["rope_interleave"] = true;
   if (c.spec.rotary_dim != c.spec.head_dim)
