@@ -86,6 +86,9 @@ def main():
     ap.add_argument("--documents", type=int, default=2)
     ap.add_argument("--stop-after", type=int, default=0,
                     help="stop after this many batches, as if killed (tests resume)")
+    ap.add_argument("--fail-rank-at", default=None, metavar="RANK:ID",
+                    help="rank RANK raises when it evaluates candidate ID or a later one "
+                         "(tests how a failing rank stops the job)")
     args = ap.parse_args()
 
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -131,6 +134,10 @@ def main():
         results, error = [], None
         try:
             for cid, c, steps in mine:
+                if args.fail_rank_at:
+                    fail_rank, fail_id = map(int, args.fail_rank_at.split(":"))
+                    if rank == fail_rank and cid >= fail_id:
+                        raise RuntimeError(f"injected failure at candidate {cid}")
                 g = ropescale.Genome()
                 g.critical_pair, g.steps = c, steps
                 results.append((cid, fitness(space.genome_table(g))))

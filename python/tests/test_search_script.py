@@ -14,14 +14,16 @@ SCRIPT = ROOT / "examples" / "python" / "longrope2_search.py"
 ARGS = ["--evaluations", "32", "--seed", "1", "--length", "300", "--documents", "1"]
 
 
-def run(args, tmp_path, name, nproc=1):
+def run(args, tmp_path, name, nproc=1, check=True):
     out = tmp_path / f"{name}.json"
     cmd = [sys.executable, str(SCRIPT), *ARGS, "--json", str(out), *args]
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                "--redirects", "2", "--tee", "2", "--master_port", str(29500 + os.getpid() % 1000),
                *cmd[1:]]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=240)
+    if not check:
+        return done
     return json.loads(out.read_text()) if out.exists() else None
 
 
@@ -39,3 +41,15 @@ def test_one_two_processes_and_resume_agree(tmp_path):
     resumed = run(["--resume", str(ckpt)], tmp_path, "resumed")
     for key in ("best_loss", "critical_pair", "factors", "evaluations"):
         assert resumed[key] == one[key], key
+
+
+def test_a_failing_rank_stops_the_job_with_its_error(tmp_path):
+    ckpt = tmp_path / "ckpt.json"
+    # rank 1 fails in the second batch (ids >= 16); the checkpoint of the first stays valid
+    done = run(["--checkpoint", str(ckpt), "--fail-rank-at", "1:16"], tmp_path, "failed",
+               nproc=2, check=False)
+    assert done.returncode != 0
+    assert "rank 1: RuntimeError: injected failure at candidate" in done.stdout + done.stderr
+    assert not (tmp_path / "failed.json").exists()
+    state = json.loads(ckpt.read_text())
+    assert state["version"] == 1 and len(state["history"]) == 16
