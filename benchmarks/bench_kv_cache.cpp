@@ -3,7 +3,9 @@
 // cache: rotate, then a separate quantize pass over K and V). Every iteration times, one after
 // the other, a batch of fused calls, a batch of unfused calls and a batch of in-place streaming
 // passes over the new K and V bytes, so the ratios below are immune to machine-wide drift.
-// Each timed batch holds 64 decode calls (4 prefill calls), so clock reads do not count.
+// Each timed batch holds 64 decode calls (4 prefill calls), so clock reads do not count. The
+// `misaligned16` rows put the new K and V 16 bytes past a cache line (an engine's buffers need
+// not be aligned).
 //
 //   fused_us      time of one fused call
 //   unfused_us    time of one rotate-then-copy (or rotate-then-quantize) call
@@ -50,7 +52,7 @@ struct Phase {
 
 // T: the new K/V type; S: the cache storage (T or int8_t).
 template <typename T, typename S>
-void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
+void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, int misalign_bytes) {
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
   const std::int64_t NT = phase.tokens;
   const RopeSpec spec{kDim, kDim, 500000.0, 8192};
@@ -72,10 +74,14 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
   }
 
   const std::size_t n_in = static_cast<std::size_t>(NT * kHeads * kDim);
-  Buffer<T> k(n_in), v(n_in), tmp(n_in);
+  // misalign_bytes > 0: the new K and V start that many bytes past a cache line.
+  const std::size_t skip = static_cast<std::size_t>(misalign_bytes) / sizeof(T);
+  Buffer<T> k_store(n_in + 64), v_store(n_in + 64), tmp(n_in);
+  T* k = k_store.data() + skip;
+  T* v = v_store.data() + skip;
   std::normal_distribution<float> dist;
-  for (auto& x : k) x = static_cast<T>(dist(rng));
-  for (auto& x : v) x = static_cast<T>(dist(rng));
+  for (std::size_t i = 0; i < n_in; ++i) k[i] = static_cast<T>(dist(rng));
+  for (std::size_t i = 0; i < n_in; ++i) v[i] = static_cast<T>(dist(rng));
   const std::size_t rows = static_cast<std::size_t>(kNumBlocks * kBlockSize * kHeads);
   Buffer<S> k_pages(rows * kDim), v_pages(rows * kDim);
   Buffer<float> k_scales(kQuantized ? rows : 0), v_scales(kQuantized ? rows : 0);
@@ -90,8 +96,11 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
   cache.head_dim = kDim;
   cache.page_layout = page_layout;
 
-  const auto kview = HeadsView<const T>::tokens_heads_dim(k.data(), NT, kHeads, kDim);
-  const auto vview = HeadsView<const T>::tokens_heads_dim(v.data(), NT, kHeads, kDim);
+  const auto kview = HeadsView<const T>::tokens_heads_dim(k, NT, kHeads, kDim);
+  const auto vview = HeadsView<const T>::tokens_heads_dim(v, NT, kHeads, kDim);
+  // The unfused pass quantizes with the same kernel the fused call uses.
+  const auto quantize =
+      ropescale::detail::select_quantize_int8_row<T>(kDim, ropescale::active_kernel_path());
   const auto tview = HeadsView<T>::tokens_heads_dim(tmp.data(), NT, kHeads, kDim);
   const PairLayout layout = PairLayout::kHalfSplit;
 
@@ -106,14 +115,13 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
         const std::int64_t src = (t * kHeads + h) * kDim;
         if constexpr (kQuantized) {
           k_scales[static_cast<std::size_t>(r)] =
-              ropescale::detail::quantize_int8_row(tmp.data() + src, kDim, &k_pages[0] + r * kDim);
-          v_scales[static_cast<std::size_t>(r)] =
-              ropescale::detail::quantize_int8_row(v.data() + src, kDim, &v_pages[0] + r * kDim);
+              quantize(tmp.data() + src, kDim, &k_pages[0] + r * kDim);
+          v_scales[static_cast<std::size_t>(r)] = quantize(v + src, kDim, &v_pages[0] + r * kDim);
         } else {
           std::memcpy(static_cast<void*>(&k_pages[0] + r * kDim),
                       static_cast<const void*>(tmp.data() + src), sizeof(T) * kDim);
-          std::memcpy(static_cast<void*>(&v_pages[0] + r * kDim),
-                      static_cast<const void*>(v.data() + src), sizeof(T) * kDim);
+          std::memcpy(static_cast<void*>(&v_pages[0] + r * kDim), static_cast<const void*>(v + src),
+                      sizeof(T) * kDim);
         }
       }
   };
@@ -131,8 +139,8 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
     benchmark::ClobberMemory();
     const auto t2 = Clock::now();
     for (int i = 0; i < batch; ++i) {
-      stream_pass(k.data(), n_in * sizeof(T), mask);
-      stream_pass(v.data(), n_in * sizeof(T), mask);
+      stream_pass(k, n_in * sizeof(T), mask);
+      stream_pass(v, n_in * sizeof(T), mask);
     }
     benchmark::ClobberMemory();
     const auto t3 = Clock::now();
@@ -151,15 +159,18 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout) {
 
 template <typename T, typename S>
 void register_case(const char* type) {
-  const Phase phases[] = {{"decode_32seq", 32, true}, {"prefill_512", 512, false}};
+  const Phase phases[] = {
+      {"decode_1seq", 1, true}, {"decode_32seq", 32, true}, {"prefill_512", 512, false}};
   for (const Phase& p : phases)
-    for (PageLayout pl : {PageLayout::kHeadMajor, PageLayout::kTokenMajor}) {
-      const std::string name =
-          std::string("kv_append/") + type + "/" + p.name + "/" + ropescale::to_string(pl);
-      benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, pl)
-          ->UseManualTime()
-          ->Unit(benchmark::kMicrosecond);
-    }
+    for (PageLayout pl : {PageLayout::kHeadMajor, PageLayout::kTokenMajor})
+      for (int misalign : {0, 16}) {
+        const std::string name = std::string("kv_append/") + type + "/" + p.name + "/" +
+                                 ropescale::to_string(pl) +
+                                 (misalign ? "/misaligned" + std::to_string(misalign) : "");
+        benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, pl, misalign)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
 }
 
 const bool registered = [] {

@@ -1,7 +1,8 @@
 // Rotary kernel throughput, per instruction-set path this CPU runs (kernel_path.hpp). Every
 // benchmark interleaves, iteration by iteration, the kernel with an in-place streaming read+write
 // pass over the same bytes, so the reported ratio `vs_stream` (kernel bandwidth / streaming
-// bandwidth) is immune to machine-wide drift. Buffers are 64-byte aligned; a decode step (one
+// bandwidth) is immune to machine-wide drift. Buffers are 64-byte aligned (and, for the best
+// path, once more 16 bytes past a line: the `misaligned16` rows); a decode step (one
 // token, ~100 ns) is timed as a batch of kDecodeBatch calls per clock read, and so is its stream
 // pass (the Time column is then that of the batch; us_per_call is one call). It also reports
 // `vs_scalar`, the speed-up over the plain scalar loop most engines start from (float32 angle = pos
@@ -108,7 +109,7 @@ void scalar_rope(T* x, std::int64_t tokens, std::int64_t heads, std::int64_t hea
 
 template <typename S>
 void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached,
-               ropescale::KernelPath path, int threads) {
+               ropescale::KernelPath path, int threads, int misalign_bytes) {
   ropescale::force_kernel_path(path);
   RopeSpec spec{shape.head_dim, shape.head_dim, 500000.0, 8192};
   const FactorTable table(Eigen::ArrayXd::LinSpaced(shape.head_dim / 2, 1.0, 16.0), 1.14, "bench");
@@ -122,13 +123,18 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
 
   const std::size_t nq = static_cast<std::size_t>(NT * shape.q_heads * shape.head_dim);
   const std::size_t nk = static_cast<std::size_t>(NT * shape.k_heads * shape.head_dim);
-  bench::AlignedVector<S> q(nq), k(nk);
+  // misalign_bytes > 0: q and k start that many bytes past a cache line (an engine's buffers
+  // need not be aligned); the stream pass runs over the same bytes.
+  const std::size_t skip = static_cast<std::size_t>(misalign_bytes) / sizeof(S);
+  bench::AlignedVector<S> q_store(nq + 64), k_store(nk + 64);
+  S* q = q_store.data() + skip;
+  S* k = k_store.data() + skip;
   std::mt19937 rng(1);
   std::normal_distribution<float> dist;
-  for (auto& v : q) v = static_cast<S>(dist(rng));
-  for (auto& v : k) v = static_cast<S>(dist(rng));
-  auto qv = HeadsView<S>::tokens_heads_dim(q.data(), NT, shape.q_heads, shape.head_dim);
-  auto kv = HeadsView<S>::tokens_heads_dim(k.data(), NT, shape.k_heads, shape.head_dim);
+  for (std::size_t i = 0; i < nq; ++i) q[i] = static_cast<S>(dist(rng));
+  for (std::size_t i = 0; i < nk; ++i) k[i] = static_cast<S>(dist(rng));
+  auto qv = HeadsView<S>::tokens_heads_dim(q, NT, shape.q_heads, shape.head_dim);
+  auto kv = HeadsView<S>::tokens_heads_dim(k, NT, shape.k_heads, shape.head_dim);
   const std::size_t bytes = (nq + nk) * sizeof(S);
   const int batch = NT == 1 ? kDecodeBatch : 1;
   TwoThreadPool* pool = nullptr;
@@ -167,10 +173,10 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   double scalar_s = 1e30;
   for (int rep = 0; rep < (NT == 1 ? 3 : 1); ++rep) {
     const auto t0 = Clock::now();
-    scalar_rope(q.data(), NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+    scalar_rope(q, NT, shape.q_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                 layout == PairLayout::kInterleaved);
     if (shape.k_heads > 0)
-      scalar_rope(k.data(), NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
+      scalar_rope(k, NT, shape.k_heads, shape.head_dim, pos.data(), inv_f, 1.14f,
                   layout == PairLayout::kInterleaved);
     scalar_s = std::min(scalar_s, std::chrono::duration<double>(Clock::now() - t0).count());
     benchmark::ClobberMemory();
@@ -187,8 +193,8 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
     }
     const auto t1 = Clock::now();
     for (int b = 0; b < batch; ++b) {
-      stream_pass(q.data(), nq * sizeof(S), mask);
-      if (nk) stream_pass(k.data(), nk * sizeof(S), mask);
+      stream_pass(q, nq * sizeof(S), mask);
+      if (nk) stream_pass(k, nk * sizeof(S), mask);
       benchmark::ClobberMemory();
     }
     const auto t2 = Clock::now();
@@ -222,7 +228,7 @@ const char* type_name<Eigen::half>() {
 }
 
 template <typename T>
-void register_type(ropescale::KernelPath path) {
+void register_type(ropescale::KernelPath path, int misalign_bytes) {
   const Shape shapes[] = {
       {"decode_1x32x128", 1, 32, 0, 128},        {"prefill_512x32x128", 512, 32, 0, 128},
       {"prefill_4096x32x128", 4096, 32, 0, 128}, {"prefill_4096_q32_k8_gqa", 4096, 32, 8, 128},
@@ -233,8 +239,10 @@ void register_type(ropescale::KernelPath path) {
       for (bool cached : {true, false}) {
         const std::string name =
             std::string("rotary/") + ropescale::to_string(path) + "/" + type_name<T>() + "/" +
-            s.name + "/" + ropescale::to_string(layout) + "/" + (cached ? "cache" : "on_the_fly");
-        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached, path, 1)
+            s.name + "/" + ropescale::to_string(layout) + "/" + (cached ? "cache" : "on_the_fly") +
+            (misalign_bytes ? "/misaligned" + std::to_string(misalign_bytes) : "");
+        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached, path, 1,
+                                     misalign_bytes)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }
@@ -253,7 +261,7 @@ void register_threads2() {
                                type_name<T>() + "/" + s.name + "/half_split/" +
                                (cached ? "cache" : "on_the_fly");
       benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, PairLayout::kHalfSplit, cached,
-                                   path, 2)
+                                   path, 2, 0)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }
@@ -262,10 +270,14 @@ void register_threads2() {
 const bool registered = [] {
   for (ropescale::KernelPath path : ropescale::kAllKernelPaths) {
     if (!ropescale::kernel_path_supported(path)) continue;
-    register_type<float>(path);
-    register_type<Eigen::bfloat16>(path);
-    register_type<Eigen::half>(path);
+    register_type<float>(path, 0);
+    register_type<Eigen::bfloat16>(path, 0);
+    register_type<Eigen::half>(path, 0);
   }
+  // The best path once more on buffers 16 bytes past a cache line.
+  register_type<float>(ropescale::best_kernel_path(), 16);
+  register_type<Eigen::bfloat16>(ropescale::best_kernel_path(), 16);
+  register_type<Eigen::half>(ropescale::best_kernel_path(), 16);
   register_threads2<float>();
   register_threads2<Eigen::bfloat16>();
   return true;

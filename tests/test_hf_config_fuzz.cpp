@@ -8,8 +8,9 @@
 // or added, an array resized, inf/nan injected through the json API). Every input must give
 // either an error with a short "ropescale: " message or a config whose tables are valid and which
 // survives an export/import round trip unchanged. The checkpoint reader gets the same treatment
-// from a real checkpoint: an error, or a state that validates. Crashes, hangs and sanitizer
-// reports fail the test by themselves (the ASan+UBSan CI configuration runs it too).
+// from a real checkpoint: an error, or a state that validates. The fused KV-cache append gets
+// random page tables and slot maps (kv_cache_fuzz.hpp). Crashes, hangs and sanitizer reports fail
+// the test by themselves (the ASan+UBSan CI configuration runs it too).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -22,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "kv_cache_fuzz.hpp"
 #include "ropescale/io/hf_config.hpp"
 #include "ropescale/io/search_checkpoint.hpp"
 #include "test_data.hpp"
@@ -571,6 +573,34 @@ TEST(CheckpointFuzz, TreeAndTextMutations) {
   std::printf("checkpoint mutations: %d inputs, %d accepted\n", tally.iterations, tally.accepted);
   EXPECT_GT(tally.accepted, 0);
   EXPECT_LT(tally.accepted, tally.iterations);
+}
+
+// The fused KV-cache append: random page tables and slot maps, damaged, against the oracle of
+// kv_cache_fuzz.hpp, on float and int8 pages.
+TEST(KvCacheFuzz, PageTablesAndSlotMaps) {
+  const ropescale::RopeSpec spec{40, 32, 10000.0, 4096};
+  const ropescale::RotaryFrequencies freqs(
+      spec, ropescale::FactorTable(Eigen::ArrayXd::LinSpaced(16, 1.0, 4.0), 1.2, "fuzz"));
+  const ropescale::RotaryCache angles(freqs, 64);
+  ropescale_test::KvFuzzCase f(fuzz_seed() + 3);
+  int iterations = 0, accepted = 0;
+  const auto start = std::chrono::steady_clock::now();
+  // Its own floor of 100 cases (each checks every written value): seconds under ASan too.
+  const auto done = [&] {
+    const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
+    return iterations >= max_iterations() ||
+           (iterations >= 100 && spent.count() > budget_seconds());
+  };
+  while (!done()) {
+    ++iterations;
+    const bool ok = f.below(2) ? ropescale_test::kv_fuzz_one<float>(f, angles, 40)
+                               : ropescale_test::kv_fuzz_one<std::int8_t>(f, angles, 40);
+    accepted += ok ? 1 : 0;
+    if (::testing::Test::HasFailure()) break;
+  }
+  std::printf("kv append cases: %d inputs, %d accepted\n", iterations, accepted);
+  EXPECT_GT(accepted, 0);
+  EXPECT_LT(accepted, iterations);
 }
 
 }  // namespace
