@@ -80,6 +80,7 @@ int run_factors(const std::vector<std::string>& argv) {
       if (cfg.is_mrope()) {
         out["mrope_section"] = cfg.mrope_section;
         out["mrope_interleaved"] = cfg.mrope_interleaved;
+        out["mrope_layout"] = ropescale::to_string(cfg.mrope_layout);
       }
       kinds.push_back(out);
       continue;
@@ -103,8 +104,11 @@ int run_factors(const std::vector<std::string>& argv) {
     if (cfg.is_mrope()) {
       std::cout << "mrope_section     ";
       for (std::int64_t v : cfg.mrope_section) std::cout << " " << v;
-      std::cout << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+      std::cout << " (" << ropescale::to_string(cfg.mrope_layout) << ")\n";
     }
+    if (cfg.ntk_alpha != 0.0)
+      std::cout << "alpha              " << g17(cfg.ntk_alpha)
+                << " (base rope_theta * alpha^(d/(d-2)) at every length)\n";
     std::cout << "rope_theta         " << g17(cfg.spec.rope_theta) << "\n"
               << "window             " << cfg.spec.original_max_position
               << " (max_position_embeddings " << cfg.max_position_embeddings << ")\n"
