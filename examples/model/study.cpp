@@ -6,25 +6,17 @@
 
 #include "ropescale/frequencies.hpp"
 #include "ropescale/rotary.hpp"
-#include "train.hpp"
+#include "ropescale/scaling.hpp"
+#include "ropescale/window.hpp"
 
 namespace tiny_llama {
 
-LengthSet LengthSet::make(const std::string& text, std::int64_t length,
-                          const std::vector<double>& depths, std::int64_t needles_per_depth,
-                          std::int64_t text_rows, std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  LengthSet s;
-  s.length = length;
-  s.depths = depths;
-  for (double d : depths)
-    for (std::int64_t i = 0; i < needles_per_depth; ++i)
-      s.needles.push_back(make_needle_row(rng, text, NeedleOptions{length, 1, 4, d}));
-  for (std::int64_t i = 0; i < text_rows; ++i) s.text.push_back(make_text_row(rng, text, length));
-  return s;
+const char* to_string(InferenceRule r) noexcept {
+  return r == InferenceRule::kOneTable ? "one_table" : "split_rerotate";
 }
 
-Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence& s) {
+Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence& s,
+                        InferenceRule rule) {
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t T = static_cast<std::int64_t>(s.tokens.size());
   const std::int64_t L = spec.original_max_position;
@@ -32,8 +24,14 @@ Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence&
     throw ropescale::Error(ropescale::make_status(ropescale::ErrorCode::kInvalidArgument,
                                                   "s.positions", s.positions.size(),
                                                   "decoding takes plain rows (positions 0..T-1)"));
-  const ropescale::RotaryCache within(spec, m.within, std::min(T, L));
   KvCache cache;
+  if (rule == InferenceRule::kOneTable) {
+    // The whole prompt with one table, chosen by its length (window.hpp's rule).
+    const bool long_window = ropescale::rope_window(T, L) == ropescale::RopeWindow::kLong;
+    const ropescale::RotaryCache c(spec, long_window ? m.beyond : m.within, T);
+    return forward_chunk(w, Rope{&c}, s.tokens, cache);
+  }
+  const ropescale::RotaryCache within(spec, m.within, std::min(T, L));
   Matrix head =
       forward_chunk(w, Rope{&within}, {s.tokens.begin(), s.tokens.begin() + std::min(T, L)}, cache);
   if (T <= L) return head;
@@ -47,48 +45,144 @@ Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence&
   return out;
 }
 
+std::vector<ropescale::TokenId> haystack_tokens(const std::string& text) {
+  std::vector<ropescale::TokenId> out(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i)
+    out[i] = text[i] == '\n' ? ' ' : static_cast<unsigned char>(text[i]);
+  return out;
+}
+
 namespace {
-LossSum text_loss(const Matrix& lp, const Sequence& s) {
-  LossSum l;
-  for (std::size_t t = 0; t < s.tokens.size(); ++t) {
-    if (s.loss_weight[t] == 0.0f) continue;
-    l.nll -= static_cast<double>(s.loss_weight[t]) *
-             static_cast<double>(lp(s.targets[t], static_cast<Eigen::Index>(t)));
-    l.weight += static_cast<double>(s.loss_weight[t]);
-  }
-  return l;
+std::vector<ropescale::TokenId> bytes(const std::string& s) {
+  return std::vector<ropescale::TokenId>(s.begin(), s.end());
 }
 }  // namespace
 
+StudyNeedle make_study_needle(const std::vector<ropescale::TokenId>& haystack, std::int64_t length,
+                              double depth, std::uint64_t seed, std::uint64_t index) {
+  // The name and a random depth from (seed, index); the value from needle.hpp's own stream.
+  std::seed_seq sq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
+                   static_cast<std::uint32_t>(index), 0x6e65u};
+  std::mt19937_64 rng(sq);
+  const std::string name = needle_name(static_cast<std::size_t>(rng() % needle_name_count()));
+  const double d = depth < 0.0 ? std::uniform_real_distribution<double>(0.0, 1.0)(rng) : depth;
+  // The trainer's format: " The pass key of <name> is 1234." ... " The pass key of <name> is 1234"
+  // (needle.hpp's key stays empty: the name sits in the heads, so it is not repeated).
+  ropescale::NeedleTemplate t;
+  t.needle_head = bytes(" The pass key of " + name + " is ");
+  t.needle_tail = bytes(".");
+  t.answer_head = t.needle_head;
+  // The answer: the last 4 of needle.hpp's 7 digits, one byte each.
+  const ropescale::ValueTokenizer four_digits = [](const std::string& digits) {
+    return bytes(digits.substr(digits.size() - 4));
+  };
+  ropescale::NeedleOptions o;
+  o.length = length + 1;  // inputs are the first `length` tokens
+  o.depth = d;
+  o.seed = seed;
+  StudyNeedle r;
+  r.doc = ropescale::make_needle_document(haystack, t, four_digits, o, index);
+  const std::size_t T = static_cast<std::size_t>(length);
+  r.seq.tokens.assign(r.doc.tokens.begin(), r.doc.tokens.end() - 1);
+  r.seq.targets.assign(r.doc.tokens.begin() + 1, r.doc.tokens.end());
+  r.seq.loss_weight.assign(T, 0.0f);
+  for (std::size_t p = 1; p <= T; ++p)
+    if (r.doc.answer_mask[p]) r.seq.loss_weight[p - 1] = 1.0f;
+  return r;
+}
+
+NeedleResult score_study_needle(const Matrix& log_probs, const StudyNeedle& row) {
+  NeedleResult r;
+  // Row t of log_probs.transpose() predicts token t + 1 (needle.hpp's convention).
+  r.answer_nll = ropescale::answer_nll_from_log_probs(log_probs.transpose(), row.doc);
+  r.correct = true;
+  for (std::int64_t p = row.doc.answer_begin; p < row.doc.answer_end; ++p) {
+    Eigen::Index best = 0;
+    log_probs.col(static_cast<Eigen::Index>(p - 1)).maxCoeff(&best);
+    r.correct = r.correct && best == row.doc.tokens[static_cast<std::size_t>(p)];
+  }
+  return r;
+}
+
+double binomial_se(double p, std::int64_t n) noexcept {
+  return n > 0 ? std::sqrt(p * (1.0 - p) / static_cast<double>(n)) : 0.0;
+}
+
+LengthSet LengthSet::make(const std::string& text, std::int64_t length,
+                          const std::vector<std::pair<std::string, double>>& groups,
+                          std::int64_t per_group, std::int64_t text_rows, std::uint64_t seed) {
+  const std::vector<ropescale::TokenId> hay = haystack_tokens(text);
+  LengthSet s;
+  s.length = length;
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    NeedleGroup ng{groups[g].first, groups[g].second, {}};
+    for (std::int64_t i = 0; i < per_group; ++i)
+      ng.rows.push_back(
+          make_study_needle(hay, length, ng.depth, seed * 131 + g, static_cast<std::uint64_t>(i)));
+    s.groups.push_back(std::move(ng));
+  }
+  std::mt19937_64 rng(seed);
+  for (std::int64_t i = 0; i < text_rows; ++i) s.text.push_back(make_text_row(rng, text, length));
+  return s;
+}
+
 LengthScore score_method(const Weights& w, const MethodTables& m, const LengthSet& set,
-                         int threads) {
-  std::vector<NeedleScore> needle(set.needles.size());
+                         InferenceRule rule, int threads) {
+  std::vector<const StudyNeedle*> rows;
+  for (const NeedleGroup& g : set.groups)
+    for (const StudyNeedle& r : g.rows) rows.push_back(&r);
+  const std::int64_t n_needle = static_cast<std::int64_t>(rows.size());
+  std::vector<NeedleResult> needle(rows.size());
   std::vector<LossSum> text(set.text.size());
-  const std::int64_t n_needle = static_cast<std::int64_t>(set.needles.size());
   parallel_for(n_needle + static_cast<std::int64_t>(set.text.size()), threads, [&](std::int64_t i) {
     if (i < n_needle) {
-      const NeedleRow& row = set.needles[static_cast<std::size_t>(i)];
-      needle[static_cast<std::size_t>(i)] = score_needles(decode_log_probs(w, m, row.seq), row);
+      const StudyNeedle& r = *rows[static_cast<std::size_t>(i)];
+      needle[static_cast<std::size_t>(i)] =
+          score_study_needle(decode_log_probs(w, m, r.seq, rule), r);
     } else {
-      const Sequence& row = set.text[static_cast<std::size_t>(i - n_needle)];
-      text[static_cast<std::size_t>(i - n_needle)] = text_loss(decode_log_probs(w, m, row), row);
+      const Sequence& s = set.text[static_cast<std::size_t>(i - n_needle)];
+      const Matrix lp = decode_log_probs(w, m, s, rule);
+      LossSum& l = text[static_cast<std::size_t>(i - n_needle)];
+      for (std::size_t t = 0; t < s.tokens.size(); ++t) {
+        l.nll -= static_cast<double>(lp(s.targets[t], static_cast<Eigen::Index>(t)));
+        l.weight += 1.0;
+      }
     }
   });
   LengthScore sc;
-  const std::size_t per_depth = set.depths.empty() ? 0 : needle.size() / set.depths.size();
-  NeedleScore all;
-  for (std::size_t d = 0; d < set.depths.size(); ++d) {
-    NeedleScore at_depth;
-    for (std::size_t k = d * per_depth; k < (d + 1) * per_depth; ++k) at_depth += needle[k];
-    sc.accuracy_by_depth.push_back(at_depth.accuracy());
-    all += at_depth;
+  std::size_t k = 0;
+  for (const NeedleGroup& g : set.groups) {
+    GroupScore gs;
+    gs.name = g.name;
+    double nll = 0.0;
+    for (std::size_t j = 0; j < g.rows.size(); ++j, ++k) {
+      gs.correct += needle[k].correct ? 1 : 0;
+      nll += needle[k].answer_nll;
+    }
+    gs.n = static_cast<std::int64_t>(g.rows.size());
+    gs.accuracy = gs.n > 0 ? static_cast<double>(gs.correct) / static_cast<double>(gs.n) : 0.0;
+    gs.se = binomial_se(gs.accuracy, gs.n);
+    gs.answer_nll = gs.n > 0 ? nll / static_cast<double>(gs.n) : 0.0;
+    sc.groups.push_back(gs);
   }
-  sc.needle_accuracy = all.accuracy();
-  sc.answer_nll = all.mean_answer_nll();
   LossSum text_sum;
   for (const LossSum& l : text) text_sum += l;
   sc.ppl = text_sum.weight > 0 ? std::exp(text_sum.mean()) : 0.0;
   return sc;
+}
+
+const char* verdict(double difference, double se) noexcept {
+  if (difference > 2.0 * se) return "held";
+  if (difference < -2.0 * se) return "reversed";
+  return "not shown";
+}
+
+ropescale::FactorTable longrope2_init(const ropescale::RopeSpec& spec, std::int64_t target_length,
+                                      std::int64_t critical_pair) {
+  const ropescale::SearchSpace sp = ropescale::SearchSpace::longrope2(spec, target_length);
+  return ropescale::longrope2_factors(
+      spec, critical_pair, Eigen::ArrayXd::Constant(spec.pairs() - critical_pair, sp.scale),
+      sp.attention_factor);
 }
 
 const char* to_string(Objective o) noexcept { return o == Objective::kNeedle ? "needle" : "ppl"; }
@@ -111,36 +205,51 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
   params.crossovers = budget.crossovers;
   params.iterations = budget.iterations;
   params.seed = seed;
-  // Rows the objective scores: needles at depths spread over the window, or text.
-  std::vector<double> depths;
-  for (std::int64_t i = 0; i < budget.needle_rows; ++i)
-    depths.push_back((static_cast<double>(i) + 0.5) / static_cast<double>(budget.needle_rows));
-  const LengthSet rows = objective == Objective::kNeedle
-                             ? LengthSet::make(text, target_length, depths, 1, 0, seed)
-                             : LengthSet::make(text, target_length, {}, 0, budget.text_rows, seed);
+  params.threads = threads;
+  params.thread_safe = true;  // the fitness only reads the weights and the rows
+  // Fitness rows from the training text: needles at the document start (the paper's placement)
+  // scored by needle-driven perplexity (needle.hpp), or text rows scored by plain perplexity.
+  const std::vector<ropescale::TokenId> hay = haystack_tokens(text);
+  std::vector<StudyNeedle> needles;
+  std::vector<Sequence> rows;
+  if (objective == Objective::kNeedle) {
+    for (std::int64_t i = 0; i < budget.needle_rows; ++i)
+      needles.push_back(
+          make_study_needle(hay, target_length, 0.0, seed, static_cast<std::uint64_t>(i)));
+  } else {
+    std::mt19937_64 rng(seed);
+    for (std::int64_t i = 0; i < budget.text_rows; ++i)
+      rows.push_back(make_text_row(rng, text, target_length));
+  }
   auto fitness = [&](const ropescale::FactorTable& table) {
-    const LengthScore sc = score_method(w, MethodTables::switching(spec, table), rows, threads);
-    return objective == Objective::kNeedle ? sc.answer_nll : std::log(sc.ppl);
+    const MethodTables m = MethodTables::switching(spec, table);
+    std::vector<double> losses;
+    for (const StudyNeedle& r : needles)
+      losses.push_back(score_study_needle(decode_log_probs(w, m, r.seq), r).answer_nll);
+    for (const Sequence& s : rows) {
+      const Matrix lp = decode_log_probs(w, m, s);
+      double nll = 0.0;
+      for (std::size_t t = 0; t < s.tokens.size(); ++t)
+        nll -= static_cast<double>(lp(s.targets[t], static_cast<Eigen::Index>(t)));
+      losses.push_back(nll / static_cast<double>(s.tokens.size()));
+    }
+    return std::log(ropescale::perplexity(losses));  // mean loss, through needle.hpp's rule
   };
   ropescale::EvolutionSearch search(sp, params);
-  const std::string label =
-      space + "_" + to_string(objective) + " @" + std::to_string(target_length);
+  const std::string label = space + "_" + to_string(objective) + " @" +
+                            std::to_string(target_length) + " seed " + std::to_string(seed);
   search.set_progress_callback([&](const ropescale::SearchProgress& p) {
     if (progress)
       progress(label + ": iteration " + std::to_string(p.iteration) + "/" +
                std::to_string(params.iterations) + ", best loss " + std::to_string(p.best_loss));
   });
   const auto t0 = std::chrono::steady_clock::now();
-  const ropescale::SearchResult r = search.run(fitness);
   SearchRun out;
+  out.result = search.run(fitness);
   out.space = space;
   out.objective = objective;
-  out.target_length = target_length;
-  out.table = r.table;
-  out.critical_pair = r.best.critical_pair;
-  out.theoretical_critical_pair = ropescale::theoretical_critical_pair(spec);
-  out.evaluations = r.evaluations;
-  out.best_loss = r.best_loss;
+  out.seed = seed;
+  out.fitness_rows = objective == Objective::kNeedle ? budget.needle_rows : budget.text_rows;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return out;
 }

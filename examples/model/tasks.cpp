@@ -154,6 +154,9 @@ NeedleRow make_needle_row(std::mt19937_64& rng, const std::string& text, const N
   return out;
 }
 
+std::size_t needle_name_count() noexcept { return kNumNames; }
+const char* needle_name(std::size_t i) noexcept { return kNames[i % kNumNames]; }
+
 Sequence make_text_row(std::mt19937_64& rng, const std::string& text, std::int64_t length) {
   Sequence s = from_bytes(text_window(rng, text, length + 1));
   std::fill(s.loss_weight.begin(), s.loss_weight.end(), 1.0f);

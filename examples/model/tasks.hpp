@@ -47,6 +47,10 @@ struct NeedleRow {
 };
 NeedleRow make_needle_row(std::mt19937_64& rng, const std::string& text, const NeedleOptions& o);
 
+/// The names needle rows use as keys ("Anna", "Ben", ...), needle_name_count() of them.
+std::size_t needle_name_count() noexcept;
+const char* needle_name(std::size_t i) noexcept;  ///< i modulo the count
+
 /// A text window of `length` tokens, loss on every target.
 Sequence make_text_row(std::mt19937_64& rng, const std::string& text, std::int64_t length);
 

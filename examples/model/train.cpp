@@ -5,6 +5,7 @@
 #include <exception>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "checkpoint.hpp"
@@ -75,6 +76,29 @@ TrainOptions default_curriculum() {
   sharpen.text = 0.1;
   o.stages = {copy, widen, text, consolidate, sharpen};
   o.keep_going = [](const Diagnostics& d) { return induction_alive(d); };
+  return o;
+}
+
+TrainOptions needle_depth_curriculum() {
+  TrainOptions o;
+  Stage st;
+  st.name = "needles-all-depths";
+  st.steps = 1500;
+  st.batch = 16;
+  st.lr = 5e-4;
+  st.copy = 0.1;
+  st.needle = 0.7;
+  st.text = 0.2;
+  st.cosine = true;
+  st.copy_options = {CopyOptions{64, 16, 8, 24}, CopyOptions{256, 26, 8, 32}};
+  st.needle_options = NeedleOptions{256, 3, 4, -1.0};
+  st.needle_start_fraction = 0.25;
+  st.needle_end_fraction = 0.1;
+  st.scaled_attention_fraction = 1.0 / 3.0;
+  st.max_attention_factor = 1.2;
+  o.stages = {st};
+  o.warmup_steps = 50;
+  o.seed = 2;
   return o;
 }
 
@@ -195,7 +219,15 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
               n > 0 ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng) : 0;
           batch.push_back(make_copy_row(rng, n == 0 ? CopyOptions{} : st.copy_options[which]));
         } else if (u < st.copy + st.needle) {
-          batch.push_back(make_needle_row(rng, corpus.train, st.needle_options).seq);
+          NeedleOptions no = st.needle_options;
+          if (st.needle_start_fraction > 0.0 || st.needle_end_fraction > 0.0) {
+            const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+            if (u < st.needle_start_fraction)
+              no.depth = 0.0;
+            else if (u < st.needle_start_fraction + st.needle_end_fraction)
+              no.depth = 1.0;
+          }
+          batch.push_back(make_needle_row(rng, corpus.train, no).seq);
         } else {
           batch.push_back(make_text_row(rng, corpus.train, st.text_length));
         }
@@ -210,7 +242,15 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
         lr *= o.final_lr_fraction +
               (1.0 - o.final_lr_fraction) * 0.5 * (1.0 + std::cos(ropescale::kPi * f));
       }
-      const LossSum l = batch_gradient(w, rope, batch, o.threads, grad);
+      // Some steps run the original frequencies with a longrope attention factor.
+      std::optional<ropescale::RotaryCache> scaled;
+      if (st.scaled_attention_fraction > 0.0 &&
+          std::uniform_real_distribution<double>(0.0, 1.0)(rng) < st.scaled_attention_fraction) {
+        const double af = std::uniform_real_distribution<double>(1.0, st.max_attention_factor)(rng);
+        scaled.emplace(spec, ropescale::FactorTable(Eigen::ArrayXd::Ones(spec.pairs()), af),
+                       c.max_position_embeddings);
+      }
+      const LossSum l = batch_gradient(w, scaled ? Rope{&*scaled} : rope, batch, o.threads, grad);
       require_finite_loss(l.mean(), step + 1);
       opt.step(w, grad, lr);
       loss_sum += l.mean();

@@ -33,6 +33,16 @@ struct Stage {
   /// stage; otherwise lr is constant.
   bool cosine = false;
   NeedleOptions needle_options;
+  /// Fractions of needle rows whose first needle sits at depth 0 (the start of the document) and
+  /// at depth 1 (just before the questions); the others keep needle_options.depth. Both 0 draws
+  /// nothing extra, so older runs repeat.
+  double needle_start_fraction = 0.0;
+  double needle_end_fraction = 0.0;
+  /// Fraction of steps run with the original frequencies times an attention factor drawn
+  /// uniformly in [1, max_attention_factor]: what a longrope config applies within L_train
+  /// (Hugging Face's one attention factor for both factor sets). 0 draws nothing extra.
+  double scaled_attention_fraction = 0.0;
+  double max_attention_factor = 1.0;
 };
 
 struct TrainOptions {
@@ -77,6 +87,12 @@ bool induction_alive(const struct Diagnostics& d, std::int64_t after_step = 1500
 
 /// The default curriculum for the shipped model (see README for the measured run).
 TrainOptions default_curriculum();
+
+/// A needle stage over the whole depth range that continues from trained weights (fresh AdamW):
+/// 3-needle rows at uniform depths with a quarter at the document start and a tenth just before
+/// the questions, some text and
+/// copy rows, and a third of the steps with a longrope attention factor up to 1.2 (8x's is 1.17).
+TrainOptions needle_depth_curriculum();
 
 /// The seed of the evaluation rows of a run trained with `seed`.
 inline std::uint64_t eval_seed(std::uint64_t seed) noexcept { return seed ^ 0x5eedULL; }

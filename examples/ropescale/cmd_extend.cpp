@@ -1,30 +1,35 @@
 // `ropescale extend` (the main job): the LongRoPE2 extension study on the tiny Llama shipped in
-// examples/data/tiny-llama (or any directory `ropescale train` writes).
+// examples/data/tiny-llama (or any directory `ropescale train` writes), to the protocol of
+// docs/study-protocol.md.
 //
-//   1. the critical-dimension report: each rotary pair's period against L_train, LongRoPE2's
-//      theoretical critical pair i_tcd and the lower end of the search;
-//   2. the searches at each --search-multiples target: LongRoPE2's space scored by needle-driven
-//      perplexity and by plain perplexity, and LongRoPE v1's space scored by plain perplexity;
-//   3. the comparison on held-out rows the searches never saw: needle exact match and text
-//      perplexity at every --multiples length for plain RoPE, PI, NTK, YaRN, the searched tables
-//      (with LongRoPE2's inference rule: study.hpp's MethodTables) and the fine-tuned models
-//      (--finetuned, each with the rope_scaling of its own config.json).
+//   0. the base model's in-window retrieval at depths 0, 0.25, 0.5, 0.75, 1 (the gate the study
+//      needs: >= 0.9 at every depth, >= 0.85 with the long table's attention factor);
+//   1. the critical-dimension report and the c-sweep: LongRoPE2-init tables for every c at each
+//      --sweep-multiples length, no fine-tuning (claim 1);
+//   2. the searches at each --search-multiples target, --seeds seeds each: LongRoPE2's space scored
+//      by needle-driven perplexity and by plain perplexity, LongRoPE v1's by plain perplexity;
+//   3. the comparison on held-out rows no search saw, every row decoded by one rule (study.hpp):
+//      plain RoPE, PI, NTK (ntk_critical_factors), YaRN, LongRoPE2-init at i_tcd and at the
+//      searched c (rcd), the searched tables, the fine-tuned models (--finetuned), and the split
+//      rule with key re-rotation as separate "+split" rows;
+//   4. the verdicts: each claim held / not shown / reversed by a difference against twice its
+//      standard error.
 //
-//   ropescale extend [--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4,8]
-//                    [--search-multiples 4,8] [--budget small|default|full]
-//                    [--needles-per-depth N] [--text-rows N] [--threads N] [--json FILE]
-//                    [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]
+//   ropescale extend [--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4]
+//                    [--search-multiples M,...] [--sweep-multiples M,...] [--seeds N]
+//                    [--budget small|default|full] [--needles-per-depth N] [--text-rows N]
+//                    [--threads N] [--json FILE] [--svg FILE] [--export DIR]
+//                    [--export-multiple M] [--model-check-only] [--format table|json]
 //
-// --export DIR writes the model with the LongRoPE2 needle-searched table of --export-multiple
-// (default: the first search multiple) as a Hugging Face longrope rope_scaling, the directory
-// `ropescale finetune` starts from.
+// --export DIR writes the model with the LongRoPE2 needle-searched table (seed 0) of
+// --export-multiple (default: the first search multiple) as a Hugging Face longrope rope_scaling,
+// the directory `ropescale finetune` starts from.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -45,57 +50,69 @@
 
 namespace {
 
-constexpr const char* kUsage =
-    "[--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4,8] [--search-multiples 4,8] "
-    "[--budget small|default|full] [--needles-per-depth N] [--text-rows N] [--threads N] "
-    "[--json FILE] [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]";
+using tiny_llama::InferenceRule;
 
-// --budget: the search's size and the rows each length is measured on. "default" is the main job
-// (a few minutes on 2 cores); "full" is the search budget the study in examples/data was run with.
+constexpr const char* kUsage =
+    "[--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4] [--search-multiples 2|2,4] "
+    "[--sweep-multiples 2|2,4] [--seeds N] [--budget small|default|full] [--needles-per-depth N] "
+    "[--text-rows N] [--threads N] [--json FILE] [--svg FILE] [--export DIR] "
+    "[--export-multiple M] [--model-check-only] [--format table|json]";
+
+// --budget: the search's size, the seeds, and the rows each cell is measured on. "default" is the
+// main job (a few minutes on 2 cores); "full" is the study of docs/study-protocol.md.
 struct BudgetPreset {
   const char* name;
   tiny_llama::SearchBudget search;  // population, parents, mutations, crossovers, iterations,
                                     // needle rows, text rows
-  std::int64_t needles_per_depth;
+  std::int64_t seeds;
+  std::int64_t needles;     // held-out rows per needle group and length
+  std::int64_t check_rows;  // base-model check rows per depth
   std::int64_t text_rows;
+  const char* search_multiples;  // defaults of --search-multiples and --sweep-multiples
+  const char* sweep_multiples;
 };
-const BudgetPreset kBudgets[] = {{"small", {4, 2, 1, 1, 1, 2, 1}, 2, 2},
-                                 {"default", {6, 3, 2, 2, 2, 3, 2}, 2, 2},
-                                 {"full", tiny_llama::SearchBudget{}, 8, 4}};
+const BudgetPreset kBudgets[] = {{"small", {4, 2, 1, 1, 1, 2, 1}, 1, 4, 4, 1, "2", "2"},
+                                 {"default", {6, 3, 2, 2, 1, 8, 2}, 1, 16, 16, 2, "2", "2"},
+                                 {"full", {16, 8, 4, 4, 6, 32, 8}, 3, 200, 100, 8, "2,4", "2,4"}};
 
 nlohmann::json factors_json(const ropescale::FactorTable& t) {
   return std::vector<double>(t.factors().data(), t.factors().data() + t.factors().size());
 }
 
-// One row of the comparison: a model, and per length the tables it runs with (none: not measured).
+nlohmann::json group_json(const tiny_llama::GroupScore& g) {
+  return {{"n", g.n},
+          {"correct", g.correct},
+          {"accuracy", g.accuracy},
+          {"se", g.se},
+          {"answer_nll", g.answer_nll}};
+}
+
+// One row of the comparison: a model, a rule, and per length the tables (none: not measured).
 struct Row {
   std::string name;
   const tiny_llama::Weights* weights = nullptr;
+  InferenceRule rule = InferenceRule::kOneTable;
   std::vector<std::optional<tiny_llama::MethodTables>> tables;
 };
 
-struct Cell {
-  double needle = 0, ppl = 0, answer_nll = 0;
-  std::vector<double> by_depth;
-};
-
-std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vector<Row>& rows,
-                       const std::vector<std::vector<std::optional<Cell>>>& cells, std::int64_t L) {
+std::string render_svg(
+    const std::vector<std::int64_t>& lengths, const std::vector<Row>& rows,
+    const std::vector<std::vector<std::optional<tiny_llama::LengthScore>>>& cells, std::int64_t L) {
   const double width = 980, height = 420;
   svg::Document doc(width, height);
   doc.rect(0, 0, width, height, "white");
   doc.text(width / 2, 22,
            "tiny Llama (L_train = " + std::to_string(L) +
-               "): needle exact match and text perplexity on held-out rows",
+               "): needle-at-start exact match and text perplexity on held-out rows",
            15, "middle");
   std::vector<svg::Series> acc, ppl;
   double hi = 2.0;
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    const bool bold = rows[r].name == "longrope2_needle";
+    const bool bold = rows[r].name == "longrope2_init";
     acc.push_back({rows[r].name, {}, "", bold});
     ppl.push_back({rows[r].name, {}, "", bold});
     for (const auto& c : cells[r]) {
-      acc.back().values.push_back(c ? std::optional<double>(c->needle) : std::nullopt);
+      acc.back().values.push_back(c ? std::optional<double>(c->groups[0].accuracy) : std::nullopt);
       ppl.back().values.push_back(c ? std::optional<double>(c->ppl) : std::nullopt);
       if (c) hi = std::max(hi, c->ppl);
     }
@@ -108,10 +125,30 @@ std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vect
   return doc.str();
 }
 
+// Mean and standard error of the mean of per-seed values (se 0 with one value).
+std::pair<double, double> mean_se(const std::vector<double>& v) {
+  double m = 0.0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  if (v.size() < 2) return {m, 0.0};
+  double ss = 0.0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return {m, std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()))};
+}
+
+std::string fmt(double x, int digits = 2) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << x;
+  return s.str();
+}
+
 int run_extend(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--model", "--finetuned", "--multiples", "--search-multiples", "--budget",
-                        "--needles-per-depth", "--text-rows", "--threads", "--text", "--json",
-                        "--svg", "--export", "--export-multiple", "--format"});
+  cli::Args args(
+      argv,
+      {"--model", "--finetuned", "--multiples", "--search-multiples", "--sweep-multiples",
+       "--seeds", "--budget", "--needles-per-depth", "--text-rows", "--threads", "--text", "--json",
+       "--svg", "--export", "--export-multiple", "--format"},
+      {"--model-check-only"});
   const bool json = args.json_format();
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   const std::string model = args.get("--model", data + "/tiny-llama");
@@ -126,14 +163,7 @@ int run_extend(const std::vector<std::string>& argv) {
   }
   for (const std::string& d : finetuned) cli::check_model_dir("--finetuned", d);
   const auto multiples =
-      cli::Args::parse_increasing_ints("--multiples", args.get("--multiples", "1,2,4,8"), 1, 64);
-  const auto search_multiples = cli::Args::parse_increasing_ints(
-      "--search-multiples", args.get("--search-multiples", "4,8"), 1, 64);
-  if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
-  for (auto m : search_multiples)
-    if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
-      throw cli::UsageError("--search-multiples = " + std::to_string(m) +
-                            ": each must be >= 2 and in --multiples");
+      cli::Args::parse_increasing_ints("--multiples", args.get("--multiples", "1,2,4"), 1, 64);
   const std::string budget_name = args.get("--budget", "default");
   const BudgetPreset* preset = nullptr;
   for (const BudgetPreset& p : kBudgets)
@@ -141,10 +171,20 @@ int run_extend(const std::vector<std::string>& argv) {
   if (preset == nullptr)
     throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
                           "': must be 'small', 'default' or 'full'");
+  const auto search_multiples = cli::Args::parse_increasing_ints(
+      "--search-multiples", args.get("--search-multiples", preset->search_multiples), 1, 64);
+  const auto sweep_multiples = cli::Args::parse_increasing_ints(
+      "--sweep-multiples", args.get("--sweep-multiples", preset->sweep_multiples), 2, 64);
+  if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
+  for (auto m : search_multiples)
+    if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
+      throw cli::UsageError("--search-multiples = " + std::to_string(m) +
+                            ": each must be >= 2 and in --multiples");
   const tiny_llama::SearchBudget budget = preset->search;
-  const std::int64_t per_depth =
-      args.get_int("--needles-per-depth", preset->needles_per_depth, 1, 100);
-  const std::int64_t text_rows = args.get_int("--text-rows", preset->text_rows, 1, 100);
+  const std::int64_t seeds = args.get_int("--seeds", preset->seeds, 1, 100);
+  const std::int64_t per_group = args.get_int("--needles-per-depth", preset->needles, 1, 100000);
+  const std::int64_t check_rows = args.has("--needles-per-depth") ? per_group : preset->check_rows;
+  const std::int64_t text_rows = args.get_int("--text-rows", preset->text_rows, 1, 10000);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
   const std::string svg_path = args.output_file("--svg");
@@ -157,6 +197,7 @@ int run_extend(const std::vector<std::string>& argv) {
     throw cli::UsageError("--export-multiple = " + std::to_string(export_multiple) +
                           ": must be one of --search-multiples");
   const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
+  const bool check_only = args.has("--model-check-only");
 
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
   std::vector<tiny_llama::Weights> tuned;
@@ -171,16 +212,93 @@ int run_extend(const std::vector<std::string>& argv) {
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
-  std::vector<tiny_llama::LengthSet> sets;
-  for (std::size_t i = 0; i < multiples.size(); ++i)
-    sets.push_back(tiny_llama::LengthSet::make(corpus.held_out, L * multiples[i], depths, per_depth,
-                                               text_rows, 1000 + i));
-  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
-
-  // --- 1. critical dimensions
   const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec);
   const std::int64_t lower = ropescale::critical_search_lower_pair(spec);
+  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
+  const int nthreads = static_cast<int>(threads);
+  nlohmann::json out = {{"model", model},
+                        {"train_length", L},
+                        {"inference_rule", tiny_llama::to_string(InferenceRule::kOneTable)},
+                        {"budget", budget_name},
+                        {"seeds", seeds},
+                        {"i_tcd", i_tcd},
+                        {"search_lower_pair", lower}};
+
+  // --- 0. the base model's in-window retrieval by depth (seeds 5000+: disjoint from the rest)
+  const std::vector<double> check_depths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  std::vector<std::pair<std::string, double>> check_groups;
+  for (double d : check_depths) check_groups.push_back({"depth " + fmt(d), d});
+  const tiny_llama::LengthSet check_set =
+      tiny_llama::LengthSet::make(corpus.held_out, L, check_groups, check_rows, 0, 5000);
+  const double long_af = ropescale::SearchSpace::longrope2(spec, 4 * L).attention_factor;
+  nlohmann::json check = {{"depths", check_depths},
+                          {"needle_n", check_rows},
+                          {"attention_factor", {1.0, long_af}},
+                          {"needle_accuracy", nlohmann::json::array()},
+                          {"needle_se", nlohmann::json::array()},
+                          {"answer_nll", nlohmann::json::array()}};
+  bool check_pass = true;
+  for (double af : {1.0, long_af}) {
+    note("base model check, attention factor " + fmt(af, 3));
+    const tiny_llama::LengthScore sc =
+        tiny_llama::score_method(w,
+                                 tiny_llama::MethodTables::fixed(ropescale::FactorTable(
+                                     Eigen::ArrayXd::Ones(spec.pairs()), af)),
+                                 check_set, InferenceRule::kOneTable, nthreads);
+    nlohmann::json acc = nlohmann::json::array(), se = nlohmann::json::array(),
+                   nll = nlohmann::json::array();
+    for (const auto& g : sc.groups) {
+      acc.push_back(g.accuracy);
+      se.push_back(g.se);
+      nll.push_back(g.answer_nll);
+      check_pass = check_pass && g.accuracy >= (af == 1.0 ? 0.9 : 0.85);
+    }
+    check["needle_accuracy"].push_back(acc);
+    check["needle_se"].push_back(se);
+    check["answer_nll"].push_back(nll);
+  }
+  check["thresholds"] = {0.9, 0.85};
+  check["passed"] = check_pass && check_rows >= 80;
+  out["base_model_check"] = check;
+  auto print_check = [&]() {
+    std::cout << "base model in window (" << L << " tokens, " << check_rows
+              << " held-out needles per depth; the study needs >= 0.9 at every depth with "
+                 "attention factor 1 and >= 0.85 with "
+              << fmt(long_af, 3) << ", on >= 80 per depth)\n  depth            ";
+    for (double d : check_depths) std::cout << std::setw(14) << fmt(d);
+    for (std::size_t a = 0; a < 2; ++a) {
+      std::cout << "\n  attention " << fmt(check["attention_factor"][a].get<double>(), 3) << "  ";
+      for (std::size_t d = 0; d < check_depths.size(); ++d)
+        std::cout << std::setw(14)
+                  << (fmt(check["needle_accuracy"][a][d].get<double>()) + " +- " +
+                      fmt(check["needle_se"][a][d].get<double>()));
+    }
+    std::cout << "\n  gate: " << (check["passed"].get<bool>() ? "passed" : "NOT passed") << "\n";
+  };
+  auto write_json = [&]() {
+    if (json_path.empty()) return;
+    std::ofstream f(json_path, std::ios::trunc);
+    f << out.dump(2) << "\n";
+    if (!f) throw cli::InputError("--json = '" + cli::Args::clip(json_path) + "': write failed");
+  };
+  if (check_only) {
+    std::cerr << "\r" << std::string(70, ' ') << "\r";
+    write_json();
+    if (json)
+      std::cout << out.dump(2) << "\n";
+    else
+      print_check();
+    return 0;
+  }
+
+  // Held-out rows: needles at the start and at random depth, text, per length.
+  const std::vector<std::pair<std::string, double>> groups = {{"start", 0.0}, {"random", -1.0}};
+  std::vector<tiny_llama::LengthSet> sets;
+  for (std::size_t i = 0; i < multiples.size(); ++i)
+    sets.push_back(tiny_llama::LengthSet::make(corpus.held_out, L * multiples[i], groups, per_group,
+                                               text_rows, 1000 + i));
+
+  // --- 1. critical dimensions and the c-sweep (claim 1)
   const Eigen::ArrayXd inv = ropescale::base_inv_freq(spec);
   nlohmann::json pairs = nlohmann::json::array();
   for (Eigen::Index i = 0; i < inv.size(); ++i) {
@@ -188,142 +306,305 @@ int run_extend(const std::vector<std::string>& argv) {
     pairs.push_back(
         {{"pair", i}, {"period", period}, {"periods_in_train", static_cast<double>(L) / period}});
   }
+  out["pairs"] = pairs;
+  nlohmann::json sweep = nlohmann::json::array(), verdicts = nlohmann::json::object();
+  // The best c is chosen on one set of rows ("select") and measured on others ("start"), so the
+  // choice among 16 tables does not inflate its own margin.
+  const std::vector<std::pair<std::string, double>> sweep_groups = {
+      {"start", 0.0}, {"random", -1.0}, {"select", 0.0}};
+  for (auto m : sweep_multiples) {
+    const tiny_llama::LengthSet sset = tiny_llama::LengthSet::make(
+        corpus.held_out, L * m, sweep_groups, per_group, 0, 3000 + static_cast<std::uint64_t>(m));
+    nlohmann::json cells = nlohmann::json::array();
+    std::vector<tiny_llama::GroupScore> start, select;
+    for (std::int64_t c = 0; c < spec.pairs(); ++c) {
+      note("c-sweep @" + std::to_string(L * m) + ": c = " + std::to_string(c));
+      const tiny_llama::LengthScore sc = tiny_llama::score_method(
+          w, tiny_llama::MethodTables::switching(spec, tiny_llama::longrope2_init(spec, L * m, c)),
+          sset, InferenceRule::kOneTable, nthreads);
+      start.push_back(sc.groups[0]);
+      select.push_back(sc.groups[2]);
+      cells.push_back({{"c", c},
+                       {"start", group_json(sc.groups[0])},
+                       {"random", group_json(sc.groups[1])},
+                       {"select", group_json(sc.groups[2])}});
+    }
+    // The best c on the selection rows by exact match (answer NLL breaks ties).
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < select.size(); ++c)
+      if (select[c].accuracy > select[best].accuracy ||
+          (select[c].accuracy == select[best].accuracy &&
+           select[c].answer_nll < select[best].answer_nll))
+        best = c;
+    const tiny_llama::GroupScore& at_tcd = start[static_cast<std::size_t>(i_tcd)];
+    const double diff = start[best].accuracy - at_tcd.accuracy;
+    const double se = std::sqrt(start[best].se * start[best].se + at_tcd.se * at_tcd.se);
+    // In the claim's favour when the best c lies below i_tcd; against it when above.
+    const double signed_diff = static_cast<std::int64_t>(best) < i_tcd   ? diff
+                               : static_cast<std::int64_t>(best) > i_tcd ? -diff
+                                                                         : 0.0;
+    sweep.push_back({{"multiple", m},
+                     {"length", L * m},
+                     {"needle_n", per_group},
+                     {"best_c", best},
+                     {"cells", cells}});
+    verdicts["claim1_critical_below_i_tcd@" + std::to_string(m) + "x"] = {
+        {"verdict", tiny_llama::verdict(signed_diff, se)},
+        {"best_c", best},
+        {"i_tcd", i_tcd},
+        {"accuracy_best", start[best].accuracy},
+        {"accuracy_i_tcd", at_tcd.accuracy},
+        {"difference", diff},
+        {"se", se},
+        {"n", per_group},
+        {"rule",
+         "best c chosen on the select rows; held if best c < i_tcd and acc(best) - acc(i_tcd) on "
+         "the start rows > 2 se (binomial); reversed if best c > i_tcd by the same margin"}};
+  }
+  out["c_sweep"] = sweep;
 
   // --- 2. searches and 3. the rows
   std::vector<Row> rows;
-  auto static_row = [&](const std::string& name, auto make) {
-    Row r{name, &w, {}};
-    for (auto m : multiples)
-      r.tables.push_back(tiny_llama::MethodTables::fixed(
-          m == 1 ? ropescale::FactorTable::identity(spec) : make(static_cast<double>(m))));
+  auto per_length = [&](const std::string& name, InferenceRule rule, auto make) {
+    Row r{name, &w, rule, {}};
+    for (auto m : multiples) r.tables.push_back(make(m));
     rows.push_back(r);
   };
-  static_row("plain", [&](double) { return ropescale::FactorTable::identity(spec); });
-  static_row("pi", [&](double s) { return ropescale::linear_factors(spec, s); });
-  static_row("ntk", [&](double s) { return ropescale::ntk_factors(spec, s); });
-  static_row("yarn", [&](double s) {
+  auto static_row = [&](const std::string& name, auto make) {
+    per_length(name, InferenceRule::kOneTable, [&](std::int64_t m) {
+      return std::optional<tiny_llama::MethodTables>(tiny_llama::MethodTables::beyond_only(
+          spec, m == 1 ? ropescale::FactorTable::identity(spec) : make(m)));
+    });
+  };
+  static_row("plain", [&](std::int64_t) { return ropescale::FactorTable::identity(spec); });
+  static_row("pi", [&](std::int64_t m) {
+    return ropescale::linear_factors(spec, static_cast<double>(m));
+  });
+  static_row("ntk", [&](std::int64_t m) { return ropescale::ntk_critical_factors(spec, L * m); });
+  static_row("yarn", [&](std::int64_t m) {
     ropescale::YarnParams p;
-    p.factor = s;
+    p.factor = static_cast<double>(m);
     return ropescale::yarn_factors(spec, p);
   });
+  // LongRoPE2-init at i_tcd; at 1x the original frequencies with the first extension's
+  // attention factor (a longrope config's short window).
+  const std::int64_t first_ext = multiples.size() > 1 ? multiples[1] : 2;
+  auto init_tables = [&](std::int64_t m, std::int64_t c) {
+    return tiny_llama::MethodTables::switching(
+        spec, tiny_llama::longrope2_init(spec, L * (m == 1 ? first_ext : m), c));
+  };
+  for (InferenceRule rule : {InferenceRule::kOneTable, InferenceRule::kSplit})
+    per_length(rule == InferenceRule::kOneTable ? "longrope2_init" : "longrope2_init+split", rule,
+               [&](std::int64_t m) {
+                 return std::optional<tiny_llama::MethodTables>(init_tables(m, i_tcd));
+               });
+
   nlohmann::json searches = nlohmann::json::array();
   std::optional<ropescale::FactorTable> exported;
   const struct {
     const char* name;
     const char* space;
     tiny_llama::Objective objective;
-  } kinds[] = {{"longrope2_needle", "longrope2", tiny_llama::Objective::kNeedle},
-               {"longrope2_ppl", "longrope2", tiny_llama::Objective::kPerplexity},
-               {"longrope_v1_ppl", "longrope_v1", tiny_llama::Objective::kPerplexity}};
-  for (const auto& k : kinds) {
-    Row r{k.name, &w, {}};
-    for (auto m : multiples) {
-      if (std::find(search_multiples.begin(), search_multiples.end(), m) ==
-          search_multiples.end()) {
-        r.tables.push_back(std::nullopt);
-        continue;
+    bool all_seeds;
+  } kinds[] = {{"longrope2_needle", "longrope2", tiny_llama::Objective::kNeedle, true},
+               {"longrope2_ppl", "longrope2", tiny_llama::Objective::kPerplexity, true},
+               {"longrope_v1_ppl", "longrope_v1", tiny_llama::Objective::kPerplexity, false}};
+  std::vector<std::optional<std::int64_t>> rcd(multiples.size());  // seed 0's needle-searched c
+  for (const auto& k : kinds)
+    for (std::int64_t sd = 0; sd < (k.all_seeds ? seeds : 1); ++sd) {
+      Row r{std::string(k.name) + (k.all_seeds ? "_s" + std::to_string(sd) : ""),
+            &w,
+            InferenceRule::kOneTable,
+            {}};
+      for (std::size_t i = 0; i < multiples.size(); ++i) {
+        const std::int64_t m = multiples[i];
+        if (std::find(search_multiples.begin(), search_multiples.end(), m) ==
+            search_multiples.end()) {
+          r.tables.push_back(std::nullopt);
+          continue;
+        }
+        const tiny_llama::SearchRun run = tiny_llama::run_search(
+            w, k.space, k.objective, L * m, budget, corpus.train,
+            77 + static_cast<std::uint64_t>(m) + 1000 * static_cast<std::uint64_t>(sd), nthreads,
+            note);
+        const ropescale::SearchResult& res = run.result;
+        searches.push_back({{"name", r.name},
+                            {"space", k.space},
+                            {"objective", tiny_llama::to_string(k.objective)},
+                            {"seed", run.seed},
+                            {"fitness_rows", run.fitness_rows},
+                            {"target_length", res.target_length},
+                            {"c", res.critical_pair},
+                            {"i_tcd", i_tcd},
+                            {"evaluations", res.evaluations},
+                            {"best_loss", res.best_loss},
+                            {"seconds", run.seconds},
+                            {"factors", factors_json(res.table)},
+                            {"attention_factor", res.table.attention_factor()}});
+        if (k.objective == tiny_llama::Objective::kNeedle && sd == 0) {
+          rcd[i] = res.critical_pair;
+          if (m == export_multiple) exported = res.table;
+        }
+        r.tables.push_back(tiny_llama::MethodTables::switching(spec, res.table));
       }
-      const tiny_llama::SearchRun run = tiny_llama::run_search(
-          w, k.space, k.objective, L * m, budget, corpus.train, 77 + static_cast<std::uint64_t>(m),
-          static_cast<int>(threads), note);
-      searches.push_back({{"name", k.name},
-                          {"space", k.space},
-                          {"objective", tiny_llama::to_string(k.objective)},
-                          {"target_length", L * m},
-                          {"c", run.critical_pair},
-                          {"i_tcd", run.theoretical_critical_pair},
-                          {"evaluations", run.evaluations},
-                          {"best_loss", run.best_loss},
-                          {"seconds", run.seconds},
-                          {"factors", factors_json(run.table)},
-                          {"attention_factor", run.table.attention_factor()}});
-      if (k.name == std::string("longrope2_needle") && m == export_multiple) exported = run.table;
-      r.tables.push_back(tiny_llama::MethodTables::switching(spec, run.table));
+      for (std::size_t i = 0; i < multiples.size(); ++i)  // 1x: the first search's short table
+        if (multiples[i] == 1)
+          for (const auto& t : r.tables)
+            if (t) {
+              r.tables[i] = t;
+              break;
+            }
+      rows.push_back(r);
     }
-    // A searched row at L_train: the inference rule with the first search's table.
-    for (std::size_t i = 0; i < multiples.size(); ++i)
-      if (multiples[i] == 1)
-        for (const auto& t : r.tables)
-          if (t) {
-            r.tables[i] = t;
-            break;
-          }
-    rows.push_back(r);
-  }
+  // LongRoPE2-init at the searched critical pair (the paper's rcd).
+  per_length("longrope2_init_rcd", InferenceRule::kOneTable, [&](std::int64_t m) {
+    const std::size_t i = static_cast<std::size_t>(
+        std::find(multiples.begin(), multiples.end(), m) - multiples.begin());
+    std::optional<std::int64_t> c = rcd[i];
+    if (m == 1)
+      for (const auto& x : rcd)
+        if (x && !c) c = x;
+    return c ? std::optional<tiny_llama::MethodTables>(init_tables(m, *c)) : std::nullopt;
+  });
   for (std::size_t f = 0; f < tuned.size(); ++f) {
     const std::string base = std::filesystem::path(finetuned[f]).filename().string();
-    Row r{base.empty() ? "finetuned" : base, &tuned[f], {}};
-    const ropescale::RopeConfig& rc = tuned_rope[f];
-    for (auto m : multiples)
-      r.tables.push_back(tiny_llama::MethodTables{rc.table_for(std::min(L * m, L)),
-                                                  rc.table_for(std::max(L * m, L + 1))});
-    rows.push_back(r);
+    for (InferenceRule rule : {InferenceRule::kOneTable, InferenceRule::kSplit}) {
+      Row r{(base.empty() ? "finetuned" : base) + (rule == InferenceRule::kSplit ? "+split" : ""),
+            &tuned[f],
+            rule,
+            {}};
+      const ropescale::RopeConfig& rc = tuned_rope[f];
+      r.tables.assign(multiples.size(),
+                      tiny_llama::MethodTables{rc.table_for(L), rc.table_for(L * 1024)});
+      rows.push_back(r);
+    }
   }
 
-  std::vector<std::vector<std::optional<Cell>>> cells(rows.size());
+  std::vector<std::vector<std::optional<tiny_llama::LengthScore>>> cells(rows.size());
   for (std::size_t r = 0; r < rows.size(); ++r)
     for (std::size_t i = 0; i < multiples.size(); ++i) {
-      if (!rows[r].tables[i]) {
+      // The split rule equals the one-table rule within L_train: not measured twice.
+      if (!rows[r].tables[i] || (rows[r].rule == InferenceRule::kSplit && multiples[i] == 1)) {
         cells[r].push_back(std::nullopt);
         continue;
       }
       note("scoring " + rows[r].name + " @" + std::to_string(sets[i].length));
-      const tiny_llama::LengthScore sc = tiny_llama::score_method(
-          *rows[r].weights, *rows[r].tables[i], sets[i], static_cast<int>(threads));
-      cells[r].push_back(Cell{sc.needle_accuracy, sc.ppl, sc.answer_nll, sc.accuracy_by_depth});
+      cells[r].push_back(tiny_llama::score_method(*rows[r].weights, *rows[r].tables[i], sets[i],
+                                                  rows[r].rule, nthreads));
     }
   std::cerr << "\r" << std::string(70, ' ') << "\r";
 
   nlohmann::json lengths = nlohmann::json::array(), methods = nlohmann::json::object();
   for (const auto& s : sets) lengths.push_back(s.length);
+  auto cell_of = [&](const std::string& name, std::int64_t m) -> const tiny_llama::LengthScore* {
+    for (std::size_t r = 0; r < rows.size(); ++r)
+      if (rows[r].name == name)
+        for (std::size_t i = 0; i < multiples.size(); ++i)
+          if (multiples[i] == m && cells[r][i]) return &*cells[r][i];
+    return nullptr;
+  };
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    nlohmann::json m = {{"factors", nlohmann::json::array()},
-                        {"attention_factor", nlohmann::json::array()},
-                        {"needle_accuracy", nlohmann::json::array()},
-                        {"needle_accuracy_by_depth", nlohmann::json::array()},
-                        {"answer_nll", nlohmann::json::array()},
-                        {"ppl", nlohmann::json::array()}};
+    nlohmann::json m = {{"rule", tiny_llama::to_string(rows[r].rule)}};
+    for (const char* key : {"factors", "attention_factor", "needle_accuracy", "needle_n",
+                            "needle_se", "answer_nll", "needle_accuracy_random", "needle_n_random",
+                            "needle_se_random", "answer_nll_random", "ppl"})
+      m[key] = nlohmann::json::array();
     for (std::size_t i = 0; i < multiples.size(); ++i) {
       const auto& t = rows[r].tables[i];
       const auto& c = cells[r][i];
-      // The table the row uses at this length (beyond L_train: the extended one).
+      // The table the one-table rule uses at this length.
       const ropescale::FactorTable* used =
           t ? (multiples[i] == 1 ? &t->within : &t->beyond) : nullptr;
       m["factors"].push_back(used ? factors_json(*used) : nlohmann::json());
       m["attention_factor"].push_back(used ? nlohmann::json(used->attention_factor())
                                            : nlohmann::json());
-      m["needle_accuracy"].push_back(c ? nlohmann::json(c->needle) : nlohmann::json());
-      m["needle_accuracy_by_depth"].push_back(c ? nlohmann::json(c->by_depth) : nlohmann::json());
-      m["answer_nll"].push_back(c ? nlohmann::json(c->answer_nll) : nlohmann::json());
-      m["ppl"].push_back(c ? nlohmann::json(c->ppl) : nlohmann::json());
-    }
-    if (rows[r].weights != &w) {
-      // Short-window quality kept relative to the base model at L_train (LongRoPE2's claim 3).
-      const Cell& base = *cells[0][0];
-      const Cell& own = *cells[r][0];
-      m["short_ppl_kept_percent"] = 100.0 * base.ppl / own.ppl;
-      m["short_needle_kept_percent"] =
-          base.needle > 0 ? nlohmann::json(100.0 * own.needle / base.needle) : nlohmann::json();
+      auto put = [&](const char* key, auto get) {
+        m[key].push_back(c ? nlohmann::json(get(*c)) : nlohmann::json());
+      };
+      using LS = tiny_llama::LengthScore;
+      put("needle_accuracy", [](const LS& s) { return s.groups[0].accuracy; });
+      put("needle_n", [](const LS& s) { return s.groups[0].n; });
+      put("needle_se", [](const LS& s) { return s.groups[0].se; });
+      put("answer_nll", [](const LS& s) { return s.groups[0].answer_nll; });
+      put("needle_accuracy_random", [](const LS& s) { return s.groups[1].accuracy; });
+      put("needle_n_random", [](const LS& s) { return s.groups[1].n; });
+      put("needle_se_random", [](const LS& s) { return s.groups[1].se; });
+      put("answer_nll_random", [](const LS& s) { return s.groups[1].answer_nll; });
+      put("ppl", [](const LS& s) { return s.ppl; });
     }
     methods[rows[r].name] = m;
   }
-  const nlohmann::json out = {{"model", model},
-                              {"train_length", L},
-                              {"lengths", lengths},
-                              {"depths", depths},
-                              {"needles_per_depth", per_depth},
-                              {"text_rows", text_rows},
-                              {"budget", budget_name},
-                              {"i_tcd", i_tcd},
-                              {"search_lower_pair", lower},
-                              {"pairs", pairs},
-                              {"methods", methods},
-                              {"search", searches}};
-  if (!json_path.empty()) {
-    std::ofstream f(json_path, std::ios::trunc);
-    f << out.dump(2) << "\n";
-    if (!f) throw cli::InputError("--json = '" + cli::Args::clip(json_path) + "': write failed");
+
+  // --- 4. verdicts
+  // Claim 2 without fine-tuning: needle- vs perplexity-scored LongRoPE2 searches at the first
+  // search multiple, held-out needles at the start; the difference's standard error is the larger
+  // of the across-seed one and the binomial one.
+  {
+    const std::int64_t m = search_multiples.front();
+    std::vector<double> a_needle, a_ppl, se_needle, se_ppl;
+    for (std::int64_t sd = 0; sd < seeds; ++sd) {
+      const auto* n = cell_of("longrope2_needle_s" + std::to_string(sd), m);
+      const auto* p = cell_of("longrope2_ppl_s" + std::to_string(sd), m);
+      if (!n || !p) continue;
+      a_needle.push_back(n->groups[0].accuracy);
+      a_ppl.push_back(p->groups[0].accuracy);
+      se_needle.push_back(n->groups[0].se);
+      se_ppl.push_back(p->groups[0].se);
+    }
+    if (!a_needle.empty()) {
+      const auto [mn, sn] = mean_se(a_needle);
+      const auto [mp, sp] = mean_se(a_ppl);
+      const double k = static_cast<double>(a_needle.size());
+      double bin = 0.0;
+      for (std::size_t i = 0; i < a_needle.size(); ++i)
+        bin += se_needle[i] * se_needle[i] + se_ppl[i] * se_ppl[i];
+      const double se = std::max(std::sqrt(sn * sn + sp * sp), std::sqrt(bin) / k);
+      verdicts["claim2_needle_search_beats_ppl_search@" + std::to_string(m) + "x"] = {
+          {"verdict", tiny_llama::verdict(mn - mp, se)},
+          {"accuracy_needle_search", a_needle},
+          {"accuracy_ppl_search", a_ppl},
+          {"difference", mn - mp},
+          {"se", se},
+          {"seeds", a_needle.size()},
+          {"n", per_group},
+          {"rule", "held if mean over seeds of acc(needle) - acc(ppl) > 2 se"}};
+    }
   }
+  // Claim 3: mixed vs long-only fine-tuning keeps short-context quality (needle exact match at
+  // L_train, random depth). The arms are the directories given; the protocol's arms differ only
+  // in the window rule.
+  {
+    const tiny_llama::LengthScore *mixed = nullptr, *long_only = nullptr;
+    for (std::size_t f = 0; f < finetuned.size(); ++f) {
+      const std::string base = std::filesystem::path(finetuned[f]).filename().string();
+      if (base.find("mixed") != std::string::npos) mixed = cell_of(base, 1);
+      if (base.find("long") != std::string::npos) long_only = cell_of(base, 1);
+    }
+    if (mixed && long_only) {
+      const double d = mixed->groups[1].accuracy - long_only->groups[1].accuracy;
+      const double se = std::sqrt(mixed->groups[1].se * mixed->groups[1].se +
+                                  long_only->groups[1].se * long_only->groups[1].se);
+      verdicts["claim3_mixed_keeps_short_context"] = {
+          {"verdict", tiny_llama::verdict(d, se)},
+          {"accuracy_mixed", mixed->groups[1].accuracy},
+          {"accuracy_long_only", long_only->groups[1].accuracy},
+          {"ppl_mixed", mixed->ppl},
+          {"ppl_long_only", long_only->ppl},
+          {"difference", d},
+          {"se", se},
+          {"n", per_group},
+          {"rule", "held if acc(mixed) - acc(long-only) at L_train > 2 se (binomial)"}};
+    }
+  }
+  out["lengths"] = lengths;
+  out["needle_groups"] = {"start", "random"};
+  out["needles_per_group"] = per_group;
+  out["text_rows"] = text_rows;
+  out["methods"] = methods;
+  out["search"] = searches;
+  out["verdicts"] = verdicts;
+
+  write_json();
   if (!svg_path.empty()) {
     std::vector<std::int64_t> ls;
     for (const auto& s : sets) ls.push_back(s.length);
@@ -341,49 +622,48 @@ int run_extend(const std::vector<std::string>& argv) {
     return 0;
   }
   std::cout << "tiny Llama " << model << ": head_dim " << spec.head_dim << " (" << spec.pairs()
-            << " pairs), theta " << spec.rope_theta << ", L_train " << L << "\n\n";
-  std::cout << "critical dimensions: pair i has period 2 pi / theta_i tokens; pairs from i_tcd = "
-            << i_tcd << " up never complete a period within L_train; the search scans c from "
-            << lower << "\n";
-  std::cout << "  pair  " << std::right;
-  for (Eigen::Index i = 0; i < inv.size(); ++i) std::cout << std::setw(7) << i;
-  std::cout << "\n  period";
-  for (const auto& p : pairs)
-    std::cout << std::setw(7) << std::fixed << std::setprecision(0) << p["period"].get<double>();
-  std::cout << "\n  seen  ";
-  for (const auto& p : pairs)
-    std::cout << std::setw(7) << std::fixed << std::setprecision(2)
-              << p["periods_in_train"].get<double>();
-  std::cout << "\n\nsearches (needle = loss on answer tokens only; ppl = loss on every byte)\n";
+            << " pairs), theta " << spec.rope_theta << ", L_train " << L << ", i_tcd " << i_tcd
+            << "; budget " << budget_name << "\n\n";
+  print_check();
+  std::cout << "\nc-sweep (LongRoPE2-init, lambda = s from c up, no fine-tuning; " << per_group
+            << " held-out needles at the start per cell): exact match\n  c      ";
+  for (std::int64_t c = 0; c < spec.pairs(); ++c) std::cout << std::setw(6) << c;
+  for (const auto& s : sweep) {
+    std::cout << "\n  @" << std::left << std::setw(5) << s["length"].get<std::int64_t>()
+              << std::right;
+    for (const auto& c : s["cells"])
+      std::cout << std::setw(6) << fmt(c["start"]["accuracy"].get<double>());
+  }
+  std::cout << "\n\nsearches (needle = answer NLL of needles at the start; ppl = loss on every "
+               "byte; one-table rule)\n";
   for (const auto& s : searches)
-    std::cout << "  " << std::left << std::setw(18) << s["name"].get<std::string>() << std::right
+    std::cout << "  " << std::left << std::setw(20) << s["name"].get<std::string>() << std::right
               << " @" << std::setw(5) << s["target_length"].get<std::int64_t>()
-              << "  c = " << std::setw(2) << s["c"].get<std::int64_t>() << " (i_tcd " << i_tcd
-              << "), " << s["evaluations"].get<std::int64_t>() << " evaluations, " << std::fixed
-              << std::setprecision(1) << s["seconds"].get<double>() << " s\n";
-  std::cout << "\nneedle exact match / text perplexity on held-out rows (" << depths.size()
-            << " depths x " << per_depth << " needles, " << text_rows << " text rows per length)\n";
-  std::cout << std::left << std::setw(20) << "method";
-  for (const auto& s : sets) std::cout << std::right << std::setw(15) << s.length;
+              << "  c = " << std::setw(2) << s["c"].get<std::int64_t>() << ", "
+              << s["evaluations"].get<std::int64_t>() << " evaluations on "
+              << s["fitness_rows"].get<std::int64_t>() << " rows, " << fmt(s["seconds"], 1)
+              << " s\n";
+  std::cout << "\nneedle exact match (needle at the start, +- binomial se, n = " << per_group
+            << ") / text perplexity per byte (" << text_rows
+            << " rows); rule: one table per prompt (+split: short table, re-rotation, long)\n";
+  std::cout << std::left << std::setw(24) << "method";
+  for (const auto& s : sets) std::cout << std::right << std::setw(22) << s.length;
   std::cout << "\n";
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    std::cout << std::left << std::setw(20) << rows[r].name;
-    for (const auto& c : cells[r]) {
-      std::ostringstream cell;
-      if (!c)
-        cell << "-";
-      else
-        cell << std::fixed << std::setprecision(2) << c->needle << " / " << std::setprecision(2)
-             << c->ppl;
-      std::cout << std::right << std::setw(15) << cell.str();
-    }
+    std::cout << std::left << std::setw(24) << rows[r].name;
+    for (const auto& c : cells[r])
+      std::cout << std::right << std::setw(22)
+                << (c ? fmt(c->groups[0].accuracy) + " +- " + fmt(c->groups[0].se) + " / " +
+                            fmt(c->ppl)
+                      : std::string("-"));
     std::cout << "\n";
   }
-  for (std::size_t r = 0; r < rows.size(); ++r)
-    if (methods[rows[r].name].contains("short_ppl_kept_percent"))
-      std::cout << "  " << rows[r].name << ": short-window perplexity kept " << std::setprecision(1)
-                << methods[rows[r].name]["short_ppl_kept_percent"].get<double>()
-                << "% of the base model's at " << L << "\n";
+  std::cout << "\nverdicts (held / not shown / reversed: the difference against 2 se)\n";
+  for (auto it = verdicts.begin(); it != verdicts.end(); ++it)
+    std::cout << "  " << std::left << std::setw(44) << it.key() << std::right
+              << it.value()["verdict"].get<std::string>() << ": difference "
+              << fmt(it.value()["difference"].get<double>(), 3) << ", se "
+              << fmt(it.value()["se"].get<double>(), 3) << "\n";
   if (!export_dir.empty() && exported)
     std::cout << "wrote " << export_dir << " (longrope rope_scaling for " << L * export_multiple
               << " tokens)\n";
@@ -392,7 +672,8 @@ int run_extend(const std::vector<std::string>& argv) {
 
 const bool registered = cli::register_command(
     {"extend",
-     "LongRoPE2 study on the tiny Llama: critical pairs, searches, needle/perplexity comparison",
+     "LongRoPE2 study on the tiny Llama: model gate, c-sweep, searches, one-rule comparison, "
+     "verdicts",
      kUsage, run_extend});
 
 }  // namespace

@@ -2,11 +2,13 @@
 // examples/model/train.cpp (copy -> needles -> text), logs held-out diagnostics and writes a
 // Hugging Face model directory (config.json + model.safetensors).
 //
-//   ropescale train --out DIR [--resume] [--plan default|smoke] [--threads N] [--seed S]
-//                   [--log FILE] [--eval-every N] [--format table|json]
+//   ropescale train --out DIR [--resume] [--plan default|smoke|needles] [--from DIR]
+//                   [--threads N] [--seed S] [--log FILE] [--eval-every N] [--format table|json]
 //
 // The directory is rewritten at every evaluation (model and AdamW moments); --resume continues
-// from it with the same batches an uninterrupted run would have drawn.
+// from it with the same batches an uninterrupted run would have drawn. --plan needles is the
+// needle stage over the whole depth range (needle_depth_curriculum), started from the weights in
+// --from (default: the shipped tiny Llama) with a fresh AdamW.
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -26,31 +28,40 @@
 namespace {
 
 constexpr const char* kUsage =
-    "--out DIR [--resume] [--plan default|smoke] [--threads N] [--seed S] [--log FILE] "
+    "--out DIR [--resume] [--plan default|smoke|needles] [--from DIR] [--threads N] [--seed S] "
+    "[--log FILE] "
     "[--eval-every N] [--text FILE] [--format table|json]";
 
 int run_train(const std::vector<std::string>& argv) {
-  cli::Args args(
-      argv,
-      {"--out", "--plan", "--threads", "--seed", "--log", "--eval-every", "--text", "--format"},
-      {"--resume"});
+  cli::Args args(argv,
+                 {"--out", "--plan", "--from", "--threads", "--seed", "--log", "--eval-every",
+                  "--text", "--format"},
+                 {"--resume"});
   const bool json = args.json_format();
   const std::string out = args.get("--out");
   if (out.empty()) throw cli::UsageError("--out is required (the model directory to write)");
   cli::check_output_dir("--out", out);
   if (args.has("--resume")) cli::check_input_file("--out", out + "/optimizer_m.safetensors");
   const std::string plan = args.get("--plan", "default");
-  if (plan != "default" && plan != "smoke")
-    throw cli::UsageError("--plan = '" + cli::Args::clip(plan) + "': must be 'default' or 'smoke'");
+  if (plan != "default" && plan != "smoke" && plan != "needles")
+    throw cli::UsageError("--plan = '" + cli::Args::clip(plan) +
+                          "': must be 'default', 'smoke' or 'needles'");
+  if (args.has("--from") && plan != "needles")
+    throw cli::UsageError("--from applies to --plan needles only");
+  const std::string from =
+      args.get("--from", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tiny-llama");
+  if (plan == "needles" && !args.has("--resume")) cli::check_model_dir("--from", from);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::int64_t eval_every =
       args.get_int("--eval-every", plan == "smoke" ? 10 : 100, 1, 1000000);
-  const std::int64_t seed = args.get_int("--seed", 1, 0, std::numeric_limits<std::int64_t>::max());
+  const std::int64_t seed = args.get_int("--seed", plan == "needles" ? 2 : 1, 0,
+                                         std::numeric_limits<std::int64_t>::max());
   const std::string log_path = args.output_file("--log");
   const std::string text = args.input_file(
       "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
 
-  tiny_llama::TrainOptions o = tiny_llama::default_curriculum();
+  tiny_llama::TrainOptions o =
+      plan == "needles" ? tiny_llama::needle_depth_curriculum() : tiny_llama::default_curriculum();
   if (plan == "smoke")
     for (tiny_llama::Stage& s : o.stages) {
       s.steps = 10;
@@ -74,6 +85,10 @@ int run_train(const std::vector<std::string>& argv) {
     o.start_stage_step = at.stage_step;
     tiny_llama::check_start(o);
     std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
+  } else if (plan == "needles") {
+    w = tiny_llama::load_model_dir(from);
+    opt = tiny_llama::AdamW(w, {});
+    std::cerr << "continuing from " << from << " with a fresh AdamW\n";
   }
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);
   std::int64_t total = 0;  // at most: a stage may end early
