@@ -48,7 +48,35 @@ namespace {
 constexpr const char* kUsage =
     "[--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4,8] [--search-multiples 4,8] "
     "[--budget small|default|full] [--needles-per-depth N] [--text-rows N] [--threads N] "
-    "[--json FILE] [--svg FILE] [--export DIR] [--export-multiple M] [--format table|json]";
+    "[--json FILE] [--svg FILE|none] [--export DIR] [--export-multiple M] [--format table|json]";
+
+// The SVG `extend` writes unless --svg says otherwise.
+constexpr const char* kDefaultSvg = "study.svg";
+
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--model", "DIR", "examples/data/tiny-llama",
+       "the model to extend (`ropescale train` writes one)"},
+      {"--finetuned", "DIR,...|none", "the shipped tiny-llama-mixed and tiny-llama-long",
+       "fine-tuned models compared as their own rows"},
+      {"--multiples", "M,...", "1,2,4,8",
+       "lengths measured, as multiples of L_train (increasing, starting at 1)"},
+      {"--search-multiples", "M,...", "4,8", "targets searched (each >= 2 and in --multiples)"},
+      {"--budget", "small|default|full", "default",
+       "search size and rows per length; docs/study.md's tables use full"},
+      {"--needles-per-depth", "N", "2 (--budget full: 8)", "held-out needles per depth and length"},
+      {"--text-rows", "N", "2 (--budget full: 4)", "held-out text rows per length"},
+      {"--threads", "N", "2", "threads"},
+      {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt", "text the rows come from"},
+      {"--json", "FILE", "", "also write every number as JSON (docs/cli.md)"},
+      {"--svg", "FILE|none", kDefaultSvg, "the chart of needle accuracy and perplexity per length"},
+      {"--export", "DIR", "",
+       "write the model with the needle-searched table as a longrope config"},
+      {"--export-multiple", "M", "the first of --search-multiples", "which search --export ships"},
+      cli::format_option(),
+  };
+  return kOptions;
+}
 
 // --budget: the search's size and the rows each length is measured on. "default" is the main job
 // (a few minutes on 2 cores); "full" is the search budget the study in examples/data was run with.
@@ -62,6 +90,24 @@ struct BudgetPreset {
 const BudgetPreset kBudgets[] = {{"small", {4, 2, 1, 1, 1, 2, 1}, 2, 2},
                                  {"default", {6, 3, 2, 2, 2, 3, 2}, 2, 2},
                                  {"full", tiny_llama::SearchBudget{}, 8, 4}};
+
+nlohmann::json budget_json(const tiny_llama::SearchBudget& b) {
+  return {{"population", b.population}, {"parents", b.parents},
+          {"mutations", b.mutations},   {"crossovers", b.crossovers},
+          {"iterations", b.iterations}, {"needle_rows", b.needle_rows},
+          {"text_rows", b.text_rows}};
+}
+
+// The budget a run uses, first thing in its table: what the numbers below are measured with.
+std::string budget_line(const std::string& name, const tiny_llama::SearchBudget& b,
+                        std::int64_t per_depth, std::size_t depths, std::int64_t text_rows) {
+  std::ostringstream os;
+  os << "budget " << name << ": searches of " << b.population << " + " << b.iterations << " x "
+     << (b.mutations + b.crossovers) << " candidates scored on " << b.needle_rows
+     << " needle rows or " << b.text_rows << " text rows; " << per_depth << " needles x " << depths
+     << " depths and " << text_rows << " text rows per length";
+  return os.str();
+}
 
 nlohmann::json factors_json(const ropescale::FactorTable& t) {
   return std::vector<double>(t.factors().data(), t.factors().data() + t.factors().size());
@@ -109,9 +155,7 @@ std::string render_svg(const std::vector<std::int64_t>& lengths, const std::vect
 }
 
 int run_extend(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--model", "--finetuned", "--multiples", "--search-multiples", "--budget",
-                        "--needles-per-depth", "--text-rows", "--threads", "--text", "--json",
-                        "--svg", "--export", "--export-multiple", "--format"});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   const std::string model = args.get("--model", data + "/tiny-llama");
@@ -125,15 +169,30 @@ int run_extend(const std::vector<std::string>& argv) {
       if (std::filesystem::exists(data + d + "/config.json")) finetuned.push_back(data + d);
   }
   for (const std::string& d : finetuned) cli::check_model_dir("--finetuned", d);
-  const auto multiples =
-      cli::Args::parse_increasing_ints("--multiples", args.get("--multiples", "1,2,4,8"), 1, 64);
-  const auto search_multiples = cli::Args::parse_increasing_ints(
-      "--search-multiples", args.get("--search-multiples", "4,8"), 1, 64);
-  if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
-  for (auto m : search_multiples)
-    if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
-      throw cli::UsageError("--search-multiples = " + std::to_string(m) +
-                            ": each must be >= 2 and in --multiples");
+  const std::string multiples_text = args.get("--multiples", "1,2,4,8");
+  const std::string search_text = args.get("--search-multiples", "4,8");
+  const auto multiples = cli::Args::parse_increasing_ints("--multiples", multiples_text, 1, 64);
+  const auto search_multiples =
+      cli::Args::parse_increasing_ints("--search-multiples", search_text, 1, 64);
+  if (multiples.front() != 1)
+    throw cli::UsageError(args.shown("--multiples", multiples_text) +
+                          ": must start with 1 (L_train)");
+  for (auto m : search_multiples) {
+    if (m < 2)
+      throw cli::UsageError(args.shown("--search-multiples", search_text) + ": entry " +
+                            std::to_string(m) + " must be >= 2 (a target beyond L_train)");
+    if (std::find(multiples.begin(), multiples.end(), m) != multiples.end()) continue;
+    // Blame the option the user typed: a default target missing from --multiples is a fault of
+    // --multiples unless --search-multiples was given too.
+    if (args.has("--search-multiples") || !args.has("--multiples"))
+      throw cli::UsageError(args.shown("--search-multiples", search_text) + ": entry " +
+                            std::to_string(m) + " must be one of " +
+                            args.shown("--multiples", multiples_text));
+    throw cli::UsageError(args.shown("--multiples", multiples_text) + ": must include " +
+                          std::to_string(m) + ", a search target of " +
+                          args.shown("--search-multiples", search_text) +
+                          "; add it or pass --search-multiples");
+  }
   const std::string budget_name = args.get("--budget", "default");
   const BudgetPreset* preset = nullptr;
   for (const BudgetPreset& p : kBudgets)
@@ -147,17 +206,23 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t text_rows = args.get_int("--text-rows", preset->text_rows, 1, 100);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
-  const std::string svg_path = args.output_file("--svg");
+  const std::string svg_arg = args.get("--svg", kDefaultSvg);
+  const std::string svg_path = svg_arg == "none" ? std::string() : svg_arg;
+  if (!svg_path.empty()) cli::check_output_file("--svg", svg_path);
   const std::string export_dir = args.get("--export");
   if (!export_dir.empty()) cli::check_output_dir("--export", export_dir);
   const std::int64_t export_multiple =
       args.get_int("--export-multiple", search_multiples.front(), 2, 64);
   if (!export_dir.empty() && std::find(search_multiples.begin(), search_multiples.end(),
                                        export_multiple) == search_multiples.end())
-    throw cli::UsageError("--export-multiple = " + std::to_string(export_multiple) +
-                          ": must be one of --search-multiples");
+    throw cli::UsageError(args.shown("--export-multiple", std::to_string(export_multiple),
+                                     "the first of --search-multiples") +
+                          ": must be one of " + args.shown("--search-multiples", search_text));
   const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
 
+  ropescale::ModelRope model_rope;
+  cli::check_input("--model", model + "/config.json",
+                   ropescale::try_load_hf_model(model + "/config.json", {}, &model_rope));
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
   std::vector<tiny_llama::Weights> tuned;
   std::vector<ropescale::RopeConfig> tuned_rope;
@@ -168,10 +233,14 @@ int run_extend(const std::vector<std::string>& argv) {
       throw cli::InputError("--finetuned = '" + cli::Args::clip(d) +
                             "': its RoPE spec differs from --model's");
   }
+  // What the numbers are measured with comes first; the work takes minutes.
+  const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
+  if (!json)
+    std::cout << budget_line(budget_name, budget, per_depth, depths.size(), text_rows) << "\n"
+              << std::flush;
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  const std::vector<double> depths = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<tiny_llama::LengthSet> sets;
   for (std::size_t i = 0; i < multiples.size(); ++i)
     sets.push_back(tiny_llama::LengthSet::make(corpus.held_out, L * multiples[i], depths, per_depth,
@@ -307,18 +376,20 @@ int run_extend(const std::vector<std::string>& argv) {
     }
     methods[rows[r].name] = m;
   }
-  const nlohmann::json out = {{"model", model},
-                              {"train_length", L},
-                              {"lengths", lengths},
-                              {"depths", depths},
-                              {"needles_per_depth", per_depth},
-                              {"text_rows", text_rows},
-                              {"budget", budget_name},
-                              {"i_tcd", i_tcd},
-                              {"search_lower_pair", lower},
-                              {"pairs", pairs},
-                              {"methods", methods},
-                              {"search", searches}};
+  const nlohmann::json out = cli::json_document("extend", {{"model", model},
+                                                           {"kinds", cli::kinds_json(model_rope)},
+                                                           {"train_length", L},
+                                                           {"lengths", lengths},
+                                                           {"depths", depths},
+                                                           {"needles_per_depth", per_depth},
+                                                           {"text_rows", text_rows},
+                                                           {"budget", budget_name},
+                                                           {"i_tcd", i_tcd},
+                                                           {"search_lower_pair", lower},
+                                                           {"pairs", pairs},
+                                                           {"methods", methods},
+                                                           {"search", searches},
+                                                           {"budget_search", budget_json(budget)}});
   if (!json_path.empty()) {
     std::ofstream f(json_path, std::ios::trunc);
     f << out.dump(2) << "\n";
@@ -341,7 +412,9 @@ int run_extend(const std::vector<std::string>& argv) {
     return 0;
   }
   std::cout << "tiny Llama " << model << ": head_dim " << spec.head_dim << " (" << spec.pairs()
-            << " pairs), theta " << spec.rope_theta << ", L_train " << L << "\n\n";
+            << " pairs, " << cli::pair_layout_name(model_rope.kinds[0].config.interleaved_pairs)
+            << "), theta " << spec.rope_theta << ", L_train " << L << "\n";
+  std::cout << "\n";
   std::cout << "critical dimensions: pair i has period 2 pi / theta_i tokens; pairs from i_tcd = "
             << i_tcd << " up never complete a period within L_train; the search scans c from "
             << lower << "\n";
@@ -387,12 +460,19 @@ int run_extend(const std::vector<std::string>& argv) {
   if (!export_dir.empty() && exported)
     std::cout << "wrote " << export_dir << " (longrope rope_scaling for " << L * export_multiple
               << " tokens)\n";
+  if (!svg_path.empty()) std::cout << "wrote " << svg_path << "\n";
+  if (budget_name != "full")
+    std::cout << "\nThese numbers come from the '" << budget_name
+              << "' budget: smaller searches on fewer rows than docs/study.md's\n"
+                 "tables, which come from --budget full, so they differ from them, most in the "
+                 "searched rows.\n";
+  std::cout << "What the numbers show and what they do not: docs/study.md\n";
   return 0;
 }
 
 const bool registered = cli::register_command(
     {"extend",
      "LongRoPE2 study on the tiny Llama: critical pairs, searches, needle/perplexity comparison",
-     kUsage, run_extend});
+     kUsage, run_extend, options()});
 
 }  // namespace
