@@ -348,9 +348,9 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
   }
   expect_bad(mutate(llama, [](json& j) { j["rope_scaling"]["factor"] = 0.5; }),
              EC::kInvalidArgument, "rope_scaling.factor = 0.5: must be finite and >= 1");
-  expect_bad(mutate(llama, [](json& j) { j["rope_scaling"]["low_freq_factor"] = 4.0; }),
+  expect_bad(mutate(llama, [](json& j) { j["rope_scaling"]["low_freq_factor"] = 5.0; }),
              EC::kInvalidArgument,
-             "rope_scaling.low_freq_factor = 4: must be < high_freq_factor (4)");
+             "rope_scaling.low_freq_factor = 5: must be <= high_freq_factor (4)");
   expect_bad(mutate(llama, [](json& j) { j["head_dim"] = 0; }), EC::kInvalidArgument,
              "head_dim = 0: must be > 0");
   expect_bad(mutate(llama, [](json& j) { j["head_dim"] = 1e12; }), EC::kInvalidArgument,

@@ -54,12 +54,47 @@ std::vector<json> seeds() {
   return out;
 }
 
+// A v5 per-layer config with n distinct layer types (each its own rope_parameters block) and a
+// filler array of `filler` numbers: the importer's work must be linear in the config's size, not
+// (types x config), so 4,000 types beside a 100k-entry field take a fraction of a second (before:
+// one copy of the whole config per type, 4,000 x 100k JSON nodes, several GB).
+json many_types_config(int n, int filler) {
+  json j = {{"model_type", "llama"},
+            {"head_dim", 64},
+            {"max_position_embeddings", 4096},
+            {"num_hidden_layers", n}};
+  json types = json::array(), block = json::object();
+  for (int i = 0; i < n; ++i) {
+    const std::string t = "t" + std::to_string(i);
+    types.push_back(t);
+    block[t] = {{"rope_type", "default"}, {"rope_theta", 10000.0 + (i % 2 == 0 ? i : 0)}};
+  }
+  j["layer_types"] = types;
+  j["rope_parameters"] = block;
+  j["filler"] = json(std::vector<int>(static_cast<std::size_t>(filler), 7));
+  return j;
+}
+
 // Configs with per-layer RoPE, nesting, MLA and M-RoPE sections, for the model-level importer.
 std::vector<json> model_seeds() {
   std::vector<json> out = seeds();
-  for (const char* name :
-       {"deepseek_v3.json", "gemma4_text_v5.json", "gemma3_4b_it.json", "qwen25_yarn4.json"})
+  for (const char* name : {"deepseek_v3.json", "gemma4_text_v5.json", "gemma3_4b_it.json",
+                           "qwen25_yarn4.json", "glm4_9b_chat_hf.json", "hunyuan_7b_instruct.json",
+                           "llama4_scout_text.json", "smollm3_3b.json", "qwen3_next_80b_a3b.json",
+                           "gemma3n_e4b_it.json", "olmo3_7b.json", "ministral3_8b_text.json"})
     out.push_back(load_json(name));
+  // Per-layer configs with many layer types (v5 blocks keyed by type, and NoPE entries).
+  out.push_back(many_types_config(64, 8));
+  json mixed = many_types_config(16, 0);
+  mixed["layer_types"][3] = "linear_attention";
+  mixed["no_rope_layers"] = json(std::vector<int>(16, 1));
+  mixed["no_rope_layers"][7] = 0;
+  out.push_back(mixed);
+  // M-RoPE sections in both layouts.
+  out.push_back(json::parse(R"({"model_type": "qwen3_vl_text", "head_dim": 128,
+      "rope_theta": 5000000.0, "max_position_embeddings": 262144,
+      "rope_scaling": {"rope_type": "default", "mrope_section": [24, 20, 20],
+                       "mrope_interleaved": true}})"));
   out.push_back(json::parse(R"({"model_type": "qwen2_vl", "hidden_size": 3584,
       "num_attention_heads": 28, "rope_theta": 1000000.0, "max_position_embeddings": 32768,
       "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}})"));
@@ -403,9 +438,15 @@ TEST(HfConfigFuzz, ModelTreeMutations) {
       }
       for (std::int64_t l = 0; l < model.num_layers() && !HasFatalFailure(); ++l) {
         const ropescale::RopeConfig* c = nullptr;
+        const std::int64_t k = model.layer_kind[static_cast<std::size_t>(l)];
+        if (k == ropescale::ModelRope::kNoRope) {  // NoPE: refused by name, never rotated
+          ASSERT_FALSE(model.has_rope(l));
+          ASSERT_EQ(model.try_layer(l, &c).code(), ropescale::ErrorCode::kInvalidArgument);
+          continue;
+        }
         ASSERT_TRUE(model.try_layer(l, &c).ok());
-        ASSERT_LT(model.layer_kind[static_cast<std::size_t>(l)],
-                  static_cast<std::int64_t>(model.kinds.size()));
+        ASSERT_GE(k, 0);
+        ASSERT_LT(k, static_cast<std::int64_t>(model.kinds.size()));
       }
     }
     if (HasFatalFailure()) {
@@ -418,6 +459,42 @@ TEST(HfConfigFuzz, ModelTreeMutations) {
   EXPECT_GT(tally.accepted, 0);
   EXPECT_GT(per_layer, 0);
   EXPECT_LT(tally.accepted, tally.iterations);
+}
+
+TEST(HfConfigHostile, ManyLayerTypesCostLinearWork) {
+  const json j = many_types_config(4000, 100000);
+  const ropescale::ModelRope m = ropescale::parse_hf_model(j);
+  ASSERT_EQ(m.num_layers(), 4000);
+  // t0 and the odd types share theta 1e4: one kind; every other even type has its own.
+  ASSERT_EQ(m.kinds.size(), 2000u);
+  EXPECT_EQ(m.layer(1).spec.rope_theta, 10000.0);
+  EXPECT_EQ(m.layer(3).spec.rope_theta, 10000.0);
+  EXPECT_EQ(m.layer(3998).spec.rope_theta, 13998.0);
+  EXPECT_EQ(m.layer_kind[1], m.layer_kind[3999]);
+  EXPECT_NE(m.layer_kind[2], m.layer_kind[4]);
+  EXPECT_EQ(m.kinds[static_cast<std::size_t>(m.layer_kind[1])].layer_type.substr(0, 9),
+            "t0,t1,t3,");
+}
+
+TEST(HfConfigHostile, LayerLimitHoldsForEverySource) {
+  const std::int64_t over = ropescale::kMaxConfigLayers + 1;
+  // layer_types without num_hidden_layers.
+  json j = {{"head_dim", 64}, {"rope_theta", 1e4}, {"max_position_embeddings", 4096}};
+  j["layer_types"] = json(std::vector<std::string>(static_cast<std::size_t>(over), "a"));
+  ropescale::ModelRope m;
+  ropescale::Status st = ropescale::try_parse_hf_model(j, {}, &m);
+  EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("layer_types.size() = 1048577: must be <= kMaxConfigLayers"),
+            std::string::npos)
+      << st.message();
+  // num_hidden_layers alone.
+  json k = {{"head_dim", 64},
+            {"rope_theta", 1e4},
+            {"max_position_embeddings", 4096},
+            {"num_hidden_layers", over}};
+  st = ropescale::try_parse_hf_model(k, {}, &m);
+  EXPECT_NE(st.message().find("num_hidden_layers = 1048577"), std::string::npos) << st.message();
+  EXPECT_EQ(m.num_layers(), 0);
 }
 
 TEST(HfConfigFuzz, TextMutations) {

@@ -131,17 +131,22 @@ TEST(HfModels, FamilyWidthRules) {
   expect_refused(status_of(json::parse(R"({"kv_channels": 128, "hidden_size": 4096,
       "num_attention_heads": 32, "rope_theta": 10000, "max_position_embeddings": 2048})")),
                  ropescale::ErrorCode::kUnsupported, {"kv_channels = \"128\"", "add head_dim"});
-  // Layers without RoPE are refused, not rotated.
-  expect_refused(status_of(json::parse(R"({"head_dim": 128, "rope_theta": 500000,
+  // Layers without RoPE: the single-RoPE reader refuses, naming the field and the first NoPE
+  // layer, and points at parse_hf_model (which reads them).
+  expect_refused(
+      status_of(json::parse(R"({"head_dim": 128, "rope_theta": 500000,
       "max_position_embeddings": 8192, "no_rope_layers": [1, 1, 1, 0]})")),
-                 ropescale::ErrorCode::kUnsupported, {"no_rope_layers", "NoPE"});
+      ropescale::ErrorCode::kUnsupported,
+      {"no_rope_layers = \"1 layers without RoPE\"", "NoPE, first: layer 3", "parse_hf_model"});
   expect_refused(status_of(json::parse(R"({"model_type": "cohere2", "head_dim": 128,
       "rope_theta": 50000, "max_position_embeddings": 8192})")),
                  ropescale::ErrorCode::kUnsupported, {"model_type = \"cohere2\"", "NoPE"});
-  // Llama 4 derives NoPE layers from no_rope_layer_interval even without the list.
+  // Llama 4 derives NoPE layers from no_rope_layer_interval even without the list (48 layers by
+  // class default, every 4th NoPE).
   expect_refused(status_of(json::parse(R"({"model_type": "llama4_text", "head_dim": 128,
       "rope_theta": 500000, "max_position_embeddings": 8192})")),
-                 ropescale::ErrorCode::kUnsupported, {"model_type = \"llama4_text\"", "NoPE"});
+                 ropescale::ErrorCode::kUnsupported,
+                 {"no_rope_layer_interval = \"12 layers without RoPE\"", "NoPE"});
 }
 
 // ---------------------------------------------------------------------------------------------

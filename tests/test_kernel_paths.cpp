@@ -191,6 +191,133 @@ TEST(KernelPaths, Bfloat16ConversionsOnEveryBitPattern) {
   check_conversions_exhaustive<Eigen::bfloat16>(true);
 }
 
+// Every angle row the kernels read starts on a cache line: the cache's rows (any pair count,
+// padded to whole lines), the per-call row buffers (stack and heap), their cos / sin slices, and
+// the rows a call's angle source is asked to fill.
+template <typename C>
+struct RecordingRows {
+  std::vector<const void*>* seen;
+  std::int64_t pairs;
+  bool operator()(std::int64_t, C* cbuf, C* sbuf, double, bool, const C** c, const C** s) const {
+    seen->push_back(cbuf);
+    seen->push_back(sbuf);
+    std::fill(cbuf, cbuf + pairs, C(1));
+    std::fill(sbuf, sbuf + pairs, C(0));
+    *c = cbuf;
+    *s = sbuf;
+    return false;
+  }
+};
+
+template <typename C>
+void check_row_alignment(std::int64_t pairs) {
+  SCOPED_TRACE("pairs " + std::to_string(pairs));
+  using ropescale::detail::is_row_aligned;
+  const RopeSpec spec{2 * pairs, 2 * pairs, 10000.0, 4096};
+  const ropescale::BasicRotaryCache<C> cache(spec, FactorTable::identity(pairs), 7);
+  for (std::int64_t p = 0; p < 7; ++p) {
+    EXPECT_TRUE(is_row_aligned(cache.cos_row(p))) << p;
+    EXPECT_TRUE(is_row_aligned(cache.sin_row(p))) << p;
+  }
+  ropescale::detail::RowBuffer<C> buf(pairs);  // stack up to 256 pairs, heap past
+  const auto slices = ropescale::detail::row_slices(buf.data(), pairs);
+  for (const C* q : {slices.c, slices.s}) EXPECT_TRUE(is_row_aligned(q));
+  EXPECT_LE(slices.s + pairs, buf.data() + ropescale::detail::row_buffer_size<C>(pairs));
+  // A call's rows as run_rotary_rows hands them out, for both layouts.
+  std::vector<const void*> seen;
+  std::vector<C> x(static_cast<std::size_t>(2 * pairs), C(1));
+  const ropescale::detail::Operand<C> op{x.data(), x.data(), 1, 2 * pairs, 0, 0, 0, 0};
+  for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved})
+    ropescale::detail::run_rotary_rows<C>(cache, RecordingRows<C>{&seen, pairs}, 0, 2, &op, 1,
+                                          layout, RotaryDirection::kInverse,
+                                          ropescale::active_kernel_path(), buf.data());
+  ASSERT_EQ(seen.size(), 8u);
+  for (const void* q : seen) EXPECT_TRUE(is_row_aligned(q));
+}
+
+TEST(KernelPaths, AngleRowsAreCacheLineAligned) {
+  for (std::int64_t pairs : {1, 3, 8, 16, 20, 40, 64, 100, 256, 257, 300}) {
+    check_row_alignment<float>(pairs);
+    check_row_alignment<double>(pairs);
+  }
+}
+
+// The angle rows of every path against a long-double reference: m*cos and m*sin of p * f_i,
+// within the double series' accuracy (float rows: one rounding to float).
+template <typename C>
+void check_sincos_rows(KernelPath path) {
+  SCOPED_TRACE(ropescale::to_string(path));
+  const std::int64_t n = 67;  // vector body and a tail
+  std::vector<double> f(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i)
+    f[static_cast<std::size_t>(i)] = std::pow(10000.0, -static_cast<double>(i) / n) * 1.3;
+  const double m = 1.1;
+  std::vector<C> c(static_cast<std::size_t>(n)), s(c.size());
+  const auto kernel = ropescale::detail::select_sincos_row<C>(path);
+  const double tol = std::is_same<C, float>::value ? 1.2e-7 : 2e-15;
+  for (double p : {0.0, 1.0, 37.0, 4095.0, 100000.0, 3e6}) {
+    if (p * f[0] >= ropescale::detail::kFastAngleLimit) continue;
+    kernel(p, f.data(), n, m, c.data(), s.data());
+    for (std::int64_t i = 0; i < n; ++i) {
+      // The kernels take the angle as the double product p * f_i (the rows' documented input).
+      const long double x = static_cast<long double>(p * f[static_cast<std::size_t>(i)]);
+      const double want_c = static_cast<double>(m * std::cos(x));
+      const double want_s = static_cast<double>(m * std::sin(x));
+      ASSERT_NEAR(static_cast<double>(c[static_cast<std::size_t>(i)]), want_c, tol)
+          << "p " << p << " i " << i;
+      ASSERT_NEAR(static_cast<double>(s[static_cast<std::size_t>(i)]), want_s, tol)
+          << "p " << p << " i " << i;
+    }
+  }
+}
+
+TEST(KernelPaths, AngleRowsOfEveryPathMatchTheReference) {
+  for (KernelPath p : supported_paths()) {
+    check_sincos_rows<float>(p);
+    check_sincos_rows<double>(p);
+  }
+}
+
+// The int8 quantization of every path against the portable one: the same scale bit for bit, q
+// within one step (a path may fuse the rounding's multiply-add), and within half a step of x (plus
+// the rounding of inv = 127 / absmax).
+template <typename T>
+void check_quantize_paths(std::int64_t n) {
+  SCOPED_TRACE("row " + std::to_string(n));
+  std::mt19937 rng(static_cast<std::uint32_t>(n));
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<T> x(static_cast<std::size_t>(n));
+  std::vector<std::int8_t> want(x.size()), got(x.size());
+  for (int round = 0; round < 20; ++round) {
+    for (T& v : x) v = static_cast<T>(nd(rng) * (round == 3 ? 1e-37f : 1.0f));
+    if (round == 5) x[static_cast<std::size_t>(n / 2)] = static_cast<T>(INFINITY);
+    const float ref_scale = ropescale::detail::quantize_int8_row(x.data(), n, want.data());
+    for (KernelPath p : supported_paths()) {
+      const float scale =
+          ropescale::detail::select_quantize_int8_row<T>(n, p)(x.data(), n, got.data());
+      ASSERT_EQ(std::memcmp(&scale, &ref_scale, sizeof scale), 0) << ropescale::to_string(p);
+      for (std::size_t j = 0; j < x.size(); ++j) {
+        ASSERT_LE(std::abs(got[j] - want[j]), 1) << ropescale::to_string(p) << " j " << j;
+        if (std::isfinite(scale))
+          ASSERT_LE(std::abs(got[j] * static_cast<double>(scale) - static_cast<double>(x[j])),
+                    scale * (0.5 + 2e-4))  // inv = 127 / absmax is rounded: 127 * 2^-23
+              << ropescale::to_string(p) << " j " << j;
+        else
+          ASSERT_EQ(got[j], 0);
+      }
+    }
+  }
+}
+
+TEST(KernelPaths, Int8QuantizationOfEveryPath) {
+  for (std::int64_t n : {40, 64, 128, 256, 7}) {
+    check_quantize_paths<float>(n);
+    check_quantize_paths<double>(n);
+    check_quantize_paths<Eigen::half>(n);
+    check_quantize_paths<Eigen::bfloat16>(n);
+  }
+}
+
 TEST(KernelPaths, PinAndRelease) {
   const KernelPath best = ropescale::best_kernel_path();
   EXPECT_TRUE(ropescale::kernel_path_supported(best));
@@ -351,6 +478,106 @@ TEST(RotaryThreads, BadInputIsRefused) {
   EXPECT_THROW(ropescale::apply_rotary_parallel(cache, pos.data(), view, nullptr,
                                                 PairLayout::kHalfSplit, ropescale::ParallelFor()),
                ropescale::Error);
+}
+
+// A broken parallel-for: no token is rotated twice, the ranges that overlap an earlier one do not
+// run, and the call reports what went wrong. Every token ends either untouched or rotated once.
+class RotaryThreadsBrokenHook : public ::testing::Test {
+ protected:
+  static constexpr std::int64_t kTokens = 130;  // three claim words, the last one partial
+  const RopeSpec spec{8, 8, 1e4, 512};
+  const ropescale::RotaryCache cache{spec, FactorTable(Eigen::ArrayXd::Ones(4), 1.0, "default"),
+                                     512};
+  std::vector<std::int64_t> pos;
+  std::vector<float> x0, once;
+  RotaryThreadsBrokenHook() {
+    for (std::int64_t t = 0; t < kTokens; ++t) pos.push_back(3 + 2 * t);
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd;
+    for (std::int64_t i = 0; i < kTokens * 8; ++i) x0.push_back(nd(rng));
+    once = x0;
+    ropescale::apply_rotary(cache, pos.data(),
+                            HeadsView<float>::tokens_heads_dim(once.data(), kTokens, 1, 8),
+                            PairLayout::kHalfSplit);
+  }
+  // Runs the hook on a copy of x0; returns the status and, per token, 0 untouched, 1 rotated once
+  // (anything else fails the test).
+  std::pair<ropescale::Status, std::vector<int>> run(const ropescale::ParallelFor& hook) {
+    std::vector<float> x = x0;
+    const ropescale::Status s = ropescale::try_apply_rotary_parallel(
+        cache, pos.data(), HeadsView<float>::tokens_heads_dim(x.data(), kTokens, 1, 8), nullptr,
+        PairLayout::kHalfSplit, hook);
+    std::vector<int> state(kTokens, -1);
+    for (std::int64_t t = 0; t < kTokens; ++t) {
+      const auto at = static_cast<std::size_t>(t * 8);
+      if (std::equal(x.begin() + at, x.begin() + at + 8, x0.begin() + at))
+        state[static_cast<std::size_t>(t)] = 0;
+      else if (std::equal(x.begin() + at, x.begin() + at + 8, once.begin() + at))
+        state[static_cast<std::size_t>(t)] = 1;
+      EXPECT_NE(state[static_cast<std::size_t>(t)], -1) << "token " << t << " rotated twice";
+    }
+    return {s, state};
+  }
+};
+
+TEST_F(RotaryThreadsBrokenHook, ARangeRunTwiceAndOneSkippedIsRefused) {
+  // The ranges add up to the tokens: [0, 65) twice, [65, 130) never.
+  const auto [s, state] = run([](std::int64_t, const auto& body) {
+    body(0, 65);
+    body(0, 65);
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("parallel_for"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("65 of 130 tokens rotated"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 0 handed out twice"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 65 never handed out"), std::string::npos) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], t < 65 ? 1 : 0) << t;
+}
+
+TEST_F(RotaryThreadsBrokenHook, ASkippedRangeIsNamed) {
+  const auto [s, state] = run([](std::int64_t n, const auto& body) {
+    body(0, 64);
+    body(100, n);
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("94 of 130"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("token 64 never handed out"), std::string::npos) << s.message();
+  EXPECT_EQ(s.message().find("twice"), std::string::npos) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], t < 64 || t >= 100 ? 1 : 0) << t;
+}
+
+TEST_F(RotaryThreadsBrokenHook, OverlappingRangesOnTwoThreadsRunOneOfThem) {
+  // Two threads started together on [0, 100) and [30, 130), many times: whichever claims the
+  // shared tokens first, no token is rotated twice and the call is refused.
+  for (int trial = 0; trial < 20; ++trial) {
+    const auto [s, state] = run([](std::int64_t n, const auto& body) {
+      std::atomic<int> ready{0};
+      auto go = [&](std::int64_t b, std::int64_t e) {
+        ready.fetch_add(1);
+        while (ready.load() < 2) std::this_thread::yield();
+        body(b, e);
+      };
+      std::thread a(go, 0, 100), b(go, 30, n);
+      a.join();
+      b.join();
+    });
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.message().find("handed out twice"), std::string::npos) << s.message();
+    // At most one of the two ranges ran; the tokens only the refused one held are untouched.
+    const bool first = state[0] == 1, second = state[kTokens - 1] == 1;
+    EXPECT_FALSE(first && second);
+    for (std::int64_t t = 0; t < kTokens; ++t)
+      EXPECT_EQ(state[t], (first && t < 100) || (second && t >= 30) ? 1 : 0) << t;
+  }
+}
+
+TEST_F(RotaryThreadsBrokenHook, AValidSplitStillRotatesEveryTokenOnce) {
+  const auto [s, state] = run([](std::int64_t n, const auto& body) {
+    for (std::int64_t b = n; b > 0; b -= 7) body(std::max<std::int64_t>(0, b - 7), b);
+    body(n, n);  // an empty range claims nothing
+  });
+  ASSERT_TRUE(s.ok()) << s.message();
+  for (std::int64_t t = 0; t < kTokens; ++t) EXPECT_EQ(state[t], 1) << t;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <type_traits>
@@ -19,6 +20,7 @@
 using ropescale::ErrorCode;
 using ropescale::FactorTable;
 using ropescale::HeadsView;
+using ropescale::kPaddingSlot;
 using ropescale::PagedKVCache;
 using ropescale::PageLayout;
 using ropescale::PairLayout;
@@ -167,14 +169,20 @@ void check_plain(const A& angles, std::int64_t head_dim, PairLayout layout, Page
   }
 }
 
-// dequantize(cache) vs the rotated rows, and bit-equality with the unfused quantize pass.
+// dequantize(cache) vs the rotated rows, and bit-equality with the unfused quantize pass of the
+// same kernel path.
 template <typename T>
 void check_int8_row(const T* x, const std::int8_t* q, float scale, std::int64_t n) {
-  float amax = 0.0f;
-  for (std::int64_t j = 0; j < n; ++j) amax = std::max(amax, std::abs(static_cast<float>(x[j])));
-  ASSERT_EQ(scale, amax / 127.0f);
+  // The scale in the row's compute type (double for double rows), rounded to float once.
+  using C = std::conditional_t<std::is_same<T, double>::value, double, float>;
+  C amax = 0;
+  for (std::int64_t j = 0; j < n; ++j) amax = std::max(amax, std::abs(static_cast<C>(x[j])));
+  ASSERT_EQ(scale, static_cast<float>(amax / C(127)));
   std::vector<std::int8_t> q2(static_cast<std::size_t>(n));
-  ASSERT_EQ(ropescale::detail::quantize_int8_row(x, n, q2.data()), scale);
+  // The same kernel the call ran (the active path's, for this row length).
+  const auto kernel =
+      ropescale::detail::select_quantize_int8_row<T>(n, ropescale::active_kernel_path());
+  ASSERT_EQ(kernel(x, n, q2.data()), scale);
   for (std::int64_t j = 0; j < n; ++j) {
     ASSERT_EQ(q[j], q2[static_cast<std::size_t>(j)]) << "j " << j;
     ASSERT_GE(q[j], -127);
@@ -287,6 +295,113 @@ TEST(KvCache, Int8ExtremesStayInRange) {
   const float bad[3] = {std::nanf(""), 1.0f, -2.0f};  // defined: values stay in range
   ropescale::detail::quantize_int8_row(bad, 3, q);
   for (int j = 0; j < 3; ++j) EXPECT_TRUE(q[j] >= -127 && q[j] <= 127) << j;
+}
+
+// A row whose absmax is below 127 * 2^-126: 127 / absmax used to overflow to infinity and every
+// value came back as +-127 (0 as -absmax). The scale is floored at 2^-126 instead.
+TEST(KvCache, Int8TinyRowKeepsHalfAStep) {
+  const Angles& a = angles_40();
+  Inputs<float> in(40, 5);
+  const float tiny[4] = {3.0e-37f, -1.0e-38f, 0.0f, 2.5e-40f};  // normal, normal, zero, subnormal
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    for (std::int64_t h = 0; h < kHeads; ++h)
+      for (std::int64_t j = 0; j < 40; ++j)
+        in.v[static_cast<std::size_t>((t * kHeads + h) * 40 + j)] = tiny[j % 4] * (1 + h);
+  Pages<std::int8_t> pages(40, PageLayout::kHeadMajor);
+  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache,
+                                  PairLayout::kHalfSplit);
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      const std::int64_t r = pages.cache.row(kSlots[t], h);
+      const float scale = pages.vs[static_cast<std::size_t>(r)];
+      ASSERT_TRUE(std::isfinite(scale)) << "t " << t << " h " << h;
+      for (std::int64_t j = 0; j < 40; ++j) {
+        const double x = in.v[static_cast<std::size_t>((t * kHeads + h) * 40 + j)];
+        const double back = pages.v[static_cast<std::size_t>(r * 40 + j)] * double{scale};
+        ASSERT_LE(std::abs(back - x), scale / 2.0) << "t " << t << " h " << h << " j " << j;
+      }
+      ASSERT_EQ(scale, std::numeric_limits<float>::min());  // the floor, 2^-126
+    }
+}
+
+// Finite doubles beyond float's range: the scale (absmax / 127) fits in float up to
+// 127 * FLT_MAX, so such rows are quantized in double (they used to be narrowed to infinity and
+// +1e39 came back as -127); past that the call is refused by name, nothing written.
+TEST(KvCache, Int8DoubleRowsBeyondFloatRange) {
+  const Angles& a = angles_40();
+  Inputs<double> in(40, 9);
+  for (std::size_t i = 0; i < in.v.size(); ++i) in.v[i] *= 1e39;
+  in.v[7] = 1e40;  // the row's absmax: stored as 127
+  Pages<std::int8_t> pages(40, PageLayout::kTokenMajor);
+  ropescale::rotate_and_append_kv(a.cache_d, kPositions, in.kv, in.vv, kSlots, pages.cache,
+                                  PairLayout::kInterleaved);
+  for (std::int64_t t = 0; t < kTokens; ++t)
+    for (std::int64_t h = 0; h < kHeads; ++h) {
+      const std::int64_t r = pages.cache.row(kSlots[t], h);
+      const float scale = pages.vs[static_cast<std::size_t>(r)];
+      ASSERT_TRUE(std::isfinite(scale)) << "t " << t << " h " << h;
+      for (std::int64_t j = 0; j < 40; ++j) {
+        const double x = in.v[static_cast<std::size_t>((t * kHeads + h) * 40 + j)];
+        const double back = pages.v[static_cast<std::size_t>(r * 40 + j)] * double{scale};
+        ASSERT_LE(std::abs(back - x), scale / 2.0 * (1 + 1e-6)) << "t " << t << " h " << h;
+      }
+    }
+  EXPECT_EQ(pages.v[static_cast<std::size_t>(pages.cache.row(kSlots[0], 0) * 40 + 7)], 127);
+
+  for (const char* which : {"v", "k"}) {
+    Inputs<double> big(40, 9);
+    std::vector<double>& x = std::string(which) == "v" ? big.v : big.k;
+    // k is [heads, tokens, dim]: token 3 head 1 is (1 * kTokens + 3); v is [tokens, heads, dim].
+    const std::size_t at =
+        std::string(which) == "v" ? (3 * kHeads + 1) * 40 + 5 : (1 * kTokens + 3) * 40 + 5;
+    x[at] = -1e41;  // absmax / 127 > FLT_MAX
+    Pages<std::int8_t> p(40, PageLayout::kTokenMajor);
+    const Status s = ropescale::try_rotate_and_append_kv(a.cache_d, kPositions, big.kv, big.vv,
+                                                         kSlots, p.cache, PairLayout::kHalfSplit);
+    ASSERT_FALSE(s.ok()) << which;
+    EXPECT_EQ(s.code(), ErrorCode::kOutOfRange);
+    EXPECT_NE(s.message().find(std::string(which) + "[token 3, head 1] = "), std::string::npos)
+        << s.message();
+    EXPECT_NE(s.message().find("must fit in float"), std::string::npos) << s.message();
+    for (std::int8_t q : p.k) ASSERT_EQ(q, sentinel<std::int8_t>());
+    for (std::int8_t q : p.v) ASSERT_EQ(q, sentinel<std::int8_t>());
+    for (float f : p.ks) ASSERT_EQ(f, kScaleSentinel);
+    for (float f : p.vs) ASSERT_EQ(f, kScaleSentinel);
+  }
+}
+
+// The contract for a row with a NaN or an infinity: scale NaN and every q 0 (so the whole row
+// dequantizes to NaN, never to a finite value); the other rows are untouched by it.
+TEST(KvCache, Int8NonFiniteRowIsNanScaleAndZeros) {
+  const Angles& a = angles_40();
+  Inputs<float> in(40, 13);
+  in.v[static_cast<std::size_t>((1 * kHeads + 0) * 40 + 3)] =
+      std::numeric_limits<float>::infinity();
+  in.v[static_cast<std::size_t>((2 * kHeads + 2) * 40 + 9)] =
+      -std::numeric_limits<float>::infinity();
+  in.v[static_cast<std::size_t>((4 * kHeads + 1) * 40 + 0)] = std::nanf("");
+  in.k[static_cast<std::size_t>((1 * kTokens + 3) * 40 + 33)] = std::nanf("");  // pass-through
+  Pages<std::int8_t> pages(40, PageLayout::kHeadMajor);
+  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache,
+                                  PairLayout::kHalfSplit);
+  const auto bad = [](std::int64_t t, std::int64_t h, bool k) {
+    return k ? (t == 3 && h == 1)
+             : ((t == 1 && h == 0) || (t == 2 && h == 2) || (t == 4 && h == 1));
+  };
+  for (int k = 0; k < 2; ++k)
+    for (std::int64_t t = 0; t < kTokens; ++t)
+      for (std::int64_t h = 0; h < kHeads; ++h) {
+        const std::int64_t r = pages.cache.row(kSlots[t], h);
+        const float scale = (k ? pages.ks : pages.vs)[static_cast<std::size_t>(r)];
+        const std::vector<std::int8_t>& q = k ? pages.k : pages.v;
+        if (bad(t, h, k)) {
+          EXPECT_TRUE(std::isnan(scale)) << "k " << k << " t " << t << " h " << h;
+          for (std::int64_t j = 0; j < 40; ++j)
+            ASSERT_EQ(q[static_cast<std::size_t>(r * 40 + j)], 0) << "t " << t << " j " << j;
+        } else {
+          EXPECT_TRUE(std::isfinite(scale) && scale > 0) << "k " << k << " t " << t << " h " << h;
+        }
+      }
 }
 
 // Appends token t of `in` alone (one decode step): position kPositions[t], slot slots[t].
@@ -529,6 +644,48 @@ TEST(KvCacheHostile, DuplicateSlot) {
   c.slots[4] = c.slots[1];
   expect_refused(c, ErrorCode::kInvalidArgument, "slot_mapping[4] = 2: duplicates slot_mapping[1]");
 }
+// Every way the duplicate check runs: slots in increasing order (no copy), a small batch (pairs
+// compared), a large one out of order (a sorted copy); each names the first two tokens.
+TEST(KvCacheHostile, DuplicateSlotInEveryBatchShape) {
+  const RotaryCache& angles = angles_40().cache;
+  for (const std::int64_t tokens : {5, 40, 100, 300}) {
+    for (const bool reversed : {false, true}) {
+      SCOPED_TRACE(std::to_string(tokens) + (reversed ? " reversed" : " increasing"));
+      std::vector<std::int64_t> pos(static_cast<std::size_t>(tokens), 1), slots(pos.size());
+      for (std::int64_t t = 0; t < tokens; ++t)
+        slots[static_cast<std::size_t>(t)] = 2 * (reversed ? tokens - 1 - t : t);
+      slots[1] = kPaddingSlot;
+      std::vector<float> k(static_cast<std::size_t>(tokens * 40), 0.5f), v = k;
+      std::vector<float> kp(static_cast<std::size_t>(2 * tokens * 40), 9.0f), vp = kp;
+      PagedKVCache<float> cache;
+      cache.k_pages = kp.data();
+      cache.v_pages = vp.data();
+      cache.num_blocks = 2 * tokens;
+      cache.block_size = 1;
+      cache.num_kv_heads = 1;
+      cache.head_dim = 40;
+      const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
+      const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
+      EXPECT_TRUE(ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                      cache, PairLayout::kHalfSplit)
+                      .ok());
+      std::fill(kp.begin(), kp.end(), 9.0f);
+      std::fill(vp.begin(), vp.end(), 9.0f);
+      const std::int64_t a = tokens / 3 + 1, b = tokens - 1;
+      slots[static_cast<std::size_t>(b)] = slots[static_cast<std::size_t>(a)];
+      const Status s = ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                           cache, PairLayout::kHalfSplit);
+      ASSERT_FALSE(s.ok());
+      const std::string want = "slot_mapping[" + std::to_string(b) +
+                               "] = " + std::to_string(slots[static_cast<std::size_t>(a)]) +
+                               ": duplicates slot_mapping[" + std::to_string(a) + "]";
+      EXPECT_NE(s.message().find(want), std::string::npos) << s.message() << "\nwant: " << want;
+      for (float x : kp) ASSERT_EQ(x, 9.0f);
+      for (float x : vp) ASSERT_EQ(x, 9.0f);
+    }
+  }
+}
+
 TEST(KvCacheHostile, InputOverlapsPages) {
   Call c;
   // v read from the key pages themselves.

@@ -183,6 +183,57 @@ TEST_F(Llama2cFiles, TokenizerErrors) {
   EXPECT_NO_THROW(llama2c::Tokenizer::load(write("copy.bin", good), 512));
 }
 
+// A llama2.c tokenizer file with token `id`'s piece replaced (score kept).
+std::string with_piece(const std::string& file, int id, const std::string& piece) {
+  std::size_t p = 4;
+  for (int i = 0; i < id; ++i) {
+    std::int32_t len = 0;
+    std::memcpy(&len, file.data() + p + 4, 4);
+    p += 8 + static_cast<std::size_t>(len);
+  }
+  std::int32_t old_len = 0;
+  std::memcpy(&old_len, file.data() + p + 4, 4);
+  const auto len = static_cast<std::int32_t>(piece.size());
+  std::string out = file.substr(0, p + 4);
+  out.append(reinterpret_cast<const char*>(&len), 4);
+  out += piece;
+  out += file.substr(p + 8 + static_cast<std::size_t>(old_len));
+  return out;
+}
+
+TEST_F(Llama2cFiles, TokenizerWithoutThePiecesEncodeNeedsIsRefused) {
+  const std::string good = read_bytes(kData + "/tok512.bin");
+  const llama2c::Tokenizer& tok = tokenizer();
+  // No " " piece: encode() prefixes every text with one.
+  const int space = tok.find(" ");
+  ASSERT_GT(space, 258);
+  const ropescale::Error no_space =
+      tokenizer_error(write("no_space.bin", with_piece(good, space, "~~")), 512);
+  EXPECT_EQ(no_space.code(), ropescale::ErrorCode::kParseError);
+  EXPECT_NE(std::string(no_space.what()).find("no_space.bin"), std::string::npos);
+  EXPECT_NE(std::string(no_space.what()).find("no \" \" piece"), std::string::npos)
+      << no_space.what();
+  // A byte piece renamed: a character without a piece falls back to id byte + 3.
+  const ropescale::Error no_byte =
+      tokenizer_error(write("no_byte.bin", with_piece(good, 3 + 0x41, "<0x4G>")), 512);
+  EXPECT_EQ(no_byte.code(), ropescale::ErrorCode::kParseError);
+  EXPECT_NE(std::string(no_byte.what()).find("token 68 is not the byte piece <0x41>"),
+            std::string::npos)
+      << no_byte.what();
+  // A vocabulary too small to hold the byte pieces (the first 200 tokens of the file).
+  std::size_t p = 4;
+  for (int i = 0; i < 200; ++i) {
+    std::int32_t len = 0;
+    std::memcpy(&len, good.data() + p + 4, 4);
+    p += 8 + static_cast<std::size_t>(len);
+  }
+  const ropescale::Error small = tokenizer_error(write("small.bin", good.substr(0, p)), 200);
+  EXPECT_NE(std::string(small.what()).find("needs at least 259"), std::string::npos)
+      << small.what();
+  // The rewrite itself keeps a file loadable (same piece back in place).
+  EXPECT_NO_THROW(llama2c::Tokenizer::load(write("same.bin", with_piece(good, space, " ")), 512));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokenizer
 // ---------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
 // The tiny Llama trainer: gradients against central finite differences, loss going down on a
 // fixed batch, thread-count independence, safetensors round trips and the task generators.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "checkpoint.hpp"
 #include "finetune.hpp"
@@ -617,6 +622,251 @@ TEST(Training, DeadRunRuleStopsOnlyARunWithoutInduction) {
   d.copy_nll = 0.87 * std::log(16.0);  // the shipped run at step 1000
   EXPECT_TRUE(tiny_llama::induction_alive(d));
   EXPECT_TRUE(static_cast<bool>(tiny_llama::default_curriculum().keep_going));
+}
+
+}  // namespace
+
+namespace {
+
+// ---- hostile checkpoints: every tensor, count and position is checked before it is used ------
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Rewrites a safetensors file's JSON header with `edit` (the tensor bytes stay as they are).
+template <typename Edit>
+void edit_header(const std::string& path, Edit edit) {
+  const std::string bytes = file_bytes(path);
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+  edit(header);
+  const std::string h = header.dump();
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << out << h << bytes.substr(8 + n);
+}
+
+// The message of the ropescale::Error that f throws; "no ropescale::Error" otherwise.
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const ropescale::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("no ropescale::Error: ") + e.what();
+  }
+  return "no ropescale::Error";
+}
+
+bool has(const std::string& s, const std::string& needle) {
+  return s.find(needle) != std::string::npos;
+}
+
+TEST(Safetensors, ATensorDtypeOfTheWrongTypeIsNamedWithItsFile) {
+  const Config c = tiny_config();
+  const std::string path = testing::TempDir() + "dtype.safetensors";
+  for (const nlohmann::json& dtype :
+       {nlohmann::json(5), nlohmann::json(nullptr), nlohmann::json("F16"), nlohmann::json({1})}) {
+    tiny_llama::save_safetensors(path, spread_weights(c, 1));
+    edit_header(path, [&](nlohmann::json& h) { h["model.norm.weight"]["dtype"] = dtype; });
+    const std::string m = error_of([&] { tiny_llama::load_safetensors(path, c); });
+    EXPECT_TRUE(has(m, "parse_error")) << m;
+    EXPECT_TRUE(has(m, path + ": tensor model.norm.weight dtype = " + dtype.dump())) << m;
+    EXPECT_TRUE(has(m, "must be \"F32\"")) << m;
+  }
+  // A shape or data_offsets of the wrong type is named the same way.
+  tiny_llama::save_safetensors(path, spread_weights(c, 1));
+  edit_header(path, [](nlohmann::json& h) { h["lm_head.weight"]["data_offsets"] = "0-4"; });
+  const std::string m = error_of([&] { tiny_llama::load_safetensors(path, c); });
+  EXPECT_TRUE(has(m, "tensor lm_head.weight data_offsets = \"0-4\"")) << m;
+}
+
+TEST(Safetensors, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const Config c = tiny_config();
+  const std::string path = testing::TempDir() + "nan.safetensors";
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    Weights w = spread_weights(c, 2);
+    w.layer(1, Weights::kUp)(3, 5) = bad;
+    tiny_llama::save_safetensors(path, w);
+    const std::string m = error_of([&] { tiny_llama::load_safetensors(path, c); });
+    EXPECT_TRUE(has(m, "tensor model.layers.1.mlp.up_proj.weight element 53 = " +
+                           std::string(std::isnan(bad) ? "nan"
+                                       : bad > 0       ? "inf"
+                                                       : "-inf")))
+        << m;
+    EXPECT_TRUE(has(m, "every weight must be finite")) << m;
+  }
+}
+
+TEST(Safetensors, AConfigTooLargeForTheToolIsRefusedBeforeAnyAllocation) {
+  // hidden_size 2^20: 2^40 embedding weights (4 TiB) were requested before the file was read.
+  Config c = tiny_config();
+  nlohmann::json j = tiny_llama::to_hf_json(c);
+  j["hidden_size"] = 1 << 20;
+  j["num_attention_heads"] = 256;
+  j["num_key_value_heads"] = 256;
+  j["head_dim"] = 4096;
+  const std::string m = error_of([&] { tiny_llama::config_from_hf_json(j); });
+  EXPECT_TRUE(has(m, "parameters = ")) << m;
+  EXPECT_TRUE(has(m, "must be at most 2^30")) << m;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ROPESCALE_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ROPESCALE_TEST_ASAN 1
+#endif
+#endif
+
+// In a child process: caps the address space 1 GiB above what the process holds, loads, prints
+// the error and exits 3 for a ropescale::Error (1 for anything else, such as std::bad_alloc).
+void load_with_capped_address_space(const std::string& path, const Config& c) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  long kb = 0;
+  while (std::getline(status, line))
+    if (line.rfind("VmSize:", 0) == 0) kb = std::stol(line.substr(7));
+  const rlim_t cap = static_cast<rlim_t>(kb + (1L << 20)) * 1024;
+  const rlimit lim{cap, cap};
+  setrlimit(RLIMIT_AS, &lim);
+  const std::string m = error_of([&] { tiny_llama::load_safetensors(path, c); });
+  std::fprintf(stderr, "%s\n", m.c_str());
+  std::_Exit(has(m, "no ropescale::Error") ? 1 : 3);
+}
+
+TEST(Safetensors, AShortFileIsRefusedBeforeTheWeightsAreAllocated) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "address-space limits do not mix with AddressSanitizer's shadow memory";
+#else
+  // A config of ~1e9 parameters (4 GB of weights, within the bounds) and a 16-byte file: the
+  // file is refused with the address space capped 1 GiB above what the process holds, which
+  // allocating the weights first would exceed.
+  Config c;
+  c.vocab_size = 500000;
+  c.dim = 1024;
+  c.hidden_dim = 1024;
+  c.n_layers = 1;
+  c.n_heads = 8;
+  c.n_kv_heads = 8;
+  c.head_dim = 128;
+  ASSERT_NO_THROW(tiny_llama::validate(c));
+  const std::string path = testing::TempDir() + "short.safetensors";
+  std::ofstream(path, std::ios::binary) << std::string("\x08\0\0\0\0\0\0\0{}      ", 16);
+  EXPECT_EXIT(load_with_capped_address_space(path, c), ::testing::ExitedWithCode(3),
+              "tensor model.embed_tokens.weight = absent");
+#endif
+}
+
+// A checkpoint directory (model + optimizer) of the tiny config, its optimizer metadata edited.
+std::string optimizer_dir(const std::string& name, const std::string& key,
+                          const nlohmann::json& value) {
+  const Config c = tiny_config();
+  const std::string dir = testing::TempDir() + name;
+  const Weights w = spread_weights(c, 5);
+  tiny_llama::AdamW opt(w, {});
+  tiny_llama::save_model_dir(dir, w);
+  tiny_llama::save_optimizer(dir, opt, tiny_llama::TrainPosition{40, 1, 7});
+  edit_header(dir + "/optimizer_m.safetensors", [&](nlohmann::json& h) {
+    if (value.is_discarded())
+      h["__metadata__"].erase(key);
+    else
+      h["__metadata__"][key] = value;
+  });
+  return dir;
+}
+
+TEST(Training, OptimizerCountsAreCheckedIntegersInRange) {
+  const Config c = tiny_config();
+  {  // untouched, the position comes back
+    const std::string dir = optimizer_dir("opt_ok", "step", "40");
+    Weights w(c);
+    tiny_llama::AdamW opt(w, {});
+    const tiny_llama::TrainPosition at = tiny_llama::load_optimizer(dir, c, opt);
+    EXPECT_EQ(at.step, 40);
+    EXPECT_EQ(at.stage, 1);
+    EXPECT_EQ(at.stage_step, 7);
+  }
+  const std::vector<std::pair<std::string, nlohmann::json>> bad = {
+      {"step", "9223372036854775807"},
+      {"adam_steps", "9223372036854775807"},
+      {"step", "abc"},
+      {"step", "12345678901234567890"},
+      {"stage_step", "-1"},
+      {"stage", " 1"},
+      {"adam_steps", "1000000000001"},
+      {"step", 40},
+      {"stage", nlohmann::json::value_t::discarded},
+      {"step", ""}};
+  for (const auto& [key, value] : bad) {
+    const std::string dir = optimizer_dir("opt_bad", key, value);
+    Weights w(c);
+    tiny_llama::AdamW opt(w, {});
+    const std::string m = error_of([&] { tiny_llama::load_optimizer(dir, c, opt); });
+    SCOPED_TRACE(key + " = " + value.dump());
+    EXPECT_TRUE(has(m, "optimizer_m.safetensors: metadata " + key + " = ")) << m;
+    if (value.is_string()) {
+      EXPECT_TRUE(has(m, value.dump())) << m;
+    }
+    EXPECT_TRUE(has(m, "must be a decimal integer string in [0, 1000000000000]")) << m;
+    EXPECT_EQ(opt.steps(), 0);  // nothing restored
+  }
+  // The optimizer itself holds the same bound.
+  Weights w(c);
+  tiny_llama::AdamW opt(w, {});
+  EXPECT_THROW(opt.restore(Weights(c), Weights(c), std::numeric_limits<std::int64_t>::max()),
+               ropescale::Error);
+}
+
+TEST(Training, AResumePointOutsideThePlanIsRefusedBeforeTraining) {
+  const auto corpus = synthetic_corpus();
+  const std::string dir = testing::TempDir() + "resume_bad";
+  struct Case {
+    std::int64_t step, stage, stage_step;
+    std::string needle;
+  };
+  const Case cases[] = {
+      {2, 99, 0, "resume stage = 99: must be in [0, 0]: the plan has 1 stages"},
+      {4, 1, 0, "resume stage = 1"},  // a finished run
+      {2, 0, 4, "resume stage_step = 4: must be in [0, 3]: stage 'copy' of this plan has 4"},
+      {std::numeric_limits<std::int64_t>::max(), 0, 1, "resume step = 9223372036854775807"},
+      {-1, 0, 1, "resume step = -1"}};
+  for (const Case& k : cases) {
+    Weights w = Weights::initialized(byte_config(), 3);
+    const Weights before = w;
+    tiny_llama::AdamW opt(w, {});
+    auto o = resume_plan(dir);
+    o.start_step = k.step;
+    o.start_stage = k.stage;
+    o.start_stage_step = k.stage_step;
+    int evaluations = 0;
+    const std::string m = error_of([&] {
+      tiny_llama::train(w, opt, corpus, o, [&](const tiny_llama::Diagnostics&) { ++evaluations; });
+    });
+    EXPECT_TRUE(has(m, k.needle)) << m;
+    EXPECT_EQ(evaluations, 0);
+    EXPECT_EQ(opt.steps(), 0);
+    EXPECT_TRUE((w.lm_head().array() == before.lm_head().array()).all());
+  }
+}
+
+TEST(Training, ANonFiniteLossStopsTheRunBeforeItWritesAModel) {
+  const auto corpus = synthetic_corpus();
+  const std::string dir = testing::TempDir() + "nan_run";
+  std::remove((dir + "/config.json").c_str());
+  Weights w = Weights::initialized(byte_config(), 3);
+  w.lm_head()(7, 3) = std::numeric_limits<float>::quiet_NaN();
+  tiny_llama::AdamW opt(w, {});
+  const std::string m =
+      error_of([&] { tiny_llama::train(w, opt, corpus, resume_plan(dir), nullptr); });
+  EXPECT_TRUE(has(m, "training loss at step 1 = nan")) << m;
+  EXPECT_FALSE(std::ifstream(dir + "/config.json").good());
+  EXPECT_EQ(opt.steps(), 0);
 }
 
 }  // namespace

@@ -222,6 +222,50 @@ TEST(Mrope, QkAndErrors) {
   EXPECT_NE(st3.message().find("sum(mrope_section) = 65"), std::string::npos) << st3.message();
 }
 
+TEST(Mrope, LayoutsAssignAxesAsHfDoes) {
+  // HunYuan-VL xdrope: 4 sectioned axes.
+  const MropeSections x({2, 1, 2, 3}, ropescale::MropeLayout::kSectioned, 8);
+  EXPECT_EQ(x.num_axes(), 4);
+  EXPECT_EQ(x.axes(), (std::vector<std::uint8_t>{0, 0, 1, 2, 2, 3, 3, 3}));
+  // ERNIE 4.5 VL: h w h w ... then t (recomposition_to_3d).
+  const MropeSections e({2, 2, 3}, ropescale::MropeLayout::kErnie3d, 7);
+  EXPECT_EQ(e.axes(), (std::vector<std::uint8_t>{1, 2, 1, 2, 0, 0, 0}));
+  // Qwen3-VL through the bool overload.
+  const MropeSections q({3, 2, 2}, true, 7);
+  EXPECT_EQ(q.layout(), ropescale::MropeLayout::kInterleaved);
+  EXPECT_EQ(q.axes(), (std::vector<std::uint8_t>{0, 1, 2, 0, 1, 2, 0}));
+  MropeSections s;
+  const ropescale::Status five =
+      MropeSections::make({1, 1, 1, 1, 1}, ropescale::MropeLayout::kSectioned, 5, &s);
+  EXPECT_NE(five.message().find("mrope_section.size() = 5: must be in [1, 4]"), std::string::npos)
+      << five.message();
+  const ropescale::Status inter4 =
+      MropeSections::make({1, 1, 1, 1}, ropescale::MropeLayout::kInterleaved, 4, &s);
+  EXPECT_NE(inter4.message().find("must be 3 (temporal, height, width) for the interleaved"),
+            std::string::npos)
+      << inter4.message();
+  const ropescale::Status ernie =
+      MropeSections::make({2, 1, 4}, ropescale::MropeLayout::kErnie3d, 7, &s);
+  EXPECT_NE(ernie.message().find("mrope_section[1] = 1: must equal mrope_section[0] (2)"),
+            std::string::npos)
+      << ernie.message();
+  EXPECT_EQ(s.pairs(), 0);
+}
+
+TEST(Mrope, HugePairCountIsRefusedBeforeAllocating) {
+  // Sections that sum to 2^41 pairs: one axis byte per pair would be 2 TiB.
+  const std::int64_t huge = std::int64_t{1} << 41;
+  MropeSections s;
+  const ropescale::Status st = MropeSections::make({huge, 0, 0}, false, huge, &s);
+  EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("pairs = 2199023255552"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("kMaxHeadDim / 2 = 32768"), std::string::npos) << st.message();
+  EXPECT_EQ(s.pairs(), 0);
+  // The widest allowed head still works.
+  ASSERT_TRUE(MropeSections::make({32768, 0, 0}, false, 32768, &s).ok());
+  EXPECT_EQ(s.pairs(), 32768);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Proportional RoPE (Gemma 4 full-attention layers)
 // ---------------------------------------------------------------------------------------------

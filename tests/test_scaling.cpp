@@ -390,10 +390,10 @@ TEST(ScalingErrors, NameTheArgumentValueAndRule) {
   y.beta_fast = 0.5;
   expect_error([&] { ropescale::yarn_factors(spec, y); }, "beta_fast = 0.5: must be >= beta_slow");
   ropescale::Llama3Params l;
-  l.low_freq_factor = 4;
+  l.low_freq_factor = 5;
   l.high_freq_factor = 4;
   expect_error([&] { ropescale::llama3_factors(spec, l); },
-               "low_freq_factor = 4: must be < high_freq_factor");
+               "low_freq_factor = 5: must be <= high_freq_factor");
   ropescale::LongRopeParams p;
   p.short_factor = Eigen::ArrayXd::Ones(63);
   p.long_factor = Eigen::ArrayXd::Ones(64);

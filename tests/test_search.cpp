@@ -549,3 +549,190 @@ TEST(Search, RejectsBadInput) {
   EvolutionSearch ok(sp, SearchParams{});
   EXPECT_THROW(ok.run(ropescale::SearchFitness{}), ropescale::Error);
 }
+
+namespace {
+
+SearchParams ask_tell_params() {
+  SearchParams p;
+  p.population = 16;
+  p.parents = 8;
+  p.mutations = 4;
+  p.crossovers = 4;
+  p.iterations = 5;
+  p.seed = 11;
+  return p;
+}
+
+std::vector<std::int64_t> ids_of(const std::vector<ropescale::Candidate>& batch) {
+  std::vector<std::int64_t> ids;
+  for (const ropescale::Candidate& c : batch) ids.push_back(c.id);
+  return ids;
+}
+
+}  // namespace
+
+TEST(SearchAskTell, EqualsRunBitForBitHoweverTheBatchIsAnswered) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchResult reference = EvolutionSearch(sp, ask_tell_params()).run(structural_loss);
+  // Answers in reverse order, three at a time, as a farm of hosts would return them.
+  EvolutionSearch search(sp, ask_tell_params());
+  ASSERT_TRUE(search.start().ok());
+  std::int64_t batches = 0;
+  while (true) {
+    const std::vector<ropescale::Candidate> batch = search.ask();
+    if (batch.empty()) break;
+    ++batches;
+    // Asking again before answering hands out the same candidates.
+    const std::vector<ropescale::Candidate> again = search.ask();
+    ASSERT_EQ(ids_of(again), ids_of(batch));
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      EXPECT_EQ(batch[i].id, search.state().evaluations() + static_cast<std::int64_t>(i));
+      EXPECT_EQ(batch[i].table, ropescale::genome_table(sp, batch[i].genome));
+    }
+    for (std::size_t end = batch.size(); end > 0;) {
+      const std::size_t begin = end >= 3 ? end - 3 : 0;
+      std::vector<std::int64_t> ids;
+      std::vector<double> losses;
+      for (std::size_t i = end; i-- > begin;) {
+        ids.push_back(batch[i].id);
+        losses.push_back(structural_loss(batch[i].table));
+      }
+      ASSERT_TRUE(search.tell(ids, losses).ok());
+      end = begin;
+    }
+  }
+  EXPECT_TRUE(search.finished());
+  EXPECT_EQ(batches, reference.iterations + 1);
+  const SearchResult r = search.result();
+  expect_same_result(reference, r);
+  EXPECT_EQ(r.stop_reason, reference.stop_reason);
+  EXPECT_TRUE(r.state.pending.empty());
+}
+
+TEST(SearchAskTell, ResumesInTheMiddleOfABatch) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchResult reference = EvolutionSearch(sp, ask_tell_params()).run(structural_loss);
+  // Stop in the middle of the initial population and of the third batch.
+  for (const int stop_batch : {0, 2}) {
+    EvolutionSearch first(sp, ask_tell_params());
+    SearchState mid;
+    for (int b = 0;; ++b) {
+      const std::vector<ropescale::Candidate> batch = first.ask();
+      ASSERT_FALSE(batch.empty());
+      if (b == stop_batch) {
+        ASSERT_TRUE(first.tell({batch[1].id}, {structural_loss(batch[1].table)}).ok());
+        mid = first.state();
+        break;
+      }
+      std::vector<double> losses;
+      for (const ropescale::Candidate& c : batch) losses.push_back(structural_loss(c.table));
+      ASSERT_TRUE(first.tell(losses).ok());
+    }
+    ASSERT_FALSE(mid.pending.empty());
+    EXPECT_TRUE(mid.pending[1].answered);
+    EXPECT_FALSE(mid.pending[0].answered);
+    EXPECT_TRUE(ropescale::validate(mid).ok()) << ropescale::validate(mid).message();
+    // restore + ask hands out the unanswered rest; the ending equals the uninterrupted run.
+    EvolutionSearch second(sp, ask_tell_params());
+    ASSERT_TRUE(second.restore(mid).ok());
+    const std::vector<ropescale::Candidate> rest = second.ask();
+    ASSERT_EQ(rest.size(), mid.pending.size() - 1);
+    EXPECT_EQ(rest[0].id, mid.pending[0].id);
+    EXPECT_EQ(rest[1].id, mid.pending[2].id);
+    expect_same_result(reference, second.resume(mid, structural_loss));
+  }
+}
+
+TEST(SearchAskTell, RefusesBadAnswersByNameAndRecordsNothing) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  EvolutionSearch search(sp, ask_tell_params());
+  auto expect_refused = [&](const ropescale::Status& s, const std::string& argument,
+                            const std::string& rule) {
+    EXPECT_EQ(s.code(), ropescale::ErrorCode::kInvalidArgument) << s.message();
+    EXPECT_NE(s.message().find(argument), std::string::npos) << s.message();
+    EXPECT_NE(s.message().find(rule), std::string::npos) << s.message();
+  };
+  expect_refused(search.tell({0}, {1.0}), "tell", "call ask() first");
+  const std::vector<ropescale::Candidate> batch = search.ask();
+  ASSERT_EQ(batch.size(), 16u);
+  const std::string before = search.state().rng_state;
+  auto unchanged = [&] {
+    const SearchState st = search.state();
+    for (const ropescale::PendingCandidate& c : st.pending) EXPECT_FALSE(c.answered) << c.id;
+    EXPECT_EQ(st.rng_state, before);
+    EXPECT_TRUE(st.history.empty());
+  };
+  // Wrong count: the two lists differ, or the whole-batch form gets too few or too many.
+  expect_refused(search.tell({0, 1}, {1.0}), "losses.size() = 1", "must equal ids.size() = 2");
+  expect_refused(search.tell(std::vector<double>(15, 1.0)), "losses.size() = 15",
+                 "unanswered candidates (16)");
+  expect_refused(search.tell(std::vector<double>(17, 1.0)), "losses.size() = 17",
+                 "unanswered candidates (16)");
+  // An id not handed out (before, after, negative), with good ones beside it.
+  expect_refused(search.tell({0, 16}, {1.0, 1.0}), "ids[1] = 16", "not a candidate");
+  expect_refused(search.tell({-1}, {1.0}), "ids[0] = -1", "not a candidate");
+  // A second answer, in one call and across calls.
+  expect_refused(search.tell({3, 3}, {1.0, 2.0}), "ids[1] = 3", "second answer");
+  unchanged();
+  ASSERT_TRUE(search.tell({3}, {1.0}).ok());
+  expect_refused(search.tell({4, 3}, {1.0, 2.0}), "ids[1] = 3", "second answer");
+  EXPECT_FALSE(search.state().pending[4].answered);
+  // A non-finite loss counts as +infinity.
+  std::vector<std::int64_t> ids;
+  std::vector<double> losses;
+  for (const ropescale::Candidate& c : batch)
+    if (c.id != 3) {
+      ids.push_back(c.id);
+      losses.push_back(c.id == 5   ? std::nan("")
+                       : c.id == 6 ? -std::numeric_limits<double>::infinity()
+                                   : 2.0 + static_cast<double>(c.id));
+    }
+  ASSERT_TRUE(search.tell(ids, losses).ok());
+  const SearchState st = search.state();
+  ASSERT_EQ(st.history.size(), 16u);
+  EXPECT_EQ(st.history[5].loss, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(st.history[6].loss, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(st.history[3].loss, 1.0);
+  EXPECT_EQ(search.result().best_loss, 1.0);
+  // The next batch's ids continue after the history; the old ids are refused now.
+  const std::vector<ropescale::Candidate> next = search.ask();
+  ASSERT_FALSE(next.empty());
+  EXPECT_EQ(next.front().id, 16);
+  expect_refused(search.tell({3}, {1.0}), "ids[0] = 3", "not a candidate");
+}
+
+TEST(SearchAskTell, RestoreRefusesAnInconsistentPendingBatch) {
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  EvolutionSearch search(sp, ask_tell_params());
+  const std::vector<ropescale::Candidate> batch = search.ask();
+  const SearchState mid = search.state();
+  auto refused = [&](SearchState bad, const std::string& needle) {
+    EvolutionSearch other(sp, ask_tell_params());
+    const ropescale::Status s = other.restore(bad);
+    EXPECT_EQ(s.code(), ropescale::ErrorCode::kParseError) << needle;
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+    EXPECT_FALSE(other.started());
+  };
+  SearchState bad = mid;
+  bad.pending[2].id = 7;
+  refused(bad, "pending[2].id = 7");
+  bad = mid;
+  bad.pending[3].genome = bad.pending[1].genome;
+  refused(bad, "pending[3]");
+  bad = mid;
+  bad.pending[0].answered = true;
+  bad.pending[0].loss = std::nan("");
+  refused(bad, "pending[0].loss");
+  bad = mid;
+  bad.pending.clear();
+  refused(bad, "history.size()");
+  bad = mid;
+  bad.population = {0};
+  refused(bad, "population.size()");
+  // The untouched state restores and hands out the same batch.
+  EvolutionSearch other(sp, ask_tell_params());
+  ASSERT_TRUE(other.restore(mid).ok());
+  const std::vector<ropescale::Candidate> again = other.ask();
+  ASSERT_EQ(again.size(), batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) EXPECT_EQ(again[i].genome, batch[i].genome);
+}

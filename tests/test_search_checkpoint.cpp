@@ -197,7 +197,7 @@ TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
     expect_refused(path, needle);
   };
   refuse_edit([](nlohmann::json& b) { b["format"] = "something else"; }, "checkpoint.format");
-  refuse_edit([](nlohmann::json& b) { b["version"] = 2; }, "checkpoint.version");
+  refuse_edit([](nlohmann::json& b) { b["version"] = 3; }, "checkpoint.version");
   refuse_edit([](nlohmann::json& b) { b.erase("rng_state"); }, "checkpoint.rng_state");
   refuse_edit([](nlohmann::json& b) { b["rng_state"] = "12 34"; }, "rng_state");
   refuse_edit([](nlohmann::json& b) { b["params"]["population"] = "64"; }, "params.population");
@@ -290,4 +290,190 @@ TEST(SearchCheckpoint, ProportionalSpecKeepsItsFrequencySpan) {
   EvolutionSearch plain(test_space(), p);
   EXPECT_FALSE(
       ropescale::search_state_to_json(plain.run(loss).state)["space"].contains("freq_dim"));
+}
+
+// Every search-defining field of the space and of the parameters, changed in turn: resume refuses
+// the checkpoint, naming that field; the run settings may change. The names come from the field
+// tables, so a field added to either struct without a case here fails the coverage check.
+TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
+  RopeSpec spec{64, 32, 10000.0, 256};
+  const SearchSpace space = SearchSpace::longrope2(spec, 1024);
+  ASSERT_GE(space.critical_lower, 1);
+  ASSERT_LT(space.critical_upper, spec.pairs() - 1);
+  SearchParams params;
+  params.population = 8;
+  params.parents = 4;
+  params.mutations = 2;
+  params.crossovers = 2;
+  params.iterations = 1;
+  const auto fitness = [](const FactorTable& t) { return t.factors().sum(); };
+  const SearchState state = EvolutionSearch(space, params).run(fitness).state;
+  // The checkpoint file says the same as the state (freq_dim included).
+  const std::string path = temp_path("ckpt.json");
+  ropescale::save_search_checkpoint(path, state);
+
+  using Edit = std::function<void(SearchSpace&, SearchParams&)>;
+  const std::vector<std::pair<std::string, Edit>> space_edits = {
+      {"head_dim", [](SearchSpace& s, SearchParams&) { s.spec.head_dim = 96; }},
+      {"rotary_dim", [](SearchSpace& s, SearchParams&) { s.spec.rotary_dim = 48; }},
+      {"rope_theta", [](SearchSpace& s, SearchParams&) { s.spec.rope_theta = 20000.0; }},
+      {"freq_dim", [](SearchSpace& s, SearchParams&) { s.spec.freq_dim = 64; }},
+      {"original_max_position",
+       [](SearchSpace& s, SearchParams&) { s.spec.original_max_position = 512; }},
+      {"scale", [](SearchSpace& s, SearchParams&) { s.scale += 0.5; }},
+      {"method",
+       [](SearchSpace& s, SearchParams&) {
+         s.method = ropescale::SearchMethod::kLongRoPE;
+         s.critical_lower = s.critical_upper = 0;
+       }},
+      {"critical_lower", [](SearchSpace& s, SearchParams&) { s.critical_lower -= 1; }},
+      {"critical_upper", [](SearchSpace& s, SearchParams&) { s.critical_upper += 1; }},
+      {"lower_bound", [](SearchSpace& s, SearchParams&) { s.lower_bound += 0.5; }},
+      {"upper_bound", [](SearchSpace& s, SearchParams&) { s.upper_bound += 1.0; }},
+      {"step", [](SearchSpace& s, SearchParams&) { s.step = 0.02; }},
+      {"monotonicity",
+       [](SearchSpace& s, SearchParams&) {
+         s.monotonicity = ropescale::Monotonicity::kStrictlyIncreasing;
+       }},
+      {"attention_factor", [](SearchSpace& s, SearchParams&) { s.attention_factor += 0.125; }},
+  };
+  const std::vector<std::pair<std::string, Edit>> params_edits = {
+      {"population", [](SearchSpace&, SearchParams& p) { p.population = 9; }},
+      {"parents", [](SearchSpace&, SearchParams& p) { p.parents = 3; }},
+      {"mutations", [](SearchSpace&, SearchParams& p) { p.mutations = 3; }},
+      {"crossovers", [](SearchSpace&, SearchParams& p) { p.crossovers = 3; }},
+      {"mutation_prob", [](SearchSpace&, SearchParams& p) { p.mutation_prob = 0.4; }},
+      {"crossover_tries", [](SearchSpace&, SearchParams& p) { p.crossover_tries = 21; }},
+      {"critical_mutation_prob",
+       [](SearchSpace&, SearchParams& p) { p.critical_mutation_prob = 0.2; }},
+      {"seed", [](SearchSpace&, SearchParams& p) { p.seed = 1; }},
+  };
+  const std::vector<std::pair<std::string, Edit>> run_settings = {
+      {"iterations", [](SearchSpace&, SearchParams& p) { p.iterations = 2; }},
+      {"threads", [](SearchSpace&, SearchParams& p) { p.threads = 2; }},
+      {"thread_safe", [](SearchSpace&, SearchParams& p) { p.thread_safe = true; }},
+      {"max_evaluations", [](SearchSpace&, SearchParams& p) { p.max_evaluations = 1000; }},
+      {"max_seconds", [](SearchSpace&, SearchParams& p) { p.max_seconds = 1000.0; }},
+  };
+
+  // Coverage: the cases name exactly the fields of the tables, split as the tables split them.
+  std::vector<std::string> table_space, table_params, table_run, cases_space, cases_params,
+      cases_run;
+  ropescale::detail::for_each_field(SearchSpace::fields(), [&](const auto& f) {
+    ASSERT_TRUE(f.has(ropescale::detail::kFieldDefining)) << f.name;
+    table_space.push_back(f.name);
+  });
+  ropescale::detail::for_each_field(SearchParams::fields(), [&](const auto& f) {
+    (f.has(ropescale::detail::kFieldDefining) ? table_params : table_run).push_back(f.name);
+  });
+  for (const auto& e : space_edits) cases_space.push_back(e.first);
+  for (const auto& e : params_edits) cases_params.push_back(e.first);
+  for (const auto& e : run_settings) cases_run.push_back(e.first);
+  EXPECT_EQ(table_space, cases_space);
+  EXPECT_EQ(table_params, cases_params);
+  EXPECT_EQ(table_run, cases_run);
+
+  const std::string file = read_file(path);
+  for (const auto& group : {std::make_pair(std::string("space"), &space_edits),
+                            std::make_pair(std::string("params"), &params_edits)}) {
+    for (const auto& [field, edit] : *group.second) {
+      SearchSpace sp = space;
+      SearchParams p = params;
+      edit(sp, p);
+      ASSERT_TRUE(ropescale::validate(sp).ok())
+          << field << ": " << ropescale::validate(sp).message();
+      ASSERT_TRUE(ropescale::validate(p).ok()) << field;
+      EXPECT_NE(sp == space && p == params, true) << field;
+      for (const bool from_file : {false, true}) {
+        EvolutionSearch other(sp, p);
+        try {
+          if (from_file)
+            ropescale::run_or_resume_search(other, path, fitness);
+          else
+            other.resume(state, fitness);
+          ADD_FAILURE() << "resumed a checkpoint with another " << field;
+        } catch (const ropescale::Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::kParseError);
+          const std::string want = "checkpoint " + group.first + " = \"" + field + " (";
+          EXPECT_NE(std::string(e.what()).find(want), std::string::npos)
+              << "want " << want << " in: " << e.what();
+        }
+      }
+      EXPECT_EQ(read_file(path), file) << field;
+    }
+  }
+  for (const auto& [field, edit] : run_settings) {
+    SearchSpace sp = space;
+    SearchParams p = params;
+    edit(sp, p);
+    EXPECT_NE(p, params) << field;
+    EXPECT_EQ(ropescale::search_params_mismatch(state.params, p), "") << field;
+    EvolutionSearch other(sp, p);
+    EXPECT_NO_THROW(other.resume(state, fitness)) << field;
+  }
+  std::remove(path.c_str());
+}
+
+// A state taken in the middle of a batch goes through the file (version 2, the pending batch
+// with its answered losses) and resumes to the uninterrupted result; a boundary state is still
+// written as version 1, and a pending batch in a version 1 file is refused.
+TEST(SearchCheckpoint, PendingBatchRoundTripsAndResumes) {
+  SearchParams p;
+  p.population = 12;
+  p.parents = 6;
+  p.mutations = 3;
+  p.crossovers = 3;
+  p.iterations = 3;
+  const SearchResult reference = EvolutionSearch(test_space(), p).run(loss);
+  EvolutionSearch first(test_space(), p);
+  std::vector<double> losses;
+  for (const ropescale::Candidate& c : first.ask()) losses.push_back(loss(c.table));
+  ASSERT_TRUE(first.tell(losses).ok());
+  const std::vector<ropescale::Candidate> batch = first.ask();
+  ASSERT_TRUE(first
+                  .tell({batch[0].id, batch[2].id},
+                        {std::numeric_limits<double>::infinity(), loss(batch[2].table)})
+                  .ok());
+  const SearchState mid = first.state();
+  const std::string path = temp_path("ckpt.json");
+  ropescale::save_search_checkpoint(path, mid);
+  const nlohmann::json j = nlohmann::json::parse(read_file(path));
+  EXPECT_EQ(j["version"], 2);
+  ASSERT_EQ(j["pending"].size(), batch.size());
+  EXPECT_TRUE(j["pending"][0]["loss"].is_null());  // +infinity
+  EXPECT_FALSE(j["pending"][1].contains("loss"));  // not answered
+  const SearchState back = ropescale::load_search_checkpoint(path);
+  expect_same_state(mid, back);
+  ASSERT_EQ(back.pending.size(), mid.pending.size());
+  for (std::size_t i = 0; i < mid.pending.size(); ++i) {
+    EXPECT_EQ(back.pending[i].id, mid.pending[i].id);
+    EXPECT_EQ(back.pending[i].genome, mid.pending[i].genome);
+    EXPECT_EQ(back.pending[i].answered, mid.pending[i].answered);
+    if (mid.pending[i].answered) {
+      EXPECT_EQ(back.pending[i].loss, mid.pending[i].loss);
+    }
+  }
+  // The file resumes to the run whose batch got the same losses: batch[0] told +inf there too.
+  EvolutionSearch second(test_space(), p);
+  const SearchResult resumed = second.resume(back, loss);
+  EvolutionSearch direct(test_space(), p);
+  ASSERT_TRUE(direct.restore(mid).ok());
+  const SearchResult same = direct.resume(mid, loss);
+  EXPECT_EQ(ropescale::search_state_to_json(resumed.state),
+            ropescale::search_state_to_json(same.state));
+  EXPECT_EQ(resumed.state.history[batch[0].id].loss, std::numeric_limits<double>::infinity());
+  EXPECT_EQ(resumed.state.history.size(), reference.state.history.size());
+
+  // A boundary state is version 1, as before; "pending" in a version 1 file is refused.
+  nlohmann::json v1 = ropescale::search_state_to_json(reference.state);
+  EXPECT_EQ(v1["version"], 1);
+  EXPECT_FALSE(v1.contains("pending"));
+  v1["pending"] = j["pending"];
+  write_file(path, v1.dump());
+  expect_refused(path, "checkpoint.pending");
+  nlohmann::json bad = j;
+  bad["pending"][1]["id"] = 99;
+  write_file(path, bad.dump());
+  expect_refused(path, "pending[1].id");
+  std::remove(path.c_str());
 }

@@ -411,7 +411,8 @@ class Tokenizer {
   /// Reads a llama2.c tokenizer file (int32 max_token_length, then per token a float32 score, an
   /// int32 length and the bytes) holding exactly `vocab_size` tokens, the model's vocabulary.
   /// Throws ropescale::Error: io_error (cannot read), parse_error (truncated, trailing bytes,
-  /// implausible lengths or scores).
+  /// implausible lengths or scores, or a vocabulary without the pieces encode() needs: the byte
+  /// pieces <0x00>..<0xFF> at ids 3..258 and " ").
   static Tokenizer load(const std::string& path, std::int64_t vocab_size) {
     return from_bytes(detail::read_file(path, "tokenizer file"), vocab_size, path);
   }
@@ -457,6 +458,20 @@ class Tokenizer {
                  std::to_string(vocab_size) + " tokens (vocab_size mismatch or wrong format)");
     for (std::int64_t i = static_cast<std::int64_t>(tok.vocab_.size()) - 1; i >= 0; --i)
       tok.lookup_[tok.vocab_[static_cast<std::size_t>(i)]] = static_cast<int>(i);
+    // The pieces encode() relies on (run.c's sentencepiece layout): BOS 1 and EOS 2, the 256
+    // byte-fallback pieces "<0x00>".."<0xFF>" at ids 3..258 (a character with no piece becomes
+    // its bytes + 3), and the " " piece of the dummy prefix.
+    if (vocab_size < 3 + 256)
+      throw fail("holds " + std::to_string(vocab_size) +
+                 " tokens: needs at least 259 (BOS, EOS and 256 byte pieces at ids 3..258)");
+    for (int b = 0; b < 256; ++b) {
+      char want[8];
+      std::snprintf(want, sizeof want, "<0x%02X>", b);
+      if (tok.vocab_[static_cast<std::size_t>(3 + b)] != want)
+        throw fail("token " + std::to_string(3 + b) + " is not the byte piece " + want +
+                   " (byte fallback needs <0x00>..<0xFF> at ids 3..258)");
+    }
+    if (tok.find(" ") < 0) throw fail("has no \" \" piece (encode prefixes every text with one)");
     return tok;
   }
 

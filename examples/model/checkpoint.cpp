@@ -1,6 +1,9 @@
 #include "checkpoint.hpp"
 
 #include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -79,64 +82,146 @@ void save_safetensors(const std::string& path, const Weights& w, const json& met
   write_all(path, bytes);
 }
 
-Weights load_safetensors(const std::string& path, const Config& config) {
-  const std::string bytes = read_all(path);
+namespace {
+
+// A value shown as it is in the file (make_status quotes a std::string; JSON text keeps its own
+// quotes, so 5, null and "F16" read as they were written).
+struct Shown {
+  std::string text;
+};
+std::ostream& operator<<(std::ostream& os, const Shown& v) { return os << v.text; }
+
+// A JSON value for an error message, bounded (a header may hold 100k nested arrays or a huge
+// string): scalars as JSON, a short array of scalars in full, anything else by its kind and size.
+std::string shown(const json& v) {
+  constexpr auto kReplace = json::error_handler_t::replace;
+  if (v.is_string())
+    return json(v.get_ref<const std::string&>().substr(0, 40)).dump(-1, ' ', false, kReplace);
+  if (v.is_object()) return "an object of " + std::to_string(v.size()) + " members";
+  if (!v.is_array()) return v.dump();
+  bool flat = v.size() <= 4;
+  for (const json& e : v) flat = flat && e.is_primitive();
+  if (!flat) return "an array of " + std::to_string(v.size()) + " values";
+  std::string out = "[";
+  for (const json& e : v) out += (out.size() > 1 ? "," : "") + shown(e);
+  return out + "]";
+}
+
+[[noreturn]] void fail_shown(const std::string& what, const std::string& value,
+                             const std::string& why) {
+  throw_if_error(make_status(ErrorCode::kParseError, what, Shown{value}, why));
+  throw std::logic_error("unreachable");
+}
+[[noreturn]] void fail_json(const std::string& what, const json& value, const std::string& why) {
+  fail_shown(what, shown(value), why);
+}
+
+// obj[key] by reference (null when absent): a copy of a hostile value (100k nested arrays)
+// would recurse as deep as it is nested.
+const json& member(const json& obj, const char* key) {
+  static const json kAbsent;
+  const auto it = obj.find(key);
+  return it == obj.end() ? kAbsent : *it;
+}
+
+// One tensor of the file, checked against the config: where its bytes are.
+struct StoredTensor {
+  std::uint64_t begin = 0, end = 0;
+};
+
+// The JSON header of a safetensors file's bytes; *data0 = where the tensor bytes start.
+json read_header(const std::string& bytes, const std::string& path, std::size_t* data0) {
   if (bytes.size() < 8) fail(ErrorCode::kParseError, "safetensors", path, "shorter than 8 bytes");
   std::uint64_t n = 0;
   for (int i = 7; i >= 0; --i)
     n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
   if (n > bytes.size() - 8)
-    fail(ErrorCode::kParseError, "safetensors header length", std::to_string(n),
+    fail(ErrorCode::kParseError, path + ": header length", std::to_string(n),
          "exceeds the file size");
-  const json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n),
-                                  nullptr, /*allow_exceptions=*/false);
+  json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n), nullptr,
+                            /*allow_exceptions=*/false);
   if (!header.is_object())
     fail(ErrorCode::kParseError, "safetensors header", path, "is not a JSON object");
-  const std::size_t data0 = 8 + static_cast<std::size_t>(n);
-  const std::size_t data_size = bytes.size() - data0;
-  Weights w(config);
-  std::map<std::string, Tensor*> by_name;
-  for (Tensor& t : w.tensors()) by_name[t.name] = &t;
-  std::size_t seen = 0;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  *data0 = 8 + static_cast<std::size_t>(n);
+  return header;
+}
+
+}  // namespace
+
+Weights load_safetensors(const std::string& path, const Config& config) {
+  // Everything about the file is checked against the config's shapes (tensor_shapes() allocates
+  // no weights) before a single weight is allocated: a config that asks for gigabytes cannot
+  // make a short file cost them.
+  const std::vector<TensorShape> shapes = tensor_shapes(config);
+  const std::string bytes = read_all(path);
+  std::size_t data0 = 0;
+  const json header = read_header(bytes, path, &data0);
+  const std::uint64_t data_size = bytes.size() - data0;
+  std::map<std::string, const TensorShape*> by_name;
+  for (const TensorShape& t : shapes) by_name[t.name] = &t;
+  std::map<std::string, StoredTensor> stored;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
+    const std::string where = path + ": tensor " + it.key();
     auto found = by_name.find(it.key());
     if (found == by_name.end())
-      fail(ErrorCode::kParseError, "tensor", it.key(), "is not a parameter of this config");
+      fail(ErrorCode::kParseError, "tensor", it.key(),
+           "is not a parameter of this config (in " + path + ")");
+    const TensorShape& t = *found->second;
     const json& e = it.value();
-    if (!e.is_object() || e.value("dtype", "") != "F32" || !e.contains("shape") ||
-        !e.contains("data_offsets") || !e["data_offsets"].is_array() ||
-        e["data_offsets"].size() != 2 || !e["data_offsets"][0].is_number_unsigned() ||
-        !e["data_offsets"][1].is_number_unsigned())
-      fail(ErrorCode::kParseError, "tensor", it.key(), "needs dtype F32, shape and data_offsets");
-    Tensor& t = *found->second;
-    const Matrix hf_shape = stored_transposed(t.name) ? Matrix(t.value.transpose()) : t.value;
-    const json want = hf_shape.cols() == 1 ? json::array({hf_shape.rows()})
-                                           : json::array({hf_shape.rows(), hf_shape.cols()});
-    if (e["shape"] != want)
-      fail(ErrorCode::kParseError, "tensor " + it.key() + " shape", e["shape"].dump(),
-           "must be " + want.dump());
-    const std::uint64_t b = e["data_offsets"][0], end = e["data_offsets"][1];
-    const std::uint64_t need = static_cast<std::uint64_t>(t.value.size()) * sizeof(float);
-    if (end < b || end - b != need || end > data_size)
-      fail(ErrorCode::kParseError, "tensor " + it.key() + " data_offsets", e["data_offsets"].dump(),
-           "must span " + std::to_string(need) + " bytes inside the file");
-    ranges.emplace_back(b, end);
-    Matrix rowmajor_as_colmajor(hf_shape.cols(), hf_shape.rows());
-    std::memcpy(rowmajor_as_colmajor.data(), bytes.data() + data0 + b, need);
-    const Matrix hf = rowmajor_as_colmajor.transpose();
-    t.value = stored_transposed(t.name) ? Matrix(hf.transpose()) : hf;
-    ++seen;
+    if (!e.is_object()) fail_json(where, e, "must be a JSON object");
+    const json& dtype = member(e, "dtype");
+    if (dtype != "F32") fail_json(where + " dtype", dtype, "must be \"F32\"");
+    // HF orientation on disk: the embedding is [vocab, dim]; a [n, 1] norm is stored as [n].
+    const std::int64_t rows = stored_transposed(t.name) ? t.cols : t.rows;
+    const std::int64_t cols = stored_transposed(t.name) ? t.rows : t.cols;
+    const json want = cols == 1 ? json::array({rows}) : json::array({rows, cols});
+    const json& shape = member(e, "shape");
+    if (shape != want) fail_json(where + " shape", shape, "must be " + want.dump());
+    const json& offsets = member(e, "data_offsets");
+    const std::uint64_t need = static_cast<std::uint64_t>(rows * cols) * sizeof(float);
+    const bool numbers = offsets.is_array() && offsets.size() == 2 &&
+                         offsets[0].is_number_unsigned() && offsets[1].is_number_unsigned();
+    const std::uint64_t b = numbers ? offsets[0].get<std::uint64_t>() : 0;
+    const std::uint64_t end = numbers ? offsets[1].get<std::uint64_t>() : 0;
+    if (!numbers || end < b || end - b != need || end > data_size)
+      fail_json(where + " data_offsets", offsets,
+                "must be [begin, begin + " + std::to_string(need) + "] inside the " +
+                    std::to_string(data_size) + " data bytes");
+    stored[it.key()] = StoredTensor{b, end};
   }
+  for (const TensorShape& t : shapes)
+    if (stored.count(t.name) == 0)
+      fail_shown(path + ": tensor " + t.name, "absent",
+                 "every parameter of the config must be stored (" + std::to_string(shapes.size()) +
+                     " tensors)");
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  for (const auto& s : stored) ranges.emplace_back(s.second.begin, s.second.end);
   std::sort(ranges.begin(), ranges.end());
   for (std::size_t i = 1; i < ranges.size(); ++i)
     if (ranges[i].first < ranges[i - 1].second)
       fail(ErrorCode::kParseError, "safetensors", path, "has overlapping tensors");
-  if (seen != w.tensors().size())
-    fail(ErrorCode::kParseError, "safetensors", path,
-         "holds " + std::to_string(seen) + " of the " + std::to_string(w.tensors().size()) +
-             " tensors this config needs");
+  // The file holds every byte the config asks for: now the weights can be allocated.
+  Weights w(config);
+  for (Tensor& t : w.tensors()) {
+    const StoredTensor& s = stored.at(t.name);
+    const Eigen::Index rows = stored_transposed(t.name) ? t.value.cols() : t.value.rows();
+    const Eigen::Index cols = stored_transposed(t.name) ? t.value.rows() : t.value.cols();
+    Matrix rowmajor_as_colmajor(cols, rows);
+    std::memcpy(rowmajor_as_colmajor.data(), bytes.data() + data0 + s.begin, s.end - s.begin);
+    if (!rowmajor_as_colmajor.allFinite()) {
+      Eigen::Index at = 0;
+      while (std::isfinite(rowmajor_as_colmajor.data()[at])) ++at;
+      const float bad = rowmajor_as_colmajor.data()[at];
+      fail_shown(path + ": tensor " + t.name + " element " + std::to_string(at),
+                 std::isnan(bad) ? "nan"
+                 : bad > 0       ? "inf"
+                                 : "-inf",
+                 "every weight must be finite");
+    }
+    const Matrix hf = rowmajor_as_colmajor.transpose();
+    t.value = stored_transposed(t.name) ? Matrix(hf.transpose()) : hf;
+  }
   return w;
 }
 
@@ -152,35 +237,33 @@ void save_optimizer(const std::string& dir, const AdamW& opt, const TrainPositio
 
 TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW& opt) {
   const std::string path = dir + "/optimizer_m.safetensors";
-  const std::string bytes = read_all(path);
-  std::uint64_t n = 0;
-  for (int i = 7; i >= 0 && bytes.size() >= 8; --i)
-    n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
-  const json header =
-      bytes.size() >= 8 && n <= bytes.size() - 8
-          ? json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n), nullptr, false)
-          : json();
-  const json meta =
-      header.is_object() && header.contains("__metadata__") && header["__metadata__"].is_object()
-          ? header["__metadata__"]
-          : json::object();
+  std::size_t data0 = 0;
+  const json header = read_header(read_all(path), path, &data0);
+  const json& meta = member(header, "__metadata__");
+  if (!meta.is_object())
+    fail_json(path + ": __metadata__", meta,
+              "must be an object holding step, stage, stage_step and adam_steps");
+  // safetensors metadata values are strings: each count is a plain decimal integer, bounded so
+  // that the training loop's step arithmetic cannot overflow.
   auto field = [&](const char* key) -> std::int64_t {
-    const json v = meta.value(key, json());
-    std::size_t used = 0;
-    long long x = -1;
-    if (v.is_string()) {
-      const std::string t = v.get<std::string>();
-      x = t.empty() ? -1 : std::stoll(t, &used);
-      if (used != t.size()) x = -1;
+    const json& v = member(meta, key);
+    const std::string rule =
+        "must be a decimal integer string in [0, " + std::to_string(kMaxTrainSteps) + "]";
+    if (!v.is_string()) fail_json(path + ": metadata " + key, v, rule);
+    const std::string& t = v.get_ref<const std::string&>();
+    std::int64_t x = 0;
+    bool ok = !t.empty() && t.size() <= 13;
+    for (char ch : t) {
+      ok = ok && ch >= '0' && ch <= '9';
+      if (ok) x = x * 10 + (ch - '0');
     }
-    if (x < 0)
-      fail(ErrorCode::kParseError, std::string("optimizer metadata ") + key, path,
-           "must be a non-negative integer string");
+    if (!ok || x > kMaxTrainSteps) fail_json(path + ": metadata " + key, v, rule);
     return x;
   };
   const TrainPosition at{field("step"), field("stage"), field("stage_step")};
+  const std::int64_t adam_steps = field("adam_steps");
   opt.restore(load_safetensors(path, config),
-              load_safetensors(dir + "/optimizer_v.safetensors", config), field("adam_steps"));
+              load_safetensors(dir + "/optimizer_v.safetensors", config), adam_steps);
   return at;
 }
 
@@ -207,8 +290,7 @@ json to_hf_json(const Config& c) {
 Config config_from_hf_json(const json& j) {
   auto get_int = [&](const char* key) -> std::int64_t {
     if (!j.contains(key) || !j[key].is_number_integer())
-      fail(ErrorCode::kParseError, key, j.contains(key) ? j[key].dump() : "missing",
-           "must be an integer");
+      fail_json(key, member(j, key), "must be an integer");
     return j[key].get<std::int64_t>();
   };
   Config c;

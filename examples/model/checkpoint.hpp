@@ -19,8 +19,10 @@ namespace tiny_llama {
 /// Writes `path` (safetensors, F32). Throws ropescale::Error (io_error) on failure.
 void save_safetensors(const std::string& path, const Weights& w,
                       const nlohmann::json& metadata = nlohmann::json::object());
-/// Reads `path` into a zero Weights of `config`: every tensor must be present with its shape and
-/// dtype F32; unknown tensors, overlapping or out-of-file offsets are refused.
+/// Reads `path` into a Weights of `config`: every tensor must be present with its shape, dtype
+/// F32 and a byte range inside the file, all checked before any weight is allocated; unknown
+/// tensors, overlapping ranges and non-finite weights are refused. Throws ropescale::Error
+/// (parse_error) naming the file, the tensor, the field and its value.
 Weights load_safetensors(const std::string& path, const Config& config);
 
 /// The config.json of a LlamaForCausalLM with this architecture (rope_scaling absent).
@@ -38,7 +40,9 @@ struct TrainPosition {
   std::int64_t stage_step = 0;  ///< steps done within that stage
 };
 void save_optimizer(const std::string& dir, const AdamW& opt, const TrainPosition& at);
-/// Restores `opt` (built for `config`'s shapes); returns the position stored.
+/// Restores `opt` (built for `config`'s shapes); returns the position stored. The metadata counts
+/// must be decimal strings in [0, kMaxTrainSteps]; whether the position fits a plan is
+/// check_start()'s (train.hpp) to say.
 TrainPosition load_optimizer(const std::string& dir, const Config& config, AdamW& opt);
 
 /// tokenizers' JSON for the byte vocabulary (token id = byte value): a ByteLevel pre-tokenizer

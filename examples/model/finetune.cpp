@@ -128,6 +128,7 @@ void finetune(Weights& w, const MethodTables& tables, const Corpus& corpus,
       for (std::size_t t = 0; t < g.tensors().size(); ++t)
         g.tensors()[t].value = a * g_short.tensors()[t].value + b * g_long.tensors()[t].value;
     }
+    require_finite_loss((ls.nll + ll.nll) / total, step + 1);
     double lr = o.lr;
     if (step < o.warmup_steps)
       lr *= static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);

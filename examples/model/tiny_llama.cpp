@@ -249,26 +249,41 @@ void validate(const Config& c) {
     throw_if_error(make_status(ErrorCode::kInvalidArgument, "rms_norm_eps", c.rms_norm_eps,
                                "must be finite and > 0 in float"));
   throw_if_error(ropescale::validate(c.rope_spec()));
+  // Each size is at most 2^20 and n_layers at most 1024, so no product below overflows int64.
+  const std::int64_t per_layer =
+      2 * c.dim + 2 * c.dim * c.dim + 2 * c.kv_dim() * c.dim + 3 * c.hidden_dim * c.dim;
+  const std::int64_t total = 2 * c.vocab_size * c.dim + c.dim + c.n_layers * per_layer;
+  if (total > kMaxParameters)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "parameters", total,
+                               "must be at most 2^30 (the sizes of this config are too large "
+                               "for the tiny Llama)"));
+}
+
+std::vector<TensorShape> tensor_shapes(const Config& c) {
+  validate(c);
+  const std::int64_t d = c.dim, kv = c.kv_dim(), hd = c.hidden_dim;
+  std::vector<TensorShape> s;
+  s.push_back({"model.embed_tokens.weight", d, c.vocab_size});
+  for (std::int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s.push_back({p + "input_layernorm.weight", d, 1});
+    s.push_back({p + "self_attn.q_proj.weight", d, d});
+    s.push_back({p + "self_attn.k_proj.weight", kv, d});
+    s.push_back({p + "self_attn.v_proj.weight", kv, d});
+    s.push_back({p + "self_attn.o_proj.weight", d, d});
+    s.push_back({p + "post_attention_layernorm.weight", d, 1});
+    s.push_back({p + "mlp.gate_proj.weight", hd, d});
+    s.push_back({p + "mlp.up_proj.weight", hd, d});
+    s.push_back({p + "mlp.down_proj.weight", d, hd});
+  }
+  s.push_back({"model.norm.weight", d, 1});
+  s.push_back({"lm_head.weight", c.vocab_size, d});
+  return s;
 }
 
 Weights::Weights(const Config& c) : config_(c) {
-  validate(c);
-  const Eigen::Index d = ix(c.dim), kv = ix(c.kv_dim()), hd = ix(c.hidden_dim);
-  tensors_.push_back({"model.embed_tokens.weight", Matrix::Zero(d, ix(c.vocab_size))});
-  for (std::int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    tensors_.push_back({p + "input_layernorm.weight", Matrix::Zero(d, 1)});
-    tensors_.push_back({p + "self_attn.q_proj.weight", Matrix::Zero(d, d)});
-    tensors_.push_back({p + "self_attn.k_proj.weight", Matrix::Zero(kv, d)});
-    tensors_.push_back({p + "self_attn.v_proj.weight", Matrix::Zero(kv, d)});
-    tensors_.push_back({p + "self_attn.o_proj.weight", Matrix::Zero(d, d)});
-    tensors_.push_back({p + "post_attention_layernorm.weight", Matrix::Zero(d, 1)});
-    tensors_.push_back({p + "mlp.gate_proj.weight", Matrix::Zero(hd, d)});
-    tensors_.push_back({p + "mlp.up_proj.weight", Matrix::Zero(hd, d)});
-    tensors_.push_back({p + "mlp.down_proj.weight", Matrix::Zero(d, hd)});
-  }
-  tensors_.push_back({"model.norm.weight", Matrix::Zero(d, 1)});
-  tensors_.push_back({"lm_head.weight", Matrix::Zero(ix(c.vocab_size), d)});
+  for (const TensorShape& t : tensor_shapes(c))
+    tensors_.push_back({t.name, Matrix::Zero(ix(t.rows), ix(t.cols))});
 }
 
 Weights Weights::initialized(const Config& c, std::uint64_t seed) {
@@ -288,6 +303,14 @@ Weights Weights::initialized(const Config& c, std::uint64_t seed) {
       t.value.data()[i] = normal(rng) * (out ? residual : 1.0f);
   }
   return w;
+}
+
+void require_finite_loss(double loss, std::int64_t step) {
+  if (!std::isfinite(loss))
+    throw_if_error(make_status(ErrorCode::kInvalidArgument,
+                               "training loss at step " + std::to_string(step), loss,
+                               "must be finite (the run diverged or the weights hold NaN/inf); "
+                               "nothing more is written"));
 }
 
 std::int64_t Weights::parameter_count() const noexcept {
@@ -515,9 +538,9 @@ AdamW::AdamW(const Weights& shape, Options o) : o_(o), m_(shape.config()), v_(sh
 
 void AdamW::restore(Weights m, Weights v, std::int64_t steps) {
   if (m.parameter_count() != m_.parameter_count() || v.parameter_count() != v_.parameter_count() ||
-      steps < 0)
+      steps < 0 || steps > kMaxTrainSteps)
     throw_if_error(make_status(ErrorCode::kInvalidArgument, "optimizer state", steps,
-                               "must match the weights' shapes and have steps >= 0"));
+                               "must match the weights' shapes and have steps in [0, 10^12]"));
   m_ = std::move(m);
   v_ = std::move(v);
   t_ = steps;

@@ -48,7 +48,12 @@ struct Config {
   }
 };
 
-/// Throws ropescale::Error naming the field when a Config cannot be built.
+/// The most parameters a Config may hold (4 GiB of float per copy of the weights; training keeps
+/// five copies: weights, gradient and AdamW's two moments, plus a second gradient to fine-tune).
+constexpr std::int64_t kMaxParameters = std::int64_t{1} << 30;
+
+/// Throws ropescale::Error naming the field when a Config cannot be built (each size in its
+/// range, and kMaxParameters in all).
 void validate(const Config& c);
 
 /// One named parameter tensor, [rows, cols] as in the Hugging Face checkpoint.
@@ -56,6 +61,14 @@ struct Tensor {
   std::string name;
   Matrix value;
 };
+
+/// Name and in-memory shape [rows, cols] of every tensor of a Config, in Weights' order; allocates
+/// no weights, so a loader can check a file against it first. Throws as validate().
+struct TensorShape {
+  std::string name;
+  std::int64_t rows = 0, cols = 0;
+};
+std::vector<TensorShape> tensor_shapes(const Config& c);
 
 /// All parameters in a fixed order: embed, then per layer the nine tensors of kLayerTensors,
 /// then the final norm and the LM head. Norm weights are [dim, 1].
@@ -155,9 +168,18 @@ LossSum forward_backward(const Weights& w, const Rope& rope, const Sequence& s, 
 LossSum batch_gradient(const Weights& w, const Rope& rope, const std::vector<Sequence>& batch,
                        int threads, Weights& grad);
 
+/// Throws ropescale::Error (invalid_argument, naming the step) when a training step's loss is not
+/// finite: the run diverged or its weights hold NaN/inf, and it stops before its next checkpoint
+/// could write a NaN model.
+void require_finite_loss(double loss, std::int64_t step);
+
 /// Runs f(i) for i in [0, n) on `threads` threads, i on thread i % threads (so a thread's share
 /// and its order are fixed); the first exception is rethrown after every thread has joined.
 void parallel_for(std::int64_t n, int threads, const std::function<void(std::int64_t)>& f);
+
+/// The most optimizer or training steps a run may count (a bound that keeps step arithmetic far
+/// from int64 overflow; a checkpoint claiming more is refused).
+constexpr std::int64_t kMaxTrainSteps = 1000000000000;  // 10^12
 
 /// AdamW (Loshchilov & Hutter) with decoupled weight decay on matrices, none on norm weights.
 class AdamW {

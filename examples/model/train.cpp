@@ -136,8 +136,34 @@ Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, i
   return d;
 }
 
+void check_start(const TrainOptions& o) {
+  using ropescale::ErrorCode;
+  using ropescale::make_status;
+  using ropescale::throw_if_error;
+  if (o.eval_every < 1)
+    throw_if_error(
+        make_status(ErrorCode::kInvalidArgument, "eval_every", o.eval_every, "must be >= 1"));
+  if (o.start_step == 0 && o.start_stage == 0 && o.start_stage_step == 0) return;  // a fresh run
+  const auto stages = static_cast<std::int64_t>(o.stages.size());
+  if (o.start_step < 0 || o.start_step > kMaxTrainSteps)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "resume step", o.start_step,
+                               "must be in [0, " + std::to_string(kMaxTrainSteps) + "]"));
+  if (o.start_stage < 0 || o.start_stage >= stages)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "resume stage", o.start_stage,
+                               "must be in [0, " + std::to_string(stages - 1) + "]: the plan has " +
+                                   std::to_string(stages) +
+                                   " stages (a finished run has nothing to resume)"));
+  const Stage& st = o.stages[static_cast<std::size_t>(o.start_stage)];
+  if (o.start_stage_step < 0 || o.start_stage_step >= st.steps)
+    throw_if_error(make_status(ErrorCode::kInvalidArgument, "resume stage_step", o.start_stage_step,
+                               "must be in [0, " + std::to_string(st.steps - 1) + "]: stage '" +
+                                   st.name + "' of this plan has " + std::to_string(st.steps) +
+                                   " steps"));
+}
+
 void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
            const std::function<void(const Diagnostics&)>& progress) {
+  check_start(o);
   const Config& c = w.config();
   const ropescale::RopeSpec spec = c.rope_spec();
   const ropescale::RotaryCache cache(spec, ropescale::FactorTable::identity(spec),
@@ -185,6 +211,7 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
               (1.0 - o.final_lr_fraction) * 0.5 * (1.0 + std::cos(ropescale::kPi * f));
       }
       const LossSum l = batch_gradient(w, rope, batch, o.threads, grad);
+      require_finite_loss(l.mean(), step + 1);
       opt.step(w, grad, lr);
       loss_sum += l.mean();
       ++loss_steps;

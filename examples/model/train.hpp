@@ -90,6 +90,11 @@ struct EvalSets {
 };
 Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, int threads);
 
+/// Throws ropescale::Error naming the field when `o`'s resume point is not one of its plan's
+/// (step beyond kMaxTrainSteps, a stage the plan lacks, a stage_step past its stage) or
+/// eval_every < 1. train() calls it first; a tool calls it before it prints anything.
+void check_start(const TrainOptions& o);
+
 /// Trains `w` in place with `opt` (fresh, or restored with the weights to resume at
 /// o.start_step); `progress` receives every evaluation.
 void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,

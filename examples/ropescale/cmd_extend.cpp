@@ -220,10 +220,10 @@ int run_extend(const std::vector<std::string>& argv) {
                           ": must be one of " + args.shown("--search-multiples", search_text));
   const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
 
-  ropescale::ModelRope model_rope;
+  const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
+  ropescale::ModelRope model_rope;  // the RoPE fields of the JSON, as `factors` prints them
   cli::check_input("--model", model + "/config.json",
                    ropescale::try_load_hf_model(model + "/config.json", {}, &model_rope));
-  const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
   std::vector<tiny_llama::Weights> tuned;
   std::vector<ropescale::RopeConfig> tuned_rope;
   for (const std::string& d : finetuned) {

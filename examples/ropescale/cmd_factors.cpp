@@ -96,10 +96,11 @@ int run_factors(const std::vector<std::string>& argv) {
                 << " (exponent 2i/freq_dim; half-split partner i + freq_dim/2)\n";
     std::cout << "pair_layout        " << cli::pair_layout_name(cfg.interleaved_pairs)
               << (cfg.interleaved_pairs ? " (2i, 2i+1)" : " (i, i + rotary_dim/2)") << "\n";
-    if (cfg.is_mrope())
-      std::cout << "mrope_section      " << cfg.mrope_section[0] << " " << cfg.mrope_section[1]
-                << " " << cfg.mrope_section[2]
-                << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+    if (cfg.is_mrope()) {
+      std::cout << "mrope_section     ";
+      for (std::int64_t v : cfg.mrope_section) std::cout << " " << v;
+      std::cout << (cfg.mrope_interleaved ? " (interleaved)" : " (sectioned)") << "\n";
+    }
     std::cout << "rope_theta         " << g17(cfg.spec.rope_theta) << "\n"
               << "window             " << cfg.spec.original_max_position
               << " (max_position_embeddings " << cfg.max_position_embeddings << ")\n"
@@ -116,7 +117,45 @@ int run_factors(const std::vector<std::string>& argv) {
                   g17(inv_freq[i]).c_str());
     std::fflush(stdout);
   }
-  if (json_out) std::cout << doc.dump() << "\n";
+  // Layers without RoPE (NoPE), the class defaults the config relied on, and the attention terms
+  // beside the tables.
+  const std::vector<std::int64_t> nope = model.nope_layers();
+  const ropescale::AttentionScaleTerms& sc = model.scales;
+  if (json_out) {
+    doc["nope_layers"] = nope;
+    if (!nope.empty()) doc["nope_source"] = model.nope_source;
+    if (!model.class_defaults.empty()) doc["class_defaults"] = model.class_defaults;
+    if (model.attention_chunk_size > 0) doc["attention_chunk_size"] = model.attention_chunk_size;
+    if (sc.softmax_scale != 1.0) doc["softmax_scale"] = sc.softmax_scale;
+    if (sc.llama4_scaling_beta != 0.0) {
+      doc["llama_4_scaling_beta"] = sc.llama4_scaling_beta;
+      doc["llama_4_scaling_original"] = sc.llama4_scaling_original;
+    }
+    if (sc.temperature_tuning.enabled)
+      doc["attn_temperature_tuning"] = {{"floor_scale", sc.temperature_tuning.floor_scale},
+                                        {"attn_scale", sc.temperature_tuning.attn_scale}};
+    std::cout << doc.dump() << "\n";
+    return 0;
+  }
+  if (!nope.empty()) {
+    std::cout << "\nno RoPE (NoPE)     " << nope.size() << " layers (from " << model.nope_source
+              << "):";
+    for (std::int64_t l : nope) std::cout << " " << l;
+    std::cout << "\n";
+  }
+  for (const std::string& d : model.class_defaults) std::cout << "class default      " << d << "\n";
+  if (model.attention_chunk_size > 0)
+    std::cout << "chunked attention  " << model.attention_chunk_size << " tokens per chunk\n";
+  if (sc.softmax_scale != 1.0)
+    std::cout << "softmax scale      x " << g17(sc.softmax_scale)
+              << " (mscale(factor, mscale_all_dim)^2 on 1/sqrt(qk_head_dim))\n";
+  if (sc.llama4_scaling_beta != 0.0)
+    std::cout << "query scale        1 + " << g17(sc.llama4_scaling_beta) << " ln(1 + floor(pos / "
+              << sc.llama4_scaling_original << ")) on every layer\n";
+  if (sc.temperature_tuning.enabled)
+    std::cout << "temperature tuning NoPE layers' queries x log(floor((pos + 1) / "
+              << g17(sc.temperature_tuning.floor_scale) << ") + 1) * "
+              << g17(sc.temperature_tuning.attn_scale) << " + 1\n";
   return 0;
 }
 

@@ -79,10 +79,12 @@ int run_train(const std::vector<std::string>& argv) {
   tiny_llama::AdamW opt(w, {});
   if (args.has("--resume")) {
     w = tiny_llama::load_model_dir(out);
+    opt = tiny_llama::AdamW(w, {});  // the moments of the directory's shapes
     const tiny_llama::TrainPosition at = tiny_llama::load_optimizer(out, w.config(), opt);
     o.start_step = at.step;
     o.start_stage = at.stage;
     o.start_stage_step = at.stage_step;
+    tiny_llama::check_start(o);
     std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
   }
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);

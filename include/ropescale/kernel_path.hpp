@@ -13,6 +13,9 @@
 //   kAvx512Bf16       kAvx512 + AVX512_BF16                  vcvtneps2bf16 (bf16)
 //   kNeon             AArch64 Advanced SIMD, 4 floats        fcvtl/fcvtn (f16), integer (bf16)
 //
+// The path also picks the kernels beside the rotation: the angle rows of RotaryFrequencies
+// (double sin/cos, vectorized at the path's width) and kv_cache.hpp's int8 quantization.
+//
 // Every path computes the same products in float (double for double storage) and rounds 16-bit
 // results to nearest even; they may differ in the last bit of float results where a path fuses
 // a multiply-add, and vcvtneps2bf16 flushes subnormal inputs and outputs (|x| < 1.2e-38) to zero.

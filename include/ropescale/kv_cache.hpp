@@ -32,9 +32,16 @@
 //   and the scale goes to k_scales / v_scales, one float per row, paged like the rows (drop
 //   head_dim from the formulas above). K is rotated into a small stack buffer of T, exactly as
 //   apply_rotary_out would store it, and quantized from there; dequantize with q_j * scale.
-//   Rounding is to nearest even. A row with a NaN or infinity gets a meaningless (NaN or
-//   infinite) scale; its values stay in [-127, 127] (no undefined behaviour).
-//
+//   Rounding is to nearest even; |q_j * scale - x_j| <= scale / 2 (plus float rounding) for
+//   every finite row:
+//     - tiny rows: the scale is floored at 2^-126 (FLT_MIN), so a row below 127 * 2^-126 keeps
+//       the bound (its values round to multiples of 2^-126) instead of overflowing 127 / absmax;
+//     - double rows are scaled in double and the scale is rounded to float once; a row whose
+//       absmax / 127 does not fit in float (absmax > 127 * FLT_MAX) is refused by name;
+//     - a row holding a NaN or an infinity (in the input, or K's rotation overflowing as
+//       apply_rotary_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
+//       row dequantizes to NaN, never to a finite value.
+
 // ## Front door
 //
 // rotate_and_append_kv validates every argument and throws ropescale::Error naming the argument,
@@ -47,6 +54,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -94,34 +102,6 @@ struct PagedKVCache {
 
 namespace ropescale {
 namespace detail {
-
-// Symmetric absmax int8 quantization of one row; returns its scale (absmax / 127). Written so
-// that both loops vectorize without -ffast-math: the absmax is an integer max over the magnitude
-// bits (the same order as the magnitudes; a NaN wins), and rounding to nearest even is the
-// 1.5 * 2^23 trick (exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
-// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
-template <int kN = 0, typename T>
-inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
-  const std::int64_t n = kN > 0 ? kN : row;
-  std::uint32_t amax_bits = 0;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const std::uint32_t b = float_bits(Elem<T>::template load<float>(x[j])) & 0x7fffffffu;
-    amax_bits = b > amax_bits ? b : amax_bits;
-  }
-  const float amax = bits_float(amax_bits);
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;  // 0 for a zero (or NaN) row
-  constexpr float kRound = 12582912.0f;                  // 1.5 * 2^23, bits 0x4B400000
-  for (std::int64_t j = 0; j < n; ++j) {
-    // v + 1.5 * 2^23 holds round(v) in its low mantissa bits: no float-to-int conversion, so a
-    // NaN is defined too (it lands on a clamp bound).
-    const float v = Elem<T>::template load<float>(x[j]) * inv;
-    std::int32_t r = static_cast<std::int32_t>(float_bits(v + kRound)) - 0x4B400000;
-    r = r < -127 ? -127 : r;
-    r = r > 127 ? 127 : r;
-    q[j] = static_cast<std::int8_t>(r);
-  }
-  return amax / 127.0f;
-}
 
 inline bool byte_ranges_overlap(const void* a, std::int64_t a_bytes, const void* b,
                                 std::int64_t b_bytes) noexcept {
@@ -185,7 +165,34 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
                          "beyond the pages: must be < num_blocks * block_size (" +
                              std::to_string(num_slots) + ")");
   }
-  // Duplicates: sort a copy (on the stack for a decode batch), then name the first two tokens.
+  // Duplicates, without a copy where possible: slots in increasing order (a prefill chunk, or a
+  // batch in page order) have none; a small batch (a decode step) compares its pairs. Otherwise
+  // sort a copy, then name the first two tokens.
+  constexpr std::int64_t kPairwiseSlots = 64;
+  bool increasing = true;
+  std::int64_t prev = -1;
+  for (std::int64_t t = 0; t < tokens && increasing; ++t) {
+    const std::int64_t s = static_cast<std::int64_t>(slots[t]);
+    if (s == kPaddingSlot) continue;
+    increasing = s > prev;
+    prev = s;
+  }
+  if (increasing) return Status();
+  const auto duplicate = [&](std::int64_t first, std::int64_t second) {
+    return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
+                       static_cast<std::int64_t>(slots[second]),
+                       "duplicates slot_mapping[" + std::to_string(first) +
+                           "]: each slot may be written once per call");
+  };
+  if (tokens <= kPairwiseSlots) {
+    for (std::int64_t j = 1; j < tokens; ++j) {
+      const std::int64_t s = static_cast<std::int64_t>(slots[j]);
+      if (s == kPaddingSlot) continue;
+      for (std::int64_t i = 0; i < j; ++i)
+        if (static_cast<std::int64_t>(slots[i]) == s) return duplicate(i, j);
+    }
+    return Status();
+  }
   constexpr std::int64_t kStackSlots = 512;
   std::int64_t local[kStackSlots];
   std::vector<std::int64_t> heap;
@@ -205,10 +212,7 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
     while (static_cast<std::int64_t>(slots[first]) != *dup) ++first;
     second = first + 1;
     while (static_cast<std::int64_t>(slots[second]) != *dup) ++second;
-    return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
-                       *dup,
-                       "duplicates slot_mapping[" + std::to_string(first) +
-                           "]: each slot may be written once per call");
+    return duplicate(first, second);
   }
   return Status();
 }
@@ -248,6 +252,48 @@ inline Status check_kv_aliasing(const HeadsView<const T>& k, const HeadsView<con
   return Status();
 }
 
+// Double rows bound for int8 pages: every row's absmax (K's after rotation) must be at most
+// kInt8MaxAbs, or its float scale would overflow; a NaN or an infinity passes (the sentinel).
+// K is rotated once more into tbuf for the check: the double int8 path pays for its range.
+template <typename Angles, typename Slot>
+inline Status check_int8_range(const Angles& angles, const std::int64_t* positions,
+                               const HeadsView<const double>& k, const HeadsView<const double>& v,
+                               const Slot* slot_mapping, std::int64_t D, PairLayout layout,
+                               double* row_buf, double* tbuf, std::int64_t tbuf_heads) {
+  const auto refuse = [](const char* name, std::int64_t t, std::int64_t h, double amax) {
+    return make_status(
+        ErrorCode::kOutOfRange,
+        std::string(name) + "[token " + std::to_string(t) + ", head " + std::to_string(h) + "]",
+        amax,
+        "the largest magnitude of a row stored as int8 must fit in float as "
+        "absmax / 127: at most 127 * FLT_MAX (4.3e40)");
+  };
+  const auto too_big = [](double amax) {
+    return amax > kInt8MaxAbs && amax != std::numeric_limits<double>::infinity();
+  };
+  const KernelPath path = active_kernel_path();
+  for (std::int64_t t = 0; t < k.tokens; ++t) {
+    if (static_cast<std::int64_t>(slot_mapping[t]) == kPaddingSlot) continue;
+    const PlainRows<Angles, double> rows{angles, positions + t};
+    const double* kt = k.data + t * k.token_stride;
+    for (std::int64_t h0 = 0; h0 < k.heads; h0 += tbuf_heads) {
+      const std::int64_t nh = std::min(tbuf_heads, k.heads - h0);
+      const Operand<double> op{kt + h0 * k.head_stride, tbuf, nh, D, 0, k.head_stride, 0, D};
+      run_rotary_rows<double>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
+                              row_buf);
+      for (std::int64_t h = 0; h < nh; ++h) {
+        const double amax = int8_row_absmax(tbuf + h * D, D);
+        if (too_big(amax)) return refuse("k", t, h0 + h, amax);
+      }
+    }
+    for (std::int64_t h = 0; h < v.heads; ++h) {
+      const double amax = int8_row_absmax(v.data + t * v.token_stride + h * v.head_stride, D);
+      if (too_big(amax)) return refuse("v", t, h, amax);
+    }
+  }
+  return Status();
+}
+
 // The unchecked pass: per token, K is rotated by the validated call path's run_rotary_rows (one
 // token at a time, its angle row from PlainRows) straight into the page, or into tbuf (heads of
 // T) to be quantized; V is copied or quantized.
@@ -260,20 +306,9 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const std::int64_t H = c.num_kv_heads, D = c.head_dim;
   const std::int64_t row_head_stride = c.page_layout == PageLayout::kTokenMajor ? 1 : c.block_size;
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
-  const auto quantize = [D](const T* x, std::int8_t* q) noexcept {
-    switch (D) {
-      case 64:
-        return quantize_int8_row<64>(x, D, q);
-      case 128:
-        return quantize_int8_row<128>(x, D, q);
-      case 256:
-        return quantize_int8_row<256>(x, D, q);
-      default:
-        return quantize_int8_row(x, D, q);
-    }
-  };
-  (void)quantize;
   const KernelPath path = active_kernel_path();  // one path for the whole call
+  const QuantizeKernel<T> quantize = select_quantize_int8_row<T>(D, path);
+  (void)quantize;
   for (std::int64_t t = 0; t < k.tokens; ++t) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
     if (slot == kPaddingSlot) continue;
@@ -285,9 +320,14 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
       const Operand<T> op{kt, c.k_pages + row0 * D, H, D, 0, k.head_stride, 0, row_head_stride * D};
       run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
                          row_buf);
-      for (std::int64_t h = 0; h < H; ++h)
-        std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
-                    static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+      if (row_head_stride == 1 && (H == 1 || v.head_stride == D)) {  // the token's heads: one run
+        std::memcpy(static_cast<void*>(c.v_pages + row0 * D), static_cast<const void*>(vt),
+                    sizeof(T) * static_cast<std::size_t>(H * D));
+      } else {
+        for (std::int64_t h = 0; h < H; ++h)
+          std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
+                      static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+      }
     } else {
       for (std::int64_t h0 = 0; h0 < H; h0 += tbuf_heads) {
         const std::int64_t nh = std::min(tbuf_heads, H - h0);
@@ -296,12 +336,12 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
                            row_buf);
         for (std::int64_t h = 0; h < nh; ++h) {
           const std::int64_t r = row0 + (h0 + h) * row_head_stride;
-          c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
+          c.k_scales[r] = quantize(tbuf + h * D, D, c.k_pages + r * D);
         }
       }
       for (std::int64_t h = 0; h < H; ++h) {
         const std::int64_t r = row0 + h * row_head_stride;
-        c.v_scales[r] = quantize(vt + h * v.head_stride, c.v_pages + r * D);
+        c.v_scales[r] = quantize(vt + h * v.head_stride, D, c.v_pages + r * D);
       }
     }
   }
@@ -359,21 +399,25 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
   ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
 
-  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a 16 KiB-ish stack
-  // tile, wider heads on the heap.
+  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a stack tile of 4096
+  // values (raw, 64-byte aligned bytes: not value-initialized on every call), wider heads on the
+  // heap.
   using C = detail::compute_t<T>;
   constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
   detail::RowBuffer<C> row(angles.pairs());
   C* row_buf = row.data();
-  T tile_stack[kTileValues];
-  std::vector<T> tile_heap;
-  T* tile = tile_stack;
+  alignas(detail::kRowAlignment) unsigned char tile_stack[sizeof(T) * kTileValues];
+  std::vector<T, detail::AlignedAllocator<T>> tile_heap;
+  T* tile = reinterpret_cast<T*>(tile_stack);
   std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
   if (kQuantized && tile_heads == 0) {
     tile_heap.resize(static_cast<std::size_t>(cache.head_dim));
     tile = tile_heap.data();
     tile_heads = 1;
   }
+  if constexpr (kQuantized && std::is_same<T, double>::value)
+    ROPESCALE_RETURN_IF_ERROR(detail::check_int8_range(
+        angles, positions, k, v, slot_mapping, cache.head_dim, layout, row_buf, tile, tile_heads));
   detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,
                               tile_heads);
   return Status();

@@ -1,24 +1,34 @@
-// ropescale: multimodal RoPE (M-RoPE) of Qwen2-VL, Qwen2.5-VL and Qwen3-VL.
+// ropescale: multimodal RoPE (M-RoPE) of Qwen2-VL, Qwen2.5-VL, Qwen3-VL, ERNIE 4.5 VL and
+// HunYuan-VL (xdrope).
 //
-// Every token carries three position ids, (temporal, height, width); a text token has t = h = w.
-// Each rotary pair takes its angle from one of the three, chosen by the config's `mrope_section`
-// (pairs per axis, summing to rotary_dim / 2):
+// Every token carries N position ids (N = mrope_section.size(): 3 for (temporal, height, width),
+// 4 for HunYuan-VL's (position, width, height, image index)); a text token has them all equal.
+// Each rotary pair takes its angle from one of the N, chosen by the config's `mrope_section`
+// (pairs per axis, summing to rotary_dim / 2) and the layout (mrope_layout.hpp):
 //
 //   sectioned  (Qwen2-VL, Qwen2.5-VL; HF apply_multimodal_rotary_pos_emb), section [16, 24, 24]:
-//       pair  0 .. 15 -> t     16 .. 39 -> h     40 .. 63 -> w
+//       pair  0 .. 15 -> axis 0     16 .. 39 -> axis 1     40 .. 63 -> axis 2
+//     (HunYuan-VL xdrope: the same with 4 axes, [16, 16, 16, 16], as HunyuanOCR's own
+//     apply_rotary_pos_emb_xdrope trains it (sections * 2, list doubling). transformers v5's port
+//     (modular_hunyuan_vl.py apply_multimodal_rotary_pos_emb) doubles each section instead, so on
+//     image tokens the two channels of a pair read different axes; text tokens agree.)
 //   interleaved (Qwen3-VL, `mrope_interleaved: true`; HF apply_interleaved_mrope), [24, 20, 20]:
-//       pair i -> h if i % 3 == 1 and i < 3 * section[1]
-//                 w if i % 3 == 2 and i < 3 * section[2]
-//                 t otherwise                          (t h w t h w ... t t t t)
+//       pair i -> 1 if i % 3 == 1 and i < 3 * section[1]
+//                 2 if i % 3 == 2 and i < 3 * section[2]
+//                 0 otherwise                          (t h w t h w ... t t t t)
+//   ernie_3d   (ERNIE 4.5 VL; HF Ernie4_5_VLMoeTextRotaryEmbedding), [22, 22, 20]:
+//       pair i -> 1 if i < 2 * section[0] and i even,  2 if i < 2 * section[0] and i odd,
+//                 0 otherwise                          (h w h w ... h w t t ... t)
 //
 // The angle of pair i at token n is positions[axis(i) * tokens + n] * inv_freq_i: positions are
-// given as 3 x tokens (HF's position_ids[3, seq]), row 0 temporal, 1 height, 2 width. The pair's
-// channels, the half-split / interleaved layouts, the attention factor and the directions are
-// those of rotary.hpp. A token with t = h = w takes exactly the plain apply_rotary path, so text
-// tokens are bit for bit plain RoPE.
+// given as N x tokens (HF's position_ids[N, seq]), row-major. The pair's channels, the
+// half-split / interleaved layouts (ERNIE pairs adjacent channels: PairLayout::kInterleaved), the
+// attention factor and the directions are those of rotary.hpp. A token whose N ids are equal
+// takes exactly the plain apply_rotary path, so text tokens are bit for bit plain RoPE.
 //
 // The frequencies are the ordinary ones (Qwen2-VL's rope_scaling is {"type": "mrope"}, read as
-// default RoPE plus the sections), so any RotaryCache / RotaryCacheD / RotaryFrequencies serves.
+// default RoPE plus the sections; HunYuan-VL's is dynamic + alpha), so any RotaryCache /
+// RotaryCacheD / RotaryFrequencies serves.
 #pragma once
 
 #include <cstdint>
@@ -27,33 +37,54 @@
 #include <vector>
 
 #include "ropescale/error.hpp"
+#include "ropescale/mrope_layout.hpp"
 #include "ropescale/rotary.hpp"
 
 namespace ropescale {
 
-/// Which position axis (0 = temporal, 1 = height, 2 = width) each rotary pair reads.
+/// Which position axis (0 .. num_axes() - 1) each rotary pair reads.
 class MropeSections {
  public:
   MropeSections() = default;
 
-  /// `sections`: pairs per axis (three entries, each >= 0, sum == pairs); `interleaved`: Qwen3-VL
-  /// layout. Throws Error naming the field on bad input.
-  MropeSections(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs) {
-    throw_if_error(make(std::move(sections), interleaved, pairs, this));
+  /// `sections`: pairs per axis (1 to kMaxMropeAxes entries, each >= 0, sum == pairs); `layout`:
+  /// see mrope_layout.hpp. Throws Error naming the field on bad input.
+  MropeSections(std::vector<std::int64_t> sections, MropeLayout layout, std::int64_t pairs) {
+    throw_if_error(make(std::move(sections), layout, pairs, this));
   }
+  /// `interleaved`: Qwen3-VL's layout, else sectioned.
+  MropeSections(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs)
+      : MropeSections(std::move(sections),
+                      interleaved ? MropeLayout::kInterleaved : MropeLayout::kSectioned, pairs) {}
 
-  /// Non-throwing twin; *out is set only on success.
+  /// Non-throwing twins; *out is set only on success.
   static Status make(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs,
+                     MropeSections* out) {
+    return make(std::move(sections),
+                interleaved ? MropeLayout::kInterleaved : MropeLayout::kSectioned, pairs, out);
+  }
+  static Status make(std::vector<std::int64_t> sections, MropeLayout layout, std::int64_t pairs,
                      MropeSections* out) {
     if (out == nullptr)
       return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
     if (pairs <= 0) return make_status(ErrorCode::kInvalidArgument, "pairs", pairs, "must be > 0");
-    if (sections.size() != 3)
-      return make_status(ErrorCode::kInvalidArgument, "mrope_section.size()",
-                         static_cast<std::int64_t>(sections.size()),
-                         "must be 3 (temporal, height, width)");
+    // One axis byte per pair is allocated below: bound it by the widest head a RopeSpec allows.
+    if (pairs > kMaxHeadDim / 2)
+      return make_status(ErrorCode::kInvalidArgument, "pairs", pairs,
+                         "must be <= kMaxHeadDim / 2 = " + std::to_string(kMaxHeadDim / 2));
+    const std::int64_t n = static_cast<std::int64_t>(sections.size());
+    if (layout == MropeLayout::kSectioned) {
+      if (n < 1 || n > kMaxMropeAxes)
+        return make_status(ErrorCode::kInvalidArgument, "mrope_section.size()", n,
+                           "must be in [1, " + std::to_string(kMaxMropeAxes) +
+                               "] (one entry per position axis) for the sectioned layout");
+    } else if (n != 3) {
+      return make_status(ErrorCode::kInvalidArgument, "mrope_section.size()", n,
+                         std::string("must be 3 (temporal, height, width) for the ") +
+                             to_string(layout) + " layout");
+    }
     std::int64_t sum = 0;
-    for (std::size_t a = 0; a < 3; ++a) {
+    for (std::size_t a = 0; a < sections.size(); ++a) {
       if (sections[a] < 0 || sections[a] > pairs)
         return make_status(ErrorCode::kInvalidArgument, "mrope_section[" + std::to_string(a) + "]",
                            sections[a],
@@ -63,57 +94,75 @@ class MropeSections {
     if (sum != pairs)
       return make_status(ErrorCode::kInvalidArgument, "sum(mrope_section)", sum,
                          "must equal rotary_dim / 2 = " + std::to_string(pairs));
+    if (layout == MropeLayout::kErnie3d && sections[0] != sections[1])
+      return make_status(ErrorCode::kInvalidArgument, "mrope_section[1]", sections[1],
+                         "must equal mrope_section[0] (" + std::to_string(sections[0]) +
+                             "): ERNIE's 3D layout alternates height and width pair by pair");
     std::vector<std::uint8_t> axes(static_cast<std::size_t>(pairs), 0);
-    if (interleaved) {
-      for (std::int64_t i = 0; i < pairs; ++i) {
-        if (i % 3 == 1 && i < 3 * sections[1]) axes[static_cast<std::size_t>(i)] = 1;
-        if (i % 3 == 2 && i < 3 * sections[2]) axes[static_cast<std::size_t>(i)] = 2;
+    switch (layout) {
+      case MropeLayout::kInterleaved:
+        for (std::int64_t i = 0; i < pairs; ++i) {
+          if (i % 3 == 1 && i < 3 * sections[1]) axes[static_cast<std::size_t>(i)] = 1;
+          if (i % 3 == 2 && i < 3 * sections[2]) axes[static_cast<std::size_t>(i)] = 2;
+        }
+        break;
+      case MropeLayout::kErnie3d:
+        for (std::int64_t i = 0; i < 2 * sections[0]; ++i)
+          axes[static_cast<std::size_t>(i)] = i % 2 == 0 ? 1 : 2;
+        break;
+      case MropeLayout::kSectioned: {
+        std::int64_t i = 0;
+        for (std::size_t a = 0; a < sections.size(); ++a)
+          for (std::int64_t k = 0; k < sections[a]; ++k)
+            axes[static_cast<std::size_t>(i++)] = static_cast<std::uint8_t>(a);
+        break;
       }
-    } else {
-      std::int64_t i = 0;
-      for (std::uint8_t a = 0; a < 3; ++a)
-        for (std::int64_t k = 0; k < sections[a]; ++k) axes[static_cast<std::size_t>(i++)] = a;
     }
     out->sections_ = std::move(sections);
-    out->interleaved_ = interleaved;
+    out->layout_ = layout;
     out->axes_ = std::move(axes);
     return Status();
   }
 
   const std::vector<std::int64_t>& sections() const noexcept { return sections_; }
-  bool interleaved() const noexcept { return interleaved_; }
+  MropeLayout layout() const noexcept { return layout_; }
+  bool interleaved() const noexcept { return layout_ == MropeLayout::kInterleaved; }
+  /// Number of position axes N: positions are N x tokens.
+  std::int64_t num_axes() const noexcept { return static_cast<std::int64_t>(sections_.size()); }
   std::int64_t pairs() const noexcept { return static_cast<std::int64_t>(axes_.size()); }
   /// axis(i) for every pair i.
   const std::vector<std::uint8_t>& axes() const noexcept { return axes_; }
 
  private:
   std::vector<std::int64_t> sections_;
-  bool interleaved_ = false;
+  MropeLayout layout_ = MropeLayout::kSectioned;
   std::vector<std::uint8_t> axes_;
 };
 
 namespace detail {
 
-// The angle row of token t for M-RoPE: plain when t = h = w, else pair by pair from three rows.
+// The angle row of token t for M-RoPE: plain when every axis id is equal, else pair by pair from
+// the N axis rows.
 template <typename Angles, typename C>
 struct MropeRows {
   const Angles& angles;
-  const std::int64_t* positions;  // 3 x tokens
+  const std::int64_t* positions;  // num_axes x tokens
   std::int64_t tokens;
+  int num_axes;
   const std::uint8_t* axes;
-  C* scratch;  // 6 * pairs
+  C* scratch;  // 2 * num_axes * pairs
   bool operator()(std::int64_t t, C* cbuf, C* sbuf, double scale, bool direct_ok, const C** c,
                   const C** s) const noexcept {
-    const std::int64_t p0 = positions[t], p1 = positions[tokens + t],
-                       p2 = positions[2 * tokens + t];
-    if (p0 == p1 && p1 == p2) {
+    bool same = true;
+    for (int a = 1; a < num_axes; ++a) same = same && positions[a * tokens + t] == positions[t];
+    if (same) {
       const PlainRows<Angles, C> plain{angles, positions};
       return plain(t, cbuf, sbuf, scale, direct_ok, c, s);
     }
     const std::int64_t half = angles.pairs();
-    const std::int64_t p[3] = {p0, p1, p2};
-    for (int a = 0; a < 3; ++a)
-      angles.fill(p[a], scratch + 2 * a * half, scratch + (2 * a + 1) * half, scale);
+    for (int a = 0; a < num_axes; ++a)
+      angles.fill(positions[a * tokens + t], scratch + 2 * a * half, scratch + (2 * a + 1) * half,
+                  scale);
     for (std::int64_t i = 0; i < half; ++i) {
       const std::int64_t a = axes[i];
       cbuf[i] = scratch[2 * a * half + i];
@@ -139,18 +188,24 @@ inline Status mrope_call(const Angles& angles, const MropeSections& sections,
         ErrorCode::kInvalidArgument, "sections.pairs()", sections.pairs(),
         "must equal the angle source's pairs (" + std::to_string(angles.pairs()) + ")");
   const std::int64_t tokens = n > 0 ? ins[0].tokens : 0;
+  const int num_axes = static_cast<int>(sections.num_axes());
   static const char* const kAxis[3] = {"temporal", "height", "width"};
-  for (int a = 0; a < 3 && tokens > 0; ++a) {
+  for (int a = 0; a < num_axes && tokens > 0; ++a) {
     const Status st =
         check_positions(angles, positions == nullptr ? nullptr : positions + a * tokens, tokens);
     if (!st.ok())
-      return Status(st.code(), st.message() + " (row " + std::to_string(a) + ", " + kAxis[a] +
-                                   ", of the 3 x tokens positions)");
+      return Status(st.code(), st.message() + " (row " + std::to_string(a) +
+                                   (num_axes == 3 ? std::string(", ") + kAxis[a] : std::string()) +
+                                   ", of the " + std::to_string(num_axes) + " x tokens positions)");
   }
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();
-  std::vector<C> buf(static_cast<std::size_t>(row_buffer_size(half) + 6 * half));
-  const MropeRows<Angles, C> rows{angles, positions, tokens, sections.axes().data(),
+  std::vector<C> buf(static_cast<std::size_t>(row_buffer_size(half) + 2 * num_axes * half));
+  const MropeRows<Angles, C> rows{angles,
+                                  positions,
+                                  tokens,
+                                  num_axes,
+                                  sections.axes().data(),
                                   buf.data() + row_buffer_size(half)};
   run_rotary_rows<T>(angles, rows, 0, tokens, ops, n, layout, direction, active_kernel_path(),
                      buf.data());
@@ -159,8 +214,8 @@ inline Status mrope_call(const Angles& angles, const MropeSections& sections,
 
 }  // namespace detail
 
-/// M-RoPE in place: positions holds 3 x x.tokens ids (row-major: all temporal ids, then height,
-/// then width). Status twin of apply_rotary_mrope.
+/// M-RoPE in place: positions holds sections.num_axes() x x.tokens ids (row-major: all ids of
+/// axis 0, then axis 1, ...). Status twin of apply_rotary_mrope.
 template <typename T, typename Angles>
 inline Status try_apply_rotary_mrope(const Angles& angles, const MropeSections& sections,
                                      const std::int64_t* positions, const HeadsView<T>& x,

@@ -11,6 +11,7 @@
 #include "ropescale/kernel_path.hpp"
 #include "ropescale/kv_cache.hpp"
 #include "ropescale/mrope.hpp"
+#include "ropescale/mrope_layout.hpp"
 #include "ropescale/needle.hpp"
 #include "ropescale/packing.hpp"
 #include "ropescale/rerotate.hpp"

@@ -68,8 +68,10 @@
 #include "ropescale/kernel_path.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/aligned.hpp"
 #include "ropescale/detail/angle.hpp"
 #include "ropescale/detail/checked_math.hpp"
+#include "ropescale/detail/range_claims.hpp"
 #include "ropescale/detail/rotary_kernels.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
@@ -181,7 +183,8 @@ class RotaryFrequencies {
     const double p = static_cast<double>(pos);
     const std::int64_t n = pairs();
     if (std::abs(pos) < (std::int64_t{1} << 53) && p * max_abs_ < detail::kFastAngleLimit) {
-      detail::sincos_row_fast(p, inv_freq_.data(), n, m, cos_out, sin_out);
+      detail::select_sincos_row<C>(active_kernel_path())(p, inv_freq_.data(), n, m, cos_out,
+                                                         sin_out);
       return;
     }
     for (std::int64_t i = 0; i < n; ++i) {
@@ -219,6 +222,8 @@ class RotaryFrequencies {
 
 /// Precomputed m*cos and m*sin for positions [0, num_positions): row p holds rotary_dim/2 values.
 /// Scalar float (RotaryCache) suits float/half/bfloat16 data; double (RotaryCacheD) double data.
+/// Every row starts on a 64-byte boundary (rows are padded to whole cache lines), so the kernels
+/// read it in whole lines.
 template <typename Scalar>
 class BasicRotaryCache {
   static_assert(std::is_same<Scalar, float>::value || std::is_same<Scalar, double>::value,
@@ -235,6 +240,7 @@ class BasicRotaryCache {
 
   BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
       : pairs_(freqs.pairs()),
+        row_stride_(detail::aligned_row_length<Scalar>(freqs.pairs())),
         frequency_dim_(freqs.frequency_dim()),
         attention_factor_(freqs.attention_factor()) {
     if (num_positions <= 0)
@@ -250,10 +256,11 @@ class BasicRotaryCache {
                                  "must be <= the frequencies' max_position() (" +
                                      std::to_string(freqs.max_position()) + ")"));
     num_positions_ = num_positions;
+    const std::int64_t stored = num_positions * row_stride_;  // <= 2^31 * 16 / 1: no overflow
     bool allocated = false;
     ROPESCALE_TRY {
-      cos_.resize(static_cast<std::size_t>(entries));
-      sin_.resize(static_cast<std::size_t>(entries));
+      cos_.resize(static_cast<std::size_t>(stored));
+      sin_.resize(static_cast<std::size_t>(stored));
       allocated = true;
     }
     ROPESCALE_CATCH(const std::exception&) {}  // bad_alloc: reported below as an Error
@@ -262,7 +269,7 @@ class BasicRotaryCache {
           ErrorCode::kInvalidArgument, "num_positions", num_positions,
           "the cache's " + std::to_string(2 * entries) + " values could not be allocated"));
     for (std::int64_t p = 0; p < num_positions; ++p)
-      freqs.fill(p, cos_.data() + p * pairs_, sin_.data() + p * pairs_);
+      freqs.fill(p, cos_.data() + p * row_stride_, sin_.data() + p * row_stride_);
   }
 
   std::int64_t num_positions() const noexcept { return num_positions_; }
@@ -273,8 +280,8 @@ class BasicRotaryCache {
   bool covers(std::int64_t pos) const noexcept { return pos >= 0 && pos < num_positions_; }
 
   /// m*cos / m*sin row of a position in [0, num_positions).
-  const Scalar* cos_row(std::int64_t pos) const noexcept { return cos_.data() + pos * pairs_; }
-  const Scalar* sin_row(std::int64_t pos) const noexcept { return sin_.data() + pos * pairs_; }
+  const Scalar* cos_row(std::int64_t pos) const noexcept { return cos_.data() + pos * row_stride_; }
+  const Scalar* sin_row(std::int64_t pos) const noexcept { return sin_.data() + pos * row_stride_; }
 
   template <typename C>
   void fill(std::int64_t pos, C* cos_out, C* sin_out, double scale = 1.0) const noexcept {
@@ -288,11 +295,12 @@ class BasicRotaryCache {
 
  private:
   std::int64_t pairs_ = 0;
+  std::int64_t row_stride_ = 0;  // pairs_ rounded up to a whole number of cache lines
   std::int64_t frequency_dim_ = 0;
   std::int64_t num_positions_ = 0;
   double attention_factor_ = 1.0;
-  std::vector<Scalar> cos_;
-  std::vector<Scalar> sin_;
+  std::vector<Scalar, detail::AlignedAllocator<Scalar>> cos_;
+  std::vector<Scalar, detail::AlignedAllocator<Scalar>> sin_;
 };
 
 using RotaryCache = BasicRotaryCache<float>;
@@ -460,7 +468,9 @@ class RotaryPlan {
 };
 
 /// The host's parallel-for: calls body(begin, end) over ranges that cover [0, n) exactly once,
-/// from any threads, and returns when all have run. A plain loop is a valid one.
+/// from any threads, and returns when all have run. A plain loop is a valid one. One that breaks
+/// this is reported (try_apply_rotary_parallel's parallel_for error); no token is rotated twice
+/// and no two threads write one token, but the tokens of the ranges that did run stay rotated.
 using ParallelFor = std::function<void(
     std::int64_t n, const std::function<void(std::int64_t begin, std::int64_t end)>& body)>;
 
@@ -478,21 +488,32 @@ inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t
   RotaryPlan<T, Angles> plan;
   ROPESCALE_RETURN_IF_ERROR(
       (RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction, &plan)));
-  // A broken parallel-for (a range outside [0, tokens), or ranges that do not add up to the
-  // tokens) is reported; run() writes nothing for a refused range.
-  std::atomic<bool> refused{false};
-  std::atomic<std::int64_t> covered{0};
+  // A broken parallel-for is refused without rotating any token twice: each range claims its
+  // tokens before it runs (detail/range_claims.hpp), a range that steps outside [0, tokens) or
+  // overlaps one claimed earlier (run twice, or two threads on overlapping ranges) does not run,
+  // and tokens no range claimed are reported once the parallel-for returns.
+  detail::RangeClaims claims(plan.tokens());
+  std::atomic<bool> outside{false};
+  std::atomic<std::int64_t> rotated{0};
   parallel_for(plan.tokens(), [&](std::int64_t begin, std::int64_t end) {
-    if (plan.run(begin, end).ok())
-      covered.fetch_add(end - begin, std::memory_order_relaxed);
-    else
-      refused.store(true, std::memory_order_relaxed);
+    if (begin < 0 || begin > end || end > plan.tokens()) {
+      outside.store(true, std::memory_order_relaxed);
+      return;
+    }
+    if (!claims.claim(begin, end)) return;
+    if (plan.run(begin, end).ok()) rotated.fetch_add(end - begin, std::memory_order_relaxed);
   });
-  if (refused.load() || covered.load() != plan.tokens())
-    return make_status(ErrorCode::kInvalidArgument, "parallel_for",
-                       std::to_string(covered.load()) + " of " + std::to_string(plan.tokens()) +
-                           " tokens" + (refused.load() ? " and a range outside them" : ""),
-                       "must call body over ranges that cover [0, n) exactly once");
+  const std::int64_t twice = claims.first_twice(), missing = claims.first_unclaimed();
+  if (outside.load() || twice >= 0 || missing >= 0 || rotated.load() != plan.tokens()) {
+    std::string what =
+        std::to_string(rotated.load()) + " of " + std::to_string(plan.tokens()) + " tokens rotated";
+    if (outside.load()) what += ", a range outside them";
+    if (twice >= 0) what += ", token " + std::to_string(twice) + " handed out twice";
+    if (missing >= 0) what += ", token " + std::to_string(missing) + " never handed out";
+    return make_status(ErrorCode::kInvalidArgument, "parallel_for", what,
+                       "must call body over ranges that cover [0, n) exactly once (a range "
+                       "overlapping an earlier one is not run; the views hold a partial result)");
+  }
   return Status();
 }
 template <typename T, typename Angles>

@@ -406,16 +406,18 @@ struct Llama3Params {
 /// Llama-3.1 frequency-dependent interpolation. With wavelength w_i = 2 pi / inv_freq_i:
 /// lambda_i = 1 if w_i < L/high_freq_factor, s if w_i > L/low_freq_factor, else
 /// 1 / ((1 - sm)/s + sm) with sm = (L/w_i - low)/(high - low). Attention factor 1.
-/// Requires s >= 1 and 0 < low_freq_factor < high_freq_factor. Method "llama3".
+/// Requires s >= 1 and 0 < low_freq_factor <= high_freq_factor; equal factors (Llama 4 Scout:
+/// 1 and 1) make a step at w = L/low, where HF's smoothing would divide 0 by 0 (factor 1 there).
+/// Method "llama3".
 inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, FactorTable* out) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", p.factor));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("low_freq_factor", p.low_freq_factor));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("high_freq_factor", p.high_freq_factor));
-  if (!(p.low_freq_factor < p.high_freq_factor))
+  if (!(p.low_freq_factor <= p.high_freq_factor))
     return make_status(
         ErrorCode::kInvalidArgument, "low_freq_factor", p.low_freq_factor,
-        "must be < high_freq_factor (" + detail::format_value(p.high_freq_factor) + ")");
+        "must be <= high_freq_factor (" + detail::format_value(p.high_freq_factor) + ")");
   ROPESCALE_RETURN_IF_ERROR(
       detail::check_positive_int("original_max_position", p.original_max_position));
   ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
@@ -431,6 +433,8 @@ inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, Fa
       factors[i] = 1.0;
     } else if (wavelen > low_freq_wavelen) {
       factors[i] = p.factor;
+    } else if (p.high_freq_factor == p.low_freq_factor) {
+      factors[i] = 1.0;  // w == L/low exactly: the band has no width
     } else {
       const double smooth =
           (l / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);

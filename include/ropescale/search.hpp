@@ -35,10 +35,13 @@
 //
 // Fitness is any callable FactorTable -> loss (lower is better), e.g. the needle-driven
 // perplexity of needle.hpp computed with the host's model. Non-finite losses count as +infinity.
-// With SearchParams::thread_safe the candidates of one iteration are evaluated on a small thread
-// pool. Every random number is drawn on the calling thread, candidates are generated before any of
-// them is evaluated, and results are merged in generation order, so the search is a pure function
-// of (space, params, seeds, fitness) whatever the number of threads.
+// The search is driven batch by batch (ask/tell): ask() hands out the candidates of one
+// iteration (id, genome, table), the host evaluates them anywhere (threads, ranks, machines) and
+// tell() takes one loss per id. run(fitness) is that loop with a small thread pool as the host
+// (SearchParams::thread_safe). Every random number is drawn in ask(), all candidates of a batch
+// are generated before any of them is evaluated, and losses are merged in generation order, so
+// the search is a pure function of (space, params, seeds, fitness) however the batch is
+// evaluated.
 //
 // After every iteration (iteration 0 is the evaluated initial population) the full SearchState is
 // handed to the checkpoint callback; io/search_checkpoint.hpp writes it to a JSON file atomically.
@@ -63,6 +66,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -97,9 +101,30 @@ inline std::int64_t anchored_left_grid(const SearchSpace& sp, std::int64_t c, st
 
 }  // namespace detail
 
+/// One candidate handed out by EvolutionSearch::ask(): its id (the index it takes in the
+/// history), its genome and the table to evaluate (genome_table(space, genome), bit for bit).
+struct Candidate {
+  std::int64_t id = 0;
+  Genome genome;
+  FactorTable table;
+};
+
 /// The evolutionary search. Construct with a space and parameters, optionally install callbacks,
-/// then run() or resume(). Each run()/resume() call is independent; the object holds no search
-/// state between calls (the SearchState does).
+/// then either run() / resume() with a fitness, or drive it batch by batch:
+///
+///   EvolutionSearch search(space, params);
+///   search.start();                                     // or search.restore(checkpoint_state)
+///   while (true) {
+///     std::vector<Candidate> batch = search.ask();      // empty once the search has finished
+///     if (batch.empty()) break;
+///     std::vector<double> losses = evaluate_anywhere(batch);   // threads, ranks, machines
+///     throw_if_error(search.tell(ids_of(batch), losses));
+///   }
+///   SearchResult r = search.result();
+///
+/// run(fitness) is exactly this loop (with the thread pool as the host), so both give the same
+/// result for the same seed, bit for bit. state() may be taken at any point between calls, the
+/// pending batch included (SearchState::pending), and restore() continues from it exactly.
 class EvolutionSearch {
  public:
   /// Throws Error (kInvalidArgument) on an invalid space or parameters.
@@ -131,45 +156,191 @@ class EvolutionSearch {
   /// Called after every iteration; returning true stops the search at that boundary.
   void set_stop_callback(std::function<bool(const SearchProgress&)> fn) { stop_ = std::move(fn); }
 
-  /// Runs the search from scratch. `seeds` join the initial population (after the flat
-  /// individuals; duplicates are skipped); each must satisfy validate(space, genome), e.g. from
-  /// project_to_space(). Exceptions from the fitness propagate (the last checkpoint stays valid).
-  SearchResult run(const SearchFitness& fitness, const std::vector<Genome>& seeds = {}) {
-    check_fitness(fitness);
+  /// Starts a new search (dropping any earlier one). `seeds` join the initial population (after
+  /// the flat individuals; duplicates are skipped); each must satisfy validate(space, genome),
+  /// e.g. from project_to_space(). kInvalidArgument naming the seed otherwise.
+  Status start(const std::vector<Genome>& seeds = {}) {
     for (std::size_t i = 0; i < seeds.size(); ++i) {
       const Status s = validate(space_, seeds[i]);
-      if (!s.ok())
-        throw_if_error(Status(s.code(), s.message() + " (seeds[" + std::to_string(i) + "])"));
+      if (!s.ok()) return Status(s.code(), s.message() + " (seeds[" + std::to_string(i) + "])");
     }
-    Session session(*this, fitness);
-    session.rng.seed(params_.seed);
-    session.state.space = space_;
-    session.state.params = params_;
-    session.initial_population(seeds);
-    return session.loop();
+    session_.emplace(space_, params_);
+    session_->rng.seed(params_.seed);
+    session_->state.space = space_;
+    session_->state.params = params_;
+    session_->seeds = seeds;
+    return Status();
   }
 
-  /// Continues from a state (e.g. load_search_checkpoint()). The state's space and
-  /// search-defining parameters must equal this search's (else Error kParseError naming the
+  /// Continues from a state (e.g. load_search_checkpoint()), pending batch included. The state's
+  /// space and search-defining parameters must equal this search's (else kParseError naming the
   /// field); params.iterations may be larger than the state's, to extend a finished search.
-  SearchResult resume(const SearchState& state, const SearchFitness& fitness) {
-    check_fitness(fitness);
-    throw_if_error(validate(state));
+  /// Without a pending batch the state is at an iteration boundary, which is processed at once
+  /// (checkpoint, progress and stop callbacks), as after a tell() that completes a batch.
+  Status restore(const SearchState& state) {
+    ROPESCALE_RETURN_IF_ERROR(validate(state));
     const std::string space_diff = search_space_mismatch(state.space, space_);
     if (!space_diff.empty())
-      throw_if_error(make_status(ErrorCode::kParseError, "checkpoint space", space_diff,
-                                 "does not match the search's space (checkpoint vs search)"));
+      return make_status(ErrorCode::kParseError, "checkpoint space", space_diff,
+                         "does not match the search's space (checkpoint vs search)");
     const std::string params_diff = search_params_mismatch(state.params, params_);
     if (!params_diff.empty())
-      throw_if_error(make_status(ErrorCode::kParseError, "checkpoint params", params_diff,
-                                 "does not match the search's parameters (checkpoint vs search)"));
-    Session session(*this, fitness);
-    session.state = state;
-    session.state.params = params_;
+      return make_status(ErrorCode::kParseError, "checkpoint params", params_diff,
+                         "does not match the search's parameters (checkpoint vs search)");
+    session_.emplace(space_, params_);
+    Session& s = *session_;
+    s.state = state;
+    s.state.params = params_;
     std::istringstream in(state.rng_state);
-    in >> session.rng;
-    for (const EvaluatedGenome& e : state.history) session.seen.insert(e.genome);
-    return session.loop();
+    in >> s.rng;
+    for (const EvaluatedGenome& e : state.history) s.seen.insert(e.genome);
+    for (const PendingCandidate& c : state.pending) s.seen.insert(c.genome);
+    s.p0_done = !state.history.empty();
+    if (state.pending.empty()) boundary();
+    return Status();
+  }
+
+  /// True once start() or restore() was called.
+  bool started() const noexcept { return session_.has_value(); }
+  /// True once the search has stopped (ask() then returns nothing; see stop_reason()).
+  bool finished() const noexcept { return session_.has_value() && session_->finished; }
+  StopReason stop_reason() const noexcept {
+    return session_.has_value() ? session_->reason : StopReason::kCompleted;
+  }
+
+  /// The candidates of the current batch that have no loss yet, generating the next batch when
+  /// none is pending; empty once the search has finished. Starts the search (no seeds) when
+  /// neither start() nor restore() was called. Asking twice hands out the same candidates.
+  std::vector<Candidate> ask() {
+    if (!session_) start();
+    Session& s = *session_;
+    if (s.finished) return {};
+    if (s.state.pending.empty()) {
+      std::vector<Genome> batch = s.p0_done ? s.next_generation() : s.initial_population();
+      if (batch.empty()) {
+        s.finished = true;
+        s.reason = StopReason::kExhausted;
+        return {};
+      }
+      for (Genome& g : batch) {
+        PendingCandidate c;
+        c.id = s.state.evaluations() + static_cast<std::int64_t>(s.state.pending.size());
+        c.genome = std::move(g);
+        s.state.pending.push_back(std::move(c));
+      }
+    }
+    std::vector<Candidate> out;
+    for (const PendingCandidate& c : s.state.pending)
+      if (!c.answered)
+        out.push_back(Candidate{c.id, c.genome, detail::genome_table_of(sp(), c.genome)});
+    return out;
+  }
+
+  /// Hands back losses for candidates of the pending batch, in any grouping: losses[i] belongs to
+  /// ids[i]. A non-finite loss counts as +infinity. Refused, with nothing recorded, when the two
+  /// lists differ in length, an id was not handed out by ask() for this batch, or a candidate
+  /// already has its loss (kInvalidArgument naming the argument). The answer that completes the
+  /// batch closes the iteration: history, population, then the checkpoint, progress and stop
+  /// callbacks.
+  Status tell(const std::vector<std::int64_t>& ids, const std::vector<double>& losses) {
+    if (!session_ || session_->state.pending.empty())
+      return make_status(ErrorCode::kInvalidArgument, "tell", "no pending batch",
+                         "call ask() first");
+    Session& s = *session_;
+    if (ids.size() != losses.size())
+      return make_status(ErrorCode::kInvalidArgument, "losses.size()",
+                         static_cast<std::int64_t>(losses.size()),
+                         "must equal ids.size() = " + std::to_string(ids.size()));
+    const std::int64_t first = s.state.pending.front().id;
+    const auto n = static_cast<std::int64_t>(s.state.pending.size());
+    std::vector<bool> told(s.state.pending.size(), false);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const std::int64_t id = ids[i];
+      if (id < first || id >= first + n)
+        return make_status(ErrorCode::kInvalidArgument, "ids[" + std::to_string(i) + "]", id,
+                           "is not a candidate of the pending batch (ids " + std::to_string(first) +
+                               " to " + std::to_string(first + n - 1) + ")");
+      const auto k = static_cast<std::size_t>(id - first);
+      if (s.state.pending[k].answered || told[k])
+        return make_status(ErrorCode::kInvalidArgument, "ids[" + std::to_string(i) + "]", id,
+                           "already has a loss (a second answer)");
+      told[k] = true;
+    }
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      PendingCandidate& c = s.state.pending[static_cast<std::size_t>(ids[i] - first)];
+      c.answered = true;
+      c.loss = std::isfinite(losses[i]) ? losses[i] : std::numeric_limits<double>::infinity();
+    }
+    for (const PendingCandidate& c : s.state.pending)
+      if (!c.answered) return Status();
+    s.complete_batch();
+    boundary();
+    return Status();
+  }
+
+  /// tell() for every unanswered candidate at once, in the order ask() handed them out:
+  /// losses.size() must equal their number.
+  Status tell(const std::vector<double>& losses) {
+    std::vector<std::int64_t> ids;
+    if (session_)
+      for (const PendingCandidate& c : session_->state.pending)
+        if (!c.answered) ids.push_back(c.id);
+    if (session_ && !session_->state.pending.empty() && losses.size() != ids.size())
+      return make_status(
+          ErrorCode::kInvalidArgument, "losses.size()", static_cast<std::int64_t>(losses.size()),
+          "must equal the number of unanswered candidates (" + std::to_string(ids.size()) + ")");
+    return tell(ids, losses);
+  }
+
+  /// The complete state now (RNG and pending batch included): what a checkpoint holds.
+  SearchState state() const {
+    if (!session_) return SearchState{};
+    SearchState st = session_->state;
+    std::ostringstream os;
+    os << session_->rng;
+    st.rng_state = os.str();
+    return st;
+  }
+
+  /// The best result so far (the final one once finished()). kInvalidArgument (thrown) before the
+  /// initial population has been evaluated.
+  SearchResult result() const {
+    if (!session_ || session_->state.history.empty())
+      throw_if_error(make_status(ErrorCode::kInvalidArgument, "result", "no evaluation yet",
+                                 "tell the losses of the initial population first"));
+    const Session& s = *session_;
+    SearchResult r;
+    r.state = state();
+    const std::int64_t best = s.state.best_index();
+    r.best = s.state.history[static_cast<std::size_t>(best)].genome;
+    r.best_loss = s.state.history[static_cast<std::size_t>(best)].loss;
+    r.table = genome_table(space_, r.best);
+    r.critical_pair = r.best.critical_pair;
+    r.spec = space_.spec;
+    r.target_length = static_cast<std::int64_t>(
+        std::llround(space_.scale * static_cast<double>(space_.spec.original_max_position)));
+    r.iterations = s.state.iteration;
+    r.evaluations = s.state.evaluations();
+    r.stop_reason = s.reason;
+    r.checkpoint_failures = s.checkpoint_failures;
+    r.checkpoint_error = s.checkpoint_error;
+    return r;
+  }
+
+  /// Runs the search from scratch: start(seeds), then ask / evaluate / tell until it finishes,
+  /// the candidates of a batch evaluated on the thread pool (SearchParams::thread_safe, threads).
+  /// Exceptions from the fitness propagate (the last checkpoint stays valid).
+  SearchResult run(const SearchFitness& fitness, const std::vector<Genome>& seeds = {}) {
+    check_fitness(fitness);
+    throw_if_error(start(seeds));
+    return drive(fitness);
+  }
+
+  /// restore(state), then ask / evaluate / tell as run() does.
+  SearchResult resume(const SearchState& state, const SearchFitness& fitness) {
+    check_fitness(fitness);
+    throw_if_error(restore(state));
+    return drive(fitness);
   }
 
  private:
@@ -179,33 +350,96 @@ class EvolutionSearch {
                                  "must be a callable FactorTable -> loss"));
   }
 
-  // One run()/resume() call.
-  struct Session {
-    Session(EvolutionSearch& s, const SearchFitness& f)
-        : owner(s),
-          sp(s.space_),
-          p(s.params_),
-          fitness(f),
-          pool(p.thread_safe
-                   ? (p.threads == 0
-                          ? std::max(1, static_cast<int>(std::thread::hardware_concurrency()))
-                          : p.threads)
-                   : 1),
-          start(std::chrono::steady_clock::now()) {}
+  const SearchSpace& sp() const noexcept { return space_; }
 
-    EvolutionSearch& owner;
-    const SearchSpace& sp;
-    const SearchParams& p;
-    const SearchFitness& fitness;
-    detail::ThreadPool pool;
+  // The thread pool as one host of ask/tell.
+  SearchResult drive(const SearchFitness& fitness) {
+    const int threads =
+        params_.thread_safe
+            ? (params_.threads == 0
+                   ? std::max(1, static_cast<int>(std::thread::hardware_concurrency()))
+                   : params_.threads)
+            : 1;
+    detail::ThreadPool pool(threads);
+    while (true) {
+      const std::vector<Candidate> batch = ask();
+      if (batch.empty()) break;
+      const std::size_t n = batch.size();
+      std::vector<double> losses(n, 0.0);
+      std::vector<std::int64_t> ids(n);
+      std::vector<std::exception_ptr> errors(n);
+      pool.parallel_for(n, [&](std::size_t i) {
+        ids[i] = batch[i].id;
+        ROPESCALE_TRY { losses[i] = fitness(batch[i].table); }
+        ROPESCALE_CATCH(...) { errors[i] = std::current_exception(); }
+      });
+      for (std::size_t i = 0; i < n; ++i)
+        if (errors[i]) std::rethrow_exception(errors[i]);
+      throw_if_error(tell(ids, losses));
+    }
+    return result();
+  }
+
+  // Checkpoint, progress and stop check at an iteration boundary.
+  void boundary() {
+    Session& s = *session_;
+    if (checkpoint_ || writer_) {
+      const SearchState st = state();
+      if (checkpoint_) checkpoint_(st);
+      if (writer_) {
+        Status written = writer_(st);
+        if (!written.ok()) {
+          ++s.checkpoint_failures;
+          s.checkpoint_error = std::move(written);
+        }
+      }
+    }
+    const std::int64_t best = s.state.best_index();
+    SearchProgress pr;
+    pr.iteration = s.state.iteration;
+    pr.evaluations = s.state.evaluations();
+    pr.best_loss = s.state.history[static_cast<std::size_t>(best)].loss;
+    pr.elapsed_seconds = s.elapsed();
+    pr.evaluations_per_second =
+        pr.elapsed_seconds > 0.0 ? static_cast<double>(s.session_evaluations) / pr.elapsed_seconds
+                                 : 0.0;
+    pr.best = &s.state.history[static_cast<std::size_t>(best)].genome;
+    pr.checkpoint_failures = s.checkpoint_failures;
+    pr.checkpoint_error = s.checkpoint_error;
+    if (progress_) progress_(pr);
+    const SearchParams& p = params_;
+    s.finished = true;
+    if (s.state.iteration >= p.iterations)
+      s.reason = StopReason::kCompleted;
+    else if (stop_ && stop_(pr))
+      s.reason = StopReason::kCallback;
+    else if (p.max_seconds > 0.0 && pr.elapsed_seconds >= p.max_seconds)
+      s.reason = StopReason::kMaxSeconds;
+    else if (p.max_evaluations > 0 &&
+             s.state.evaluations() + p.mutations + p.crossovers > p.max_evaluations)
+      s.reason = StopReason::kMaxEvaluations;
+    else
+      s.finished = false;
+  }
+
+  // One search from start() or restore(): the state and the generator of new candidates.
+  struct Session {
+    Session(const SearchSpace& space, const SearchParams& params)
+        : sp(space), p(params), start(std::chrono::steady_clock::now()) {}
+
+    SearchSpace sp;
+    SearchParams p;
     std::chrono::steady_clock::time_point start;
     std::mt19937_64 rng;
     SearchState state;
-    std::set<Genome> seen;  // evaluated or generated
+    std::vector<Genome> seeds;  // join P0
+    std::set<Genome> seen;      // evaluated or generated
+    bool p0_done = false;       // the initial population has been generated and evaluated
+    bool finished = false;
+    StopReason reason = StopReason::kCompleted;
     std::int64_t session_evaluations = 0;
     std::int64_t checkpoint_failures = 0;  // failed writer calls
     Status checkpoint_error;
-    bool exhausted = false;
 
     double elapsed() const {
       return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -304,33 +538,8 @@ class EvolutionSearch {
       return false;
     }
 
-    // Evaluates candidates (already in `seen`), appends them to history, returns their indices.
-    std::vector<std::int64_t> evaluate(std::vector<Genome>& batch) {
-      const std::size_t n = batch.size();
-      std::vector<FactorTable> tables;
-      tables.reserve(n);
-      for (const Genome& g : batch) tables.push_back(detail::genome_table_of(sp, g));
-      std::vector<double> losses(n, 0.0);
-      std::vector<std::exception_ptr> errors(n);
-      pool.parallel_for(n, [&](std::size_t i) {
-        ROPESCALE_TRY { losses[i] = fitness(tables[i]); }
-        ROPESCALE_CATCH(...) { errors[i] = std::current_exception(); }
-      });
-      for (std::size_t i = 0; i < n; ++i)
-        if (errors[i]) std::rethrow_exception(errors[i]);
-      std::vector<std::int64_t> idx;
-      idx.reserve(n);
-      for (std::size_t i = 0; i < n; ++i) {
-        const double loss =
-            std::isfinite(losses[i]) ? losses[i] : std::numeric_limits<double>::infinity();
-        idx.push_back(state.evaluations());
-        state.history.push_back(EvaluatedGenome{std::move(batch[i]), loss});
-      }
-      session_evaluations += static_cast<std::int64_t>(n);
-      return idx;
-    }
-
-    void initial_population(const std::vector<Genome>& seeds) {
+    // P0: the flat individuals, the seeds, then mutants until the population is full.
+    std::vector<Genome> initial_population() {
       std::vector<Genome> batch;
       const bool strict = sp.monotonicity == Monotonicity::kStrictlyIncreasing;
       const std::int64_t lo = sp.grid_lo(), hi = sp.grid_hi();
@@ -368,8 +577,7 @@ class EvolutionSearch {
         }
         ++src;
       }
-      state.population = evaluate(batch);
-      state.iteration = 0;
+      return batch;
     }
 
     // Sorted population: lowest loss first, ties by evaluation order.
@@ -383,10 +591,17 @@ class EvolutionSearch {
       return r;
     }
 
-    void iterate() {
-      std::vector<std::int64_t> parents = ranked();
-      if (static_cast<std::int64_t>(parents.size()) > p.parents)
-        parents.resize(static_cast<std::size_t>(p.parents));
+    // The `parents` best of the population.
+    std::vector<std::int64_t> parents() const {
+      std::vector<std::int64_t> r = ranked();
+      if (static_cast<std::int64_t>(r.size()) > p.parents)
+        r.resize(static_cast<std::size_t>(p.parents));
+      return r;
+    }
+
+    // The children of one iteration: mutants, then crossovers.
+    std::vector<Genome> next_generation() {
+      const std::vector<std::int64_t> parents = this->parents();
       const std::uint64_t np = parents.size();
       auto genome = [&](std::int64_t idx) -> const Genome& {
         return state.history[static_cast<std::size_t>(idx)].genome;
@@ -417,97 +632,35 @@ class EvolutionSearch {
           batch.push_back(child);
         }
       }
-      if (batch.empty()) {
-        exhausted = true;
+      return batch;
+    }
+
+    // The pending batch has every loss: it joins the history; the population becomes P0, or the
+    // parents plus the children.
+    void complete_batch() {
+      std::vector<std::int64_t> children;
+      children.reserve(state.pending.size());
+      for (PendingCandidate& c : state.pending) {
+        children.push_back(state.evaluations());
+        state.history.push_back(EvaluatedGenome{std::move(c.genome), c.loss});
+      }
+      session_evaluations += static_cast<std::int64_t>(state.pending.size());
+      state.pending.clear();
+      if (!p0_done) {
+        state.population = std::move(children);
+        state.iteration = 0;
+        p0_done = true;
         return;
       }
-      std::vector<std::int64_t> children = evaluate(batch);
-      state.population = std::move(parents);
+      state.population = parents();
       state.population.insert(state.population.end(), children.begin(), children.end());
       ++state.iteration;
-    }
-
-    // Checkpoint, progress and stop check at an iteration boundary; true to stop.
-    bool boundary(StopReason* reason) {
-      if (owner.checkpoint_ || owner.writer_) save_rng();
-      if (owner.checkpoint_) owner.checkpoint_(state);
-      if (owner.writer_) {
-        Status written = owner.writer_(state);
-        if (!written.ok()) {
-          ++checkpoint_failures;
-          checkpoint_error = std::move(written);
-        }
-      }
-      const std::int64_t best = state.best_index();
-      SearchProgress pr;
-      pr.iteration = state.iteration;
-      pr.evaluations = state.evaluations();
-      pr.best_loss = state.history[static_cast<std::size_t>(best)].loss;
-      pr.elapsed_seconds = elapsed();
-      pr.evaluations_per_second =
-          pr.elapsed_seconds > 0.0 ? static_cast<double>(session_evaluations) / pr.elapsed_seconds
-                                   : 0.0;
-      pr.best = &state.history[static_cast<std::size_t>(best)].genome;
-      pr.checkpoint_failures = checkpoint_failures;
-      pr.checkpoint_error = checkpoint_error;
-      if (owner.progress_) owner.progress_(pr);
-      if (state.iteration >= p.iterations) {
-        *reason = StopReason::kCompleted;
-        return true;
-      }
-      if (owner.stop_ && owner.stop_(pr)) {
-        *reason = StopReason::kCallback;
-        return true;
-      }
-      if (p.max_seconds > 0.0 && pr.elapsed_seconds >= p.max_seconds) {
-        *reason = StopReason::kMaxSeconds;
-        return true;
-      }
-      if (p.max_evaluations > 0 &&
-          state.evaluations() + p.mutations + p.crossovers > p.max_evaluations) {
-        *reason = StopReason::kMaxEvaluations;
-        return true;
-      }
-      return false;
-    }
-
-    void save_rng() {
-      std::ostringstream os;
-      os << rng;
-      state.rng_state = os.str();
-    }
-
-    SearchResult loop() {
-      StopReason reason = StopReason::kCompleted;
-      while (!boundary(&reason)) {
-        iterate();
-        if (exhausted) {
-          reason = StopReason::kExhausted;
-          break;
-        }
-      }
-      save_rng();
-      SearchResult r;
-      const std::int64_t best = state.best_index();
-      r.best = state.history[static_cast<std::size_t>(best)].genome;
-      r.best_loss = state.history[static_cast<std::size_t>(best)].loss;
-      r.table = genome_table(sp, r.best);
-      r.critical_pair = r.best.critical_pair;
-      r.spec = sp.spec;
-      r.target_length = static_cast<std::int64_t>(
-          std::llround(sp.scale * static_cast<double>(sp.spec.original_max_position)));
-      r.iterations = state.iteration;
-      r.evaluations = state.evaluations();
-      r.stop_reason = reason;
-      r.checkpoint_failures = checkpoint_failures;
-      r.checkpoint_error = checkpoint_error;
-      r.state = std::move(state);
-      return r;
     }
   };
 
   SearchSpace space_;
   SearchParams params_;
+  std::optional<Session> session_;
   std::function<void(const SearchState&)> checkpoint_;
   std::function<Status(const SearchState&)> writer_;
   std::function<void(const SearchProgress&)> progress_;

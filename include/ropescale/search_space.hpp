@@ -28,6 +28,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -35,6 +36,10 @@
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
+
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/field_table.hpp"
+#undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
 
@@ -112,13 +117,38 @@ struct SearchSpace {
   /// The factor of grid index k.
   double grid_value(std::int64_t k) const { return static_cast<double>(k) * step; }
 
-  friend bool operator==(const SearchSpace& a, const SearchSpace& b) noexcept {
-    return a.spec == b.spec && a.scale == b.scale && a.method == b.method &&
-           a.critical_lower == b.critical_lower && a.critical_upper == b.critical_upper &&
-           a.lower_bound == b.lower_bound && a.upper_bound == b.upper_bound && a.step == b.step &&
-           a.monotonicity == b.monotonicity && a.attention_factor == b.attention_factor;
+  /// The field table (detail/field_table.hpp): equality, search_space_mismatch and the
+  /// checkpoint JSON are derived from it. Every field defines the search. freq_dim compares and
+  /// is written as RopeSpec::frequency_dim() (0 and rotary_dim mean the same span; the key is
+  /// left out then, as in files written before it existed).
+  static auto fields() {
+    using detail::kFieldDefining;
+    using detail::kFieldOptional;
+    using detail::kFieldPersisted;
+    using detail::member_field;
+    using detail::nested_field;
+    constexpr unsigned kAll = kFieldPersisted | kFieldDefining;
+    return std::make_tuple(
+        nested_field("head_dim", &SearchSpace::spec, &RopeSpec::head_dim, kAll),
+        nested_field("rotary_dim", &SearchSpace::spec, &RopeSpec::rotary_dim, kAll),
+        nested_field("rope_theta", &SearchSpace::spec, &RopeSpec::rope_theta, kAll),
+        detail::make_field<SearchSpace, std::int64_t>(
+            "freq_dim", kAll | kFieldOptional,
+            [](const SearchSpace& s) { return s.spec.frequency_dim(); },
+            [](SearchSpace& s, std::int64_t v) { s.spec.freq_dim = v; },
+            [](const SearchSpace& s) { return s.spec.frequency_dim() == s.spec.rotary_dim; }),
+        nested_field("original_max_position", &SearchSpace::spec, &RopeSpec::original_max_position,
+                     kAll),
+        member_field("scale", &SearchSpace::scale, kAll),
+        member_field("method", &SearchSpace::method, kAll),
+        member_field("critical_lower", &SearchSpace::critical_lower, kAll),
+        member_field("critical_upper", &SearchSpace::critical_upper, kAll),
+        member_field("lower_bound", &SearchSpace::lower_bound, kAll),
+        member_field("upper_bound", &SearchSpace::upper_bound, kAll),
+        member_field("step", &SearchSpace::step, kAll),
+        member_field("monotonicity", &SearchSpace::monotonicity, kAll),
+        member_field("attention_factor", &SearchSpace::attention_factor, kAll));
   }
-  friend bool operator!=(const SearchSpace& a, const SearchSpace& b) noexcept { return !(a == b); }
 
  private:
   static SearchSpace base(const RopeSpec& spec, std::int64_t target_length) {
@@ -134,6 +164,11 @@ struct SearchSpace {
     return sp;
   }
 };
+
+inline bool operator==(const SearchSpace& a, const SearchSpace& b) {
+  return detail::fields_equal(a, b);
+}
+inline bool operator!=(const SearchSpace& a, const SearchSpace& b) { return !(a == b); }
 
 /// Checks a search space: valid spec, s >= 1, 0 < step, lower <= upper with at least one grid
 /// point, a critical range inside [0, rotary_dim/2) (exactly 0 in LongRoPE v1 mode), and, for
@@ -342,35 +377,10 @@ inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eig
   return project_to_space(sp, f, c);
 }
 
-/// The first field in which two spaces differ ("" when none).
+/// "name (a vs b)" for the first field in which two spaces differ ("" when none), from the
+/// field table (SearchSpace::fields()).
 inline std::string search_space_mismatch(const SearchSpace& a, const SearchSpace& b) {
-  auto one = [](const char* name, auto x, auto y) {
-    return std::string(name) + " (" + detail::format_value(x) + " vs " + detail::format_value(y) +
-           ")";
-  };
-  if (a.spec.head_dim != b.spec.head_dim)
-    return one("spec.head_dim", a.spec.head_dim, b.spec.head_dim);
-  if (a.spec.rotary_dim != b.spec.rotary_dim)
-    return one("spec.rotary_dim", a.spec.rotary_dim, b.spec.rotary_dim);
-  if (a.spec.rope_theta != b.spec.rope_theta)
-    return one("spec.rope_theta", a.spec.rope_theta, b.spec.rope_theta);
-  if (a.spec.original_max_position != b.spec.original_max_position)
-    return one("spec.original_max_position", a.spec.original_max_position,
-               b.spec.original_max_position);
-  if (a.scale != b.scale) return one("scale", a.scale, b.scale);
-  if (a.method != b.method) return one("method", to_string(a.method), to_string(b.method));
-  if (a.critical_lower != b.critical_lower)
-    return one("critical_lower", a.critical_lower, b.critical_lower);
-  if (a.critical_upper != b.critical_upper)
-    return one("critical_upper", a.critical_upper, b.critical_upper);
-  if (a.lower_bound != b.lower_bound) return one("lower_bound", a.lower_bound, b.lower_bound);
-  if (a.upper_bound != b.upper_bound) return one("upper_bound", a.upper_bound, b.upper_bound);
-  if (a.step != b.step) return one("step", a.step, b.step);
-  if (a.monotonicity != b.monotonicity)
-    return one("monotonicity", to_string(a.monotonicity), to_string(b.monotonicity));
-  if (a.attention_factor != b.attention_factor)
-    return one("attention_factor", a.attention_factor, b.attention_factor);
-  return std::string();
+  return detail::first_field_mismatch(a, b, detail::kFieldDefining);
 }
 
 }  // namespace ropescale

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -38,7 +39,36 @@ struct SearchParams {
   bool thread_safe = false;  ///< the fitness may run concurrently; otherwise threads is ignored
   std::int64_t max_evaluations = 0;  ///< stop before an iteration that would exceed it; 0 = none
   double max_seconds = 0.0;          ///< stop at the first iteration boundary past it; 0 = none
+
+  /// The field table (detail/field_table.hpp): equality, search_params_mismatch and the
+  /// checkpoint JSON are derived from it. iterations is written but may grow on resume; the
+  /// run settings are neither written nor compared by resume.
+  static auto fields() {
+    using detail::kFieldDefining;
+    using detail::kFieldPersisted;
+    using detail::member_field;
+    constexpr unsigned kAll = kFieldPersisted | kFieldDefining;
+    return std::make_tuple(
+        member_field("population", &SearchParams::population, kAll),
+        member_field("parents", &SearchParams::parents, kAll),
+        member_field("mutations", &SearchParams::mutations, kAll),
+        member_field("crossovers", &SearchParams::crossovers, kAll),
+        member_field("iterations", &SearchParams::iterations, kFieldPersisted),
+        member_field("mutation_prob", &SearchParams::mutation_prob, kAll),
+        member_field("crossover_tries", &SearchParams::crossover_tries, kAll),
+        member_field("critical_mutation_prob", &SearchParams::critical_mutation_prob, kAll),
+        member_field("seed", &SearchParams::seed, kAll),
+        member_field("threads", &SearchParams::threads, 0u),
+        member_field("thread_safe", &SearchParams::thread_safe, 0u),
+        member_field("max_evaluations", &SearchParams::max_evaluations, 0u),
+        member_field("max_seconds", &SearchParams::max_seconds, 0u));
+  }
 };
+
+inline bool operator==(const SearchParams& a, const SearchParams& b) {
+  return detail::fields_equal(a, b);
+}
+inline bool operator!=(const SearchParams& a, const SearchParams& b) { return !(a == b); }
 
 /// Largest population, parents, mutations, crossovers and crossover_tries a search accepts
 /// (LongRoPE2 uses 64 / 32 / 16 / 16): every count and their sums stay far from overflow.
@@ -102,25 +132,11 @@ inline Status validate(const SearchParams& p) {
   return Status();
 }
 
-/// The first search-defining field in which two parameter sets differ ("" when none).
-/// iterations, threads, thread_safe and the stop limits are not search-defining.
+/// "name (a vs b)" for the first search-defining field in which two parameter sets differ (""
+/// when none), from the field table: iterations, threads, thread_safe and the stop limits are not
+/// search-defining.
 inline std::string search_params_mismatch(const SearchParams& a, const SearchParams& b) {
-  auto one = [](const char* name, auto x, auto y) {
-    return std::string(name) + " (" + detail::format_value(x) + " vs " + detail::format_value(y) +
-           ")";
-  };
-  if (a.population != b.population) return one("population", a.population, b.population);
-  if (a.parents != b.parents) return one("parents", a.parents, b.parents);
-  if (a.mutations != b.mutations) return one("mutations", a.mutations, b.mutations);
-  if (a.crossovers != b.crossovers) return one("crossovers", a.crossovers, b.crossovers);
-  if (a.mutation_prob != b.mutation_prob)
-    return one("mutation_prob", a.mutation_prob, b.mutation_prob);
-  if (a.crossover_tries != b.crossover_tries)
-    return one("crossover_tries", a.crossover_tries, b.crossover_tries);
-  if (a.critical_mutation_prob != b.critical_mutation_prob)
-    return one("critical_mutation_prob", a.critical_mutation_prob, b.critical_mutation_prob);
-  if (a.seed != b.seed) return one("seed", a.seed, b.seed);
-  return std::string();
+  return detail::first_field_mismatch(a, b, detail::kFieldDefining);
 }
 
 /// One evaluation: the genome and its loss (+infinity for a non-finite fitness value).
@@ -129,7 +145,17 @@ struct EvaluatedGenome {
   double loss = 0.0;
 };
 
-/// Everything needed to continue a search exactly. Written after every iteration.
+/// A candidate handed out by EvolutionSearch::ask() and not yet part of the history: its id is
+/// the history index it will take; `answered` once tell() gave its loss.
+struct PendingCandidate {
+  std::int64_t id = 0;
+  Genome genome;
+  bool answered = false;
+  double loss = 0.0;  ///< valid when answered (+infinity for a non-finite loss)
+};
+
+/// Everything needed to continue a search exactly: at an iteration boundary (pending empty; what
+/// the checkpoint callbacks receive) or in the middle of a batch (EvolutionSearch::state()).
 struct SearchState {
   SearchSpace space;
   SearchParams params;
@@ -137,6 +163,9 @@ struct SearchState {
   std::vector<EvaluatedGenome> history;  ///< every evaluation, in evaluation order
   std::vector<std::int64_t> population;  ///< current population: indices into history
   std::string rng_state;                 ///< std::mt19937_64 written with operator<<
+  /// The batch handed out and not yet complete, ids evaluations() + k; empty at a boundary.
+  /// Before the initial population is complete, history and population are empty.
+  std::vector<PendingCandidate> pending;
 
   std::int64_t evaluations() const noexcept { return static_cast<std::int64_t>(history.size()); }
 
@@ -155,8 +184,9 @@ struct SearchState {
   }
 };
 
-/// Checks a state for internal consistency: valid space and params, every history genome valid
-/// and distinct, losses not NaN, population indices distinct and in range, parseable RNG state.
+/// Checks a state for internal consistency: valid space and params, every history and pending
+/// genome valid and distinct, losses not NaN, pending ids consecutive after the history,
+/// population indices distinct and in range, parseable RNG state.
 /// Error code kParseError: a state comes from a checkpoint.
 inline Status validate(const SearchState& st) {
   auto bad = [](const std::string& what, const auto& value, const std::string& rule) {
@@ -169,7 +199,11 @@ inline Status validate(const SearchState& st) {
   if (st.iteration < 0) return bad("iteration", st.iteration, "must be >= 0");
   if (st.iteration > kMaxSearchIterations)
     return bad("iteration", st.iteration, "must be <= 2^30 (kMaxSearchIterations)");
-  if (st.history.empty()) return bad("history.size()", 0, "must be > 0");
+  const bool before_p0 = st.history.empty();
+  if (before_p0 && st.pending.empty())
+    return bad("history.size()", 0, "must be > 0 (or the initial population pending)");
+  if (before_p0 && st.iteration != 0)
+    return bad("iteration", st.iteration, "must be 0 before the initial population is complete");
   std::set<Genome> seen;
   for (std::size_t i = 0; i < st.history.size(); ++i) {
     const EvaluatedGenome& e = st.history[i];
@@ -184,7 +218,29 @@ inline Status validate(const SearchState& st) {
       return bad("history[" + std::to_string(i) + "]", "duplicate",
                  "every genome is evaluated once");
   }
-  if (st.population.empty()) return bad("population.size()", 0, "must be > 0");
+  for (std::size_t i = 0; i < st.pending.size(); ++i) {
+    const PendingCandidate& c = st.pending[i];
+    const std::string name = "pending[" + std::to_string(i) + "]";
+    const std::int64_t want = st.evaluations() + static_cast<std::int64_t>(i);
+    if (c.id != want)
+      return bad(name + ".id", c.id,
+                 "must be " + std::to_string(want) + " (history size + position in the batch)");
+    s = validate(st.space, c.genome);
+    if (!s.ok())
+      return Status(ErrorCode::kParseError,
+                    "ropescale: parse_error: search state " + name + ": " + s.message());
+    if (c.answered && (std::isnan(c.loss) || c.loss == -std::numeric_limits<double>::infinity()))
+      return bad(name + ".loss", c.loss, "must be a number or +infinity");
+    if (!seen.insert(c.genome).second)
+      return bad(name, "duplicate", "every genome is evaluated once");
+  }
+  if (before_p0) {
+    if (!st.population.empty())
+      return bad("population.size()", static_cast<std::int64_t>(st.population.size()),
+                 "must be 0 before the initial population is complete");
+  } else if (st.population.empty()) {
+    return bad("population.size()", 0, "must be > 0");
+  }
   std::set<std::int64_t> members;
   for (std::size_t i = 0; i < st.population.size(); ++i) {
     const std::int64_t idx = st.population[i];

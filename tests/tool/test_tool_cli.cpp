@@ -5,13 +5,17 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "schema_check.hpp"
@@ -362,6 +366,192 @@ TEST(ToolJson, WrittenFilesMatchTheSchema) {
     ++checked;
   }
   EXPECT_GT(checked, 0);
+}
+
+// ---- hostile model directories: config.json, model.safetensors, optimizer state, tokenizer -----
+
+// The config.json of a tiny Llama (8-dim, one layer) and its tensors as safetensors stores them.
+nlohmann::json tiny_config_json() {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"vocab_size", 8},
+          {"hidden_size", 8},
+          {"intermediate_size", 8},
+          {"num_hidden_layers", 1},
+          {"num_attention_heads", 2},
+          {"num_key_value_heads", 2},
+          {"head_dim", 4},
+          {"max_position_embeddings", 16},
+          {"rope_theta", 10000.0},
+          {"rms_norm_eps", 1e-5}};
+}
+
+std::vector<std::pair<std::string, std::vector<int>>> tiny_tensors() {
+  std::vector<std::pair<std::string, std::vector<int>>> t = {{"model.embed_tokens.weight", {8, 8}}};
+  for (const char* n : {"input_layernorm", "post_attention_layernorm"})
+    t.push_back({std::string("model.layers.0.") + n + ".weight", {8}});
+  for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+    t.push_back({std::string("model.layers.0.") + n + ".weight", {8, 8}});
+  t.push_back({"model.norm.weight", {8}});
+  t.push_back({"lm_head.weight", {8, 8}});
+  return t;
+}
+
+// A safetensors file of the tiny tensors, every weight `fill`, with `metadata`; `edit` may change
+// the header before it is written.
+void write_safetensors(const std::string& path, float fill, const nlohmann::json& metadata,
+                       const std::function<void(nlohmann::json&)>& edit = nullptr) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const auto& [name, shape] : tiny_tensors()) {
+    std::size_t n = 1;
+    for (int d : shape) n *= static_cast<std::size_t>(d);
+    const std::vector<float> values(n, fill);
+    const std::size_t begin = data.size();
+    data.append(reinterpret_cast<const char*>(values.data()), n * sizeof(float));
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size()}}};
+  }
+  header["__metadata__"] = metadata;
+  if (edit) edit(header);
+  const std::string h = header.dump();
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i)
+    bytes[static_cast<std::size_t>(i)] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes << h << data;
+}
+
+// A model directory of the tiny config; with optimizer state whose metadata is `position`.
+std::string tiny_model_dir(const std::string& name, float fill = 0.01f,
+                           const nlohmann::json& position = nullptr) {
+  const std::string dir = temp_path(name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << tiny_config_json().dump();
+  write_safetensors(dir + "/model.safetensors", fill, {{"format", "pt"}});
+  if (!position.is_null()) {
+    write_safetensors(dir + "/optimizer_m.safetensors", 0.0f, position);
+    write_safetensors(dir + "/optimizer_v.safetensors", 0.0f, position);
+  }
+  return dir;
+}
+
+// A config that asks for more than the file holds, or more than the tool allows, is refused
+// before any weight is allocated (2^20 hidden size used to request 4 TiB).
+TEST(ToolCli, ModelConfigSizesAreCheckedBeforeAllocating) {
+  const std::string dir = tiny_model_dir("huge");
+  const std::string out = dir + "/out";
+  nlohmann::json c = tiny_config_json();
+  c["hidden_size"] = 1 << 20;
+  c["num_attention_heads"] = 256;
+  c["num_key_value_heads"] = 256;
+  c["head_dim"] = 4096;
+  std::ofstream(dir + "/config.json", std::ios::trunc) << c.dump();
+  std::ofstream(dir + "/model.safetensors", std::ios::trunc)
+      << std::string("\x08\0\0\0\0\0\0\0{}      ", 16);
+  expect_bad_argument("finetune --model '" + dir + "' --out '" + out + "'", "finetune",
+                      {"parameters = ", "must be at most 2^30"}, 10.0);
+  // Within the bounds (1e9 parameters, 4 GB of weights) but a 16-byte file: the file is refused.
+  c = tiny_config_json();
+  c["vocab_size"] = 500000;
+  c["hidden_size"] = 1024;
+  c["intermediate_size"] = 1024;
+  c["num_attention_heads"] = 8;
+  c["num_key_value_heads"] = 8;
+  c["head_dim"] = 128;
+  std::ofstream(dir + "/config.json", std::ios::trunc) << c.dump();
+  expect_bad_argument("finetune --model '" + dir + "' --out '" + out + "'", "finetune",
+                      {dir + "/model.safetensors: tensor model.embed_tokens.weight = absent"},
+                      10.0);
+  EXPECT_FALSE(std::filesystem::exists(out));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ToolCli, ATensorDtypeOfTheWrongTypeExitsTwoNamingFileAndField) {
+  const std::string dir = tiny_model_dir("dtype");
+  for (const nlohmann::json& dtype : {nlohmann::json(5), nlohmann::json(nullptr)}) {
+    write_safetensors(dir + "/model.safetensors", 0.01f, {{"format", "pt"}},
+                      [&](nlohmann::json& h) { h["lm_head.weight"]["dtype"] = dtype; });
+    expect_bad_argument("finetune --model '" + dir + "' --out '" + dir + "/out'", "finetune",
+                        {dir + "/model.safetensors: tensor lm_head.weight dtype = " + dtype.dump(),
+                         "must be \"F32\""});
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ToolCli, NonFiniteWeightsAreRefusedAndNothingIsWritten) {
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+    const std::string dir = tiny_model_dir("nan", bad);
+    const std::string out = dir + "/out";
+    expect_bad_argument("finetune --model '" + dir + "' --out '" + out + "'", "finetune",
+                        {"model.safetensors: tensor model.embed_tokens.weight element 0 = ",
+                         "every weight must be finite"});
+    EXPECT_FALSE(std::filesystem::exists(out));
+    std::filesystem::remove_all(dir);
+  }
+}
+
+TEST(ToolCli, ResumeCountsAreCheckedIntegersInRange) {
+  const nlohmann::json good = {
+      {"step", "5"}, {"stage", "0"}, {"stage_step", "5"}, {"adam_steps", "5"}};
+  const std::string rule = "must be a decimal integer string in [0, 1000000000000]";
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Case> cases = {
+      {"step", "9223372036854775807", {"metadata step = \"9223372036854775807\"", rule}},
+      {"adam_steps",
+       "9223372036854775807",
+       {"metadata adam_steps = \"9223372036854775807\"", rule}},
+      {"step", "abc", {"metadata step = \"abc\"", rule}},
+      {"step", "12345678901234567890", {"metadata step = \"12345678901234567890\"", rule}},
+      {"stage", "99", {"resume stage = 99", "must be in [0, 4]: the plan has 5 stages"}},
+      {"stage_step", "10", {"resume stage_step = 10", "must be in [0, 9]"}}};
+  for (const Case& k : cases) {
+    nlohmann::json position = good;
+    position[k.key] = k.value;
+    const std::string dir = tiny_model_dir("resume", 0.01f, position);
+    const std::string before = read_text(dir + "/model.safetensors");
+    expect_bad_argument("train --out '" + dir + "' --resume --plan smoke", "train", k.needles);
+    EXPECT_EQ(read_text(dir + "/model.safetensors"), before);  // nothing rewritten
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// A llama2.c tokenizer of `vocab` pieces: <unk>, BOS, EOS, the 256 byte pieces, then filler;
+// `space` adds the " " piece.
+std::string llama2c_tokenizer(int vocab, bool space) {
+  std::vector<std::string> pieces = {"<unk>", "\n<s>\n", "\n</s>\n"};
+  for (int b = 0; b < 256; ++b) {
+    char p[8];
+    std::snprintf(p, sizeof p, "<0x%02X>", b);
+    pieces.push_back(p);
+  }
+  if (space) pieces.push_back(" ");
+  while (static_cast<int>(pieces.size()) < vocab)
+    pieces.push_back("w" + std::to_string(pieces.size()));
+  std::string bytes;
+  auto put = [&](const void* p, std::size_t n) { bytes.append(static_cast<const char*>(p), n); };
+  const std::int32_t max_len = 8;
+  put(&max_len, 4);
+  for (const std::string& p : pieces) {
+    const float score = -1.0f;
+    const auto len = static_cast<std::int32_t>(p.size());
+    put(&score, 4);
+    put(&len, 4);
+    put(p.data(), p.size());
+  }
+  return bytes;
+}
+
+TEST(ToolCli, ATokenizerWithoutTheSpacePieceIsRefusedOnLoad) {
+  const std::string path = temp_path("tok_no_space.bin");
+  std::ofstream(path, std::ios::binary) << llama2c_tokenizer(512, false);
+  expect_bad_argument("stories260k --tokenizer '" + path + "'", "stories260k",
+                      {"--tokenizer", "no \" \" piece"}, 30.0);
+  std::remove(path.c_str());
 }
 
 }  // namespace

@@ -5,12 +5,15 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
+#include "ropescale/detail/field_table.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -65,95 +68,143 @@ inline Status checkpoint_string(const nlohmann::json& j, const std::string& pare
   return Status();
 }
 
-inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
-  nlohmann::json j{{"head_dim", sp.spec.head_dim},
-                   {"rotary_dim", sp.spec.rotary_dim},
-                   {"rope_theta", sp.spec.rope_theta},
-                   {"original_max_position", sp.spec.original_max_position},
-                   {"scale", sp.scale},
-                   {"method", to_string(sp.method)},
-                   {"critical_lower", sp.critical_lower},
-                   {"critical_upper", sp.critical_upper},
-                   {"lower_bound", sp.lower_bound},
-                   {"upper_bound", sp.upper_bound},
-                   {"step", sp.step},
-                   {"monotonicity", to_string(sp.monotonicity)},
-                   {"attention_factor", sp.attention_factor}};
-  // Proportional specs only (RopeSpec::freq_dim); other checkpoints keep their keys.
-  if (sp.spec.frequency_dim() != sp.spec.rotary_dim) j["freq_dim"] = sp.spec.freq_dim;
-  return j;
+// One field value, both ways. Enumerations are written as their to_string() names.
+inline nlohmann::json checkpoint_value_json(SearchMethod m) { return to_string(m); }
+inline nlohmann::json checkpoint_value_json(Monotonicity m) { return to_string(m); }
+template <class T>
+nlohmann::json checkpoint_value_json(const T& v) {
+  return v;
 }
 
-inline Status checkpoint_space_from(const nlohmann::json& j, SearchSpace* out) {
-  const std::string p = "space";
-  SearchSpace sp;
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "head_dim", &sp.spec.head_dim));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "rotary_dim", &sp.spec.rotary_dim));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "rope_theta", &sp.spec.rope_theta));
-  if (j.is_object() && j.contains("freq_dim"))
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "freq_dim", &sp.spec.freq_dim));
-  ROPESCALE_RETURN_IF_ERROR(
-      checkpoint_int(j, p, "original_max_position", &sp.spec.original_max_position));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "scale", &sp.scale));
-  std::string method;
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, "method", &method));
-  if (method == "longrope2")
-    sp.method = SearchMethod::kLongRoPE2;
-  else if (method == "longrope")
-    sp.method = SearchMethod::kLongRoPE;
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              std::int64_t* out) {
+  return checkpoint_int(j, p, name, out);
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              double* out) {
+  return checkpoint_double(j, p, name, out);
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              std::uint64_t* out) {
+  const nlohmann::json* v = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, p, name, &v));
+  if (!v->is_number_unsigned() && !(v->is_number_integer() && v->get<std::int64_t>() >= 0))
+    return checkpoint_fail(p + "." + name, "must be an unsigned integer");
+  *out = v->get<std::uint64_t>();
+  return Status();
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              int* out) {
+  std::int64_t v = 0;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, name, &v));
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    return checkpoint_fail(p + "." + name, "is out of range");
+  *out = static_cast<int>(v);
+  return Status();
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              bool* out) {
+  const nlohmann::json* v = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, p, name, &v));
+  if (!v->is_boolean()) return checkpoint_fail(p + "." + name, "must be true or false");
+  *out = v->get<bool>();
+  return Status();
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              SearchMethod* out) {
+  std::string v;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, name, &v));
+  if (v == "longrope2")
+    *out = SearchMethod::kLongRoPE2;
+  else if (v == "longrope")
+    *out = SearchMethod::kLongRoPE;
   else
-    return checkpoint_fail("space.method",
-                           "must be \"longrope2\" or \"longrope\", not " + format_value(method));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "critical_lower", &sp.critical_lower));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "critical_upper", &sp.critical_upper));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "lower_bound", &sp.lower_bound));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "upper_bound", &sp.upper_bound));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "step", &sp.step));
-  std::string mono;
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, "monotonicity", &mono));
-  if (mono == "non_decreasing")
-    sp.monotonicity = Monotonicity::kNonDecreasing;
-  else if (mono == "strictly_increasing")
-    sp.monotonicity = Monotonicity::kStrictlyIncreasing;
+    return checkpoint_fail(p + "." + name,
+                           "must be \"longrope2\" or \"longrope\", not " + format_value(v));
+  return Status();
+}
+inline Status checkpoint_read(const nlohmann::json& j, const std::string& p, const char* name,
+                              Monotonicity* out) {
+  std::string v;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_string(j, p, name, &v));
+  if (v == "non_decreasing")
+    *out = Monotonicity::kNonDecreasing;
+  else if (v == "strictly_increasing")
+    *out = Monotonicity::kStrictlyIncreasing;
   else
     return checkpoint_fail(
-        "space.monotonicity",
-        "must be \"non_decreasing\" or \"strictly_increasing\", not " + format_value(mono));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "attention_factor", &sp.attention_factor));
-  *out = sp;
+        p + "." + name,
+        "must be \"non_decreasing\" or \"strictly_increasing\", not " + format_value(v));
   return Status();
 }
 
-inline nlohmann::json checkpoint_params_json(const SearchParams& pr) {
-  return nlohmann::json{{"population", pr.population},
-                        {"parents", pr.parents},
-                        {"mutations", pr.mutations},
-                        {"crossovers", pr.crossovers},
-                        {"iterations", pr.iterations},
-                        {"mutation_prob", pr.mutation_prob},
-                        {"crossover_tries", pr.crossover_tries},
-                        {"critical_mutation_prob", pr.critical_mutation_prob},
-                        {"seed", pr.seed}};
+// The persisted fields of a struct's field table (field_table.hpp) as one JSON object.
+template <class S>
+nlohmann::json checkpoint_fields_json(const S& s) {
+  nlohmann::json j = nlohmann::json::object();
+  for_each_field(S::fields(), [&](const auto& f) {
+    if (!f.has(kFieldPersisted) || (f.has(kFieldOptional) && f.omit(s))) return;
+    j[f.name] = checkpoint_value_json(f.get(s));
+  });
+  return j;
 }
 
+// Reads the persisted fields of S from the object j (named `parent` in messages) over defaults.
+template <class S>
+Status checkpoint_fields_from(const nlohmann::json& j, const std::string& parent, S* out) {
+  if (!j.is_object()) return checkpoint_fail(parent, "must be an object");
+  S s;
+  Status status;
+  for_each_field(S::fields(), [&](const auto& f) {
+    if (!status.ok() || !f.has(kFieldPersisted)) return;
+    if (f.has(kFieldOptional) && !j.contains(f.name)) return;
+    typename std::decay_t<decltype(f)>::value_type v{};
+    status = checkpoint_read(j, parent, f.name, &v);
+    if (status.ok()) f.set(s, v);
+  });
+  if (status.ok()) *out = s;
+  return status;
+}
+
+inline nlohmann::json checkpoint_space_json(const SearchSpace& sp) {
+  return checkpoint_fields_json(sp);
+}
+inline Status checkpoint_space_from(const nlohmann::json& j, SearchSpace* out) {
+  return checkpoint_fields_from(j, "space", out);
+}
+inline nlohmann::json checkpoint_params_json(const SearchParams& pr) {
+  return checkpoint_fields_json(pr);
+}
 inline Status checkpoint_params_from(const nlohmann::json& j, SearchParams* out) {
-  const std::string p = "params";
-  SearchParams pr;
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "population", &pr.population));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "parents", &pr.parents));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "mutations", &pr.mutations));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "crossovers", &pr.crossovers));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "iterations", &pr.iterations));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_double(j, p, "mutation_prob", &pr.mutation_prob));
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, p, "crossover_tries", &pr.crossover_tries));
-  ROPESCALE_RETURN_IF_ERROR(
-      checkpoint_double(j, p, "critical_mutation_prob", &pr.critical_mutation_prob));
-  const nlohmann::json* seed = nullptr;
-  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, p, "seed", &seed));
-  if (!seed->is_number_unsigned() && !(seed->is_number_integer() && seed->get<std::int64_t>() >= 0))
-    return checkpoint_fail("params.seed", "must be an unsigned integer");
-  pr.seed = seed->get<std::uint64_t>();
-  *out = pr;
+  return checkpoint_fields_from(j, "params", out);
+}
+
+// {"c": .., "steps": [..], "loss": number | null (+inf)}; the loss may be absent when optional
+// (*answered then false).
+inline Status checkpoint_genome_from(const nlohmann::json& e, const std::string& name, Genome* g,
+                                     double* loss_out, bool loss_optional, bool* answered) {
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_int(e, name, "c", &g->critical_pair));
+  const nlohmann::json* steps = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "steps", &steps));
+  if (!steps->is_array()) return checkpoint_fail(name + ".steps", "must be an array");
+  g->steps.reserve(steps->size());
+  for (const nlohmann::json& k : *steps) {
+    if (!k.is_number_integer()) return checkpoint_fail(name + ".steps", "must hold integers");
+    g->steps.push_back(k.get<std::int64_t>());
+  }
+  if (loss_optional && !e.contains("loss")) {
+    *answered = false;
+    return Status();
+  }
+  const nlohmann::json* loss = nullptr;
+  ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "loss", &loss));
+  if (loss->is_null())
+    *loss_out = std::numeric_limits<double>::infinity();
+  else if (loss->is_number())
+    *loss_out = loss->get<double>();
+  else
+    return checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+  if (answered != nullptr) *answered = true;
   return Status();
 }
 
@@ -168,10 +219,10 @@ inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
         "must be \"" + std::string(kSearchCheckpointFormat) + "\", not " + format_value(format));
   std::int64_t version = 0;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_int(j, root, "version", &version));
-  if (version != kSearchCheckpointVersion)
-    return checkpoint_fail(
-        "checkpoint.version",
-        "must be " + std::to_string(kSearchCheckpointVersion) + ", not " + std::to_string(version));
+  if (version < 1 || version > kSearchCheckpointVersion)
+    return checkpoint_fail("checkpoint.version", "must be 1 to " +
+                                                     std::to_string(kSearchCheckpointVersion) +
+                                                     ", not " + std::to_string(version));
   SearchState st;
   const nlohmann::json* field = nullptr;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "space", &field));
@@ -185,27 +236,24 @@ inline Status checkpoint_state_from(const nlohmann::json& j, SearchState* out) {
   if (!history->is_array()) return checkpoint_fail("checkpoint.history", "must be an array");
   st.history.reserve(history->size());
   for (std::size_t i = 0; i < history->size(); ++i) {
-    const std::string name = "history[" + std::to_string(i) + "]";
-    const nlohmann::json& e = (*history)[i];
     EvaluatedGenome eg;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_int(e, name, "c", &eg.genome.critical_pair));
-    const nlohmann::json* steps = nullptr;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "steps", &steps));
-    if (!steps->is_array()) return checkpoint_fail(name + ".steps", "must be an array");
-    eg.genome.steps.reserve(steps->size());
-    for (const nlohmann::json& k : *steps) {
-      if (!k.is_number_integer()) return checkpoint_fail(name + ".steps", "must hold integers");
-      eg.genome.steps.push_back(k.get<std::int64_t>());
-    }
-    const nlohmann::json* loss = nullptr;
-    ROPESCALE_RETURN_IF_ERROR(checkpoint_field(e, name, "loss", &loss));
-    if (loss->is_null())
-      eg.loss = std::numeric_limits<double>::infinity();
-    else if (loss->is_number())
-      eg.loss = loss->get<double>();
-    else
-      return checkpoint_fail(name + ".loss", "must be a number or null (+infinity)");
+    ROPESCALE_RETURN_IF_ERROR(
+        checkpoint_genome_from((*history)[i], "history[" + std::to_string(i) + "]", &eg.genome,
+                               &eg.loss, /*loss_optional=*/false, nullptr));
     st.history.push_back(std::move(eg));
+  }
+  if (j.contains("pending")) {
+    const nlohmann::json& pending = j["pending"];
+    if (version < 2) return checkpoint_fail("checkpoint.pending", "needs version 2");
+    if (!pending.is_array()) return checkpoint_fail("checkpoint.pending", "must be an array");
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      const std::string name = "pending[" + std::to_string(i) + "]";
+      PendingCandidate c;
+      ROPESCALE_RETURN_IF_ERROR(checkpoint_int(pending[i], name, "id", &c.id));
+      ROPESCALE_RETURN_IF_ERROR(checkpoint_genome_from(pending[i], name, &c.genome, &c.loss,
+                                                       /*loss_optional=*/true, &c.answered));
+      st.pending.push_back(std::move(c));
+    }
   }
   const nlohmann::json* pop = nullptr;
   ROPESCALE_RETURN_IF_ERROR(checkpoint_field(j, root, "population", &pop));

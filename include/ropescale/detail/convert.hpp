@@ -8,6 +8,7 @@
 #include <Eigen/Core>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace ropescale {
 namespace detail {
@@ -80,6 +81,11 @@ inline void set_raw_bits(H& h, std::uint16_t b) noexcept {
   static_assert(sizeof(H) == sizeof(std::uint16_t), "16-bit float expected");
   std::memcpy(static_cast<void*>(&h), &b, sizeof b);
 }
+
+/// Arithmetic type for a storage type: double for double, float for everything else.
+template <typename T>
+using compute_t =
+    std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
 
 // Element loads and stores between storage T and compute type C, branch-free for 16-bit types
 // so that the kernels' loops vectorize with the conversion fused in.

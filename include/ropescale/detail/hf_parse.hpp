@@ -11,10 +11,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -262,13 +265,29 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   }
 
   // M-RoPE sections (Qwen2-VL: rope_scaling {"type": "mrope", "mrope_section": [16, 24, 24]};
-  // Qwen3-VL adds "mrope_interleaved": true, and its code always interleaves).
-  if (const Json* ms = find_member(*block, "mrope_section")) {
-    const std::string path = bname + ".mrope_section";
-    if (!ms->is_array() || ms->size() != 3)
-      return json_type_error(path, *ms, "must be an array of 3 integers (t, h, w pairs)");
+  // Qwen3-VL adds "mrope_interleaved": true, and its code always interleaves; ERNIE 4.5 VL's
+  // class alternates h/w; HunYuan-VL writes 4 sections as `xdrope_section`, which HF's
+  // HunYuanVLTextConfig renames to mrope_section, refusing two different lists).
+  const bool ernie_vl = nm.family.rfind("ernie4_5_vl", 0) == 0;
+  const Json* ms = find_member(*block, "mrope_section");
+  std::string ms_path = bname + ".mrope_section";
+  if (const Json* xs = find_member(*block, "xdrope_section")) {
+    if (ms == nullptr) {
+      ms = xs;
+      ms_path = bname + ".xdrope_section";
+    } else if (*ms != *xs) {
+      return make_status(ErrorCode::kInvalidArgument, bname + ".xdrope_section", json_excerpt(*xs),
+                         "differs from mrope_section (" + json_excerpt(*ms) +
+                             "); HF reads xdrope_section as another name for it");
+    }
+  }
+  if (ms != nullptr) {
+    const std::string& path = ms_path;
+    if (!ms->is_array() || ms->empty() || ms->size() > static_cast<std::size_t>(kMaxMropeAxes))
+      return json_type_error(path, *ms,
+                             "must be an array of 1 to 4 integers (pairs per position axis)");
     std::int64_t sum = 0;
-    for (std::size_t a = 0; a < 3; ++a) {
+    for (std::size_t a = 0; a < ms->size(); ++a) {
       std::int64_t v = 0;
       ROPESCALE_RETURN_IF_ERROR(read_int((*ms)[a], path + "[" + std::to_string(a) + "]", &v));
       if (v < 0 || v > c.spec.pairs())
@@ -287,6 +306,21 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
         return json_type_error(bname + ".mrope_interleaved", *mi, "must be true or false");
       c.mrope_interleaved = mi->get<bool>();
     }
+    if (ernie_vl && c.mrope_interleaved)
+      return make_status(ErrorCode::kUnsupported, bname + ".mrope_interleaved", true,
+                         "ERNIE 4.5 VL's layout is its own 3D one, not Qwen3-VL's interleaving");
+    c.mrope_layout = c.mrope_interleaved ? MropeLayout::kInterleaved
+                     : ernie_vl          ? MropeLayout::kErnie3d
+                                         : MropeLayout::kSectioned;
+    if (c.mrope_layout != MropeLayout::kSectioned && c.mrope_section.size() != 3)
+      return make_status(ErrorCode::kInvalidArgument, path + ".size()",
+                         static_cast<std::int64_t>(c.mrope_section.size()),
+                         std::string("must be 3 (temporal, height, width) for the ") +
+                             to_string(c.mrope_layout) + " layout");
+    if (c.mrope_layout == MropeLayout::kErnie3d && c.mrope_section[0] != c.mrope_section[1])
+      return make_status(ErrorCode::kInvalidArgument, path + "[1]", c.mrope_section[1],
+                         "must equal mrope_section[0] (" + std::to_string(c.mrope_section[0]) +
+                             "): ERNIE's 3D layout alternates height and width pair by pair");
   } else if (find_member(*block, "mrope_interleaved") != nullptr) {
     return missing_field(bname + ".mrope_section", "mrope_interleaved needs the sections");
   }
@@ -299,7 +333,11 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
       is_mla_family_key(j) || nm.family == "deepseek_v2" || nm.family == "deepseek_v3" ||
       nm.family == "deepseek_v32" || nm.family == "kimi_k2" ||
       // GPT-J / CodeGen rotate_every_two; GLM / GLM-4 rotate_half_llm.
-      nm.family == "gptj" || nm.family == "codegen" || nm.family == "glm" || nm.family == "glm4";
+      nm.family == "gptj" || nm.family == "codegen" || nm.family == "glm" || nm.family == "glm4" ||
+      // ERNIE 4.5 (text and VL): rotate_half_text over (2i, 2i + 1) (modeling_ernie4_5*.py).
+      nm.family.rfind("ernie4_5", 0) == 0 ||
+      // Llama 4: view_as_complex over (2i, 2i + 1) (modeling_llama4.py apply_rotary_emb).
+      nm.family == "llama4_text" || nm.family == "llama4";
   if (const Json* ri = find_member(j, "rope_interleave")) {
     if (!ri->is_boolean())
       return json_type_error(tp + "rope_interleave", *ri, "must be true or false");
@@ -327,6 +365,7 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   c.spec.original_max_position = top_original.value_or(max_pos);
 
   bool factor_derived = false;  // yarn's s from the windows, not from the block's factor
+  bool alpha_key = false;       // the ntk generator's "factor" is HunYuan's alpha
   switch (c.rope_type) {
     case RopeType::kDefault:
       break;
@@ -338,10 +377,39 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
       if (find_member(*block, "factor") != nullptr)
         ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
       break;
-    case RopeType::kDynamic:
-      ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
+    case RopeType::kDynamic: {
+      // HunYuan (HunYuanDenseV1RotaryEmbedding; also its MoE and VL models): a truthy
+      // rope_scaling.alpha replaces dynamic NTK by a fixed base rope_theta * alpha^(d/(d-2)) over
+      // the whole head_dim, at every length. Other families' dynamic NTK ignores alpha.
+      const Json* al = find_member(*block, "alpha");
+      const bool hunyuan = nm.family.rfind("hunyuan", 0) == 0;
+      if (hunyuan && al != nullptr && !(al->is_number() && al->get<double>() == 0.0)) {
+        ROPESCALE_RETURN_IF_ERROR(read_double(*al, bname + ".alpha", &c.ntk_alpha));
+        if (!(c.ntk_alpha >= 1.0))
+          return make_status(ErrorCode::kInvalidArgument, bname + ".alpha", c.ntk_alpha,
+                             "must be >= 1 (base = rope_theta * alpha^(d/(d-2)))");
+        const double d = static_cast<double>(c.spec.head_dim);
+        const double log_base =
+            std::log(c.spec.rope_theta) + std::log(c.ntk_alpha) * d / std::max(d - 2.0, 1.0);
+        if (!(log_base <= std::log(kMaxRopeTheta)) || c.spec.head_dim <= 2)
+          return make_status(ErrorCode::kInvalidArgument, bname + ".alpha", c.ntk_alpha,
+                             "rope_theta * alpha^(d/(d-2)) must be <= kMaxRopeTheta (1e12) and "
+                             "head_dim > 2 (head_dim " +
+                                 std::to_string(c.spec.head_dim) + ")");
+        if (c.spec.rotary_dim != c.spec.head_dim)
+          return make_status(ErrorCode::kUnsupported, bname + ".alpha", c.ntk_alpha,
+                             "HunYuan's alpha rotates the whole head_dim (" +
+                                 std::to_string(c.spec.head_dim) +
+                                 "); a partial rotary_dim is not defined for it");
+        if (find_member(*block, "factor") != nullptr)
+          ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
+        alpha_key = true;
+      } else {
+        ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
+      }
       c.spec.original_max_position = max_pos;  // HF's dynamic NTK window
       break;
+    }
     case RopeType::kYarn: {
       YarnParams& y = c.yarn;
       const bool legacy = options.yarn == YarnSemantics::kLegacy;
@@ -470,6 +538,7 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   // The generators validate what was read: both tables HF could use must build. Their messages
   // name the parameter; the config key it came from is named instead.
   std::vector<ConfigKey> keys = {{"rope_theta", theta_path, ""}};
+  if (alpha_key) keys.push_back({"factor", bname + ".alpha", ""});
   if (factor_derived)
     keys.push_back({"factor", bname + ".factor",
                     " (derived as max_position_embeddings / "
@@ -482,36 +551,139 @@ inline Status parse_flat(const Json& j, const HfImportOptions& options, const Fl
   return Status();
 }
 
-// HF config-class defaults that decide the RoPE when a published config leaves them out
-// (configuration_gemma3.py Gemma3TextConfig, configuration_gemma.py / gemma2, Qwen3Config).
-inline void apply_class_defaults(const std::string& family, Json* w) {
-  auto set = [w](const char* key, const Json& v) {
-    if (find_member(*w, key) == nullptr) (*w)[key] = v;
+// One default of a transformers config class: what HF's model gets when config.json leaves
+// `key` out. `families` lists the model_types the class serves (comma-separated).
+struct ClassDefault {
+  const char* families;
+  const char* key;
+  double value;
+  const char* source;  // the class it was transcribed from (transformers' configuration_*.py)
+};
+
+// The config-class defaults that decide the RoPE when a published config leaves them out. Each
+// row is transcribed from the class's __init__ / __post_init__ defaults (transformers v5).
+inline const std::vector<ClassDefault>& class_default_table() {
+  static const std::vector<ClassDefault> kTable = {
+      // Gemma3TextConfig (configuration_gemma3.py)
+      {"gemma3_text,gemma3", "head_dim", 256, "Gemma3TextConfig"},
+      {"gemma3_text,gemma3", "hidden_size", 2304, "Gemma3TextConfig"},
+      {"gemma3_text,gemma3", "num_attention_heads", 8, "Gemma3TextConfig"},
+      {"gemma3_text,gemma3", "num_hidden_layers", 26, "Gemma3TextConfig"},
+      {"gemma3_text,gemma3", "max_position_embeddings", 131072, "Gemma3TextConfig"},
+      {"gemma3_text,gemma3", "rope_theta", 1000000.0, "Gemma3TextConfig"},
+      // Gemma3nTextConfig (configuration_gemma3n.py): rope_local_base_freq for sliding layers
+      {"gemma3n_text,gemma3n", "head_dim", 256, "Gemma3nTextConfig"},
+      {"gemma3n_text,gemma3n", "num_hidden_layers", 35, "Gemma3nTextConfig"},
+      {"gemma3n_text,gemma3n", "max_position_embeddings", 32768, "Gemma3nTextConfig"},
+      {"gemma3n_text,gemma3n", "rope_theta", 1000000.0, "Gemma3nTextConfig"},
+      {"gemma3n_text,gemma3n", "rope_local_base_freq", 10000.0, "Gemma3nTextConfig"},
+      // GemmaConfig / Gemma2Config (configuration_gemma.py, configuration_gemma2.py)
+      {"gemma,gemma2", "head_dim", 256, "GemmaConfig / Gemma2Config"},
+      {"gemma,gemma2", "max_position_embeddings", 8192, "GemmaConfig / Gemma2Config"},
+      {"gemma,gemma2", "rope_theta", 10000.0, "GemmaConfig / Gemma2Config"},
+      // Qwen3Config and its MoE / VL text classes: head_dim 128, independent of hidden_size
+      {"qwen3,qwen3_moe,qwen3_vl_text,qwen3_vl_moe_text", "head_dim", 128, "Qwen3Config"},
+      // GlmConfig / Glm4Config / Glm4MoeConfig: kwargs.setdefault("partial_rotary_factor", 0.5)
+      // "for BC" (GLM-4-9B -hf checkpoints omit it), head_dim 128
+      {"glm", "partial_rotary_factor", 0.5, "GlmConfig"},
+      {"glm", "head_dim", 128, "GlmConfig"},
+      {"glm4", "partial_rotary_factor", 0.5, "Glm4Config"},
+      {"glm4", "head_dim", 128, "Glm4Config"},
+      {"glm4_moe", "partial_rotary_factor", 0.5, "Glm4MoeConfig"},
+      {"glm4_moe", "head_dim", 128, "Glm4MoeConfig"},
+      // NemotronConfig, RecurrentGemmaConfig, PhiConfig, PersimmonConfig: half the head rotates
+      {"nemotron", "partial_rotary_factor", 0.5, "NemotronConfig"},
+      {"recurrent_gemma", "partial_rotary_factor", 0.5, "RecurrentGemmaConfig"},
+      {"phi", "partial_rotary_factor", 0.5, "PhiConfig"},
+      {"persimmon", "partial_rotary_factor", 0.5, "PersimmonConfig"},
+      {"persimmon", "rope_theta", 25000.0, "PersimmonConfig"},
+      // StableLmConfig: a quarter of the head rotates
+      {"stablelm", "partial_rotary_factor", 0.25, "StableLmConfig"},
+      // GPTNeoXConfig: rotary_pct 0.25, rotary_emb_base 10000
+      {"gpt_neox", "rotary_pct", 0.25, "GPTNeoXConfig"},
+      {"gpt_neox", "rotary_emb_base", 10000.0, "GPTNeoXConfig"},
+      // Qwen3NextConfig, Qwen3_5MoeTextConfig: head_dim 256, a quarter of it rotates
+      {"qwen3_next", "partial_rotary_factor", 0.25, "Qwen3NextConfig"},
+      {"qwen3_next", "head_dim", 256, "Qwen3NextConfig"},
+      {"qwen3_next", "num_hidden_layers", 48, "Qwen3NextConfig"},
+      {"qwen3_5_moe_text,qwen3_5_moe", "partial_rotary_factor", 0.25, "Qwen3_5MoeTextConfig"},
+      // Llama4TextConfig: 48 layers, every 4th NoPE, head_dim 128, theta 5e5
+      {"llama4_text,llama4", "head_dim", 128, "Llama4TextConfig"},
+      {"llama4_text,llama4", "rope_theta", 500000.0, "Llama4TextConfig"},
+      {"llama4_text,llama4", "num_hidden_layers", 48, "Llama4TextConfig"},
+      {"llama4_text,llama4", "max_position_embeddings", 131072, "Llama4TextConfig"},
+      // SmolLM3Config: 36 layers, every 4th NoPE, theta 2e6
+      {"smollm3", "rope_theta", 2000000.0, "SmolLM3Config"},
+      {"smollm3", "num_hidden_layers", 36, "SmolLM3Config"},
+      {"smollm3", "max_position_embeddings", 32768, "SmolLM3Config"},
   };
-  if (family == "gemma3_text" || family == "gemma3") {
-    set("head_dim", 256);
-    set("hidden_size", 2304);
-    set("num_attention_heads", 8);
-    set("num_hidden_layers", 26);
-    set("max_position_embeddings", 131072);
-    set("rope_theta", 1000000.0);
-  } else if (family == "gemma" || family == "gemma2") {
-    set("head_dim", 256);
-    set("max_position_embeddings", 8192);
-    set("rope_theta", 10000.0);
-  } else if (family == "qwen3" || family == "qwen3_moe" || family == "qwen3_vl_text" ||
-             family == "qwen3_vl_moe_text") {
-    set("head_dim", 128);
+  return kTable;
+}
+
+inline bool family_in(const std::string& family, const char* list) {
+  const std::string l = list;
+  std::size_t pos = 0;
+  while (pos <= l.size()) {
+    const std::size_t comma = std::min(l.find(',', pos), l.size());
+    if (l.compare(pos, comma - pos, family) == 0 && comma - pos == family.size()) return true;
+    pos = comma + 1;
+  }
+  return false;
+}
+
+// Fills the fields `w` leaves out with its class's defaults and lists each one used in *used
+// ("partial_rotary_factor = 0.5 (GlmConfig default)"). A field the rope block carries (v5 moves
+// rope_theta and partial_rotary_factor there) counts as present.
+inline void apply_class_defaults(const std::string& family, Json* w,
+                                 std::vector<std::string>* used) {
+  const Json* block = find_member(*w, "rope_parameters");
+  if (block == nullptr) block = find_member(*w, "rope_scaling");
+  std::vector<std::pair<std::string, double>> add;
+  for (const ClassDefault& d : class_default_table()) {
+    if (!family_in(family, d.families)) continue;
+    if (find_member(*w, d.key) != nullptr) continue;
+    if (block != nullptr && find_member(*block, d.key) != nullptr) continue;
+    // rope_theta and GPT-NeoX's rotary_emb_base name one value: either one given is the base.
+    const std::string key = d.key;
+    if ((key == "rotary_emb_base" || key == "rope_theta") &&
+        (find_member(*w, "rope_theta") != nullptr ||
+         find_member(*w, "rotary_emb_base") != nullptr ||
+         (block != nullptr && find_member(*block, "rope_theta") != nullptr)))
+      continue;
+    add.emplace_back(d.key, d.value);
+    if (used != nullptr)
+      used->push_back(std::string(d.key) + " = " + format_value(d.value) + " (" + d.source +
+                      " default)");
+  }
+  for (const auto& kv : add) {
+    const double v = kv.second;
+    if (v == std::floor(v) && kv.first != "rope_theta" && kv.first != "rotary_emb_base" &&
+        kv.first != "rope_local_base_freq")
+      (*w)[kv.first] = static_cast<std::int64_t>(v);
+    else
+      (*w)[kv.first] = v;
   }
 }
 
+// Gemma 3 and Gemma 3n: sliding layers at rope_local_base_freq (Gemma3TextConfig,
+// Gemma3nTextConfig).
 inline bool is_gemma3(const std::string& family) {
-  return family == "gemma3_text" || family == "gemma3";
+  return family == "gemma3_text" || family == "gemma3" || family == "gemma3n_text" ||
+         family == "gemma3n";
 }
 
 }  // namespace detail
 
 namespace detail {
+
+// Every source of the layer count (layer_types, no_rope_layers, num_hidden_layers) is held to
+// kMaxConfigLayers before anything is allocated per layer.
+inline Status check_layer_count(const std::string& path, std::int64_t n) {
+  if (n > kMaxConfigLayers)
+    return make_status(ErrorCode::kInvalidArgument, path, n,
+                       "must be <= kMaxConfigLayers = " + std::to_string(kMaxConfigLayers));
+  return Status();
+}
 
 inline Status read_layer_types(const Json& w, const std::string& tp,
                                std::vector<std::string>* out) {
@@ -519,6 +691,9 @@ inline Status read_layer_types(const Json& w, const std::string& tp,
   if (lt == nullptr) return Status();
   if (!lt->is_array())
     return json_type_error(tp + "layer_types", *lt, "must be an array of strings");
+  ROPESCALE_RETURN_IF_ERROR(
+      check_layer_count(tp + "layer_types.size()", static_cast<std::int64_t>(lt->size())));
+  out->reserve(lt->size());
   for (std::size_t i = 0; i < lt->size(); ++i) {
     if (!(*lt)[i].is_string())
       return json_type_error(tp + "layer_types[" + std::to_string(i) + "]", (*lt)[i],
@@ -526,6 +701,29 @@ inline Status read_layer_types(const Json& w, const std::string& tp,
     out->push_back((*lt)[i].get<std::string>());
   }
   return Status();
+}
+
+// The top-level keys parse_flat reads. A flat config per layer type is built from these alone
+// (plus that type's rope block), so its cost does not grow with the rest of the config.
+inline const std::vector<const char*>& flat_keys() {
+  static const std::vector<const char*> kKeys = {"head_dim",
+                                                 "hidden_size",
+                                                 "num_attention_heads",
+                                                 "kv_channels",
+                                                 "n_embd",
+                                                 "n_head",
+                                                 "d_model",
+                                                 "n_heads",
+                                                 "qk_rope_head_dim",
+                                                 "rotary_dim",
+                                                 "rope_theta",
+                                                 "rotary_emb_base",
+                                                 "rope_interleave",
+                                                 "partial_rotary_factor",
+                                                 "rotary_pct",
+                                                 "max_position_embeddings",
+                                                 "original_max_position_embeddings"};
+  return kKeys;
 }
 
 // A copy whose containers nested deeper than kMaxCopyDepth are cut to empty ones: nlohmann's copy
@@ -541,6 +739,198 @@ inline Json bounded_copy(const Json& v, int depth = 0) {
   } else {
     for (auto it = v.begin(); it != v.end(); ++it) out[it.key()] = bounded_copy(*it, depth + 1);
   }
+  return out;
+}
+
+// Layers without RoPE (NoPE), per layer, from the three forms configs use:
+//   no_rope_layers      Llama4TextConfig / SmolLM3Config: one entry per layer, 1 = the layer uses
+//                       RoPE (`self.use_rope = config.no_rope_layers[layer_idx]`), 0 = NoPE.
+//   no_rope_layer_interval  the same classes when the list is absent or empty: layer i is NoPE
+//                       iff (i + 1) % interval == 0 (default 4).
+//   layer_types         entries that are not attention with RoPE: "linear_attention"
+//                       (Qwen3-Next, Qwen3.5 Gated DeltaNet), "conv" (LFM2), "mamba".
+// *source names the field; nope stays empty when every layer has RoPE.
+inline bool is_nope_layer_type(const std::string& t) {
+  return t == "linear_attention" || t == "conv" || t == "mamba";
+}
+
+inline Status read_nope_layers(const Json& w, const std::string& tp, const std::string& family,
+                               std::int64_t num_layers, const std::vector<std::string>& types,
+                               std::vector<char>* nope, std::string* source) {
+  const bool nope_family = family == "llama4_text" || family == "llama4" || family == "smollm3";
+  const std::int64_t listed = types.empty() ? num_layers : static_cast<std::int64_t>(types.size());
+  const Json* nr = find_member(w, "no_rope_layers");
+  if (nr != nullptr && !nr->is_array())
+    return json_type_error(tp + "no_rope_layers", *nr,
+                           "must be an array with one 0 (no RoPE) or 1 (RoPE) per layer");
+  if (nr != nullptr && !nr->empty()) {
+    const std::int64_t n = static_cast<std::int64_t>(nr->size());
+    ROPESCALE_RETURN_IF_ERROR(check_layer_count(tp + "no_rope_layers.size()", n));
+    if (listed > 0 && n != listed)
+      return make_status(ErrorCode::kInvalidArgument, tp + "no_rope_layers.size()", n,
+                         "must equal the number of layers (" + std::to_string(listed) + ")");
+    nope->assign(static_cast<std::size_t>(n), 0);
+    for (std::size_t i = 0; i < nr->size(); ++i) {
+      const Json& v = (*nr)[i];
+      const std::string path = tp + "no_rope_layers[" + std::to_string(i) + "]";
+      std::int64_t x = -1;
+      if (v.is_boolean()) {
+        x = v.get<bool>() ? 1 : 0;
+      } else if (v.is_number()) {
+        ROPESCALE_RETURN_IF_ERROR(read_int(v, path, &x));
+      } else {
+        return json_type_error(path, v, "must be 0 (no RoPE) or 1 (RoPE)");
+      }
+      if (x != 0 && x != 1)
+        return make_status(ErrorCode::kInvalidArgument, path, x,
+                           "must be 0 (no RoPE) or 1 (RoPE), as Llama4TextConfig and "
+                           "SmolLM3Config read it");
+      (*nope)[i] = x == 0 ? 1 : 0;
+    }
+    *source = "no_rope_layers";
+  } else if (nope_family) {
+    std::int64_t interval = 4;  // Llama4TextConfig / SmolLM3Config default
+    if (const Json* iv = find_member(w, "no_rope_layer_interval"))
+      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*iv, tp + "no_rope_layer_interval", &interval));
+    if (listed <= 0)
+      return missing_field(tp + "num_hidden_layers",
+                           "NoPE layers are derived from no_rope_layer_interval per layer");
+    nope->assign(static_cast<std::size_t>(listed), 0);
+    for (std::int64_t i = 0; i < listed; ++i)
+      (*nope)[static_cast<std::size_t>(i)] = (i + 1) % interval == 0 ? 1 : 0;
+    *source = "no_rope_layer_interval";
+  }
+  // Layers whose type is not attention never rotate, whatever the lists say.
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    if (!is_nope_layer_type(types[i])) continue;
+    if (nope->empty()) nope->assign(types.size(), 0);
+    if (source->empty()) *source = "layer_types";
+    (*nope)[i] = 1;
+  }
+  return Status();
+}
+
+// Llama 4's attention terms beside the RoPE: attention_chunk_size (its RoPE layers attend within
+// chunks) and attn_temperature_tuning / floor_scale / attn_scale (its NoPE layers' query scale).
+// Llama4TextConfig defaults: tuning on, floor_scale 8192, attn_scale 0.1, chunk 8192.
+inline Status read_llama4_attention(const Json& w, const std::string& tp, const std::string& family,
+                                    ModelRope* m) {
+  if (family != "llama4_text" && family != "llama4") return Status();
+  m->attention_chunk_size = 8192;
+  if (const Json* v = find_member(w, "attention_chunk_size"))
+    ROPESCALE_RETURN_IF_ERROR(
+        read_positive_int(*v, tp + "attention_chunk_size", &m->attention_chunk_size));
+  AttnTemperatureTuning& t = m->scales.temperature_tuning;
+  t.enabled = true;
+  if (const Json* v = find_member(w, "attn_temperature_tuning")) {
+    // Published configs write true or an integer (4 in Llama-4-Scout); HF tests truthiness.
+    if (v->is_boolean()) {
+      t.enabled = v->get<bool>();
+    } else if (v->is_number()) {
+      double x = 0;
+      ROPESCALE_RETURN_IF_ERROR(read_double(*v, tp + "attn_temperature_tuning", &x));
+      t.enabled = x != 0.0;
+    } else {
+      return json_type_error(tp + "attn_temperature_tuning", *v, "must be true, false or a number");
+    }
+  }
+  for (const char* k : {"floor_scale", "attn_scale"}) {
+    const Json* v = find_member(w, k);
+    if (v == nullptr) continue;
+    double x = 0;
+    ROPESCALE_RETURN_IF_ERROR(read_double(*v, tp + k, &x));
+    if (!(x > 0.0)) return make_status(ErrorCode::kInvalidArgument, tp + k, x, "must be > 0");
+    (std::string(k) == "floor_scale" ? t.floor_scale : t.attn_scale) = x;
+  }
+  return Status();
+}
+
+// The scale terms beside the tables (see AttentionScaleTerms), read after the kinds:
+//   softmax_scale: MLA models (qk_rope_head_dim) whose RoPE is YaRN with a nonzero
+//     mscale_all_dim: yarn_get_mscale(factor, mscale_all_dim)^2 (DeepseekV3Attention.__init__).
+//   llama4_scaling_beta: rope block's llama_4_scaling_beta (Ministral 3, Mistral 4) with the
+//     block's original_max_position_embeddings (v5 copies the top level there).
+inline Status read_scale_terms(const Json& w, const std::string& tp, ModelRope* m) {
+  if (m->kinds.empty()) return Status();
+  const RopeConfig& c = m->kinds[0].config;
+  if (is_mla_family_key(w) && c.rope_type == RopeType::kYarn && c.yarn.mscale_all_dim != 0.0) {
+    const double ms = yarn_get_mscale(c.yarn.factor, c.yarn.mscale_all_dim);
+    m->scales.softmax_scale = ms * ms;
+  }
+  std::string bname = tp + "rope_parameters";
+  const Json* block = find_member(w, "rope_parameters");
+  if (block == nullptr) {
+    bname = tp + "rope_scaling";
+    block = find_member(w, "rope_scaling");
+  }
+  const Json* beta = block != nullptr ? find_member(*block, "llama_4_scaling_beta") : nullptr;
+  if (beta == nullptr) return Status();
+  double b = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_double(*beta, bname + ".llama_4_scaling_beta", &b));
+  if (!(b >= 0.0 && b <= 1e3))
+    return make_status(ErrorCode::kInvalidArgument, bname + ".llama_4_scaling_beta", b,
+                       "must be in [0, 1000]");
+  if (b == 0.0) return Status();
+  const Json* orig = find_member(*block, "original_max_position_embeddings");
+  std::string opath = bname + ".original_max_position_embeddings";
+  if (orig == nullptr) {
+    orig = find_member(w, "original_max_position_embeddings");
+    opath = tp + "original_max_position_embeddings";
+  }
+  if (orig == nullptr)
+    return missing_field(bname + ".original_max_position_embeddings",
+                         "llama_4_scaling_beta scales queries per original window");
+  ROPESCALE_RETURN_IF_ERROR(read_positive_int(*orig, opath, &m->scales.llama4_scaling_original));
+  m->scales.llama4_scaling_beta = b;
+  return Status();
+}
+
+// A string that is equal for two RopeConfigs exactly when operator== holds: doubles in hex, arrays
+// element by element. Kinds are deduplicated through it in linear time.
+inline std::string rope_config_fingerprint(const RopeConfig& c) {
+  std::string out;
+  char buf[40];
+  auto num = [&](double x) {
+    std::snprintf(buf, sizeof buf, "%a,", x);
+    out += buf;
+  };
+  auto opt = [&](const std::optional<double>& x) {
+    if (x) {
+      num(*x);
+    } else {
+      out += "-,";
+    }
+  };
+  auto arr = [&](const Eigen::ArrayXd& a) {
+    out += std::to_string(a.size()) + "[";
+    for (Eigen::Index i = 0; i < a.size(); ++i) num(a[i]);
+    out += "]";
+  };
+  const RopeSpec& s = c.spec;
+  out += std::to_string(static_cast<int>(c.rope_type)) + ";" + std::to_string(s.head_dim) + "," +
+         std::to_string(s.rotary_dim) + "," + std::to_string(s.freq_dim) + "," +
+         std::to_string(s.original_max_position) + "," + std::to_string(c.max_position_embeddings) +
+         ";";
+  num(s.rope_theta);
+  num(c.factor);
+  num(c.ntk_alpha);
+  const YarnParams& y = c.yarn;
+  for (double x : {y.factor, y.beta_fast, y.beta_slow, y.mscale, y.mscale_all_dim}) num(x);
+  out += std::to_string(y.truncate) + "," + std::to_string(y.original_max_position) + ",";
+  opt(y.attention_factor);
+  const Llama3Params& l = c.llama3;
+  for (double x : {l.factor, l.low_freq_factor, l.high_freq_factor}) num(x);
+  out += std::to_string(l.original_max_position) + ";";
+  const LongRopeParams& r = c.longrope;
+  arr(r.short_factor);
+  arr(r.long_factor);
+  num(r.factor);
+  opt(r.attention_factor);
+  opt(r.short_mscale);
+  opt(r.long_mscale);
+  for (std::int64_t v : c.mrope_section) out += std::to_string(v) + ",";
+  out += ";" + std::to_string(c.mrope_interleaved) +
+         std::to_string(static_cast<int>(c.mrope_layout)) + std::to_string(c.interleaved_pairs);
   return out;
 }
 
@@ -587,41 +977,56 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
       }
     }
   }
-  apply_class_defaults(family, &w);
+  apply_class_defaults(family, &w, &m.class_defaults);
 
-  // Layers without RoPE cannot be told apart by this importer: refuse rather than rotate them.
-  if (const Json* nr = find_member(w, "no_rope_layers"))
-    return make_status(ErrorCode::kUnsupported, tp + "no_rope_layers", json_excerpt(*nr),
-                       "layers without RoPE (NoPE; Llama 4, SmolLM3) are not supported: the "
-                       "importer would rotate them; apply the table only to RoPE layers yourself");
-  // These config classes derive NoPE layers even when the config lists none (Llama4TextConfig
-  // and SmolLM3Config from no_rope_layer_interval; Cohere2's full-attention layers).
-  if (family == "cohere2" || family == "llama4" || family == "llama4_text" || family == "smollm3")
+  // Cohere2 derives its NoPE layers (the full-attention ones) from sliding_window_pattern and
+  // rotates in its own layout: refused rather than guessed.
+  if (family == "cohere2")
     return make_status(ErrorCode::kUnsupported, tp + "model_type", family,
-                       "this family has layers without RoPE (NoPE), which is not supported: the "
-                       "importer would rotate them; apply the table only to its RoPE layers "
+                       "this family's layers without RoPE (NoPE: its full-attention layers) are "
+                       "not read by ropescale; apply the table only to its sliding layers "
                        "yourself");
 
   ROPESCALE_RETURN_IF_ERROR(read_layer_types(w, tp, &m.layer_types));
   std::int64_t num_layers = 0;
-  if (const Json* nl = find_member(w, "num_hidden_layers"))
+  if (const Json* nl = find_member(w, "num_hidden_layers")) {
     ROPESCALE_RETURN_IF_ERROR(read_positive_int(*nl, tp + "num_hidden_layers", &num_layers));
-  if (num_layers > kMaxConfigLayers)
-    return make_status(ErrorCode::kInvalidArgument, tp + "num_hidden_layers", num_layers,
-                       "must be <= " + std::to_string(kMaxConfigLayers));
+    ROPESCALE_RETURN_IF_ERROR(check_layer_count(tp + "num_hidden_layers", num_layers));
+  }
   if (!m.layer_types.empty() && num_layers > 0 &&
       static_cast<std::int64_t>(m.layer_types.size()) != num_layers)
     return make_status(ErrorCode::kInvalidArgument, tp + "layer_types.size()",
                        static_cast<std::int64_t>(m.layer_types.size()),
                        "must equal num_hidden_layers (" + std::to_string(num_layers) + ")");
   if (m.layer_types.empty() && is_gemma3(family)) {
-    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0.
-    std::int64_t pattern = 6;
+    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0 (6);
+    // Gemma3nTextConfig's default layer_types repeat 4 sliding + 1 full.
+    std::int64_t pattern = family.rfind("gemma3n", 0) == 0 ? 5 : 6;
     if (const Json* sp = find_member(w, "sliding_window_pattern"))
       ROPESCALE_RETURN_IF_ERROR(read_positive_int(*sp, tp + "sliding_window_pattern", &pattern));
     for (std::int64_t i = 0; i < num_layers; ++i)
       m.layer_types.push_back((i + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
   }
+
+  if (m.layer_types.empty() && family == "qwen3_next") {
+    // Qwen3NextConfig: layer i is linear attention (Gated DeltaNet, no RoPE) unless
+    // (i + 1) % full_attention_interval == 0.
+    std::int64_t interval = 4;
+    if (const Json* fi = find_member(w, "full_attention_interval"))
+      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*fi, tp + "full_attention_interval", &interval));
+    for (std::int64_t i = 0; i < num_layers; ++i)
+      m.layer_types.push_back((i + 1) % interval != 0 ? "linear_attention" : "full_attention");
+  }
+  std::vector<char> nope;  // per layer: 1 = no RoPE; empty: every layer has RoPE
+  ROPESCALE_RETURN_IF_ERROR(
+      read_nope_layers(w, tp, family, num_layers, m.layer_types, &nope, &m.nope_source));
+  ROPESCALE_RETURN_IF_ERROR(read_llama4_attention(w, tp, family, &m));
+  if (m.layer_types.empty() && (family == "llama4_text" || family == "llama4")) {
+    // Llama4TextConfig (v5): RoPE layers use chunked attention, NoPE layers full attention.
+    for (const char n : nope)
+      m.layer_types.push_back(n != 0 ? "full_attention" : "chunked_attention");
+  }
+  auto is_nope = [&](std::size_t l) { return l < nope.size() && nope[l] != 0; };
 
   std::string key = "rope_parameters";
   const Json* block = find_member(w, "rope_parameters");
@@ -629,29 +1034,60 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
     key = "rope_scaling";
     block = find_member(w, "rope_scaling");
   }
+  // The distinct layer types in order of first appearance, and each layer's index among them
+  // (a hash map: linear in the number of layers).
+  std::vector<std::string> distinct;
+  std::vector<std::int64_t> type_of_layer;
+  {
+    std::unordered_map<std::string, std::int64_t> index;
+    type_of_layer.reserve(m.layer_types.size());
+    for (std::size_t l = 0; l < m.layer_types.size(); ++l) {
+      if (is_nope(l)) {
+        type_of_layer.push_back(ModelRope::kNoRope);
+        continue;
+      }
+      const std::string& t = m.layer_types[l];
+      auto it = index.emplace(t, static_cast<std::int64_t>(distinct.size())).first;
+      if (it->second == static_cast<std::int64_t>(distinct.size())) distinct.push_back(t);
+      type_of_layer.push_back(it->second);
+    }
+  }
   // v5 per-layer form: every key of the block is a layer type (HF standardize_rope_params).
   bool nested = false;
   if (block != nullptr && block->is_object() && !block->empty() && !m.layer_types.empty() &&
       find_member(*block, "rope_type") == nullptr && find_member(*block, "type") == nullptr) {
+    const std::unordered_set<std::string> types(m.layer_types.begin(), m.layer_types.end());
     nested = true;
     for (const auto& item : block->items())
-      if (std::find(m.layer_types.begin(), m.layer_types.end(), item.key()) == m.layer_types.end())
-        nested = false;
+      if (types.count(item.key()) == 0) nested = false;
   }
 
-  // One flat config per distinct layer type.
+  if (!nope.empty() && std::find(nope.begin(), nope.end(), 0) == nope.end())
+    return make_status(ErrorCode::kUnsupported, tp + m.nope_source, "every layer",
+                       "no layer has RoPE; there is nothing for ropescale to rotate");
+
+  // One flat config per distinct layer type. Each is built from the few keys parse_flat reads
+  // (flat_keys) and that type's own block, never from a copy of the whole config, so the work is
+  // linear in the config's size however many types it lists.
+  Json base = Json::object();
+  for (const char* k : flat_keys())
+    if (const Json* v = find_member(w, k)) base[k] = *v;
+  auto with_block = [&](const Json& f0) {
+    Json f = f0;
+    if (const Json* b = find_member(w, "rope_parameters")) f["rope_parameters"] = *b;
+    if (const Json* b = find_member(w, "rope_scaling")) f["rope_scaling"] = *b;
+    return f;
+  };
   std::vector<std::pair<std::string, Json>> flats;
   std::vector<FlatNames> names;
-  std::vector<std::string> distinct;
-  for (const std::string& t : m.layer_types)
-    if (std::find(distinct.begin(), distinct.end(), t) == distinct.end()) distinct.push_back(t);
+  std::vector<std::int64_t> flat_of_type(distinct.size(), 0);
   if (nested) {
-    for (const std::string& t : distinct) {
+    for (std::size_t d = 0; d < distinct.size(); ++d) {
+      const std::string& t = distinct[d];
       const Json* sub = find_member(*block, t.c_str());
       if (sub == nullptr)
         return missing_field(tp + key + "." + t, "layer_types lists " + format_value(t));
-      Json f = w;
-      f.erase("rope_scaling");
+      Json f = base;
       f["rope_parameters"] = *sub;
       // Gemma3TextConfig: a sliding block without rope_theta takes rope_local_base_freq (1e4).
       std::string theta_key;
@@ -664,57 +1100,90 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
       // Gemma 4: full-attention layers have their own, wider heads.
       if (t == "full_attention")
         if (const Json* g = find_member(w, "global_head_dim")) f["head_dim"] = *g;
+      flat_of_type[d] = static_cast<std::int64_t>(flats.size());
       flats.emplace_back(t, std::move(f));
       names.push_back({tp, tp + key + "." + t, true, family, theta_key});
     }
-  } else if (is_gemma3(family) && !distinct.empty()) {
-    // Gemma 3 before v5: sliding layers use default RoPE at rope_local_base_freq (1e4 by
-    // default), full layers rope_theta and the config's scaling (Gemma3TextConfig).
-    for (const std::string& t : distinct) {
-      Json f = w;
-      if (t == "sliding_attention") {
-        f.erase("rope_scaling");
-        f.erase("rope_parameters");
-        f["rope_theta"] = 10000.0;
-        const Json* lb = find_member(w, "rope_local_base_freq");
-        if (lb != nullptr) f["rope_theta"] = *lb;
-        names.push_back({tp, tp + "rope_local_base_freq", false, family,
-                         lb != nullptr ? tp + "rope_local_base_freq" : std::string()});
+  } else if ((is_gemma3(family) || (family == "olmo3" && options.olmo3 == Olmo3Rope::kTrained)) &&
+             !distinct.empty()) {
+    // Gemma 3 / 3n before v5: sliding layers use default RoPE at rope_local_base_freq (1e4 by
+    // default), full layers (every other type) rope_theta and the config's scaling
+    // (Gemma3TextConfig). OLMo 3 as trained: sliding layers default RoPE at rope_theta, full
+    // layers the scaling (see Olmo3Rope). One flat config each, whatever the number of types.
+    const bool olmo3 = family == "olmo3";
+    std::int64_t sliding = -1, other = -1;
+    for (std::size_t d = 0; d < distinct.size(); ++d) {
+      const bool is_sliding = distinct[d] == "sliding_attention";
+      std::int64_t& slot = is_sliding ? sliding : other;
+      if (slot < 0) {
+        slot = static_cast<std::int64_t>(flats.size());
+        if (is_sliding && olmo3) {
+          Json f = base;  // rope_theta as given; no scaling block
+          if (const Json* b = find_member(w, key.c_str()))
+            if (const Json* th = find_member(*b, "rope_theta")) f["rope_theta"] = *th;
+          names.push_back({tp, "", false, family, ""});
+          flats.emplace_back(distinct[d], std::move(f));
+        } else if (is_sliding) {
+          Json f = base;
+          f["rope_theta"] = 10000.0;
+          const Json* lb = find_member(w, "rope_local_base_freq");
+          if (lb != nullptr) f["rope_theta"] = *lb;
+          names.push_back({tp, tp + "rope_local_base_freq", false, family,
+                           lb != nullptr ? tp + "rope_local_base_freq" : std::string()});
+          flats.emplace_back(distinct[d], std::move(f));
+        } else {
+          names.push_back({tp, "", false, family, ""});
+          flats.emplace_back(distinct[d], with_block(base));
+        }
       } else {
-        names.push_back({tp, "", false, family, ""});
+        flats[static_cast<std::size_t>(slot)].first += "," + distinct[d];
       }
-      flats.emplace_back(t, std::move(f));
+      flat_of_type[d] = slot;
     }
   } else {
-    flats.emplace_back("all", w);
+    flats.emplace_back("all", with_block(base));
     names.push_back({tp, "", false, family, ""});
   }
+  // One block for every RoPE layer beside NoPE layers: the kind is named by its layer types.
+  std::string uniform_name = "all";
+  if (!nope.empty() && !distinct.empty()) {
+    uniform_name.clear();
+    for (const std::string& t : distinct) uniform_name += (uniform_name.empty() ? "" : ",") + t;
+  }
 
-  std::vector<std::int64_t> kind_of_type(flats.size());
+  // Equal RoPEs share a kind; kinds are found by a fingerprint (linear, not pairwise).
+  std::vector<std::int64_t> kind_of_flat(flats.size());
+  std::unordered_map<std::string, std::int64_t> kind_index;
   for (std::size_t k = 0; k < flats.size(); ++k) {
     RopeConfig rc;
     ROPESCALE_RETURN_IF_ERROR(parse_flat(flats[k].second, options, names[k], &rc));
-    std::size_t found = m.kinds.size();
-    for (std::size_t q = 0; q < m.kinds.size(); ++q)
-      if (m.kinds[q].config == rc) found = q;
-    if (found == m.kinds.size()) {
-      m.kinds.push_back({flats[k].first, std::move(rc)});
+    auto it =
+        kind_index.emplace(rope_config_fingerprint(rc), static_cast<std::int64_t>(m.kinds.size()))
+            .first;
+    if (it->second == static_cast<std::int64_t>(m.kinds.size())) {
+      m.kinds.push_back({flats[k].first == "all" ? uniform_name : flats[k].first, std::move(rc)});
     } else {
-      m.kinds[found].layer_type += "," + flats[k].first;
+      m.kinds[static_cast<std::size_t>(it->second)].layer_type += "," + flats[k].first;
     }
-    kind_of_type[k] = static_cast<std::int64_t>(found);
+    kind_of_flat[k] = it->second;
   }
   if (flats.size() == 1 && flats[0].first == "all") {
     const std::int64_t n =
-        m.layer_types.empty() ? num_layers : static_cast<std::int64_t>(m.layer_types.size());
+        !m.layer_types.empty()
+            ? static_cast<std::int64_t>(m.layer_types.size())
+            : (!nope.empty() ? static_cast<std::int64_t>(nope.size()) : num_layers);
     m.layer_kind.assign(static_cast<std::size_t>(n), 0);
+    for (std::size_t l = 0; l < m.layer_kind.size(); ++l)
+      if (is_nope(l)) m.layer_kind[l] = ModelRope::kNoRope;
   } else {
-    for (const std::string& t : m.layer_types) {
-      const std::size_t k = static_cast<std::size_t>(
-          std::find(distinct.begin(), distinct.end(), t) - distinct.begin());
-      m.layer_kind.push_back(kind_of_type[k]);
-    }
+    m.layer_kind.reserve(type_of_layer.size());
+    for (const std::int64_t t : type_of_layer)
+      m.layer_kind.push_back(
+          t == ModelRope::kNoRope
+              ? ModelRope::kNoRope
+              : kind_of_flat[static_cast<std::size_t>(flat_of_type[static_cast<std::size_t>(t)])]);
   }
+  ROPESCALE_RETURN_IF_ERROR(read_scale_terms(w, tp, &m));
   *out = std::move(m);
   return Status();
 }

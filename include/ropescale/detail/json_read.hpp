@@ -186,10 +186,14 @@ inline Status parse_rope_type(const Json& block, const std::string& bname, RopeT
     *out = RopeType::kProportional;
   else if (t == "mrope" && find_member(block, "mrope_section") != nullptr)
     *out = RopeType::kDefault;  // HF (Qwen2-VL) reads "mrope" as default RoPE plus the sections
+  else if (t == "xdrope" && (find_member(block, "mrope_section") != nullptr ||
+                             find_member(block, "xdrope_section") != nullptr))
+    *out = RopeType::kDynamic;  // HunYuanVLTextConfig: "xdrope" is dynamic (+ alpha) with sections
   else
     return make_status(ErrorCode::kUnsupported, bname + key, t,
                        "must be one of default, linear, dynamic, yarn, longrope (or su), llama3, "
-                       "proportional, or mrope together with mrope_section");
+                       "proportional, mrope together with mrope_section, or xdrope together with "
+                       "xdrope_section");
   return Status();
 }
 

@@ -246,17 +246,30 @@ inline Status check_in_out(const char* in_name, const HeadsView<const T>& in, co
   return Status();
 }
 
-// Buffer sizes (in compute values) run_rotary_rows needs for `half` pairs.
-constexpr std::int64_t row_buffer_size(std::int64_t half) { return 6 * half; }
+// The row buffers run_rotary_rows needs for `half` pairs (in compute values): c and s, each
+// starting on a cache line when the buffer does. (C = double is an upper bound for float too.)
+template <typename C = double>
+constexpr std::int64_t row_buffer_size(std::int64_t half) {
+  return 2 * aligned_row_length<C>(half);
+}
+template <typename C>
+struct RowSlices {
+  C *c, *s;
+};
+template <typename C>
+inline RowSlices<C> row_slices(C* buf, std::int64_t half) noexcept {
+  return {buf, buf + aligned_row_length<C>(half)};
+}
 
-// The row buffers of one call: on the stack for heads up to 512 channels (a decode step then
-// allocates nothing), on the heap for wider ones. Not copyable (it may point into itself).
+// The row buffers of one call, 64-byte aligned: on the stack for heads up to 512 channels (a
+// decode step then allocates nothing), on the heap for wider ones. Not copyable (it may point
+// into itself).
 template <typename C>
 class RowBuffer {
  public:
   explicit RowBuffer(std::int64_t pairs) {
-    if (row_buffer_size(pairs) > row_buffer_size(kStackPairs)) {
-      heap_.resize(static_cast<std::size_t>(row_buffer_size(pairs)));
+    if (row_buffer_size<C>(pairs) > row_buffer_size<C>(kStackPairs)) {
+      heap_.resize(static_cast<std::size_t>(row_buffer_size<C>(pairs)));
       data_ = heap_.data();
     }
   }
@@ -266,8 +279,8 @@ class RowBuffer {
 
  private:
   static constexpr std::int64_t kStackPairs = 256;
-  C stack_[row_buffer_size(kStackPairs)];
-  std::vector<C> heap_;
+  alignas(kRowAlignment) C stack_[row_buffer_size<C>(kStackPairs)];
+  std::vector<C, AlignedAllocator<C>> heap_;
   C* data_ = stack_;
 };
 
@@ -339,10 +352,9 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();
   const std::int64_t offset = angles.frequency_dim() / 2;  // half-split partner
-  C* cbuf = buf;                                           // half
-  C* sbuf = buf + half;                                    // half
-  C* ccbuf = buf + 2 * half;                               // 2 half (interleaved rows)
-  C* ssbuf = buf + 4 * half;                               // 2 half
+  const RowSlices<C> slices = row_slices(buf, half);       // aligned when buf is (RowBuffer)
+  C* cbuf = slices.c;
+  C* sbuf = slices.s;
   const double m = angles.attention_factor();
   const double scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
   const bool negate = direction != RotaryDirection::kForward;
@@ -354,16 +366,11 @@ inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t
     for (std::int64_t t = t_begin; t < t_end; ++t) {
       const C* c = cbuf;
       const C* s = sbuf;
-      // Forward calls read a cache's rows in place (the interleaved expansion below reads them
-      // once); the other directions negate or rescale a copy.
+      // Forward calls read a cache's rows in place (both layouts take the half rows); the other
+      // directions negate or rescale a copy.
       const bool direct = rows(t, cbuf, sbuf, scale, !negate, &c, &s);
       if (!direct && negate)
         for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
-      if (interleaved) {
-        expand_interleaved_rows<kHalf>(c, s, ccbuf, ssbuf, half);
-        c = ccbuf;
-        s = ssbuf;
-      }
       for (int o = 0; o < n_ops; ++o) {
         const Operand<T>& op = ops[o];
         kernel(op.in + t * op.in_token_stride, op.out + t * op.out_token_stride, op.heads,

@@ -5,9 +5,11 @@
 // channels in the compute type C (float, or double for double storage):
 //   half-split : rows c[half], s[half]        x_i' = x_i c_i - y_i s_i, y_i' = y_i c_i + x_i s_i
 //                with y = x + offset (offset = frequency_dim / 2; half unless proportional)
-//   interleaved: rows cc[2 half], ss[2 half]  v_j' = v_j cc_j + v_(j^1) ss_j
-//                with cc = (c0 c0 c1 c1 ..), ss = (-s0 s0 -s1 s1 ..): the pair swap is one
-//                in-register permute, so the loop vectorizes like the half-split one.
+//   interleaved: rows c[half], s[half]        x_2i' = x_2i c_i - x_2i+1 s_i,
+//                                             x_2i+1' = x_2i+1 c_i + x_2i s_i
+//                the vector kernels load each line of x once and build (c0 c0 c1 c1 ..) and
+//                (s0 s0 s1 s1 ..) in registers; the pair swap and the alternating sign are
+//                in-register operations, so the loop streams like the half-split one.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
@@ -17,17 +19,14 @@
 #include <type_traits>
 
 #include "ropescale/config.hpp"
+#include "ropescale/detail/angle.hpp"
 #include "ropescale/detail/convert.hpp"
 #include "ropescale/detail/macro_scope.hpp"
+#include "ropescale/detail/quantize.hpp"
 #include "ropescale/detail/simd_packets.hpp"
 
 namespace ropescale {
 namespace detail {
-
-/// Arithmetic type for a storage type: double for double, float for everything else.
-template <typename T>
-using compute_t =
-    std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
 
 // kHalf > 0 fixes the pair count at compile time so the loops have no tail. Loads convert
 // storage T to compute C and stores convert back, inside the one loop.
@@ -46,29 +45,32 @@ inline void rotate_half_split(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRI
 }
 
 template <int kHalf, typename T, typename C>
-inline void rotate_interleaved(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT cc,
-                               const C* ROPESCALE_RESTRICT ss, std::int64_t half) noexcept {
+inline void rotate_interleaved(T* ROPESCALE_RESTRICT x, const C* ROPESCALE_RESTRICT c,
+                               const C* ROPESCALE_RESTRICT s, std::int64_t half) noexcept {
   const std::int64_t n = kHalf > 0 ? kHalf : half;
   for (std::int64_t i = 0; i < n; ++i) {
     const C a = Elem<T>::template load<C>(x[2 * i]);
     const C b = Elem<T>::template load<C>(x[2 * i + 1]);
-    Elem<T>::store(x[2 * i], a * cc[2 * i] + b * ss[2 * i]);
-    Elem<T>::store(x[2 * i + 1], b * cc[2 * i + 1] + a * ss[2 * i + 1]);
+    Elem<T>::store(x[2 * i], a * c[i] - b * s[i]);
+    Elem<T>::store(x[2 * i + 1], b * c[i] + a * s[i]);
   }
 }
 
-/// The interleaved rows of one token: cc = (c0 c0 c1 c1 ..), ss = (-s0 s0 -s1 s1 ..). kHalf > 0
-/// fixes the count; restrict lets the loop vectorize.
-template <int kHalf, typename C>
-inline void expand_interleaved_rows(const C* ROPESCALE_RESTRICT c, const C* ROPESCALE_RESTRICT s,
-                                    C* ROPESCALE_RESTRICT cc, C* ROPESCALE_RESTRICT ss,
-                                    std::int64_t half) noexcept {
-  const std::int64_t n = kHalf > 0 ? kHalf : half;
-  for (std::int64_t i = 0; i < n; ++i) {
-    cc[2 * i] = c[i];
-    cc[2 * i + 1] = c[i];
-    ss[2 * i] = -s[i];
-    ss[2 * i + 1] = s[i];
+// Out of place, the channels a layout does not rotate are copied bit for bit: interleaved
+// [2 half, head_dim); half-split [half, offset) and [offset + half, head_dim).
+template <typename T>
+inline void copy_unrotated(const T* in, T* out, bool interleaved_layout, std::int64_t half,
+                           std::int64_t offset, std::int64_t head_dim) noexcept {
+  const auto copy = [&](std::int64_t a, std::int64_t b) {
+    if (a < b)
+      std::memcpy(static_cast<void*>(out + a), static_cast<const void*>(in + a),
+                  sizeof(T) * static_cast<std::size_t>(b - a));
+  };
+  if (interleaved_layout) {
+    copy(2 * half, head_dim);
+  } else {
+    copy(half, offset);
+    copy(offset + half, head_dim);
   }
 }
 
@@ -126,6 +128,70 @@ namespace neon {
 #undef ROPESCALE_SIMD_TARGET
 }  // namespace neon
 #endif
+
+/// The angle-row and int8 kernels of an instruction set (KernelPath comes from kernel_path.hpp,
+/// which rotary.hpp includes before this header).
+template <typename C>
+using SincosRowKernel = void (*)(double, const double*, std::int64_t, double, C*, C*) noexcept;
+template <typename T>
+using QuantizeKernel = float (*)(const T*, std::int64_t, std::int8_t*) noexcept;
+
+template <typename C>
+inline SincosRowKernel<C> select_sincos_row(KernelPath path) noexcept {
+  switch (path) {
+#if ROPESCALE_HAVE_X86_PATHS
+    case KernelPath::kAvx2:
+      return &avx2::sincos_row<C>;
+    case KernelPath::kAvx512:
+      return &avx512::sincos_row<C>;
+    case KernelPath::kAvx512Bf16:
+      return &avx512_bf16::sincos_row<C>;
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+    case KernelPath::kNeon:
+      return &neon::sincos_row<C>;
+#endif
+    default:
+      return &sincos_row_fast<C>;
+  }
+}
+
+template <int kN, typename T>
+inline QuantizeKernel<T> select_quantize_int8(KernelPath path) noexcept {
+  switch (path) {
+#if ROPESCALE_HAVE_X86_PATHS
+    case KernelPath::kAvx2:
+      return &avx2::quantize_int8<kN, T>;
+    case KernelPath::kAvx512:
+      return &avx512::quantize_int8<kN, T>;
+    case KernelPath::kAvx512Bf16:
+      return &avx512_bf16::quantize_int8<kN, T>;
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+    case KernelPath::kNeon:
+      return &neon::quantize_int8<kN, T>;
+#endif
+    default:
+      return &quantize_int8_row<kN, T>;
+  }
+}
+
+/// The int8 kernel of a path for rows of `row` values, the length fixed at compile time for the
+/// common head sizes. Paths may differ from the portable one by one step where they fuse x * inv
+/// + 1.5 * 2^23 into one multiply-add (the error stays within half a step plus a float rounding).
+template <typename T>
+inline QuantizeKernel<T> select_quantize_int8_row(std::int64_t row, KernelPath path) noexcept {
+  switch (row) {
+    case 64:
+      return select_quantize_int8<64, T>(path);
+    case 128:
+      return select_quantize_int8<128, T>(path);
+    case 256:
+      return select_quantize_int8<256, T>(path);
+    default:
+      return select_quantize_int8<0, T>(path);
+  }
+}
 
 /// One token's kernel: rotate_token of one instruction set for one layout and storage type.
 template <typename T>

@@ -4,6 +4,8 @@
 //   load(p) / store(p, v)       from and to float, Eigen::half and Eigen::bfloat16 storage
 //   mul, add, sub               lane-wise
 //   swap_pairs(v)               (a0 b0 a1 b1 ..) -> (b0 a0 b1 a1 ..)
+//   load_dup_pairs(p)           kWidth / 2 floats from p as (p0 p0 p1 p1 ..)
+//   sub_add(a, b)               a - b on even lanes, a + b on odd lanes
 // 16-bit stores round to nearest even and keep NaN a (quiet) NaN, as detail/convert.hpp does.
 // Every x86 function carries its instruction set as a target attribute, so each compiles into
 // any build and runs only where kernel_path.hpp found the CPU able to.
@@ -71,6 +73,11 @@ struct PacketAvx2 {
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F swap_pairs(F v) {
     return _mm256_permute_ps(v, 0xB1);
   }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load_dup_pairs(const float* p) {
+    const __m128 h = _mm_loadu_ps(p);
+    return _mm256_set_m128(_mm_unpackhi_ps(h, h), _mm_unpacklo_ps(h, h));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F sub_add(F a, F b) { return _mm256_addsub_ps(a, b); }
 };
 
 // AVX-512: 16 floats; the 16-lane F16C forms; bfloat16 by integer rounding. Only the maskz forms
@@ -110,6 +117,13 @@ struct PacketAvx512 {
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub(F a, F b) { return _mm512_sub_ps(a, b); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F swap_pairs(F v) {
     return _mm512_maskz_permute_ps(kAll, v, 0xB1);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load_dup_pairs(const float* p) {
+    const __m512i idx = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    return _mm512_maskz_permutexvar_ps(kAll, idx, _mm512_maskz_loadu_ps(0x00FF, p));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub_add(F a, F b) {
+    return _mm512_mask_sub_ps(_mm512_add_ps(a, b), 0x5555, a, b);
   }
 };
 
@@ -158,6 +172,14 @@ struct PacketNeon {
   static inline F add(F a, F b) { return vaddq_f32(a, b); }
   static inline F sub(F a, F b) { return vsubq_f32(a, b); }
   static inline F swap_pairs(F v) { return vrev64q_f32(v); }
+  static inline F load_dup_pairs(const float* p) {
+    const float32x2_t h = vld1_f32(p);
+    return vcombine_f32(vdup_lane_f32(h, 0), vdup_lane_f32(h, 1));
+  }
+  static inline F sub_add(F a, F b) {  // b's even lanes negated (a sign flip is exact)
+    const uint32x4_t sign = {0x80000000u, 0u, 0x80000000u, 0u};
+    return vaddq_f32(a, vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(b), sign)));
+  }
 };
 
 #endif  // ROPESCALE_HAVE_NEON_PATH

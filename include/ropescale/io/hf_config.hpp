@@ -19,9 +19,10 @@
 // `rope_scaling`):
 //   text model           `text_config` when it holds the text model (Gemma 3, Qwen3-VL), else
 //                        the top level. model_type selects HF's config-class defaults where the
-//                        published config relies on them (gemma3_text: head_dim 256, rope_theta
-//                        1e6, rope_local_base_freq 1e4, sliding_window_pattern 6, ...; gemma /
-//                        gemma2: head_dim 256; qwen3: head_dim 128).
+//                        published config relies on them (detail::class_default_table, each row
+//                        citing its class: gemma3_text head_dim 256 and rope_theta 1e6; qwen3
+//                        head_dim 128; glm / glm4 / glm4_moe partial_rotary_factor 0.5; ...);
+//                        ModelRope::class_defaults lists the ones a config used.
 //   rope type            block.rope_type, else block.type; "su" is LongRoPE's old name;
 //                        "mrope" (Qwen2-VL) is default RoPE plus mrope_section. No block, or a
 //                        null one: default RoPE. "proportional": Gemma 4 (RopeSpec::freq_dim).
@@ -40,12 +41,20 @@
 //                        original). yarn: see YarnSemantics. llama3, longrope: top level (v5
 //                        standardize_rope_params puts it over the block's), else block, else
 //                        max_position_embeddings. A v5 per-layer-type block uses its own window.
-//   M-RoPE               block.mrope_section (3 pair counts summing to rotary_dim / 2) and
-//                        block.mrope_interleaved (default: true for qwen3_vl*, else false).
+//   M-RoPE               block.mrope_section (pair counts per axis summing to rotary_dim / 2; 3,
+//                        or up to 4 sectioned: HunYuan-VL's xdrope_section, its older name) and
+//                        block.mrope_interleaved (default: true for qwen3_vl*, else false);
+//                        ernie4_5_vl*: ERNIE's 3D layout (MropeLayout::kErnie3d).
 //   per layer            parse_hf_model / load_hf_model: `layer_types` (or Gemma 3's
 //                        sliding_window_pattern) with v5 `rope_parameters` keyed by layer type,
-//                        or Gemma 3's rope_local_base_freq for its sliding layers. Layers without
-//                        RoPE (no_rope_layers, Cohere2) are refused.
+//                        Gemma 3 / 3n's rope_local_base_freq for their sliding layers, OLMo 3's
+//                        sliding layers (Olmo3Rope). Layers without RoPE (ModelRope::kNoRope):
+//                        no_rope_layers (1 = RoPE, Llama 4 / SmolLM3), no_rope_layer_interval,
+//                        layer_types entries linear_attention / conv / mamba; Cohere2 is refused.
+//   HunYuan alpha        hunyuan_*: `dynamic` with a truthy alpha is base rope_theta *
+//                        alpha^(d/(d-2)) at every length (RopeConfig::ntk_alpha).
+//   scale terms          ModelRope::scales: MLA softmax scale, llama_4_scaling_beta, Llama 4's
+//                        attn_temperature_tuning (AttentionScaleTerms says where each goes).
 //
 // Every error names the field by its JSON path, its value and the rule, e.g.
 //   ropescale: invalid_argument: rope_scaling.long_factor.size() = 47: must equal rotary_dim / 2 =
@@ -69,6 +78,7 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/mrope_layout.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/search_state.hpp"
 
@@ -121,9 +131,22 @@ enum class YarnSemantics {
   kLegacy,
 };
 
+/// Which RoPE OLMo 3's sliding-window layers get (its config has `layer_types` and one YaRN
+/// `rope_scaling` block).
+enum class Olmo3Rope {
+  /// As the model was trained and as transformers 4.57, vLLM and OLMo-core run it: sliding layers
+  /// default RoPE at rope_theta, full-attention layers YaRN (Olmo3RotaryEmbedding per layer type
+  /// in transformers 4.57 modeling_olmo3.py).
+  kTrained,
+  /// transformers v5 main: one rotary embedding for every layer, so the sliding layers get YaRN
+  /// too (what HF v5 computes, not what the model was trained with).
+  kTransformersV5,
+};
+
 /// Import options.
 struct HfImportOptions {
   YarnSemantics yarn = YarnSemantics::kCurrent;
+  Olmo3Rope olmo3 = Olmo3Rope::kTrained;
   /// Used when the config has no rope_theta (HF's config classes default to 10000 for Llama);
   /// unset means a missing rope_theta is an error.
   std::optional<double> default_rope_theta;
@@ -142,14 +165,22 @@ struct RopeConfig {
   RopeType rope_type = RopeType::kDefault;
   RopeSpec spec;
   std::int64_t max_position_embeddings = 0;
-  double factor = 1.0;      ///< linear, dynamic and proportional: s
+  double factor = 1.0;  ///< linear, dynamic and proportional: s
+  /// HunYuan's `dynamic` with `alpha` (HunYuanDenseV1RotaryEmbedding): base = rope_theta *
+  /// alpha^(d/(d-2)) at every length, the NTK-aware table of ntk_factors(spec, alpha); 0 = none
+  /// (the generic dynamic NTK of `factor`).
+  double ntk_alpha = 0.0;
   YarnParams yarn;          ///< yarn (yarn.original_max_position = the resolved window)
   Llama3Params llama3;      ///< llama3
   LongRopeParams longrope;  ///< longrope (longrope.factor = s, max_position_embeddings / L)
-  /// M-RoPE (Qwen2-VL / Qwen2.5-VL / Qwen3-VL): pairs per position axis (t, h, w), empty for
-  /// text-only models. Build a MropeSections (ropescale/mrope.hpp) from it and spec.pairs().
+  /// M-RoPE (Qwen2-VL / Qwen2.5-VL / Qwen3-VL / ERNIE 4.5 VL: t, h, w; HunYuan-VL xdrope: 4
+  /// axes): pairs per position axis, empty for text-only models. Build a MropeSections
+  /// (ropescale/mrope.hpp) from it and spec.pairs().
   std::vector<std::int64_t> mrope_section;
   bool mrope_interleaved = false;  ///< Qwen3-VL's interleaved section layout
+  /// The section layout (mrope_layout.hpp): kInterleaved iff mrope_interleaved; kErnie3d for
+  /// ERNIE 4.5 VL. Build MropeSections(mrope_section, mrope_layout, spec.pairs()).
+  MropeLayout mrope_layout = MropeLayout::kSectioned;
   /// How HF's modeling code pairs the checkpoint's channels: true when they rotate as
   /// (2i, 2i + 1) (PairLayout::kInterleaved): `rope_interleave: true`, or an MLA config
   /// (DeepSeek-V2/V3, Kimi-K2: their config classes default it to true) that does not say.
@@ -200,6 +231,7 @@ struct RopeConfig {
       case RopeType::kLinear:
         return try_linear_factors(spec, factor, out);
       case RopeType::kDynamic:
+        if (ntk_alpha != 0.0) return try_ntk_factors(spec, ntk_alpha, out);
         return try_dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len, out);
       case RopeType::kYarn:
         return try_yarn_factors(spec, yarn, out);
@@ -231,9 +263,10 @@ struct RopeConfig {
     const LongRopeParams &ra = a.longrope, &rb = b.longrope;
     return a.rope_type == b.rope_type && a.spec == b.spec &&
            a.max_position_embeddings == b.max_position_embeddings && a.factor == b.factor &&
-           ya.factor == yb.factor && ya.beta_fast == yb.beta_fast && ya.beta_slow == yb.beta_slow &&
-           ya.mscale == yb.mscale && ya.mscale_all_dim == yb.mscale_all_dim &&
-           ya.truncate == yb.truncate && ya.attention_factor == yb.attention_factor &&
+           a.ntk_alpha == b.ntk_alpha && ya.factor == yb.factor && ya.beta_fast == yb.beta_fast &&
+           ya.beta_slow == yb.beta_slow && ya.mscale == yb.mscale &&
+           ya.mscale_all_dim == yb.mscale_all_dim && ya.truncate == yb.truncate &&
+           ya.attention_factor == yb.attention_factor &&
            ya.original_max_position == yb.original_max_position && la.factor == lb.factor &&
            la.low_freq_factor == lb.low_freq_factor && la.high_freq_factor == lb.high_freq_factor &&
            la.original_max_position == lb.original_max_position &&
@@ -241,7 +274,8 @@ struct RopeConfig {
            same_array(ra.long_factor, rb.long_factor) && ra.factor == rb.factor &&
            ra.attention_factor == rb.attention_factor && ra.short_mscale == rb.short_mscale &&
            ra.long_mscale == rb.long_mscale && a.mrope_section == b.mrope_section &&
-           a.mrope_interleaved == b.mrope_interleaved && a.interleaved_pairs == b.interleaved_pairs;
+           a.mrope_interleaved == b.mrope_interleaved && a.mrope_layout == b.mrope_layout &&
+           a.interleaved_pairs == b.interleaved_pairs;
   }
   friend bool operator!=(const RopeConfig& a, const RopeConfig& b) { return !(a == b); }
 };
@@ -252,24 +286,125 @@ struct LayerRope {
   RopeConfig config;
 };
 
-/// A model's RoPE per layer: Gemma 3 (sliding layers: default RoPE at rope_local_base_freq; full
-/// layers: rope_theta and the config's scaling), Gemma 4 and any transformers v5 config with
-/// `rope_parameters` keyed by layer type, or one block for every layer.
+/// Llama 4's attention temperature tuning (Llama4TextConfig attn_temperature_tuning, floor_scale,
+/// attn_scale): on its NoPE layers HF multiplies the queries by
+/// log(floor((pos + 1) / floor_scale) + 1) * attn_scale + 1 (Llama4TextAttention.forward).
+struct AttnTemperatureTuning {
+  bool enabled = false;
+  double floor_scale = 8192.0;
+  double attn_scale = 0.1;
+};
+
+/// The attention terms outside inv_freq that a model's modeling code applies beside its RoPE
+/// table. Where each goes (q: the rotated queries, before q.k):
+///
+///   scores = (q * query_scale(layer, pos)) . k * (softmax_scale * head_dim_qk^-1/2)
+///
+/// softmax_scale  DeepSeek-V2/V3, Kimi-K2 (MLA with YaRN and mscale_all_dim):
+///                yarn_get_mscale(factor, mscale_all_dim)^2 multiplies the softmax scale
+///                (DeepseekV3Attention.__init__); 1 otherwise. The table's own attention factor
+///                (cos/sin) is separate and already in FactorTable::attention_factor().
+/// llama4_scaling_beta  Ministral 3 / Mistral 4 (rope_parameters.llama_4_scaling_beta):
+///                every layer's queries times 1 + beta ln(1 + floor(pos / original)), original =
+///                rope_parameters.original_max_position_embeddings (get_llama_4_attn_scale).
+/// temperature_tuning  Llama 4: NoPE layers' queries times
+///                log(floor((pos + 1) / floor_scale) + 1) * attn_scale + 1.
+struct AttentionScaleTerms {
+  double softmax_scale = 1.0;
+  double llama4_scaling_beta = 0.0;  ///< 0: no per-position query scale
+  std::int64_t llama4_scaling_original = 0;
+  AttnTemperatureTuning temperature_tuning;
+
+  /// The factor the queries of a layer (rope_layer: whether it rotates) are multiplied by at
+  /// position pos (>= 0). Status twin of query_scale.
+  Status try_query_scale(std::int64_t pos, bool rope_layer, double* out) const {
+    if (out == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+    if (pos < 0 || pos > kMaxPosition)
+      return make_status(ErrorCode::kOutOfRange, "pos", pos, "must be in [0, 2^48]");
+    const double p = static_cast<double>(pos);
+    double s = 1.0;
+    if (llama4_scaling_beta != 0.0)
+      s *= 1.0 + llama4_scaling_beta *
+                     std::log(1.0 + std::floor(p / static_cast<double>(llama4_scaling_original)));
+    const AttnTemperatureTuning& t = temperature_tuning;
+    if (t.enabled && !rope_layer)
+      s *= std::log(std::floor((p + 1.0) / t.floor_scale) + 1.0) * t.attn_scale + 1.0;
+    *out = s;
+    return Status();
+  }
+  double query_scale(std::int64_t pos, bool rope_layer) const {
+    double s = 1.0;
+    throw_if_error(try_query_scale(pos, rope_layer, &s));
+    return s;
+  }
+  /// True when no term changes attention (every factor is 1).
+  bool identity() const noexcept {
+    return softmax_scale == 1.0 && llama4_scaling_beta == 0.0 && !temperature_tuning.enabled;
+  }
+};
+
+/// A model's RoPE per layer: Gemma 3 / 3n (sliding layers: default RoPE at
+/// rope_local_base_freq; full layers: rope_theta and the config's scaling), Gemma 4 and any
+/// transformers v5 config with `rope_parameters` keyed by layer type, layers without RoPE (NoPE:
+/// Llama 4, SmolLM3, Qwen3-Next's linear-attention layers), or one block for every layer.
 ///
 /// kinds lists each distinct layer type's RoPE once, in order of first appearance, so an engine
-/// builds one cache per kind; layer_types / layer_kind say which layer uses which.
+/// builds one cache per kind; layer_types / layer_kind say which layer uses which. A layer without
+/// RoPE has layer_kind kNoRope and no kind: asking for its spec or table is an error naming it.
 struct ModelRope {
+  /// layer_kind of a layer whose queries and keys are not rotated (NoPE).
+  static constexpr std::int64_t kNoRope = -1;
+
   std::vector<LayerRope> kinds;
   std::vector<std::string> layer_types;  ///< per layer, as the config lists or derives them
-  std::vector<std::int64_t> layer_kind;  ///< per layer, index into kinds; empty: unknown count
+  std::vector<std::int64_t> layer_kind;  ///< per layer, index into kinds or kNoRope; empty: unknown
   std::string text_path;                 ///< "text_config" when the text model is nested, else ""
+  /// The config field that makes layers NoPE ("no_rope_layers", "no_rope_layer_interval",
+  /// "layer_types"); empty when every layer has RoPE.
+  std::string nope_source;
+  /// The fields config.json left out that the importer took from the model family's
+  /// transformers config class, as HF does, e.g. "partial_rotary_factor = 0.5 (GlmConfig
+  /// default)"; empty when the file gives every field it needs.
+  std::vector<std::string> class_defaults;
+  /// Llama 4: chunked attention (attention_chunk_size tokens per chunk on its RoPE layers;
+  /// 0 = none).
+  std::int64_t attention_chunk_size = 0;
+  /// The attention terms beside the tables (softmax scale, per-position query scale, Llama 4's
+  /// temperature tuning); see AttentionScaleTerms for where each goes.
+  AttentionScaleTerms scales;
 
-  /// True when every layer uses one RoPE (kinds.size() == 1).
-  bool uniform() const noexcept { return kinds.size() == 1; }
+  /// The factor layer l's queries are multiplied by at position pos (AttentionScaleTerms).
+  Status try_query_scale(std::int64_t l, std::int64_t pos, double* out) const {
+    if (l < 0 || (!layer_kind.empty() && l >= num_layers()))
+      return make_status(ErrorCode::kOutOfRange, "layer", l,
+                         "must be in [0, " + std::to_string(num_layers()) + ")");
+    return scales.try_query_scale(pos, has_rope(l), out);
+  }
+  double query_scale(std::int64_t l, std::int64_t pos) const {
+    double s = 1.0;
+    throw_if_error(try_query_scale(l, pos, &s));
+    return s;
+  }
+
+  /// True when every layer uses one RoPE (one kind and no NoPE layer).
+  bool uniform() const noexcept { return kinds.size() == 1 && nope_layers().empty(); }
   /// Number of layers the config declares (0 when it does not say and the RoPE is uniform).
   std::int64_t num_layers() const noexcept { return static_cast<std::int64_t>(layer_kind.size()); }
+  /// True when layer l rotates its queries and keys (false for NoPE layers and out-of-range l).
+  bool has_rope(std::int64_t l) const noexcept {
+    if (l < 0 || (!layer_kind.empty() && l >= num_layers())) return false;
+    return layer_kind.empty() || layer_kind[static_cast<std::size_t>(l)] != kNoRope;
+  }
+  /// The layers without RoPE, ascending.
+  std::vector<std::int64_t> nope_layers() const {
+    std::vector<std::int64_t> out;
+    for (std::size_t l = 0; l < layer_kind.size(); ++l)
+      if (layer_kind[l] == kNoRope) out.push_back(static_cast<std::int64_t>(l));
+    return out;
+  }
 
-  /// The RoPE of layer l. Status twin of layer().
+  /// The RoPE of layer l. Status twin of layer(); a NoPE layer is kInvalidArgument naming it.
   Status try_layer(std::int64_t l, const RopeConfig** out) const {
     if (out == nullptr)
       return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
@@ -278,9 +413,14 @@ struct ModelRope {
     if (l < 0 || (!layer_kind.empty() && l >= num_layers()))
       return make_status(ErrorCode::kOutOfRange, "layer", l,
                          "must be in [0, " + std::to_string(num_layers()) + ")");
-    *out = layer_kind.empty()
-               ? &kinds[0].config
-               : &kinds[static_cast<std::size_t>(layer_kind[static_cast<std::size_t>(l)])].config;
+    const std::int64_t k = layer_kind.empty() ? 0 : layer_kind[static_cast<std::size_t>(l)];
+    if (k == kNoRope)
+      return make_status(ErrorCode::kInvalidArgument, "layer", l,
+                         "has no RoPE (NoPE, from " + text_path + (text_path.empty() ? "" : ".") +
+                             nope_source +
+                             "): its queries and keys are not rotated; there is no spec, table "
+                             "or kernel call for it");
+    *out = &kinds[static_cast<std::size_t>(k)].config;
     return Status();
   }
   const RopeConfig& layer(std::int64_t l) const {
@@ -292,6 +432,12 @@ struct ModelRope {
   const RopeSpec& spec_for_layer(std::int64_t l) const { return layer(l).spec; }
   FactorTable table_for_layer(std::int64_t l, std::int64_t seq_len = 0) const {
     return layer(l).table_for(seq_len);
+  }
+  /// Status twin of table_for_layer.
+  Status try_table_for_layer(std::int64_t l, std::int64_t seq_len, FactorTable* out) const {
+    const RopeConfig* c = nullptr;
+    ROPESCALE_RETURN_IF_ERROR(try_layer(l, &c));
+    return c->try_table_for(seq_len, out);
   }
 };
 
@@ -326,6 +472,14 @@ inline Status try_parse_hf_config(const nlohmann::json& j, const HfImportOptions
   ModelRope m;
   ROPESCALE_RETURN_IF_ERROR(detail::parse_model(j, options, &m));
   if (!m.uniform()) {
+    const std::vector<std::int64_t> nope = m.nope_layers();
+    if (!nope.empty())
+      return make_status(
+          ErrorCode::kUnsupported, (m.text_path.empty() ? "" : m.text_path + ".") + m.nope_source,
+          std::to_string(nope.size()) + " layers without RoPE",
+          "this model has layers without RoPE (NoPE, first: layer " + std::to_string(nope[0]) +
+              "); read it with parse_hf_model / load_hf_model, which says which "
+              "layers rotate");
     std::string kinds;
     for (const LayerRope& k : m.kinds)
       kinds += (kinds.empty() ? "" : "; ") + k.layer_type + ": " + to_string(k.config.rope_type) +
@@ -464,6 +618,7 @@ inline nlohmann::json to_rope_scaling(const RopeConfig& c) {
     case RopeType::kLinear:
     case RopeType::kDynamic:
       b["factor"] = c.factor;
+      if (c.ntk_alpha != 0.0) b["alpha"] = c.ntk_alpha;
       break;
     case RopeType::kYarn:
       b["factor"] = c.yarn.factor;
@@ -504,6 +659,10 @@ inline nlohmann::json to_hf_config(const RopeConfig& c) {
   using nlohmann::json;
   throw_if_error(validate(c.spec));
   json j = json::object();
+  // HF reads `alpha` only in HunYuan's rotary embedding, and ERNIE's 3D M-RoPE layout comes from
+  // its model class: name the family that gives them meaning.
+  if (c.ntk_alpha != 0.0) j["model_type"] = "hunyuan_v1_dense";
+  if (c.mrope_layout == MropeLayout::kErnie3d) j["model_type"] = "ernie4_5_vl_moe_text";
   j["head_dim"] = c.spec.head_dim;
   if (c.interleaved_pairs) j["rope_interleave"] = true;
   if (c.spec.rotary_dim != c.spec.head_dim)

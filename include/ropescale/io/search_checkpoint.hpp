@@ -16,13 +16,19 @@
 // genome against the space, population indices, the RNG state) and never writes: a truncated,
 // corrupt or mismatched file is refused with Error kParseError and left as it was.
 //
-// Format (version 1), one object:
+// Format, one object:
 //   {"format": "ropescale.search_checkpoint", "version": 1,
 //    "space": {...}, "params": {...}, "iteration": 7, "rng_state": "...",
 //    "history": [{"c": 33, "steps": [2181, 2187, ...], "loss": 3.2}, ...],   loss null = +inf
 //    "population": [0, 5, ...],                                   indices into history
 //    "best": {"c": 33, "loss": 3.1, "factors": [...]}}            for readers; ignored on load
-// Factors are grid indices: lambda = steps[j] * space.step for pair c + j.
+// Factors are grid indices: lambda = steps[j] * space.step for pair c + j. The space and params
+// objects hold the persisted fields of their field tables (SearchSpace::fields(),
+// SearchParams::fields()). A state taken in the middle of a batch (EvolutionSearch::state()) is
+// written as version 2, which adds
+//    "pending": [{"id": 70, "c": 33, "steps": [...], "loss": 3.0}, {"id": 71, ...}, ...]
+// (no "loss" key: not answered yet; null: +inf). Version 1 files (no pending batch) read as
+// before, and a state at an iteration boundary is still written as version 1.
 #pragma once
 
 #include <cstdint>
@@ -56,7 +62,8 @@
 namespace ropescale {
 
 inline constexpr const char* kSearchCheckpointFormat = "ropescale.search_checkpoint";
-inline constexpr int kSearchCheckpointVersion = 1;
+/// The newest checkpoint version (2: a pending batch); version 1 files are read too.
+inline constexpr int kSearchCheckpointVersion = 2;
 
 }  // namespace ropescale
 
@@ -68,21 +75,30 @@ namespace ropescale {
 
 /// The JSON document of a state (see the format above).
 inline nlohmann::json search_state_to_json(const SearchState& st) {
+  auto loss_json = [](double loss) {
+    return std::isfinite(loss) ? nlohmann::json(loss) : nlohmann::json(nullptr);
+  };
   nlohmann::json history = nlohmann::json::array();
-  for (const EvaluatedGenome& e : st.history) {
-    nlohmann::json loss = nullptr;
-    if (std::isfinite(e.loss)) loss = e.loss;
-    history.push_back(
-        nlohmann::json{{"c", e.genome.critical_pair}, {"steps", e.genome.steps}, {"loss", loss}});
-  }
+  for (const EvaluatedGenome& e : st.history)
+    history.push_back(nlohmann::json{
+        {"c", e.genome.critical_pair}, {"steps", e.genome.steps}, {"loss", loss_json(e.loss)}});
   nlohmann::json j{{"format", kSearchCheckpointFormat},
-                   {"version", kSearchCheckpointVersion},
+                   {"version", st.pending.empty() ? 1 : 2},
                    {"space", detail::checkpoint_space_json(st.space)},
                    {"params", detail::checkpoint_params_json(st.params)},
                    {"iteration", st.iteration},
                    {"rng_state", st.rng_state},
                    {"history", std::move(history)},
                    {"population", st.population}};
+  if (!st.pending.empty()) {
+    nlohmann::json pending = nlohmann::json::array();
+    for (const PendingCandidate& c : st.pending) {
+      nlohmann::json e{{"id", c.id}, {"c", c.genome.critical_pair}, {"steps", c.genome.steps}};
+      if (c.answered) e["loss"] = loss_json(c.loss);
+      pending.push_back(std::move(e));
+    }
+    j["pending"] = std::move(pending);
+  }
   const std::int64_t best = st.population.empty() || st.history.empty() ? -1 : st.best_index();
   if (best >= 0 && validate(st.space, st.history[static_cast<std::size_t>(best)].genome).ok() &&
       validate(st.space).ok()) {

@@ -1,0 +1,107 @@
+// ropescale internal: symmetric absmax int8 quantization of one row, the rule behind
+// kv_cache.hpp's int8 pages. Not a public header. rotary_kernels.hpp compiles quantize_int8_row
+// once more per instruction set (the dispatch table beside the rotation).
+#pragma once
+
+#include "ropescale/detail/internal_header_check.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "ropescale/detail/convert.hpp"
+
+namespace ropescale {
+namespace detail {
+
+// The scale of one int8 row from its largest magnitude: the one rule every int8 path uses.
+//   amax = 0                           scale 0, inv 0 (a zero row)
+//   amax / 127 < 2^-126 (FLT_MIN)      scale 2^-126, inv 2^126: a floor, so 127 / amax cannot
+//                                      overflow and x * inv is exact (a power of two)
+//   amax / 127 <= FLT_MAX              scale = amax / 127 (float), inv = 127 / amax (in C)
+//   otherwise (NaN, infinity, or a double row past 127 * FLT_MAX)   finite = false
+// C is the compute type of the row: float, or double for double storage (then the scale is
+// computed in double and rounded to float once).
+template <typename C>
+struct Int8Scale {
+  float scale;
+  C inv;
+  bool finite;
+};
+
+template <typename C>
+inline Int8Scale<C> int8_scale(C amax) noexcept {
+  constexpr float kMinScale = std::numeric_limits<float>::min();  // 2^-126
+  const C s = amax / C(127);
+  if (!(s <= C(std::numeric_limits<float>::max())))
+    return {std::numeric_limits<float>::quiet_NaN(), C(0), false};
+  if (amax == C(0)) return {0.0f, C(0), true};
+  if (s < C(kMinScale)) return {kMinScale, C(1) / C(kMinScale), true};
+  return {static_cast<float>(s), C(127) / amax, true};
+}
+
+/// The largest magnitude an int8 row may hold: its scale, absmax / 127, must fit in float.
+inline constexpr double kInt8MaxAbs =
+    127.0 * static_cast<double>(std::numeric_limits<float>::max());
+
+// Magnitude bits of a compute value: the same order as the magnitudes, and a NaN wins a max.
+inline std::uint32_t magnitude_bits(float v) noexcept { return float_bits(v) & 0x7fffffffu; }
+inline std::uint64_t magnitude_bits(double v) noexcept {
+  std::uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return u & 0x7fffffffffffffffu;
+}
+template <typename U>
+inline auto from_magnitude_bits(U u) noexcept {
+  using C = std::conditional_t<sizeof(U) == 4, float, double>;
+  C v;
+  std::memcpy(&v, &u, sizeof v);
+  return v;
+}
+
+// Largest magnitude of a row in its compute type (NaN when the row holds one).
+template <int kN = 0, typename T>
+inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
+  using C = compute_t<T>;
+  const std::int64_t n = kN > 0 ? kN : row;
+  decltype(magnitude_bits(C(0))) amax_bits = 0;
+  for (std::int64_t j = 0; j < n; ++j) {
+    const auto b = magnitude_bits(Elem<T>::template load<C>(x[j]));
+    amax_bits = b > amax_bits ? b : amax_bits;
+  }
+  return from_magnitude_bits(amax_bits);
+}
+
+// Symmetric absmax int8 quantization of one row with int8_scale's rule; returns the scale. A row
+// with a NaN or an infinity (or, for double storage, a magnitude past kInt8MaxAbs, which the
+// front door refuses) is stored as the sentinel: scale NaN and every q 0, so the whole row
+// dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
+// integer max over the magnitude bits, and rounding to nearest even is the 1.5 * 2^23 trick
+// (1.5 * 2^52 for double; exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
+// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
+template <int kN = 0, typename T>
+inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
+  using C = compute_t<T>;
+  using I = std::conditional_t<sizeof(C) == 4, std::int32_t, std::int64_t>;
+  const std::int64_t n = kN > 0 ? kN : row;
+  const Int8Scale<C> s = int8_scale(int8_row_absmax<kN>(x, n));
+  if (!s.finite) {
+    std::memset(q, 0, static_cast<std::size_t>(n));
+    return s.scale;
+  }
+  const C round = sizeof(C) == 4 ? C(12582912.0) : C(6755399441055744.0);  // 1.5 * 2^23 / 2^52
+  const I round_bits = static_cast<I>(magnitude_bits(round));
+  for (std::int64_t j = 0; j < n; ++j) {
+    // v + round holds round(v) in its low mantissa bits: no float-to-int conversion.
+    const C v = Elem<T>::template load<C>(x[j]) * s.inv;
+    I r = static_cast<I>(magnitude_bits(v + round)) - round_bits;
+    r = r < -127 ? -127 : r;
+    r = r > 127 ? 127 : r;
+    q[j] = static_cast<std::int8_t>(r);
+  }
+  return s.scale;
+}
+
+}  // namespace detail
+}  // namespace ropescale
