@@ -301,6 +301,11 @@ TEST(ToolJson, EverySubcommandMatchesTheSchema) {
   EXPECT_EQ(k.at("inv_freq").size(), 48u);
   EXPECT_EQ(f.at("seq_len"), 131072);
 
+  const nlohmann::json scout =
+      run_json("factors --config '" + kData + "/llama4_scout_text.json' --format json");
+  expect_schema(scout, "factors");
+  EXPECT_EQ(scout.at("nope_layers").size(), 12u);
+  EXPECT_EQ(scout.at("kinds").at(0).at("pair_layout"), "interleaved");  // Llama 4: rope_interleave
   const nlohmann::json ds =
       run_json("factors --config '" + kData + "/deepseek_v3.json' --format json");
   expect_schema(ds, "factors");
