@@ -1,7 +1,9 @@
-// The README's code examples, run on real configs so the documentation cannot rot.
+// The numbers README.md and docs/ quote beside their code examples, on real configs. (The examples
+// themselves are whole programs that ctest builds and runs: doc_snippet_*.)
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -9,6 +11,7 @@
 
 #include "ropescale/critical.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/training.hpp"
@@ -17,7 +20,7 @@ namespace {
 
 std::string data(const char* name) { return std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name; }
 
-// "In an engine: the rotary step".
+// README "Quick start: an engine", docs/engine.md "The rotary step".
 TEST(ReadmeExamples, EngineRotaryStep) {
   auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
   ropescale::FactorTable table = cfg.table_for(/*seq_len=*/131072);
@@ -38,7 +41,42 @@ TEST(ReadmeExamples, EngineRotaryStep) {
   EXPECT_EQ(static_cast<float>(k[static_cast<std::size_t>(2 * 8 * 128 + 127)]), -1.0f);
 }
 
-// "Scaling methods and Hugging Face configs".
+// The engine quick start: the layout comes from the config, the short table serves the original
+// window, and keys re-rotated at the switch equal keys rotated with the long table from scratch.
+TEST(ReadmeExamples, EngineSwitchAtTheOriginalWindow) {
+  EXPECT_TRUE(ropescale::load_hf_config(data("deepseek_v3.json")).interleaved_pairs);
+  const auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
+  EXPECT_FALSE(cfg.interleaved_pairs);
+  const std::int64_t window = cfg.spec.original_max_position;
+  ASSERT_EQ(window, 4096);
+  const ropescale::FactorTable short_table = cfg.table_for(window);
+  const ropescale::FactorTable long_table = cfg.table_for(window + 1);
+  EXPECT_TRUE(short_table.approx_equal(cfg.table_for(0), 0.0));
+  EXPECT_FALSE(short_table.approx_equal(long_table, 1e-3));
+  const std::int64_t tokens = 8, heads = 2, dim = cfg.spec.head_dim;
+  std::vector<std::int64_t> positions(tokens);
+  for (std::int64_t t = 0; t < tokens; ++t) positions[static_cast<std::size_t>(t)] = 511 * t + 7;
+  std::vector<float> keys(static_cast<std::size_t>(tokens * heads * dim));
+  for (std::size_t i = 0; i < keys.size(); ++i) keys[i] = std::sin(0.37f * static_cast<float>(i));
+  std::vector<float> direct = keys;
+  const ropescale::RotaryFrequencies short_rope(cfg.spec, short_table);
+  const ropescale::RotaryFrequencies long_rope(cfg.spec, long_table);
+  auto view = [&](std::vector<float>& x) {
+    return ropescale::HeadsView<float>::tokens_heads_dim(x.data(), tokens, heads, dim);
+  };
+  const auto layout = ropescale::PairLayout::kHalfSplit;
+  ropescale::apply_rotary(short_rope, positions.data(), view(keys), layout);
+  ropescale::KeyRerotation(cfg.spec, short_table, long_table)
+      .apply(positions.data(), view(keys), layout);
+  ropescale::apply_rotary(long_rope, positions.data(), view(direct), layout);
+  float max_diff = 0.0f;
+  for (std::size_t i = 0; i < keys.size(); ++i)
+    max_diff = std::max(max_diff, std::fabs(keys[i] - direct[i]));
+  EXPECT_LT(max_diff, 2e-6f);
+  EXPECT_GT(std::fabs(keys[5] - std::sin(0.37f * 5.0f)), 1e-3f);  // it did rotate
+}
+
+// docs/configs.md.
 TEST(ReadmeExamples, ScalingAndConfigs) {
   auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
   auto t = cfg.table_for(8192);
@@ -60,7 +98,7 @@ TEST(ReadmeExamples, ScalingAndConfigs) {
   EXPECT_EQ(rope_freqs.size(), 48u);
 }
 
-// "Critical-dimension analysis".
+// docs/search.md "Critical-dimension analysis".
 TEST(ReadmeExamples, CriticalDimensions) {
   ropescale::RopeSpec spec{128, 128, 500000.0, 8192};
   auto dims = ropescale::critical_dims(spec);
@@ -80,7 +118,7 @@ TEST(ReadmeExamples, CriticalDimensions) {
   EXPECT_TRUE(saw_ntk);
 }
 
-// "Mixed context window training": selection at the boundary.
+// docs/training.md: selection at the boundary.
 TEST(ReadmeExamples, WindowSelection) {
   EXPECT_EQ(ropescale::select_window(4096, 4096), ropescale::RopeWindow::kLong);
   EXPECT_EQ(ropescale::select_window(4095, 4096), ropescale::RopeWindow::kShort);

@@ -1,12 +1,17 @@
 // The ropescale tool's subcommand registry and argument helpers.
 //
 // Each subcommand lives in its own cmd_<name>.cpp and registers itself with a static
-// `const bool registered = register_command({...});`. Conventions every subcommand follows:
-// a readable table on stdout by default, one JSON object with `--format json`, `--help` / `-h`,
-// and exit code 2 with a one-line message on stderr naming the option for bad arguments (throw
-// UsageError). Every input file and output path is checked before any work starts.
+// `const bool registered = register_command({...});` that lists its options (name, value, default,
+// help): the same list parses the arguments and prints `COMMAND --help`. Conventions every
+// subcommand follows: a readable table on stdout by default, one JSON object with `--format json`
+// (json_document(): `"schema": kJsonSchema` and `"command"` first, field names shared by every
+// subcommand, docs/cli.md), `--help` / `-h`, and exit code 2 with a one-line message on stderr
+// naming the option for bad arguments (throw UsageError); a message about a value the user did not
+// type says where it came from (Args::shown). Every input file and output path is checked before
+// any work starts.
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -16,6 +21,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -26,6 +32,7 @@
 #endif
 
 #include "ropescale/error.hpp"
+#include "ropescale/io/hf_config.hpp"
 
 namespace cli {
 
@@ -54,12 +61,118 @@ inline void check_input(const std::string& key, const std::string& path,
   throw InputError(key + " = '" + path + "': " + m);
 }
 
+/// Version of the JSON every subcommand prints (`"schema"`); raised when a field changes meaning
+/// or disappears (docs/cli.md, docs/cli-schema.json).
+inline constexpr int kJsonSchema = 1;
+
+/// The start of every JSON document the tool prints or writes.
+inline nlohmann::json json_document(const std::string& command) {
+  nlohmann::json j = nlohmann::json::object();
+  j["schema"] = kJsonSchema;
+  j["command"] = command;
+  return j;
+}
+
+/// A JSON document of `command` holding `fields` (an object) after the schema and the command.
+inline nlohmann::json json_document(const std::string& command, const nlohmann::json& fields) {
+  nlohmann::json j = json_document(command);
+  for (const auto& item : fields.items()) j[item.key()] = item.value();
+  return j;
+}
+
+/// Names of the pair layouts in JSON and tables (ropescale::to_string(PairLayout) spells them).
+inline const char* pair_layout_name(bool interleaved) {
+  return interleaved ? "interleaved" : "half_split";
+}
+
+/// The RoPE fields every subcommand that reads a config prints, for each distinct RoPE ("kind")
+/// of the model: which layers use it and its spec. `kinds` has one entry for a model whose layers
+/// share one RoPE (layer_type "", layers every layer or empty when the config gives no count).
+inline nlohmann::json kinds_json(const ropescale::ModelRope& model) {
+  nlohmann::json kinds = nlohmann::json::array();
+  for (std::size_t k = 0; k < model.kinds.size(); ++k) {
+    const ropescale::RopeConfig& cfg = model.kinds[k].config;
+    std::vector<std::int64_t> layers;
+    for (std::size_t l = 0; l < model.layer_kind.size(); ++l)
+      if (model.layer_kind[l] == static_cast<std::int64_t>(k))
+        layers.push_back(static_cast<std::int64_t>(l));
+    nlohmann::json j = nlohmann::json::object();
+    j["layer_type"] = model.uniform() ? std::string() : model.kinds[k].layer_type;
+    j["layers"] = layers;
+    j["rope_type"] = ropescale::to_string(cfg.rope_type);
+    j["rope_theta"] = cfg.spec.rope_theta;
+    j["head_dim"] = cfg.spec.head_dim;
+    j["rotary_dim"] = cfg.spec.rotary_dim;
+    j["freq_dim"] = cfg.spec.frequency_dim();
+    j["pair_layout"] = pair_layout_name(cfg.interleaved_pairs);
+    j["original_max_position"] = cfg.spec.original_max_position;
+    j["max_position_embeddings"] = cfg.max_position_embeddings;
+    j["mrope_section"] = cfg.mrope_section;
+    j["mrope_interleaved"] = cfg.mrope_interleaved;
+    j["mrope_layout"] = cfg.is_mrope() ? nlohmann::json(ropescale::to_string(cfg.mrope_layout))
+                                       : nlohmann::json(nullptr);
+    kinds.push_back(std::move(j));
+  }
+  return kinds;
+}
+
+/// One command-line option: `--name VALUE` (or a flag when `value` is empty), its default as
+/// shown to the user (empty: none) and one line of help.
+struct Option {
+  std::string name;
+  std::string value;
+  std::string fallback;
+  std::string help;
+};
+
+/// `--format table|json`, shared by the subcommands that print JSON.
+inline Option format_option() {
+  return {"--format", "table|json", "table",
+          "a table for reading or one JSON object (docs/cli.md)"};
+}
+
 struct Command {
   std::string name;
   std::string summary;  ///< one line for `ropescale help`
   std::string usage;    ///< the synopsis line(s)
   std::function<int(const std::vector<std::string>& args)> run;
+  std::vector<Option> options;  ///< every option, in the order `--help` shows them
 };
+
+/// `ropescale COMMAND --help`: the synopsis, the summary and every option with its default.
+inline std::string command_help(const Command& c) {
+  std::string out = "usage: ropescale " + c.name + " " + c.usage + "\n  " + c.summary + "\n";
+  if (c.options.empty()) return out;
+  out += "\noptions:\n";
+  std::size_t width = 10;
+  for (const Option& o : c.options)
+    width = std::max(width, o.name.size() + (o.value.empty() ? 0 : o.value.size() + 1));
+  const std::size_t indent = width + 4, columns = 100;
+  for (const Option& o : c.options) {
+    const std::string head = o.name + (o.value.empty() ? "" : " " + o.value);
+    std::string line = "  " + head + std::string(width + 2 - head.size(), ' ');
+    const std::string text = o.help + (o.fallback.empty() ? "" : " (default: " + o.fallback + ")");
+    // Words wrapped at `columns`, continuation lines under the help column.
+    std::size_t pos = 0, used = line.size();
+    while (pos < text.size()) {
+      const std::size_t space = text.find(' ', pos);
+      const std::string word = text.substr(pos, space == std::string::npos ? space : space - pos);
+      if (used > indent && used + 1 + word.size() > columns) {
+        line += "\n" + std::string(indent, ' ');
+        used = indent;
+      } else if (used > indent) {
+        line += " ";
+        ++used;
+      }
+      line += word;
+      used += word.size();
+      pos = space == std::string::npos ? text.size() : space + 1;
+    }
+    out += line + "\n";
+  }
+  out += "  -h, --help" + std::string(width - 8, ' ') + "this help\n";
+  return out;
+}
 
 inline std::map<std::string, Command>& registry() {
   static std::map<std::string, Command> commands;
@@ -77,6 +190,10 @@ inline void check_output_file(const std::string& key, const std::string& path);
 /// Parses "--key value" and "--flag" arguments. Unknown keys are rejected.
 class Args {
  public:
+  /// The options of a Command: those with a `value` take one, the others are flags.
+  Args(const std::vector<std::string>& args, const std::vector<Option>& options)
+      : Args(args, names(options, true), names(options, false)) {}
+
   /// `with_value`: options that take a value; `flags`: options that do not.
   Args(const std::vector<std::string>& args, const std::vector<std::string>& with_value,
        const std::vector<std::string>& flags = {}) {
@@ -109,6 +226,12 @@ class Args {
   }
 
   bool has(const std::string& key) const { return values_.count(key) != 0; }
+  /// `key = value` for a message, saying where a value the user did not type came from: its
+  /// default, or `origin` (e.g. "the first of --search-multiples").
+  std::string shown(const std::string& key, const std::string& value,
+                    const std::string& origin = "the default") const {
+    return key + " = " + clip(value) + (has(key) ? "" : " (" + origin + "; not given)");
+  }
   std::string get(const std::string& key, const std::string& fallback = "") const {
     auto it = values_.find(key);
     return it == values_.end() ? fallback : it->second;
@@ -157,6 +280,13 @@ class Args {
     if (f != "table" && f != "json")
       throw UsageError("--format = '" + clip(f) + "': must be 'table' or 'json'");
     return f == "json";
+  }
+
+  static std::vector<std::string> names(const std::vector<Option>& options, bool with_value) {
+    std::vector<std::string> out;
+    for (const Option& o : options)
+      if (o.value.empty() != with_value) out.push_back(o.name);
+    return out;
   }
 
   /// A value echoed in a message, cut to 80 characters.

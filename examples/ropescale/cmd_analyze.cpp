@@ -21,9 +21,23 @@ constexpr const char* kUsage =
     "[--config FILE | --base B --rotary-dim D --train-len L] [--target L] "
     "[--format table|json] [--svg FILE]";
 
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--config", "FILE", "LLaMA3-8B with its published LongRoPE2 table",
+       "the model's Hugging Face config.json"},
+      {"--base", "B", "", "rope_theta, with --rotary-dim and --train-len instead of --config"},
+      {"--rotary-dim", "D", "", "rotating channels (even)"},
+      {"--train-len", "L", "", "the pre-training window L_train"},
+      {"--target", "L", "the config's own extension, else 16 x the window",
+       "target context length"},
+      cli::format_option(),
+      {"--svg", "FILE", "", "also draw lambda_i per pair for every method"},
+  };
+  return kOptions;
+}
+
 int run_analyze(const std::vector<std::string>& argv) {
-  cli::Args args(
-      argv, {"--config", "--base", "--rotary-dim", "--train-len", "--target", "--format", "--svg"});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   const bool manual = args.has("--base") || args.has("--rotary-dim") || args.has("--train-len");
   if (manual && args.has("--config"))
@@ -32,9 +46,10 @@ int run_analyze(const std::vector<std::string>& argv) {
     throw cli::UsageError("--base, --rotary-dim and --train-len go together");
 
   analyze::Options opt;
+  ropescale::ModelRope model;
   if (args.has("--config")) {
     opt.config = args.input_file("--config");
-    ropescale::ModelRope model;  // read once here so that its errors name --config
+    // read once here so that its errors name --config
     cli::check_input("--config", opt.config, ropescale::try_load_hf_model(opt.config, {}, &model));
   }
   const std::string svg = args.output_file("--svg");
@@ -73,22 +88,39 @@ int run_analyze(const std::vector<std::string>& argv) {
     }
   }
   if (json) {
-    if (reports.size() == 1) {
-      std::cout << analyze::to_json(reports[0].cmp, reports[0].model, reports[0].with_detected,
-                                    reports[0].detected_critical_pair)
-                       .dump(1)
-                << "\n";
-    } else {
-      nlohmann::ordered_json all = nlohmann::ordered_json::object();
-      all["layer_kinds"] = nlohmann::ordered_json::array();
-      for (const analyze::Report& r : reports) {
-        nlohmann::ordered_json one = nlohmann::ordered_json::object();
-        one["layer_type"] = r.layer_type;
-        one["report"] = analyze::to_json(r.cmp, r.model, r.with_detected, r.detected_critical_pair);
-        all["layer_kinds"].push_back(one);
+    // One document: the model's RoPE kinds (a config's, or one built from the spec), each with
+    // its report (analyze::to_json's fields) beside the shared RoPE fields.
+    nlohmann::json doc = cli::json_document("analyze");
+    doc["model"] = reports[0].model;
+    doc["config"] = opt.config.empty() ? nlohmann::json(nullptr) : nlohmann::json(opt.config);
+    doc["layer_types"] = model.layer_types;
+    doc["kinds"] = opt.config.empty() ? nlohmann::json::array({nlohmann::json::object()})
+                                      : cli::kinds_json(model);
+    for (std::size_t k = 0; k < reports.size(); ++k) {
+      const analyze::Report& r = reports[k];
+      nlohmann::json& kind = doc["kinds"][k];
+      if (opt.config.empty()) {  // no config: the RoPE the options describe, no layout known
+        const auto& spec = r.cmp.analysis.spec;
+        kind["layer_type"] = "";
+        kind["layers"] = nlohmann::json::array();
+        kind["rope_type"] = "default";
+        kind["rope_theta"] = spec.rope_theta;
+        kind["head_dim"] = spec.head_dim;
+        kind["rotary_dim"] = spec.rotary_dim;
+        kind["freq_dim"] = spec.frequency_dim();
+        kind["pair_layout"] = nullptr;
+        kind["original_max_position"] = spec.original_max_position;
+        kind["max_position_embeddings"] = nullptr;
+        kind["mrope_section"] = nlohmann::json::array();
+        kind["mrope_interleaved"] = false;
       }
-      std::cout << all.dump(1) << "\n";
+      const nlohmann::json report = nlohmann::json::parse(
+          analyze::to_json(r.cmp, r.model, r.with_detected, r.detected_critical_pair).dump());
+      for (const auto& item : report.items())
+        if (item.key() != "model" && !kind.contains(item.key())) kind[item.key()] = item.value();
+      if (!kind.contains("detected_critical_pair")) kind["detected_critical_pair"] = nullptr;
     }
+    std::cout << doc.dump(1) << "\n";
   } else {
     for (std::size_t k = 0; k < reports.size(); ++k) {
       if (k > 0) std::cout << "\n";
@@ -101,6 +133,6 @@ int run_analyze(const std::vector<std::string>& argv) {
 
 const bool registered = cli::register_command(
     {"analyze", "critical-dimension report: which pairs each scaling method leaves OOD", kUsage,
-     run_analyze});
+     run_analyze, options()});
 
 }  // namespace

@@ -18,7 +18,7 @@
 //   ropescale extend [--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4]
 //                    [--search-multiples M,...] [--sweep-multiples M,...] [--seeds N]
 //                    [--budget small|default|full] [--needles-per-depth N] [--text-rows N]
-//                    [--threads N] [--json FILE] [--svg FILE] [--export DIR]
+//                    [--threads N] [--json FILE] [--svg FILE|none] [--export DIR]
 //                    [--export-multiple M] [--model-check-only] [--format table|json]
 //
 // --export DIR writes the model with the LongRoPE2 needle-searched table (seed 0) of
@@ -55,8 +55,42 @@ using tiny_llama::InferenceRule;
 constexpr const char* kUsage =
     "[--model DIR] [--finetuned DIR,...|none] [--multiples 1,2,4] [--search-multiples 2|2,4] "
     "[--sweep-multiples 2|2,4] [--seeds N] [--budget small|default|full] [--needles-per-depth N] "
-    "[--text-rows N] [--threads N] [--json FILE] [--svg FILE] [--export DIR] "
+    "[--text-rows N] [--threads N] [--json FILE] [--svg FILE|none] [--export DIR] "
     "[--export-multiple M] [--model-check-only] [--format table|json]";
+
+// The SVG `extend` writes unless --svg says otherwise.
+constexpr const char* kDefaultSvg = "study.svg";
+
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--model", "DIR", "examples/data/tiny-llama",
+       "the model to extend (`ropescale train` writes one)"},
+      {"--finetuned", "DIR,...|none", "the shipped tiny-llama-mixed and tiny-llama-long",
+       "fine-tuned models compared as their own rows"},
+      {"--multiples", "M,...", "1,2,4",
+       "lengths measured, as multiples of L_train (increasing, starting at 1)"},
+      {"--search-multiples", "M,...", "2 (--budget full: 2,4)",
+       "targets searched (each >= 2 and in --multiples)"},
+      {"--sweep-multiples", "M,...", "2 (--budget full: 2,4)",
+       "lengths of the c-sweep (LongRoPE2-init for every c, no fine-tuning)"},
+      {"--seeds", "N", "1 (--budget full: 3)", "searches per space, objective and target"},
+      {"--budget", "small|default|full", "default",
+       "search size, seeds and rows per cell; docs/study.md's tables use full"},
+      {"--needles-per-depth", "N", "16 (--budget full: 200)",
+       "held-out needles per group and length (and per depth of the model check)"},
+      {"--text-rows", "N", "2 (--budget full: 8)", "held-out text rows per length"},
+      {"--threads", "N", "2", "threads"},
+      {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt", "text the rows come from"},
+      {"--json", "FILE", "", "also write every number as JSON (docs/cli.md)"},
+      {"--svg", "FILE|none", kDefaultSvg, "the chart of needle accuracy and perplexity per length"},
+      {"--export", "DIR", "",
+       "write the model with the needle-searched table as a longrope config"},
+      {"--export-multiple", "M", "the first of --search-multiples", "which search --export ships"},
+      {"--model-check-only", "", "", "only the base model's in-window retrieval by depth"},
+      cli::format_option(),
+  };
+  return kOptions;
+}
 
 // --budget: the search's size, the seeds, and the rows each cell is measured on. "default" is the
 // main job (a few minutes on 2 cores); "full" is the study of docs/study-protocol.md.
@@ -74,6 +108,26 @@ struct BudgetPreset {
 const BudgetPreset kBudgets[] = {{"small", {4, 2, 1, 1, 1, 2, 1}, 1, 4, 4, 1, "2", "2"},
                                  {"default", {6, 3, 2, 2, 1, 8, 2}, 1, 16, 16, 2, "2", "2"},
                                  {"full", {16, 8, 4, 4, 6, 32, 8}, 3, 200, 100, 8, "2,4", "2,4"}};
+
+nlohmann::json budget_json(const tiny_llama::SearchBudget& b) {
+  return {{"population", b.population}, {"parents", b.parents},
+          {"mutations", b.mutations},   {"crossovers", b.crossovers},
+          {"iterations", b.iterations}, {"needle_rows", b.needle_rows},
+          {"text_rows", b.text_rows}};
+}
+
+// The budget a run uses, first thing in its table: what the numbers below are measured with.
+std::string budget_line(const std::string& name, const tiny_llama::SearchBudget& b,
+                        std::int64_t seeds, std::int64_t per_group, std::int64_t check_rows,
+                        std::int64_t text_rows) {
+  std::ostringstream os;
+  os << "budget " << name << ": " << seeds << " seed(s) per search of " << b.population << " + "
+     << b.iterations << " x " << (b.mutations + b.crossovers) << " candidates scored on "
+     << b.needle_rows << " needle rows or " << b.text_rows << " text rows; " << per_group
+     << " held-out needles per group and length, " << check_rows
+     << " per depth in the model check, " << text_rows << " text rows per length";
+  return os.str();
+}
 
 nlohmann::json factors_json(const ropescale::FactorTable& t) {
   return std::vector<double>(t.factors().data(), t.factors().data() + t.factors().size());
@@ -143,12 +197,7 @@ std::string fmt(double x, int digits = 2) {
 }
 
 int run_extend(const std::vector<std::string>& argv) {
-  cli::Args args(
-      argv,
-      {"--model", "--finetuned", "--multiples", "--search-multiples", "--sweep-multiples",
-       "--seeds", "--budget", "--needles-per-depth", "--text-rows", "--threads", "--text", "--json",
-       "--svg", "--export", "--export-multiple", "--format"},
-      {"--model-check-only"});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   const std::string model = args.get("--model", data + "/tiny-llama");
@@ -162,8 +211,8 @@ int run_extend(const std::vector<std::string>& argv) {
       if (std::filesystem::exists(data + d + "/config.json")) finetuned.push_back(data + d);
   }
   for (const std::string& d : finetuned) cli::check_model_dir("--finetuned", d);
-  const auto multiples =
-      cli::Args::parse_increasing_ints("--multiples", args.get("--multiples", "1,2,4"), 1, 64);
+  const std::string multiples_text = args.get("--multiples", "1,2,4");
+  const auto multiples = cli::Args::parse_increasing_ints("--multiples", multiples_text, 1, 64);
   const std::string budget_name = args.get("--budget", "default");
   const BudgetPreset* preset = nullptr;
   for (const BudgetPreset& p : kBudgets)
@@ -171,15 +220,30 @@ int run_extend(const std::vector<std::string>& argv) {
   if (preset == nullptr)
     throw cli::UsageError("--budget = '" + cli::Args::clip(budget_name) +
                           "': must be 'small', 'default' or 'full'");
-  const auto search_multiples = cli::Args::parse_increasing_ints(
-      "--search-multiples", args.get("--search-multiples", preset->search_multiples), 1, 64);
+  const std::string search_text = args.get("--search-multiples", preset->search_multiples);
+  const auto search_multiples =
+      cli::Args::parse_increasing_ints("--search-multiples", search_text, 1, 64);
   const auto sweep_multiples = cli::Args::parse_increasing_ints(
       "--sweep-multiples", args.get("--sweep-multiples", preset->sweep_multiples), 2, 64);
-  if (multiples.front() != 1) throw cli::UsageError("--multiples must start with 1 (L_train)");
-  for (auto m : search_multiples)
-    if (std::find(multiples.begin(), multiples.end(), m) == multiples.end() || m < 2)
-      throw cli::UsageError("--search-multiples = " + std::to_string(m) +
-                            ": each must be >= 2 and in --multiples");
+  if (multiples.front() != 1)
+    throw cli::UsageError(args.shown("--multiples", multiples_text) +
+                          ": must start with 1 (L_train)");
+  for (auto m : search_multiples) {
+    if (m < 2)
+      throw cli::UsageError(args.shown("--search-multiples", search_text) + ": entry " +
+                            std::to_string(m) + " must be >= 2 (a target beyond L_train)");
+    if (std::find(multiples.begin(), multiples.end(), m) != multiples.end()) continue;
+    // Blame the option the user typed: a default target missing from --multiples is a fault of
+    // --multiples unless --search-multiples was given too.
+    if (args.has("--search-multiples") || !args.has("--multiples"))
+      throw cli::UsageError(args.shown("--search-multiples", search_text) + ": entry " +
+                            std::to_string(m) + " must be one of " +
+                            args.shown("--multiples", multiples_text));
+    throw cli::UsageError(args.shown("--multiples", multiples_text) + ": must include " +
+                          std::to_string(m) + ", a search target of " +
+                          args.shown("--search-multiples", search_text) +
+                          "; add it or pass --search-multiples");
+  }
   const tiny_llama::SearchBudget budget = preset->search;
   const std::int64_t seeds = args.get_int("--seeds", preset->seeds, 1, 100);
   const std::int64_t per_group = args.get_int("--needles-per-depth", preset->needles, 1, 100000);
@@ -187,18 +251,24 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t text_rows = args.get_int("--text-rows", preset->text_rows, 1, 10000);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::string json_path = args.output_file("--json");
-  const std::string svg_path = args.output_file("--svg");
+  const std::string svg_arg = args.get("--svg", kDefaultSvg);
+  const std::string svg_path = svg_arg == "none" ? std::string() : svg_arg;
+  if (!svg_path.empty()) cli::check_output_file("--svg", svg_path);
   const std::string export_dir = args.get("--export");
   if (!export_dir.empty()) cli::check_output_dir("--export", export_dir);
   const std::int64_t export_multiple =
       args.get_int("--export-multiple", search_multiples.front(), 2, 64);
   if (!export_dir.empty() && std::find(search_multiples.begin(), search_multiples.end(),
                                        export_multiple) == search_multiples.end())
-    throw cli::UsageError("--export-multiple = " + std::to_string(export_multiple) +
-                          ": must be one of --search-multiples");
+    throw cli::UsageError(args.shown("--export-multiple", std::to_string(export_multiple),
+                                     "the first of --search-multiples") +
+                          ": must be one of " + args.shown("--search-multiples", search_text));
   const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
   const bool check_only = args.has("--model-check-only");
 
+  ropescale::ModelRope model_rope;  // the RoPE fields of the JSON, as `factors` prints them
+  cli::check_input("--model", model + "/config.json",
+                   ropescale::try_load_hf_model(model + "/config.json", {}, &model_rope));
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
   std::vector<tiny_llama::Weights> tuned;
   std::vector<ropescale::RopeConfig> tuned_rope;
@@ -216,13 +286,20 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t lower = ropescale::critical_search_lower_pair(spec);
   auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
   const int nthreads = static_cast<int>(threads);
-  nlohmann::json out = {{"model", model},
-                        {"train_length", L},
-                        {"inference_rule", tiny_llama::to_string(InferenceRule::kOneTable)},
-                        {"budget", budget_name},
-                        {"seeds", seeds},
-                        {"i_tcd", i_tcd},
-                        {"search_lower_pair", lower}};
+  nlohmann::json out = cli::json_document(
+      "extend", {{"model", model},
+                 {"kinds", cli::kinds_json(model_rope)},
+                 {"train_length", L},
+                 {"inference_rule", tiny_llama::to_string(InferenceRule::kOneTable)},
+                 {"budget", budget_name},
+                 {"budget_search", budget_json(budget)},
+                 {"seeds", seeds},
+                 {"i_tcd", i_tcd},
+                 {"search_lower_pair", lower}});
+  // What the numbers are measured with comes first; the work takes minutes.
+  if (!json)
+    std::cout << budget_line(budget_name, budget, seeds, per_group, check_rows, text_rows) << "\n"
+              << std::flush;
 
   // --- 0. the base model's in-window retrieval by depth (seeds 5000+: disjoint from the rest)
   const std::vector<double> check_depths = {0.0, 0.25, 0.5, 0.75, 1.0};
@@ -622,7 +699,8 @@ int run_extend(const std::vector<std::string>& argv) {
     return 0;
   }
   std::cout << "tiny Llama " << model << ": head_dim " << spec.head_dim << " (" << spec.pairs()
-            << " pairs), theta " << spec.rope_theta << ", L_train " << L << ", i_tcd " << i_tcd
+            << " pairs, " << cli::pair_layout_name(model_rope.kinds[0].config.interleaved_pairs)
+            << "), theta " << spec.rope_theta << ", L_train " << L << ", i_tcd " << i_tcd
             << "; budget " << budget_name << "\n\n";
   print_check();
   std::cout << "\nc-sweep (LongRoPE2-init, lambda = s from c up, no fine-tuning; " << per_group
@@ -667,6 +745,14 @@ int run_extend(const std::vector<std::string>& argv) {
   if (!export_dir.empty() && exported)
     std::cout << "wrote " << export_dir << " (longrope rope_scaling for " << L * export_multiple
               << " tokens)\n";
+  if (!svg_path.empty()) std::cout << "wrote " << svg_path << "\n";
+  if (budget_name != "full")
+    std::cout << "\nThese numbers come from the '" << budget_name
+              << "' budget: fewer seeds, smaller searches and fewer rows than docs/study.md's\n"
+                 "tables, which come from --budget full; compare them with their standard "
+                 "errors.\n";
+  std::cout << "What the numbers show and what they do not: docs/study.md and "
+               "docs/study-protocol.md\n";
   return 0;
 }
 
@@ -674,6 +760,6 @@ const bool registered = cli::register_command(
     {"extend",
      "LongRoPE2 study on the tiny Llama: model gate, c-sweep, searches, one-rule comparison, "
      "verdicts",
-     kUsage, run_extend});
+     kUsage, run_extend, options()});
 
 }  // namespace

@@ -35,62 +35,57 @@ std::string g17(double x) {
   return buf;
 }
 
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--config", "FILE", "", "the model's Hugging Face config.json (required)"},
+      {"--seq-len", "N", "the original window",
+       "sequence length (max position + 1) whose table to print; LongRoPE switches to its long "
+       "factors past the original window"},
+      cli::format_option(),
+      {"--yarn", "current|derived|legacy", "current",
+       "which transformers YaRN code to follow (current, v5-dev derived factor, legacy window)"},
+  };
+  return kOptions;
+}
+
 int run_factors(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--config", "--seq-len", "--format", "--yarn"});
+  cli::Args args(argv, options());
   if (!args.has("--config")) throw cli::UsageError("--config FILE is required");
   const bool json_out = args.json_format();
   const std::int64_t seq_len = args.get_int("--seq-len", 0, 1, ropescale::kMaxPosition);
-  ropescale::HfImportOptions options;
-  options.yarn = parse_yarn(args.get("--yarn", "current"));
+  ropescale::HfImportOptions import;
+  import.yarn = parse_yarn(args.get("--yarn", "current"));
   const std::string path = args.input_file("--config");
 
   ropescale::ModelRope model;
-  cli::check_input("--config", path, ropescale::try_load_hf_model(path, options, &model));
+  cli::check_input("--config", path, ropescale::try_load_hf_model(path, import, &model));
 
   // One section per distinct RoPE (Gemma 3/4: sliding and full layers); a config with one RoPE
-  // for every layer prints exactly one, as before.
-  nlohmann::json kinds = nlohmann::json::array();
+  // for every layer prints exactly one.
+  nlohmann::json doc = cli::json_document("factors");
+  doc["config"] = path;
+  doc["seq_len"] = args.has("--seq-len") ? nlohmann::json(seq_len) : nlohmann::json(nullptr);
+  doc["layer_types"] = model.layer_types;
+  doc["kinds"] = cli::kinds_json(model);
   for (std::size_t k = 0; k < model.kinds.size(); ++k) {
     const ropescale::RopeConfig& cfg = model.kinds[k].config;
-    std::vector<std::int64_t> layers;
-    for (std::size_t l = 0; l < model.layer_kind.size(); ++l)
-      if (model.layer_kind[l] == static_cast<std::int64_t>(k))
-        layers.push_back(static_cast<std::int64_t>(l));
+    nlohmann::json& kind = doc["kinds"][k];
     const ropescale::FactorTable table = cfg.table_for(seq_len);
     const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec);
     const auto selection = cfg.window_for(seq_len);
-
-    if (json_out) {
-      nlohmann::json out = nlohmann::json::object();
-      out["rotary_dim"] = cfg.spec.rotary_dim;
-      out["factors"] = ropescale::to_rope_freqs_json(table);
-      nlohmann::json inv = nlohmann::json::array();
-      for (Eigen::Index i = 0; i < inv_freq.size(); ++i) inv.push_back(inv_freq[i]);
-      out["inv_freq"] = inv;
-      out["attention_factor"] = table.attention_factor();
-      out["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;
-      if (!model.uniform()) {
-        out["layer_type"] = model.kinds[k].layer_type;
-        out["layers"] = layers;
-        out["rope_type"] = ropescale::to_string(cfg.rope_type);
-        out["head_dim"] = cfg.spec.head_dim;
-        out["freq_dim"] = cfg.spec.frequency_dim();
-      }
-      if (cfg.interleaved_pairs) out["interleaved_pairs"] = true;
-      if (cfg.is_mrope()) {
-        out["mrope_section"] = cfg.mrope_section;
-        out["mrope_interleaved"] = cfg.mrope_interleaved;
-        out["mrope_layout"] = ropescale::to_string(cfg.mrope_layout);
-      }
-      kinds.push_back(out);
-      continue;
-    }
+    kind["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;
+    kind["attention_factor"] = table.attention_factor();
+    kind["factors"] = ropescale::to_rope_freqs_json(table);
+    nlohmann::json inv = nlohmann::json::array();
+    for (Eigen::Index i = 0; i < inv_freq.size(); ++i) inv.push_back(inv_freq[i]);
+    kind["inv_freq"] = inv;
+    if (json_out) continue;
 
     if (k > 0) std::cout << "\n";
     std::cout << "config             " << path << "\n";
     if (!model.uniform()) {
       std::cout << "layer type         " << model.kinds[k].layer_type << " (layers";
-      for (std::int64_t l : layers) std::cout << " " << l;
+      for (const auto& l : kind["layers"]) std::cout << " " << l.get<std::int64_t>();
       std::cout << ")\n";
     }
     std::cout << "rope_type          " << ropescale::to_string(cfg.rope_type) << "\n"
@@ -99,8 +94,8 @@ int run_factors(const std::vector<std::string>& argv) {
     if (cfg.spec.frequency_dim() != cfg.spec.rotary_dim)
       std::cout << "freq_dim           " << cfg.spec.frequency_dim()
                 << " (exponent 2i/freq_dim; half-split partner i + freq_dim/2)\n";
-    if (cfg.interleaved_pairs)
-      std::cout << "pair layout        interleaved (2i, 2i+1), as HF applies rope_interleave\n";
+    std::cout << "pair_layout        " << cli::pair_layout_name(cfg.interleaved_pairs)
+              << (cfg.interleaved_pairs ? " (2i, 2i+1)" : " (i, i + rotary_dim/2)") << "\n";
     if (cfg.is_mrope()) {
       std::cout << "mrope_section     ";
       for (std::int64_t v : cfg.mrope_section) std::cout << " " << v;
@@ -130,32 +125,19 @@ int run_factors(const std::vector<std::string>& argv) {
   const std::vector<std::int64_t> nope = model.nope_layers();
   const ropescale::AttentionScaleTerms& sc = model.scales;
   if (json_out) {
-    nlohmann::json extra = nlohmann::json::object();
-    if (!nope.empty()) {
-      extra["nope_layers"] = nope;
-      extra["nope_source"] = model.nope_source;
-    }
-    if (!model.class_defaults.empty()) extra["class_defaults"] = model.class_defaults;
-    if (model.attention_chunk_size > 0) extra["attention_chunk_size"] = model.attention_chunk_size;
-    if (sc.softmax_scale != 1.0) extra["softmax_scale"] = sc.softmax_scale;
+    doc["nope_layers"] = nope;
+    if (!nope.empty()) doc["nope_source"] = model.nope_source;
+    if (!model.class_defaults.empty()) doc["class_defaults"] = model.class_defaults;
+    if (model.attention_chunk_size > 0) doc["attention_chunk_size"] = model.attention_chunk_size;
+    if (sc.softmax_scale != 1.0) doc["softmax_scale"] = sc.softmax_scale;
     if (sc.llama4_scaling_beta != 0.0) {
-      extra["llama_4_scaling_beta"] = sc.llama4_scaling_beta;
-      extra["llama_4_scaling_original"] = sc.llama4_scaling_original;
+      doc["llama_4_scaling_beta"] = sc.llama4_scaling_beta;
+      doc["llama_4_scaling_original"] = sc.llama4_scaling_original;
     }
     if (sc.temperature_tuning.enabled)
-      extra["attn_temperature_tuning"] = {{"floor_scale", sc.temperature_tuning.floor_scale},
-                                          {"attn_scale", sc.temperature_tuning.attn_scale}};
-    if (model.uniform()) {
-      nlohmann::json out = kinds[0];
-      out.update(extra);
-      std::cout << out.dump() << "\n";
-    } else {
-      nlohmann::json out = nlohmann::json::object();
-      out["layer_types"] = model.layer_types;
-      out["kinds"] = kinds;
-      out.update(extra);
-      std::cout << out.dump() << "\n";
-    }
+      doc["attn_temperature_tuning"] = {{"floor_scale", sc.temperature_tuning.floor_scale},
+                                        {"attn_scale", sc.temperature_tuning.attn_scale}};
+    std::cout << doc.dump() << "\n";
     return 0;
   }
   if (!nope.empty()) {
@@ -182,7 +164,7 @@ int run_factors(const std::vector<std::string>& argv) {
 
 const bool registered = cli::register_command(
     {"factors", "print the factor table a Hugging Face config.json gives for a sequence length",
-     "--config FILE [--seq-len N] [--format json|table] [--yarn current|derived|legacy]",
-     run_factors});
+     "--config FILE [--seq-len N] [--format table|json] [--yarn current|derived|legacy]",
+     run_factors, options()});
 
 }  // namespace

@@ -29,9 +29,27 @@ constexpr const char* kUsage =
     "--model DIR --out DIR [--mode mixed|long] [--steps N] [--tokens-per-step N] [--lr X] "
     "[--threads N] [--seed S] [--log FILE] [--text FILE] [--format table|json]";
 
+const std::vector<cli::Option>& options() {
+  static const tiny_llama::FinetuneOptions d;
+  static const std::vector<cli::Option> kOptions = {
+      {"--model", "DIR", "",
+       "an extended model: config.json with a longrope rope_scaling (required)"},
+      {"--out", "DIR", "", "the directory to write (required)"},
+      {"--mode", "mixed|long", "mixed", "mixed context windows, or long windows only"},
+      {"--steps", "N", std::to_string(d.steps), "optimizer steps"},
+      {"--tokens-per-step", "N", std::to_string(d.tokens_per_step), "tokens per step"},
+      {"--lr", "X", cli::Args::num(d.lr), "learning rate"},
+      {"--threads", "N", "2", "threads"},
+      {"--seed", "S", "7", "seed of the rows"},
+      {"--log", "FILE", "", "also write one JSON line per step"},
+      {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt", "training text"},
+      cli::format_option(),
+  };
+  return kOptions;
+}
+
 int run_finetune(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--model", "--out", "--mode", "--steps", "--tokens-per-step", "--lr",
-                        "--threads", "--seed", "--log", "--text", "--format"});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string model = args.get("--model");
   if (model.empty())
@@ -94,12 +112,13 @@ int run_finetune(const std::vector<std::string>& argv) {
                                {"lr", o.lr},
                                {"seed", o.seed}};
   tiny_llama::save_model_dir(out, w, cfg);
-  const nlohmann::json summary = {{"out", out},
-                                  {"mode", tiny_llama::to_string(o.mode)},
-                                  {"steps", o.steps},
-                                  {"tokens", o.steps * o.tokens_per_step},
-                                  {"final_loss", last_loss},
-                                  {"tokens_per_second", last_tps}};
+  const nlohmann::json summary =
+      cli::json_document("finetune", {{"out", out},
+                                      {"mode", tiny_llama::to_string(o.mode)},
+                                      {"steps", o.steps},
+                                      {"tokens", o.steps * o.tokens_per_step},
+                                      {"final_loss", last_loss},
+                                      {"tokens_per_second", last_tps}});
   if (json)
     std::cout << summary.dump(2) << "\n";
   else
@@ -112,6 +131,6 @@ int run_finetune(const std::vector<std::string>& argv) {
 
 const bool registered = cli::register_command(
     {"finetune", "fine-tune an extended tiny Llama: mixed context windows or long-only", kUsage,
-     run_finetune});
+     run_finetune, options()});
 
 }  // namespace

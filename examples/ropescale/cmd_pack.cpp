@@ -52,9 +52,24 @@ std::vector<std::int64_t> parse_lengths(const std::string& text, const std::stri
   return out;
 }
 
+const std::vector<cli::Option>& options() {
+  static const ropescale::PackOptions d;
+  static const std::vector<cli::Option> kOptions = {
+      {"--lengths", "N,...", "", "document lengths in tokens (or --lengths-file)"},
+      {"--lengths-file", "FILE", "", "document lengths, separated by commas or white space"},
+      {"--segment-length", "N", std::to_string(d.segment_length), "tokens per training segment"},
+      {"--original", "N", std::to_string(d.original_max_position),
+       "the pre-training window: documents up to it are short"},
+      {"--long-packing", "pack|chunk", "pack", "how long documents fill segments"},
+      {"--long-mask", "full|document", "full", "the mask of long segments"},
+      {"--show", "N", "20", "segments the table lists"},
+      cli::format_option(),
+  };
+  return kOptions;
+}
+
 int run_pack(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--lengths", "--lengths-file", "--segment-length", "--original",
-                        "--long-packing", "--long-mask", "--format", "--show"});
+  cli::Args args(argv, options());
   const bool json_out = args.json_format();
   std::vector<std::int64_t> lengths;
   if (args.has("--lengths") == args.has("--lengths-file"))
@@ -119,14 +134,17 @@ int run_pack(const std::vector<std::string>& argv) {
                       {"cu_seqlens", s.cu_seqlens},
                       {"pieces", pieces}});
     }
-    nlohmann::json out = {{"segment_length", opt.segment_length},
-                          {"original_max_position", opt.original_max_position},
-                          {"long_packing", ropescale::to_string(opt.long_packing)},
-                          {"long_mask", ropescale::to_string(opt.long_mask)},
-                          {"documents", plan.num_documents},
-                          {"tokens", plan.total_tokens},
-                          {"fill_ratio", plan.fill_ratio()},
-                          {"segments", segs}};
+    nlohmann::json out =
+        cli::json_document("pack", {{"segment_length", opt.segment_length},
+                                    {"original_max_position", opt.original_max_position},
+                                    {"long_packing", ropescale::to_string(opt.long_packing)},
+                                    {"long_mask", ropescale::to_string(opt.long_mask)},
+                                    {"documents", plan.num_documents},
+                                    {"tokens", plan.total_tokens},
+                                    {"fill_ratio", plan.fill_ratio()},
+                                    {"short_segments", plan.count(ropescale::RopeWindow::kShort)},
+                                    {"long_segments", plan.count(ropescale::RopeWindow::kLong)},
+                                    {"segments", segs}});
     std::cout << out.dump() << "\n";
     return 0;
   }
@@ -172,6 +190,6 @@ const bool registered = cli::register_command(
      "document masks; long: rescaled RoPE)",
      "(--lengths 5,12,40,... | --lengths-file FILE) [--segment-length 131072] [--original 4096] "
      "[--long-packing pack|chunk] [--long-mask full|document] [--show 20] [--format table|json]",
-     run_pack});
+     run_pack, options()});
 
 }  // namespace

@@ -13,8 +13,13 @@
 
 namespace {
 
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {cli::format_option()};
+  return kOptions;
+}
+
 int run_selfcheck(const std::vector<std::string>& argv) {
-  cli::Args args(argv, {"--format"}, {});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   ropescale::RopeSpec spec;  // Llama-style: head 128, theta 500000, trained at 8192
   spec.head_dim = 128;
@@ -58,14 +63,16 @@ int run_selfcheck(const std::vector<std::string>& argv) {
 
   const bool ok = max_err < 1e-5 && round_trip < 1e-5;
   if (json) {
-    nlohmann::json out = {{"version", ropescale::version()},
-                          {"tokens", tokens},
-                          {"heads", heads},
-                          {"head_dim", spec.head_dim},
-                          {"positions", positions},
-                          {"max_error", max_err},
-                          {"round_trip_error", round_trip},
-                          {"ok", ok}};
+    nlohmann::json out = cli::json_document(
+        "selfcheck", {{"version", ropescale::version()},
+                      {"tokens", tokens},
+                      {"heads", heads},
+                      {"head_dim", spec.head_dim},
+                      {"positions", positions},
+                      {"max_error", max_err},
+                      {"round_trip_error", round_trip},
+                      {"kernel_path", ropescale::to_string(ropescale::active_kernel_path())},
+                      {"ok", ok}});
     std::cout << out.dump(1) << "\n";
     return ok ? 0 : 1;
   }
@@ -82,6 +89,6 @@ int run_selfcheck(const std::vector<std::string>& argv) {
 
 const bool registered = cli::register_command(
     {"selfcheck", "rotate random heads at long positions and check against long double",
-     "[--format table|json]", run_selfcheck});
+     "[--format table|json]", run_selfcheck, options()});
 
 }  // namespace

@@ -189,11 +189,27 @@ auto load_input(const std::string& key, const std::string& path, F load) {
   }
 }
 
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--model", "FILE", "examples/data/stories260K.bin", "a llama2.c checkpoint"},
+      {"--tokenizer", "FILE", "examples/data/tok512.bin", "its llama2.c tokenizer"},
+      {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt",
+       "text to search on (first part) and measure on (held-out part)"},
+      {"--json", "FILE", "", "also write every number as JSON (docs/cli.md)"},
+      {"--svg", "FILE", "", "also draw perplexity per length"},
+      {"--space", "longrope|longrope2", "longrope", "the search space (LongRoPE v1 or LongRoPE2)"},
+      {"--search-evals", "N", "64", "fitness evaluations of the search (>= 16)"},
+      {"--search-windows", "N", "2", "search-text windows each evaluation scores"},
+      {"--eval-tokens", "N", "16384", "held-out tokens per length"},
+      {"--threads", "N", "2", "threads"},
+      {"--seed", "N", "0", "seed of the search"},
+  };
+  return kOptions;
+}
+
 int run_extend(const std::vector<std::string>& argv) {
   const auto t_start = Clock::now();
-  cli::Args args(
-      argv, {"--model", "--tokenizer", "--text", "--json", "--svg", "--space", "--search-evals",
-             "--search-windows", "--eval-tokens", "--threads", "--seed"});
+  cli::Args args(argv, options());
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   // Every input and output path, and every number, is checked before any work starts.
   const std::string model_path = args.input_file("--model", data + "/stories260K.bin");
@@ -234,7 +250,7 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t n_tokens = static_cast<std::int64_t>(tokens.size());
   const std::int64_t search_begin = std::max(eval_tokens, n_tokens / 2);
   if (eval_tokens < target)
-    throw cli::UsageError("--eval-tokens = " + std::to_string(eval_tokens) +
+    throw cli::UsageError(args.shown("--eval-tokens", std::to_string(eval_tokens)) +
                           ": must be >= the longest context (" + std::to_string(target) + ")");
   if (search_begin + search_windows * target > n_tokens)
     ropescale::throw_if_error(ropescale::make_status(
@@ -371,8 +387,22 @@ int run_extend(const std::vector<std::string>& argv) {
             << " threads\n";
 
   if (args.has("--json")) {
-    nlohmann::json j;
+    nlohmann::json j = cli::json_document("stories260k");
     j["model"] = model_path;
+    nlohmann::json kind = {{"layer_type", ""},
+                           {"layers", nlohmann::json::array()},
+                           {"rope_type", "default"},
+                           {"rope_theta", spec.rope_theta},
+                           {"head_dim", spec.head_dim},
+                           {"rotary_dim", spec.rotary_dim},
+                           {"freq_dim", spec.frequency_dim()},
+                           {"pair_layout", cli::pair_layout_name(true)},  // llama2.c: (2i, 2i+1)
+                           {"original_max_position", spec.original_max_position},
+                           {"max_position_embeddings", spec.original_max_position},
+                           {"mrope_section", nlohmann::json::array()},
+                           {"mrope_interleaved", false}};
+    for (std::int64_t l = 0; l < cfg.n_layers; ++l) kind["layers"].push_back(l);
+    j["kinds"] = nlohmann::json::array({kind});
     j["text"] = text_path;
     j["train_length"] = train;
     j["target_length"] = target;
@@ -415,6 +445,6 @@ const bool registered = cli::register_command(
     {"stories260k",
      "extend stories260K (llama2.c) from 512 to 4096 tokens: perplexity of plain, PI, NTK, YaRN "
      "and searched factors",
-     kUsage, run_extend});
+     kUsage, run_extend, options()});
 
 }  // namespace

@@ -32,11 +32,26 @@ constexpr const char* kUsage =
     "[--log FILE] "
     "[--eval-every N] [--text FILE] [--format table|json]";
 
+const std::vector<cli::Option>& options() {
+  static const std::vector<cli::Option> kOptions = {
+      {"--out", "DIR", "", "the model directory to write (required)"},
+      {"--resume", "", "", "continue from the optimizer state in --out"},
+      {"--plan", "default|smoke|needles", "default",
+       "the curriculum; smoke: 10 steps per stage; needles: the needle stage over the whole depth "
+       "range, continuing from --from with a fresh AdamW"},
+      {"--from", "DIR", "examples/data/tiny-llama", "the model --plan needles starts from"},
+      {"--threads", "N", "2", "threads"},
+      {"--seed", "S", "1 (needles: 2)", "seed of the initial weights and the rows"},
+      {"--log", "FILE", "", "also write one JSON line per evaluation"},
+      {"--eval-every", "N", "100 (smoke: 10)", "steps between held-out evaluations"},
+      {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt", "training text"},
+      cli::format_option(),
+  };
+  return kOptions;
+}
+
 int run_train(const std::vector<std::string>& argv) {
-  cli::Args args(argv,
-                 {"--out", "--plan", "--from", "--threads", "--seed", "--log", "--eval-every",
-                  "--text", "--format"},
-                 {"--resume"});
+  cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string out = args.get("--out");
   if (out.empty()) throw cli::UsageError("--out is required (the model directory to write)");
@@ -121,9 +136,9 @@ int run_train(const std::vector<std::string>& argv) {
   }
   if (json) {
     std::cerr << "\n";
-    std::cout << nlohmann::json{{"out", out},
-                                {"parameters", w.parameter_count()},
-                                {"evaluations", evals}}
+    std::cout << cli::json_document(
+                     "train",
+                     {{"out", out}, {"parameters", w.parameter_count()}, {"evaluations", evals}})
                      .dump(2)
               << "\n";
   } else {
@@ -132,7 +147,8 @@ int run_train(const std::vector<std::string>& argv) {
   return 0;
 }
 
-const bool registered = cli::register_command(
-    {"train", "train the tiny Llama (copy -> needles -> text curriculum)", kUsage, run_train});
+const bool registered =
+    cli::register_command({"train", "train the tiny Llama (copy -> needles -> text curriculum)",
+                           kUsage, run_train, options()});
 
 }  // namespace

@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "schema_check.hpp"
+
 namespace {
 
 struct ToolRun {
@@ -57,6 +59,16 @@ ToolRun run(const std::string& args, int timeout_s = 60) {
 
 bool contains(const std::string& s, const std::string& needle) {
   return s.find(needle) != std::string::npos;
+}
+
+// Runs of white space (help text wraps at 100 columns) as one space.
+std::string one_spaced(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool space = c == ' ' || c == '\n';
+    if (!space || out.empty() || out.back() != ' ') out += space ? ' ' : c;
+  }
+  return out;
 }
 
 // Exit 2, nothing on stdout, exactly one line on stderr that starts with "ropescale CMD: " and
@@ -176,11 +188,189 @@ TEST(ToolCli, Item20MessagesNameTheOption) {
   // Good input still works.
   const ToolRun ok = run("factors " + cfg + " --seq-len 131072 --format json");
   EXPECT_EQ(ok.rc, 0) << ok.err;
-  EXPECT_EQ(nlohmann::json::parse(ok.out).at("rotary_dim"), 128);
+  EXPECT_EQ(nlohmann::json::parse(ok.out).at("kinds").at(0).at("rotary_dim"), 128);
   const ToolRun packed =
       run("pack --lengths 5,12,40 --segment-length 64 --original 16 --format json");
   EXPECT_EQ(packed.rc, 0) << packed.err;
   EXPECT_EQ(nlohmann::json::parse(packed.out).at("tokens"), 57);
+}
+
+// 21. `--version`, `help COMMAND` and `COMMAND --help` list every option with its default.
+TEST(ToolCli, Item21VersionAndHelpWithDefaults) {
+  const ToolRun v = run("--version");
+  EXPECT_EQ(v.rc, 0) << v.err;
+  EXPECT_EQ(v.out, "ropescale 0.1.0\n");
+  const ToolRun topic = run("help factors");
+  ASSERT_EQ(topic.rc, 0) << topic.err;
+  EXPECT_EQ(topic.out, run("factors --help").out);
+  for (const char* line : {"--config FILE ", "--seq-len N ", "(default: the original window)",
+                           "--format table|json ", "(default: table)", "(default: current)"})
+    EXPECT_TRUE(contains(one_spaced(topic.out), line)) << line << " in:\n" << topic.out;
+  const ToolRun extend = run("help extend");
+  for (const char* line : {"(default: 1,2,4,8)", "(default: 4,8)", "(default: default)",
+                           "(default: study.svg)", "(default: the first of --search-multiples)"})
+    EXPECT_TRUE(contains(one_spaced(extend.out), line)) << line << " in:\n" << extend.out;
+  // Every option in a command's usage line is documented in its help, for every command.
+  for (const std::string c :
+       {"analyze", "extend", "factors", "finetune", "pack", "selfcheck", "stories260k", "train"}) {
+    const ToolRun h = run("help " + c);
+    ASSERT_EQ(h.rc, 0) << c;
+    const std::string usage = h.out.substr(0, h.out.find('\n'));
+    const std::string options = h.out.substr(h.out.find("options:"));
+    for (std::size_t at = usage.find("--"); at != std::string::npos;
+         at = usage.find("--", at + 2)) {
+      const std::string name = usage.substr(at, usage.find_first_of(" ]|=", at) - at);
+      EXPECT_TRUE(contains(options, "\n  " + name + " ") || contains(options, "\n  " + name + "\n"))
+          << c << ": " << name << " undocumented in:\n"
+          << h.out;
+    }
+  }
+  const ToolRun unknown = run("help no-such-command");
+  EXPECT_EQ(unknown.rc, 2);
+  EXPECT_TRUE(contains(unknown.err, "unknown command 'no-such-command'")) << unknown.err;
+}
+
+// 22. A message about a value the user did not type says where it came from, and blames the
+// option that was typed.
+TEST(ToolCli, Item22DefaultsAreNamedAsSuch) {
+  expect_bad_argument(
+      "extend --multiples 1,3", "extend",
+      {"--multiples = 1,3: must include 4", "--search-multiples = 4,8 (the default; not given)",
+       "add it or pass --search-multiples"},
+      10.0);
+  expect_bad_argument("extend --multiples 1,2 --search-multiples 2,4", "extend",
+                      {"--search-multiples = 2,4: entry 4 must be one of --multiples = 1,2"}, 10.0);
+  expect_bad_argument(
+      "extend --search-multiples 2,4 --export-multiple 8 --export '" + temp_path("out") + "'",
+      "extend", {"--export-multiple = 8: must be one of --search-multiples = 2,4"}, 10.0);
+}
+
+// 23. A write to a full standard output fails the command (exit 1, one line on stderr).
+TEST(ToolCli, Item23WriteErrorsExitNonzero) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const std::string err = temp_path("stderr");
+  for (const std::string& args :
+       {"factors --config '" + kData + "/phi4_mini_instruct.json'", std::string("--version"),
+        std::string("help"), std::string("analyze --format json")}) {
+    const std::string cmd = "'" ROPESCALE_TOOL "' " + args + " >/dev/full 2>'" + err + "'";
+    const int status = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(status)) << args;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << args;
+    const std::string e = read_text(err);
+    EXPECT_TRUE(contains(e, "writing to standard output failed")) << args << ": " << e;
+  }
+  std::remove(err.c_str());
+}
+
+nlohmann::json load_schema() {
+  return nlohmann::json::parse(read_text(ROPESCALE_SOURCE_DIR "/docs/cli-schema.json"));
+}
+
+// Checks `doc` against the schema of `command` in docs/cli-schema.json.
+void expect_schema(const nlohmann::json& doc, const std::string& command) {
+  static const nlohmann::json schema = load_schema();
+  const std::vector<std::string> errors =
+      schema_check::check(doc, schema.at("commands").at(command), schema);
+  EXPECT_TRUE(errors.empty()) << command << ":\n" << schema_check::join(errors);
+  EXPECT_EQ(doc.value("schema", 0), 1);
+  EXPECT_EQ(doc.value("command", std::string()), command);
+}
+
+nlohmann::json run_json(const std::string& args) {
+  const ToolRun r = run(args);
+  EXPECT_EQ(r.rc, 0) << args << ": " << r.err;
+  return nlohmann::json::parse(r.out.empty() ? "null" : r.out);
+}
+
+// 24. One JSON schema for every subcommand (docs/cli-schema.json, docs/cli.md).
+TEST(ToolJson, EverySubcommandMatchesTheSchema) {
+  const std::string phi4 = "--config '" + kData + "/phi4_mini_instruct.json'";
+  const nlohmann::json f = run_json("factors " + phi4 + " --seq-len 131072 --format json");
+  expect_schema(f, "factors");
+  // Every field the table prints, and the pair layout, for a uniform model too.
+  const nlohmann::json& k = f.at("kinds").at(0);
+  EXPECT_EQ(k.at("rope_type"), "longrope");
+  EXPECT_EQ(k.at("head_dim"), 128);
+  EXPECT_EQ(k.at("rotary_dim"), 96);
+  EXPECT_EQ(k.at("rope_theta"), 10000.0);
+  EXPECT_EQ(k.at("original_max_position"), 4096);
+  EXPECT_EQ(k.at("max_position_embeddings"), 131072);
+  EXPECT_EQ(k.at("pair_layout"), "half_split");
+  EXPECT_EQ(k.at("selected"), "long");
+  EXPECT_EQ(k.at("attention_factor"), 1.1902380714238083);
+  EXPECT_EQ(k.at("inv_freq").size(), 48u);
+  EXPECT_EQ(f.at("seq_len"), 131072);
+
+  const nlohmann::json scout =
+      run_json("factors --config '" + kData + "/llama4_scout_text.json' --format json");
+  expect_schema(scout, "factors");
+  EXPECT_EQ(scout.at("nope_layers").size(), 12u);
+  EXPECT_EQ(scout.at("kinds").at(0).at("pair_layout"), "interleaved");  // Llama 4: rope_interleave
+  const nlohmann::json ds =
+      run_json("factors --config '" + kData + "/deepseek_v3.json' --format json");
+  expect_schema(ds, "factors");
+  EXPECT_EQ(ds.at("kinds").at(0).at("pair_layout"), "interleaved");
+  EXPECT_EQ(ds.at("seq_len"), nullptr);
+
+  // Per-layer RoPE: the same `kinds` in factors and analyze.
+  const std::string gemma3 = "--config '" + kData + "/gemma3_4b_it.json' --format json";
+  const nlohmann::json fg = run_json("factors " + gemma3);
+  const nlohmann::json ag = run_json("analyze " + gemma3);
+  expect_schema(fg, "factors");
+  expect_schema(ag, "analyze");
+  ASSERT_EQ(fg.at("kinds").size(), 2u);
+  ASSERT_EQ(ag.at("kinds").size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i)
+    for (const char* key : {"layer_type", "layers", "rope_type", "rope_theta", "pair_layout"})
+      EXPECT_EQ(fg["kinds"][i].at(key), ag["kinds"][i].at(key)) << key;
+  EXPECT_EQ(fg.at("layer_types").size(), 34u);
+
+  const nlohmann::json a = run_json("analyze --format json");
+  expect_schema(a, "analyze");
+  EXPECT_EQ(a.at("kinds").at(0).at("critical_pair"), 35);
+  EXPECT_EQ(a.at("kinds").at(0).at("pair_layout"), nullptr);  // no config: not known
+  expect_schema(run_json("pack --lengths 5,12,40 --segment-length 64 --original 16 --format json"),
+                "pack");
+  expect_schema(run_json("selfcheck --format json"), "selfcheck");
+}
+
+// The checker finds what is missing or mistyped (so the test above can fail).
+TEST(ToolJson, TheCheckerRejectsBrokenDocuments) {
+  const nlohmann::json schema = load_schema();
+  nlohmann::json doc = run_json(
+      "pack --lengths 5,12 --segment-length 64 --original 16 "
+      "--format json");
+  EXPECT_TRUE(schema_check::check(doc, schema["commands"]["pack"], schema).empty());
+  nlohmann::json missing = doc;
+  missing.erase("short_segments");
+  EXPECT_EQ(schema_check::join(schema_check::check(missing, schema["commands"]["pack"], schema)),
+            "$: missing \"short_segments\"\n");
+  nlohmann::json wrong = doc;
+  wrong["schema"] = 2;
+  EXPECT_EQ(schema_check::check(wrong, schema["commands"]["pack"], schema).size(), 1u);
+  nlohmann::json bad_kind =
+      run_json("factors --config '" + kData + "/llama31_8b.json' --format json");
+  bad_kind["kinds"][0]["pair_layout"] = 1;
+  EXPECT_EQ(schema_check::check(bad_kind, schema["commands"]["factors"], schema).size(), 1u);
+}
+
+// The JSON files extend and stories260k write (`tool_json_files` runs this after their small
+// runs; ROPESCALE_TOOL_JSON_FILES="extend=PATH,stories260k=PATH").
+TEST(ToolJson, WrittenFilesMatchTheSchema) {
+  const char* files = std::getenv("ROPESCALE_TOOL_JSON_FILES");
+  if (files == nullptr) GTEST_SKIP() << "ROPESCALE_TOOL_JSON_FILES not set";
+  std::istringstream list(files);
+  std::string item;
+  int checked = 0;
+  while (std::getline(list, item, ',')) {
+    const std::size_t eq = item.find('=');
+    ASSERT_NE(eq, std::string::npos) << item;
+    const std::string text = read_text(item.substr(eq + 1));
+    ASSERT_FALSE(text.empty()) << item;
+    expect_schema(nlohmann::json::parse(text), item.substr(0, eq));
+    ++checked;
+  }
+  EXPECT_GT(checked, 0);
 }
 
 // ---- hostile model directories: config.json, model.safetensors, optimizer state, tokenizer -----
