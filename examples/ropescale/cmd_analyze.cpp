@@ -113,6 +113,7 @@ int run_analyze(const std::vector<std::string>& argv) {
         kind["max_position_embeddings"] = nullptr;
         kind["mrope_section"] = nlohmann::json::array();
         kind["mrope_interleaved"] = false;
+        kind["mrope_layout"] = nullptr;
       }
       const nlohmann::json report = nlohmann::json::parse(
           analyze::to_json(r.cmp, r.model, r.with_detected, r.detected_critical_pair).dump());

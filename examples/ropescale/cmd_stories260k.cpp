@@ -400,7 +400,8 @@ int run_extend(const std::vector<std::string>& argv) {
                            {"original_max_position", spec.original_max_position},
                            {"max_position_embeddings", spec.original_max_position},
                            {"mrope_section", nlohmann::json::array()},
-                           {"mrope_interleaved", false}};
+                           {"mrope_interleaved", false},
+                           {"mrope_layout", nullptr}};
     for (std::int64_t l = 0; l < cfg.n_layers; ++l) kind["layers"].push_back(l);
     j["kinds"] = nlohmann::json::array({kind});
     j["text"] = text_path;

@@ -256,7 +256,7 @@ def test_readme_quickstart_runs(data_dir):
     import re
 
     readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    block = re.search(r"## Quick start: Python.*?```python\n(.*?)```", readme, re.S).group(1)
     code = block.replace('"config.json"', repr(str(data_dir / "llama31_8b.json")))
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)

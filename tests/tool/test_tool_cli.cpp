@@ -207,7 +207,8 @@ TEST(ToolCli, Item21VersionAndHelpWithDefaults) {
                            "--format table|json ", "(default: table)", "(default: current)"})
     EXPECT_TRUE(contains(one_spaced(topic.out), line)) << line << " in:\n" << topic.out;
   const ToolRun extend = run("help extend");
-  for (const char* line : {"(default: 1,2,4,8)", "(default: 4,8)", "(default: default)",
+  for (const char* line : {"(default: 1,2,4)", "(default: 2 (--budget full: 2,4))",
+                           "(default: 16 (--budget full: 200))", "(default: default)",
                            "(default: study.svg)", "(default: the first of --search-multiples)"})
     EXPECT_TRUE(contains(one_spaced(extend.out), line)) << line << " in:\n" << extend.out;
   // Every option in a command's usage line is documented in its help, for every command.
@@ -235,7 +236,7 @@ TEST(ToolCli, Item21VersionAndHelpWithDefaults) {
 TEST(ToolCli, Item22DefaultsAreNamedAsSuch) {
   expect_bad_argument(
       "extend --multiples 1,3", "extend",
-      {"--multiples = 1,3: must include 4", "--search-multiples = 4,8 (the default; not given)",
+      {"--multiples = 1,3: must include 2", "--search-multiples = 2 (the default; not given)",
        "add it or pass --search-multiples"},
       10.0);
   expect_bad_argument("extend --multiples 1,2 --search-multiples 2,4", "extend",
