@@ -75,7 +75,7 @@ const std::vector<cli::Option>& options() {
        "lengths of the c-sweep (LongRoPE2-init for every c, no fine-tuning)"},
       {"--seeds", "N", "1 (--budget full: 3)", "searches per space, objective and target"},
       {"--budget", "small|default|full", "default",
-       "search size, seeds and rows per cell; docs/study.md's tables use full"},
+       "search size, seeds and rows per cell; full: docs/study-protocol.md's protocol"},
       {"--needles-per-depth", "N", "16 (--budget full: 200)",
        "held-out needles per group and length (and per depth of the model check)"},
       {"--text-rows", "N", "2 (--budget full: 8)", "held-out text rows per length"},
@@ -748,9 +748,9 @@ int run_extend(const std::vector<std::string>& argv) {
   if (!svg_path.empty()) std::cout << "wrote " << svg_path << "\n";
   if (budget_name != "full")
     std::cout << "\nThese numbers come from the '" << budget_name
-              << "' budget: fewer seeds, smaller searches and fewer rows than docs/study.md's\n"
-                 "tables, which come from --budget full; compare them with their standard "
-                 "errors.\n";
+              << "' budget: fewer seeds, smaller searches and fewer rows per cell than the\n"
+                 "full protocol (--budget full, docs/study-protocol.md); read each number with "
+                 "its standard error.\n";
   std::cout << "What the numbers show and what they do not: docs/study.md and "
                "docs/study-protocol.md\n";
   return 0;
