@@ -85,6 +85,27 @@ inline const char* pair_layout_name(bool interleaved) {
   return interleaved ? "interleaved" : "half_split";
 }
 
+/// The fields of one kind for a plain RoPE known by its spec alone (`analyze --base`, a llama2.c
+/// checkpoint): rope_type "default", no M-RoPE; kinds_json() fills the rest from a config.
+inline nlohmann::json spec_kind_json(const ropescale::RopeSpec& spec,
+                                     const nlohmann::json& pair_layout,
+                                     const nlohmann::json& max_position_embeddings,
+                                     const std::vector<std::int64_t>& layers) {
+  return {{"layer_type", ""},
+          {"layers", layers},
+          {"rope_type", "default"},
+          {"rope_theta", spec.rope_theta},
+          {"head_dim", spec.head_dim},
+          {"rotary_dim", spec.rotary_dim},
+          {"freq_dim", spec.frequency_dim()},
+          {"pair_layout", pair_layout},
+          {"original_max_position", spec.original_max_position},
+          {"max_position_embeddings", max_position_embeddings},
+          {"mrope_section", nlohmann::json::array()},
+          {"mrope_interleaved", false},
+          {"mrope_layout", nullptr}};
+}
+
 /// The RoPE fields every subcommand that reads a config prints, for each distinct RoPE ("kind")
 /// of the model: which layers use it and its spec. `kinds` has one entry for a model whose layers
 /// share one RoPE (layer_type "", layers every layer or empty when the config gives no count).
@@ -96,17 +117,10 @@ inline nlohmann::json kinds_json(const ropescale::ModelRope& model) {
     for (std::size_t l = 0; l < model.layer_kind.size(); ++l)
       if (model.layer_kind[l] == static_cast<std::int64_t>(k))
         layers.push_back(static_cast<std::int64_t>(l));
-    nlohmann::json j = nlohmann::json::object();
+    nlohmann::json j = spec_kind_json(cfg.spec, pair_layout_name(cfg.interleaved_pairs),
+                                      cfg.max_position_embeddings, layers);
     j["layer_type"] = model.uniform() ? std::string() : model.kinds[k].layer_type;
-    j["layers"] = layers;
     j["rope_type"] = ropescale::to_string(cfg.rope_type);
-    j["rope_theta"] = cfg.spec.rope_theta;
-    j["head_dim"] = cfg.spec.head_dim;
-    j["rotary_dim"] = cfg.spec.rotary_dim;
-    j["freq_dim"] = cfg.spec.frequency_dim();
-    j["pair_layout"] = pair_layout_name(cfg.interleaved_pairs);
-    j["original_max_position"] = cfg.spec.original_max_position;
-    j["max_position_embeddings"] = cfg.max_position_embeddings;
     j["mrope_section"] = cfg.mrope_section;
     j["mrope_interleaved"] = cfg.mrope_interleaved;
     j["mrope_layout"] = cfg.is_mrope() ? nlohmann::json(ropescale::to_string(cfg.mrope_layout))

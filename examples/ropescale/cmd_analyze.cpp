@@ -100,20 +100,7 @@ int run_analyze(const std::vector<std::string>& argv) {
       const analyze::Report& r = reports[k];
       nlohmann::json& kind = doc["kinds"][k];
       if (opt.config.empty()) {  // no config: the RoPE the options describe, no layout known
-        const auto& spec = r.cmp.analysis.spec;
-        kind["layer_type"] = "";
-        kind["layers"] = nlohmann::json::array();
-        kind["rope_type"] = "default";
-        kind["rope_theta"] = spec.rope_theta;
-        kind["head_dim"] = spec.head_dim;
-        kind["rotary_dim"] = spec.rotary_dim;
-        kind["freq_dim"] = spec.frequency_dim();
-        kind["pair_layout"] = nullptr;
-        kind["original_max_position"] = spec.original_max_position;
-        kind["max_position_embeddings"] = nullptr;
-        kind["mrope_section"] = nlohmann::json::array();
-        kind["mrope_interleaved"] = false;
-        kind["mrope_layout"] = nullptr;
+        kind = cli::spec_kind_json(r.cmp.analysis.spec, nullptr, nullptr, {});
       }
       const nlohmann::json report = nlohmann::json::parse(
           analyze::to_json(r.cmp, r.model, r.with_detected, r.detected_critical_pair).dump());

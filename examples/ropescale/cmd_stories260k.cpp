@@ -389,21 +389,11 @@ int run_extend(const std::vector<std::string>& argv) {
   if (args.has("--json")) {
     nlohmann::json j = cli::json_document("stories260k");
     j["model"] = model_path;
-    nlohmann::json kind = {{"layer_type", ""},
-                           {"layers", nlohmann::json::array()},
-                           {"rope_type", "default"},
-                           {"rope_theta", spec.rope_theta},
-                           {"head_dim", spec.head_dim},
-                           {"rotary_dim", spec.rotary_dim},
-                           {"freq_dim", spec.frequency_dim()},
-                           {"pair_layout", cli::pair_layout_name(true)},  // llama2.c: (2i, 2i+1)
-                           {"original_max_position", spec.original_max_position},
-                           {"max_position_embeddings", spec.original_max_position},
-                           {"mrope_section", nlohmann::json::array()},
-                           {"mrope_interleaved", false},
-                           {"mrope_layout", nullptr}};
-    for (std::int64_t l = 0; l < cfg.n_layers; ++l) kind["layers"].push_back(l);
-    j["kinds"] = nlohmann::json::array({kind});
+    std::vector<std::int64_t> layers;
+    for (std::int64_t l = 0; l < cfg.n_layers; ++l) layers.push_back(l);
+    // llama2.c pairs adjacent channels (2i, 2i+1).
+    j["kinds"] = nlohmann::json::array({cli::spec_kind_json(spec, cli::pair_layout_name(true),
+                                                            spec.original_max_position, layers)});
     j["text"] = text_path;
     j["train_length"] = train;
     j["target_length"] = target;
