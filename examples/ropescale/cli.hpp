@@ -47,18 +47,22 @@ struct InputError : std::runtime_error {
 };
 
 /// Throws InputError naming the option `key` and its file when `status` (from reading that file)
-/// is not ok. The library's "ropescale: " prefix and "(in PATH)" suffix are dropped: the message
-/// names the option and the file once.
+/// is not ok. The status's "in PATH" context is dropped: the message names the option and the file
+/// once.
 inline void check_input(const std::string& key, const std::string& path,
                         const ropescale::Status& status) {
   if (status.ok()) return;
-  std::string m = status.message();
-  const std::string prefix = "ropescale: ";
-  if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
-  const std::string suffix = " (in " + path + ")";
-  if (m.size() >= suffix.size() && m.compare(m.size() - suffix.size(), suffix.size(), suffix) == 0)
-    m.resize(m.size() - suffix.size());
-  throw InputError(key + " = '" + path + "': " + m);
+  std::string where = status.context();
+  const std::string in_path = "in " + path;
+  if (where == in_path)
+    where.clear();
+  else if (where.size() > in_path.size() + 2 &&
+           where.compare(where.size() - in_path.size() - 2, std::string::npos, ", " + in_path) == 0)
+    where.resize(where.size() - in_path.size() - 2);
+  const ropescale::Status shown =
+      ropescale::Status(status.code(), status.argument(), status.value(), status.rule())
+          .with_context(where);
+  throw InputError(key + " = '" + path + "': " + shown.reason());
 }
 
 /// Version of the JSON every subcommand prints (`"schema"`); raised when a field changes meaning

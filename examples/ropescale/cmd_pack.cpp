@@ -111,9 +111,7 @@ int run_pack(const std::vector<std::string>& argv) {
   ropescale::PackingPlan plan;
   const ropescale::Status packed = ropescale::try_pack_documents(lengths, opt, &plan);
   if (!packed.ok()) {
-    std::string m = packed.message();
-    if (m.rfind("ropescale: ", 0) == 0) m = m.substr(11);
-    throw cli::UsageError(source + ": " + m);
+    throw cli::UsageError(source + ": " + packed.reason());
   }
 
   if (json_out) {

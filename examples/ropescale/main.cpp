@@ -33,11 +33,8 @@ void print_help(std::ostream& os) {
   }
 }
 
-// One line: a message from the library loses its "ropescale: " prefix (main adds the command)
-// and any line breaks.
+// One line: the message without line breaks.
 std::string one_line(std::string m) {
-  const std::string prefix = "ropescale: ";
-  if (m.rfind(prefix, 0) == 0) m = m.substr(prefix.size());
   for (char& c : m)
     if (c == '\n' || c == '\r') c = ' ';
   return m;
@@ -91,7 +88,8 @@ int run_command(const std::string& name, const std::vector<std::string>& args) {
     std::cerr << "ropescale " << name << ": " << one_line(e.what()) << "\n";
     return 2;
   } catch (const ropescale::Error& e) {
-    std::cerr << "ropescale " << name << ": " << one_line(e.what()) << "\n";
+    // The library's fields, without its "ropescale: " prefix (the line names the command).
+    std::cerr << "ropescale " << name << ": " << one_line(e.status().reason()) << "\n";
     return 2;
   } catch (const std::bad_alloc&) {
     std::cerr << "ropescale " << name << ": out of memory\n";

@@ -279,8 +279,8 @@ inline Status try_compare_tables(const RopeSpec& spec, std::int64_t target_lengt
   for (std::size_t k = 0; k < tables.size(); ++k) {
     const Status st = try_analyze_table(c.analysis, tables[k], &c.methods[k]);
     if (!st.ok())
-      return Status(st.code(), st.message() + " (table " + std::to_string(k) + ", method \"" +
-                                   tables[k].method() + "\")");
+      return st.with_context("table " + std::to_string(k) + ", method \"" + tables[k].method() +
+                             "\"");
   }
   *out = std::move(c);
   return Status();

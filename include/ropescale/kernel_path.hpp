@@ -35,7 +35,7 @@
 #include "ropescale/error.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
-#include "ropescale/detail/cpu_features.hpp"
+#include "ropescale/detail/kernels/cpu_features.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {

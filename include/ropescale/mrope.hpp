@@ -194,9 +194,9 @@ inline Status mrope_call(const Angles& angles, const MropeSections& sections,
     const Status st =
         check_positions(angles, positions == nullptr ? nullptr : positions + a * tokens, tokens);
     if (!st.ok())
-      return Status(st.code(), st.message() + " (row " + std::to_string(a) +
-                                   (num_axes == 3 ? std::string(", ") + kAxis[a] : std::string()) +
-                                   ", of the " + std::to_string(num_axes) + " x tokens positions)");
+      return st.with_context("row " + std::to_string(a) +
+                             (num_axes == 3 ? std::string(", ") + kAxis[a] : std::string()) +
+                             ", of the " + std::to_string(num_axes) + " x tokens positions");
   }
   using C = compute_t<T>;
   const std::int64_t half = angles.pairs();

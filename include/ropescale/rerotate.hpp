@@ -86,13 +86,9 @@ class KeyRerotation {
   static Status check_tables(const RopeSpec& spec, const FactorTable& from, const FactorTable& to) {
     ROPESCALE_RETURN_IF_ERROR(validate(spec));
     Status s = from.validate_for(spec);
-    if (!s.ok())
-      return make_status(ErrorCode::kInvalidArgument, "from.pairs()", from.pairs(),
-                         "table does not fit the spec (" + s.message() + ")");
+    if (!s.ok()) return s.with_context("table `from`");
     s = to.validate_for(spec);
-    if (!s.ok())
-      return make_status(ErrorCode::kInvalidArgument, "to.pairs()", to.pairs(),
-                         "table does not fit the spec (" + s.message() + ")");
+    if (!s.ok()) return s.with_context("table `to`");
     return Status();
   }
 

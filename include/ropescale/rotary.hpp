@@ -69,10 +69,10 @@
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/aligned.hpp"
-#include "ropescale/detail/angle.hpp"
+#include "ropescale/detail/kernels/angle.hpp"
 #include "ropescale/detail/checked_math.hpp"
-#include "ropescale/detail/range_claims.hpp"
-#include "ropescale/detail/rotary_kernels.hpp"
+#include "ropescale/detail/call/range_claims.hpp"
+#include "ropescale/detail/kernels/rotary_kernels.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -309,7 +309,7 @@ using RotaryCacheD = BasicRotaryCache<double>;
 }  // namespace ropescale
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
-#include "ropescale/detail/rotary_call.hpp"
+#include "ropescale/detail/call/rotary_call.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -489,7 +489,7 @@ inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t
   ROPESCALE_RETURN_IF_ERROR(
       (RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction, &plan)));
   // A broken parallel-for is refused without rotating any token twice: each range claims its
-  // tokens before it runs (detail/range_claims.hpp), a range that steps outside [0, tokens) or
+  // tokens before it runs (detail/call/range_claims.hpp), a range that steps outside [0, tokens) or
   // overlaps one claimed earlier (run twice, or two threads on overlapping ranges) does not run,
   // and tokens no range claimed are reported once the parallel-for returns.
   detail::RangeClaims claims(plan.tokens());

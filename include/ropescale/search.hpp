@@ -81,8 +81,8 @@
 #include "ropescale/search_state.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/call/thread_pool.hpp"
 #include "ropescale/detail/random.hpp"
-#include "ropescale/detail/thread_pool.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -162,7 +162,7 @@ class EvolutionSearch {
   Status start(const std::vector<Genome>& seeds = {}) {
     for (std::size_t i = 0; i < seeds.size(); ++i) {
       const Status s = validate(space_, seeds[i]);
-      if (!s.ok()) return Status(s.code(), s.message() + " (seeds[" + std::to_string(i) + "])");
+      if (!s.ok()) return s.with_context("seeds[" + std::to_string(i) + "]");
     }
     session_.emplace(space_, params_);
     session_->rng.seed(params_.seed);

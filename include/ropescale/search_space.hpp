@@ -38,7 +38,7 @@
 #include "ropescale/scaling.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
-#include "ropescale/detail/field_table.hpp"
+#include "ropescale/detail/json/field_table.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -117,7 +117,7 @@ struct SearchSpace {
   /// The factor of grid index k.
   double grid_value(std::int64_t k) const { return static_cast<double>(k) * step; }
 
-  /// The field table (detail/field_table.hpp): equality, search_space_mismatch and the
+  /// The field table (detail/json/field_table.hpp): equality, search_space_mismatch and the
   /// checkpoint JSON are derived from it. Every field defines the search. freq_dim compares and
   /// is written as RopeSpec::frequency_dim() (0 and rotary_dim mean the same span; the key is
   /// left out then, as in files written before it existed).

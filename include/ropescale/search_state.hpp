@@ -40,7 +40,7 @@ struct SearchParams {
   std::int64_t max_evaluations = 0;  ///< stop before an iteration that would exceed it; 0 = none
   double max_seconds = 0.0;          ///< stop at the first iteration boundary past it; 0 = none
 
-  /// The field table (detail/field_table.hpp): equality, search_params_mismatch and the
+  /// The field table (detail/json/field_table.hpp): equality, search_params_mismatch and the
   /// checkpoint JSON are derived from it. iterations is written but may grow on resume; the
   /// run settings are neither written nor compared by resume.
   static auto fields() {
@@ -193,9 +193,9 @@ inline Status validate(const SearchState& st) {
     return make_status(ErrorCode::kParseError, "search state " + what, value, rule);
   };
   Status s = validate(st.space);
-  if (!s.ok()) return Status(ErrorCode::kParseError, s.message());
+  if (!s.ok()) return s.with_code(ErrorCode::kParseError);
   s = validate(st.params);
-  if (!s.ok()) return Status(ErrorCode::kParseError, s.message());
+  if (!s.ok()) return s.with_code(ErrorCode::kParseError);
   if (st.iteration < 0) return bad("iteration", st.iteration, "must be >= 0");
   if (st.iteration > kMaxSearchIterations)
     return bad("iteration", st.iteration, "must be <= 2^30 (kMaxSearchIterations)");
@@ -209,8 +209,8 @@ inline Status validate(const SearchState& st) {
     const EvaluatedGenome& e = st.history[i];
     s = validate(st.space, e.genome);
     if (!s.ok())
-      return Status(ErrorCode::kParseError, "ropescale: parse_error: search state history[" +
-                                                std::to_string(i) + "]: " + s.message());
+      return s.with_code(ErrorCode::kParseError)
+          .with_context("search state history[" + std::to_string(i) + "]");
     if (std::isnan(e.loss) || e.loss == -std::numeric_limits<double>::infinity())
       return bad("history[" + std::to_string(i) + "].loss", e.loss,
                  "must be a number or +infinity");
@@ -226,9 +226,7 @@ inline Status validate(const SearchState& st) {
       return bad(name + ".id", c.id,
                  "must be " + std::to_string(want) + " (history size + position in the batch)");
     s = validate(st.space, c.genome);
-    if (!s.ok())
-      return Status(ErrorCode::kParseError,
-                    "ropescale: parse_error: search state " + name + ": " + s.message());
+    if (!s.ok()) return s.with_code(ErrorCode::kParseError).with_context("search state " + name);
     if (c.answered && (std::isnan(c.loss) || c.loss == -std::numeric_limits<double>::infinity()))
       return bad(name + ".loss", c.loss, "must be a number or +infinity");
     if (!seen.insert(c.genome).second)

@@ -444,7 +444,7 @@ struct ModelRope {
 }  // namespace ropescale
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
-#include "ropescale/detail/hf_parse.hpp"
+#include "ropescale/detail/json/hf_parse.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -516,13 +516,12 @@ inline Status parse_json_text(const std::string& text, nlohmann::json* out) {
     // nlohmann quotes the last token read, which can be megabytes long: keep the head.
     std::string what = e.what();
     if (what.size() > 300) what = what.substr(0, 300) + "...";
-    return Status(ErrorCode::kParseError,
-                  "ropescale: parse_error: config.json: malformed JSON: " + what);
+    return Status(ErrorCode::kParseError, "config.json", std::string(), "malformed JSON: " + what);
   }
 #else
   j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
-    return Status(ErrorCode::kParseError, "ropescale: parse_error: config.json: malformed JSON");
+    return Status(ErrorCode::kParseError, "config.json", std::string(), "malformed JSON");
 #endif
   return Status();
 }
@@ -537,7 +536,7 @@ inline Status try_load_hf_model(const std::string& path, const HfImportOptions& 
   Status st = detail::parse_json_text(text, &j);
   if (st.ok()) st = try_parse_hf_model(j, options, out);
   if (st.ok()) return st;
-  return Status(st.code(), st.message() + " (in " + path + ")");
+  return st.with_context("in " + path);
 }
 inline ModelRope load_hf_model(const std::string& path, const HfImportOptions& options = {}) {
   ModelRope m;
@@ -566,7 +565,7 @@ inline Status try_load_hf_config(const std::string& path, const HfImportOptions&
   ROPESCALE_RETURN_IF_ERROR(detail::read_file("path", path, &text));
   const Status st = try_parse_hf_config_text(text, options, out);
   if (st.ok()) return st;
-  return Status(st.code(), st.message() + " (in " + path + ")");
+  return st.with_context("in " + path);
 }
 inline RopeConfig load_hf_config(const std::string& path, const HfImportOptions& options = {}) {
   RopeConfig c;

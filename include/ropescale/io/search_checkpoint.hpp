@@ -68,7 +68,7 @@ inline constexpr int kSearchCheckpointVersion = 2;
 }  // namespace ropescale
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
-#include "ropescale/detail/checkpoint_json.hpp"
+#include "ropescale/detail/json/checkpoint_json.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
 namespace ropescale {
@@ -136,7 +136,7 @@ inline Status try_load_search_checkpoint(const std::string& path, SearchState* o
     return make_status(ErrorCode::kParseError, "checkpoint", path,
                        "is not valid JSON (truncated or corrupt); the file was left unchanged");
   const Status s = try_search_state_from_json(j, out);
-  if (!s.ok()) return Status(ErrorCode::kParseError, s.message() + " (in " + path + ")");
+  if (!s.ok()) return s.with_code(ErrorCode::kParseError).with_context("in " + path);
   return Status();
 }
 

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "ropescale/detail/json_read.hpp"
+#include "ropescale/detail/json/json_read.hpp"
 
 namespace ropescale {
 
@@ -132,19 +132,16 @@ inline Status name_config_key(Status s, const std::string& bname,
       "factor",         "beta_fast",        "beta_slow",       "mscale",
       "mscale_all_dim", "attention_factor", "low_freq_factor", "high_freq_factor",
       "short_factor",   "long_factor",      "short_mscale",    "long_mscale"};
-  const std::string head = std::string("ropescale: ") + error_id(s.code()) + ": ";
-  const std::string& m = s.message();
-  const std::size_t eq = m.find(" = ");
-  if (m.compare(0, head.size(), head) != 0 || eq == std::string::npos || eq < head.size()) return s;
-  const std::string field = m.substr(head.size(), eq - head.size());
+  const std::string& field = s.argument();
+  if (field.empty()) return s;
   const std::string param = field.substr(0, field.find_first_of("[."));
   const std::string rest = field.substr(param.size());
   for (const ConfigKey& k : keys)
     if (param == k.param)
-      return Status(s.code(), head + format_argument(k.path + rest) + m.substr(eq) + k.note);
+      return Status(s.code(), format_argument(k.path + rest), s.value(), s.rule() + k.note)
+          .with_context(s.context());
   for (const char* k : kBlockKeys)
-    if (param == k)
-      return Status(s.code(), head + format_argument(bname + "." + field) + m.substr(eq));
+    if (param == k) return s.with_argument(format_argument(bname + "." + field));
   return s;
 }
 

@@ -10,7 +10,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "ropescale/detail/convert.hpp"
+#include "ropescale/detail/kernels/convert.hpp"
 
 namespace ropescale {
 namespace detail {

@@ -19,11 +19,11 @@
 #include <type_traits>
 
 #include "ropescale/config.hpp"
-#include "ropescale/detail/angle.hpp"
-#include "ropescale/detail/convert.hpp"
+#include "ropescale/detail/kernels/angle.hpp"
+#include "ropescale/detail/kernels/convert.hpp"
 #include "ropescale/detail/macro_scope.hpp"
-#include "ropescale/detail/quantize.hpp"
-#include "ropescale/detail/simd_packets.hpp"
+#include "ropescale/detail/kernels/quantize.hpp"
+#include "ropescale/detail/kernels/simd_packets.hpp"
 
 namespace ropescale {
 namespace detail {
@@ -100,21 +100,21 @@ inline void rotate_token(const T* in_base, T* out_base, std::int64_t heads,
 namespace avx2 {
 #define ROPESCALE_SIMD_PACKET PacketAvx2
 #define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX2
-#include "ropescale/detail/rotary_simd_body.inc"
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
 #undef ROPESCALE_SIMD_PACKET
 #undef ROPESCALE_SIMD_TARGET
 }  // namespace avx2
 namespace avx512 {
 #define ROPESCALE_SIMD_PACKET PacketAvx512
 #define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512
-#include "ropescale/detail/rotary_simd_body.inc"
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
 #undef ROPESCALE_SIMD_PACKET
 #undef ROPESCALE_SIMD_TARGET
 }  // namespace avx512
 namespace avx512_bf16 {
 #define ROPESCALE_SIMD_PACKET PacketAvx512Bf16
 #define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512_BF16
-#include "ropescale/detail/rotary_simd_body.inc"
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
 #undef ROPESCALE_SIMD_PACKET
 #undef ROPESCALE_SIMD_TARGET
 }  // namespace avx512_bf16
@@ -123,7 +123,7 @@ namespace avx512_bf16 {
 namespace neon {
 #define ROPESCALE_SIMD_PACKET PacketNeon
 #define ROPESCALE_SIMD_TARGET
-#include "ropescale/detail/rotary_simd_body.inc"
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
 #undef ROPESCALE_SIMD_PACKET
 #undef ROPESCALE_SIMD_TARGET
 }  // namespace neon

@@ -5,7 +5,7 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
-#include "ropescale/detail/field_table.hpp"
+#include "ropescale/detail/json/field_table.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -24,8 +24,7 @@ namespace detail {
 // The parser returns a kParseError Status naming the field at the first problem (no exceptions,
 // so it also serves callers built without them). `R` wraps each step.
 inline Status checkpoint_fail(const std::string& field, const std::string& rule) {
-  return Status(ErrorCode::kParseError,
-                "ropescale: parse_error: search checkpoint " + field + ": " + rule);
+  return Status(ErrorCode::kParseError, "search checkpoint " + field, std::string(), rule);
 }
 
 inline Status checkpoint_field(const nlohmann::json& j, const std::string& parent, const char* name,

@@ -64,9 +64,7 @@ inline std::string json_excerpt(const Json& v) {
 
 inline Status json_type_error(const std::string& path, const Json& v, const char* rule) {
   // The value is shown as JSON text (strings keep their quotes).
-  return Status(ErrorCode::kParseError, std::string("ropescale: parse_error: ") +
-                                            format_argument(path) + " = " + json_excerpt(v) + ": " +
-                                            rule);
+  return Status(ErrorCode::kParseError, format_argument(path), json_excerpt(v), rule);
 }
 
 inline Status missing_field(const std::string& path, const std::string& rule) {
