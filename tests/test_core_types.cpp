@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
@@ -149,6 +150,81 @@ TEST(ErrorAndStatus, StableIdsAndMessages) {
   EXPECT_EQ(reached, 0);
   EXPECT_TRUE(returns_early(false, &reached).ok());
   EXPECT_EQ(reached, 1);
+}
+
+TEST(ErrorAndStatus, FieldsAreKeptAndFormattedOnDemand) {
+  const Status s =
+      ropescale::make_status(ErrorCode::kInvalidArgument, "rotary_dim", 7, "must be even");
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.argument(), "rotary_dim");
+  EXPECT_EQ(s.value(), "7");
+  EXPECT_EQ(s.rule(), "must be even");
+  EXPECT_EQ(s.context(), "");
+  EXPECT_EQ(s.reason(), "invalid_argument: rotary_dim = 7: must be even");
+  EXPECT_EQ(s.message(), "ropescale: " + s.reason());
+
+  // Renaming the argument and adding contexts (inner first) change fields, never the rule.
+  const Status t = s.with_argument("rope_scaling.rotary_dim")
+                       .with_context("layer 3")
+                       .with_context("in config.json");
+  EXPECT_EQ(t.argument(), "rope_scaling.rotary_dim");
+  EXPECT_EQ(t.value(), "7");
+  EXPECT_EQ(t.rule(), "must be even");
+  EXPECT_EQ(t.context(), "layer 3, in config.json");
+  EXPECT_EQ(t.message(),
+            "ropescale: invalid_argument: rope_scaling.rotary_dim = 7: must be even (layer 3, in "
+            "config.json)");
+  EXPECT_EQ(t.with_code(ErrorCode::kParseError).id(), std::string("parse_error"));
+  EXPECT_NE(s, t);
+  EXPECT_EQ(s, s.with_context(""));
+
+  // A rule broken by no single argument; a field with no value to show.
+  EXPECT_EQ(ropescale::make_status(ErrorCode::kParseError, "malformed JSON").message(),
+            "ropescale: parse_error: malformed JSON");
+  EXPECT_EQ(Status(ErrorCode::kParseError, "checkpoint history", "", "missing").message(),
+            "ropescale: parse_error: checkpoint history: missing");
+
+  // An ok Status stays ok through every modifier and has no text.
+  const Status ok = Status().with_argument("x").with_context("y").with_code(ErrorCode::kIoError);
+  EXPECT_TRUE(ok.ok());
+  EXPECT_EQ(ok.message(), "");
+  EXPECT_EQ(ok.reason(), "");
+  EXPECT_EQ(ok.argument(), "");
+}
+
+ropescale::Result<std::vector<double>> halves(int n) {
+  if (n < 0) return ropescale::make_status(ErrorCode::kInvalidArgument, "n", n, "must be >= 0");
+  return std::vector<double>(static_cast<std::size_t>(n), 0.5);
+}
+
+TEST(ErrorAndStatus, ResultHoldsAValueOrItsStatus) {
+  ropescale::Result<std::vector<double>> good = halves(3);
+  ASSERT_TRUE(good.ok());
+  EXPECT_TRUE(static_cast<bool>(good));
+  EXPECT_TRUE(good.status().ok());
+  EXPECT_EQ(good->size(), 3u);
+  EXPECT_EQ((*good)[2], 0.5);
+  const std::vector<double> moved = std::move(good).value();
+  EXPECT_EQ(moved.size(), 3u);
+
+  const ropescale::Result<std::vector<double>> bad = halves(-2);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().argument(), "n");
+  EXPECT_EQ(bad.status().value(), "-2");
+  EXPECT_EQ(bad.value_or({1.0}).size(), 1u);
+  try {
+    (void)bad.value();
+    FAIL() << "value() of an error must throw";
+  } catch (const ropescale::Error& e) {
+    EXPECT_EQ(e.status(), bad.status());
+    EXPECT_EQ(std::string(e.what()), "ropescale: invalid_argument: n = -2: must be >= 0");
+  }
+
+  // An ok Status carries no value: the Result is an error naming the misuse, never "ok, empty".
+  const ropescale::Result<int> misuse = Status();
+  EXPECT_FALSE(misuse.ok());
+  EXPECT_EQ(misuse.status().argument(), "Result(Status)");
+  EXPECT_EQ(misuse.value_or(7), 7);
 }
 
 }  // namespace
