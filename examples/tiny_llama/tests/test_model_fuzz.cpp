@@ -1,5 +1,5 @@
-// Seeded mutation fuzzing of the tiny Llama's file readers (examples/tiny_llama/checkpoint.cpp), the
-// ones the `ropescale` tool opens: the safetensors header of model.safetensors, the optimizer
+// Seeded mutation fuzzing of the tiny Llama's file readers (examples/tiny_llama/checkpoint.cpp),
+// the ones the `ropescale` tool opens: the safetensors header of model.safetensors, the optimizer
 // state's metadata that `train --resume` reads, and the architecture fields of config.json.
 // Bounded in time like test_hf_config_fuzz (ROPESCALE_FUZZ_SECONDS / ROPESCALE_FUZZ_SEED).
 //
