@@ -1,5 +1,5 @@
-// Training and evaluation throughput of the tiny Llama (examples/model), the model the LongRoPE2
-// study trains and extends.
+// Training and evaluation throughput of the tiny Llama (examples/tiny_llama), the model the
+// LongRoPE2 study trains and extends.
 //
 //   ./bench_tiny_llama --benchmark_min_time=2
 //

@@ -16,13 +16,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "fuzz_driver.hpp"
 #include "kv_cache_fuzz.hpp"
 #include "ropescale/io/hf_config.hpp"
 #include "ropescale/io/search_checkpoint.hpp"
@@ -34,17 +34,9 @@ using ropescale_test::load_json;
 
 using nlohmann::json;
 
-// ROPESCALE_FUZZ_SECONDS / ROPESCALE_FUZZ_SEED override the budget and seed for longer runs.
-std::uint64_t fuzz_seed() {
-  const char* env = std::getenv("ROPESCALE_FUZZ_SEED");
-  return env != nullptr ? std::strtoull(env, nullptr, 10) : 0x5eed2502200820ULL;
-}
-double budget_seconds() {  // per test, wall clock
-  const char* env = std::getenv("ROPESCALE_FUZZ_SECONDS");
-  return env != nullptr ? std::atof(env) : 2.0;
-}
-constexpr int kMinIterations = 300;  // even on a slow sanitizer build
-int max_iterations() { return std::getenv("ROPESCALE_FUZZ_SECONDS") != nullptr ? 1 << 30 : 200000; }
+// 2 s per test and at least 300 inputs, at most 200,000 unless ROPESCALE_FUZZ_SECONDS asks for a
+// longer run (fuzz_driver.hpp); ROPESCALE_FUZZ_SEED overrides the seed.
+constexpr ropescale_test::FuzzDriver kFuzz{0x5eed2502200820ULL, 2.0, 300, 200000};
 
 std::vector<json> seeds() {
   std::vector<json> out;
@@ -107,14 +99,9 @@ std::vector<json> model_seeds() {
   return out;
 }
 
-class Mutator {
+class Mutator : public ropescale_test::FuzzRng {
  public:
-  explicit Mutator(std::uint64_t seed) : rng_(seed) {}
-
-  std::size_t below(std::size_t n) {
-    return n == 0 ? 0 : std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
-  }
-  bool coin() { return below(2) == 0; }
+  using FuzzRng::FuzzRng;
 
   json hostile_value() {
     static const char* const kStrings[] = {"",
@@ -134,18 +121,9 @@ class Mutator {
                                            "full_attention",
                                            "sliding_attention"};
     switch (below(21)) {
-      case 16: {  // deep nesting, built iteratively (arrays or objects)
+      case 16: {  // deep nesting (arrays or objects)
         const bool arrays = coin();
-        json v = 1.0;
-        for (std::size_t d = 1 + below(2000); d > 0; --d) {
-          json outer = arrays ? json::array() : json::object();
-          if (arrays)
-            outer.push_back(std::move(v));
-          else
-            outer["factor"] = std::move(v);
-          v = std::move(outer);
-        }
-        return v;
+        return nested(1.0, 1 + below(2000), arrays ? nullptr : "factor");
       }
       case 17: {  // integers at and past the 64-bit limits
         switch (below(5)) {
@@ -212,7 +190,7 @@ class Mutator {
       case 14:
         return std::numeric_limits<double>::infinity();
       default:
-        return std::uniform_real_distribution<double>(-10.0, 200000.0)(rng_);
+        return std::uniform_real_distribution<double>(-10.0, 200000.0)(engine());
     }
   }
 
@@ -325,7 +303,7 @@ class Mutator {
         s.insert(pos, std::string(1 + below(100000), '['));
         break;
       case 0:
-        s[pos] = static_cast<char>(s[pos] ^ (1 << below(8)));
+        flip_bit(s, pos);
         break;
       case 1:
         s.insert(pos, kTokens[below(sizeof(kTokens) / sizeof(kTokens[0]))]);
@@ -343,9 +321,6 @@ class Mutator {
         break;
     }
   }
-
- private:
-  std::mt19937_64 rng_;
 };
 
 struct Tally {
@@ -385,19 +360,12 @@ void check_input(const ropescale::Status& st, const ropescale::RopeConfig& c, Ta
   ASSERT_TRUE(back == c) << text;
 }
 
-bool out_of_time(const std::chrono::steady_clock::time_point& start, int iterations) {
-  if (iterations < kMinIterations) return false;
-  if (iterations >= max_iterations()) return true;
-  const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
-  return spent.count() > budget_seconds();
-}
-
 TEST(HfConfigFuzz, TreeMutations) {
   const std::vector<json> pool = seeds();
-  Mutator m(fuzz_seed());
+  Mutator m(kFuzz.seed());
   Tally tally;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, tally.iterations)) {
+  while (!kFuzz.out_of_time(start, tally.iterations)) {
     json j = pool[m.below(pool.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
@@ -419,11 +387,11 @@ TEST(HfConfigFuzz, TreeMutations) {
 // layer maps to a kind.
 TEST(HfConfigFuzz, ModelTreeMutations) {
   const std::vector<json> pool = model_seeds();
-  Mutator m(fuzz_seed() + 2);
+  Mutator m(kFuzz.seed() + 2);
   Tally tally;
   int per_layer = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, tally.iterations)) {
+  while (!kFuzz.out_of_time(start, tally.iterations)) {
     json j = pool[m.below(pool.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
@@ -503,10 +471,10 @@ TEST(HfConfigFuzz, TextMutations) {
   const std::vector<json> pool = seeds();
   std::vector<std::string> texts;
   for (const json& j : pool) texts.push_back(j.dump(1));
-  Mutator m(fuzz_seed() + 1);
+  Mutator m(kFuzz.seed() + 1);
   Tally tally;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, tally.iterations)) {
+  while (!kFuzz.out_of_time(start, tally.iterations)) {
     std::string s = texts[m.below(texts.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_text(s);
@@ -543,10 +511,10 @@ TEST(CheckpointFuzz, TreeAndTextMutations) {
   const json seed = ropescale::search_state_to_json(r.state);
   const std::string seed_text = seed.dump(1);
   const std::string path = testing::TempDir() + "ropescale_checkpoint_fuzz.json";
-  Mutator m(fuzz_seed() + 2);
+  Mutator m(kFuzz.seed() + 2);
   Tally tally;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, tally.iterations)) {
+  while (!kFuzz.out_of_time(start, tally.iterations)) {
     ++tally.iterations;
     ropescale::SearchState st;
     ropescale::Status s;
@@ -582,16 +550,11 @@ TEST(KvCacheFuzz, PageTablesAndSlotMaps) {
   const ropescale::RotaryFrequencies freqs(
       spec, ropescale::FactorTable(Eigen::ArrayXd::LinSpaced(16, 1.0, 4.0), 1.2, "fuzz"));
   const ropescale::RotaryCache angles(freqs, 64);
-  ropescale_test::KvFuzzCase f(fuzz_seed() + 3);
+  ropescale_test::KvFuzzCase f(kFuzz.seed() + 3);
   int iterations = 0, accepted = 0;
   const auto start = std::chrono::steady_clock::now();
   // Its own floor of 100 cases (each checks every written value): seconds under ASan too.
-  const auto done = [&] {
-    const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
-    return iterations >= max_iterations() ||
-           (iterations >= 100 && spent.count() > budget_seconds());
-  };
-  while (!done()) {
+  while (!kFuzz.out_of_time(start, iterations, 100)) {
     ++iterations;
     const bool ok = f.below(2) ? ropescale_test::kv_fuzz_one<float>(f, angles, 40)
                                : ropescale_test::kv_fuzz_one<std::int8_t>(f, angles, 40);

@@ -1,7 +1,7 @@
 // Hostile input at every front door of the library: each test is one reproduction from an audit
 // with ASan+UBSan (numbered as in the audit) and checks that the call answers with a named
 // ropescale::Error / Status instead of a crash, undefined behaviour, a standard exception, a hang
-// or a silent NaN. The tool's own cases live in tests/tool/test_tool_cli.cpp.
+// or a silent NaN. The tool's own cases live in examples/cli/tests/test_tool_cli.cpp.
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>

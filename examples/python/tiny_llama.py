@@ -1,6 +1,6 @@
 """The shipped tiny Llama (examples/data/tiny-llama*) in PyTorch, its rotary tables from ropescale.
 
-A second, independent implementation of examples/model's forward pass: config.json and
+A second, independent implementation of examples/tiny_llama's forward pass: config.json and
 model.safetensors are read with json and numpy (no transformers), the layers are Hugging Face's
 LlamaForCausalLM (RMSNorm, rotate_half RoPE, causal attention, SwiGLU, untied LM head), and the
 cos/sin tables come from ropescale (Table.cos_sin: attention factor included, angles range-reduced

@@ -1,5 +1,6 @@
-"""The torch tiny Llama (examples/python/tiny_llama.py) against the C++ model (examples/model):
-two independent implementations, same tokens and table, log-probabilities within 1e-4."""
+"""The torch tiny Llama (examples/python/tiny_llama.py) against the C++ model
+(examples/tiny_llama): two independent implementations, same tokens and table, log-probabilities
+within 1e-4."""
 import json
 import os
 import pathlib

@@ -1,5 +1,5 @@
 // `ropescale train`: trains the tiny Llama from scratch with the curriculum of
-// examples/model/train.cpp (copy -> needles -> text), logs held-out diagnostics and writes a
+// examples/tiny_llama/train.cpp (copy -> needles -> text), logs held-out diagnostics and writes a
 // Hugging Face model directory (config.json + model.safetensors).
 //
 //   ropescale train --out DIR [--resume] [--plan default|smoke|needles] [--from DIR]

@@ -1,5 +1,5 @@
-// Seeded mutation fuzzing of the tiny Llama's file readers (examples/model/checkpoint.cpp), the
-// ones the `ropescale` tool opens: the safetensors header of model.safetensors, the optimizer
+// Seeded mutation fuzzing of the tiny Llama's file readers (examples/tiny_llama/checkpoint.cpp),
+// the ones the `ropescale` tool opens: the safetensors header of model.safetensors, the optimizer
 // state's metadata that `train --resume` reads, and the architecture fields of config.json.
 // Bounded in time like test_hf_config_fuzz (ROPESCALE_FUZZ_SECONDS / ROPESCALE_FUZZ_SEED).
 //
@@ -15,7 +15,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -27,6 +26,7 @@
 #include <vector>
 
 #include "checkpoint.hpp"
+#include "fuzz_driver.hpp"
 #include "ropescale/error.hpp"
 #include "tiny_llama.hpp"
 
@@ -36,21 +36,9 @@ using nlohmann::json;
 using tiny_llama::Config;
 using tiny_llama::Weights;
 
-std::uint64_t fuzz_seed() {
-  const char* env = std::getenv("ROPESCALE_FUZZ_SEED");
-  return env != nullptr ? std::strtoull(env, nullptr, 10) : 0x5afe7e45ULL;
-}
-double budget_seconds() {  // per test, wall clock
-  const char* env = std::getenv("ROPESCALE_FUZZ_SECONDS");
-  return env != nullptr ? std::atof(env) : 1.0;
-}
-constexpr int kMinIterations = 200;
-
-bool out_of_time(const std::chrono::steady_clock::time_point& start, int iterations) {
-  if (iterations < kMinIterations) return false;
-  const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
-  return spent.count() > budget_seconds();
-}
+// 1 s per test and at least 200 inputs (fuzz_driver.hpp: ROPESCALE_FUZZ_SECONDS and
+// ROPESCALE_FUZZ_SEED override the budget and the seed).
+constexpr ropescale_test::FuzzDriver kFuzz{0x5afe7e45ULL, 1.0, 200};
 
 Config tiny_config() {
   Config c;
@@ -92,14 +80,9 @@ struct Safetensors {
   }
 };
 
-class Mutator {
+class Mutator : public ropescale_test::FuzzRng {
  public:
-  explicit Mutator(std::uint64_t seed) : rng_(seed) {}
-
-  std::size_t below(std::size_t n) {
-    return n == 0 ? 0 : std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
-  }
-  bool coin() { return below(2) == 0; }
+  using FuzzRng::FuzzRng;
 
   // A value where the reader expects a dtype string, a shape, an offset pair or a count.
   json hostile_value() {
@@ -136,11 +119,8 @@ class Mutator {
         return json::array({-4, 0});
       case 15:
         return json::array({1 << 20, 1 << 20});
-      case 16: {  // deep nesting, built iteratively
-        json v = 1;
-        for (std::size_t d = 1 + below(3000); d > 0; --d) v = json::array({std::move(v)});
-        return v;
-      }
+      case 16:  // deep nesting
+        return nested(1, 1 + below(3000));
       case 17:
         return std::string((std::size_t{1} << 18) + below(100), coin() ? '7' : 'x');
       case 18:
@@ -251,10 +231,10 @@ class Mutator {
     const std::size_t pos = below(s.size());
     switch (below(4)) {
       case 0:  // the header length
-        s[below(std::min<std::size_t>(8, s.size()))] ^= static_cast<char>(1 << below(8));
+        flip_bit(s, below(std::min<std::size_t>(8, s.size())));
         break;
       case 1:
-        s[pos] = static_cast<char>(s[pos] ^ (1 << below(8)));
+        flip_bit(s, pos);
         break;
       case 2:
         s.resize(pos);
@@ -264,9 +244,6 @@ class Mutator {
         break;
     }
   }
-
- private:
-  std::mt19937_64 rng_;
 };
 
 enum class Outcome { kAccepted, kRefused, kBroken };
@@ -295,10 +272,10 @@ TEST(SafetensorsFuzz, HeaderAndByteMutations) {
   tiny_llama::save_safetensors(path, Weights::initialized(c, 1));
   const std::string seed_bytes = read_bytes(path);
   const Safetensors seed = Safetensors::parse(seed_bytes);
-  Mutator m(fuzz_seed());
+  Mutator m(kFuzz.seed());
   int iterations = 0, accepted = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, iterations)) {
+  while (!kFuzz.out_of_time(start, iterations)) {
     ++iterations;
     std::string input;
     if (m.below(4) != 0) {
@@ -342,10 +319,10 @@ TEST(OptimizerFuzz, MetadataMutations) {
   const std::string m_path = dir + "/optimizer_m.safetensors";
   const Safetensors seed = Safetensors::parse(read_bytes(m_path));
   static const char* const kKeys[] = {"step", "stage", "stage_step", "adam_steps"};
-  Mutator m(fuzz_seed() + 1);
+  Mutator m(kFuzz.seed() + 1);
   int iterations = 0, accepted = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, iterations)) {
+  while (!kFuzz.out_of_time(start, iterations)) {
     ++iterations;
     Safetensors f = seed;
     for (std::size_t k = 1 + m.below(3); k > 0; --k) {
@@ -403,10 +380,10 @@ TEST(ModelConfigFuzz, ArchitectureFieldMutations) {
                                       "rms_norm_eps",
                                       "max_position_embeddings"};
   const json seed = tiny_llama::to_hf_json(tiny_config());
-  Mutator m(fuzz_seed() + 2);
+  Mutator m(kFuzz.seed() + 2);
   int iterations = 0, accepted = 0;
   const auto start = std::chrono::steady_clock::now();
-  while (!out_of_time(start, iterations)) {
+  while (!kFuzz.out_of_time(start, iterations)) {
     ++iterations;
     json j = seed;
     for (std::size_t k = 1 + m.below(3); k > 0; --k) {
