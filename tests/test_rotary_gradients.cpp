@@ -336,14 +336,17 @@ TEST(RotaryGradients, OutOfPlaceEqualsInPlace) {
   EXPECT_EQ(g, out);  // bit-identical, pass-through channels copied
 }
 
-TEST(RotaryGradients, RejectsBadArgumentsNamingTheGradient) {
+// The backward pass is rotate(..., kBackward): its errors name the verb's operands (x; q and k;
+// in and out), as the forward pass does.
+TEST(RotaryGradients, RejectsBadArgumentsNamingTheOperand) {
   const ropescale::RotaryFrequencies freqs(small_spec(), small_table());
   std::vector<float> g(static_cast<std::size_t>(kTokens * kHeadDim));
   auto v = HeadsView<float>::tokens_heads_dim(g.data(), kTokens, 1, kHeadDim);
   v.head_dim = 6;  // < rotary_dim 8
   auto s = ropescale::rotate(freqs, kPositions.data(), v, PairLayout::kHalfSplit,
                              ropescale::RotaryDirection::kBackward);
-  EXPECT_NE(s.message().find("grad.head_dim = 6"), std::string::npos) << s.message();
+  EXPECT_EQ(s.argument(), "x.head_dim") << s.message();
+  EXPECT_EQ(s.value(), "6") << s.message();
   v.head_dim = kHeadDim;
   std::vector<std::int64_t> bad = kPositions;
   bad[2] = -1;
@@ -359,10 +362,11 @@ TEST(RotaryGradients, RejectsBadArgumentsNamingTheGradient) {
   auto kv = HeadsView<float>::tokens_heads_dim(k.data(), kTokens - 1, 1, kHeadDim);
   s = ropescale::rotate(freqs, kPositions.data(), v, kv, PairLayout::kHalfSplit,
                         ropescale::RotaryDirection::kBackward);
-  EXPECT_NE(s.message().find("grad_k.tokens = 5"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("k.tokens = 5: must equal q.tokens (6)"), std::string::npos)
+      << s.message();
   s = ropescale::rotate_out(freqs, kPositions.data(), v.as_const(), kv, PairLayout::kHalfSplit,
                             ropescale::RotaryDirection::kBackward);
-  EXPECT_NE(s.message().find("grad_in shape"), std::string::npos) << s.message();
+  EXPECT_EQ(s.argument(), "out shape") << s.message();
   EXPECT_THROW(ropescale::throw_if_error(ropescale::rotate(freqs, kPositions.data(), v,
                                                            static_cast<PairLayout>(3),
                                                            ropescale::RotaryDirection::kBackward)),
