@@ -22,7 +22,7 @@ ropescale::RopeSpec llama3_spec(std::int64_t rotary_dim) {
 void BM_AnalyzeCritical(benchmark::State& state) {
   const auto spec = llama3_spec(state.range(0));
   for (auto _ : state) {
-    auto a = ropescale::analyze_critical(spec, 131072);
+    auto a = ropescale::analyze_critical(spec, 131072).value();
     benchmark::DoNotOptimize(a.period.data());
   }
 }
@@ -31,7 +31,7 @@ BENCHMARK(BM_AnalyzeCritical)->Arg(128)->Arg(256);
 void BM_CompareMethods(benchmark::State& state) {
   const auto spec = llama3_spec(state.range(0));
   for (auto _ : state) {
-    auto c = ropescale::compare_methods(spec, 131072);
+    auto c = ropescale::compare_methods(spec, 131072).value();
     benchmark::DoNotOptimize(c.methods.data());
   }
 }
@@ -43,7 +43,7 @@ void BM_DetectCriticalPair(benchmark::State& state) {
   const std::int64_t c = spec.pairs() / 2;
   Eigen::ArrayXd searched = Eigen::ArrayXd::LinSpaced(spec.pairs() - c, 20.0, 26.0);
   searched[1] = 19.0;
-  const auto table = ropescale::longrope2_factors(spec, c, searched);
+  const auto table = ropescale::longrope2_factors(spec, c, searched).value();
   for (auto _ : state) {
     auto found = ropescale::detect_critical_pair(table.factors());
     benchmark::DoNotOptimize(found);

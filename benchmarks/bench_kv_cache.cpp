@@ -105,10 +105,11 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
   const PairLayout layout = PairLayout::kHalfSplit;
 
   auto fused = [&] {
-    ropescale::rotate_and_append_kv(angles, pos.data(), kview, vview, slots.data(), cache, layout);
+    ropescale::throw_if_error(ropescale::rotate_and_append_kv(angles, pos.data(), kview, vview,
+                                                              slots.data(), cache, layout));
   };
   auto unfused = [&] {
-    ropescale::apply_rotary_out(angles, pos.data(), kview, tview, layout);
+    ropescale::throw_if_error(ropescale::rotate_out(angles, pos.data(), kview, tview, layout));
     for (std::int64_t t = 0; t < NT; ++t)
       for (std::int64_t h = 0; h < kHeads; ++h) {
         const std::int64_t r = cache.row(slots[static_cast<std::size_t>(t)], h);

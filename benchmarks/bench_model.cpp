@@ -51,7 +51,7 @@ void BM_Forward(benchmark::State& state) {
   // YaRN for s = 8: a realistic non-identity table (the kernel cost does not depend on it).
   ropescale::YarnParams yarn;
   yarn.factor = 8.0;
-  const ropescale::FactorTable table = ropescale::yarn_factors(model().rope_spec(), yarn);
+  const ropescale::FactorTable table = ropescale::yarn_factors(model().rope_spec(), yarn).value();
   if (state.range(1) == 0) {
     const ropescale::RotaryCache cache(model().rope_spec(), table, n);
     run_forward(state, cache, tokens);
@@ -77,10 +77,10 @@ void BM_RotaryStep(benchmark::State& state) {
   std::vector<std::int64_t> pos(static_cast<std::size_t>(n));
   for (std::int64_t i = 0; i < n; ++i) pos[static_cast<std::size_t>(i)] = i;
   for (auto _ : state) {
-    ropescale::apply_rotary_qk(cache, pos.data(),
-                               ropescale::HeadsView<float>::tokens_heads_dim(q.data(), n, 8, 8),
-                               ropescale::HeadsView<float>::tokens_heads_dim(k.data(), n, 4, 8),
-                               ropescale::PairLayout::kInterleaved);
+    ropescale::throw_if_error(ropescale::rotate(
+        cache, pos.data(), ropescale::HeadsView<float>::tokens_heads_dim(q.data(), n, 8, 8),
+        ropescale::HeadsView<float>::tokens_heads_dim(k.data(), n, 4, 8),
+        ropescale::PairLayout::kInterleaved));
     benchmark::DoNotOptimize(q.data());
     benchmark::DoNotOptimize(k.data());
   }

@@ -110,7 +110,10 @@ void scalar_rope(T* x, std::int64_t tokens, std::int64_t heads, std::int64_t hea
 template <typename S>
 void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached,
                ropescale::KernelPath path, int threads, int misalign_bytes) {
-  ropescale::force_kernel_path(path);
+  if (!ropescale::force_kernel_path(path).ok()) {
+    state.SkipWithError("kernel path not supported");
+    return;
+  }
   RopeSpec spec{shape.head_dim, shape.head_dim, 500000.0, 8192};
   const FactorTable table(Eigen::ArrayXd::LinSpaced(shape.head_dim / 2, 1.0, 16.0), 1.14, "bench");
   const std::int64_t NT = shape.tokens;  // tokens
@@ -149,25 +152,25 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
     if (pool) {
       const HeadsView<S>* kp = shape.k_heads > 0 ? &kv : nullptr;
       if (cached)
-        ropescale::apply_rotary_parallel(cache, pos.data(), qv, kp, layout, pf);
+        ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), qv, kp, layout, pf));
       else
-        ropescale::apply_rotary_parallel(fly, pos.data(), qv, kp, layout, pf);
+        ropescale::throw_if_error(ropescale::rotate(fly, pos.data(), qv, kp, layout, pf));
     } else if (shape.k_heads > 0) {
       if (cached)
-        ropescale::apply_rotary_qk(cache, pos.data(), qv, kv, layout);
+        ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), qv, kv, layout));
       else
-        ropescale::apply_rotary_qk(fly, pos.data(), qv, kv, layout);
+        ropescale::throw_if_error(ropescale::rotate(fly, pos.data(), qv, kv, layout));
     } else {
       if (cached)
-        ropescale::apply_rotary(cache, pos.data(), qv, layout);
+        ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), qv, layout));
       else
-        ropescale::apply_rotary(fly, pos.data(), qv, layout);
+        ropescale::throw_if_error(ropescale::rotate(fly, pos.data(), qv, layout));
     }
   };
 
   // The plain scalar loop, timed a few times up front (it is slow for big shapes).
   std::vector<float> inv_f(static_cast<std::size_t>(spec.pairs()));
-  const Eigen::ArrayXd inv = table.inv_freq(spec);
+  const Eigen::ArrayXd inv = table.inv_freq(spec).value();
   for (std::int64_t i = 0; i < spec.pairs(); ++i)
     inv_f[static_cast<std::size_t>(i)] = static_cast<float>(inv[i]);
   double scalar_s = 1e30;
@@ -209,7 +212,7 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   state.counters["vs_stream"] = stream_s / kernel_s;
   state.counters["vs_scalar"] = scalar_s / (kernel_s / iters);
   state.counters["stream_GBps"] = 2.0 * static_cast<double>(bytes) * iters / stream_s / 1e9;
-  ropescale::force_kernel_path(ropescale::KernelPath::kAuto);
+  ropescale::throw_if_error(ropescale::force_kernel_path(ropescale::KernelPath::kAuto));
 }
 
 template <typename T>

@@ -22,7 +22,7 @@ ropescale::RopeSpec llama3_spec() {
 
 void BM_Ntk(benchmark::State& state) {
   const auto spec = llama3_spec();
-  for (auto _ : state) benchmark::DoNotOptimize(ropescale::ntk_factors(spec, 16.0));
+  for (auto _ : state) benchmark::DoNotOptimize(ropescale::ntk_factors(spec, 16.0).value());
 }
 BENCHMARK(BM_Ntk);
 
@@ -30,28 +30,30 @@ void BM_Yarn(benchmark::State& state) {
   const auto spec = llama3_spec();
   ropescale::YarnParams p;
   p.factor = 16;
-  for (auto _ : state) benchmark::DoNotOptimize(ropescale::yarn_factors(spec, p));
+  for (auto _ : state) benchmark::DoNotOptimize(ropescale::yarn_factors(spec, p).value());
 }
 BENCHMARK(BM_Yarn);
 
 void BM_Llama3(benchmark::State& state) {
   const auto spec = llama3_spec();
-  for (auto _ : state) benchmark::DoNotOptimize(ropescale::llama3_factors(spec, {}));
+  for (auto _ : state) benchmark::DoNotOptimize(ropescale::llama3_factors(spec, {}).value());
 }
 BENCHMARK(BM_Llama3);
 
 void BM_LongRope2Build(benchmark::State& state) {
   const auto spec = llama3_spec();
   const Eigen::ArrayXd searched = Eigen::ArrayXd::LinSpaced(31, 21.81, 26.05);
-  for (auto _ : state) benchmark::DoNotOptimize(ropescale::longrope2_factors(spec, 33, searched));
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ropescale::longrope2_factors(spec, 33, searched).value());
 }
 BENCHMARK(BM_LongRope2Build);
 
 void BM_LongRope2Detect(benchmark::State& state) {
   const auto spec = llama3_spec();
   const Eigen::ArrayXd searched = Eigen::ArrayXd::LinSpaced(31, 21.81, 26.05);
-  const auto table = ropescale::longrope2_factors(spec, 33, searched);
-  for (auto _ : state) benchmark::DoNotOptimize(ropescale::detect_longrope2(table.factors()));
+  const auto table = ropescale::longrope2_factors(spec, 33, searched).value();
+  for (auto _ : state)
+    benchmark::DoNotOptimize(ropescale::detect_longrope2(table.factors()).value());
 }
 BENCHMARK(BM_LongRope2Detect);
 

@@ -19,8 +19,8 @@ namespace {
 
 ropescale::SearchSpace bench_space(int variant) {
   const ropescale::RopeSpec spec{128, 128, 500000.0, 8192};
-  if (variant == 2) return ropescale::SearchSpace::longrope(spec, 131072);
-  ropescale::SearchSpace sp = ropescale::SearchSpace::longrope2(spec, 131072);
+  if (variant == 2) return ropescale::SearchSpace::longrope(spec, 131072).value();
+  ropescale::SearchSpace sp = ropescale::SearchSpace::longrope2(spec, 131072).value();
   if (variant == 1) sp.monotonicity = ropescale::Monotonicity::kStrictlyIncreasing;
   return sp;
 }
@@ -43,7 +43,7 @@ void BM_SearchIterationOverhead(benchmark::State& state) {
   for (auto _ : state) {
     p.seed = ++seed;
     ropescale::EvolutionSearch search(sp, p);
-    const ropescale::SearchResult r = search.run(cheap_fitness);
+    const ropescale::SearchResult r = search.run(cheap_fitness).value();
     benchmark::DoNotOptimize(r.best_loss);
     iterations += r.iterations + 1;
   }
@@ -58,9 +58,9 @@ BENCHMARK(BM_SearchIterationOverhead)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::k
 // Writing the checkpoint of a finished 40-iteration search (1344 evaluations), fsync included.
 void BM_CheckpointWrite(benchmark::State& state) {
   ropescale::EvolutionSearch search(bench_space(0), ropescale::SearchParams{});
-  const ropescale::SearchResult r = search.run(cheap_fitness);
+  const ropescale::SearchResult r = search.run(cheap_fitness).value();
   const std::string path = "bench_search_checkpoint.json";
-  for (auto _ : state) ropescale::save_search_checkpoint(path, r.state);
+  for (auto _ : state) ropescale::throw_if_error(ropescale::save_search_checkpoint(path, r.state));
   state.counters["evaluations"] = static_cast<double>(r.evaluations);
   std::remove(path.c_str());
 }
@@ -75,7 +75,7 @@ void BM_AnswerNll(benchmark::State& state) {
   using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const RowMajorF logits = RowMajorF::Random(8, vocab) * 10.0f;
   for (auto _ : state)
-    benchmark::DoNotOptimize(ropescale::masked_nll(logits, tokens, mask, /*first_row=*/55));
+    benchmark::DoNotOptimize(ropescale::masked_nll(logits, tokens, mask, /*first_row=*/55).value());
   state.SetItemsProcessed(state.iterations() * 8 * vocab);
 }
 BENCHMARK(BM_AnswerNll)->Unit(benchmark::kMicrosecond);

@@ -98,7 +98,7 @@ void BM_RerotateKeys(benchmark::State& state) {
   double total = 0;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    to_long.apply(pos.data(), view, ropescale::PairLayout::kHalfSplit);
+    ropescale::throw_if_error(to_long.apply(pos.data(), view, ropescale::PairLayout::kHalfSplit));
     benchmark::ClobberMemory();
     const auto t1 = std::chrono::steady_clock::now();
     total += std::chrono::duration<double>(t1 - t0).count();
@@ -126,7 +126,7 @@ void BM_PackDocuments(benchmark::State& state) {
   opt.original_max_position = 4096;
   std::size_t segments = 0;
   for (auto _ : state) {
-    const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt);
+    const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt).value();
     segments = plan.segments.size();
     benchmark::DoNotOptimize(plan.segments.data());
   }
@@ -140,9 +140,9 @@ void BM_SegmentPositionIds(benchmark::State& state) {
   opt.segment_length = 131072;
   opt.original_max_position = 4096;
   std::vector<std::int64_t> lengths(64, 4000);
-  const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt);
+  const ropescale::PackingPlan plan = ropescale::pack_documents(lengths, opt).value();
   for (auto _ : state) {
-    auto pos = plan.segments[0].position_ids();
+    auto pos = plan.segments[0].position_ids().value();
     benchmark::DoNotOptimize(pos.data());
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * plan.segments[0].length);

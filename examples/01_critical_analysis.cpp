@@ -24,10 +24,12 @@ int main() {
                                         23.52, 23.75, 23.82, 23.89, 24.06, 24.13, 24.14, 24.3,
                                         24.53, 24.67, 24.75, 24.97, 25.49, 26.01, 26.05};
   const auto longrope2 =
-      ropescale::longrope2_factors(spec, 33, Eigen::Map<const Eigen::ArrayXd>(searched.data(), 31));
+      ropescale::longrope2_factors(spec, 33, Eigen::Map<const Eigen::ArrayXd>(searched.data(), 31))
+          .value();
 
   // Every closed-form method at s = 16, plus the searched table.
-  const ropescale::MethodComparison cmp = ropescale::compare_methods(spec, target, {longrope2});
+  const ropescale::MethodComparison cmp =
+      ropescale::compare_methods(spec, target, {longrope2}).value();
   const ropescale::CriticalAnalysis& a = cmp.analysis;
 
   std::printf("LLaMA3-8B: %lld -> %lld tokens, s = %g\n",

@@ -53,17 +53,20 @@ void rotate(const ropescale::RotaryFrequencies& rope, const std::vector<std::int
   const auto view =
       ropescale::HeadsView<double>::tokens_heads_dim(rows.data(), rows.rows(), 1, kDim);
   if (backward)
-    ropescale::rotary_backward(rope, pos.data(), view, ropescale::PairLayout::kHalfSplit);
+    ropescale::throw_if_error(ropescale::rotate(rope, pos.data(), view,
+                                                ropescale::PairLayout::kHalfSplit,
+                                                ropescale::RotaryDirection::kBackward));
   else
-    ropescale::apply_rotary(rope, pos.data(), view, ropescale::PairLayout::kHalfSplit);
+    ropescale::throw_if_error(
+        ropescale::rotate(rope, pos.data(), view, ropescale::PairLayout::kHalfSplit));
   m = rows;
 }
 
 // Loss sum((P V) .* Y) / tokens of one segment; adds the gradients to g when given.
 double step(const Weights& w, const Batch& b, const ropescale::PackedSegment& seg,
             const ropescale::RotaryFrequencies& rope, Weights* g) {
-  const std::vector<std::int64_t> pos = seg.position_ids();
-  const ropescale::DenseMask mask = seg.dense_mask();
+  const std::vector<std::int64_t> pos = seg.position_ids().value();
+  const ropescale::DenseMask mask = seg.dense_mask().value();
   const double n = static_cast<double>(seg.length);
   Eigen::MatrixXd q = b.x * w.wq, k = b.x * w.wk;
   const Eigen::MatrixXd v = b.x * w.wv;
@@ -118,7 +121,7 @@ int main() {
   ropescale::PackOptions opt;
   opt.segment_length = 64;
   opt.original_max_position = spec.original_max_position;
-  const ropescale::PackingPlan plan = ropescale::pack_documents(corpus, opt);
+  const ropescale::PackingPlan plan = ropescale::pack_documents(corpus, opt).value();
 
   std::printf("corpus: %zu documents, %lld tokens; original window %lld, segment length %lld\n",
               corpus.size(), static_cast<long long>(plan.total_tokens),
@@ -144,7 +147,7 @@ int main() {
     std::printf("\n");
   }
   std::printf("mask of segment 0, first 8 tokens (doc0 = tokens 0-4, doc1 from token 5):\n");
-  const ropescale::DenseMask m0 = plan.segments[0].dense_mask();
+  const ropescale::DenseMask m0 = plan.segments[0].dense_mask().value();
   for (int i = 0; i < 8; ++i) {
     std::printf("  ");
     for (int j = 0; j < 8; ++j) std::printf("%c", m0(i, j) ? '#' : '.');

@@ -12,7 +12,7 @@
 
 int main() {
   const ropescale::RopeSpec llama3{128, 128, 500000.0, 8192};
-  const ropescale::SearchSpace space = ropescale::SearchSpace::longrope2(llama3, 131072);
+  const ropescale::SearchSpace space = ropescale::SearchSpace::longrope2(llama3, 131072).value();
   std::printf("space: s = %g, factors in [%g, %g] step %g, critical pair c in [%lld, %lld]\n",
               space.scale, space.lower_bound, space.upper_bound, space.step,
               static_cast<long long>(space.critical_lower),
@@ -46,17 +46,18 @@ int main() {
     ropescale::EvolutionSearch search(space, params);
     search.set_progress_callback(report);
     search.set_stop_callback([](const ropescale::SearchProgress& p) { return p.iteration == 10; });
-    const ropescale::SearchResult r = ropescale::run_or_resume_search(search, path, fitness);
+    const ropescale::SearchResult r =
+        ropescale::run_or_resume_search(search, path, fitness).value();
     std::printf("  stopped: %s\n", ropescale::to_string(r.stop_reason));
   }
   std::printf("session 2 (resumes from the checkpoint):\n");
   ropescale::EvolutionSearch search(space, params);
   search.set_progress_callback(report);
-  const ropescale::SearchResult r = ropescale::run_or_resume_search(search, path, fitness);
+  const ropescale::SearchResult r = ropescale::run_or_resume_search(search, path, fitness).value();
   std::remove(path.c_str());
 
   ropescale::EvolutionSearch reference(space, params);
-  const ropescale::SearchResult u = reference.run(fitness);
+  const ropescale::SearchResult u = reference.run(fitness).value();
   std::printf("result: %s after %lld evaluations; c = %lld; same as an uninterrupted run: %s\n",
               ropescale::to_string(r.stop_reason), static_cast<long long>(r.evaluations),
               static_cast<long long>(r.best.critical_pair),

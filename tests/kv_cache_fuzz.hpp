@@ -128,8 +128,8 @@ inline bool kv_fuzz_one(KvFuzzCase& f, const ropescale::RotaryCache& angles,
     if (s == ropescale::kPaddingSlot) continue;
     if (s < 0 || s >= slots || !seen.insert(s).second) want_ok = false;
   }
-  const ropescale::Status st = ropescale::try_rotate_and_append_kv(angles, positions.data(), kv, vv,
-                                                                   slot_mapping.data(), c, layout);
+  const ropescale::Status st = ropescale::rotate_and_append_kv(angles, positions.data(), kv, vv,
+                                                               slot_mapping.data(), c, layout);
   EXPECT_EQ(st.ok(), want_ok) << st.message();
   if (!st.ok()) {
     EXPECT_EQ(st.message().rfind("ropescale: ", 0), 0u) << st.message();
@@ -139,8 +139,9 @@ inline bool kv_fuzz_one(KvFuzzCase& f, const ropescale::RotaryCache& angles,
     return false;
   }
   std::vector<float> ref(k.size());
-  ropescale::apply_rotary_out(angles, positions.data(), kv,
-                              HeadsView<float>::tokens_heads_dim(ref.data(), T, H, D), layout);
+  ropescale::throw_if_error(
+      ropescale::rotate_out(angles, positions.data(), kv,
+                            HeadsView<float>::tokens_heads_dim(ref.data(), T, H, D), layout));
   std::vector<bool> written(static_cast<std::size_t>(rows), false);
   for (std::int64_t t = 0; t < T; ++t) {
     const std::int64_t s = slot_mapping[static_cast<std::size_t>(t)];

@@ -26,7 +26,7 @@ TEST(RopeSpec, BaseInvFreqMatchesHuggingFaceFloat64) {
     if (c["name"] != "default_theta1e4_d128") continue;
     const RopeSpec spec{128, 128, c["config"]["rope_theta"].get<double>(), 4096};
     const auto expected = c["inv_freq_f64"].get<std::vector<double>>();
-    const Eigen::ArrayXd ours = ropescale::base_inv_freq(spec);
+    const Eigen::ArrayXd ours = ropescale::base_inv_freq(spec).value();
     ASSERT_EQ(static_cast<std::size_t>(ours.size()), expected.size());
     for (std::size_t i = 0; i < expected.size(); ++i)
       EXPECT_NEAR(ours[static_cast<Eigen::Index>(i)], expected[i], 1e-15 * expected[i]);
@@ -38,12 +38,12 @@ TEST(RopeSpec, BaseInvFreqMatchesHuggingFaceFloat64) {
 TEST(RopeSpec, CriticalPairsFromThePaper) {
   // LongRoPE2 sec. 3: LLaMA3-8B (500000, d 128, 8k) pair 35 (dim 70), lower bound 24;
   // Phi3-mini at 2k (10000, d 96) pair 31 (dim 62), lower 19; Phi-4-mini at 4k pair 34, lower 22.
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 128, 500000, 8192}), 35);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 128, 500000, 8192}), 24);
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{96, 96, 10000, 2048}), 31);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{96, 96, 10000, 2048}), 19);
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 96, 10000, 4096}), 34);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 96, 10000, 4096}), 22);
+  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 128, 500000, 8192}).value(), 35);
+  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 128, 500000, 8192}).value(), 24);
+  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{96, 96, 10000, 2048}).value(), 31);
+  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{96, 96, 10000, 2048}).value(), 19);
+  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 96, 10000, 4096}).value(), 34);
+  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 96, 10000, 4096}).value(), 22);
 }
 
 TEST(RopeSpec, ValidationNamesFieldValueAndRule) {
@@ -61,7 +61,7 @@ TEST(RopeSpec, ValidationNamesFieldValueAndRule) {
   EXPECT_NE(
       ropescale::validate(RopeSpec{128, 96, std::nan(""), 4096}).message().find("rope_theta = nan"),
       std::string::npos);
-  EXPECT_THROW(ropescale::base_inv_freq(RopeSpec{128, 95, 1e4, 4096}), ropescale::Error);
+  EXPECT_THROW(ropescale::base_inv_freq(RopeSpec{128, 95, 1e4, 4096}).value(), ropescale::Error);
 }
 
 TEST(FactorTable, IdentityInvFreqAndEquality) {
@@ -70,12 +70,12 @@ TEST(FactorTable, IdentityInvFreqAndEquality) {
   EXPECT_EQ(id.pairs(), 48);
   EXPECT_TRUE(id.is_identity());
   EXPECT_EQ(id.method(), "default");
-  EXPECT_TRUE((id.inv_freq(spec) == ropescale::base_inv_freq(spec)).all());
+  EXPECT_TRUE((id.inv_freq(spec).value() == ropescale::base_inv_freq(spec).value()).all());
 
   Eigen::ArrayXd f = Eigen::ArrayXd::LinSpaced(48, 1.0, 32.0);
   const FactorTable t(f, 1.19, "longrope");
   EXPECT_FALSE(t.is_identity());
-  const Eigen::ArrayXd inv = t.inv_freq(spec);
+  const Eigen::ArrayXd inv = t.inv_freq(spec).value();
   for (int i = 0; i < 48; ++i)
     EXPECT_DOUBLE_EQ(inv[i], 1.0 / (f[i] * std::pow(1e4, 2.0 * i / 96.0)));
   EXPECT_EQ(t, FactorTable(f, 1.19, "longrope"));
@@ -100,19 +100,19 @@ TEST(FactorTable, PrintsMethodPairsAttentionAndFactors) {
 }
 
 TEST(FactorTable, RejectsBadValuesWithStatusTwin) {
-  FactorTable out;
   Eigen::ArrayXd f = Eigen::ArrayXd::Ones(4);
   f[1] = -2;
-  Status s = FactorTable::make(f, 1.0, "x", &out);
+  const Status s = FactorTable::make(f, 1.0, "x").status();
   EXPECT_EQ(s.message(), "ropescale: invalid_argument: factors[1] = -2: must be finite and > 0");
-  EXPECT_TRUE(out.empty()) << "nothing assigned on error";
+  EXPECT_EQ(s.argument(), "factors[1]");
   f[1] = INFINITY;
-  EXPECT_FALSE(FactorTable::make(f, 1.0, "x", &out).ok());
-  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd(), 1.0, "x", &out).ok());
-  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd::Ones(4), 0.0, "x", &out).ok());
-  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd::Ones(4), 1.0, "x", nullptr).ok());
-  EXPECT_TRUE(FactorTable::make(Eigen::ArrayXd::Ones(4), 1.0, "x", &out).ok());
-  EXPECT_EQ(out.pairs(), 4);
+  EXPECT_FALSE(FactorTable::make(f, 1.0, "x").ok());
+  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd(), 1.0, "x").ok());
+  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd::Ones(4), 0.0, "x").ok());
+  const ropescale::Result<FactorTable> out = FactorTable::make(Eigen::ArrayXd::Ones(4), 1.0, "x");
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(out->pairs(), 4);
+  EXPECT_EQ(out->method(), "x");
   EXPECT_THROW(FactorTable::identity(0), ropescale::Error);
   const Status len = FactorTable::identity(4).validate_for(RopeSpec{16, 16, 1e4, 64});
   EXPECT_EQ(len.message(),

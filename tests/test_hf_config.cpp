@@ -53,13 +53,13 @@ TEST(HfConfigGolden, EveryCaseFromTheWholeConfig) {
                 c["rope_type"].get<std::string>());
       const std::int64_t seq = c["seq_len"].is_null() ? 0 : c["seq_len"].get<std::int64_t>();
       const FactorTable t = cfg.table_for(seq);
-      EXPECT_LE(max_rel_error(t.inv_freq(cfg.spec), to_array(c["inv_freq_f64"])), 1e-12);
+      EXPECT_LE(max_rel_error(t.inv_freq(cfg.spec).value(), to_array(c["inv_freq_f64"])), 1e-12);
       const double want_attn = c["attention_factor"];
       EXPECT_NEAR(t.attention_factor(), want_attn, 1e-12 * want_attn);
       // The float32 column HF actually runs with (float32 pow, products and reciprocals): within
       // 10 float32 roundings (2^-24 each) of our double table.
       const Eigen::ArrayXd f32 = to_array(c["inv_freq_f32"]);
-      EXPECT_LE(max_rel_error(t.inv_freq(cfg.spec), f32), 10 * 0x1p-24);
+      EXPECT_LE(max_rel_error(t.inv_freq(cfg.spec).value(), f32), 10 * 0x1p-24);
     }
   }
 }
@@ -125,7 +125,7 @@ TEST(HfConfig, RealConfigsReadAsPublished) {
 
   const RopeConfig lr2 = ropescale::load_hf_config(data_path("llama3_8b_longrope2.json"));
   EXPECT_EQ(lr2.longrope.factor, 16.0);
-  const auto det = ropescale::detect_longrope2(lr2.longrope.long_factor);
+  const auto det = ropescale::detect_longrope2(lr2.longrope.long_factor).value();
   EXPECT_TRUE(det.found);
   EXPECT_EQ(det.critical_pair, 33);
 }
@@ -216,7 +216,7 @@ TEST(HfConfigExport, AnyTableShipsAsLongRopeThatHuggingFaceReads) {
   spec.rope_theta = 10000;
   spec.original_max_position = 4096;
   const FactorTable lr2 =
-      ropescale::longrope2_factors(spec, 31, published.tail(17), 1.1902380714238083);
+      ropescale::longrope2_factors(spec, 31, published.tail(17), 1.1902380714238083).value();
   const RopeConfig c = ropescale::longrope_config_from_tables(spec, 131072, lr2);
   const json out = ropescale::to_hf_config(c);
   EXPECT_EQ(out["rope_scaling"]["rope_type"], "longrope");
@@ -231,7 +231,7 @@ TEST(HfConfigExport, AnyTableShipsAsLongRopeThatHuggingFaceReads) {
   // A YaRN table is just as shippable; HF then reproduces it exactly.
   ropescale::YarnParams y;
   y.factor = 16;
-  const FactorTable yt = ropescale::yarn_factors(spec, y);
+  const FactorTable yt = ropescale::yarn_factors(spec, y).value();
   const RopeConfig cy = ropescale::longrope_config_from_tables(spec, 65536, yt);
   EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy)).table_for(65536),
             [&] { return FactorTable(yt.factors(), yt.attention_factor(), "longrope"); }());
@@ -248,9 +248,11 @@ TEST(HfConfigExport, SearchResultShipsInOneCall) {
   p.mutations = 2;
   p.crossovers = 2;
   p.iterations = 2;
-  const ropescale::SearchResult r = ropescale::search_longrope2(
-      spec, 8192, [](const FactorTable& t) { return std::abs(std::log(t.factors().mean() / 5)); },
-      p);
+  const ropescale::SearchResult r =
+      ropescale::search_longrope2(
+          spec, 8192,
+          [](const FactorTable& t) { return std::abs(std::log(t.factors().mean() / 5)); }, p)
+          .value();
   EXPECT_EQ(r.critical_pair, r.best.critical_pair);
   EXPECT_TRUE(r.spec == spec);
   EXPECT_EQ(r.target_length, 8192);

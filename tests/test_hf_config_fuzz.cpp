@@ -350,7 +350,7 @@ void check_input(const ropescale::Status& st, const ropescale::RopeConfig& c, Ta
     }
     ASSERT_EQ(t.pairs(), c.spec.pairs());
     ASSERT_TRUE(t.validate_for(c.spec).ok());
-    ASSERT_TRUE(t.inv_freq(c.spec).allFinite());
+    ASSERT_TRUE(t.inv_freq(c.spec).value().allFinite());
   }
   // Export then import gives the same config back.
   const std::string text = ropescale::to_hf_config(c).dump();
@@ -505,9 +505,13 @@ TEST(CheckpointFuzz, TreeAndTextMutations) {
   p.mutations = 4;
   p.crossovers = 4;
   ropescale::EvolutionSearch search(
-      ropescale::SearchSpace::longrope2(ropescale::RopeSpec{32, 32, 10000.0, 1024}, 8192), p);
-  const ropescale::SearchResult r = search.run(
-      [](const ropescale::FactorTable& t) { return std::abs(std::log(t.factors().mean())); });
+      ropescale::SearchSpace::longrope2(ropescale::RopeSpec{32, 32, 10000.0, 1024}, 8192).value(),
+      p);
+  const ropescale::SearchResult r = search
+                                        .run([](const ropescale::FactorTable& t) {
+                                          return std::abs(std::log(t.factors().mean()));
+                                        })
+                                        .value();
   const json seed = ropescale::search_state_to_json(r.state);
   const std::string seed_text = seed.dump(1);
   const std::string path = testing::TempDir() + "ropescale_checkpoint_fuzz.json";
@@ -522,12 +526,16 @@ TEST(CheckpointFuzz, TreeAndTextMutations) {
       json j = seed;
       for (std::size_t k = 1 + m.below(4); k > 0; --k)
         m.mutate_tree(j, kCheckpointKeys, sizeof(kCheckpointKeys) / sizeof(kCheckpointKeys[0]));
-      s = ropescale::try_search_state_from_json(j, &st);
+      ropescale::Result<ropescale::SearchState> r = ropescale::search_state_from_json(j);
+      s = r.status();
+      if (r.ok()) st = std::move(r).value();
     } else {
       std::string input = seed_text;
       for (std::size_t k = 1 + m.below(4); k > 0; --k) m.mutate_text(input);
       std::ofstream(path, std::ios::binary | std::ios::trunc) << input;
-      s = ropescale::try_load_search_checkpoint(path, &st);
+      ropescale::Result<ropescale::SearchState> r = ropescale::load_search_checkpoint(path);
+      s = r.status();
+      if (r.ok()) st = std::move(r).value();
     }
     if (s.ok()) {
       ++tally.accepted;

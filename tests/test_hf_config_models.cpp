@@ -81,7 +81,7 @@ TEST(HfModels, DeepSeekV3RotatesQkRopeHeadDim) {
   EXPECT_EQ(c.yarn.original_max_position, 4096);
   EXPECT_TRUE(c.interleaved_pairs);  // HF: rope_interleave defaults to true for DeepSeek-V3
   const ropescale::FactorTable t = c.table_for();
-  EXPECT_LE(max_rel_error(t.inv_freq(c.spec), to_array(g["inv_freq_f64"])), 1e-12);
+  EXPECT_LE(max_rel_error(t.inv_freq(c.spec).value(), to_array(g["inv_freq_f64"])), 1e-12);
   EXPECT_EQ(t.attention_factor(), g["attention_factor"].get<double>());  // exactly 1.0
   // Same through the golden's own copy of the config.
   const RopeConfig again = ropescale::parse_hf_config(g["config"]);
@@ -166,7 +166,7 @@ void expect_gemma3(const ModelRope& m, std::int64_t layers, std::int64_t head_di
     const ropescale::FactorTable t = c.table_for();
     const Eigen::ArrayXd want = full ? reference_inv_freq(1e6L, head_dim, head_dim / 2, factor)
                                      : reference_inv_freq(1e4L, head_dim, head_dim / 2);
-    EXPECT_LE(max_rel_error(t.inv_freq(c.spec), want), 1e-12);
+    EXPECT_LE(max_rel_error(t.inv_freq(c.spec).value(), want), 1e-12);
     EXPECT_EQ(t.attention_factor(), 1.0);
     EXPECT_EQ(c.rope_type,
               full ? (factor == 1.0 ? RopeType::kDefault : RopeType::kLinear) : RopeType::kDefault);
@@ -268,7 +268,7 @@ TEST(HfModels, Gemma4ProportionalAndSlidingMatchTransformersV5) {
   const Eigen::ArrayXd want_full = to_array(gf["inv_freq_f64"]);
   ASSERT_EQ(want_full.size(), 256);
   const ropescale::FactorTable tf = m.table_for_layer(5);
-  EXPECT_LE(max_rel_error(tf.inv_freq(full.spec), want_full.head(64)), 1e-12);
+  EXPECT_LE(max_rel_error(tf.inv_freq(full.spec).value(), want_full.head(64)), 1e-12);
   EXPECT_TRUE((want_full.tail(192) == 0.0).all());  // HF's zero-frequency pairs: not rotated
   EXPECT_EQ(tf.attention_factor(), gf["attention_factor"].get<double>());
 
@@ -278,7 +278,7 @@ TEST(HfModels, Gemma4ProportionalAndSlidingMatchTransformersV5) {
   EXPECT_EQ(sliding.spec.rotary_dim, 256);
   const json& gs = case_named(golden, "gemma4_sliding_default");
   const ropescale::FactorTable ts = m.table_for_layer(0);
-  EXPECT_LE(max_rel_error(ts.inv_freq(sliding.spec), to_array(gs["inv_freq_f64"])), 1e-12);
+  EXPECT_LE(max_rel_error(ts.inv_freq(sliding.spec).value(), to_array(gs["inv_freq_f64"])), 1e-12);
   EXPECT_EQ(ts.attention_factor(), gs["attention_factor"].get<double>());
 
   // Layer index checks; the single-table API names the kinds.
@@ -300,13 +300,13 @@ TEST(HfModels, ProportionalSingleBlockRoundTripsAndRefusesNtkStyleMethods) {
   const RopeConfig c = ropescale::parse_hf_config(j);
   EXPECT_EQ(c.spec.rotary_dim, 128);
   EXPECT_EQ(c.spec.freq_dim, 512);
-  EXPECT_LE(max_rel_error(c.table_for().inv_freq(c.spec), reference_inv_freq(1e6L, 512, 64, 2.0L)),
+  EXPECT_LE(max_rel_error(c.table_for().inv_freq(c.spec).value(),
+                          reference_inv_freq(1e6L, 512, 64, 2.0L)),
             1e-12);
   const RopeConfig back = ropescale::parse_hf_config(ropescale::to_hf_config(c));
   EXPECT_TRUE(back == c) << ropescale::to_hf_config(c).dump();
   // NTK / YaRN have no definition on a proportional spec: refused, not guessed.
-  ropescale::FactorTable t;
-  const ropescale::Status st = ropescale::try_yarn_factors(c.spec, ropescale::YarnParams{}, &t);
+  const ropescale::Status st = ropescale::yarn_factors(c.spec, ropescale::YarnParams{}).status();
   expect_refused(st, ropescale::ErrorCode::kUnsupported, {"freq_dim = 512", "yarn"});
 }
 
@@ -323,8 +323,9 @@ TEST(HfModels, QwenVlSectionsAreRead) {
   EXPECT_EQ(a.rope_type, RopeType::kDefault);
   EXPECT_EQ(a.mrope_section, (std::vector<std::int64_t>{16, 24, 24}));
   EXPECT_FALSE(a.mrope_interleaved);
-  EXPECT_LE(max_rel_error(a.table_for().inv_freq(a.spec), reference_inv_freq(1e6L, 128, 64)),
-            1e-12);
+  EXPECT_LE(
+      max_rel_error(a.table_for().inv_freq(a.spec).value(), reference_inv_freq(1e6L, 128, 64)),
+      1e-12);
   const ropescale::MropeSections sa(a.mrope_section, a.mrope_interleaved, a.spec.pairs());
   EXPECT_EQ(sa.axes()[15], 0);
   EXPECT_EQ(sa.axes()[16], 1);
@@ -388,9 +389,9 @@ TEST(HfModels, TopLevelOriginalWindowWinsInV5) {
   ropescale::YarnParams y;
   y.factor = 16.0;
   y.original_max_position = 8192;
-  EXPECT_EQ(ropescale::parse_hf_config(j).table_for(), ropescale::yarn_factors(spec, y));
+  EXPECT_EQ(ropescale::parse_hf_config(j).table_for(), ropescale::yarn_factors(spec, y).value());
   EXPECT_EQ(ropescale::parse_hf_config(j).table_for().method(),
-            ropescale::yarn_factors(spec, y).method());
+            ropescale::yarn_factors(spec, y).value().method());
 }
 
 }  // namespace
@@ -430,16 +431,18 @@ TEST(HfModels, DynamicNtkGrowsLikeTheHfModule) {
       {100, 4096}, {8192, 8192}, {5000, 8192}, {9000, 9000}, {3000, 4096}, {6000, 6000}};
   for (const auto& [seq, cached] : steps) {
     SCOPED_TRACE(seq);
-    const ropescale::FactorTable t = state.update(seq);
+    const ropescale::FactorTable t = state.update(seq).value();
     EXPECT_EQ(state.cached_seq_len(), cached);
-    EXPECT_EQ(t, ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached));
-    EXPECT_EQ(t.method(), ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached).method());
+    EXPECT_EQ(t, ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached).value());
+    EXPECT_EQ(t.method(),
+              ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, cached).value().method());
   }
   // The stateless table for 5000 tokens differs from what the module uses after 8192.
-  EXPECT_NE(ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, 5000),
-            ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, 8192));
-  ropescale::FactorTable t;
-  EXPECT_EQ(state.try_update(0, &t).code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_NE(ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, 5000).value(),
+            ropescale::dynamic_ntk_factors(c.spec, 4.0, 4096, 8192).value());
+  EXPECT_EQ(state.update(0).status().code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_EQ(state.cached_seq_len(), 6000) << "an error leaves the state as it was";
+  EXPECT_EQ(ropescale::DynamicNtkState::make(c.spec, 0.5, 4096).status().argument(), "factor");
 }
 
 }  // namespace

@@ -101,8 +101,7 @@ TEST(HostileInput, Item02HugeWindowsInConfigAreRefusedByName) {
   RopeSpec spec = kSpec;
   spec.original_max_position = kI64Max;
   EXPECT_TRUE(contains(ropescale::validate(spec).message(), "original_max_position"));
-  ropescale::FactorTable t;
-  EXPECT_FALSE(ropescale::try_dynamic_ntk_factors(kSpec, 2.0, kI64Max, kI64Max, &t).ok());
+  EXPECT_FALSE(ropescale::dynamic_ntk_factors(kSpec, 2.0, kI64Max, kI64Max).ok());
 }
 
 // 3. Strides and shapes whose products overflow int64.
@@ -114,12 +113,12 @@ TEST(HostileInput, Item03ViewShapesAndStridesThatOverflowAreRefused) {
   const std::vector<std::int64_t> pos = {0, 1, 2, 3};
   // token_stride = INT64_MIN: its magnitude does not fit.
   HeadsView<float> v{x.data(), 2, 1, 64, kI64Min, 64};
-  Status s = ropescale::try_apply_rotary(freqs, pos.data(), v, PairLayout::kHalfSplit);
+  Status s = ropescale::rotate(freqs, pos.data(), v, PairLayout::kHalfSplit);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "x extent")) << s.message();
   // 2^62 tokens of stride 4: stride * count overflows.
   v = HeadsView<float>{x.data(), std::int64_t{1} << 62, 1, 64, 64, 64};
-  s = ropescale::try_apply_rotary(freqs, pos.data(), v, PairLayout::kHalfSplit);
+  s = ropescale::rotate(freqs, pos.data(), v, PairLayout::kHalfSplit);
   EXPECT_TRUE(contains(s.message(), "overflows int64")) << s.message();
   // Out of place, 2^40 x 2^20 x 128.
   const RopeSpec wide{128, 128, 10000.0, 4096};
@@ -127,13 +126,13 @@ TEST(HostileInput, Item03ViewShapesAndStridesThatOverflowAreRefused) {
   const std::int64_t t40 = std::int64_t{1} << 40, h20 = std::int64_t{1} << 20;
   const HeadsView<const float> in{x.data(), t40, h20, 128, h20 * 128, 128};
   const HeadsView<float> out{x.data() + 8, t40, h20, 128, h20 * 128, 128};
-  s = ropescale::try_apply_rotary_out(wf, pos.data(), in, out, PairLayout::kHalfSplit);
+  s = ropescale::rotate_out(wf, pos.data(), in, out, PairLayout::kHalfSplit);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "overflows int64")) << s.message();
   EXPECT_EQ(x, x0);
   // The stride of a dimension of size 1 is never used, whatever it holds.
   v = HeadsView<float>{x.data(), 1, 1, 64, kI64Min, kI64Min};
-  EXPECT_TRUE(ropescale::try_apply_rotary(freqs, pos.data(), v, PairLayout::kHalfSplit).ok());
+  EXPECT_TRUE(ropescale::rotate(freqs, pos.data(), v, PairLayout::kHalfSplit).ok());
   x = x0;
   // The factory's own product.
   expect_error(
@@ -176,13 +175,15 @@ TEST(HostileInput, Item05OverlappingQueryAndKeyViewsAreRefused) {
   // q = heads {0, 1}, k = heads {1, 2} of a [T, 3, D] buffer: head 1 is shared.
   HeadsView<float> q{buf.data(), T, 2, D, 3 * D, D};
   HeadsView<float> k{buf.data() + D, T, 2, D, 3 * D, D};
-  Status s = ropescale::try_apply_rotary_qk(cache, pos.data(), q, k, PairLayout::kHalfSplit);
+  Status s = ropescale::rotate(cache, pos.data(), q, k, PairLayout::kHalfSplit);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "k = \"overlapping buffer\": must not overlap q"))
       << s.message();
   EXPECT_EQ(buf, buf0);
-  s = ropescale::try_rotary_backward_qk(cache, pos.data(), q, k, PairLayout::kHalfSplit);
-  EXPECT_TRUE(contains(s.message(), "must not overlap grad_q")) << s.message();
+  s = ropescale::rotate(cache, pos.data(), q, k, PairLayout::kHalfSplit,
+                        ropescale::RotaryDirection::kBackward);
+  EXPECT_EQ(s.argument(), "k") << s.message();  // the backward pass names the same operands
+  EXPECT_EQ(s.rule(), "must not overlap q") << s.message();
   EXPECT_EQ(buf, buf0);
   // Out of place: q_out is k_in.
   std::vector<float> other(buf.size(), 0.0f);
@@ -190,8 +191,7 @@ TEST(HostileInput, Item05OverlappingQueryAndKeyViewsAreRefused) {
   const HeadsView<float> q_out{buf.data() + 2 * D, T, 1, D, 3 * D, D};
   const HeadsView<const float> k_in{buf.data() + 2 * D, T, 1, D, 3 * D, D};
   const HeadsView<float> k_out{other.data() + D, T, 1, D, 3 * D, D};
-  s = ropescale::try_apply_rotary_qk_out(cache, pos.data(), q_in, q_out, k_in, k_out,
-                                         PairLayout::kHalfSplit);
+  s = ropescale::rotate_out(cache, pos.data(), q_in, q_out, k_in, k_out, PairLayout::kHalfSplit);
   EXPECT_TRUE(contains(s.message(), "q_out = \"overlapping buffer\": must not overlap k_in"))
       << s.message();
   EXPECT_EQ(buf, buf0);
@@ -199,13 +199,12 @@ TEST(HostileInput, Item05OverlappingQueryAndKeyViewsAreRefused) {
   // the same result as rotating separate copies.
   HeadsView<float> q1{buf.data(), T, 1, D, 3 * D, D};
   HeadsView<float> k1{buf.data() + D, T, 1, D, 3 * D, D};
-  ASSERT_TRUE(
-      ropescale::try_apply_rotary_qk(cache, pos.data(), q1, k1, PairLayout::kHalfSplit).ok());
+  ASSERT_TRUE(ropescale::rotate(cache, pos.data(), q1, k1, PairLayout::kHalfSplit).ok());
   std::vector<float> ref = buf0;
   auto rq = HeadsView<float>{ref.data(), T, 1, D, 3 * D, D};
   auto rk = HeadsView<float>{ref.data() + D, T, 1, D, 3 * D, D};
-  ropescale::apply_rotary(cache, pos.data(), rq, PairLayout::kHalfSplit);
-  ropescale::apply_rotary(cache, pos.data(), rk, PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), rq, PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), rk, PairLayout::kHalfSplit));
   EXPECT_EQ(buf, ref);
   // Fused QKV with many packed heads (300 q, 300 k: 90000 head pairs) is checked exactly too.
   const std::int64_t H = 300, d = 8;
@@ -214,9 +213,9 @@ TEST(HostileInput, Item05OverlappingQueryAndKeyViewsAreRefused) {
   const ropescale::RotaryCache c8(small, FactorTable::identity(small), 4);
   HeadsView<float> qs{fused.data(), 2, H, d, 3 * H * d, d};
   HeadsView<float> ks{fused.data() + H * d, 2, H, d, 3 * H * d, d};
-  EXPECT_TRUE(ropescale::try_apply_rotary_qk(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
+  EXPECT_TRUE(ropescale::rotate(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
   ks.data -= 1;  // now k's first head overlaps q's last
-  EXPECT_FALSE(ropescale::try_apply_rotary_qk(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
+  EXPECT_FALSE(ropescale::rotate(c8, pos.data(), qs, ks, PairLayout::kHalfSplit).ok());
 }
 
 // 6. On-the-fly angles: right up to 2^48, refused past it (they used to lose their norm).
@@ -243,7 +242,7 @@ TEST(HostileInput, Item06RotaryFrequenciesAreRightOrRefused) {
   const std::vector<float> x0 = x;
   const std::int64_t far = (std::int64_t{1} << 57) + 12345;
   auto v = HeadsView<float>::tokens_heads_dim(x.data(), 1, 1, 6);
-  const Status s = ropescale::try_apply_rotary(f, &far, v, PairLayout::kHalfSplit);
+  const Status s = ropescale::rotate(f, &far, v, PairLayout::kHalfSplit);
   EXPECT_EQ(s.code(), ErrorCode::kOutOfRange);
   EXPECT_TRUE(
       contains(s.message(), "outside the positions RotaryFrequencies serves [0, 281474976710656)"))
@@ -254,22 +253,21 @@ TEST(HostileInput, Item06RotaryFrequenciesAreRightOrRefused) {
   EXPECT_EQ(fast.max_position(), std::int64_t{1} << 38);
 }
 
-// 7. Denormal factors: inv_freq would be inf; try_rerotate_keys must not throw.
+// 7. Denormal factors: inv_freq would be inf; rerotate_keys must not throw.
 TEST(HostileInput, Item07TinyFactorsAreRefusedAndRerotateReturnsAStatus) {
   expect_error([] { FactorTable(Eigen::ArrayXd::Constant(32, 5e-324)); },
                "factors[0] = 4.9406564584124654e-324: must be >= 1e-6");
-  FactorTable t;
-  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd::Constant(32, 1e-7), 1.0, "x", &t).ok());
-  EXPECT_TRUE(FactorTable::make(Eigen::ArrayXd::Constant(32, 1e-6), 1.0, "x", &t).ok());
+  EXPECT_FALSE(FactorTable::make(Eigen::ArrayXd::Constant(32, 1e-7), 1.0, "x").ok());
+  EXPECT_TRUE(FactorTable::make(Eigen::ArrayXd::Constant(32, 1e-6), 1.0, "x").ok());
   // Two valid tables whose ratio of attention factors leaves the accepted range: a Status.
   const FactorTable from(Eigen::ArrayXd::Ones(32), 1e-3), to(Eigen::ArrayXd::Ones(32), 1e3);
   std::vector<float> keys(64, 1.0f);
   const std::int64_t pos = 5;
   Status s;
   EXPECT_NO_THROW(
-      s = ropescale::try_rerotate_keys(kSpec, from, to, &pos,
-                                       HeadsView<float>::tokens_heads_dim(keys.data(), 1, 1, 64),
-                                       PairLayout::kHalfSplit));
+      s = ropescale::rerotate_keys(kSpec, from, to, &pos,
+                                   HeadsView<float>::tokens_heads_dim(keys.data(), 1, 1, 64),
+                                   PairLayout::kHalfSplit));
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "attention_factor = 1000000")) << s.message();
 }
@@ -291,9 +289,10 @@ TEST(HostileInput, Item08ValuesThatOverflowTheOutputAreRefused) {
   std::vector<Eigen::half> x(8, Eigen::half(1.0f));
   const std::int64_t pos = 3;
   auto v = HeadsView<Eigen::half>::tokens_heads_dim(x.data(), 1, 1, 8);
-  ropescale::apply_rotary(f, &pos, v, PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(f, &pos, v, PairLayout::kHalfSplit));
   for (const Eigen::half& h : x) EXPECT_TRUE(std::isfinite(static_cast<float>(h)));
-  ropescale::apply_rotary(f, &pos, v, PairLayout::kHalfSplit, ropescale::RotaryDirection::kInverse);
+  ropescale::throw_if_error(
+      ropescale::rotate(f, &pos, v, PairLayout::kHalfSplit, ropescale::RotaryDirection::kInverse));
   for (const Eigen::half& h : x) EXPECT_NEAR(static_cast<float>(h), 1.0f, 2e-2f);
 }
 
@@ -302,52 +301,52 @@ TEST(HostileInput, Item09HandBuiltStructsAreValidated) {
   ropescale::PackedSegment seg;
   seg.length = 4;
   seg.cu_seqlens = {0, 64};
-  ropescale::DenseMask m;
-  Status s = seg.try_dense_mask(&m);
+  Status s = seg.dense_mask().status();
   EXPECT_TRUE(contains(s.message(), "segment.cu_seqlens[1] = 64")) << s.message();
   seg.cu_seqlens = {0, 4};
   seg.pieces = {{0, 0, 2, 8, 0}};  // 8 tokens at offset 2 of a 4-token segment
-  expect_error([&] { seg.position_ids(); }, "segment.pieces[0].length = 8");
+  expect_error([&] { seg.position_ids().value(); }, "segment.pieces[0].length = 8");
   seg.pieces = {{0, 0, 0, 4, kI64Max - 1}};
-  expect_error([&] { seg.position_ids(); }, "first_position");
+  expect_error([&] { seg.position_ids().value(); }, "first_position");
   seg = ropescale::PackedSegment{};
   seg.length = -4;
-  expect_error([&] { seg.dense_mask(); }, "segment.length = -4");
-  expect_error([&] { seg.position_ids(); }, "segment.length = -4");
+  expect_error([&] { seg.dense_mask().value(); }, "segment.length = -4");
+  expect_error([&] { seg.position_ids().value(); }, "segment.length = -4");
   // A valid hand-built segment still works.
   seg.length = 3;
   seg.pieces = {{0, 0, 0, 3, 5}};
   seg.cu_seqlens = {0, 3};
-  EXPECT_EQ(seg.position_ids(), (std::vector<std::int64_t>{5, 6, 7}));
-  EXPECT_EQ(seg.dense_mask().count(), 6);
+  EXPECT_EQ(seg.position_ids().value(), (std::vector<std::int64_t>{5, 6, 7}));
+  EXPECT_EQ(seg.dense_mask().value().count(), 6);
 
   // A CriticalAnalysis with arrays of the wrong size.
   ropescale::CriticalAnalysis a;
   a.spec = kSpec;
   a.target_length = 65536;
   a.scale = 16;
-  a.theta = ropescale::base_inv_freq(kSpec);  // pairs() matches, period does not
-  ropescale::TableAnalysis out;
-  s = ropescale::try_analyze_table(a, FactorTable::identity(kSpec), &out);
+  a.theta = ropescale::base_inv_freq(kSpec).value();  // pairs() matches, period does not
+  s = ropescale::analyze_table(a, FactorTable::identity(kSpec)).status();
   EXPECT_TRUE(contains(s.message(), "analysis.period.size() = 0")) << s.message();
-  a = ropescale::analyze_critical(kSpec, 65536);
+  a = ropescale::analyze_critical(kSpec, 65536).value();
   a.scale = std::nan("");
-  EXPECT_FALSE(ropescale::try_analyze_table(a, FactorTable::identity(kSpec), &out).ok());
+  EXPECT_FALSE(ropescale::analyze_table(a, FactorTable::identity(kSpec)).ok());
 
   // log_softmax of a matrix without columns.
-  expect_error([] { ropescale::log_softmax(Eigen::MatrixXd(3, 0)); }, "logits.cols() = 0");
+  expect_error([] { ropescale::log_softmax(Eigen::MatrixXd(3, 0)).value(); }, "logits.cols() = 0");
 }
 
 // 10. project_to_space with factors far past the grid: clamped to the upper bound.
 TEST(HostileInput, Item10ProjectionClampsHugeFactorsToTheUpperBound) {
   const ropescale::SearchSpace sp =
-      ropescale::SearchSpace::longrope2(RopeSpec{128, 128, 500000.0, 8192}, 131072);
+      ropescale::SearchSpace::longrope2(RopeSpec{128, 128, 500000.0, 8192}, 131072).value();
   const ropescale::Genome g =
-      ropescale::project_to_space(sp, Eigen::ArrayXd::Constant(64, 1e20), sp.critical_upper);
+      ropescale::project_to_space(sp, Eigen::ArrayXd::Constant(64, 1e20), sp.critical_upper)
+          .value();
   ASSERT_FALSE(g.steps.empty());
   for (std::int64_t k : g.steps) EXPECT_EQ(k, sp.grid_hi());
   const ropescale::Genome low =
-      ropescale::project_to_space(sp, Eigen::ArrayXd::Constant(64, 1e-20), sp.critical_upper);
+      ropescale::project_to_space(sp, Eigen::ArrayXd::Constant(64, 1e-20), sp.critical_upper)
+          .value();
   for (std::int64_t k : low.steps) EXPECT_EQ(k, sp.grid_lo());
 }
 
@@ -359,7 +358,7 @@ TEST(HostileInput, Item11HugeRequestsGiveRopescaleErrors) {
   expect_error([&] { ropescale::RotaryCache(spec, table, std::int64_t{1} << 40); },
                "use RotaryFrequencies");
   const RopeSpec huge{std::int64_t{1} << 62, std::int64_t{1} << 62, 10000.0, 4096};
-  expect_error([&] { ropescale::base_inv_freq(huge); }, "head_dim = 4611686018427387904");
+  expect_error([&] { ropescale::base_inv_freq(huge).value(); }, "head_dim = 4611686018427387904");
   expect_error([&] { FactorTable::identity(huge); }, "head_dim");
   const ropescale::ValueTokenizer tok = [](const std::string&) {
     return std::vector<ropescale::TokenId>{1};
@@ -367,7 +366,8 @@ TEST(HostileInput, Item11HugeRequestsGiveRopescaleErrors) {
   expect_error(
       [&] {
         ropescale::make_needle_documents({1, 2, 3}, ropescale::NeedleTemplate{}, tok,
-                                         ropescale::NeedleOptions{}, kI64Max);
+                                         ropescale::NeedleOptions{}, kI64Max)
+            .value();
       },
       "count = 9223372036854775807");
 }
@@ -375,9 +375,8 @@ TEST(HostileInput, Item11HugeRequestsGiveRopescaleErrors) {
 // 12. pack_documents of 2^50 tokens used to build 2^38 segments (a hang).
 TEST(HostileInput, Item12PackingRefusesPlansTooLargeToBuild) {
   const auto t0 = std::chrono::steady_clock::now();
-  ropescale::PackingPlan plan;
   const Status s =
-      ropescale::try_pack_documents({std::int64_t{1} << 50}, ropescale::PackOptions{}, &plan);
+      ropescale::pack_documents({std::int64_t{1} << 50}, ropescale::PackOptions{}).status();
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "2^22 segments")) << s.message();
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
@@ -385,12 +384,14 @@ TEST(HostileInput, Item12PackingRefusesPlansTooLargeToBuild) {
   ropescale::PackOptions o;
   o.segment_length = 1024;
   o.original_max_position = 256;
-  EXPECT_TRUE(ropescale::try_pack_documents({std::int64_t{1} << 24, 100}, o, &plan).ok());
-  EXPECT_EQ(plan.total_tokens, (std::int64_t{1} << 24) + 100);
+  const ropescale::Result<ropescale::PackingPlan> plan =
+      ropescale::pack_documents({std::int64_t{1} << 24, 100}, o);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->total_tokens, (std::int64_t{1} << 24) + 100);
 }
 
 ropescale::SearchSpace small_space() {
-  return ropescale::SearchSpace::longrope2(RopeSpec{32, 32, 10000.0, 1024}, 8192);
+  return ropescale::SearchSpace::longrope2(RopeSpec{32, 32, 10000.0, 1024}, 8192).value();
 }
 double smooth_loss(const FactorTable& t) {
   double sum = 0.0;
@@ -405,16 +406,15 @@ TEST(HostileInput, Item13CheckpointsSurviveHostilePathsAndFiles) {
   ropescale::SearchParams p;
   p.iterations = 2;
   ropescale::EvolutionSearch search(small_space(), p);
-  const ropescale::SearchResult reference = search.run(smooth_loss);
+  const ropescale::SearchResult reference = search.run(smooth_loss).value();
 
   // A directory is an io_error (not a parse_error), for reading and for writing.
   const std::string dir = temp_path("dir");
   fs::create_directories(dir);
-  ropescale::SearchState st;
-  Status s = ropescale::try_load_search_checkpoint(dir, &st);
+  Status s = ropescale::load_search_checkpoint(dir).status();
   EXPECT_EQ(s.code(), ErrorCode::kIoError) << s.message();
   EXPECT_TRUE(contains(s.message(), "is a directory")) << s.message();
-  s = ropescale::try_save_search_checkpoint(dir, reference.state);
+  s = ropescale::save_search_checkpoint(dir, reference.state);
   EXPECT_EQ(s.code(), ErrorCode::kIoError) << s.message();
 
   // A symbolic link keeps pointing at the checkpoint it named.
@@ -422,18 +422,18 @@ TEST(HostileInput, Item13CheckpointsSurviveHostilePathsAndFiles) {
   fs::remove(real);
   fs::remove(link);
   fs::create_symlink(real, link);  // dangling until the first write
-  ASSERT_TRUE(ropescale::try_save_search_checkpoint(link, reference.state).ok());
-  ASSERT_TRUE(ropescale::try_save_search_checkpoint(link, reference.state).ok());
+  ASSERT_TRUE(ropescale::save_search_checkpoint(link, reference.state).ok());
+  ASSERT_TRUE(ropescale::save_search_checkpoint(link, reference.state).ok());
   EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
   EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(real)));
-  EXPECT_EQ(ropescale::load_search_checkpoint(link).iteration, 2);
+  EXPECT_EQ(ropescale::load_search_checkpoint(link).value().iteration, 2);
   EXPECT_FALSE(fs::exists(link + ".tmp"));
   EXPECT_FALSE(fs::exists(real + ".tmp"));
 
   // iteration 1e18 is refused.
   nlohmann::json j = ropescale::search_state_to_json(reference.state);
   j["iteration"] = 1000000000000000000LL;
-  s = ropescale::try_search_state_from_json(j, &st);
+  s = ropescale::search_state_from_json(j).status();
   EXPECT_EQ(s.code(), ErrorCode::kParseError);
   EXPECT_TRUE(contains(s.message(), "iteration = 1000000000000000000")) << s.message();
 
@@ -449,7 +449,7 @@ TEST(HostileInput, Item13CheckpointsSurviveHostilePathsAndFiles) {
   again.set_progress_callback(
       [&](const ropescale::SearchProgress& pr) { seen_failures = pr.checkpoint_failures; });
   ropescale::SearchResult r;
-  EXPECT_NO_THROW(r = again.run(smooth_loss));
+  EXPECT_NO_THROW(r = again.run(smooth_loss).value());
   EXPECT_EQ(r.checkpoint_failures, 3);  // P0 and two iterations
   EXPECT_EQ(seen_failures, 3);
   EXPECT_EQ(r.checkpoint_error.code(), ErrorCode::kIoError);
@@ -467,20 +467,23 @@ TEST(HostileInput, Item14NoSilentNaNFromScoring) {
   logits(0, 2) = std::nan("");
   const std::vector<ropescale::TokenId> tokens = {1, 2, 3};
   const std::vector<std::uint8_t> mask = {0, 1, 0};
-  double v = 0.0;
-  Status s = ropescale::try_masked_nll(logits, tokens, mask, &v);
+  Status s = ropescale::masked_nll(logits, tokens, mask).status();
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "log-probability of tokens[1]")) << s.message();
-  expect_error([&] { ropescale::masked_nll(logits, tokens, mask); }, "= nan");
+  expect_error([&] { ropescale::masked_nll(logits, tokens, mask).value(); }, "= nan");
   const double inf = std::numeric_limits<double>::infinity();
-  expect_error([&] { ropescale::perplexity({inf, -inf}); }, "losses[0] = inf: must be finite");
-  expect_error([&] { ropescale::perplexity({800.0}); }, "mean loss = 800");
+  expect_error(
+      [&] {
+        ropescale::perplexity({inf, -inf}).value();
+      },
+      "losses[0] = inf: must be finite");
+  expect_error([&] { ropescale::perplexity({800.0}).value(); }, "mean loss = 800");
   Eigen::MatrixXd masked = Eigen::MatrixXd::Constant(2, 3, -inf);
   masked(1, 0) = 0.0;
-  expect_error([&] { ropescale::log_softmax(masked); }, "logits row 0 = \"all -inf\"");
+  expect_error([&] { ropescale::log_softmax(masked).value(); }, "logits row 0 = \"all -inf\"");
   // -inf entries in a row with a finite logit are fine (a masked vocabulary).
   masked.row(0) << 0.0, -inf, 0.0;
-  const Eigen::MatrixXd ls = ropescale::log_softmax(masked);
+  const Eigen::MatrixXd ls = ropescale::log_softmax(masked).value();
   EXPECT_NEAR(ls(0, 0), std::log(0.5), 1e-15);
   EXPECT_EQ(ls(0, 1), -inf);
   EXPECT_EQ(ls(1, 0), 0.0);

@@ -30,8 +30,8 @@ using ropescale::RotaryDirection;
 
 // Pins a path for one scope and releases it after.
 struct PinPath {
-  explicit PinPath(KernelPath p) { ropescale::force_kernel_path(p); }
-  ~PinPath() { ropescale::force_kernel_path(KernelPath::kAuto); }
+  explicit PinPath(KernelPath p) { ropescale::throw_if_error(ropescale::force_kernel_path(p)); }
+  ~PinPath() { (void)ropescale::force_kernel_path(KernelPath::kAuto); }
 };
 
 std::vector<KernelPath> supported_paths() {
@@ -69,10 +69,10 @@ std::vector<T> rotate_on(KernelPath path, const Case& c, const std::vector<T>& x
   PinPath pin(path);
   if (c.on_the_fly) {
     const ropescale::RotaryFrequencies fly(spec, table);
-    ropescale::apply_rotary(fly, pos.data(), view, c.layout, c.direction);
+    ropescale::throw_if_error(ropescale::rotate(fly, pos.data(), view, c.layout, c.direction));
   } else {
     const ropescale::RotaryCache cache(spec, table, c.first_position + 37 * c.tokens);
-    ropescale::apply_rotary(cache, pos.data(), view, c.layout, c.direction);
+    ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), view, c.layout, c.direction));
   }
   return y;
 }
@@ -153,15 +153,15 @@ void check_conversions_exhaustive(bool flushes_subnormals_on_bf16_path) {
     std::vector<H> ref = x;
     {
       PinPath pin(KernelPath::kPortable);
-      ropescale::apply_rotary(cache, &zero,
-                              HeadsView<H>::tokens_heads_dim(ref.data(), 1, heads, dim), layout);
+      ropescale::throw_if_error(ropescale::rotate(
+          cache, &zero, HeadsView<H>::tokens_heads_dim(ref.data(), 1, heads, dim), layout));
     }
     for (KernelPath p : supported_paths()) {
       std::vector<H> got = x;
       {
         PinPath pin(p);
-        ropescale::apply_rotary(cache, &zero,
-                                HeadsView<H>::tokens_heads_dim(got.data(), 1, heads, dim), layout);
+        ropescale::throw_if_error(ropescale::rotate(
+            cache, &zero, HeadsView<H>::tokens_heads_dim(got.data(), 1, heads, dim), layout));
       }
       const bool flush = flushes_subnormals_on_bf16_path && p == KernelPath::kAvx512Bf16;
       for (std::size_t i = 0; i < got.size(); ++i) {
@@ -323,39 +323,40 @@ TEST(KernelPaths, PinAndRelease) {
   EXPECT_TRUE(ropescale::kernel_path_supported(best));
   EXPECT_TRUE(ropescale::kernel_path_supported(KernelPath::kPortable));
   for (KernelPath p : supported_paths()) {
-    ASSERT_TRUE(ropescale::try_force_kernel_path(p).ok());
+    ASSERT_TRUE(ropescale::force_kernel_path(p).ok());
     EXPECT_EQ(ropescale::active_kernel_path(), p);
   }
-  ASSERT_TRUE(ropescale::try_force_kernel_path(KernelPath::kAuto).ok());
+  ASSERT_TRUE(ropescale::force_kernel_path(KernelPath::kAuto).ok());
   const char* env = std::getenv("ROPESCALE_KERNEL_PATH");
   KernelPath from_env = KernelPath::kAuto;
-  if (env != nullptr && ropescale::parse_kernel_path(env, &from_env).ok() &&
-      from_env != KernelPath::kAuto && ropescale::kernel_path_supported(from_env))
+  if (env != nullptr && ropescale::parse_kernel_path(env).ok())
+    from_env = ropescale::parse_kernel_path(env).value();
+  if (env != nullptr && ropescale::parse_kernel_path(env).ok() && from_env != KernelPath::kAuto &&
+      ropescale::kernel_path_supported(from_env))
     EXPECT_EQ(ropescale::active_kernel_path(), from_env);  // the environment's pin
   else
     EXPECT_EQ(ropescale::active_kernel_path(), best);
   // A path this CPU (or build) lacks is refused by name and leaves the pin alone.
   for (KernelPath p : ropescale::kAllKernelPaths) {
     if (ropescale::kernel_path_supported(p)) continue;
-    const ropescale::Status s = ropescale::try_force_kernel_path(p);
+    const ropescale::Status s = ropescale::force_kernel_path(p);
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.message().find("path"), std::string::npos) << s.message();
     EXPECT_NE(s.message().find(ropescale::to_string(p)), std::string::npos) << s.message();
   }
-  EXPECT_FALSE(ropescale::try_force_kernel_path(static_cast<KernelPath>(42)).ok());
-  EXPECT_THROW(ropescale::force_kernel_path(static_cast<KernelPath>(-3)), ropescale::Error);
+  EXPECT_FALSE(ropescale::force_kernel_path(static_cast<KernelPath>(42)).ok());
+  EXPECT_EQ(ropescale::force_kernel_path(static_cast<KernelPath>(-3)).argument(), "path");
 }
 
 TEST(KernelPaths, NamesRoundTrip) {
   for (KernelPath p : ropescale::kAllKernelPaths) {
-    KernelPath back = KernelPath::kAuto;
-    ASSERT_TRUE(ropescale::parse_kernel_path(ropescale::to_string(p), &back).ok());
-    EXPECT_EQ(back, p);
+    const ropescale::Result<KernelPath> back =
+        ropescale::parse_kernel_path(ropescale::to_string(p));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, p);
   }
-  KernelPath out = KernelPath::kPortable;
-  ASSERT_TRUE(ropescale::parse_kernel_path("auto", &out).ok());
-  EXPECT_EQ(out, KernelPath::kAuto);
-  const ropescale::Status s = ropescale::parse_kernel_path("sse9", &out);
+  EXPECT_EQ(ropescale::parse_kernel_path("auto").value(), KernelPath::kAuto);
+  const ropescale::Status s = ropescale::parse_kernel_path("sse9").status();
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("sse9"), std::string::npos) << s.message();
   for (KernelPath p : ropescale::kAllKernelPaths)  // the message lists every name it accepts
@@ -393,34 +394,34 @@ void check_threads_bit_identical() {
   for (T& v : k0) v = static_cast<T>(nd(rng));
   for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
     std::vector<T> q1 = q0, k1 = k0;
-    ropescale::apply_rotary_qk(fly, pos.data(),
-                               HeadsView<T>::tokens_heads_dim(q1.data(), tokens, hq, 128),
-                               HeadsView<T>::tokens_heads_dim(k1.data(), tokens, hk, 128), layout);
+    ropescale::throw_if_error(ropescale::rotate(
+        fly, pos.data(), HeadsView<T>::tokens_heads_dim(q1.data(), tokens, hq, 128),
+        HeadsView<T>::tokens_heads_dim(k1.data(), tokens, hk, 128), layout));
     for (int threads : {1, 2, 3, 7}) {
       std::vector<T> q2 = q0, k2 = k0;
       const auto kv = HeadsView<T>::tokens_heads_dim(k2.data(), tokens, hk, 128);
-      ASSERT_TRUE(ropescale::try_apply_rotary_parallel(
-                      fly, pos.data(), HeadsView<T>::tokens_heads_dim(q2.data(), tokens, hq, 128),
-                      &kv, layout, thread_split(threads))
+      ASSERT_TRUE(ropescale::rotate(fly, pos.data(),
+                                    HeadsView<T>::tokens_heads_dim(q2.data(), tokens, hq, 128), &kv,
+                                    layout, thread_split(threads))
                       .ok());
       EXPECT_EQ(std::memcmp(q1.data(), q2.data(), q1.size() * sizeof(T)), 0) << threads;
       EXPECT_EQ(std::memcmp(k1.data(), k2.data(), k1.size() * sizeof(T)), 0) << threads;
     }
     // The plan itself, ranges run in reverse order on one thread.
     std::vector<T> q3 = q0;
-    ropescale::RotaryPlan<T, ropescale::RotaryFrequencies> plan;
     using Plan = ropescale::RotaryPlan<T, ropescale::RotaryFrequencies>;
-    ASSERT_TRUE(Plan::make(fly, pos.data(),
-                           HeadsView<T>::tokens_heads_dim(q3.data(), tokens, hq, 128), nullptr,
-                           layout, RotaryDirection::kForward, &plan)
-                    .ok());
+    const ropescale::Result<Plan> made =
+        Plan::make(fly, pos.data(), HeadsView<T>::tokens_heads_dim(q3.data(), tokens, hq, 128),
+                   nullptr, layout, RotaryDirection::kForward);
+    ASSERT_TRUE(made.ok()) << made.status().message();
+    const Plan& plan = *made;
     EXPECT_EQ(plan.tokens(), tokens);
     EXPECT_EQ(plan.path(), ropescale::active_kernel_path());
     for (std::int64_t e = tokens; e > 0; e -= 10)
       ASSERT_TRUE(plan.run(std::max<std::int64_t>(0, e - 10), e).ok());
     std::vector<T> q4 = q0;
-    ropescale::apply_rotary(fly, pos.data(),
-                            HeadsView<T>::tokens_heads_dim(q4.data(), tokens, hq, 128), layout);
+    ropescale::throw_if_error(ropescale::rotate(
+        fly, pos.data(), HeadsView<T>::tokens_heads_dim(q4.data(), tokens, hq, 128), layout));
     EXPECT_EQ(std::memcmp(q3.data(), q4.data(), q3.size() * sizeof(T)), 0);
   }
 }
@@ -438,26 +439,25 @@ TEST(RotaryThreads, BadInputIsRefused) {
   std::vector<std::int64_t> pos = {0, 1, 2, 3};
   const auto view = HeadsView<float>::tokens_heads_dim(x.data(), 4, 1, 8);
   using Plan = ropescale::RotaryPlan<float, ropescale::RotaryCache>;
-  Plan plan;
   // The checks of the one-call front door, with its messages.
   const std::int64_t bad_pos[4] = {0, 1, 99, 3};
-  ropescale::Status s = Plan::make(cache, bad_pos, view, nullptr, PairLayout::kHalfSplit,
-                                   RotaryDirection::kForward, &plan);
+  ropescale::Status s =
+      Plan::make(cache, bad_pos, view, nullptr, PairLayout::kHalfSplit, RotaryDirection::kForward)
+          .status();
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("positions[2]"), std::string::npos) << s.message();
   auto narrow = HeadsView<float>::tokens_heads_dim(x.data(), 4, 1, 6);
   s = Plan::make(cache, pos.data(), narrow, nullptr, PairLayout::kHalfSplit,
-                 RotaryDirection::kForward, &plan);
+                 RotaryDirection::kForward)
+          .status();
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("x.head_dim"), std::string::npos) << s.message();
-  EXPECT_FALSE(Plan::make(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
-                          RotaryDirection::kForward, nullptr)
-                   .ok());
   // A plan never made, and ranges outside [0, tokens).
   EXPECT_FALSE(Plan().run(0, 0).ok() && Plan().tokens() != 0);
-  ASSERT_TRUE(Plan::make(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
-                         RotaryDirection::kForward, &plan)
-                  .ok());
+  const ropescale::Result<Plan> made =
+      Plan::make(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  const Plan& plan = *made;
   for (auto r : {std::make_pair(-1, 2), std::make_pair(3, 2), std::make_pair(0, 5)}) {
     s = plan.run(r.first, r.second);
     ASSERT_FALSE(s.ok());
@@ -466,18 +466,17 @@ TEST(RotaryThreads, BadInputIsRefused) {
   EXPECT_EQ(x, std::vector<float>(4 * 8, 1.0f));  // nothing written
   // A parallel-for that skips tokens, one that steps outside, and none at all.
   const ropescale::ParallelFor skips = [](std::int64_t n, const auto& body) { body(0, n - 1); };
-  s = ropescale::try_apply_rotary_parallel(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit,
-                                           skips);
+  s = ropescale::rotate(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit, skips);
   ASSERT_FALSE(s.ok());
   EXPECT_NE(s.message().find("parallel_for"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("3 of 4"), std::string::npos) << s.message();
   const ropescale::ParallelFor outside = [](std::int64_t n, const auto& body) { body(0, n + 1); };
-  EXPECT_FALSE(ropescale::try_apply_rotary_parallel(cache, pos.data(), view, nullptr,
-                                                    PairLayout::kHalfSplit, outside)
-                   .ok());
-  EXPECT_THROW(ropescale::apply_rotary_parallel(cache, pos.data(), view, nullptr,
-                                                PairLayout::kHalfSplit, ropescale::ParallelFor()),
-               ropescale::Error);
+  EXPECT_FALSE(
+      ropescale::rotate(cache, pos.data(), view, nullptr, PairLayout::kHalfSplit, outside).ok());
+  EXPECT_THROW(
+      ropescale::throw_if_error(ropescale::rotate(
+          cache, pos.data(), view, nullptr, PairLayout::kHalfSplit, ropescale::ParallelFor())),
+      ropescale::Error);
 }
 
 // A broken parallel-for: no token is rotated twice, the ranges that overlap an earlier one do not
@@ -496,15 +495,15 @@ class RotaryThreadsBrokenHook : public ::testing::Test {
     std::normal_distribution<float> nd;
     for (std::int64_t i = 0; i < kTokens * 8; ++i) x0.push_back(nd(rng));
     once = x0;
-    ropescale::apply_rotary(cache, pos.data(),
-                            HeadsView<float>::tokens_heads_dim(once.data(), kTokens, 1, 8),
-                            PairLayout::kHalfSplit);
+    ropescale::throw_if_error(ropescale::rotate(
+        cache, pos.data(), HeadsView<float>::tokens_heads_dim(once.data(), kTokens, 1, 8),
+        PairLayout::kHalfSplit));
   }
   // Runs the hook on a copy of x0; returns the status and, per token, 0 untouched, 1 rotated once
   // (anything else fails the test).
   std::pair<ropescale::Status, std::vector<int>> run(const ropescale::ParallelFor& hook) {
     std::vector<float> x = x0;
-    const ropescale::Status s = ropescale::try_apply_rotary_parallel(
+    const ropescale::Status s = ropescale::rotate(
         cache, pos.data(), HeadsView<float>::tokens_heads_dim(x.data(), kTokens, 1, 8), nullptr,
         PairLayout::kHalfSplit, hook);
     std::vector<int> state(kTokens, -1);

@@ -131,9 +131,9 @@ const std::int64_t kSlots[kTokens] = {13, 2, 7, 8, 0};
 template <typename T, typename A>
 std::vector<T> rotated_k(const A& angles, const Inputs<T>& in, PairLayout layout) {
   std::vector<T> out(in.k.size());
-  ropescale::apply_rotary_out(
+  ropescale::throw_if_error(ropescale::rotate_out(
       angles, kPositions, in.kv,
-      HeadsView<T>::tokens_heads_dim(out.data(), kTokens, kHeads, in.head_dim), layout);
+      HeadsView<T>::tokens_heads_dim(out.data(), kTokens, kHeads, in.head_dim), layout));
   return out;
 }
 
@@ -143,7 +143,8 @@ void check_plain(const A& angles, std::int64_t head_dim, PairLayout layout, Page
                std::to_string(head_dim));
   const Inputs<T> in(head_dim, 7);
   Pages<T> pages(head_dim, pl);
-  ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv, kSlots, pages.cache, layout);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv,
+                                                            kSlots, pages.cache, layout));
   const std::vector<T> ref = rotated_k(angles, in, layout);
   std::vector<bool> written(static_cast<std::size_t>(kBlocks * kBlockSize * kHeads), false);
   for (std::int64_t t = 0; t < kTokens; ++t)
@@ -198,7 +199,8 @@ void check_int8(const A& angles, std::int64_t head_dim, PairLayout layout, PageL
   const Inputs<T> in(head_dim, 11);
   const std::vector<T> v_before = in.v;
   Pages<std::int8_t> pages(head_dim, pl);
-  ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv, kSlots, pages.cache, layout);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(angles, kPositions, in.kv, in.vv,
+                                                            kSlots, pages.cache, layout));
   EXPECT_EQ(in.v, v_before);
   const std::vector<T> ref = rotated_k(angles, in, layout);
   std::vector<bool> written(static_cast<std::size_t>(kBlocks * kBlockSize * kHeads), false);
@@ -267,8 +269,8 @@ TEST(KvCache, Int8ZeroHeadHasScaleZeroAndNoNan) {
     in.v[static_cast<std::size_t>((1 * kHeads + 2) * 40 + j)] = 0.0f;
   }
   Pages<std::int8_t> pages(40, PageLayout::kTokenMajor);
-  ropescale::rotate_and_append_kv(a.freqs, kPositions, in.kv, in.vv, kSlots, pages.cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.freqs, kPositions, in.kv, in.vv, kSlots, pages.cache, PairLayout::kHalfSplit));
   const std::int64_t r = pages.cache.row(kSlots[1], 2);
   EXPECT_EQ(pages.ks[static_cast<std::size_t>(r)], 0.0f);
   EXPECT_EQ(pages.vs[static_cast<std::size_t>(r)], 0.0f);
@@ -308,8 +310,8 @@ TEST(KvCache, Int8TinyRowKeepsHalfAStep) {
       for (std::int64_t j = 0; j < 40; ++j)
         in.v[static_cast<std::size_t>((t * kHeads + h) * 40 + j)] = tiny[j % 4] * (1 + h);
   Pages<std::int8_t> pages(40, PageLayout::kHeadMajor);
-  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache, PairLayout::kHalfSplit));
   for (std::int64_t t = 0; t < kTokens; ++t)
     for (std::int64_t h = 0; h < kHeads; ++h) {
       const std::int64_t r = pages.cache.row(kSlots[t], h);
@@ -333,8 +335,8 @@ TEST(KvCache, Int8DoubleRowsBeyondFloatRange) {
   for (std::size_t i = 0; i < in.v.size(); ++i) in.v[i] *= 1e39;
   in.v[7] = 1e40;  // the row's absmax: stored as 127
   Pages<std::int8_t> pages(40, PageLayout::kTokenMajor);
-  ropescale::rotate_and_append_kv(a.cache_d, kPositions, in.kv, in.vv, kSlots, pages.cache,
-                                  PairLayout::kInterleaved);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.cache_d, kPositions, in.kv, in.vv, kSlots, pages.cache, PairLayout::kInterleaved));
   for (std::int64_t t = 0; t < kTokens; ++t)
     for (std::int64_t h = 0; h < kHeads; ++h) {
       const std::int64_t r = pages.cache.row(kSlots[t], h);
@@ -356,8 +358,8 @@ TEST(KvCache, Int8DoubleRowsBeyondFloatRange) {
         std::string(which) == "v" ? (3 * kHeads + 1) * 40 + 5 : (1 * kTokens + 3) * 40 + 5;
     x[at] = -1e41;  // absmax / 127 > FLT_MAX
     Pages<std::int8_t> p(40, PageLayout::kTokenMajor);
-    const Status s = ropescale::try_rotate_and_append_kv(a.cache_d, kPositions, big.kv, big.vv,
-                                                         kSlots, p.cache, PairLayout::kHalfSplit);
+    const Status s = ropescale::rotate_and_append_kv(a.cache_d, kPositions, big.kv, big.vv, kSlots,
+                                                     p.cache, PairLayout::kHalfSplit);
     ASSERT_FALSE(s.ok()) << which;
     EXPECT_EQ(s.code(), ErrorCode::kOutOfRange);
     EXPECT_NE(s.message().find(std::string(which) + "[token 3, head 1] = "), std::string::npos)
@@ -382,8 +384,8 @@ TEST(KvCache, Int8NonFiniteRowIsNanScaleAndZeros) {
   in.v[static_cast<std::size_t>((4 * kHeads + 1) * 40 + 0)] = std::nanf("");
   in.k[static_cast<std::size_t>((1 * kTokens + 3) * 40 + 33)] = std::nanf("");  // pass-through
   Pages<std::int8_t> pages(40, PageLayout::kHeadMajor);
-  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.cache, kPositions, in.kv, in.vv, kSlots, pages.cache, PairLayout::kHalfSplit));
   const auto bad = [](std::int64_t t, std::int64_t h, bool k) {
     return k ? (t == 3 && h == 1)
              : ((t == 1 && h == 0) || (t == 2 && h == 2) || (t == 4 && h == 1));
@@ -412,8 +414,8 @@ void append_token(const RotaryCache& angles, const Inputs<float>& in, std::int64
     return HeadsView<const float>{
         x.data + t * x.token_stride, 1, x.heads, x.head_dim, x.token_stride, x.head_stride};
   };
-  ropescale::rotate_and_append_kv(angles, kPositions + t, one(in.kv), one(in.vv), slots + t, cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      angles, kPositions + t, one(in.kv), one(in.vv), slots + t, cache, PairLayout::kHalfSplit));
 }
 
 TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
@@ -422,8 +424,8 @@ TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
   const Inputs<float> in(128, 5);
   Pages<float> one(128, PageLayout::kHeadMajor), two(128, PageLayout::kHeadMajor);
   const std::int32_t slots32[kTokens] = {13, 2, 7, 8, 0};
-  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, slots32, one.cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.cache, kPositions, in.kv, in.vv, slots32, one.cache, PairLayout::kHalfSplit));
   for (std::int64_t t = 0; t < kTokens; ++t) append_token(a.cache, in, t, kSlots, two.cache);
   EXPECT_EQ(0, std::memcmp(one.k.data(), two.k.data(), one.k.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(one.v.data(), two.v.data(), one.v.size() * sizeof(float)));
@@ -437,8 +439,8 @@ TEST(KvCache, PaddingSlotsAreSkipped) {
   Pages<float> padded(128, PageLayout::kTokenMajor), plain(128, PageLayout::kTokenMajor);
   const std::int64_t with_padding[kTokens] = {13, ropescale::kPaddingSlot, 7,
                                               ropescale::kPaddingSlot, 0};
-  ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv, with_padding, padded.cache,
-                                  PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      a.cache, kPositions, in.kv, in.vv, with_padding, padded.cache, PairLayout::kHalfSplit));
   for (std::int64_t t : {0, 2, 4}) append_token(a.cache, in, t, with_padding, plain.cache);
   EXPECT_EQ(0, std::memcmp(padded.k.data(), plain.k.data(), padded.k.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(padded.v.data(), plain.v.data(), padded.v.size() * sizeof(float)));
@@ -451,7 +453,7 @@ TEST(KvCache, ZeroTokensWritesNothing) {
   const Angles& a = angles_40();
   Pages<float> pages(40, PageLayout::kHeadMajor);
   const HeadsView<const float> empty{nullptr, 0, kHeads, 40, kHeads * 40, 40};
-  EXPECT_TRUE(ropescale::try_rotate_and_append_kv(
+  EXPECT_TRUE(ropescale::rotate_and_append_kv(
                   a.freqs, static_cast<const std::int64_t*>(nullptr), empty, empty,
                   static_cast<const std::int64_t*>(nullptr), pages.cache, PairLayout::kHalfSplit)
                   .ok());
@@ -490,8 +492,8 @@ TEST(KvCache, ReadmeSnippet) {
   cache.page_layout = ropescale::PageLayout::kTokenMajor;
   auto k = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(k_new, 32, 8, 128);
   auto v = ropescale::HeadsView<const Eigen::bfloat16>::tokens_heads_dim(v_new, 32, 8, 128);
-  ropescale::rotate_and_append_kv(rotary_cache, positions, k, v, slot_mapping, cache,
-                                  ropescale::PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+      rotary_cache, positions, k, v, slot_mapping, cache, ropescale::PairLayout::kHalfSplit));
 
   for (int s = 0; s < 32; ++s)
     for (int h = 0; h < 8; ++h) {
@@ -516,7 +518,7 @@ struct Call {
   const std::int64_t* pos_ptr() const { return positions.empty() ? nullptr : positions.data(); }
   const std::int64_t* slot_ptr() const { return slots.empty() ? nullptr : slots.data(); }
   Status run(const RotaryCache& angles) const {
-    return ropescale::try_rotate_and_append_kv(angles, pos_ptr(), k, v, slot_ptr(), cache, layout);
+    return ropescale::rotate_and_append_kv(angles, pos_ptr(), k, v, slot_ptr(), cache, layout);
   }
 };
 
@@ -666,15 +668,15 @@ TEST(KvCacheHostile, DuplicateSlotInEveryBatchShape) {
       cache.head_dim = 40;
       const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
       const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
-      EXPECT_TRUE(ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
-                                                      cache, PairLayout::kHalfSplit)
+      EXPECT_TRUE(ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
+                                                  PairLayout::kHalfSplit)
                       .ok());
       std::fill(kp.begin(), kp.end(), 9.0f);
       std::fill(vp.begin(), vp.end(), 9.0f);
       const std::int64_t a = tokens / 3 + 1, b = tokens - 1;
       slots[static_cast<std::size_t>(b)] = slots[static_cast<std::size_t>(a)];
-      const Status s = ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
-                                                           cache, PairLayout::kHalfSplit);
+      const Status s = ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                       cache, PairLayout::kHalfSplit);
       ASSERT_FALSE(s.ok());
       const std::string want = "slot_mapping[" + std::to_string(b) +
                                "] = " + std::to_string(slots[static_cast<std::size_t>(a)]) +
@@ -707,8 +709,8 @@ TEST(KvCacheHostile, ThrowingTwinThrowsTheSameError) {
   Call c;
   c.slots[0] = -2;
   try {
-    ropescale::rotate_and_append_kv(angles_40().cache, c.pos_ptr(), c.k, c.v, c.slot_ptr(), c.cache,
-                                    c.layout);
+    ropescale::throw_if_error(ropescale::rotate_and_append_kv(
+        angles_40().cache, c.pos_ptr(), c.k, c.v, c.slot_ptr(), c.cache, c.layout));
     FAIL() << "no throw";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);

@@ -114,13 +114,16 @@ Errors rerotate_vs_scratch(const RopeSpec& spec, const FactorTable& from, const 
   std::vector<T> cached = raw, scratch = raw;
   const auto cv = view_of(cached, tokens, d, order);
   const auto sv = view_of(scratch, tokens, d, order);
-  ropescale::apply_rotary(ropescale::RotaryFrequencies(spec, from), pos.data(), cv, layout);
-  ropescale::apply_rotary(ropescale::RotaryFrequencies(spec, to), pos.data(), sv, layout);
+  ropescale::throw_if_error(
+      ropescale::rotate(ropescale::RotaryFrequencies(spec, from), pos.data(), cv, layout));
+  ropescale::throw_if_error(
+      ropescale::rotate(ropescale::RotaryFrequencies(spec, to), pos.data(), sv, layout));
   const KeyRerotation r(spec, from, to);
-  r.apply(pos.data(), cv, layout);
+  EXPECT_TRUE(r.apply(pos.data(), cv, layout).ok());
 
   // theta_max: the largest inverse frequency of either table.
-  const double theta_max = std::max(from.inv_freq(spec).maxCoeff(), to.inv_freq(spec).maxCoeff());
+  const double theta_max =
+      std::max(from.inv_freq(spec).value().maxCoeff(), to.inv_freq(spec).value().maxCoeff());
   const std::int64_t half = spec.pairs();
   std::vector<T> raw_copy = raw;
   const auto rv = view_of(raw_copy, tokens, d, order);
@@ -225,10 +228,10 @@ TEST(KvRerotate, FloatAgainstLongDoubleReference) {
   const auto raw = random_keys<float>(static_cast<std::size_t>(tokens * kHeads * d), 21);
   std::vector<float> k = raw;
   const auto kv = HeadsView<float>::tokens_heads_dim(k.data(), tokens, kHeads, d);
-  ropescale::apply_rotary(ropescale::RotaryFrequencies(p.spec, p.short_table), kPositions.data(),
-                          kv, PairLayout::kHalfSplit);
-  ropescale::rerotate_keys(p.spec, p.short_table, p.long_table, kPositions.data(), kv,
-                           PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(ropescale::RotaryFrequencies(p.spec, p.short_table),
+                                              kPositions.data(), kv, PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rerotate_keys(
+      p.spec, p.short_table, p.long_table, kPositions.data(), kv, PairLayout::kHalfSplit));
   double max_err = 0;
   for (std::int64_t t = 0; t < tokens; ++t)
     for (std::int64_t i = 0; i < half; ++i) {
@@ -259,8 +262,8 @@ TEST(KvRerotate, FloatAgainstLongDoubleReference) {
 TEST(KvRerotate, SwitchWhenGenerationCrossesTheOriginalWindow) {
   const Phi4 p = load_phi4();
   const std::int64_t orig = p.spec.original_max_position, d = p.spec.head_dim;
-  ASSERT_FALSE(ropescale::window_switches(orig - 2, orig - 1, orig));
-  ASSERT_TRUE(ropescale::window_switches(orig - 1, orig, orig));
+  ASSERT_FALSE(ropescale::window_switches(orig - 2, orig - 1, orig).value());
+  ASSERT_TRUE(ropescale::window_switches(orig - 1, orig, orig).value());
   std::vector<std::int64_t> pos(static_cast<std::size_t>(orig));
   for (std::int64_t t = 0; t < orig; ++t) pos[static_cast<std::size_t>(t)] = t;
   const std::int64_t heads = 2;
@@ -269,13 +272,13 @@ TEST(KvRerotate, SwitchWhenGenerationCrossesTheOriginalWindow) {
   const auto cv = HeadsView<float>::tokens_heads_dim(cache.data(), orig, heads, d);
   const auto pv = HeadsView<float>::tokens_heads_dim(prefill.data(), orig, heads, d);
   const ropescale::RotaryCache short_rope(p.spec, p.short_table, orig);
-  ropescale::apply_rotary(short_rope, pos.data(), cv, PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(short_rope, pos.data(), cv, PairLayout::kHalfSplit));
   const KeyRerotation to_long(p.spec, p.short_table, p.long_table);
   EXPECT_FALSE(to_long.is_identity());
   EXPECT_DOUBLE_EQ(to_long.frequencies().attention_factor(), 1.0);  // same mscale both sides
-  to_long.apply(pos.data(), cv, PairLayout::kHalfSplit);
-  ropescale::apply_rotary(ropescale::RotaryFrequencies(p.spec, p.long_table), pos.data(), pv,
-                          PairLayout::kHalfSplit);
+  ASSERT_TRUE(to_long.apply(pos.data(), cv, PairLayout::kHalfSplit).ok());
+  ropescale::throw_if_error(ropescale::rotate(ropescale::RotaryFrequencies(p.spec, p.long_table),
+                                              pos.data(), pv, PairLayout::kHalfSplit));
   double max_err = 0;
   for (std::size_t j = 0; j < cache.size(); ++j)
     max_err = std::max(max_err, static_cast<double>(std::fabs(cache[j] - prefill[j])));
@@ -292,21 +295,21 @@ TEST(KvRerotate, RoundTripAndIdentity) {
   // Same table: identity, bit-identical keys.
   const KeyRerotation same(p.spec, p.long_table, p.long_table);
   EXPECT_TRUE(same.is_identity());
-  same.apply(kPositions.data(), kv, PairLayout::kInterleaved);
+  ASSERT_TRUE(same.apply(kPositions.data(), kv, PairLayout::kInterleaved).ok());
   EXPECT_EQ(k, raw);
   // identity -> long -> identity comes back within two re-rotations' rounding (12 u m r).
   const FactorTable id = FactorTable::identity(p.spec);
-  ropescale::rerotate_keys(p.spec, id, p.long_table, kPositions.data(), kv,
-                           PairLayout::kInterleaved);
-  ropescale::rerotate_keys(p.spec, p.long_table, id, kPositions.data(), kv,
-                           PairLayout::kInterleaved);
+  ropescale::throw_if_error(ropescale::rerotate_keys(p.spec, id, p.long_table, kPositions.data(),
+                                                     kv, PairLayout::kInterleaved));
+  ropescale::throw_if_error(ropescale::rerotate_keys(p.spec, p.long_table, id, kPositions.data(),
+                                                     kv, PairLayout::kInterleaved));
   double max_err = 0;
   for (std::size_t j = 0; j < k.size(); ++j)
     max_err = std::max(max_err, static_cast<double>(std::fabs(k[j] - raw[j])));
   EXPECT_LT(max_err, 12 * std::ldexp(1.0, -24) * p.mscale * std::sqrt(2.0));
   // The single rotation's frequencies are the difference of the two tables'.
   const KeyRerotation r(p.spec, id, p.long_table);
-  const Eigen::ArrayXd expect = p.long_table.inv_freq(p.spec) - id.inv_freq(p.spec);
+  const Eigen::ArrayXd expect = p.long_table.inv_freq(p.spec).value() - id.inv_freq(p.spec).value();
   EXPECT_TRUE((r.frequencies().inv_freq() == expect).all());
   EXPECT_EQ(r.frequencies().attention_factor(), p.mscale);
   EXPECT_EQ(r.rotary_dim(), 96);
@@ -318,32 +321,34 @@ TEST(KvRerotate, RejectsBadArguments) {
   const auto kv = HeadsView<float>::tokens_heads_dim(k.data(), 2, kHeads, 128);
   const std::vector<std::int64_t> pos = {0, 1};
   const FactorTable wrong = FactorTable::identity(32);
-  auto s = ropescale::try_rerotate_keys(p.spec, wrong, p.long_table, pos.data(), kv,
-                                        PairLayout::kHalfSplit);
+  auto s =
+      ropescale::rerotate_keys(p.spec, wrong, p.long_table, pos.data(), kv, PairLayout::kHalfSplit);
   EXPECT_EQ(s.code(), ropescale::ErrorCode::kInvalidArgument);
-  EXPECT_NE(s.message().find("from.pairs() = 32"), std::string::npos) << s.message();
-  s = ropescale::try_rerotate_keys(p.spec, p.long_table, wrong, pos.data(), kv,
-                                   PairLayout::kHalfSplit);
-  EXPECT_NE(s.message().find("to.pairs() = 32"), std::string::npos) << s.message();
+  EXPECT_EQ(s.argument(), "factor table length") << s.message();
+  EXPECT_EQ(s.value(), "32") << s.message();
+  EXPECT_EQ(s.context(), "table `from`") << s.message();
+  s = ropescale::rerotate_keys(p.spec, p.long_table, wrong, pos.data(), kv, PairLayout::kHalfSplit);
+  EXPECT_EQ(s.context(), "table `to`") << s.message();
+  EXPECT_EQ(KeyRerotation::make(p.spec, p.long_table, wrong).status(), s);
   EXPECT_THROW(KeyRerotation(p.spec, p.long_table, wrong), ropescale::Error);
   RopeSpec bad = p.spec;
   bad.rotary_dim = 0;
   EXPECT_THROW(KeyRerotation(bad, p.long_table, p.long_table), ropescale::Error);
 
   const std::vector<std::int64_t> neg = {0, -3};
-  s = ropescale::try_rerotate_keys(p.spec, p.short_table, p.long_table, neg.data(), kv,
-                                   PairLayout::kHalfSplit);
+  s = ropescale::rerotate_keys(p.spec, p.short_table, p.long_table, neg.data(), kv,
+                               PairLayout::kHalfSplit);
   EXPECT_NE(s.message().find("positions[1] = -3"), std::string::npos) << s.message();
-  s = ropescale::try_rerotate_keys(p.spec, p.short_table, p.long_table,
-                                   static_cast<const std::int64_t*>(nullptr), kv,
-                                   PairLayout::kHalfSplit);
+  s = ropescale::rerotate_keys(p.spec, p.short_table, p.long_table,
+                               static_cast<const std::int64_t*>(nullptr), kv,
+                               PairLayout::kHalfSplit);
   EXPECT_NE(s.message().find("positions = null"), std::string::npos) << s.message();
   auto narrow = kv;
   narrow.head_dim = 64;  // < rotary_dim 96
   narrow.head_stride = 64;
   narrow.token_stride = 64 * kHeads;
-  s = ropescale::try_rerotate_keys(p.spec, p.short_table, p.long_table, pos.data(), narrow,
-                                   PairLayout::kHalfSplit);
+  s = ropescale::rerotate_keys(p.spec, p.short_table, p.long_table, pos.data(), narrow,
+                               PairLayout::kHalfSplit);
   EXPECT_NE(s.message().find("keys.head_dim = 64"), std::string::npos) << s.message();
 
   Eigen::ArrayXd a = Eigen::ArrayXd::Constant(4, 0.5), b = Eigen::ArrayXd::Constant(5, 0.5);
@@ -354,8 +359,8 @@ TEST(KvRerotate, RejectsBadArguments) {
   EXPECT_THROW(KeyRerotation(a, 1.0, b.head(4), 1.0), ropescale::Error);
   // Nothing written on failure.
   std::vector<float> before = k;
-  EXPECT_FALSE(ropescale::try_rerotate_keys(p.spec, p.short_table, p.long_table, neg.data(), kv,
-                                            PairLayout::kHalfSplit)
+  EXPECT_FALSE(ropescale::rerotate_keys(p.spec, p.short_table, p.long_table, neg.data(), kv,
+                                        PairLayout::kHalfSplit)
                    .ok());
   EXPECT_EQ(k, before);
 }

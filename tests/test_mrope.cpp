@@ -70,7 +70,7 @@ RopeSpec vl_spec() {
 FactorTable vl_table() {
   ropescale::YarnParams y;
   y.factor = 4;
-  return ropescale::yarn_factors(vl_spec(), y);
+  return ropescale::yarn_factors(vl_spec(), y).value();
 }
 
 // Tokens: 0, 1 and 5 are text (t = h = w); the others are vision patches.
@@ -88,10 +88,10 @@ void check_mrope(const Angles& angles, const MropeSections& sections, PairLayout
   const std::int64_t heads = 2, d = spec.head_dim;
   const std::vector<T> x0 = random_values<T>(static_cast<std::size_t>(kTokens * heads * d), 7);
   std::vector<T> x = x0;
-  ropescale::apply_rotary_mrope(angles, sections, kPositions.data(),
-                                HeadsView<T>::tokens_heads_dim(x.data(), kTokens, heads, d),
-                                layout);
-  const Eigen::ArrayXd inv = table.inv_freq(spec);
+  ropescale::throw_if_error(
+      ropescale::rotate_mrope(angles, sections, kPositions.data(),
+                              HeadsView<T>::tokens_heads_dim(x.data(), kTokens, heads, d), layout));
+  const Eigen::ArrayXd inv = table.inv_freq(spec).value();
   const long double m = table.attention_factor();
   for (std::int64_t t = 0; t < kTokens; ++t) {
     for (std::int64_t h = 0; h < heads; ++h) {
@@ -138,11 +138,12 @@ void check_text_is_plain(const Angles& angles, const MropeSections& sections, Pa
   for (int a = 0; a < 3; ++a) pos3.insert(pos3.end(), pos1.begin(), pos1.end());
   std::vector<T> a = random_values<T>(static_cast<std::size_t>(tokens * heads * d), 11);
   std::vector<T> b = a;
-  ropescale::apply_rotary_mrope(angles, sections, pos3.data(),
-                                HeadsView<T>::heads_tokens_dim(a.data(), tokens, heads, d), layout,
-                                dir);
-  ropescale::apply_rotary(angles, pos1.data(),
-                          HeadsView<T>::heads_tokens_dim(b.data(), tokens, heads, d), layout, dir);
+  ropescale::throw_if_error(ropescale::rotate_mrope(
+      angles, sections, pos3.data(), HeadsView<T>::heads_tokens_dim(a.data(), tokens, heads, d),
+      layout, dir));
+  ropescale::throw_if_error(
+      ropescale::rotate(angles, pos1.data(),
+                        HeadsView<T>::heads_tokens_dim(b.data(), tokens, heads, d), layout, dir));
   EXPECT_EQ(std::memcmp(a.data(), b.data(), sizeof(T) * a.size()), 0);
 }
 
@@ -187,21 +188,21 @@ TEST(Mrope, QkAndErrors) {
   std::vector<float> q1 = q, k1 = k;
   // q and k together equal q and k one by one.
   const std::vector<std::int64_t> pos = {3, 4, 4, 4, 4, 9, 3, 4, 5, 6, 7, 9, 3, 4, 7, 5, 90, 9};
-  ropescale::apply_rotary_mrope_qk(
+  ropescale::throw_if_error(ropescale::rotate_mrope(
       cache, sections, pos.data(), HeadsView<float>::tokens_heads_dim(q.data(), kTokens, 4, 128),
-      HeadsView<float>::tokens_heads_dim(k.data(), kTokens, 1, 128), PairLayout::kHalfSplit);
-  ropescale::apply_rotary_mrope(cache, sections, pos.data(),
-                                HeadsView<float>::tokens_heads_dim(q1.data(), kTokens, 4, 128),
-                                PairLayout::kHalfSplit);
-  ropescale::apply_rotary_mrope(cache, sections, pos.data(),
-                                HeadsView<float>::tokens_heads_dim(k1.data(), kTokens, 1, 128),
-                                PairLayout::kHalfSplit);
+      HeadsView<float>::tokens_heads_dim(k.data(), kTokens, 1, 128), PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rotate_mrope(
+      cache, sections, pos.data(), HeadsView<float>::tokens_heads_dim(q1.data(), kTokens, 4, 128),
+      PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rotate_mrope(
+      cache, sections, pos.data(), HeadsView<float>::tokens_heads_dim(k1.data(), kTokens, 1, 128),
+      PairLayout::kHalfSplit));
   EXPECT_EQ(q, q1);
   EXPECT_EQ(k, k1);
 
   // Out-of-cache width id: named with its row; nothing written.
   std::vector<float> before = q;
-  const ropescale::Status st = ropescale::try_apply_rotary_mrope(
+  const ropescale::Status st = ropescale::rotate_mrope(
       cache, sections, kPositions.data(),
       HeadsView<float>::tokens_heads_dim(q.data(), kTokens, 4, 128), PairLayout::kHalfSplit);
   EXPECT_EQ(st.code(), ropescale::ErrorCode::kOutOfRange);
@@ -210,15 +211,14 @@ TEST(Mrope, QkAndErrors) {
   EXPECT_EQ(q, before);
   // Sections for another width.
   const MropeSections other({8, 12, 12}, false, 32);
-  const ropescale::Status st2 = ropescale::try_apply_rotary_mrope(
+  const ropescale::Status st2 = ropescale::rotate_mrope(
       cache, other, pos.data(), HeadsView<float>::tokens_heads_dim(q.data(), kTokens, 4, 128),
       PairLayout::kHalfSplit);
   EXPECT_EQ(st2.code(), ropescale::ErrorCode::kInvalidArgument);
   EXPECT_NE(st2.message().find("sections.pairs() = 32"), std::string::npos) << st2.message();
   // Bad sections.
-  MropeSections s;
-  EXPECT_FALSE(MropeSections::make({16, 24}, false, 64, &s).ok());
-  const ropescale::Status st3 = MropeSections::make({16, 24, 25}, false, 64, &s);
+  EXPECT_FALSE(MropeSections::make({16, 24}, false, 64).ok());
+  const ropescale::Status st3 = MropeSections::make({16, 24, 25}, false, 64).status();
   EXPECT_NE(st3.message().find("sum(mrope_section) = 65"), std::string::npos) << st3.message();
 }
 
@@ -234,36 +234,33 @@ TEST(Mrope, LayoutsAssignAxesAsHfDoes) {
   const MropeSections q({3, 2, 2}, true, 7);
   EXPECT_EQ(q.layout(), ropescale::MropeLayout::kInterleaved);
   EXPECT_EQ(q.axes(), (std::vector<std::uint8_t>{0, 1, 2, 0, 1, 2, 0}));
-  MropeSections s;
   const ropescale::Status five =
-      MropeSections::make({1, 1, 1, 1, 1}, ropescale::MropeLayout::kSectioned, 5, &s);
+      MropeSections::make({1, 1, 1, 1, 1}, ropescale::MropeLayout::kSectioned, 5).status();
   EXPECT_NE(five.message().find("mrope_section.size() = 5: must be in [1, 4]"), std::string::npos)
       << five.message();
   const ropescale::Status inter4 =
-      MropeSections::make({1, 1, 1, 1}, ropescale::MropeLayout::kInterleaved, 4, &s);
+      MropeSections::make({1, 1, 1, 1}, ropescale::MropeLayout::kInterleaved, 4).status();
   EXPECT_NE(inter4.message().find("must be 3 (temporal, height, width) for the interleaved"),
             std::string::npos)
       << inter4.message();
   const ropescale::Status ernie =
-      MropeSections::make({2, 1, 4}, ropescale::MropeLayout::kErnie3d, 7, &s);
+      MropeSections::make({2, 1, 4}, ropescale::MropeLayout::kErnie3d, 7).status();
   EXPECT_NE(ernie.message().find("mrope_section[1] = 1: must equal mrope_section[0] (2)"),
             std::string::npos)
       << ernie.message();
-  EXPECT_EQ(s.pairs(), 0);
 }
 
 TEST(Mrope, HugePairCountIsRefusedBeforeAllocating) {
   // Sections that sum to 2^41 pairs: one axis byte per pair would be 2 TiB.
   const std::int64_t huge = std::int64_t{1} << 41;
-  MropeSections s;
-  const ropescale::Status st = MropeSections::make({huge, 0, 0}, false, huge, &s);
+  const ropescale::Status st = MropeSections::make({huge, 0, 0}, false, huge).status();
   EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
   EXPECT_NE(st.message().find("pairs = 2199023255552"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("kMaxHeadDim / 2 = 32768"), std::string::npos) << st.message();
-  EXPECT_EQ(s.pairs(), 0);
   // The widest allowed head still works.
-  ASSERT_TRUE(MropeSections::make({32768, 0, 0}, false, 32768, &s).ok());
-  EXPECT_EQ(s.pairs(), 32768);
+  const ropescale::Result<MropeSections> s = MropeSections::make({32768, 0, 0}, false, 32768);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->pairs(), 32768);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,8 +283,8 @@ void check_proportional(const Angles& angles, PairLayout layout) {
   const std::vector<std::int64_t> pos = {0, 77, 5000};
   const std::vector<T> x0 = random_values<T>(static_cast<std::size_t>(tokens * heads * d), 5);
   std::vector<T> x = x0;
-  ropescale::apply_rotary(angles, pos.data(),
-                          HeadsView<T>::tokens_heads_dim(x.data(), tokens, heads, d), layout);
+  ropescale::throw_if_error(ropescale::rotate(
+      angles, pos.data(), HeadsView<T>::tokens_heads_dim(x.data(), tokens, heads, d), layout));
   // HF: 256 inv_freq entries, 64 rotating (exponent 2i/512) then 192 zeros; for interleaved, the
   // same pairs at (2i, 2i + 1).
   std::vector<long double> inv(256, 0.0L);
@@ -322,7 +319,7 @@ void check_proportional(const Angles& angles, PairLayout layout) {
 template <typename T>
 void check_proportional_all() {
   const RopeSpec spec = gemma4_full();
-  const FactorTable table = ropescale::default_factors(spec);
+  const FactorTable table = ropescale::default_factors(spec).value();
   const ropescale::RotaryFrequencies freqs(spec, table);
   const ropescale::RotaryCache cache(spec, table, 5001);
   for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
@@ -340,27 +337,26 @@ TEST(Proportional, PairLayoutMatchesRotateHalfOverTheWholeHead) {
 
 TEST(Proportional, HalfSplitNeedsTheWholeSpan) {
   const RopeSpec spec = gemma4_full();
-  const ropescale::RotaryFrequencies freqs(spec, ropescale::default_factors(spec));
+  const ropescale::RotaryFrequencies freqs(spec, ropescale::default_factors(spec).value());
   EXPECT_EQ(freqs.frequency_dim(), 512);
   std::vector<float> x(256, 1.0f);
   const std::int64_t p = 3;
-  const ropescale::Status st = ropescale::try_apply_rotary(
+  const ropescale::Status st = ropescale::rotate(
       freqs, &p, HeadsView<float>::tokens_heads_dim(x.data(), 1, 1, 256), PairLayout::kHalfSplit);
   EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
   EXPECT_NE(st.message().find("x.head_dim = 256"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("(512)"), std::string::npos) << st.message();
   // Interleaved pairs only need the rotating channels.
-  EXPECT_TRUE(ropescale::try_apply_rotary(freqs, &p,
-                                          HeadsView<float>::tokens_heads_dim(x.data(), 1, 1, 256),
-                                          PairLayout::kInterleaved)
+  EXPECT_TRUE(ropescale::rotate(freqs, &p, HeadsView<float>::tokens_heads_dim(x.data(), 1, 1, 256),
+                                PairLayout::kInterleaved)
                   .ok());
   // A spec whose freq_dim does not fit is refused by validate().
   RopeSpec bad = spec;
   bad.freq_dim = 1024;
   EXPECT_NE(ropescale::validate(bad).message().find("freq_dim = 1024"), std::string::npos);
   // Re-rotating a KV cache keeps the proportional layout.
-  const ropescale::KeyRerotation r(spec, ropescale::default_factors(spec),
-                                   ropescale::linear_factors(spec, 2.0));
+  const ropescale::KeyRerotation r(spec, ropescale::default_factors(spec).value(),
+                                   ropescale::linear_factors(spec, 2.0).value());
   EXPECT_EQ(r.frequencies().frequency_dim(), 512);
 }
 

@@ -63,7 +63,7 @@ TEST(Needle, DocumentStructureWithTheNeedleAtTheStart) {
   opt.length = 1024;
   opt.seed = 17;
   const NeedleDocument d =
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 3);
+      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 3).value();
   ASSERT_EQ(d.tokens.size(), 1024u);
   ASSERT_EQ(d.positions.size(), 1024u);
   ASSERT_EQ(d.answer_mask.size(), 1024u);
@@ -111,14 +111,14 @@ TEST(Needle, SeededAndReproducible) {
   opt.length = 512;
   opt.seed = 5;
   const auto docs =
-      ropescale::make_needle_documents(hay, test_template(), test_tokenizer(), opt, 10);
+      ropescale::make_needle_documents(hay, test_template(), test_tokenizer(), opt, 10).value();
   ASSERT_EQ(docs.size(), 10u);
   std::set<std::string> values;
   std::set<std::int64_t> offsets;
   for (std::size_t k = 0; k < docs.size(); ++k) {
     // Document k depends on (seed, k) only.
     const NeedleDocument again =
-        ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, k);
+        ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, k).value();
     EXPECT_EQ(again.tokens, docs[k].tokens);
     EXPECT_EQ(again.value, docs[k].value);
     EXPECT_EQ(docs[k].tokens.size(), 512u);
@@ -128,13 +128,17 @@ TEST(Needle, SeededAndReproducible) {
   EXPECT_GE(values.size(), 9u);  // 7-digit values collide with probability ~5e-6
   EXPECT_GE(offsets.size(), 9u);
   opt.seed = 6;
-  EXPECT_NE(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 0).value +
+  EXPECT_NE(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 0)
+                    .value()
+                    .value +
                 std::to_string(
                     ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 0)
+                        .value()
                         .haystack_offset),
             docs[0].value + std::to_string(docs[0].haystack_offset));
   opt.random_offset = false;
   EXPECT_EQ(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt, 0)
+                .value()
                 .haystack_offset,
             0);
 }
@@ -146,7 +150,7 @@ TEST(Needle, NeedleAtADepthAndSnappedToABoundary) {
   opt.depth = 0.25;
   opt.random_offset = false;
   const NeedleDocument d =
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt);
+      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value();
   const std::int64_t cut = std::llround(0.25 * static_cast<double>(d.haystack_tokens));
   EXPECT_EQ(d.needle_begin, 4 + cut);
   EXPECT_EQ(slice(d.tokens, 4, 4 + cut), slice(hay, 0, cut));
@@ -161,16 +165,17 @@ TEST(Needle, NeedleAtADepthAndSnappedToABoundary) {
   opt.boundary_tokens = {7};
   opt.depth = 210.0 / static_cast<double>(d.haystack_tokens);  // cut 210: 251 is nearer than 101
   const NeedleDocument b =
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt);
+      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value();
   EXPECT_EQ(b.needle_begin, 4 + 251);
   EXPECT_EQ(b.tokens[static_cast<std::size_t>(b.needle_begin - 1)], 7);
   opt.depth = 150.0 / static_cast<double>(d.haystack_tokens);  // cut 150: 101 is nearer
-  EXPECT_EQ(
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).needle_begin,
-      4 + 101);
+  EXPECT_EQ(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt)
+                .value()
+                .needle_begin,
+            4 + 101);
   opt.depth = 1.0;  // the very end of the haystack is always a valid place
   const NeedleDocument e =
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt);
+      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value();
   EXPECT_EQ(e.needle_begin, 4 + e.haystack_tokens);
   EXPECT_EQ(e.depth, 1.0);
 }
@@ -179,32 +184,34 @@ TEST(Needle, RejectsBadInput) {
   const std::vector<TokenId> hay = haystack(100);
   NeedleOptions opt;
   opt.length = 20;  // the template alone needs 36 tokens
-  EXPECT_THROW(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt),
+  EXPECT_THROW(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value(),
                ropescale::Error);
   opt.length = 200;  // needs 164 haystack tokens, only 100
   try {
-    ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt);
+    ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value();
     FAIL() << "accepted a short haystack";
   } catch (const ropescale::Error& e) {
     EXPECT_NE(std::string(e.what()).find("haystack.size()"), std::string::npos) << e.what();
   }
   opt.length = 120;
   opt.depth = 1.5;
-  EXPECT_THROW(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt),
+  EXPECT_THROW(ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value(),
                ropescale::Error);
   opt.depth = 0.0;
   EXPECT_THROW(
       ropescale::make_needle_document(
-          hay, test_template(), [](const std::string&) { return std::vector<TokenId>{}; }, opt),
+          hay, test_template(), [](const std::string&) { return std::vector<TokenId>{}; }, opt)
+          .value(),
       ropescale::Error);
-  NeedleDocument out;
-  EXPECT_FALSE(ropescale::try_make_needle_document(hay, test_template(),
-                                                   ropescale::ValueTokenizer{}, opt, 0, &out)
-                   .ok());
+  EXPECT_EQ(
+      ropescale::make_needle_document(hay, test_template(), ropescale::ValueTokenizer{}, opt, 0)
+          .status()
+          .argument(),
+      "tokenize");
   // Exactly the template's size: a document with no haystack at all.
   opt.length = 36;
   const NeedleDocument tight =
-      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt);
+      ropescale::make_needle_document(hay, test_template(), test_tokenizer(), opt).value();
   EXPECT_EQ(tight.tokens.size(), 36u);
   EXPECT_EQ(tight.haystack_tokens, 0);
 }
@@ -222,28 +229,33 @@ TEST(NeedleScore, AnswerNllMatchesAHandComputation) {
   const std::vector<std::uint8_t> answer{0, 1, 0, 1};
   const double expect = 0.5 * (std::log(2.5) + std::log(8.0));  // = ln(20) / 2
   // 1000 + ln 5 is stored with an error up to ulp(1000) / 2 = 5.7e-14: hence 1e-12 below.
-  EXPECT_NEAR(ropescale::masked_nll(logits, tokens, answer), expect, 1e-12);
-  EXPECT_NEAR(std::exp(ropescale::masked_nll(logits, tokens, answer)), std::sqrt(20.0), 1e-12);
+  EXPECT_NEAR(ropescale::masked_nll(logits, tokens, answer).value(), expect, 1e-12);
+  EXPECT_NEAR(std::exp(ropescale::masked_nll(logits, tokens, answer).value()), std::sqrt(20.0),
+              1e-12);
   // Plain NLL over all predicted tokens.
-  EXPECT_NEAR(ropescale::token_nll(logits, tokens),
+  EXPECT_NEAR(ropescale::token_nll(logits, tokens).value(),
               (std::log(2.5) + std::log(4.0) + std::log(8.0)) / 3.0, 1e-12);
   // From log-probabilities, and from a row-major float buffer (a model's output).
-  EXPECT_NEAR(ropescale::masked_nll_from_log_probs(ropescale::log_softmax(logits), tokens, answer),
+  EXPECT_NEAR(ropescale::masked_nll(ropescale::log_softmax(logits).value(), tokens, answer, 0,
+                                    ropescale::Scores::kLogProbs)
+                  .value(),
               expect, 1e-12);
   const Eigen::Matrix<float, 3, 4, Eigen::RowMajor> lf = logits.cast<float>();
-  EXPECT_NEAR(ropescale::masked_nll(lf, tokens, answer), expect, 1e-4);
+  EXPECT_NEAR(ropescale::masked_nll(lf, tokens, answer).value(), expect, 1e-4);
   // A model that returned logits for positions 2.. only (first_row = 2): row 0 predicts token 3.
   EXPECT_NEAR(ropescale::masked_nll(Eigen::MatrixXd(logits.bottomRows(1)), tokens,
-                                    std::vector<std::uint8_t>{0, 0, 0, 1}, 2),
+                                    std::vector<std::uint8_t>{0, 0, 0, 1}, 2)
+                  .value(),
               std::log(8.0), 1e-12);
 
   // Stable for logits far outside exp's range.
   Eigen::MatrixXf huge(1, 3);
   huge << 3e38f, 3e38f, -3e38f;
   EXPECT_NEAR(
-      ropescale::masked_nll(huge, std::vector<TokenId>{0, 1}, std::vector<std::uint8_t>{0, 1}),
+      ropescale::masked_nll(huge, std::vector<TokenId>{0, 1}, std::vector<std::uint8_t>{0, 1})
+          .value(),
       std::log(2.0), 1e-12);
-  const Eigen::MatrixXd ls = ropescale::log_softmax(logits);
+  const Eigen::MatrixXd ls = ropescale::log_softmax(logits).value();
   for (Eigen::Index r = 0; r < 3; ++r) EXPECT_NEAR(ls.row(r).array().exp().sum(), 1.0, 1e-12);
   EXPECT_NEAR(ls(2, 3), std::log(5.0 / 8.0), 1e-12);
 }
@@ -255,35 +267,41 @@ TEST(NeedleScore, AnswerNllOnANeedleDocument) {
   opt.length = 64;
   opt.seed = 1;
   const NeedleDocument d =
-      ropescale::make_needle_document(haystack(100), test_template(), test_tokenizer(), opt);
+      ropescale::make_needle_document(haystack(100), test_template(), test_tokenizer(), opt)
+          .value();
   const Eigen::Index vocab = 1200;
   Eigen::MatrixXf logits = Eigen::MatrixXf::Random(64, vocab) * 5.0f;
   for (std::int64_t p = d.answer_begin; p < d.answer_end; ++p) {
     logits.row(p - 1).setConstant(0.0f);
     logits(p - 1, d.tokens[static_cast<std::size_t>(p)]) = std::log(static_cast<float>(vocab - 1));
   }
-  EXPECT_NEAR(ropescale::answer_nll(logits, d), std::log(2.0), 1e-6);
-  EXPECT_NEAR(ropescale::answer_nll_from_log_probs(ropescale::log_softmax(logits), d),
+  EXPECT_NEAR(ropescale::answer_nll(logits, d).value(), std::log(2.0), 1e-6);
+  EXPECT_NEAR(ropescale::answer_nll(ropescale::log_softmax(logits).value(), d, 0,
+                                    ropescale::Scores::kLogProbs)
+                  .value(),
               std::log(2.0), 1e-6);
   // The logits of the last row (predicting nothing) may be absent.
-  EXPECT_NEAR(ropescale::answer_nll(Eigen::MatrixXf(logits.topRows(63)), d), std::log(2.0), 1e-6);
+  EXPECT_NEAR(ropescale::answer_nll(Eigen::MatrixXf(logits.topRows(63)), d).value(), std::log(2.0),
+              1e-6);
 }
 
 TEST(NeedleScore, PerplexityIsExpOfTheMeanDocumentLoss) {
-  EXPECT_NEAR(ropescale::perplexity({std::log(2.0), std::log(8.0)}), 4.0, 1e-14);
-  EXPECT_NEAR(ropescale::perplexity({0.0}), 1.0, 0.0);
-  EXPECT_THROW(ropescale::perplexity({}), ropescale::Error);
-  EXPECT_THROW(ropescale::perplexity({std::nan("")}), ropescale::Error);
+  EXPECT_NEAR(ropescale::perplexity({std::log(2.0), std::log(8.0)}).value(), 4.0, 1e-14);
+  EXPECT_NEAR(ropescale::perplexity({0.0}).value(), 1.0, 0.0);
+  EXPECT_THROW(ropescale::perplexity({}).value(), ropescale::Error);
+  EXPECT_THROW(ropescale::perplexity({std::nan("")}).value(), ropescale::Error);
 
   // The search fitness built from documents: exp(mean of the per-document losses).
   NeedleOptions opt;
   opt.length = 64;
   auto docs =
-      ropescale::make_needle_documents(haystack(200), test_template(), test_tokenizer(), opt, 3);
-  const auto fitness = ropescale::needle_perplexity_fitness(
-      docs, [](const ropescale::FactorTable& t, const NeedleDocument& doc) {
+      ropescale::make_needle_documents(haystack(200), test_template(), test_tokenizer(), opt, 3)
+          .value();
+  const auto fitness =
+      ropescale::needle_perplexity_fitness(docs, [](const ropescale::FactorTable& t,
+                                                    const NeedleDocument& doc) {
         return t.factors()[0] * static_cast<double>(doc.value[0] - '0');
-      });
+      }).value();
   const ropescale::FactorTable table(Eigen::ArrayXd::Constant(4, 0.5));
   const double mean =
       0.5 * ((docs[0].value[0] - '0') + (docs[1].value[0] - '0') + (docs[2].value[0] - '0')) / 3.0;
@@ -293,21 +311,19 @@ TEST(NeedleScore, PerplexityIsExpOfTheMeanDocumentLoss) {
 TEST(NeedleScore, RejectsBadInput) {
   Eigen::MatrixXd logits = Eigen::MatrixXd::Zero(3, 4);
   const std::vector<TokenId> tokens{0, 3, 1, 2};
-  double out = 0.0;
   // The first token has no predicting row.
-  EXPECT_FALSE(ropescale::try_masked_nll(logits, tokens, {1, 0, 0, 0}, &out).ok());
+  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {1, 0, 0, 0}).ok());
   // A target outside the vocabulary.
-  EXPECT_EQ(ropescale::try_masked_nll(logits, std::vector<TokenId>{0, 9, 1, 2}, {0, 1, 0, 0}, &out)
+  EXPECT_EQ(
+      ropescale::masked_nll(logits, std::vector<TokenId>{0, 9, 1, 2}, {0, 1, 0, 0}).status().code(),
+      ropescale::ErrorCode::kOutOfRange);
+  // Too few rows for the last target.
+  EXPECT_EQ(ropescale::masked_nll(Eigen::MatrixXd(logits.topRows(2)), tokens, {0, 0, 0, 1})
+                .status()
                 .code(),
             ropescale::ErrorCode::kOutOfRange);
-  // Too few rows for the last target.
-  EXPECT_EQ(
-      ropescale::try_masked_nll(Eigen::MatrixXd(logits.topRows(2)), tokens, {0, 0, 0, 1}, &out)
-          .code(),
-      ropescale::ErrorCode::kOutOfRange);
   // Mask size and an empty mask.
-  EXPECT_FALSE(ropescale::try_masked_nll(logits, tokens, {0, 1}, &out).ok());
-  EXPECT_FALSE(ropescale::try_masked_nll(logits, tokens, {0, 0, 0, 0}, &out).ok());
-  EXPECT_THROW(ropescale::masked_nll(logits, tokens, {0, 0, 0, 0}), ropescale::Error);
-  EXPECT_EQ(out, 0.0);  // untouched on error
+  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {0, 1}).ok());
+  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {0, 0, 0, 0}).ok());
+  EXPECT_THROW(ropescale::masked_nll(logits, tokens, {0, 0, 0, 0}).value(), ropescale::Error);
 }

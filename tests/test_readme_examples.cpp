@@ -34,7 +34,8 @@ TEST(ReadmeExamples, EngineRotaryStep) {
   const std::vector<std::int64_t> positions = {0, 4096, 131071};
   auto qv = ropescale::HeadsView<Eigen::bfloat16>::tokens_heads_dim(q.data(), tokens, 24, 128);
   auto kv = ropescale::HeadsView<Eigen::bfloat16>::tokens_heads_dim(k.data(), tokens, 8, 128);
-  ropescale::apply_rotary_qk(cache, positions.data(), qv, kv, ropescale::PairLayout::kHalfSplit);
+  ropescale::throw_if_error(
+      ropescale::rotate(cache, positions.data(), qv, kv, ropescale::PairLayout::kHalfSplit));
   // Position 0 only scales by the attention factor; channels 96..127 pass through.
   EXPECT_NEAR(static_cast<float>(q[0]), 0.5f * 1.19024f, 4e-3f);
   EXPECT_EQ(static_cast<float>(q[100]), 0.5f);
@@ -65,10 +66,11 @@ TEST(ReadmeExamples, EngineSwitchAtTheOriginalWindow) {
     return ropescale::HeadsView<float>::tokens_heads_dim(x.data(), tokens, heads, dim);
   };
   const auto layout = ropescale::PairLayout::kHalfSplit;
-  ropescale::apply_rotary(short_rope, positions.data(), view(keys), layout);
-  ropescale::KeyRerotation(cfg.spec, short_table, long_table)
-      .apply(positions.data(), view(keys), layout);
-  ropescale::apply_rotary(long_rope, positions.data(), view(direct), layout);
+  ropescale::throw_if_error(ropescale::rotate(short_rope, positions.data(), view(keys), layout));
+  ASSERT_TRUE(ropescale::KeyRerotation::make(cfg.spec, short_table, long_table)
+                  ->apply(positions.data(), view(keys), layout)
+                  .ok());
+  ropescale::throw_if_error(ropescale::rotate(long_rope, positions.data(), view(direct), layout));
   float max_diff = 0.0f;
   for (std::size_t i = 0; i < keys.size(); ++i)
     max_diff = std::max(max_diff, std::fabs(keys[i] - direct[i]));
@@ -80,16 +82,18 @@ TEST(ReadmeExamples, EngineSwitchAtTheOriginalWindow) {
 TEST(ReadmeExamples, ScalingAndConfigs) {
   auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
   auto t = cfg.table_for(8192);
-  Eigen::ArrayXd inv_freq = t.inv_freq(cfg.spec);
+  Eigen::ArrayXd inv_freq = t.inv_freq(cfg.spec).value();
   EXPECT_EQ(inv_freq.size(), 48);
   EXPECT_DOUBLE_EQ(t.attention_factor(), 1.1902380714238083);
-  auto det = ropescale::detect_longrope2(cfg.longrope.long_factor);
+  auto det = ropescale::detect_longrope2(cfg.longrope.long_factor).value();
   EXPECT_TRUE(det.found);
   EXPECT_EQ(det.critical_pair, 31);
   EXPECT_NEAR(det.anchor, 32.03, 1e-9);
-  auto lr2 = ropescale::longrope2_factors(
-      cfg.spec, det.critical_pair,
-      cfg.longrope.long_factor.tail(cfg.spec.pairs() - det.critical_pair), t.attention_factor());
+  auto lr2 =
+      ropescale::longrope2_factors(
+          cfg.spec, det.critical_pair,
+          cfg.longrope.long_factor.tail(cfg.spec.pairs() - det.critical_pair), t.attention_factor())
+          .value();
   EXPECT_TRUE(lr2.approx_equal(t, 1e-7)) << "the published list is NTK-anchored below 31";
   nlohmann::json out =
       ropescale::to_hf_config(ropescale::longrope_config_from_tables(cfg.spec, 131072, lr2));
@@ -101,14 +105,14 @@ TEST(ReadmeExamples, ScalingAndConfigs) {
 // docs/search.md "Critical-dimension analysis".
 TEST(ReadmeExamples, CriticalDimensions) {
   ropescale::RopeSpec spec{128, 128, 500000.0, 8192};
-  auto dims = ropescale::critical_dims(spec);
+  auto dims = ropescale::critical_dims(spec).value();
   EXPECT_EQ(dims.critical_pair, 35);
   EXPECT_EQ(dims.critical_dim, 70);
   EXPECT_EQ(dims.lower_pair, 24);
   auto cfg = ropescale::load_hf_config(data("llama3_8b_longrope2.json"));
   const ropescale::FactorTable table = cfg.table_for(131072);
   EXPECT_EQ(ropescale::detect_critical_pair(table.factors()).value_or(-1), 33);
-  auto cmp = ropescale::compare_methods(spec, 131072, {table});
+  auto cmp = ropescale::compare_methods(spec, 131072, {table}).value();
   bool saw_ntk = false;
   for (const auto& m : cmp.methods)
     if (m.method == "ntk") {
@@ -120,8 +124,8 @@ TEST(ReadmeExamples, CriticalDimensions) {
 
 // docs/training.md: selection at the boundary.
 TEST(ReadmeExamples, WindowSelection) {
-  EXPECT_EQ(ropescale::select_window(4096, 4096), ropescale::RopeWindow::kLong);
-  EXPECT_EQ(ropescale::select_window(4095, 4096), ropescale::RopeWindow::kShort);
+  EXPECT_EQ(ropescale::select_window(4096, 4096).value(), ropescale::RopeWindow::kLong);
+  EXPECT_EQ(ropescale::select_window(4095, 4096).value(), ropescale::RopeWindow::kShort);
 }
 
 }  // namespace

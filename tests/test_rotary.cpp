@@ -68,11 +68,11 @@ TEST_P(HfGolden, MatchesHuggingFaceAndLongDouble) {
   spec.original_max_position = 4096;
   const double m = c["attention_scaling"].get<double>();
   ASSERT_EQ(static_cast<std::int64_t>(inv_f64.size()), spec.pairs());
-  const Eigen::ArrayXd base = ropescale::base_inv_freq(spec);
+  const Eigen::ArrayXd base = ropescale::base_inv_freq(spec).value();
   const Eigen::ArrayXd target = Eigen::Map<const Eigen::ArrayXd>(inv_f64.data(), spec.pairs());
   const FactorTable table(base / target, m, "golden");
   // The table reproduces HF's float64 inverse frequencies to the last bits.
-  const Eigen::ArrayXd ours_inv = table.inv_freq(spec);
+  const Eigen::ArrayXd ours_inv = table.inv_freq(spec).value();
   for (Eigen::Index i = 0; i < target.size(); ++i)
     EXPECT_NEAR(ours_inv[i], target[i], 4e-16 * target[i]);
 
@@ -97,9 +97,11 @@ TEST_P(HfGolden, MatchesHuggingFaceAndLongDouble) {
     auto qv = HeadsView<float>::heads_tokens_dim(q.data(), S, 2, D);
     auto kv = HeadsView<float>::heads_tokens_dim(k.data(), S, 1, D);
     if (source == 0)
-      ropescale::apply_rotary_qk(cache, positions.data(), qv, kv, PairLayout::kHalfSplit);
+      ropescale::throw_if_error(
+          ropescale::rotate(cache, positions.data(), qv, kv, PairLayout::kHalfSplit));
     else
-      ropescale::apply_rotary_qk(fly, positions.data(), qv, kv, PairLayout::kHalfSplit);
+      ropescale::throw_if_error(
+          ropescale::rotate(fly, positions.data(), qv, kv, PairLayout::kHalfSplit));
 
     for (std::int64_t t = 0; t < S; ++t) {
       double hf_err = 0, our_err = 0, diff = 0;
@@ -152,9 +154,9 @@ TEST(HfGolden, OursIsMoreAccurateThanFloat32AtLongPositions) {
   const Eigen::ArrayXd inv = Eigen::Map<const Eigen::ArrayXd>(inv_f64.data(), 64);
   const RotaryFrequencies fly(inv, 1.0);
   std::vector<float> k = k0;
-  ropescale::apply_rotary(fly, positions.data(),
-                          HeadsView<float>::heads_tokens_dim(k.data(), S, 1, D),
-                          PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(fly, positions.data(),
+                                              HeadsView<float>::heads_tokens_dim(k.data(), S, 1, D),
+                                              PairLayout::kHalfSplit));
   const std::int64_t t = S - 1;  // position 131071
   ASSERT_EQ(positions[t], 131071);
   std::vector<long double> x(k0.begin() + t * D, k0.begin() + (t + 1) * D);
@@ -185,8 +187,8 @@ double unit_vector_error(const Angles& angles, const std::vector<long double>& i
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t i = 0; i < half; ++i)
       x[static_cast<std::size_t>(t * D + (layout == PairLayout::kHalfSplit ? i : 2 * i))] = 1.0f;
-  ropescale::apply_rotary(angles, positions.data(),
-                          HeadsView<float>::tokens_heads_dim(x.data(), T, 1, D), layout);
+  ropescale::throw_if_error(ropescale::rotate(
+      angles, positions.data(), HeadsView<float>::tokens_heads_dim(x.data(), T, 1, D), layout));
   double err = 0;
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t i = 0; i < half; ++i) {
@@ -350,10 +352,10 @@ TYPED_TEST(RotaryProperties, RelativePositionProperty) {
     for (std::int64_t shift : {0, 1, 999, 123456, 2000000}) {
       std::vector<T> q = q0, k = k0;
       const std::int64_t pq = 100 + shift, pk = 37 + shift;
-      ropescale::apply_rotary(this->fly, &pq, HeadsView<T>::tokens_heads_dim(q.data(), 1, 1, D),
-                              layout);
-      ropescale::apply_rotary(this->fly, &pk, HeadsView<T>::tokens_heads_dim(k.data(), 1, 1, D),
-                              layout);
+      ropescale::throw_if_error(ropescale::rotate(
+          this->fly, &pq, HeadsView<T>::tokens_heads_dim(q.data(), 1, 1, D), layout));
+      ropescale::throw_if_error(ropescale::rotate(
+          this->fly, &pk, HeadsView<T>::tokens_heads_dim(k.data(), 1, 1, D), layout));
       const double d = dot(q.data(), k.data(), D);
       if (first) {
         reference = d;
@@ -375,7 +377,7 @@ TYPED_TEST(RotaryProperties, ForwardThenInverseIsIdentityAndNormScalesByMscale) 
     const auto x0 = random_vec<T>(static_cast<std::size_t>(T_ * H * D), 3);
     std::vector<T> x = x0;
     auto v = HeadsView<T>::tokens_heads_dim(x.data(), T_, H, D);
-    ropescale::apply_rotary(this->fly, pos.data(), v, layout);
+    ropescale::throw_if_error(ropescale::rotate(this->fly, pos.data(), v, layout));
     const double m = this->table.attention_factor();
     for (std::int64_t r = 0; r < T_ * H; ++r) {
       const std::int64_t R = this->spec.rotary_dim;
@@ -383,7 +385,8 @@ TYPED_TEST(RotaryProperties, ForwardThenInverseIsIdentityAndNormScalesByMscale) 
       const double n1 = std::sqrt(dot(x.data() + r * D, x.data() + r * D, R));
       EXPECT_NEAR(n1, m * n0, 4 * eps_of<T>() * m * n0 + 1e-6 * n0 * (sizeof(T) == 8 ? 1e-6 : 1));
     }
-    ropescale::apply_rotary(this->fly, pos.data(), v, layout, RotaryDirection::kInverse);
+    ropescale::throw_if_error(
+        ropescale::rotate(this->fly, pos.data(), v, layout, RotaryDirection::kInverse));
     for (std::size_t j = 0; j < x.size(); ++j)
       EXPECT_NEAR(to_d(x[j]), to_d(x0[j]),
                   8 * eps_of<T>() * (1 + std::fabs(to_d(x0[j]))) + (sizeof(T) == 8 ? 0 : 2e-6));
@@ -398,10 +401,11 @@ TYPED_TEST(RotaryProperties, BackwardIsTheTransposeOfForward) {
     const auto x0 = random_vec<T>(static_cast<std::size_t>(D), 4);
     const auto y0 = random_vec<T>(static_cast<std::size_t>(D), 5);
     std::vector<T> rx = x0, ry = y0;
-    ropescale::apply_rotary(this->fly, &pos, HeadsView<T>::tokens_heads_dim(rx.data(), 1, 1, D),
-                            layout);
-    ropescale::apply_rotary(this->fly, &pos, HeadsView<T>::tokens_heads_dim(ry.data(), 1, 1, D),
-                            layout, RotaryDirection::kBackward);
+    ropescale::throw_if_error(ropescale::rotate(
+        this->fly, &pos, HeadsView<T>::tokens_heads_dim(rx.data(), 1, 1, D), layout));
+    ropescale::throw_if_error(ropescale::rotate(this->fly, &pos,
+                                                HeadsView<T>::tokens_heads_dim(ry.data(), 1, 1, D),
+                                                layout, RotaryDirection::kBackward));
     const double lhs = dot(rx.data(), y0.data(), D);  // <R x, y>
     const double rhs = dot(x0.data(), ry.data(), D);  // <x, R^T y>
     const double scale = std::sqrt(dot(x0.data(), x0.data(), D) * dot(y0.data(), y0.data(), D));
@@ -422,10 +426,12 @@ TYPED_TEST(RotaryProperties, InterleavedEqualsHalfSplitAfterPermutation) {
           xh0[static_cast<std::size_t>(t * D + i + half)];
     }
   std::vector<T> xh = xh0, xi = xi0;
-  ropescale::apply_rotary(this->fly, pos.data(), HeadsView<T>::tokens_heads_dim(xh.data(), 3, 1, D),
-                          PairLayout::kHalfSplit);
-  ropescale::apply_rotary(this->fly, pos.data(), HeadsView<T>::tokens_heads_dim(xi.data(), 3, 1, D),
-                          PairLayout::kInterleaved);
+  ropescale::throw_if_error(ropescale::rotate(this->fly, pos.data(),
+                                              HeadsView<T>::tokens_heads_dim(xh.data(), 3, 1, D),
+                                              PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rotate(this->fly, pos.data(),
+                                              HeadsView<T>::tokens_heads_dim(xi.data(), 3, 1, D),
+                                              PairLayout::kInterleaved));
   for (std::int64_t t = 0; t < 3; ++t) {
     for (std::int64_t i = 0; i < half; ++i) {
       const double tol = 2 * eps_of<T>() * 4;
@@ -452,9 +458,9 @@ TYPED_TEST(RotaryProperties, MatchesLongDoubleReference) {
     const auto x0 = random_vec<T>(static_cast<std::size_t>(n * 2 * D), 7);
     std::vector<T> x(x0.size());
     // out of place, [H, T, D]
-    ropescale::apply_rotary_out(this->fly, pos.data(),
-                                HeadsView<const T>::heads_tokens_dim(x0.data(), n, 2, D),
-                                HeadsView<T>::heads_tokens_dim(x.data(), n, 2, D), layout);
+    ropescale::throw_if_error(ropescale::rotate_out(
+        this->fly, pos.data(), HeadsView<const T>::heads_tokens_dim(x0.data(), n, 2, D),
+        HeadsView<T>::heads_tokens_dim(x.data(), n, 2, D), layout));
     for (std::int64_t h = 0; h < 2; ++h)
       for (std::int64_t t = 0; t < n; ++t) {
         const std::size_t off = static_cast<std::size_t>((h * n + t) * D);
@@ -495,7 +501,8 @@ TYPED_TEST(RotaryProperties, TailPairCountsMatchReference) {
     for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
       const auto x0 = random_vec<T>(static_cast<std::size_t>(D), 13);
       std::vector<T> x = x0;
-      ropescale::apply_rotary(fly, &pos, HeadsView<T>::tokens_heads_dim(x.data(), 1, 1, D), layout);
+      ropescale::throw_if_error(
+          ropescale::rotate(fly, &pos, HeadsView<T>::tokens_heads_dim(x.data(), 1, 1, D), layout));
       std::vector<long double> in(static_cast<std::size_t>(D));
       for (std::int64_t j = 0; j < D; ++j)
         in[static_cast<std::size_t>(j)] = to_d(x0[static_cast<std::size_t>(j)]);
@@ -522,10 +529,12 @@ TEST(RotaryLayouts, StridedViewsAgree) {
   const auto k0 = random_vec<float>(static_cast<std::size_t>(T * Hk * D), 9);
   // reference: q and k separately, contiguous [T,H,D], on the fly
   std::vector<float> qr = q0, kr = k0;
-  ropescale::apply_rotary(fly, pos.data(), HeadsView<float>::tokens_heads_dim(qr.data(), T, Hq, D),
-                          PairLayout::kHalfSplit);
-  ropescale::apply_rotary(fly, pos.data(), HeadsView<float>::tokens_heads_dim(kr.data(), T, Hk, D),
-                          PairLayout::kHalfSplit);
+  ropescale::throw_if_error(
+      ropescale::rotate(fly, pos.data(), HeadsView<float>::tokens_heads_dim(qr.data(), T, Hq, D),
+                        PairLayout::kHalfSplit));
+  ropescale::throw_if_error(
+      ropescale::rotate(fly, pos.data(), HeadsView<float>::tokens_heads_dim(kr.data(), T, Hk, D),
+                        PairLayout::kHalfSplit));
   // fused QKV [T, Hq + 2 Hk, D] with the cache, q and k in one call
   const std::int64_t W = (Hq + 2 * Hk) * D;
   std::vector<float> qkv(static_cast<std::size_t>(T * W), -7.0f);
@@ -535,7 +544,7 @@ TEST(RotaryLayouts, StridedViewsAgree) {
   }
   HeadsView<float> qv{qkv.data(), T, Hq, D, W, D};
   HeadsView<float> kv{qkv.data() + Hq * D, T, Hk, D, W, D};
-  ropescale::apply_rotary_qk(cache, pos.data(), qv, kv, PairLayout::kHalfSplit);
+  ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), qv, kv, PairLayout::kHalfSplit));
   for (std::int64_t t = 0; t < T; ++t) {
     for (std::int64_t j = 0; j < Hq * D; ++j)
       EXPECT_FLOAT_EQ(qkv[static_cast<std::size_t>(t * W + j)],
@@ -554,11 +563,11 @@ TEST(RotaryLayouts, StridedViewsAgree) {
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t h = 0; h < Hk; ++h)
       std::copy_n(k0.begin() + (t * Hk + h) * D, D, kh.begin() + (h * T + t) * D);
-  ropescale::apply_rotary_qk_out(
+  ropescale::throw_if_error(ropescale::rotate_out(
       fly, pos.data(), HeadsView<const float>::heads_tokens_dim(qh.data(), T, Hq, D),
       HeadsView<float>::heads_tokens_dim(qh_out.data(), T, Hq, D),
       HeadsView<const float>::heads_tokens_dim(kh.data(), T, Hk, D),
-      HeadsView<float>::heads_tokens_dim(kh_out.data(), T, Hk, D), PairLayout::kHalfSplit);
+      HeadsView<float>::heads_tokens_dim(kh_out.data(), T, Hk, D), PairLayout::kHalfSplit));
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t h = 0; h < Hq; ++h)
       for (std::int64_t j = 0; j < D; ++j)
@@ -574,16 +583,17 @@ TEST(RotaryLayouts, RepeatedAndUnorderedPositions) {
   const std::vector<std::int64_t> pos = {0, 1, 2, 0, 1, 1000000};
   const auto x0 = random_vec<float>(6 * 16, 10);
   std::vector<float> x = x0;
-  ropescale::apply_rotary(fly, pos.data(), HeadsView<float>::tokens_heads_dim(x.data(), 6, 1, 16),
-                          PairLayout::kInterleaved);
+  ropescale::throw_if_error(
+      ropescale::rotate(fly, pos.data(), HeadsView<float>::tokens_heads_dim(x.data(), 6, 1, 16),
+                        PairLayout::kInterleaved));
   EXPECT_EQ(x[0], x0[0]);  // position 0 is the identity
   for (int j = 0; j < 16; ++j)
     EXPECT_EQ(x[static_cast<std::size_t>(j)], x0[static_cast<std::size_t>(j)]);
   // A single decode token at 1000000 equals the packed call's last token.
   std::vector<float> one(x0.end() - 16, x0.end());
   const std::int64_t p = 1000000;
-  ropescale::apply_rotary(fly, &p, HeadsView<float>::tokens_heads_dim(one.data(), 1, 1, 16),
-                          PairLayout::kInterleaved);
+  ropescale::throw_if_error(ropescale::rotate(
+      fly, &p, HeadsView<float>::tokens_heads_dim(one.data(), 1, 1, 16), PairLayout::kInterleaved));
   for (int j = 0; j < 16; ++j)
     EXPECT_EQ(one[static_cast<std::size_t>(j)], x[static_cast<std::size_t>(80 + j)]);
 }
@@ -604,15 +614,15 @@ std::string error_of(F&& f) {
 
 TEST(RotaryBadInput, SpecAndTable) {
   EXPECT_NE(error_of([] {
-              ropescale::base_inv_freq(RopeSpec{128, 7, 1e4, 4096});
+              ropescale::base_inv_freq(RopeSpec{128, 7, 1e4, 4096}).value();
             }).find("rotary_dim = 7: must be even"),
             std::string::npos);
   EXPECT_NE(error_of([] {
-              ropescale::base_inv_freq(RopeSpec{64, 128, 1e4, 4096});
+              ropescale::base_inv_freq(RopeSpec{64, 128, 1e4, 4096}).value();
             }).find("rotary_dim = 128: must be <= head_dim (64)"),
             std::string::npos);
   EXPECT_NE(error_of([] {
-              ropescale::base_inv_freq(RopeSpec{0, 0, 1e4, 4096});
+              ropescale::base_inv_freq(RopeSpec{0, 0, 1e4, 4096}).value();
             }).find("head_dim = 0"),
             std::string::npos);
   EXPECT_NE(error_of([] {
@@ -658,60 +668,60 @@ TEST(RotaryBadInput, CallArgumentsLeaveOutputUntouched) {
   {
     auto bad = v;
     bad.data = nullptr;
-    cases.push_back({"x.data = null",
-                     ropescale::try_apply_rotary(cache, pos.data(), bad, PairLayout::kHalfSplit)});
+    cases.push_back(
+        {"x.data = null", ropescale::rotate(cache, pos.data(), bad, PairLayout::kHalfSplit)});
   }
-  cases.push_back({"positions = null",
-                   ropescale::try_apply_rotary(cache, static_cast<const std::int64_t*>(nullptr), v,
-                                               PairLayout::kHalfSplit)});
+  cases.push_back(
+      {"positions = null", ropescale::rotate(cache, static_cast<const std::int64_t*>(nullptr), v,
+                                             PairLayout::kHalfSplit)});
   {
     auto bad = v;
     bad.head_dim = 12;
     bad.head_stride = 12;
     bad.token_stride = 24;
     cases.push_back({"x.head_dim = 12: must be >= rotary_dim (16)",
-                     ropescale::try_apply_rotary(cache, pos.data(), bad, PairLayout::kHalfSplit)});
+                     ropescale::rotate(cache, pos.data(), bad, PairLayout::kHalfSplit)});
   }
   {
     auto bad = v;
     bad.head_dim = 0;
     cases.push_back({"x.head_dim = 0: must be > 0",
-                     ropescale::try_apply_rotary(cache, pos.data(), bad, PairLayout::kHalfSplit)});
+                     ropescale::rotate(cache, pos.data(), bad, PairLayout::kHalfSplit)});
   }
   {
     auto bad = v;
     bad.head_stride = 8;  // heads overlap
     cases.push_back({"x.head_stride = 8: rows overlap",
-                     ropescale::try_apply_rotary(cache, pos.data(), bad, PairLayout::kHalfSplit)});
+                     ropescale::rotate(cache, pos.data(), bad, PairLayout::kHalfSplit)});
   }
   {
     std::vector<std::int64_t> p = {0, 1, -5, 3};
     cases.push_back({"positions[2] = -5: must be >= 0",
-                     ropescale::try_apply_rotary(fly, p.data(), v, PairLayout::kHalfSplit)});
+                     ropescale::rotate(fly, p.data(), v, PairLayout::kHalfSplit)});
   }
   {
     std::vector<std::int64_t> p = {0, 1, 2, 64};
     cases.push_back({"positions[3] = 64: outside the cache [0, 64)",
-                     ropescale::try_apply_rotary(cache, p.data(), v, PairLayout::kHalfSplit)});
+                     ropescale::rotate(cache, p.data(), v, PairLayout::kHalfSplit)});
   }
   {
     // out of place into a buffer that overlaps the input
     auto out = HeadsView<float>::tokens_heads_dim(x.data() + 8, 4, 2, 16);
-    cases.push_back({"out = \"overlapping buffer\": must not overlap in",
-                     ropescale::try_apply_rotary_out(cache, pos.data(), v.as_const(), out,
-                                                     PairLayout::kHalfSplit)});
+    cases.push_back(
+        {"out = \"overlapping buffer\": must not overlap in",
+         ropescale::rotate_out(cache, pos.data(), v.as_const(), out, PairLayout::kHalfSplit)});
   }
   {
     auto q = HeadsView<float>::tokens_heads_dim(x.data(), 4, 1, 16);
-    cases.push_back({"k must not alias q", ropescale::try_apply_rotary_qk(cache, pos.data(), q, q,
-                                                                          PairLayout::kHalfSplit)});
+    cases.push_back(
+        {"k must not alias q", ropescale::rotate(cache, pos.data(), q, q, PairLayout::kHalfSplit)});
   }
   {
     std::vector<float> y(x.size());
     auto out = HeadsView<float>::tokens_heads_dim(y.data(), 3, 2, 16);
-    cases.push_back({"must equal in shape 4x2x16",
-                     ropescale::try_apply_rotary_out(cache, pos.data(), v.as_const(), out,
-                                                     PairLayout::kHalfSplit)});
+    cases.push_back(
+        {"must equal in shape 4x2x16",
+         ropescale::rotate_out(cache, pos.data(), v.as_const(), out, PairLayout::kHalfSplit)});
   }
   for (const auto& c : cases) {
     EXPECT_FALSE(c.status.ok()) << c.expect;
@@ -722,7 +732,7 @@ TEST(RotaryBadInput, CallArgumentsLeaveOutputUntouched) {
   // The throwing front door throws the same message.
   std::vector<std::int64_t> p = {0, 1, 2, 64};
   try {
-    ropescale::apply_rotary(cache, p.data(), v, PairLayout::kHalfSplit);
+    ropescale::throw_if_error(ropescale::rotate(cache, p.data(), v, PairLayout::kHalfSplit));
     FAIL() << "no throw";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ropescale::ErrorCode::kOutOfRange);
@@ -735,8 +745,8 @@ TEST(RotaryBadInput, EmptyCallsAreFine) {
   const RopeSpec spec{16, 16, 1e4, 64};
   const RotaryFrequencies fly(spec, FactorTable::identity(spec));
   HeadsView<float> empty{nullptr, 0, 4, 16, 64, 16};
-  EXPECT_TRUE(ropescale::try_apply_rotary(fly, static_cast<const std::int64_t*>(nullptr), empty,
-                                          PairLayout::kHalfSplit)
+  EXPECT_TRUE(ropescale::rotate(fly, static_cast<const std::int64_t*>(nullptr), empty,
+                                PairLayout::kHalfSplit)
                   .ok());
 }
 

@@ -145,7 +145,7 @@ double loss_of(const Angles& angles, const Attention& att, std::vector<T> q, std
                PairLayout layout, MemoryOrder order) {
   const auto qv = make_view(q, kQHeads, order);
   const auto kv = make_view(k, kKHeads, order);
-  ropescale::apply_rotary_qk(angles, kPositions.data(), qv, kv, layout);
+  ropescale::throw_if_error(ropescale::rotate(angles, kPositions.data(), qv, kv, layout));
   return att.run(to_matrix(qv), to_matrix(kv));
 }
 
@@ -187,7 +187,7 @@ void analytic(const Angles& angles, const Attention& att, std::vector<T> q, std:
               PairLayout layout, MemoryOrder order, Eigen::MatrixXd* gq, Eigen::MatrixXd* gk) {
   const auto qv = make_view(q, kQHeads, order);
   const auto kv = make_view(k, kKHeads, order);
-  ropescale::apply_rotary_qk(angles, kPositions.data(), qv, kv, layout);
+  ropescale::throw_if_error(ropescale::rotate(angles, kPositions.data(), qv, kv, layout));
   Eigen::MatrixXd dq_rot, dk_rot;
   att.run(to_matrix(qv), to_matrix(kv), &dq_rot, &dk_rot);
   std::vector<G> dq(q.size()), dk(k.size());
@@ -195,7 +195,8 @@ void analytic(const Angles& angles, const Attention& att, std::vector<T> q, std:
   const auto dkv = make_view(dk, kKHeads, order);
   from_matrix(dq_rot, dqv);
   from_matrix(dk_rot, dkv);
-  ropescale::rotary_backward_qk(angles, kPositions.data(), dqv, dkv, layout);
+  ropescale::throw_if_error(ropescale::rotate(angles, kPositions.data(), dqv, dkv, layout,
+                                              ropescale::RotaryDirection::kBackward));
   *gq = to_matrix(dqv);
   *gk = to_matrix(dkv);
 }
@@ -304,13 +305,15 @@ TEST(RotaryGradients, BackwardIsTheTransposeOfForward) {
     const auto xv = make_view(x, 3, c.order);
     const auto yv = make_view(y, 3, c.order);
     const Eigen::MatrixXd x0 = to_matrix(xv), y0 = to_matrix(yv);
-    ropescale::apply_rotary(freqs, pos.data(), xv, c.layout);
-    ropescale::rotary_backward(freqs, pos.data(), yv, c.layout);
+    ropescale::throw_if_error(ropescale::rotate(freqs, pos.data(), xv, c.layout));
+    ropescale::throw_if_error(
+        ropescale::rotate(freqs, pos.data(), yv, c.layout, ropescale::RotaryDirection::kBackward));
     const double lhs = (to_matrix(xv).array() * y0.array()).sum();
     const double rhs = (x0.array() * to_matrix(yv).array()).sum();
     EXPECT_NEAR(lhs, rhs, 1e-13 * (x0.norm() * y0.norm()));
     // Backward of forward is m^2 times the identity (R^T R = 1, two factors m).
-    ropescale::rotary_backward(freqs, pos.data(), xv, c.layout);
+    ropescale::throw_if_error(
+        ropescale::rotate(freqs, pos.data(), xv, c.layout, ropescale::RotaryDirection::kBackward));
     Eigen::MatrixXd expect = x0;
     expect.leftCols(8) *= 1.19 * 1.19;
     EXPECT_LT((to_matrix(xv) - expect).cwiseAbs().maxCoeff(), 1e-14);
@@ -324,36 +327,49 @@ TEST(RotaryGradients, OutOfPlaceEqualsInPlace) {
   std::vector<float> out(g.size(), -7.0f);
   const auto in_view = HeadsView<float>::tokens_heads_dim(g.data(), kTokens, 2, kHeadDim);
   const auto out_view = HeadsView<float>::tokens_heads_dim(out.data(), kTokens, 2, kHeadDim);
-  ropescale::rotary_backward_out(freqs, kPositions.data(), in_view.as_const(), out_view,
-                                 PairLayout::kInterleaved);
-  ropescale::rotary_backward(freqs, kPositions.data(), in_view, PairLayout::kInterleaved);
+  ropescale::throw_if_error(ropescale::rotate_out(freqs, kPositions.data(), in_view.as_const(),
+                                                  out_view, PairLayout::kInterleaved,
+                                                  ropescale::RotaryDirection::kBackward));
+  ropescale::throw_if_error(ropescale::rotate(freqs, kPositions.data(), in_view,
+                                              PairLayout::kInterleaved,
+                                              ropescale::RotaryDirection::kBackward));
   EXPECT_EQ(g, out);  // bit-identical, pass-through channels copied
 }
 
-TEST(RotaryGradients, RejectsBadArgumentsNamingTheGradient) {
+// The backward pass is rotate(..., kBackward): its errors name the verb's operands (x; q and k;
+// in and out), as the forward pass does.
+TEST(RotaryGradients, RejectsBadArgumentsNamingTheOperand) {
   const ropescale::RotaryFrequencies freqs(small_spec(), small_table());
   std::vector<float> g(static_cast<std::size_t>(kTokens * kHeadDim));
   auto v = HeadsView<float>::tokens_heads_dim(g.data(), kTokens, 1, kHeadDim);
   v.head_dim = 6;  // < rotary_dim 8
-  auto s = ropescale::try_rotary_backward(freqs, kPositions.data(), v, PairLayout::kHalfSplit);
-  EXPECT_NE(s.message().find("grad.head_dim = 6"), std::string::npos) << s.message();
+  auto s = ropescale::rotate(freqs, kPositions.data(), v, PairLayout::kHalfSplit,
+                             ropescale::RotaryDirection::kBackward);
+  EXPECT_EQ(s.argument(), "x.head_dim") << s.message();
+  EXPECT_EQ(s.value(), "6") << s.message();
   v.head_dim = kHeadDim;
   std::vector<std::int64_t> bad = kPositions;
   bad[2] = -1;
-  s = ropescale::try_rotary_backward(freqs, bad.data(), v, PairLayout::kHalfSplit);
+  s = ropescale::rotate(freqs, bad.data(), v, PairLayout::kHalfSplit,
+                        ropescale::RotaryDirection::kBackward);
   EXPECT_NE(s.message().find("positions[2] = -1"), std::string::npos) << s.message();
   const ropescale::RotaryCache small_cache(small_spec(), small_table(), 100);
-  EXPECT_THROW(
-      ropescale::rotary_backward(small_cache, kPositions.data(), v, PairLayout::kHalfSplit),
-      ropescale::Error);  // position 70000 outside the cache
+  EXPECT_THROW(ropescale::throw_if_error(ropescale::rotate(small_cache, kPositions.data(), v,
+                                                           PairLayout::kHalfSplit,
+                                                           ropescale::RotaryDirection::kBackward)),
+               ropescale::Error);  // position 70000 outside the cache
   std::vector<float> k(g.size());
   auto kv = HeadsView<float>::tokens_heads_dim(k.data(), kTokens - 1, 1, kHeadDim);
-  s = ropescale::try_rotary_backward_qk(freqs, kPositions.data(), v, kv, PairLayout::kHalfSplit);
-  EXPECT_NE(s.message().find("grad_k.tokens = 5"), std::string::npos) << s.message();
-  s = ropescale::try_rotary_backward_out(freqs, kPositions.data(), v.as_const(), kv,
-                                         PairLayout::kHalfSplit);
-  EXPECT_NE(s.message().find("grad_in shape"), std::string::npos) << s.message();
-  EXPECT_THROW(ropescale::rotary_backward(freqs, kPositions.data(), v, static_cast<PairLayout>(3)),
+  s = ropescale::rotate(freqs, kPositions.data(), v, kv, PairLayout::kHalfSplit,
+                        ropescale::RotaryDirection::kBackward);
+  EXPECT_NE(s.message().find("k.tokens = 5: must equal q.tokens (6)"), std::string::npos)
+      << s.message();
+  s = ropescale::rotate_out(freqs, kPositions.data(), v.as_const(), kv, PairLayout::kHalfSplit,
+                            ropescale::RotaryDirection::kBackward);
+  EXPECT_EQ(s.argument(), "out shape") << s.message();
+  EXPECT_THROW(ropescale::throw_if_error(ropescale::rotate(freqs, kPositions.data(), v,
+                                                           static_cast<PairLayout>(3),
+                                                           ropescale::RotaryDirection::kBackward)),
                ropescale::Error);
 }
 

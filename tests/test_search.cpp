@@ -85,7 +85,7 @@ void expect_same_result(const SearchResult& a, const SearchResult& b) {
 }  // namespace
 
 TEST(SearchSpace, Longrope2DefaultsFollowThePaper) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   EXPECT_EQ(sp.scale, 16.0);
   EXPECT_EQ(sp.lower_bound, 16.0);
   EXPECT_EQ(sp.upper_bound, 32.0);
@@ -98,7 +98,7 @@ TEST(SearchSpace, Longrope2DefaultsFollowThePaper) {
   EXPECT_NEAR(sp.attention_factor, 1.143544, 1e-6);
   EXPECT_TRUE(ropescale::validate(sp).ok());
 
-  const SearchSpace v1 = SearchSpace::longrope(llama3_spec(), 131072);
+  const SearchSpace v1 = SearchSpace::longrope(llama3_spec(), 131072).value();
   EXPECT_EQ(v1.method, SearchMethod::kLongRoPE);
   EXPECT_EQ(v1.critical_lower, 0);
   EXPECT_EQ(v1.critical_upper, 0);
@@ -107,12 +107,12 @@ TEST(SearchSpace, Longrope2DefaultsFollowThePaper) {
 }
 
 TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   // LLaMA3-8B's published LongRoPE2 long_factor breaks at c = 33 with lambda_33 = 21.81.
   Genome g;
   g.critical_pair = 33;
   for (int j = 0; j < 31; ++j) g.steps.push_back(2181 + 10 * j);
-  const FactorTable t = ropescale::genome_table(sp, g);
+  const FactorTable t = ropescale::genome_table(sp, g).value();
   EXPECT_EQ(t.method(), "longrope2");
   EXPECT_EQ(t.factors()[0], 1.0);
   // lambda_i = 21.81^(i/33); the published list's ratio r = 1.097906416 (lambda_i = r^i).
@@ -126,7 +126,7 @@ TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
   f[40] = 15.0;    // below s: clamped up, then raised to its left neighbour
   f[50] = 40.0;    // above 2s: clamped down
   f[41] = 22.504;  // rounds to 22.50
-  const Genome p = ropescale::project_to_space(sp, f, 33);
+  const Genome p = ropescale::project_to_space(sp, f, 33).value();
   EXPECT_TRUE(ropescale::validate(sp, p).ok());
   EXPECT_EQ(p.steps[40 - 33], p.steps[39 - 33]);
   EXPECT_EQ(p.steps[41 - 33], 2250);
@@ -144,23 +144,25 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
   const std::vector<double> list = j["rope_scaling"]["long_factor"].get<std::vector<double>>();
   ASSERT_EQ(list.size(), 64u);
   const Eigen::ArrayXd published = Eigen::Map<const Eigen::ArrayXd>(list.data(), 64);
-  SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   sp.monotonicity = Monotonicity::kStrictlyIncreasing;
-  const Genome g = ropescale::project_to_space(sp, published);
+  const Genome g = ropescale::project_to_space(sp, published).value();
   EXPECT_EQ(g.critical_pair, 33);
   EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
   EXPECT_EQ(g.steps.front(), 2181);
   EXPECT_EQ(g.steps.back(), 2605);
-  const FactorTable t = ropescale::genome_table(sp, g);
+  const FactorTable t = ropescale::genome_table(sp, g).value();
   EXPECT_TRUE(t.approx_equal(FactorTable(published, sp.attention_factor), 1e-8)) << t;
   // The search's table is exactly scaling.hpp's LongRoPE2 table.
-  EXPECT_EQ(t, ropescale::longrope2_factors(sp.spec, 33, ropescale::genome_factors(sp, g).tail(31),
-                                            sp.attention_factor));
+  EXPECT_EQ(t, ropescale::longrope2_factors(
+                   sp.spec, 33, ropescale::genome_table(sp, g).value().factors().tail(31),
+                   sp.attention_factor)
+                   .value());
   EXPECT_EQ(t.method(), "longrope2");
   // A table with no anchored prefix (YaRN-like: ones, then a ramp) falls back to critical_upper.
   Eigen::ArrayXd yarn = Eigen::ArrayXd::Ones(64);
   for (int i = 20; i < 64; ++i) yarn[i] = std::min(16.0, 1.0 + 0.5 * (i - 19));
-  const Genome y = ropescale::project_to_space(sp, yarn);
+  const Genome y = ropescale::project_to_space(sp, yarn).value();
   EXPECT_EQ(y.critical_pair, 35);
   EXPECT_TRUE(ropescale::validate(sp, y).ok());
 }
@@ -168,7 +170,7 @@ TEST(SearchSpace, PublishedLlama3ListIsAGenomeOfItsSpace) {
 TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {
   // Hidden optimum: c = 12 and four searched factors; below c the anchor rule. Every factor must
   // come within 0.05 and c must be exact, for several seeds, with the default parameters.
-  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768);
+  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768).value();
   ASSERT_EQ(sp.critical_lower, 8);
   ASSERT_EQ(sp.critical_upper, 12);
   const Eigen::ArrayXd target = hidden_table(16, 12, {9.07, 9.44, 9.60, 9.90});
@@ -176,7 +178,8 @@ TEST(Search, FindsAHiddenOptimumWithinTheDefaultBudget) {
     SearchParams p;
     p.seed = seed;
     EvolutionSearch search(sp, p);
-    const SearchResult r = search.run([&](const FactorTable& t) { return log_sq_loss(t, target); });
+    const SearchResult r =
+        search.run([&](const FactorTable& t) { return log_sq_loss(t, target); }).value();
     EXPECT_EQ(r.stop_reason, StopReason::kCompleted);
     EXPECT_EQ(r.iterations, 40);
     EXPECT_EQ(r.evaluations, 64 + 40 * 32);
@@ -190,18 +193,20 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
   for (Monotonicity mono : {Monotonicity::kNonDecreasing, Monotonicity::kStrictlyIncreasing}) {
     for (SearchMethod method : {SearchMethod::kLongRoPE2, SearchMethod::kLongRoPE}) {
       SearchSpace sp = method == SearchMethod::kLongRoPE2
-                           ? SearchSpace::longrope2(llama3_spec(), 131072)
-                           : SearchSpace::longrope(llama3_spec(), 131072);
+                           ? SearchSpace::longrope2(llama3_spec(), 131072).value()
+                           : SearchSpace::longrope(llama3_spec(), 131072).value();
       sp.monotonicity = mono;
       SearchParams p;
       p.iterations = 8;
       p.seed = 7;
       std::vector<FactorTable> seen_tables;
       EvolutionSearch search(sp, p);
-      const SearchResult r = search.run([&](const FactorTable& t) {
-        seen_tables.push_back(t);
-        return structural_loss(t);
-      });
+      const SearchResult r = search
+                                 .run([&](const FactorTable& t) {
+                                   seen_tables.push_back(t);
+                                   return structural_loss(t);
+                                 })
+                                 .value();
       ASSERT_EQ(static_cast<std::int64_t>(seen_tables.size()), r.evaluations);
       std::set<Genome> genomes;
       std::set<std::vector<double>> tables;
@@ -210,8 +215,8 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
         EXPECT_TRUE(ropescale::validate(sp, g).ok()) << ropescale::validate(sp, g).message();
         EXPECT_TRUE(genomes.insert(g).second) << "genome evaluated twice at " << i;
         // The fitness saw exactly this genome's table, in evaluation order.
-        EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g));
-        EXPECT_EQ(seen_tables[i].method(), ropescale::genome_table(sp, g).method());
+        EXPECT_EQ(seen_tables[i], ropescale::genome_table(sp, g).value());
+        EXPECT_EQ(seen_tables[i].method(), ropescale::genome_table(sp, g).value().method());
         const Eigen::ArrayXd& f = seen_tables[i].factors();
         EXPECT_TRUE(tables.insert(std::vector<double>(f.data(), f.data() + f.size())).second);
         // Hand-checked constraints on the table itself.
@@ -252,7 +257,7 @@ TEST(Search, EveryEvaluatedGenomeSatisfiesTheConstraintsAndIsNew) {
 }
 
 TEST(Search, IdenticalForAnyThreadCount) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   SearchParams p;
   p.iterations = 12;
   p.seed = 42;
@@ -262,15 +267,17 @@ TEST(Search, IdenticalForAnyThreadCount) {
     p.threads = threads;
     std::atomic<int> concurrent{0}, max_concurrent{0};
     EvolutionSearch search(sp, p);
-    results.push_back(search.run([&](const FactorTable& t) {
-      const int now = ++concurrent;
-      int prev = max_concurrent.load();
-      while (now > prev && !max_concurrent.compare_exchange_weak(prev, now)) {
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
-      --concurrent;
-      return structural_loss(t);
-    }));
+    results.push_back(search
+                          .run([&](const FactorTable& t) {
+                            const int now = ++concurrent;
+                            int prev = max_concurrent.load();
+                            while (now > prev && !max_concurrent.compare_exchange_weak(prev, now)) {
+                            }
+                            std::this_thread::sleep_for(std::chrono::microseconds(20));
+                            --concurrent;
+                            return structural_loss(t);
+                          })
+                          .value());
     EXPECT_LE(max_concurrent.load(), threads);
   }
   expect_same_result(results[0], results[1]);
@@ -282,29 +289,31 @@ TEST(Search, IdenticalForAnyThreadCount) {
   std::atomic<int> concurrent{0};
   bool overlap = false;
   EvolutionSearch serial(sp, p);
-  const SearchResult r = serial.run([&](const FactorTable& t) {
-    if (++concurrent > 1) overlap = true;
-    --concurrent;
-    return structural_loss(t);
-  });
+  const SearchResult r = serial
+                             .run([&](const FactorTable& t) {
+                               if (++concurrent > 1) overlap = true;
+                               --concurrent;
+                               return structural_loss(t);
+                             })
+                             .value();
   EXPECT_FALSE(overlap);
   expect_same_result(results[0], r);
 
   // A different seed gives a different search.
   p.seed = 43;
   EvolutionSearch other(sp, p);
-  EXPECT_NE(other.run(structural_loss).state.history[0].genome, r.state.history[0].genome);
+  EXPECT_NE(other.run(structural_loss).value().state.history[0].genome, r.state.history[0].genome);
 }
 
 TEST(Search, ProgressAndStopConditions) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   SearchParams p;
   p.seed = 3;
   std::vector<SearchProgress> seen;
   {
     EvolutionSearch search(sp, p);
     search.set_progress_callback([&](const SearchProgress& pr) { seen.push_back(pr); });
-    const SearchResult r = search.run(structural_loss);
+    const SearchResult r = search.run(structural_loss).value();
     ASSERT_EQ(seen.size(), 41u);  // P0 plus 40 iterations
     for (std::size_t i = 0; i < seen.size(); ++i) {
       EXPECT_EQ(seen[i].iteration, static_cast<std::int64_t>(i));
@@ -324,7 +333,7 @@ TEST(Search, ProgressAndStopConditions) {
   {
     p.max_evaluations = 200;  // P0 (64) + 4 x 32 = 192; a fifth batch would exceed 200
     EvolutionSearch search(sp, p);
-    const SearchResult r = search.run(structural_loss);
+    const SearchResult r = search.run(structural_loss).value();
     EXPECT_EQ(r.stop_reason, StopReason::kMaxEvaluations);
     EXPECT_EQ(r.evaluations, 192);
     EXPECT_EQ(r.iterations, 4);
@@ -333,7 +342,7 @@ TEST(Search, ProgressAndStopConditions) {
   {
     EvolutionSearch search(sp, p);
     search.set_stop_callback([](const SearchProgress& pr) { return pr.iteration == 6; });
-    const SearchResult r = search.run(structural_loss);
+    const SearchResult r = search.run(structural_loss).value();
     EXPECT_EQ(r.stop_reason, StopReason::kCallback);
     EXPECT_EQ(r.iterations, 6);
     EXPECT_EQ(r.evaluations, 64 + 6 * 32);
@@ -341,10 +350,12 @@ TEST(Search, ProgressAndStopConditions) {
   {
     p.max_seconds = 1e-9;
     EvolutionSearch search(sp, p);
-    const SearchResult r = search.run([](const FactorTable& t) {
-      std::this_thread::sleep_for(std::chrono::microseconds(1));
-      return structural_loss(t);
-    });
+    const SearchResult r = search
+                               .run([](const FactorTable& t) {
+                                 std::this_thread::sleep_for(std::chrono::microseconds(1));
+                                 return structural_loss(t);
+                               })
+                               .value();
     EXPECT_EQ(r.stop_reason, StopReason::kMaxSeconds);
     EXPECT_EQ(r.iterations, 0);
     p.max_seconds = 0.0;
@@ -353,9 +364,11 @@ TEST(Search, ProgressAndStopConditions) {
     // Non-finite losses count as +infinity: the search goes on and never picks them.
     EvolutionSearch search(sp, p);
     int calls = 0;
-    const SearchResult r = search.run([&](const FactorTable& t) {
-      return (++calls % 3 == 0) ? std::nan("") : structural_loss(t);
-    });
+    const SearchResult r = search
+                               .run([&](const FactorTable& t) {
+                                 return (++calls % 3 == 0) ? std::nan("") : structural_loss(t);
+                               })
+                               .value();
     EXPECT_TRUE(std::isfinite(r.best_loss));
     std::int64_t infinite = 0;
     for (const auto& e : r.state.history) infinite += std::isinf(e.loss) ? 1 : 0;
@@ -364,12 +377,12 @@ TEST(Search, ProgressAndStopConditions) {
 }
 
 TEST(Search, ResumeContinuesExactly) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   SearchParams p;
   p.seed = 11;
   p.iterations = 20;
   EvolutionSearch full(sp, p);
-  const SearchResult uninterrupted = full.run(structural_loss);
+  const SearchResult uninterrupted = full.run(structural_loss).value();
 
   for (std::int64_t k : {0, 1, 7, 19}) {
     // Stop after k iterations (the checkpoint callback keeps the last state), then resume.
@@ -377,14 +390,14 @@ TEST(Search, ResumeContinuesExactly) {
     EvolutionSearch first(sp, p);
     first.set_checkpoint_callback([&](const SearchState& st) { last = st; });
     first.set_stop_callback([&](const SearchProgress& pr) { return pr.iteration == k; });
-    const SearchResult part = first.run(structural_loss);
+    const SearchResult part = first.run(structural_loss).value();
     EXPECT_EQ(part.iterations, k);
     EXPECT_EQ(last.iteration, k);
     SearchParams q = p;
     q.threads = 3;  // execution settings may change on resume
     q.thread_safe = true;
     EvolutionSearch second(sp, q);
-    expect_same_result(uninterrupted, second.resume(last, structural_loss));
+    expect_same_result(uninterrupted, second.resume(last, structural_loss).value());
   }
 
   // Killed in the middle of an iteration (the fitness throws): resume from the last checkpoint.
@@ -392,36 +405,38 @@ TEST(Search, ResumeContinuesExactly) {
   EvolutionSearch crashing(sp, p);
   crashing.set_checkpoint_callback([&](const SearchState& st) { last = st; });
   int calls = 0;
-  EXPECT_THROW(crashing.run([&](const FactorTable& t) {
-    if (++calls == 64 + 5 * 32 + 17) throw std::runtime_error("killed");
-    return structural_loss(t);
-  }),
+  EXPECT_THROW(crashing
+                   .run([&](const FactorTable& t) {
+                     if (++calls == 64 + 5 * 32 + 17) throw std::runtime_error("killed");
+                     return structural_loss(t);
+                   })
+                   .value(),
                std::runtime_error);
   EXPECT_EQ(last.iteration, 5);
   EvolutionSearch again(sp, p);
-  expect_same_result(uninterrupted, again.resume(last, structural_loss));
+  expect_same_result(uninterrupted, again.resume(last, structural_loss).value());
 
   // A finished search can be extended: more iterations on resume equal a longer run.
   SearchParams longer = p;
   longer.iterations = 25;
   EvolutionSearch extended(sp, longer);
   EvolutionSearch direct(sp, longer);
-  expect_same_result(direct.run(structural_loss),
-                     extended.resume(uninterrupted.state, structural_loss));
+  expect_same_result(direct.run(structural_loss).value(),
+                     extended.resume(uninterrupted.state, structural_loss).value());
 }
 
 TEST(Search, ResumeRefusesAMismatchedState) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   SearchParams p;
   p.iterations = 2;
   EvolutionSearch search(sp, p);
-  const SearchResult r = search.run(structural_loss);
+  const SearchResult r = search.run(structural_loss).value();
 
   SearchParams other = p;
   other.seed = 1;
   EvolutionSearch wrong_seed(sp, other);
   try {
-    wrong_seed.resume(r.state, structural_loss);
+    wrong_seed.resume(r.state, structural_loss).value();
     FAIL() << "resume accepted a state with another seed";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ropescale::ErrorCode::kParseError);
@@ -431,7 +446,7 @@ TEST(Search, ResumeRefusesAMismatchedState) {
   sp2.upper_bound = 30.0;
   EvolutionSearch wrong_space(sp2, p);
   try {
-    wrong_space.resume(r.state, structural_loss);
+    wrong_space.resume(r.state, structural_loss).value();
     FAIL() << "resume accepted a state from another space";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ropescale::ErrorCode::kParseError);
@@ -439,46 +454,46 @@ TEST(Search, ResumeRefusesAMismatchedState) {
   }
   SearchState broken = r.state;
   broken.history[3].genome.steps[2] = 1;  // below s
-  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  EXPECT_THROW(search.resume(broken, structural_loss).value(), ropescale::Error);
   broken = r.state;
   broken.history.push_back(broken.history[0]);  // a duplicate
-  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  EXPECT_THROW(search.resume(broken, structural_loss).value(), ropescale::Error);
   broken = r.state;
   broken.population.push_back(100000);
-  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  EXPECT_THROW(search.resume(broken, structural_loss).value(), ropescale::Error);
   broken = r.state;
   broken.rng_state = "not a generator";
-  EXPECT_THROW(search.resume(broken, structural_loss), ropescale::Error);
+  EXPECT_THROW(search.resume(broken, structural_loss).value(), ropescale::Error);
 }
 
 TEST(Search, SeedsJoinTheInitialPopulation) {
-  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768);
+  const SearchSpace sp = SearchSpace::longrope2(small_spec(), 32768).value();
   const Eigen::ArrayXd target = hidden_table(16, 10, {9.0, 9.1, 9.3, 9.6, 9.8, 10.2});
   // Seeding with the optimum itself: found in P0, loss 0.
-  const Genome seed = ropescale::project_to_space(sp, target, 10);
+  const Genome seed = ropescale::project_to_space(sp, target, 10).value();
   SearchParams p;
   p.iterations = 1;
   EvolutionSearch search(sp, p);
   const SearchResult r =
-      search.run([&](const FactorTable& t) { return log_sq_loss(t, target); }, {seed});
+      search.run([&](const FactorTable& t) { return log_sq_loss(t, target); }, {seed}).value();
   EXPECT_EQ(r.best, seed);
   EXPECT_NEAR(r.best_loss, 0.0, 1e-24);
   EXPECT_EQ(r.state.history[5].genome, seed);  // after the 5 flat individuals (c = 8 .. 12)
 
   Genome bad = seed;
   bad.steps[1] = bad.steps[0] - 1;  // not monotone
-  EXPECT_THROW(search.run([](const FactorTable&) { return 0.0; }, {bad}), ropescale::Error);
+  EXPECT_THROW(search.run([](const FactorTable&) { return 0.0; }, {bad}).value(), ropescale::Error);
 }
 
 TEST(Search, CriticalPairIsFixedWithoutCriticalMutation) {
   // critical_mutation_prob = 0: the paper's Alg. 2, c only inherited from P0.
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   SearchParams p;
   p.iterations = 6;
   p.critical_mutation_prob = 0.0;
   EvolutionSearch search(sp, p);
   std::map<std::int64_t, int> per_c;
-  const SearchResult r = search.run(structural_loss);
+  const SearchResult r = search.run(structural_loss).value();
   for (const auto& e : r.state.history) ++per_c[e.genome.critical_pair];
   EXPECT_EQ(per_c.size(), 12u);  // every c in [24, 35] from P0, never another
   EXPECT_EQ(per_c.begin()->first, 24);
@@ -486,7 +501,7 @@ TEST(Search, CriticalPairIsFixedWithoutCriticalMutation) {
 }
 
 TEST(Search, RejectsBadInput) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   auto expect_invalid = [](const SearchSpace& s, const SearchParams& p, const char* needle) {
     try {
       EvolutionSearch search(s, p);
@@ -522,32 +537,36 @@ TEST(Search, RejectsBadInput) {
   s.monotonicity = Monotonicity::kStrictlyIncreasing;
   s.step = 1.0;  // 17 grid points for 40 strictly increasing factors
   expect_invalid(s, SearchParams{}, "space.step");
-  EXPECT_THROW(SearchSpace::longrope2(llama3_spec(), 4096), ropescale::Error);
-  EXPECT_THROW(SearchSpace::longrope2(RopeSpec{2, 2, 10000.0, 4096}, 8192), ropescale::Error);
+  EXPECT_THROW(SearchSpace::longrope2(llama3_spec(), 4096).value(), ropescale::Error);
+  EXPECT_THROW(SearchSpace::longrope2(RopeSpec{2, 2, 10000.0, 4096}, 8192).value(),
+               ropescale::Error);
   // Two pairs: c = 1 is the only choice, and the search runs.
-  const SearchSpace tiny = SearchSpace::longrope2(RopeSpec{4, 4, 10000.0, 4096}, 8192);
+  const SearchSpace tiny = SearchSpace::longrope2(RopeSpec{4, 4, 10000.0, 4096}, 8192).value();
   EXPECT_EQ(tiny.critical_lower, 1);
   EXPECT_EQ(tiny.critical_upper, 1);
   SearchParams few;
   few.iterations = 3;
-  const SearchResult r = EvolutionSearch(tiny, few).run(
-      [](const FactorTable& t) { return std::abs(t.factors()[1] - 3.0); });
+  const SearchResult r =
+      EvolutionSearch(tiny, few)
+          .run([](const FactorTable& t) { return std::abs(t.factors()[1] - 3.0); })
+          .value();
   EXPECT_EQ(r.best.critical_pair, 1);
   EXPECT_NEAR(r.table.factors()[1], 3.0, 0.5);
   // A space of five genomes (factors 2, 2.5, .., 4): P0 takes all five, then the search reports
   // exhaustion instead of looping.
   SearchSpace coarse = tiny;
   coarse.step = 0.5;
-  const SearchResult ex = EvolutionSearch(coarse, few).run([](const FactorTable& t) {
-    return std::abs(t.factors()[1] - 3.0);
-  });
+  const SearchResult ex =
+      EvolutionSearch(coarse, few)
+          .run([](const FactorTable& t) { return std::abs(t.factors()[1] - 3.0); })
+          .value();
   EXPECT_EQ(ex.stop_reason, StopReason::kExhausted);
   EXPECT_EQ(ex.evaluations, 5);
   EXPECT_EQ(ex.iterations, 0);
   EXPECT_EQ(ex.table.factors()[1], 3.0);
 
   EvolutionSearch ok(sp, SearchParams{});
-  EXPECT_THROW(ok.run(ropescale::SearchFitness{}), ropescale::Error);
+  EXPECT_THROW(ok.run(ropescale::SearchFitness{}).value(), ropescale::Error);
 }
 
 namespace {
@@ -572,8 +591,9 @@ std::vector<std::int64_t> ids_of(const std::vector<ropescale::Candidate>& batch)
 }  // namespace
 
 TEST(SearchAskTell, EqualsRunBitForBitHoweverTheBatchIsAnswered) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
-  const SearchResult reference = EvolutionSearch(sp, ask_tell_params()).run(structural_loss);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
+  const SearchResult reference =
+      EvolutionSearch(sp, ask_tell_params()).run(structural_loss).value();
   // Answers in reverse order, three at a time, as a farm of hosts would return them.
   EvolutionSearch search(sp, ask_tell_params());
   ASSERT_TRUE(search.start().ok());
@@ -587,7 +607,7 @@ TEST(SearchAskTell, EqualsRunBitForBitHoweverTheBatchIsAnswered) {
     ASSERT_EQ(ids_of(again), ids_of(batch));
     for (std::size_t i = 0; i < batch.size(); ++i) {
       EXPECT_EQ(batch[i].id, search.state().evaluations() + static_cast<std::int64_t>(i));
-      EXPECT_EQ(batch[i].table, ropescale::genome_table(sp, batch[i].genome));
+      EXPECT_EQ(batch[i].table, ropescale::genome_table(sp, batch[i].genome).value());
     }
     for (std::size_t end = batch.size(); end > 0;) {
       const std::size_t begin = end >= 3 ? end - 3 : 0;
@@ -603,15 +623,16 @@ TEST(SearchAskTell, EqualsRunBitForBitHoweverTheBatchIsAnswered) {
   }
   EXPECT_TRUE(search.finished());
   EXPECT_EQ(batches, reference.iterations + 1);
-  const SearchResult r = search.result();
+  const SearchResult r = search.result().value();
   expect_same_result(reference, r);
   EXPECT_EQ(r.stop_reason, reference.stop_reason);
   EXPECT_TRUE(r.state.pending.empty());
 }
 
 TEST(SearchAskTell, ResumesInTheMiddleOfABatch) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
-  const SearchResult reference = EvolutionSearch(sp, ask_tell_params()).run(structural_loss);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
+  const SearchResult reference =
+      EvolutionSearch(sp, ask_tell_params()).run(structural_loss).value();
   // Stop in the middle of the initial population and of the third batch.
   for (const int stop_batch : {0, 2}) {
     EvolutionSearch first(sp, ask_tell_params());
@@ -639,12 +660,12 @@ TEST(SearchAskTell, ResumesInTheMiddleOfABatch) {
     ASSERT_EQ(rest.size(), mid.pending.size() - 1);
     EXPECT_EQ(rest[0].id, mid.pending[0].id);
     EXPECT_EQ(rest[1].id, mid.pending[2].id);
-    expect_same_result(reference, second.resume(mid, structural_loss));
+    expect_same_result(reference, second.resume(mid, structural_loss).value());
   }
 }
 
 TEST(SearchAskTell, RefusesBadAnswersByNameAndRecordsNothing) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   EvolutionSearch search(sp, ask_tell_params());
   auto expect_refused = [&](const ropescale::Status& s, const std::string& argument,
                             const std::string& rule) {
@@ -693,7 +714,7 @@ TEST(SearchAskTell, RefusesBadAnswersByNameAndRecordsNothing) {
   EXPECT_EQ(st.history[5].loss, std::numeric_limits<double>::infinity());
   EXPECT_EQ(st.history[6].loss, std::numeric_limits<double>::infinity());
   EXPECT_EQ(st.history[3].loss, 1.0);
-  EXPECT_EQ(search.result().best_loss, 1.0);
+  EXPECT_EQ(search.result().value().best_loss, 1.0);
   // The next batch's ids continue after the history; the old ids are refused now.
   const std::vector<ropescale::Candidate> next = search.ask();
   ASSERT_FALSE(next.empty());
@@ -702,7 +723,7 @@ TEST(SearchAskTell, RefusesBadAnswersByNameAndRecordsNothing) {
 }
 
 TEST(SearchAskTell, RestoreRefusesAnInconsistentPendingBatch) {
-  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072);
+  const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   EvolutionSearch search(sp, ask_tell_params());
   const std::vector<ropescale::Candidate> batch = search.ask();
   const SearchState mid = search.state();

@@ -29,7 +29,7 @@ using ropescale::SearchState;
 namespace {
 
 SearchSpace test_space() {
-  return SearchSpace::longrope2(RopeSpec{128, 128, 500000.0, 8192}, 131072);
+  return SearchSpace::longrope2(RopeSpec{128, 128, 500000.0, 8192}, 131072).value();
 }
 
 double loss(const FactorTable& t) {
@@ -63,7 +63,7 @@ bool exists(const std::string& path) { return std::ifstream(path).good(); }
 
 void expect_same_state(const SearchState& a, const SearchState& b) {
   EXPECT_EQ(a.space, b.space);
-  EXPECT_EQ(ropescale::search_params_mismatch(a.params, b.params), "");
+  EXPECT_EQ(ropescale::mismatch(a.params, b.params), "");
   EXPECT_EQ(a.params.iterations, b.params.iterations);
   EXPECT_EQ(a.iteration, b.iteration);
   EXPECT_EQ(a.population, b.population);
@@ -79,7 +79,7 @@ void expect_same_state(const SearchState& a, const SearchState& b) {
 void expect_refused(const std::string& path, const std::string& needle) {
   const std::string before = read_file(path);
   try {
-    ropescale::load_search_checkpoint(path);
+    ropescale::load_search_checkpoint(path).value();
     ADD_FAILURE() << "accepted a bad checkpoint (" << needle << ")";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kParseError) << e.what();
@@ -87,7 +87,7 @@ void expect_refused(const std::string& path, const std::string& needle) {
   }
   // run_or_resume refuses it too, before writing anything.
   EvolutionSearch search(test_space(), SearchParams{});
-  EXPECT_THROW(ropescale::run_or_resume_search(search, path, loss), ropescale::Error);
+  EXPECT_THROW(ropescale::run_or_resume_search(search, path, loss).value(), ropescale::Error);
   EXPECT_EQ(read_file(path), before);
   EXPECT_FALSE(exists(path + ".tmp"));
 }
@@ -101,12 +101,15 @@ TEST(SearchCheckpoint, RoundTripIsExact) {
   EvolutionSearch search(test_space(), p);
   int calls = 0;
   // Some infinite losses (written as null) and awkward doubles.
-  const SearchResult r = search.run(
-      [&](const FactorTable& t) { return (++calls % 7 == 0) ? INFINITY : loss(t) / 3.0 + 1e-300; });
+  const SearchResult r = search
+                             .run([&](const FactorTable& t) {
+                               return (++calls % 7 == 0) ? INFINITY : loss(t) / 3.0 + 1e-300;
+                             })
+                             .value();
   const std::string path = temp_path("ckpt.json");
-  ropescale::save_search_checkpoint(path, r.state);
+  ropescale::throw_if_error(ropescale::save_search_checkpoint(path, r.state));
   EXPECT_FALSE(exists(path + ".tmp"));
-  const SearchState back = ropescale::load_search_checkpoint(path);
+  const SearchState back = ropescale::load_search_checkpoint(path).value();
   expect_same_state(r.state, back);
 
   const nlohmann::json j = nlohmann::json::parse(read_file(path));
@@ -126,7 +129,7 @@ TEST(SearchCheckpoint, KillAndResumeFromTheFileEqualsAnUninterruptedRun) {
   p.iterations = 15;
   p.seed = 5;
   EvolutionSearch reference(test_space(), p);
-  const SearchResult uninterrupted = reference.run(loss);
+  const SearchResult uninterrupted = reference.run(loss).value();
 
   const std::string path = temp_path("ckpt.json");
   std::remove(path.c_str());
@@ -139,10 +142,11 @@ TEST(SearchCheckpoint, KillAndResumeFromTheFileEqualsAnUninterruptedRun) {
                                                    if (++calls == 64 + 5 * 32 + 20)
                                                      throw std::runtime_error("killed");
                                                    return loss(t);
-                                                 }),
+                                                 })
+                     .value(),
                  std::runtime_error);
   }
-  EXPECT_EQ(ropescale::load_search_checkpoint(path).iteration, 5);
+  EXPECT_EQ(ropescale::load_search_checkpoint(path).value().iteration, 5);
   // Session 2: stopped on purpose after iteration 9, with another thread count.
   {
     SearchParams q = p;
@@ -150,20 +154,20 @@ TEST(SearchCheckpoint, KillAndResumeFromTheFileEqualsAnUninterruptedRun) {
     q.thread_safe = true;
     EvolutionSearch search(test_space(), q);
     search.set_stop_callback([](const SearchProgress& pr) { return pr.iteration == 9; });
-    const SearchResult part = ropescale::run_or_resume_search(search, path, loss);
+    const SearchResult part = ropescale::run_or_resume_search(search, path, loss).value();
     EXPECT_EQ(part.iterations, 9);
   }
-  EXPECT_EQ(ropescale::load_search_checkpoint(path).iteration, 9);
+  EXPECT_EQ(ropescale::load_search_checkpoint(path).value().iteration, 9);
   // Session 3: runs to the end.
   EvolutionSearch search(test_space(), p);
-  const SearchResult resumed = ropescale::run_or_resume_search(search, path, loss);
+  const SearchResult resumed = ropescale::run_or_resume_search(search, path, loss).value();
   EXPECT_EQ(resumed.best, uninterrupted.best);
   EXPECT_EQ(resumed.best_loss, uninterrupted.best_loss);
   EXPECT_EQ(resumed.table, uninterrupted.table);
   EXPECT_EQ(resumed.table.method(), uninterrupted.table.method());
   expect_same_state(resumed.state, uninterrupted.state);
   // The final checkpoint holds the final state.
-  expect_same_state(ropescale::load_search_checkpoint(path), uninterrupted.state);
+  expect_same_state(ropescale::load_search_checkpoint(path).value(), uninterrupted.state);
   std::remove(path.c_str());
 }
 
@@ -171,9 +175,9 @@ TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
   SearchParams p;
   p.iterations = 2;
   EvolutionSearch search(test_space(), p);
-  const SearchResult r = search.run(loss);
+  const SearchResult r = search.run(loss).value();
   const std::string good_path = temp_path("good.json");
-  ropescale::save_search_checkpoint(good_path, r.state);
+  ropescale::throw_if_error(ropescale::save_search_checkpoint(good_path, r.state));
   const std::string good = read_file(good_path);
   const nlohmann::json j = nlohmann::json::parse(good);
   const std::string path = temp_path("bad.json");
@@ -232,7 +236,7 @@ TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
     }
     EvolutionSearch other(sp, q);
     try {
-      ropescale::run_or_resume_search(other, path, loss);
+      ropescale::run_or_resume_search(other, path, loss).value();
       ADD_FAILURE() << "resumed a checkpoint with another " << field;
     } catch (const ropescale::Error& e) {
       EXPECT_EQ(e.code(), ErrorCode::kParseError);
@@ -245,7 +249,7 @@ TEST(SearchCheckpoint, RefusesTruncatedCorruptAndMismatchedFiles) {
   const std::string missing = temp_path("missing.json");
   std::remove(missing.c_str());
   try {
-    ropescale::load_search_checkpoint(missing);
+    ropescale::load_search_checkpoint(missing).value();
     ADD_FAILURE() << "loaded a missing file";
   } catch (const ropescale::Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kIoError);
@@ -258,14 +262,14 @@ TEST(SearchCheckpoint, FailedWriteLeavesThePreviousFile) {
   SearchParams p;
   p.iterations = 1;
   EvolutionSearch search(test_space(), p);
-  const SearchResult r = search.run(loss);
+  const SearchResult r = search.run(loss).value();
   // A directory where the temp file should go makes the write fail; the old file survives.
   const std::string path = temp_path("ckpt.json");
   write_file(path, "previous");
   const std::string tmp = path + ".tmp";
   ASSERT_EQ(std::system(("mkdir -p '" + tmp + "'").c_str()), 0);
   ropescale::SearchState st = r.state;
-  const ropescale::Status s = ropescale::try_save_search_checkpoint(path, st);
+  const ropescale::Status s = ropescale::save_search_checkpoint(path, st);
   EXPECT_EQ(s.code(), ErrorCode::kIoError) << s.message();
   EXPECT_EQ(read_file(path), "previous");
   std::remove(tmp.c_str());
@@ -278,18 +282,19 @@ TEST(SearchCheckpoint, ProportionalSpecKeepsItsFrequencySpan) {
   spec.freq_dim = 512;
   SearchParams p;
   p.iterations = 1;
-  EvolutionSearch search(SearchSpace::longrope2(spec, 65536), p);
-  const SearchResult r = search.run([](const FactorTable& t) { return t.factors().sum(); });
+  EvolutionSearch search(SearchSpace::longrope2(spec, 65536).value(), p);
+  const SearchResult r = search.run([](const FactorTable& t) { return t.factors().sum(); }).value();
   const nlohmann::json j = ropescale::search_state_to_json(r.state);
   EXPECT_EQ(j["space"]["freq_dim"], 512);
-  SearchState back;
-  ASSERT_TRUE(ropescale::try_search_state_from_json(j, &back).ok());
+  const ropescale::Result<SearchState> made = ropescale::search_state_from_json(j);
+  ASSERT_TRUE(made.ok()) << made.status().message();
+  const SearchState& back = *made;
   EXPECT_EQ(back.space.spec.frequency_dim(), 512);
   expect_same_state(r.state, back);
   // A plain spec writes no freq_dim key.
   EvolutionSearch plain(test_space(), p);
   EXPECT_FALSE(
-      ropescale::search_state_to_json(plain.run(loss).state)["space"].contains("freq_dim"));
+      ropescale::search_state_to_json(plain.run(loss).value().state)["space"].contains("freq_dim"));
 }
 
 // Every search-defining field of the space and of the parameters, changed in turn: resume refuses
@@ -297,7 +302,7 @@ TEST(SearchCheckpoint, ProportionalSpecKeepsItsFrequencySpan) {
 // tables, so a field added to either struct without a case here fails the coverage check.
 TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
   RopeSpec spec{64, 32, 10000.0, 256};
-  const SearchSpace space = SearchSpace::longrope2(spec, 1024);
+  const SearchSpace space = SearchSpace::longrope2(spec, 1024).value();
   ASSERT_GE(space.critical_lower, 1);
   ASSERT_LT(space.critical_upper, spec.pairs() - 1);
   SearchParams params;
@@ -307,10 +312,10 @@ TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
   params.crossovers = 2;
   params.iterations = 1;
   const auto fitness = [](const FactorTable& t) { return t.factors().sum(); };
-  const SearchState state = EvolutionSearch(space, params).run(fitness).state;
+  const SearchState state = EvolutionSearch(space, params).run(fitness).value().state;
   // The checkpoint file says the same as the state (freq_dim included).
   const std::string path = temp_path("ckpt.json");
-  ropescale::save_search_checkpoint(path, state);
+  ropescale::throw_if_error(ropescale::save_search_checkpoint(path, state));
 
   using Edit = std::function<void(SearchSpace&, SearchParams&)>;
   const std::vector<std::pair<std::string, Edit>> space_edits = {
@@ -388,9 +393,9 @@ TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
         EvolutionSearch other(sp, p);
         try {
           if (from_file)
-            ropescale::run_or_resume_search(other, path, fitness);
+            ropescale::run_or_resume_search(other, path, fitness).value();
           else
-            other.resume(state, fitness);
+            other.resume(state, fitness).value();
           ADD_FAILURE() << "resumed a checkpoint with another " << field;
         } catch (const ropescale::Error& e) {
           EXPECT_EQ(e.code(), ErrorCode::kParseError);
@@ -407,9 +412,9 @@ TEST(SearchCheckpoint, ResumeRefusesEveryChangedDefiningField) {
     SearchParams p = params;
     edit(sp, p);
     EXPECT_NE(p, params) << field;
-    EXPECT_EQ(ropescale::search_params_mismatch(state.params, p), "") << field;
+    EXPECT_EQ(ropescale::mismatch(state.params, p), "") << field;
     EvolutionSearch other(sp, p);
-    EXPECT_NO_THROW(other.resume(state, fitness)) << field;
+    EXPECT_NO_THROW(other.resume(state, fitness).value()) << field;
   }
   std::remove(path.c_str());
 }
@@ -424,7 +429,7 @@ TEST(SearchCheckpoint, PendingBatchRoundTripsAndResumes) {
   p.mutations = 3;
   p.crossovers = 3;
   p.iterations = 3;
-  const SearchResult reference = EvolutionSearch(test_space(), p).run(loss);
+  const SearchResult reference = EvolutionSearch(test_space(), p).run(loss).value();
   EvolutionSearch first(test_space(), p);
   std::vector<double> losses;
   for (const ropescale::Candidate& c : first.ask()) losses.push_back(loss(c.table));
@@ -436,13 +441,13 @@ TEST(SearchCheckpoint, PendingBatchRoundTripsAndResumes) {
                   .ok());
   const SearchState mid = first.state();
   const std::string path = temp_path("ckpt.json");
-  ropescale::save_search_checkpoint(path, mid);
+  ropescale::throw_if_error(ropescale::save_search_checkpoint(path, mid));
   const nlohmann::json j = nlohmann::json::parse(read_file(path));
   EXPECT_EQ(j["version"], 2);
   ASSERT_EQ(j["pending"].size(), batch.size());
   EXPECT_TRUE(j["pending"][0]["loss"].is_null());  // +infinity
   EXPECT_FALSE(j["pending"][1].contains("loss"));  // not answered
-  const SearchState back = ropescale::load_search_checkpoint(path);
+  const SearchState back = ropescale::load_search_checkpoint(path).value();
   expect_same_state(mid, back);
   ASSERT_EQ(back.pending.size(), mid.pending.size());
   for (std::size_t i = 0; i < mid.pending.size(); ++i) {
@@ -455,10 +460,10 @@ TEST(SearchCheckpoint, PendingBatchRoundTripsAndResumes) {
   }
   // The file resumes to the run whose batch got the same losses: batch[0] told +inf there too.
   EvolutionSearch second(test_space(), p);
-  const SearchResult resumed = second.resume(back, loss);
+  const SearchResult resumed = second.resume(back, loss).value();
   EvolutionSearch direct(test_space(), p);
   ASSERT_TRUE(direct.restore(mid).ok());
-  const SearchResult same = direct.resume(mid, loss);
+  const SearchResult same = direct.resume(mid, loss).value();
   EXPECT_EQ(ropescale::search_state_to_json(resumed.state),
             ropescale::search_state_to_json(same.state));
   EXPECT_EQ(resumed.state.history[batch[0].id].loss, std::numeric_limits<double>::infinity());

@@ -48,29 +48,30 @@ TEST(Selection, HuggingFaceRuleAtTheBoundary) {
   const std::int64_t orig = phi4_original();
   ASSERT_EQ(orig, 4096);
   // Rule: long iff max_position + 1 > original. As max position ids:
-  EXPECT_EQ(ropescale::select_window(orig - 1, orig), RopeWindow::kShort);  // 4096 tokens
-  EXPECT_EQ(ropescale::select_window(orig, orig), RopeWindow::kLong);       // 4097 tokens
-  EXPECT_EQ(ropescale::select_window(orig + 1, orig), RopeWindow::kLong);
-  EXPECT_EQ(ropescale::select_window(0, orig), RopeWindow::kShort);
-  EXPECT_EQ(ropescale::select_window(std::numeric_limits<std::int64_t>::max(), orig),
+  EXPECT_EQ(ropescale::select_window(orig - 1, orig).value(), RopeWindow::kShort);  // 4096 tokens
+  EXPECT_EQ(ropescale::select_window(orig, orig).value(), RopeWindow::kLong);       // 4097 tokens
+  EXPECT_EQ(ropescale::select_window(orig + 1, orig).value(), RopeWindow::kLong);
+  EXPECT_EQ(ropescale::select_window(0, orig).value(), RopeWindow::kShort);
+  EXPECT_EQ(ropescale::select_window(std::numeric_limits<std::int64_t>::max(), orig).value(),
             RopeWindow::kLong);
   // As sequence lengths (positions 0 .. n-1): n = original - 1 and original stay short.
   for (std::int64_t n : {orig - 1, orig, orig + 1}) {
     const auto p = iota_positions(n);
     const RopeWindow expected = n > orig ? RopeWindow::kLong : RopeWindow::kShort;
-    EXPECT_EQ(ropescale::select_window(p.data(), n, orig), expected) << n;
+    EXPECT_EQ(ropescale::select_window(p.data(), n, orig).value(), expected) << n;
   }
   ropescale::RopeSpec spec;
   spec.original_max_position = orig;
-  EXPECT_EQ(ropescale::select_window(spec, orig - 1), RopeWindow::kShort);
-  EXPECT_EQ(ropescale::select_window(spec, orig), RopeWindow::kLong);
+  EXPECT_EQ(ropescale::select_window(spec, orig - 1).value(), RopeWindow::kShort);
+  EXPECT_EQ(ropescale::select_window(spec, orig).value(), RopeWindow::kLong);
 }
 
 TEST(Selection, UsesTheMaximumNotTheLastPosition) {
   // Position ids that reset (packed documents): the maximum decides.
   const std::vector<std::int64_t> p = {0, 1, 2, 3, 4, 5, 0, 1};
-  EXPECT_EQ(ropescale::select_window(p.data(), 8, 6), RopeWindow::kShort);  // max 5, 5+1 = 6
-  EXPECT_EQ(ropescale::select_window(p.data(), 8, 5), RopeWindow::kLong);   // 6 > 5
+  EXPECT_EQ(ropescale::select_window(p.data(), 8, 6).value(),
+            RopeWindow::kShort);                                                   // max 5, 5+1 = 6
+  EXPECT_EQ(ropescale::select_window(p.data(), 8, 5).value(), RopeWindow::kLong);  // 6 > 5
 }
 
 TEST(Selection, PerSequenceChoiceForABatch) {
@@ -79,14 +80,14 @@ TEST(Selection, PerSequenceChoiceForABatch) {
   ids << 0, 1, 2, 4095,  //
       4096, 0, 1, 2,     // max first, not last
       10, 11, 12, 13;
-  const auto w = ropescale::select_windows(ids, orig);
+  const auto w = ropescale::select_windows(ids, orig).value();
   ASSERT_EQ(w.size(), 3u);
   EXPECT_EQ(w[0], RopeWindow::kShort);
   EXPECT_EQ(w[1], RopeWindow::kLong);
   EXPECT_EQ(w[2], RopeWindow::kShort);
   // Hugging Face takes one maximum over the batch: one long row makes it long.
-  EXPECT_EQ(ropescale::batch_window(ids, orig), RopeWindow::kLong);
-  EXPECT_EQ(ropescale::batch_window(ids.topRows(1), orig), RopeWindow::kShort);
+  EXPECT_EQ(ropescale::batch_window(ids, orig).value(), RopeWindow::kLong);
+  EXPECT_EQ(ropescale::batch_window(ids.topRows(1), orig).value(), RopeWindow::kShort);
 
   const ropescale::FactorTable short_t = ropescale::FactorTable::identity(4);
   const ropescale::FactorTable long_t(Eigen::ArrayXd::Constant(4, 8.0), 1.2, "linear");
@@ -96,38 +97,37 @@ TEST(Selection, PerSequenceChoiceForABatch) {
 
 TEST(Selection, SwitchHappensOnceWhenGenerationCrossesTheWindow) {
   const std::int64_t orig = 4096;
-  EXPECT_FALSE(ropescale::window_switches(4094, 4095, orig));
-  EXPECT_TRUE(ropescale::window_switches(4095, 4096, orig));
-  EXPECT_FALSE(ropescale::window_switches(4096, 4097, orig));
-  EXPECT_TRUE(ropescale::window_switches(10, 100000, orig));
+  EXPECT_FALSE(ropescale::window_switches(4094, 4095, orig).value());
+  EXPECT_TRUE(ropescale::window_switches(4095, 4096, orig).value());
+  EXPECT_FALSE(ropescale::window_switches(4096, 4097, orig).value());
+  EXPECT_TRUE(ropescale::window_switches(10, 100000, orig).value());
 }
 
 TEST(Selection, RejectsBadArguments) {
-  RopeWindow w = RopeWindow::kLong;
-  auto s = ropescale::try_select_window(-1, 4096, &w);
+  ropescale::Status s = ropescale::select_window(-1, 4096).status();
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.argument(), "max_position");
   EXPECT_NE(s.message().find("max_position = -1"), std::string::npos) << s.message();
-  EXPECT_EQ(w, RopeWindow::kLong);  // untouched on error
-  s = ropescale::try_select_window(5, 0, &w);
+  s = ropescale::select_window(5, 0).status();
   EXPECT_NE(s.message().find("original_max_position = 0: must be > 0"), std::string::npos);
-  EXPECT_FALSE(ropescale::try_select_window(5, 10, static_cast<RopeWindow*>(nullptr)).ok());
-  EXPECT_THROW(ropescale::select_window(3, -4), ropescale::Error);
+  EXPECT_THROW(ropescale::select_window(3, -4).value(), ropescale::Error);
+  EXPECT_FALSE(ropescale::window_switches(-1, 5, 10).ok());
 
   const std::vector<std::int64_t> p = {0, 1, -2};
-  s = ropescale::try_select_window(p.data(), 3, 10, &w);
+  s = ropescale::select_window(p.data(), 3, 10).status();
   EXPECT_NE(s.message().find("positions[2] = -2"), std::string::npos) << s.message();
-  EXPECT_FALSE(ropescale::try_select_window(p.data(), 0, 10, &w).ok());
-  EXPECT_FALSE(ropescale::try_select_window(nullptr, 3, 10, &w).ok());
+  EXPECT_FALSE(ropescale::select_window(p.data(), 0, 10).ok());
+  EXPECT_FALSE(ropescale::select_window(nullptr, 3, 10).ok());
 
   PositionMatrix ids(1, 2);
   ids << 3, -1;
-  std::vector<RopeWindow> ws;
-  s = ropescale::try_select_windows(ids, 10, &ws);
+  s = ropescale::select_windows(ids, 10).status();
   EXPECT_NE(s.message().find("position_ids(0, 1) = -1"), std::string::npos) << s.message();
-  EXPECT_THROW(ropescale::select_windows(PositionMatrix(0, 3), 10), ropescale::Error);
+  EXPECT_FALSE(ropescale::batch_window(ids, 10).ok());
+  EXPECT_THROW(ropescale::select_windows(PositionMatrix(0, 3), 10).value(), ropescale::Error);
   ropescale::RopeSpec bad;
   bad.rotary_dim = 7;
-  EXPECT_THROW(ropescale::select_window(bad, 3), ropescale::Error);
+  EXPECT_THROW(ropescale::select_window(bad, 3).value(), ropescale::Error);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ void check_plan(const std::vector<std::int64_t>& lengths, const PackOptions& opt
 
     // Positions: restart per document in short segments (= offset within the document), per
     // piece with document masks in long segments, continuous with full causal attention.
-    const std::vector<std::int64_t> pos = s.position_ids();
+    const std::vector<std::int64_t> pos = s.position_ids().value();
     ASSERT_EQ(static_cast<std::int64_t>(pos.size()), s.length);
     for (const DocumentPiece& p : s.pieces)
       for (std::int64_t t = 0; t < p.length; ++t) {
@@ -190,7 +190,7 @@ void check_plan(const std::vector<std::int64_t>& lengths, const PackOptions& opt
       }
     // Mask kind and window.
     ASSERT_EQ(s.mask, short_pool ? MaskKind::kDocumentCausal : opt.long_mask);
-    ASSERT_EQ(s.window, ropescale::select_window(pos.data(), s.length, orig));
+    ASSERT_EQ(s.window, ropescale::select_window(pos.data(), s.length, orig).value());
     if (short_pool) {
       ASSERT_EQ(s.window, RopeWindow::kShort);
     }
@@ -218,7 +218,7 @@ void check_plan(const std::vector<std::int64_t>& lengths, const PackOptions& opt
     if (!check_dense) continue;
     // Dense mask: causal, equal to "same cu_seqlens block and j <= i", and in document-masked
     // segments never across a document piece boundary.
-    const ropescale::DenseMask m = s.dense_mask();
+    const ropescale::DenseMask m = s.dense_mask().value();
     ASSERT_EQ(m.rows(), s.length);
     ASSERT_EQ(m.cols(), s.length);
     const std::vector<std::int64_t> block = blocks_of(s);
@@ -267,7 +267,7 @@ TEST(Packing, ToyCorpusByHand) {
   // Short documents (<= 16): 0,1,2,3,5,8 with 5+12+16+3+9+7 = 52 tokens -> one short segment.
   // Long documents 4 (40), 6 (70), 7 (20), 9 (30) back to back in 64-token segments:
   //   [doc4 0..40 | doc6 0..24] [doc6 24..70 | doc7 0..18] [doc7 18..20 | doc9 0..30]
-  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, toy_options());
+  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, toy_options()).value();
   ASSERT_EQ(plan.segments.size(), 4u);
   EXPECT_EQ(plan.total_tokens, 212);
   EXPECT_EQ(plan.num_documents, 10);
@@ -298,7 +298,7 @@ TEST(Packing, ToyCorpusByHand) {
 TEST(Packing, ChunkModeKeepsDocumentsApartAndTailsFollowTheRule) {
   PackOptions o = toy_options();
   o.long_packing = LongPacking::kChunk;
-  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, o);
+  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, o).value();
   // doc4 -> 40; doc6 -> 64 + 6; doc7 -> 20; doc9 -> 30.
   ASSERT_EQ(plan.segments.size(), 6u);
   const std::vector<std::int64_t> lens = {52, 40, 64, 6, 20, 30};
@@ -319,7 +319,7 @@ TEST(Packing, ChunkModeKeepsDocumentsApartAndTailsFollowTheRule) {
 TEST(Packing, DocumentMasksInLongSegments) {
   PackOptions o = toy_options();
   o.long_mask = MaskKind::kDocumentCausal;
-  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, o);
+  const PackingPlan plan = ropescale::pack_documents(kToyCorpus, o).value();
   ASSERT_EQ(plan.segments.size(), 4u);
   EXPECT_EQ(plan.segments[1].cu_seqlens, (std::vector<std::int64_t>{0, 40, 64}));
   // doc 6's second piece restarts at position 0 (46 tokens, max position 45 > 15: long).
@@ -342,7 +342,7 @@ TEST(Packing, RandomCorporaConserveEveryTokenOnce) {
                   rng() % static_cast<std::uint64_t>((rng() % 3 == 0) ? 4 * o.segment_length
                                                                       : o.original_max_position));
     SCOPED_TRACE(testing::Message() << "trial " << trial);
-    const PackingPlan plan = ropescale::pack_documents(lengths, o);
+    const PackingPlan plan = ropescale::pack_documents(lengths, o).value();
     check_plan(lengths, o, plan, true);
     if (HasFatalFailure()) return;
   }
@@ -358,7 +358,7 @@ TEST(Packing, PaperScaleWithoutDenseMasks) {
   for (int i = 0; i < 300; ++i)
     lengths.push_back(i % 3 == 0 ? 8192 + static_cast<std::int64_t>(rng() % 192000)
                                  : 64 + static_cast<std::int64_t>(rng() % 4033));
-  const PackingPlan plan = ropescale::pack_documents(lengths, o);
+  const PackingPlan plan = ropescale::pack_documents(lengths, o).value();
   check_plan(lengths, o, plan, false);
   for (const PackedSegment& s : plan.segments) {
     if (&s == &plan.segments.back()) break;
@@ -367,49 +367,46 @@ TEST(Packing, PaperScaleWithoutDenseMasks) {
     }
   }
   EXPECT_GT(plan.fill_ratio(), 0.98);
-  EXPECT_THROW(plan.segments.back().dense_mask(), ropescale::Error);
+  EXPECT_THROW(plan.segments.back().dense_mask().value(), ropescale::Error);
 }
 
 TEST(Packing, EmptyCorpusGivesNoSegments) {
-  const PackingPlan plan = ropescale::pack_documents({}, toy_options());
+  const PackingPlan plan = ropescale::pack_documents({}, toy_options()).value();
   EXPECT_TRUE(plan.segments.empty());
   EXPECT_EQ(plan.total_tokens, 0);
   EXPECT_EQ(plan.fill_ratio(), 0.0);
 }
 
 TEST(Packing, RejectsBadArguments) {
-  PackingPlan plan;
-  auto s = ropescale::try_pack_documents({4, 0, 3}, toy_options(), &plan);
+  ropescale::Status s = ropescale::pack_documents({4, 0, 3}, toy_options()).status();
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(s.message().find("lengths[1] = 0: must be > 0"), std::string::npos) << s.message();
-  s = ropescale::try_pack_documents({-5}, toy_options(), &plan);
+  s = ropescale::pack_documents({-5}, toy_options()).status();
   EXPECT_NE(s.message().find("lengths[0] = -5"), std::string::npos);
   PackOptions o = toy_options();
   o.segment_length = 16;  // == original
-  s = ropescale::try_pack_documents({4}, o, &plan);
+  s = ropescale::pack_documents({4}, o).status();
   EXPECT_NE(s.message().find("segment_length = 16: must be > original_max_position (16)"),
             std::string::npos)
       << s.message();
   o = toy_options();
   o.original_max_position = 0;
-  EXPECT_THROW(ropescale::pack_documents({4}, o), ropescale::Error);
+  EXPECT_THROW(ropescale::pack_documents({4}, o).value(), ropescale::Error);
   o = toy_options();
   o.long_mask = static_cast<MaskKind>(7);
-  EXPECT_THROW(ropescale::pack_documents({4}, o), ropescale::Error);
+  EXPECT_THROW(ropescale::pack_documents({4}, o).value(), ropescale::Error);
   o = toy_options();
   o.long_packing = static_cast<LongPacking>(7);
-  EXPECT_THROW(ropescale::pack_documents({4}, o), ropescale::Error);
+  EXPECT_THROW(ropescale::pack_documents({4}, o).value(), ropescale::Error);
   const std::int64_t big = std::numeric_limits<std::int64_t>::max() / 2 + 1;
-  s = ropescale::try_pack_documents({big, big}, toy_options(), &plan);
+  s = ropescale::pack_documents({big, big}, toy_options()).status();
   EXPECT_NE(s.message().find("overflows"), std::string::npos) << s.message();
-  EXPECT_FALSE(ropescale::try_pack_documents({4}, toy_options(), nullptr).ok());
 
-  const PackingPlan ok = ropescale::pack_documents(kToyCorpus, toy_options());
-  ropescale::DenseMask m;
-  s = ok.segments[0].try_dense_mask(&m, 51);
+  const PackingPlan ok = ropescale::pack_documents(kToyCorpus, toy_options()).value();
+  s = ok.segments[0].dense_mask(51).status();
   EXPECT_NE(s.message().find("segment length = 52: must be <= max_tokens (51)"), std::string::npos)
       << s.message();
-  EXPECT_TRUE(ok.segments[0].try_dense_mask(&m, 52).ok());
+  EXPECT_TRUE(ok.segments[0].dense_mask(52).ok());
 }
 
 }  // namespace

@@ -282,8 +282,8 @@ int run_extend(const std::vector<std::string>& argv) {
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec);
-  const std::int64_t lower = ropescale::critical_search_lower_pair(spec);
+  const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec).value();
+  const std::int64_t lower = ropescale::critical_search_lower_pair(spec).value();
   auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
   const int nthreads = static_cast<int>(threads);
   nlohmann::json out = cli::json_document(
@@ -307,7 +307,7 @@ int run_extend(const std::vector<std::string>& argv) {
   for (double d : check_depths) check_groups.push_back({"depth " + fmt(d), d});
   const tiny_llama::LengthSet check_set =
       tiny_llama::LengthSet::make(corpus.held_out, L, check_groups, check_rows, 0, 5000);
-  const double long_af = ropescale::SearchSpace::longrope2(spec, 4 * L).attention_factor;
+  const double long_af = ropescale::SearchSpace::longrope2(spec, 4 * L).value().attention_factor;
   nlohmann::json check = {{"depths", check_depths},
                           {"needle_n", check_rows},
                           {"attention_factor", {1.0, long_af}},
@@ -376,7 +376,7 @@ int run_extend(const std::vector<std::string>& argv) {
                                                text_rows, 1000 + i));
 
   // --- 1. critical dimensions and the c-sweep (claim 1)
-  const Eigen::ArrayXd inv = ropescale::base_inv_freq(spec);
+  const Eigen::ArrayXd inv = ropescale::base_inv_freq(spec).value();
   nlohmann::json pairs = nlohmann::json::array();
   for (Eigen::Index i = 0; i < inv.size(); ++i) {
     const double period = ropescale::kTwoPi / inv[i];
@@ -455,13 +455,14 @@ int run_extend(const std::vector<std::string>& argv) {
   };
   static_row("plain", [&](std::int64_t) { return ropescale::FactorTable::identity(spec); });
   static_row("pi", [&](std::int64_t m) {
-    return ropescale::linear_factors(spec, static_cast<double>(m));
+    return ropescale::linear_factors(spec, static_cast<double>(m)).value();
   });
-  static_row("ntk", [&](std::int64_t m) { return ropescale::ntk_critical_factors(spec, L * m); });
+  static_row("ntk",
+             [&](std::int64_t m) { return ropescale::ntk_critical_factors(spec, L * m).value(); });
   static_row("yarn", [&](std::int64_t m) {
     ropescale::YarnParams p;
     p.factor = static_cast<double>(m);
-    return ropescale::yarn_factors(spec, p);
+    return ropescale::yarn_factors(spec, p).value();
   });
   // LongRoPE2-init at i_tcd; at 1x the original frequencies with the first extension's
   // attention factor (a longrope config's short window).

@@ -71,7 +71,7 @@ int run_factors(const std::vector<std::string>& argv) {
     const ropescale::RopeConfig& cfg = model.kinds[k].config;
     nlohmann::json& kind = doc["kinds"][k];
     const ropescale::FactorTable table = cfg.table_for(seq_len);
-    const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec);
+    const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec).value();
     const auto selection = cfg.window_for(seq_len);
     kind["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;
     kind["attention_factor"] = table.attention_factor();

@@ -108,11 +108,11 @@ int run_pack(const std::vector<std::string>& argv) {
       mask == "full" ? ropescale::MaskKind::kFullCausal : ropescale::MaskKind::kDocumentCausal;
   const std::int64_t show = args.get_int("--show", 20, 0, std::int64_t{1} << 40);
 
-  ropescale::PackingPlan plan;
-  const ropescale::Status packed = ropescale::try_pack_documents(lengths, opt, &plan);
+  ropescale::Result<ropescale::PackingPlan> packed = ropescale::pack_documents(lengths, opt);
   if (!packed.ok()) {
-    throw cli::UsageError(source + ": " + packed.reason());
+    throw cli::UsageError(source + ": " + packed.status().reason());
   }
+  const ropescale::PackingPlan plan = std::move(packed).value();
 
   if (json_out) {
     nlohmann::json segs = nlohmann::json::array();

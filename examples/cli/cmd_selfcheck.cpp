@@ -27,7 +27,7 @@ int run_selfcheck(const std::vector<std::string>& argv) {
   spec.rope_theta = 500000.0;
   spec.original_max_position = 8192;
   const auto table = ropescale::FactorTable::identity(spec);
-  const Eigen::ArrayXd inv_freq = table.inv_freq(spec);
+  const Eigen::ArrayXd inv_freq = table.inv_freq(spec).value();
   const std::vector<std::int64_t> positions = {0, 1, 4095, 131071, 1 << 21, std::int64_t{1} << 31};
   const std::int64_t tokens = static_cast<std::int64_t>(positions.size());
   const std::int64_t heads = 4;
@@ -39,7 +39,8 @@ int run_selfcheck(const std::vector<std::string>& argv) {
 
   const ropescale::RotaryFrequencies freqs(spec, table);
   auto view = ropescale::HeadsView<float>::tokens_heads_dim(x.data(), tokens, heads, spec.head_dim);
-  ropescale::apply_rotary(freqs, positions.data(), view, ropescale::PairLayout::kHalfSplit);
+  ropescale::throw_if_error(
+      ropescale::rotate(freqs, positions.data(), view, ropescale::PairLayout::kHalfSplit));
 
   double max_err = 0;
   const std::int64_t half = spec.pairs();
@@ -55,8 +56,9 @@ int run_selfcheck(const std::vector<std::string>& argv) {
         max_err = std::fmax(max_err, static_cast<double>(std::fabs(ra - x[base + i])));
         max_err = std::fmax(max_err, static_cast<double>(std::fabs(rb - x[base + i + half])));
       }
-  ropescale::apply_rotary(freqs, positions.data(), view, ropescale::PairLayout::kHalfSplit,
-                          ropescale::RotaryDirection::kInverse);
+  ropescale::throw_if_error(ropescale::rotate(freqs, positions.data(), view,
+                                              ropescale::PairLayout::kHalfSplit,
+                                              ropescale::RotaryDirection::kInverse));
   double round_trip = 0;
   for (std::size_t j = 0; j < x.size(); ++j)
     round_trip = std::fmax(round_trip, std::fabs(static_cast<double>(x[j]) - x0[j]));

@@ -271,11 +271,11 @@ int run_extend(const std::vector<std::string>& argv) {
 
   std::vector<Method> methods;
   methods.push_back({"plain", ropescale::FactorTable::identity(spec), {}});
-  methods.push_back({"pi", ropescale::linear_factors(spec, s), {}});
-  methods.push_back({"ntk", ropescale::ntk_factors(spec, s), {}});
+  methods.push_back({"pi", ropescale::linear_factors(spec, s).value(), {}});
+  methods.push_back({"ntk", ropescale::ntk_factors(spec, s).value(), {}});
   ropescale::YarnParams yarn;
   yarn.factor = s;
-  methods.push_back({"yarn", ropescale::yarn_factors(spec, yarn), {}});
+  methods.push_back({"yarn", ropescale::yarn_factors(spec, yarn).value(), {}});
 
   // The search. stories260K has 4 rotary pairs (wavelengths 6.3, 63, 628, 6283 tokens; trained at
   // 512), so its critical-pair analysis is tiny: critical_search_lower_pair = 1 and
@@ -287,8 +287,8 @@ int run_extend(const std::vector<std::string>& argv) {
   // runs the paper's space with the same seeds projected onto it. Both use LongRoPE's attention
   // factor sqrt(1 + ln s / ln 512).
   ropescale::SearchSpace space = space_name == "longrope"
-                                     ? ropescale::SearchSpace::longrope(spec, target)
-                                     : ropescale::SearchSpace::longrope2(spec, target);
+                                     ? ropescale::SearchSpace::longrope(spec, target).value()
+                                     : ropescale::SearchSpace::longrope2(spec, target).value();
   ropescale::SearchParams params;
   params.population = 16;
   params.parents = 8;
@@ -303,7 +303,8 @@ int run_extend(const std::vector<std::string>& argv) {
   std::vector<std::size_t> seed_method;  // which baseline each seed was projected from
   for (std::size_t k = 0; k < methods.size(); ++k)
     for (std::int64_t c = space.critical_lower; c <= space.critical_upper; ++c) {
-      const ropescale::Genome g = ropescale::project_to_space(space, methods[k].table.factors(), c);
+      const ropescale::Genome g =
+          ropescale::project_to_space(space, methods[k].table.factors(), c).value();
       if (std::find(seeds.begin(), seeds.end(), g) != seeds.end()) continue;
       seeds.push_back(g);
       seed_method.push_back(k);
@@ -318,11 +319,14 @@ int run_extend(const std::vector<std::string>& argv) {
     search_bar.update(static_cast<double>(p.evaluations));
   });
   const auto t_search = Clock::now();
-  const ropescale::SearchResult found = search.run(
-      [&](const ropescale::FactorTable& t) {
-        return llama2c::mean_nll(model, t, search_windows_tokens, 1);
-      },
-      seeds);
+  const ropescale::SearchResult found =
+      search
+          .run(
+              [&](const ropescale::FactorTable& t) {
+                return llama2c::mean_nll(model, t, search_windows_tokens, 1);
+              },
+              seeds)
+          .value();
   const double search_seconds = seconds_since(t_search);
   search_bar.finish(std::to_string(found.evaluations) + " evaluations");
   // The seeds' own fitness (best projection per baseline), read back from the search history.

@@ -298,11 +298,11 @@ class Model {
       k.noalias() = l.wk * xn;
       v.noalias() = l.wv * xn;
       const auto t_rot = Clock::now();
-      ropescale::apply_rotary_qk(
+      ropescale::throw_if_error(ropescale::rotate(
           angles, positions.data(),
           ropescale::HeadsView<float>::tokens_heads_dim(q.data(), n, c.n_heads, hs),
           ropescale::HeadsView<float>::tokens_heads_dim(k.data(), n, c.n_kv_heads, hs),
-          ropescale::PairLayout::kInterleaved);
+          ropescale::PairLayout::kInterleaved));
       const auto t_att = Clock::now();
       for (Eigen::Index g = 0; g < c.n_kv_heads; ++g)
         attend_group(q, kv_mul, k.middleRows(g * hs, hs), v.middleRows(g * hs, hs), scale, att,
@@ -630,7 +630,7 @@ double window_nll(const Model& model, const Angles& angles, const std::vector<in
   const Eigen::MatrixXf logits = model.forward(input, angles, timing);  // [vocab, tokens]
   // ropescale's plain loss: row t of the [tokens, vocab] logits predicts token t + 1.
   const std::vector<ropescale::TokenId> ids(window.begin(), window.end());
-  return ropescale::token_nll(logits.transpose(), ids) * static_cast<double>(logits.cols());
+  return ropescale::token_nll(logits.transpose(), ids).value() * static_cast<double>(logits.cols());
 }
 
 /// Evaluation windows for context length `length`: BOS followed by `length` consecutive text

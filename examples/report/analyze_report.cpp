@@ -55,7 +55,7 @@ Report make_report(const Options& opt) {
     spec.original_max_position = opt.train_len;
     r.model = "custom";
   }
-  ropescale::throw_if_error(ropescale::check_critical_spec(spec));
+  ropescale::throw_if_error(ropescale::critical_dims(spec).status());
   std::int64_t target =
       window_max > spec.original_max_position ? window_max : 16 * spec.original_max_position;
   if (opt.target) target = *opt.target;
@@ -85,7 +85,7 @@ Report make_report(const Options& opt) {
     own.emplace_back(f, ropescale::longrope_default_attention_factor(16.0, 8192), "longrope2");
   }
 
-  std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, target);
+  std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, target).value();
   for (std::size_t k = 0; k < own.size(); ++k) {
     const ropescale::FactorTable& t = own[k];
     bool clash = false;
@@ -97,7 +97,7 @@ Report make_report(const Options& opt) {
     else if (!clash)
       tables.push_back(t);
   }
-  r.cmp = ropescale::compare_tables(spec, target, tables);
+  r.cmp = ropescale::compare_tables(spec, target, tables).value();
   return r;
 }
 

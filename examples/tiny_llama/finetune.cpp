@@ -40,7 +40,7 @@ std::vector<std::pair<ropescale::RopeWindow, Sequence>> segments_of(
   std::vector<std::pair<ropescale::RopeWindow, Sequence>> out;
   for (const ropescale::PackedSegment& seg : plan.segments) {
     Sequence s;
-    s.positions = seg.position_ids();
+    s.positions = seg.position_ids().value();
     s.tokens.resize(static_cast<std::size_t>(seg.length));
     s.targets.resize(s.tokens.size());
     s.loss_weight.resize(s.tokens.size());
@@ -113,7 +113,7 @@ void finetune(Weights& w, const MethodTables& tables, const Corpus& corpus,
     trained += static_cast<double>(tokens);
     for (const Sequence& d : docs) lengths.push_back(static_cast<std::int64_t>(d.tokens.size()));
     std::vector<Sequence> short_rows, long_rows;
-    for (auto& ws : segments_of(docs, ropescale::pack_documents(lengths, pack)))
+    for (auto& ws : segments_of(docs, ropescale::pack_documents(lengths, pack).value()))
       (ws.first == ropescale::RopeWindow::kLong ? long_rows : short_rows)
           .push_back(std::move(ws.second));
     // The batch's mean loss: the two groups' gradients weighted by their loss weights.

@@ -81,7 +81,7 @@ StudyNeedle make_study_needle(const std::vector<ropescale::TokenId>& haystack, s
   o.depth = d;
   o.seed = seed;
   StudyNeedle r;
-  r.doc = ropescale::make_needle_document(haystack, t, four_digits, o, index);
+  r.doc = ropescale::make_needle_document(haystack, t, four_digits, o, index).value();
   const std::size_t T = static_cast<std::size_t>(length);
   r.seq.tokens.assign(r.doc.tokens.begin(), r.doc.tokens.end() - 1);
   r.seq.targets.assign(r.doc.tokens.begin() + 1, r.doc.tokens.end());
@@ -94,7 +94,9 @@ StudyNeedle make_study_needle(const std::vector<ropescale::TokenId>& haystack, s
 NeedleResult score_study_needle(const Matrix& log_probs, const StudyNeedle& row) {
   NeedleResult r;
   // Row t of log_probs.transpose() predicts token t + 1 (needle.hpp's convention).
-  r.answer_nll = ropescale::answer_nll_from_log_probs(log_probs.transpose(), row.doc);
+  r.answer_nll =
+      ropescale::answer_nll(log_probs.transpose(), row.doc, 0, ropescale::Scores::kLogProbs)
+          .value();
   r.correct = true;
   for (std::int64_t p = row.doc.answer_begin; p < row.doc.answer_end; ++p) {
     Eigen::Index best = 0;
@@ -179,10 +181,11 @@ const char* verdict(double difference, double se) noexcept {
 
 ropescale::FactorTable longrope2_init(const ropescale::RopeSpec& spec, std::int64_t target_length,
                                       std::int64_t critical_pair) {
-  const ropescale::SearchSpace sp = ropescale::SearchSpace::longrope2(spec, target_length);
+  const ropescale::SearchSpace sp = ropescale::SearchSpace::longrope2(spec, target_length).value();
   return ropescale::longrope2_factors(
-      spec, critical_pair, Eigen::ArrayXd::Constant(spec.pairs() - critical_pair, sp.scale),
-      sp.attention_factor);
+             spec, critical_pair, Eigen::ArrayXd::Constant(spec.pairs() - critical_pair, sp.scale),
+             sp.attention_factor)
+      .value();
 }
 
 const char* to_string(Objective o) noexcept { return o == Objective::kNeedle ? "needle" : "ppl"; }
@@ -196,8 +199,8 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
     throw std::invalid_argument("run_search: space = '" + space +
                                 "': must be 'longrope2' or 'longrope_v1'");
   ropescale::SearchSpace sp = space == "longrope2"
-                                  ? ropescale::SearchSpace::longrope2(spec, target_length)
-                                  : ropescale::SearchSpace::longrope(spec, target_length);
+                                  ? ropescale::SearchSpace::longrope2(spec, target_length).value()
+                                  : ropescale::SearchSpace::longrope(spec, target_length).value();
   ropescale::SearchParams params;
   params.population = budget.population;
   params.parents = budget.parents;
@@ -233,7 +236,7 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
         nll -= static_cast<double>(lp(s.targets[t], static_cast<Eigen::Index>(t)));
       losses.push_back(nll / static_cast<double>(s.tokens.size()));
     }
-    return std::log(ropescale::perplexity(losses));  // mean loss, through needle.hpp's rule
+    return std::log(ropescale::perplexity(losses).value());  // mean loss, through needle.hpp's rule
   };
   ropescale::EvolutionSearch search(sp, params);
   const std::string label = space + "_" + to_string(objective) + " @" +
@@ -245,7 +248,7 @@ SearchRun run_search(const Weights& w, const std::string& space, Objective objec
   });
   const auto t0 = std::chrono::steady_clock::now();
   SearchRun out;
-  out.result = search.run(fitness);
+  out.result = search.run(fitness).value();
   out.space = space;
   out.objective = objective;
   out.seed = seed;

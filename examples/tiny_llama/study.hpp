@@ -14,7 +14,7 @@
 // Needle rows are needle.hpp documents (ropescale::make_needle_document) in the tiny Llama's own
 // format, "The pass key of <name> is <4 digits>.", with the needle at the start of the document
 // (the paper's placement), at uniform random depth, or at fixed depths; answers are scored with
-// ropescale::answer_nll_from_log_probs and greedy exact match of every answer digit.
+// ropescale::answer_nll (Scores::kLogProbs) and greedy exact match of every answer digit.
 #pragma once
 
 #include <cstdint>

@@ -112,10 +112,12 @@ void rotate(const Config& c, const Rope& rope, const std::vector<std::int64_t>& 
   auto qv = ropescale::HeadsView<float>::tokens_heads_dim(q.data(), T, c.n_heads, c.head_dim);
   auto kv = ropescale::HeadsView<float>::tokens_heads_dim(k.data(), T, c.n_kv_heads, c.head_dim);
   if (backward)
-    ropescale::rotary_backward_qk(*rope.cache, pos.data(), qv, kv,
-                                  ropescale::PairLayout::kHalfSplit);
+    ropescale::throw_if_error(ropescale::rotate(*rope.cache, pos.data(), qv, kv,
+                                                ropescale::PairLayout::kHalfSplit,
+                                                ropescale::RotaryDirection::kBackward));
   else
-    ropescale::apply_rotary_qk(*rope.cache, pos.data(), qv, kv, ropescale::PairLayout::kHalfSplit);
+    ropescale::throw_if_error(
+        ropescale::rotate(*rope.cache, pos.data(), qv, kv, ropescale::PairLayout::kHalfSplit));
 }
 
 // The attention half's projections: xn = rms_norm(x), then q, k, v, with q and k rotated.
@@ -398,9 +400,10 @@ void rerotate(const Weights& w, const ropescale::KeyRerotation& r, KvCache& cach
     if (K.cols() != n || K.rows() != c.kv_dim())
       throw_if_error(make_status(ErrorCode::kInvalidArgument, "cache.k", K.cols(),
                                  "every layer must cache the same tokens"));
-    r.apply(pos.data(),
-            ropescale::HeadsView<float>::tokens_heads_dim(K.data(), n, c.n_kv_heads, c.head_dim),
-            ropescale::PairLayout::kHalfSplit);
+    throw_if_error(r.apply(
+        pos.data(),
+        ropescale::HeadsView<float>::tokens_heads_dim(K.data(), n, c.n_kv_heads, c.head_dim),
+        ropescale::PairLayout::kHalfSplit));
   }
 }
 

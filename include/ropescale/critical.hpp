@@ -31,13 +31,14 @@
 // Everything here returns plain structs and Eigen arrays; printing belongs to the caller (the
 // `ropescale analyze` tool prints a table, JSON and an SVG plot from these structs):
 //
-//     const auto cmp = ropescale::compare_methods(spec, 131072, {longrope2_table});
+//     const auto cmp = ropescale::compare_methods(spec, 131072, {longrope2_table}).value();
 //     cmp.analysis.dims.critical_pair;          // 35 for LLaMA3-8B
 //     for (const auto& m : cmp.methods)         // linear, ntk, ntk_critical, yarn, llama3, ...
 //       m.ood_pairs;                            // ntk: 35..62, the others none
 //
 // Every entry point validates its input (rope_theta > 1, rotary_dim even and > 0,
-// L_train > 2pi, target >= L_train, one factor per pair) and has a Status-returning try_* twin.
+// L_train > 2pi, target >= L_train, one factor per pair) and returns Result<T>: the value, or a
+// Status naming what broke which rule.
 #pragma once
 
 #include <Eigen/Core>
@@ -109,6 +110,19 @@ struct TableAnalysis {
 
 namespace detail {
 
+// Critical pairs left out of distribution by `factors` at scale s: every i >= critical_pair with
+// lambda_i < s (LongRoPE2 eq. 10), with kOodRelTol slack. Unchecked: factors.size() must equal
+// the number of pairs.
+inline std::vector<std::int64_t> ood_pairs_unchecked(
+    const Eigen::Ref<const Eigen::ArrayXd>& factors, std::int64_t critical_pair, double scale) {
+  std::vector<std::int64_t> out;
+  const double floor = scale * (1.0 - kOodRelTol);
+  for (Eigen::Index i = static_cast<Eigen::Index>(std::max<std::int64_t>(critical_pair, 0));
+       i < factors.size(); ++i)
+    if (factors[i] < floor) out.push_back(static_cast<std::int64_t>(i));
+  return out;
+}
+
 inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
   const double c = std::ceil(x);
   if (c <= 0.0) return 0;
@@ -118,9 +132,10 @@ inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
 
 }  // namespace detail
 
-/// Checks what the analysis needs beyond validate(spec): the training window must hold a full
-/// period of pair 0 (L_train > 2pi), otherwise no pair ever completed a period and
-/// log_base(L_train / 2pi) is negative.
+namespace detail {
+// What the analysis needs beyond validate(spec): the training window must hold a full period of
+// pair 0 (L_train > 2pi), otherwise no pair ever completed a period and log_base(L_train / 2pi)
+// is negative. critical_dims(spec).status() is the public form of this check.
 inline Status check_critical_spec(const RopeSpec& spec) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   if (!(static_cast<double>(spec.original_max_position) > kTwoPi))
@@ -129,12 +144,14 @@ inline Status check_critical_spec(const RopeSpec& spec) {
                        "must be > 2 pi (the training window must hold one period of pair 0)");
   return Status();
 }
+}  // namespace detail
 
-/// Non-throwing twin of critical_dims().
-inline Status try_critical_dims(const RopeSpec& spec, CriticalDims* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  ROPESCALE_RETURN_IF_ERROR(check_critical_spec(spec));
+/// The theoretical critical pair i_tcd = ceil(d/2 log_base(L_train/2pi)) (LongRoPE2 eq. 7), its
+/// full-dimension value d_tcd = 2 i_tcd, and the lower search bound i10 (Alg. 1). Both pair
+/// indices are clamped to [0, rotary_dim/2]; critical_pair == rotary_dim/2 means every pair
+/// completed a period in pre-training. An error if the spec is invalid or L_train <= 2pi.
+inline Result<CriticalDims> critical_dims(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_critical_spec(spec));
   const double train = static_cast<double>(spec.original_max_position);
   CriticalDims d;
   d.critical_pair_exact = pair_with_period(spec, train);
@@ -142,27 +159,15 @@ inline Status try_critical_dims(const RopeSpec& spec, CriticalDims* out) {
   d.critical_dim = 2 * d.critical_pair;
   d.lower_pair = detail::clamp_pair(pair_with_period(spec, train / 10.0), spec.pairs());
   d.lower_dim = 2 * d.lower_pair;
-  *out = d;
-  return Status();
+  return d;
 }
 
-/// The theoretical critical pair i_tcd = ceil(d/2 log_base(L_train/2pi)) (LongRoPE2 eq. 7), its
-/// full-dimension value d_tcd = 2 i_tcd, and the lower search bound i10 (Alg. 1). Both pair
-/// indices are clamped to [0, rotary_dim/2]; critical_pair == rotary_dim/2 means every pair
-/// completed a period in pre-training. Throws Error if the spec is invalid or L_train <= 2pi.
-inline CriticalDims critical_dims(const RopeSpec& spec) {
-  CriticalDims out;
-  throw_if_error(try_critical_dims(spec, &out));
-  return out;
-}
-
-/// Non-throwing twin of analyze_critical().
-inline Status try_analyze_critical(const RopeSpec& spec, std::int64_t target_length,
-                                   CriticalAnalysis* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+/// Per-pair theta_i, period T_i and periods covered by L_train, plus the critical dims, for a
+/// model extended to `target_length` tokens (s = target_length / L_train). An error if the
+/// spec is invalid, L_train <= 2pi, or target_length < L_train.
+inline Result<CriticalAnalysis> analyze_critical(const RopeSpec& spec, std::int64_t target_length) {
   CriticalAnalysis a;
-  ROPESCALE_RETURN_IF_ERROR(try_critical_dims(spec, &a.dims));
+  ROPESCALE_RETURN_IF_ERROR(detail::move_into(critical_dims(spec), &a.dims));
   if (target_length < spec.original_max_position)
     return make_status(
         ErrorCode::kInvalidArgument, "target_length", target_length,
@@ -170,33 +175,10 @@ inline Status try_analyze_critical(const RopeSpec& spec, std::int64_t target_len
   a.spec = spec;
   a.target_length = target_length;
   a.scale = static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
-  a.theta = base_inv_freq(spec);
+  a.theta = base_inv_freq(spec).value();  // spec checked above
   a.period = kTwoPi / a.theta;
   a.train_periods = static_cast<double>(spec.original_max_position) / a.period;
-  *out = std::move(a);
-  return Status();
-}
-
-/// Per-pair theta_i, period T_i and periods covered by L_train, plus the critical dims, for a
-/// model extended to `target_length` tokens (s = target_length / L_train). Throws Error if the
-/// spec is invalid, L_train <= 2pi, or target_length < L_train.
-inline CriticalAnalysis analyze_critical(const RopeSpec& spec, std::int64_t target_length) {
-  CriticalAnalysis out;
-  throw_if_error(try_analyze_critical(spec, target_length, &out));
-  return out;
-}
-
-/// Critical pairs left out of distribution by `factors` at scale s: every i >= critical_pair with
-/// lambda_i < s (LongRoPE2 eq. 10), with kOodRelTol slack. Unchecked: factors.size() must equal
-/// the number of pairs.
-inline std::vector<std::int64_t> ood_pairs_unchecked(
-    const Eigen::Ref<const Eigen::ArrayXd>& factors, std::int64_t critical_pair, double scale) {
-  std::vector<std::int64_t> out;
-  const double floor = scale * (1.0 - kOodRelTol);
-  for (Eigen::Index i = static_cast<Eigen::Index>(std::max<std::int64_t>(critical_pair, 0));
-       i < factors.size(); ++i)
-    if (factors[i] < floor) out.push_back(static_cast<std::int64_t>(i));
-  return out;
+  return a;
 }
 
 /// The NTK-anchored critical pair c of a LongRoPE2-shaped table: lambda_i = lambda_c^(i/c) for
@@ -209,17 +191,17 @@ inline std::optional<std::int64_t> detect_critical_pair(
   if (factors.size() < 3 || !std::isfinite(rel_tol) || !(rel_tol >= 0.0)) return std::nullopt;
   for (Eigen::Index i = 0; i < factors.size(); ++i)
     if (!std::isfinite(factors[i]) || !(factors[i] > 0.0)) return std::nullopt;
-  const LongRope2Detection det = detect_longrope2(factors, rel_tol);
+  const LongRope2Detection det = detect_longrope2(factors, rel_tol).value();
   // An anchor of 1 means "flat at 1 below c" (YaRN, Llama-3.1), not an NTK base change.
   if (!det.found || !(det.anchor > 1.0 + std::max(rel_tol, 1e-12))) return std::nullopt;
   return det.critical_pair;
 }
 
-/// Non-throwing twin of analyze_table().
-inline Status try_analyze_table(const CriticalAnalysis& analysis, const FactorTable& table,
-                                TableAnalysis* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+/// Reads a factor table at the analysis' target: rescaled periods, margins lambda_i - s, the
+/// critical pairs it leaves OOD and, for a LongRoPE2-shaped table, its NTK-anchored critical
+/// pair. An error if the table's length is not rotary_dim / 2 or a factor is not > 0.
+inline Result<TableAnalysis> analyze_table(const CriticalAnalysis& analysis,
+                                           const FactorTable& table) {
   if (analysis.pairs() == 0 || analysis.pairs() != analysis.spec.pairs())
     return make_status(ErrorCode::kInvalidArgument, "analysis.pairs()", analysis.pairs(),
                        "must come from analyze_critical()");
@@ -247,19 +229,9 @@ inline Status try_analyze_table(const CriticalAnalysis& analysis, const FactorTa
   t.rescaled_period = analysis.period * t.factors;
   t.target_periods = static_cast<double>(analysis.target_length) / t.rescaled_period;
   t.margin = t.factors - analysis.scale;
-  t.ood_pairs = ood_pairs_unchecked(t.factors, analysis.dims.critical_pair, analysis.scale);
+  t.ood_pairs = detail::ood_pairs_unchecked(t.factors, analysis.dims.critical_pair, analysis.scale);
   t.detected_critical_pair = detect_critical_pair(t.factors);
-  *out = std::move(t);
-  return Status();
-}
-
-/// Reads a factor table at the analysis' target: rescaled periods, margins lambda_i - s, the
-/// critical pairs it leaves OOD and, for a LongRoPE2-shaped table, its NTK-anchored critical
-/// pair. Throws Error if the table's length is not rotary_dim / 2 or a factor is not > 0.
-inline TableAnalysis analyze_table(const CriticalAnalysis& analysis, const FactorTable& table) {
-  TableAnalysis out;
-  throw_if_error(try_analyze_table(analysis, table, &out));
-  return out;
+  return t;
 }
 
 /// Several tables analysed side by side for one model and one target.
@@ -268,63 +240,19 @@ struct MethodComparison {
   std::vector<TableAnalysis> methods;  ///< in the order the tables were given
 };
 
-/// Non-throwing twin of compare_tables().
-inline Status try_compare_tables(const RopeSpec& spec, std::int64_t target_length,
-                                 const std::vector<FactorTable>& tables, MethodComparison* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+/// Analyses every table against the same model and target (see analyze_table()).
+inline Result<MethodComparison> compare_tables(const RopeSpec& spec, std::int64_t target_length,
+                                               const std::vector<FactorTable>& tables) {
   MethodComparison c;
-  ROPESCALE_RETURN_IF_ERROR(try_analyze_critical(spec, target_length, &c.analysis));
+  ROPESCALE_RETURN_IF_ERROR(detail::move_into(analyze_critical(spec, target_length), &c.analysis));
   c.methods.resize(tables.size());
   for (std::size_t k = 0; k < tables.size(); ++k) {
-    const Status st = try_analyze_table(c.analysis, tables[k], &c.methods[k]);
+    const Status st = detail::move_into(analyze_table(c.analysis, tables[k]), &c.methods[k]);
     if (!st.ok())
       return st.with_context("table " + std::to_string(k) + ", method \"" + tables[k].method() +
                              "\"");
   }
-  *out = std::move(c);
-  return Status();
-}
-
-/// Analyses every table against the same model and target (see analyze_table()).
-inline MethodComparison compare_tables(const RopeSpec& spec, std::int64_t target_length,
-                                       const std::vector<FactorTable>& tables) {
-  MethodComparison out;
-  throw_if_error(try_compare_tables(spec, target_length, tables, &out));
-  return out;
-}
-
-/// Non-throwing twin of standard_tables().
-inline Status try_standard_tables(const RopeSpec& spec, std::int64_t target_length,
-                                  std::vector<FactorTable>* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  CriticalDims dims;
-  ROPESCALE_RETURN_IF_ERROR(try_critical_dims(spec, &dims));
-  if (target_length < spec.original_max_position)
-    return make_status(
-        ErrorCode::kInvalidArgument, "target_length", target_length,
-        "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
-  const double s =
-      static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
-  std::vector<FactorTable> tables(5);
-  std::size_t k = 0;
-  ROPESCALE_RETURN_IF_ERROR(try_linear_factors(spec, s, &tables[k++]));
-  // NTK and YaRN are defined for freq_dim == rotary_dim only (see scaling.hpp).
-  const bool plain = spec.frequency_dim() == spec.rotary_dim;
-  if (plain && spec.rotary_dim > 2)
-    ROPESCALE_RETURN_IF_ERROR(try_ntk_factors(spec, s, &tables[k++]));
-  if (plain) ROPESCALE_RETURN_IF_ERROR(try_ntk_critical_factors(spec, target_length, &tables[k++]));
-  YarnParams yarn;
-  yarn.factor = s;
-  if (plain) ROPESCALE_RETURN_IF_ERROR(try_yarn_factors(spec, yarn, &tables[k++]));
-  Llama3Params llama3;
-  llama3.factor = s;
-  llama3.original_max_position = spec.original_max_position;
-  ROPESCALE_RETURN_IF_ERROR(try_llama3_factors(spec, llama3, &tables[k++]));
-  tables.resize(k);
-  *out = std::move(tables);
-  return Status();
+  return c;
 }
 
 /// The closed-form methods of scaling.hpp, each set up for s = target_length / L_train:
@@ -333,19 +261,34 @@ inline Status try_standard_tables(const RopeSpec& spec, std::int64_t target_leng
 /// for a proportional spec, freq_dim != rotary_dim) and llama3 (factor s,
 /// low_freq_factor 1, high_freq_factor 4, window L_train). LongRoPE and LongRoPE2 are searched,
 /// not closed-form: pass their published tables to compare_methods().
-inline std::vector<FactorTable> standard_tables(const RopeSpec& spec, std::int64_t target_length) {
-  std::vector<FactorTable> out;
-  throw_if_error(try_standard_tables(spec, target_length, &out));
-  return out;
-}
-
-/// Non-throwing twin of compare_methods().
-inline Status try_compare_methods(const RopeSpec& spec, std::int64_t target_length,
-                                  const std::vector<FactorTable>& searched, MethodComparison* out) {
-  std::vector<FactorTable> tables;
-  ROPESCALE_RETURN_IF_ERROR(try_standard_tables(spec, target_length, &tables));
-  tables.insert(tables.end(), searched.begin(), searched.end());
-  return try_compare_tables(spec, target_length, tables, out);
+inline Result<std::vector<FactorTable>> standard_tables(const RopeSpec& spec,
+                                                        std::int64_t target_length) {
+  ROPESCALE_RETURN_IF_ERROR(critical_dims(spec).status());
+  if (target_length < spec.original_max_position)
+    return make_status(
+        ErrorCode::kInvalidArgument, "target_length", target_length,
+        "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
+  const double s =
+      static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
+  std::vector<FactorTable> tables(5);
+  std::size_t k = 0;
+  ROPESCALE_RETURN_IF_ERROR(detail::move_into(linear_factors(spec, s), &tables[k++]));
+  // NTK and YaRN are defined for freq_dim == rotary_dim only (see scaling.hpp).
+  const bool plain = spec.frequency_dim() == spec.rotary_dim;
+  if (plain && spec.rotary_dim > 2)
+    ROPESCALE_RETURN_IF_ERROR(detail::move_into(ntk_factors(spec, s), &tables[k++]));
+  if (plain)
+    ROPESCALE_RETURN_IF_ERROR(
+        detail::move_into(ntk_critical_factors(spec, target_length), &tables[k++]));
+  YarnParams yarn;
+  yarn.factor = s;
+  if (plain) ROPESCALE_RETURN_IF_ERROR(detail::move_into(yarn_factors(spec, yarn), &tables[k++]));
+  Llama3Params llama3;
+  llama3.factor = s;
+  llama3.original_max_position = spec.original_max_position;
+  ROPESCALE_RETURN_IF_ERROR(detail::move_into(llama3_factors(spec, llama3), &tables[k++]));
+  tables.resize(k);
+  return tables;
 }
 
 /// The side-by-side of every method for one model and target: standard_tables() followed by
@@ -353,17 +296,12 @@ inline Status try_compare_methods(const RopeSpec& spec, std::int64_t target_leng
 /// analyze_table(): where it puts lambda_i and which critical pairs it leaves OOD. Example, at
 /// LLaMA3-8B 8k -> 128k (i_tcd = 35, s = 16): linear, ntk_critical and yarn leave no pair OOD;
 /// ntk leaves pairs 35-62 below s.
-inline MethodComparison compare_methods(const RopeSpec& spec, std::int64_t target_length,
-                                        const std::vector<FactorTable>& searched = {}) {
-  MethodComparison out;
-  throw_if_error(try_compare_methods(spec, target_length, searched, &out));
-  return out;
-}
-
-/// Convenience: the critical pairs that `table` leaves OOD at `target_length`.
-inline std::vector<std::int64_t> ood_pairs(const RopeSpec& spec, std::int64_t target_length,
-                                           const FactorTable& table) {
-  return analyze_table(analyze_critical(spec, target_length), table).ood_pairs;
+inline Result<MethodComparison> compare_methods(const RopeSpec& spec, std::int64_t target_length,
+                                                const std::vector<FactorTable>& searched = {}) {
+  Result<std::vector<FactorTable>> tables = standard_tables(spec, target_length);
+  if (!tables.ok()) return tables.status();
+  tables->insert(tables->end(), searched.begin(), searched.end());
+  return compare_tables(spec, target_length, *tables);
 }
 
 }  // namespace ropescale

@@ -53,38 +53,32 @@ class FactorTable {
  public:
   FactorTable() = default;
 
-  /// A table from explicit factors. Throws Error if a factor or the attention factor is
-  /// non-finite or <= 0. `method` is free-form provenance ("yarn", "longrope2", ...).
+  /// A table from explicit factors; an error when a factor or the attention factor is
+  /// non-finite, <= 0 or out of range. `method` is free-form provenance ("yarn", "longrope2", ...).
+  static Result<FactorTable> make(Eigen::ArrayXd factors, double attention_factor = 1.0,
+                                  std::string method = "custom") {
+    ROPESCALE_RETURN_IF_ERROR(check_values(factors, attention_factor));
+    FactorTable t;
+    t.factors_ = std::move(factors);
+    t.attention_factor_ = attention_factor;
+    t.method_ = std::move(method);
+    return t;
+  }
+  /// make(...).value(): throws Error on bad input (aborts without exceptions).
   explicit FactorTable(Eigen::ArrayXd factors, double attention_factor = 1.0,
                        std::string method = "custom")
-      : factors_(std::move(factors)),
-        attention_factor_(attention_factor),
-        method_(std::move(method)) {
-    throw_if_error(check_values(factors_, attention_factor_));
-  }
+      : FactorTable(make(std::move(factors), attention_factor, std::move(method)).value()) {}
 
-  /// Plain RoPE for `pairs` pairs.
+  /// Plain RoPE for `pairs` pairs (> 0; throws Error otherwise). Checked: default_factors(spec).
   static FactorTable identity(std::int64_t pairs) {
     if (pairs <= 0)
       throw_if_error(make_status(ErrorCode::kInvalidArgument, "pairs", pairs, "must be > 0"));
     return FactorTable(Eigen::ArrayXd::Ones(static_cast<Eigen::Index>(pairs)), 1.0, "default");
   }
-  /// Plain RoPE for a spec.
+  /// Plain RoPE for a spec (throws Error on an invalid spec). Checked: default_factors(spec).
   static FactorTable identity(const RopeSpec& spec) {
     throw_if_error(validate(spec));
     return identity(spec.pairs());
-  }
-
-  /// Non-throwing constructor twin.
-  static Status make(Eigen::ArrayXd factors, double attention_factor, std::string method,
-                     FactorTable* out) {
-    ROPESCALE_RETURN_IF_ERROR(check_values(factors, attention_factor));
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-    out->factors_ = std::move(factors);
-    out->attention_factor_ = attention_factor;
-    out->method_ = std::move(method);
-    return Status();
   }
 
   const Eigen::ArrayXd& factors() const noexcept { return factors_; }
@@ -105,10 +99,11 @@ class FactorTable {
     return check_values(factors_, attention_factor_);
   }
 
-  /// Rescaled inverse frequencies base_inv_freq_i / lambda_i in double. Throws Error on mismatch.
-  Eigen::ArrayXd inv_freq(const RopeSpec& spec) const {
-    throw_if_error(validate_for(spec));
-    return base_inv_freq(spec) / factors_;
+  /// Rescaled inverse frequencies base_inv_freq_i / lambda_i in double; an error when the table
+  /// does not fit the spec.
+  Result<Eigen::ArrayXd> inv_freq(const RopeSpec& spec) const {
+    ROPESCALE_RETURN_IF_ERROR(validate_for(spec));
+    return Eigen::ArrayXd(base_inv_freq(spec).value() / factors_);
   }
 
   /// Exact equality of the numbers: factors and attention factor. The method is provenance, not

@@ -108,9 +108,9 @@ inline Status validate(const RopeSpec& spec) {
 
 /// Base inverse frequencies theta_i = rope_theta^(-2i/frequency_dim()) for the rotary_dim/2
 /// rotating pairs, computed in double exactly as Hugging Face's float64 path does
-/// (1 / base^(2i/d)). Throws Error on an invalid spec.
-inline Eigen::ArrayXd base_inv_freq(const RopeSpec& spec) {
-  throw_if_error(validate(spec));
+/// (1 / base^(2i/d)). An error on an invalid spec.
+inline Result<Eigen::ArrayXd> base_inv_freq(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(validate(spec));
   const Eigen::Index n = static_cast<Eigen::Index>(spec.pairs());
   Eigen::ArrayXd out(n);
   const double d = static_cast<double>(spec.frequency_dim());
@@ -136,16 +136,16 @@ inline double pair_with_period(const RopeSpec& spec, double length) noexcept {
 /// Theoretical critical pair (LongRoPE2 eq. 7 in cosine-pair units):
 ///   ceil(frequency_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
 /// period during pre-training. The full-dimension value d_tcd is twice this.
-inline std::int64_t theoretical_critical_pair(const RopeSpec& spec) {
-  throw_if_error(validate(spec));
+inline Result<std::int64_t> theoretical_critical_pair(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(validate(spec));
   const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position));
   return static_cast<std::int64_t>(std::ceil(x));
 }
 
 /// Lower bound of the critical-dimension search (LongRoPE2 Alg. 1): the pair whose period fits
 /// ten times into L_train, ceil(frequency_dim/2 * log_base(L_train / 10 / 2pi)).
-inline std::int64_t critical_search_lower_pair(const RopeSpec& spec) {
-  throw_if_error(validate(spec));
+inline Result<std::int64_t> critical_search_lower_pair(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(validate(spec));
   const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position) / 10.0);
   return static_cast<std::int64_t>(std::ceil(x));
 }

@@ -66,26 +66,22 @@ constexpr KernelPath kAllKernelPaths[] = {KernelPath::kPortable, KernelPath::kNe
                                           KernelPath::kAvx2, KernelPath::kAvx512,
                                           KernelPath::kAvx512Bf16};
 
-/// Every name parse_kernel_path accepts, comma separated ("auto, portable, ...").
+namespace detail {
+// Every name parse_kernel_path accepts, comma separated ("auto, portable, ...").
 inline std::string kernel_path_names() {
   std::string names = to_string(KernelPath::kAuto);
   for (KernelPath p : kAllKernelPaths) names += std::string(", ") + to_string(p);
   return names;
 }
+}  // namespace detail
 
 /// Parses a name as to_string writes it ("portable", "avx2", ...; "auto" too).
-inline Status parse_kernel_path(const std::string& name, KernelPath* out) {
+inline Result<KernelPath> parse_kernel_path(const std::string& name) {
   for (KernelPath p : kAllKernelPaths)
-    if (name == to_string(p)) {
-      *out = p;
-      return Status();
-    }
-  if (name == to_string(KernelPath::kAuto)) {
-    *out = KernelPath::kAuto;
-    return Status();
-  }
+    if (name == to_string(p)) return p;
+  if (name == to_string(KernelPath::kAuto)) return KernelPath::kAuto;
   return make_status(ErrorCode::kInvalidArgument, "kernel path", name,
-                     "must be one of " + kernel_path_names());
+                     "must be one of " + detail::kernel_path_names());
 }
 
 /// True when this build carries the path and this CPU can run it. kAuto is always supported.
@@ -125,13 +121,14 @@ inline KernelPath env_kernel_path() noexcept {
   static const KernelPath p = [] {
     const char* v = std::getenv("ROPESCALE_KERNEL_PATH");
     if (v == nullptr || *v == '\0') return KernelPath::kAuto;
-    KernelPath parsed = KernelPath::kAuto;
-    if (!parse_kernel_path(v, &parsed).ok()) {
+    const Result<KernelPath> r = parse_kernel_path(v);
+    if (!r.ok()) {
       std::fprintf(stderr,
                    "ropescale: ROPESCALE_KERNEL_PATH=%s is not a kernel path (%s); using %s\n", v,
                    kernel_path_names().c_str(), to_string(best_kernel_path()));
       return KernelPath::kAuto;
     }
+    const KernelPath parsed = *r;
     if (!kernel_path_supported(parsed)) {
       std::fprintf(stderr,
                    "ropescale: ROPESCALE_KERNEL_PATH=%s is not supported by this CPU or build; "
@@ -164,7 +161,7 @@ inline KernelPath active_kernel_path() noexcept {
 /// Pins the kernels to one path for the whole process (kAuto releases the pin). Refuses a path
 /// this CPU or build lacks. Not meant to race with rotary calls on other threads: a call in
 /// flight finishes on the path it started with.
-inline Status try_force_kernel_path(KernelPath p) {
+inline Status force_kernel_path(KernelPath p) {
   if (static_cast<int>(p) < static_cast<int>(KernelPath::kAuto) ||
       static_cast<int>(p) > static_cast<int>(KernelPath::kNeon))
     return make_status(ErrorCode::kInvalidArgument, "path", static_cast<int>(p),
@@ -176,6 +173,5 @@ inline Status try_force_kernel_path(KernelPath p) {
   detail::forced_kernel_path().store(static_cast<int>(p), std::memory_order_relaxed);
   return Status();
 }
-inline void force_kernel_path(KernelPath p) { throw_if_error(try_force_kernel_path(p)); }
 
 }  // namespace ropescale

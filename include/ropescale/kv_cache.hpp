@@ -26,12 +26,12 @@
 // ## Storage
 //
 //   S = T (float, double, Eigen::half, Eigen::bfloat16): rotated K and V rows are stored as
-//   apply_rotary_out would store them, bit for bit (K is rotated straight into its page).
+//   rotate_out would store them, bit for bit (K is rotated straight into its page).
 //   S = int8_t: every (slot, head) row is quantized symmetrically on its own,
 //       scale = absmax / 127 (float),  q_j = round(x_j / scale) in [-127, 127]  (0 when absmax = 0)
 //   and the scale goes to k_scales / v_scales, one float per row, paged like the rows (drop
 //   head_dim from the formulas above). K is rotated into a small stack buffer of T, exactly as
-//   apply_rotary_out would store it, and quantized from there; dequantize with q_j * scale.
+//   rotate_out would store it, and quantized from there; dequantize with q_j * scale.
 //   Rounding is to nearest even; |q_j * scale - x_j| <= scale / 2 (plus float rounding) for
 //   every finite row:
 //     - tiny rows: the scale is floored at 2^-126 (FLT_MIN), so a row below 127 * 2^-126 keeps
@@ -39,14 +39,13 @@
 //     - double rows are scaled in double and the scale is rounded to float once; a row whose
 //       absmax / 127 does not fit in float (absmax > 127 * FLT_MAX) is refused by name;
 //     - a row holding a NaN or an infinity (in the input, or K's rotation overflowing as
-//       apply_rotary_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
+//       rotate_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
 //       row dequantizes to NaN, never to a finite value.
 
 // ## Front door
 //
-// rotate_and_append_kv validates every argument and throws ropescale::Error naming the argument,
-// the value and the rule; try_rotate_and_append_kv returns the same as a Status and never
-// throws. Nothing is written when validation fails.
+// rotate_and_append_kv validates every argument and returns a Status naming the argument, the
+// value and the rule. Nothing is written when validation fails.
 #pragma once
 
 #include <Eigen/Core>
@@ -349,10 +348,10 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
 
 }  // namespace detail
 
-/// Rotates the new keys k (RoPE at `positions`, as apply_rotary_out) and writes them, with the
+/// Rotates the new keys k (RoPE at `positions`, as rotate_out) and writes them, with the
 /// new values v unrotated, into the paged cache at slot_mapping, in one pass over the tokens.
 ///
-///   angles        RotaryCache, RotaryCacheD or RotaryFrequencies (as apply_rotary)
+///   angles        RotaryCache, RotaryCacheD or RotaryFrequencies (as rotate)
 ///   positions     one int64 per token, in the angle source's range (decode: the sequence length)
 ///   k, v          [tokens, num_kv_heads, head_dim] views of T (any strides), left untouched
 ///   slot_mapping  one flat slot per token (int32_t or int64_t), block * block_size + offset,
@@ -360,13 +359,12 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
 ///   cache         the pages (and scales for int8_t); S = T or std::int8_t
 ///   layout        the pair layout of K's channels
 ///
-/// Only the rows of the given slots are written (and their scales for int8_t). Status twin of
-/// rotate_and_append_kv.
+/// Only the rows of the given slots are written (and their scales for int8_t).
 template <typename T, typename S, typename Angles, typename Slot>
-inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t* positions,
-                                       const HeadsView<const T>& k, const HeadsView<const T>& v,
-                                       const Slot* slot_mapping, const PagedKVCache<S>& cache,
-                                       PairLayout layout) {
+inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* positions,
+                                   const HeadsView<const T>& k, const HeadsView<const T>& v,
+                                   const Slot* slot_mapping, const PagedKVCache<S>& cache,
+                                   PairLayout layout) {
   static_assert(detail::is_rotary_storage<T>::value,
                 "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
   static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value,
@@ -421,15 +419,6 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
   detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,
                               tile_heads);
   return Status();
-}
-
-/// Throwing twin of try_rotate_and_append_kv.
-template <typename T, typename S, typename Angles, typename Slot>
-inline void rotate_and_append_kv(const Angles& angles, const std::int64_t* positions,
-                                 const HeadsView<const T>& k, const HeadsView<const T>& v,
-                                 const Slot* slot_mapping, const PagedKVCache<S>& cache,
-                                 PairLayout layout) {
-  throw_if_error(try_rotate_and_append_kv(angles, positions, k, v, slot_mapping, cache, layout));
 }
 
 }  // namespace ropescale

@@ -48,25 +48,9 @@ class MropeSections {
   MropeSections() = default;
 
   /// `sections`: pairs per axis (1 to kMaxMropeAxes entries, each >= 0, sum == pairs); `layout`:
-  /// see mrope_layout.hpp. Throws Error naming the field on bad input.
-  MropeSections(std::vector<std::int64_t> sections, MropeLayout layout, std::int64_t pairs) {
-    throw_if_error(make(std::move(sections), layout, pairs, this));
-  }
-  /// `interleaved`: Qwen3-VL's layout, else sectioned.
-  MropeSections(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs)
-      : MropeSections(std::move(sections),
-                      interleaved ? MropeLayout::kInterleaved : MropeLayout::kSectioned, pairs) {}
-
-  /// Non-throwing twins; *out is set only on success.
-  static Status make(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs,
-                     MropeSections* out) {
-    return make(std::move(sections),
-                interleaved ? MropeLayout::kInterleaved : MropeLayout::kSectioned, pairs, out);
-  }
-  static Status make(std::vector<std::int64_t> sections, MropeLayout layout, std::int64_t pairs,
-                     MropeSections* out) {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// see mrope_layout.hpp. An error names the field on bad input.
+  static Result<MropeSections> make(std::vector<std::int64_t> sections, MropeLayout layout,
+                                    std::int64_t pairs) {
     if (pairs <= 0) return make_status(ErrorCode::kInvalidArgument, "pairs", pairs, "must be > 0");
     // One axis byte per pair is allocated below: bound it by the widest head a RopeSpec allows.
     if (pairs > kMaxHeadDim / 2)
@@ -118,11 +102,24 @@ class MropeSections {
         break;
       }
     }
-    out->sections_ = std::move(sections);
-    out->layout_ = layout;
-    out->axes_ = std::move(axes);
-    return Status();
+    MropeSections out;
+    out.sections_ = std::move(sections);
+    out.layout_ = layout;
+    out.axes_ = std::move(axes);
+    return out;
   }
+  /// `interleaved`: Qwen3-VL's layout, else sectioned.
+  static Result<MropeSections> make(std::vector<std::int64_t> sections, bool interleaved,
+                                    std::int64_t pairs) {
+    return make(std::move(sections),
+                interleaved ? MropeLayout::kInterleaved : MropeLayout::kSectioned, pairs);
+  }
+
+  /// make(...).value(): throw Error on bad input (abort without exceptions).
+  MropeSections(std::vector<std::int64_t> sections, MropeLayout layout, std::int64_t pairs)
+      : MropeSections(make(std::move(sections), layout, pairs).value()) {}
+  MropeSections(std::vector<std::int64_t> sections, bool interleaved, std::int64_t pairs)
+      : MropeSections(make(std::move(sections), interleaved, pairs).value()) {}
 
   const std::vector<std::int64_t>& sections() const noexcept { return sections_; }
   MropeLayout layout() const noexcept { return layout_; }
@@ -215,43 +212,28 @@ inline Status mrope_call(const Angles& angles, const MropeSections& sections,
 }  // namespace detail
 
 /// M-RoPE in place: positions holds sections.num_axes() x x.tokens ids (row-major: all ids of
-/// axis 0, then axis 1, ...). Status twin of apply_rotary_mrope.
+/// axis 0, then axis 1, ...). The direction as for rotate (rotary.hpp).
 template <typename T, typename Angles>
-inline Status try_apply_rotary_mrope(const Angles& angles, const MropeSections& sections,
-                                     const std::int64_t* positions, const HeadsView<T>& x,
-                                     PairLayout layout,
-                                     RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate_mrope(const Angles& angles, const MropeSections& sections,
+                           const std::int64_t* positions, const HeadsView<T>& x, PairLayout layout,
+                           RotaryDirection direction = RotaryDirection::kForward) {
   const HeadsView<const T> in = x.as_const();
   const char* names[] = {"x"};
   return detail::mrope_call<T>(angles, sections, positions, &in, &x, 1, names, names, layout,
                                direction);
 }
-template <typename T, typename Angles>
-inline void apply_rotary_mrope(const Angles& angles, const MropeSections& sections,
-                               const std::int64_t* positions, const HeadsView<T>& x,
-                               PairLayout layout,
-                               RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(try_apply_rotary_mrope(angles, sections, positions, x, layout, direction));
-}
 
 /// M-RoPE on queries and keys in place, one pass over the tokens (GQA head counts may differ).
 template <typename T, typename Angles>
-inline Status try_apply_rotary_mrope_qk(const Angles& angles, const MropeSections& sections,
-                                        const std::int64_t* positions, const HeadsView<T>& q,
-                                        const HeadsView<T>& k, PairLayout layout,
-                                        RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate_mrope(const Angles& angles, const MropeSections& sections,
+                           const std::int64_t* positions, const HeadsView<T>& q,
+                           const HeadsView<T>& k, PairLayout layout,
+                           RotaryDirection direction = RotaryDirection::kForward) {
   const HeadsView<const T> in[2] = {q.as_const(), k.as_const()};
   const HeadsView<T> out[2] = {q, k};
   const char* names[] = {"q", "k"};
   return detail::mrope_call<T>(angles, sections, positions, in, out, 2, names, names, layout,
                                direction);
-}
-template <typename T, typename Angles>
-inline void apply_rotary_mrope_qk(const Angles& angles, const MropeSections& sections,
-                                  const std::int64_t* positions, const HeadsView<T>& q,
-                                  const HeadsView<T>& k, PairLayout layout,
-                                  RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(try_apply_rotary_mrope_qk(angles, sections, positions, q, k, layout, direction));
 }
 
 }  // namespace ropescale

@@ -130,12 +130,11 @@ inline void needle_append(std::vector<TokenId>& out, const std::vector<TokenId>&
 /// haystack offset uniform over the stream, both from (options.seed, index) alone.
 /// kInvalidArgument when the pieces do not fit in options.length, the haystack is too short, the
 /// depth is outside [0, 1] or the tokenizer returns nothing.
-inline Status try_make_needle_document(const std::vector<TokenId>& haystack,
-                                       const NeedleTemplate& tmpl, const ValueTokenizer& tokenize,
-                                       const NeedleOptions& options, std::uint64_t index,
-                                       NeedleDocument* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+inline Result<NeedleDocument> make_needle_document(const std::vector<TokenId>& haystack,
+                                                   const NeedleTemplate& tmpl,
+                                                   const ValueTokenizer& tokenize,
+                                                   const NeedleOptions& options,
+                                                   std::uint64_t index = 0) {
   if (!tokenize)
     return make_status(ErrorCode::kInvalidArgument, "tokenize", "empty",
                        "must be a callable digits -> tokens");
@@ -233,16 +232,6 @@ inline Status try_make_needle_document(const std::vector<TokenId>& haystack,
   doc.haystack_offset = offset;
   doc.haystack_tokens = hay;
   doc.depth = hay > 0 ? static_cast<double>(cut) / static_cast<double>(hay) : 0.0;
-  *out = std::move(doc);
-  return Status();
-}
-
-inline NeedleDocument make_needle_document(const std::vector<TokenId>& haystack,
-                                           const NeedleTemplate& tmpl,
-                                           const ValueTokenizer& tokenize,
-                                           const NeedleOptions& options, std::uint64_t index = 0) {
-  NeedleDocument doc;
-  throw_if_error(try_make_needle_document(haystack, tmpl, tokenize, options, index, &doc));
   return doc;
 }
 
@@ -250,19 +239,19 @@ inline NeedleDocument make_needle_document(const std::vector<TokenId>& haystack,
 inline constexpr std::int64_t kMaxNeedleDocuments = std::int64_t{1} << 20;
 
 /// Documents 0 .. count-1 (LongRoPE2 uses 10, each from a random PG19 validation book).
-inline std::vector<NeedleDocument> make_needle_documents(const std::vector<TokenId>& haystack,
-                                                         const NeedleTemplate& tmpl,
-                                                         const ValueTokenizer& tokenize,
-                                                         const NeedleOptions& options,
-                                                         std::int64_t count) {
+inline Result<std::vector<NeedleDocument>> make_needle_documents(
+    const std::vector<TokenId>& haystack, const NeedleTemplate& tmpl,
+    const ValueTokenizer& tokenize, const NeedleOptions& options, std::int64_t count) {
   if (count < 0 || count > kMaxNeedleDocuments)
-    throw_if_error(
-        make_status(ErrorCode::kInvalidArgument, "count", count, "must be in [0, 2^20]"));
+    return make_status(ErrorCode::kInvalidArgument, "count", count, "must be in [0, 2^20]");
   std::vector<NeedleDocument> docs;
   docs.reserve(static_cast<std::size_t>(std::min<std::int64_t>(count, 1024)));
-  for (std::int64_t k = 0; k < count; ++k)
-    docs.push_back(
-        make_needle_document(haystack, tmpl, tokenize, options, static_cast<std::uint64_t>(k)));
+  for (std::int64_t k = 0; k < count; ++k) {
+    Result<NeedleDocument> d =
+        make_needle_document(haystack, tmpl, tokenize, options, static_cast<std::uint64_t>(k));
+    if (!d.ok()) return d.status().with_context("document " + std::to_string(k));
+    docs.push_back(std::move(d).value());
+  }
   return docs;
 }
 
@@ -272,11 +261,9 @@ inline std::vector<NeedleDocument> make_needle_documents(const std::vector<Token
 
 /// Row-wise log-softmax in double, stable for any magnitude: x - max - log(sum exp(x - max)).
 /// Logits must be finite or -inf (a masked-out token), with at least one finite logit per row;
-/// kInvalidArgument otherwise (NaN, +inf, an all -inf row, no columns). *out set on success.
+/// kInvalidArgument otherwise (NaN, +inf, an all -inf row, no columns).
 template <typename Derived>
-inline Status try_log_softmax(const Eigen::MatrixBase<Derived>& logits, Eigen::MatrixXd* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+inline Result<Eigen::MatrixXd> log_softmax(const Eigen::MatrixBase<Derived>& logits) {
   if (logits.cols() == 0 && logits.rows() > 0)
     return make_status(ErrorCode::kInvalidArgument, "logits.cols()", 0,
                        "must be > 0 (one column per vocabulary entry)");
@@ -297,14 +284,7 @@ inline Status try_log_softmax(const Eigen::MatrixBase<Derived>& logits, Eigen::M
     const double lse = mx + std::log((m.row(r).array() - mx).exp().sum());
     m.row(r).array() -= lse;
   }
-  *out = std::move(m);
-  return Status();
-}
-template <typename Derived>
-inline Eigen::MatrixXd log_softmax(const Eigen::MatrixBase<Derived>& logits) {
-  Eigen::MatrixXd out;
-  throw_if_error(try_log_softmax(logits, &out));
-  return out;
+  return m;
 }
 
 namespace detail {
@@ -370,90 +350,71 @@ inline double row_log_prob(const Eigen::MatrixBase<Derived>& logits, Eigen::Inde
 
 }  // namespace detail
 
-/// Mean negative log-likelihood of the tokens where mask is 1, from logits (rows x vocab, any
-/// float type, any storage order). Row r holds the model's prediction made at position
-/// first_row + r, i.e. for token first_row + r + 1; pass first_row > 0 when the model returned
-/// logits for a tail of the document only. Softmax in double, stable for any magnitude.
-template <typename Derived>
-inline Status try_masked_nll(const Eigen::MatrixBase<Derived>& logits,
-                             const std::vector<TokenId>& tokens,
-                             const std::vector<std::uint8_t>& mask, double* out,
-                             std::int64_t first_row = 0) {
-  return detail::masked_mean_nll(
-      logits, tokens, mask, first_row, "logits",
-      [&](Eigen::Index r, Eigen::Index t) { return detail::row_log_prob(logits, r, t); }, out);
-}
-template <typename Derived>
-inline double masked_nll(const Eigen::MatrixBase<Derived>& logits,
-                         const std::vector<TokenId>& tokens, const std::vector<std::uint8_t>& mask,
-                         std::int64_t first_row = 0) {
-  double v = 0.0;
-  throw_if_error(try_masked_nll(logits, tokens, mask, &v, first_row));
-  return v;
-}
+/// What a score matrix holds: raw logits (softmaxed here, in double) or log-probabilities the
+/// model already log-softmaxed.
+enum class Scores { kLogits, kLogProbs };
 
-/// As masked_nll, from log-probabilities (already log-softmaxed) instead of logits.
+/// Mean negative log-likelihood of the tokens where mask is 1, from a score matrix (rows x
+/// vocab, any float type, any storage order). Row r holds the model's prediction made at position
+/// first_row + r, i.e. for token first_row + r + 1; pass first_row > 0 when the model returned
+/// scores for a tail of the document only. Logits are softmaxed in double, stable for any
+/// magnitude.
 template <typename Derived>
-inline Status try_masked_nll_from_log_probs(const Eigen::MatrixBase<Derived>& log_probs,
-                                            const std::vector<TokenId>& tokens,
-                                            const std::vector<std::uint8_t>& mask, double* out,
-                                            std::int64_t first_row = 0) {
-  return detail::masked_mean_nll(
-      log_probs, tokens, mask, first_row, "log_probs",
-      [&](Eigen::Index r, Eigen::Index t) { return static_cast<double>(log_probs(r, t)); }, out);
-}
-template <typename Derived>
-inline double masked_nll_from_log_probs(const Eigen::MatrixBase<Derived>& log_probs,
-                                        const std::vector<TokenId>& tokens,
-                                        const std::vector<std::uint8_t>& mask,
-                                        std::int64_t first_row = 0) {
+inline Result<double> masked_nll(const Eigen::MatrixBase<Derived>& scores,
+                                 const std::vector<TokenId>& tokens,
+                                 const std::vector<std::uint8_t>& mask, std::int64_t first_row = 0,
+                                 Scores kind = Scores::kLogits) {
   double v = 0.0;
-  throw_if_error(try_masked_nll_from_log_probs(log_probs, tokens, mask, &v, first_row));
+  if (kind == Scores::kLogProbs) {
+    ROPESCALE_RETURN_IF_ERROR(detail::masked_mean_nll(
+        scores, tokens, mask, first_row, "log_probs",
+        [&](Eigen::Index r, Eigen::Index t) { return static_cast<double>(scores(r, t)); }, &v));
+  } else {
+    ROPESCALE_RETURN_IF_ERROR(detail::masked_mean_nll(
+        scores, tokens, mask, first_row, "logits",
+        [&](Eigen::Index r, Eigen::Index t) { return detail::row_log_prob(scores, r, t); }, &v));
+  }
   return v;
 }
 
 /// The needle loss of one document: mean NLL over its answer tokens (LongRoPE2 sec. 3.2).
 template <typename Derived>
-inline double answer_nll(const Eigen::MatrixBase<Derived>& logits, const NeedleDocument& doc,
-                         std::int64_t first_row = 0) {
-  return masked_nll(logits, doc.tokens, doc.answer_mask, first_row);
-}
-template <typename Derived>
-inline double answer_nll_from_log_probs(const Eigen::MatrixBase<Derived>& log_probs,
-                                        const NeedleDocument& doc, std::int64_t first_row = 0) {
-  return masked_nll_from_log_probs(log_probs, doc.tokens, doc.answer_mask, first_row);
+inline Result<double> answer_nll(const Eigen::MatrixBase<Derived>& scores,
+                                 const NeedleDocument& doc, std::int64_t first_row = 0,
+                                 Scores kind = Scores::kLogits) {
+  return masked_nll(scores, doc.tokens, doc.answer_mask, first_row, kind);
 }
 
 /// Plain loss: mean NLL over every predicted token 1 .. n-1 (logits rows 0 .. n-2 at least).
 template <typename Derived>
-inline double token_nll(const Eigen::MatrixBase<Derived>& logits,
-                        const std::vector<TokenId>& tokens) {
+inline Result<double> token_nll(const Eigen::MatrixBase<Derived>& logits,
+                                const std::vector<TokenId>& tokens) {
   std::vector<std::uint8_t> mask(tokens.size(), 1);
   if (!mask.empty()) mask[0] = 0;
   return masked_nll(logits, tokens, mask);
 }
 
 /// exp(mean of per-document losses): LongRoPE2's needle-driven perplexity when the losses are
-/// answer_nll values, plain perplexity when they are token_nll values. Throws Error on an empty
-/// list, a loss that is not finite, or a mean loss whose exp overflows: it never returns NaN/inf.
-inline double perplexity(const std::vector<double>& losses) {
+/// answer_nll values, plain perplexity when they are token_nll values. An error on an empty list,
+/// a loss that is not finite, or a mean loss whose exp overflows: it never returns NaN/inf.
+inline Result<double> perplexity(const std::vector<double>& losses) {
   if (losses.empty())
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses.size()", 0, "must be > 0"));
+    return make_status(ErrorCode::kInvalidArgument, "losses.size()", 0, "must be > 0");
   double sum = 0.0;
   for (std::size_t i = 0; i < losses.size(); ++i) {
     if (std::isnan(losses[i]))
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
-                                 losses[i], "must not be NaN"));
+      return make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
+                         losses[i], "must not be NaN");
     if (!std::isfinite(losses[i]))
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
-                                 losses[i], "must be finite"));
+      return make_status(ErrorCode::kInvalidArgument, "losses[" + std::to_string(i) + "]",
+                         losses[i], "must be finite");
     sum += losses[i];
   }
   const double mean = sum / static_cast<double>(losses.size());
   const double ppl = std::exp(mean);
   if (!std::isfinite(ppl))
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "mean loss", mean,
-                               "must be <= 709 (exp of it overflows double)"));
+    return make_status(ErrorCode::kInvalidArgument, "mean loss", mean,
+                       "must be <= 709 (exp of it overflows double)");
   return ppl;
 }
 
@@ -463,24 +424,27 @@ using NeedleDocumentLoss = std::function<double(const FactorTable&, const Needle
 
 /// A search fitness (search.hpp): the needle-driven perplexity of `docs` under a table,
 /// exp(mean over documents of loss(table, doc)). Lower is better.
-inline std::function<double(const FactorTable&)> needle_perplexity_fitness(
+/// An error when docs is empty or loss is not callable. The fitness itself throws Error (aborts
+/// without exceptions) on a NaN loss, which EvolutionSearch::run passes on to its caller.
+inline Result<std::function<double(const FactorTable&)>> needle_perplexity_fitness(
     std::vector<NeedleDocument> docs, NeedleDocumentLoss loss) {
   if (docs.empty())
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "docs.size()", 0, "must be > 0"));
+    return make_status(ErrorCode::kInvalidArgument, "docs.size()", 0, "must be > 0");
   if (!loss)
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "loss", "empty",
-                               "must be a callable (table, document) -> loss"));
-  return [docs = std::move(docs), loss = std::move(loss)](const FactorTable& table) {
-    std::vector<double> losses;
-    losses.reserve(docs.size());
-    for (const NeedleDocument& d : docs) {
-      losses.push_back(loss(table, d));
-      // A document the candidate gives probability 0: the worst fitness, which the search
-      // never picks (perplexity() itself refuses infinite losses).
-      if (losses.back() == std::numeric_limits<double>::infinity()) return losses.back();
-    }
-    return perplexity(losses);
-  };
+    return make_status(ErrorCode::kInvalidArgument, "loss", "empty",
+                       "must be a callable (table, document) -> loss");
+  return std::function<double(const FactorTable&)>(
+      [docs = std::move(docs), loss = std::move(loss)](const FactorTable& table) {
+        std::vector<double> losses;
+        losses.reserve(docs.size());
+        for (const NeedleDocument& d : docs) {
+          losses.push_back(loss(table, d));
+          // A document the candidate gives probability 0: the worst fitness, which the search
+          // never picks (perplexity() itself refuses infinite losses).
+          if (losses.back() == std::numeric_limits<double>::infinity()) return losses.back();
+        }
+        return perplexity(losses).value();
+      });
 }
 
 }  // namespace ropescale

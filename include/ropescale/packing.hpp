@@ -140,28 +140,18 @@ struct PackedSegment {
     }
     return Status();
   }
-  /// Status twin of position_ids.
-  Status try_position_ids(std::vector<std::int64_t>* out) const {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// One position id per token, ready for rotate; an error on an invalid segment.
+  Result<std::vector<std::int64_t>> position_ids() const {
     ROPESCALE_RETURN_IF_ERROR(validate());
     std::vector<std::int64_t> ids(static_cast<std::size_t>(length));
     for (const DocumentPiece& p : pieces)
       for (std::int64_t t = 0; t < p.length; ++t)
         ids[static_cast<std::size_t>(p.segment_offset + t)] = p.first_position + t;
-    *out = std::move(ids);
-    return Status();
+    return ids;
   }
-  /// One position id per token, ready for apply_rotary. Throws Error on an invalid segment.
-  std::vector<std::int64_t> position_ids() const {
-    std::vector<std::int64_t> out;
-    throw_if_error(try_position_ids(&out));
-    return out;
-  }
-  /// Status twin of dense_mask.
-  Status try_dense_mask(DenseMask* out, std::int64_t max_tokens = kMaxDenseMaskTokens) const {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// The [length, length] boolean mask of this segment (block-diagonal causal); an error on an
+  /// invalid segment or when length > max_tokens.
+  Result<DenseMask> dense_mask(std::int64_t max_tokens = kMaxDenseMaskTokens) const {
     ROPESCALE_RETURN_IF_ERROR(validate());
     if (length > max_tokens)
       return make_status(ErrorCode::kInvalidArgument, "segment length", length,
@@ -173,14 +163,6 @@ struct PackedSegment {
       for (std::int64_t i = cu_seqlens[b - 1]; i < cu_seqlens[b]; ++i)
         for (std::int64_t j = cu_seqlens[b - 1]; j <= i; ++j)
           m(static_cast<Eigen::Index>(i), static_cast<Eigen::Index>(j)) = true;
-    *out = std::move(m);
-    return Status();
-  }
-  /// The [length, length] boolean mask of this segment (block-diagonal causal). Throws Error if
-  /// length > max_tokens.
-  DenseMask dense_mask(std::int64_t max_tokens = kMaxDenseMaskTokens) const {
-    DenseMask m;
-    throw_if_error(try_dense_mask(&m, max_tokens));
     return m;
   }
 };
@@ -243,12 +225,34 @@ inline void finish_segment(PackedSegment& s, std::int64_t original,
 
 }  // namespace detail
 
-/// Status twin of pack_documents; writes *out only on success.
-inline Status try_pack_documents(const std::vector<std::int64_t>& lengths,
-                                 const PackOptions& options, PackingPlan* out) {
+/// Packs documents of the given token lengths into training segments of options.segment_length
+/// tokens, LongRoPE2 style (see the drawing at the top of this header):
+///
+///   * documents of length <= original_max_position go whole, in input order, into short
+///     segments with position ids restarting at 0 per document and a per-document causal mask;
+///   * longer documents fill long segments back to back (or chunked one document at a time)
+///     with continuous position ids 0 .. length-1 and full causal attention, or per-document
+///     masks and restarting positions with options.long_mask = kDocumentCausal.
+///
+/// Every token of every document lands in exactly one segment, once. Segments are not padded: the
+/// last segment of each pool may be shorter. Each segment's window follows the Hugging Face rule
+/// on its own position ids, so short segments are always kShort, and a long-pool segment whose
+/// positions all stay inside the original window (a short tail) is kShort too, exactly as
+/// inference would treat it.
+///
+///     ropescale::PackOptions opt;
+///     opt.segment_length = 131072;
+///     opt.original_max_position = 4096;
+///     auto plan = ropescale::pack_documents(doc_lengths, opt).value();
+///     for (const auto& seg : plan.segments) {
+///       auto pos = seg.position_ids().value();   // for rotate with select_factors(seg.window, ..)
+///       // seg.cu_seqlens, seg.max_seqlen() for a varlen attention kernel
+///     }
+///
+/// An error on a length <= 0, on segment_length <= original_max_position, or on overflow.
+inline Result<PackingPlan> pack_documents(const std::vector<std::int64_t>& lengths,
+                                          const PackOptions& options) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_pack_options(options));
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
   std::int64_t total = 0;
   for (std::size_t d = 0; d < lengths.size(); ++d) {
     if (lengths[d] <= 0)
@@ -319,39 +323,6 @@ inline Status try_pack_documents(const std::vector<std::int64_t>& lengths,
     }
   }
   detail::finish_segment(cur, orig, plan.segments);
-  *out = std::move(plan);
-  return Status();
-}
-
-/// Packs documents of the given token lengths into training segments of options.segment_length
-/// tokens, LongRoPE2 style (see the drawing at the top of this header):
-///
-///   * documents of length <= original_max_position go whole, in input order, into short
-///     segments with position ids restarting at 0 per document and a per-document causal mask;
-///   * longer documents fill long segments back to back (or chunked one document at a time)
-///     with continuous position ids 0 .. length-1 and full causal attention, or per-document
-///     masks and restarting positions with options.long_mask = kDocumentCausal.
-///
-/// Every token of every document lands in exactly one segment, once. Segments are not padded: the
-/// last segment of each pool may be shorter. Each segment's window follows the Hugging Face rule
-/// on its own position ids, so short segments are always kShort, and a long-pool segment whose
-/// positions all stay inside the original window (a short tail) is kShort too, exactly as
-/// inference would treat it.
-///
-///     ropescale::PackOptions opt;
-///     opt.segment_length = 131072;
-///     opt.original_max_position = 4096;
-///     auto plan = ropescale::pack_documents(doc_lengths, opt);
-///     for (const auto& seg : plan.segments) {
-///       auto pos = seg.position_ids();   // for apply_rotary with select_factors(seg.window, ..)
-///       // seg.cu_seqlens, seg.max_seqlen() for a varlen attention kernel
-///     }
-///
-/// Throws Error on a length <= 0, on segment_length <= original_max_position, or on overflow.
-inline PackingPlan pack_documents(const std::vector<std::int64_t>& lengths,
-                                  const PackOptions& options) {
-  PackingPlan plan;
-  throw_if_error(try_pack_documents(lengths, options, &plan));
   return plan;
 }
 

@@ -48,16 +48,40 @@ namespace ropescale {
 /// Each further switch adds one more rotation's rounding (3.8 u); nothing is recomputed.
 class KeyRerotation {
  public:
-  /// Frequencies theta_to - theta_from and scale m_to / m_from for a spec. Throws Error when the
-  /// spec is invalid or a table does not fit it (check_tables says so without throwing).
-  KeyRerotation(const RopeSpec& spec, const FactorTable& from, const FactorTable& to)
-      : KeyRerotation(checked(spec, from, to)) {}
+  /// Frequencies theta_to - theta_from and scale m_to / m_from for a spec; an error when the
+  /// spec is invalid or a table does not fit it.
+  static Result<KeyRerotation> make(const RopeSpec& spec, const FactorTable& from,
+                                    const FactorTable& to) {
+    ROPESCALE_RETURN_IF_ERROR(validate(spec, from, to));
+    return make(from.inv_freq(spec).value(), from.attention_factor(), to.inv_freq(spec).value(),
+                to.attention_factor(), spec.frequency_dim());  // both checked above
+  }
 
   /// The same from raw inverse frequencies (equal sizes, finite) and attention factors (> 0).
+  /// frequency_dim as for RotaryFrequencies (0: 2 * inv_freq.size()).
+  static Result<KeyRerotation> make(const Eigen::ArrayXd& inv_freq_from,
+                                    double attention_factor_from, const Eigen::ArrayXd& inv_freq_to,
+                                    double attention_factor_to, std::int64_t frequency_dim = 0) {
+    ROPESCALE_RETURN_IF_ERROR(RotaryFrequencies::validate(inv_freq_from, attention_factor_from));
+    if (inv_freq_to.size() != inv_freq_from.size())
+      return make_status(
+          ErrorCode::kInvalidArgument, "inv_freq_to.size()",
+          static_cast<std::int64_t>(inv_freq_to.size()),
+          "must equal inv_freq_from.size() (" + std::to_string(inv_freq_from.size()) + ")");
+    ROPESCALE_RETURN_IF_ERROR(RotaryFrequencies::validate(inv_freq_to, attention_factor_to));
+    Result<RotaryFrequencies> f = RotaryFrequencies::make(
+        inv_freq_to - inv_freq_from, attention_factor_to / attention_factor_from, frequency_dim);
+    if (!f.ok()) return f.status();
+    return KeyRerotation(std::move(f).value());
+  }
+
+  /// make(...).value(): throw Error on bad input (abort without exceptions).
+  KeyRerotation(const RopeSpec& spec, const FactorTable& from, const FactorTable& to)
+      : KeyRerotation(make(spec, from, to).value()) {}
   KeyRerotation(const Eigen::ArrayXd& inv_freq_from, double attention_factor_from,
                 const Eigen::ArrayXd& inv_freq_to, double attention_factor_to)
       : KeyRerotation(
-            checked(inv_freq_from, attention_factor_from, inv_freq_to, attention_factor_to)) {}
+            make(inv_freq_from, attention_factor_from, inv_freq_to, attention_factor_to).value()) {}
 
   /// The single rotation: inv_freq = theta_to - theta_from, attention factor = m_to / m_from.
   const RotaryFrequencies& frequencies() const noexcept { return freqs_; }
@@ -70,21 +94,16 @@ class KeyRerotation {
 
   /// Re-rotates keys in place; positions holds the position id of each cached token.
   template <typename T>
-  Status try_apply(const std::int64_t* positions, const HeadsView<T>& keys,
-                   PairLayout layout) const {
+  Status apply(const std::int64_t* positions, const HeadsView<T>& keys, PairLayout layout) const {
     const HeadsView<const T> in = keys.as_const();
     const char* names[] = {"keys"};
     return detail::rotary_call<T>(freqs_, positions, &in, &keys, 1, names, names, layout,
                                   RotaryDirection::kForward);
   }
-  template <typename T>
-  void apply(const std::int64_t* positions, const HeadsView<T>& keys, PairLayout layout) const {
-    throw_if_error(try_apply(positions, keys, layout));
-  }
 
   /// Checks that spec is valid and both tables fit it.
-  static Status check_tables(const RopeSpec& spec, const FactorTable& from, const FactorTable& to) {
-    ROPESCALE_RETURN_IF_ERROR(validate(spec));
+  static Status validate(const RopeSpec& spec, const FactorTable& from, const FactorTable& to) {
+    ROPESCALE_RETURN_IF_ERROR(ropescale::validate(spec));
     Status s = from.validate_for(spec);
     if (!s.ok()) return s.with_context("table `from`");
     s = to.validate_for(spec);
@@ -95,53 +114,28 @@ class KeyRerotation {
  private:
   explicit KeyRerotation(RotaryFrequencies freqs) : freqs_(std::move(freqs)) {}
 
-  static RotaryFrequencies checked(const Eigen::ArrayXd& a, double ma, const Eigen::ArrayXd& b,
-                                   double mb, std::int64_t frequency_dim = 0) {
-    throw_if_error(RotaryFrequencies::check(a, ma));
-    if (b.size() != a.size())
-      throw_if_error(make_status(
-          ErrorCode::kInvalidArgument, "inv_freq_to.size()", static_cast<std::int64_t>(b.size()),
-          "must equal inv_freq_from.size() (" + std::to_string(a.size()) + ")"));
-    throw_if_error(RotaryFrequencies::check(b, mb));
-    return RotaryFrequencies(b - a, mb / ma, frequency_dim);
-  }
-  static RotaryFrequencies checked(const RopeSpec& spec, const FactorTable& from,
-                                   const FactorTable& to) {
-    throw_if_error(check_tables(spec, from, to));
-    return checked(from.inv_freq(spec), from.attention_factor(), to.inv_freq(spec),
-                   to.attention_factor(), spec.frequency_dim());
-  }
-
   RotaryFrequencies freqs_;
 };
 
 /// Re-rotates cached keys in place from table `from` to table `to` (see KeyRerotation for the
 /// formula and its accuracy bound). Typical use when generation crosses the original window:
 ///
-///     if (ropescale::window_switches(n - 2, n - 1, spec.original_max_position)) {
-///       const ropescale::KeyRerotation to_long(spec, short_table, long_table);
+///     if (ropescale::window_switches(n - 2, n - 1, spec.original_max_position).value()) {
+///       const auto to_long = ropescale::KeyRerotation::make(spec, short_table, long_table);
+///       if (!to_long.ok()) return to_long.status();
 ///       for (auto& layer : cache)  // keys [tokens, kv_heads, head_dim]
-///         to_long.apply(positions.data(), layer.keys, ropescale::PairLayout::kHalfSplit);
+///         ROPESCALE_RETURN_IF_ERROR(
+///             to_long->apply(positions.data(), layer.keys, ropescale::PairLayout::kHalfSplit));
 ///     }
 ///
 /// Build one KeyRerotation and reuse it across layers; this function builds one per call.
 template <typename T>
-inline Status try_rerotate_keys(const RopeSpec& spec, const FactorTable& from,
-                                const FactorTable& to, const std::int64_t* positions,
-                                const HeadsView<T>& keys, PairLayout layout) {
-  ROPESCALE_RETURN_IF_ERROR(KeyRerotation::check_tables(spec, from, to));
-  // Everything the constructor could refuse, as a Status: it must not throw from here.
-  const Eigen::ArrayXd a = from.inv_freq(spec), b = to.inv_freq(spec);
-  ROPESCALE_RETURN_IF_ERROR(
-      RotaryFrequencies::check(b - a, to.attention_factor() / from.attention_factor()));
-  const KeyRerotation r(spec, from, to);
-  return r.try_apply(positions, keys, layout);
-}
-template <typename T>
-inline void rerotate_keys(const RopeSpec& spec, const FactorTable& from, const FactorTable& to,
-                          const std::int64_t* positions, const HeadsView<T>& keys,
-                          PairLayout layout) {
-  throw_if_error(try_rerotate_keys(spec, from, to, positions, keys, layout));
+inline Status rerotate_keys(const RopeSpec& spec, const FactorTable& from, const FactorTable& to,
+                            const std::int64_t* positions, const HeadsView<T>& keys,
+                            PairLayout layout) {
+  const Result<KeyRerotation> r = KeyRerotation::make(spec, from, to);
+  if (!r.ok()) return r.status();
+  return r->apply(positions, keys, layout);
 }
 
 }  // namespace ropescale

@@ -16,7 +16,6 @@
 #include "ropescale/packing.hpp"
 #include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
-#include "ropescale/rotary_backward.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/search.hpp"
 #include "ropescale/search_space.hpp"

@@ -45,9 +45,23 @@
 //
 // ## Front door and kernel
 //
-// apply_rotary* validate every argument and throw ropescale::Error naming the argument, the value
-// and the rule; try_apply_rotary* return the same as a Status and never throw. Nothing is written
+// Four verbs, each taking the direction as a parameter:
+//
+//   rotate(angles, positions, x, layout, dir)            x in place
+//   rotate(angles, positions, q, k, layout, dir)         q and k in place, one pass (GQA allowed)
+//   rotate(angles, positions, q, &k, layout, pfor, dir)  the same split by the host's threads
+//   rotate_out(angles, positions, in, out, layout, dir)  out = R(in) (and the q/k pair form)
+//
+// plus rotate_mrope (mrope.hpp) and rotate_and_append_kv (kv_cache.hpp). Each validates every
+// argument and returns a Status naming the argument, the value and the rule; nothing is written
 // when validation fails. The unchecked kernels live in ropescale/detail/.
+//
+// ## The backward pass
+//
+// Forward RoPE is y = m R(theta) x per pair, so dL/dx = m R(theta)^T dL/dy = m R(-theta) dL/dy:
+// the upstream gradient rotated by the inverse angle and scaled by the attention factor m (not
+// 1/m as the inverse would be). That is rotate(..., RotaryDirection::kBackward) on the gradient,
+// with the forward call's angles, positions and layout; pass-through channels keep their gradient.
 #pragma once
 
 #include <Eigen/Core>
@@ -69,9 +83,9 @@
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/aligned.hpp"
-#include "ropescale/detail/kernels/angle.hpp"
-#include "ropescale/detail/checked_math.hpp"
 #include "ropescale/detail/call/range_claims.hpp"
+#include "ropescale/detail/checked_math.hpp"
+#include "ropescale/detail/kernels/angle.hpp"
 #include "ropescale/detail/kernels/rotary_kernels.hpp"
 #undef ROPESCALE_INSIDE_PUBLIC_HEADER
 
@@ -102,17 +116,28 @@ struct HeadsView {
   std::int64_t token_stride = 0;
   std::int64_t head_stride = 0;
 
-  /// Contiguous [tokens, heads, head_dim]. Throws Error when heads * head_dim overflows int64.
+  /// Contiguous [tokens, heads, head_dim]; an error when heads * head_dim overflows int64.
+  static Result<HeadsView> make(T* data, std::int64_t tokens, std::int64_t heads,
+                                std::int64_t head_dim) {
+    std::int64_t stride = 0;
+    ROPESCALE_RETURN_IF_ERROR(stride_of("heads * head_dim", heads, head_dim, &stride));
+    return HeadsView{data, tokens, heads, head_dim, stride, head_dim};
+  }
+  /// Contiguous [heads, tokens, head_dim]; an error when tokens * head_dim overflows int64.
+  static Result<HeadsView> make_heads_first(T* data, std::int64_t tokens, std::int64_t heads,
+                                            std::int64_t head_dim) {
+    std::int64_t stride = 0;
+    ROPESCALE_RETURN_IF_ERROR(stride_of("tokens * head_dim", tokens, head_dim, &stride));
+    return HeadsView{data, tokens, heads, head_dim, head_dim, stride};
+  }
+  /// make(...).value() and make_heads_first(...).value(): throw Error (abort without exceptions).
   static HeadsView tokens_heads_dim(T* data, std::int64_t tokens, std::int64_t heads,
                                     std::int64_t head_dim) {
-    return {data,    tokens, heads, head_dim, stride_of("heads * head_dim", heads, head_dim),
-            head_dim};
+    return make(data, tokens, heads, head_dim).value();
   }
-  /// Contiguous [heads, tokens, head_dim]. Throws Error when tokens * head_dim overflows int64.
   static HeadsView heads_tokens_dim(T* data, std::int64_t tokens, std::int64_t heads,
                                     std::int64_t head_dim) {
-    return {data,     tokens,   heads,
-            head_dim, head_dim, stride_of("tokens * head_dim", tokens, head_dim)};
+    return make_heads_first(data, tokens, heads, head_dim).value();
   }
   /// The same view, read-only.
   HeadsView<const T> as_const() const {
@@ -120,13 +145,12 @@ struct HeadsView {
   }
 
  private:
-  static std::int64_t stride_of(const char* what, std::int64_t a, std::int64_t b) {
-    std::int64_t r = 0;
-    if (!detail::checked_mul(a, b, &r))
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, what,
-                                 std::to_string(a) + " * " + std::to_string(b),
-                                 "overflows int64: the tensor cannot be addressed"));
-    return r;
+  static Status stride_of(const char* what, std::int64_t a, std::int64_t b, std::int64_t* r) {
+    if (!detail::checked_mul(a, b, r))
+      return make_status(ErrorCode::kInvalidArgument, what,
+                         std::to_string(a) + " * " + std::to_string(b),
+                         "overflows int64: the tensor cannot be addressed");
+    return Status();
   }
 };
 
@@ -134,31 +158,45 @@ struct HeadsView {
 class RotaryFrequencies {
  public:
   /// inv_freq_i = base_inv_freq_i / lambda_i, attention factor from the table; the half-split
-  /// partner offset is spec.frequency_dim() / 2.
-  RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
-      : inv_freq_(table.inv_freq(spec)),
-        attention_factor_(table.attention_factor()),
-        frequency_dim_(spec.frequency_dim()) {
-    set_limits();
+  /// partner offset is spec.frequency_dim() / 2. An error when the table does not fit the spec.
+  static Result<RotaryFrequencies> make(const RopeSpec& spec, const FactorTable& table) {
+    ROPESCALE_RETURN_IF_ERROR(table.validate_for(spec));
+    RotaryFrequencies f;
+    f.inv_freq_ = base_inv_freq(spec).value() / table.factors();  // spec checked above
+    f.attention_factor_ = table.attention_factor();
+    f.frequency_dim_ = spec.frequency_dim();
+    f.set_limits();
+    return f;
   }
 
   /// Raw frequencies (any finite values, negative allowed: e.g. the difference of two tables
   /// used to re-rotate a KV cache) and a finite attention factor > 0. frequency_dim is the
   /// half-split span (RopeSpec::frequency_dim()); 0 means 2 * inv_freq.size().
-  RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor,
-                    std::int64_t frequency_dim = 0)
-      : inv_freq_(std::move(inv_freq)), attention_factor_(attention_factor) {
-    throw_if_error(check(inv_freq_, attention_factor_));
-    const std::int64_t rd = 2 * static_cast<std::int64_t>(inv_freq_.size());
+  static Result<RotaryFrequencies> make(Eigen::ArrayXd inv_freq, double attention_factor,
+                                        std::int64_t frequency_dim = 0) {
+    ROPESCALE_RETURN_IF_ERROR(validate(inv_freq, attention_factor));
+    const std::int64_t rd = 2 * static_cast<std::int64_t>(inv_freq.size());
     if (frequency_dim != 0 && (frequency_dim < rd || frequency_dim % 2 != 0))
-      throw_if_error(
-          make_status(ErrorCode::kInvalidArgument, "frequency_dim", frequency_dim,
-                      "must be 0 or even and >= 2 * inv_freq.size() (" + std::to_string(rd) + ")"));
-    frequency_dim_ = frequency_dim != 0 ? frequency_dim : rd;
-    set_limits();
+      return make_status(
+          ErrorCode::kInvalidArgument, "frequency_dim", frequency_dim,
+          "must be 0 or even and >= 2 * inv_freq.size() (" + std::to_string(rd) + ")");
+    RotaryFrequencies f;
+    f.inv_freq_ = std::move(inv_freq);
+    f.attention_factor_ = attention_factor;
+    f.frequency_dim_ = frequency_dim != 0 ? frequency_dim : rd;
+    f.set_limits();
+    return f;
   }
 
-  static Status check(const Eigen::ArrayXd& inv_freq, double attention_factor) {
+  /// make(...).value(): throw Error on bad input (abort without exceptions).
+  RotaryFrequencies(const RopeSpec& spec, const FactorTable& table)
+      : RotaryFrequencies(make(spec, table).value()) {}
+  RotaryFrequencies(Eigen::ArrayXd inv_freq, double attention_factor,
+                    std::int64_t frequency_dim = 0)
+      : RotaryFrequencies(make(std::move(inv_freq), attention_factor, frequency_dim).value()) {}
+
+  /// The rule make() applies to raw frequencies: non-empty, finite, attention factor in range.
+  static Status validate(const Eigen::ArrayXd& inv_freq, double attention_factor) {
     if (inv_freq.size() == 0)
       return make_status(ErrorCode::kInvalidArgument, "inv_freq.size()", 0, "must be > 0");
     for (Eigen::Index i = 0; i < inv_freq.size(); ++i)
@@ -205,6 +243,8 @@ class RotaryFrequencies {
   static constexpr double kMaxAngle = 281474976710656.0;  // 2^48
 
  private:
+  RotaryFrequencies() = default;
+
   void set_limits() noexcept {
     max_abs_ = inv_freq_.size() > 0 ? inv_freq_.abs().maxCoeff() : 0.0;
     const double by_angle = max_abs_ > 0.0 ? std::floor(kMaxAngle / max_abs_) : kMaxAngle;
@@ -235,42 +275,57 @@ class BasicRotaryCache {
   /// RotaryFrequencies, which needs no table.
   static constexpr std::int64_t kMaxCacheEntries = std::int64_t{1} << 31;
 
-  BasicRotaryCache(const RopeSpec& spec, const FactorTable& table, std::int64_t num_positions)
-      : BasicRotaryCache(RotaryFrequencies(spec, table), num_positions) {}
-
-  BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
-      : pairs_(freqs.pairs()),
-        row_stride_(detail::aligned_row_length<Scalar>(freqs.pairs())),
-        frequency_dim_(freqs.frequency_dim()),
-        attention_factor_(freqs.attention_factor()) {
+  /// m*cos and m*sin for positions [0, num_positions) of a spec and table. An error when the
+  /// table does not fit the spec, num_positions is not in (0, 2^31 / pairs], the frequencies do
+  /// not cover it, or the memory cannot be allocated.
+  static Result<BasicRotaryCache> make(const RopeSpec& spec, const FactorTable& table,
+                                       std::int64_t num_positions) {
+    Result<RotaryFrequencies> freqs = RotaryFrequencies::make(spec, table);
+    if (!freqs.ok()) return freqs.status();
+    return make(*freqs, num_positions);
+  }
+  static Result<BasicRotaryCache> make(const RotaryFrequencies& freqs, std::int64_t num_positions) {
     if (num_positions <= 0)
-      throw_if_error(
-          make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions, "must be > 0"));
+      return make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
+                         "must be > 0");
+    const std::int64_t pairs = freqs.pairs();
     std::int64_t entries = 0;
-    if (!detail::checked_mul(num_positions, pairs_, &entries) || entries > kMaxCacheEntries)
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
-                                 "too large: num_positions * pairs (" + std::to_string(pairs_) +
-                                     ") must be <= 2^31; use RotaryFrequencies"));
+    if (!detail::checked_mul(num_positions, pairs, &entries) || entries > kMaxCacheEntries)
+      return make_status(ErrorCode::kInvalidArgument, "num_positions", num_positions,
+                         "too large: num_positions * pairs (" + std::to_string(pairs) +
+                             ") must be <= 2^31; use RotaryFrequencies");
     if (!freqs.covers(num_positions - 1))
-      throw_if_error(make_status(ErrorCode::kOutOfRange, "num_positions", num_positions,
-                                 "must be <= the frequencies' max_position() (" +
-                                     std::to_string(freqs.max_position()) + ")"));
-    num_positions_ = num_positions;
-    const std::int64_t stored = num_positions * row_stride_;  // <= 2^31 * 16 / 1: no overflow
+      return make_status(ErrorCode::kOutOfRange, "num_positions", num_positions,
+                         "must be <= the frequencies' max_position() (" +
+                             std::to_string(freqs.max_position()) + ")");
+    BasicRotaryCache c;
+    c.pairs_ = pairs;
+    c.row_stride_ = detail::aligned_row_length<Scalar>(pairs);
+    c.frequency_dim_ = freqs.frequency_dim();
+    c.attention_factor_ = freqs.attention_factor();
+    c.num_positions_ = num_positions;
+    const std::int64_t stored = num_positions * c.row_stride_;  // <= 2^31 * 16: no overflow
     bool allocated = false;
     ROPESCALE_TRY {
-      cos_.resize(static_cast<std::size_t>(stored));
-      sin_.resize(static_cast<std::size_t>(stored));
+      c.cos_.resize(static_cast<std::size_t>(stored));
+      c.sin_.resize(static_cast<std::size_t>(stored));
       allocated = true;
     }
-    ROPESCALE_CATCH(const std::exception&) {}  // bad_alloc: reported below as an Error
+    ROPESCALE_CATCH(const std::exception&) {}  // bad_alloc: reported below
     if (!allocated)
-      throw_if_error(make_status(
+      return make_status(
           ErrorCode::kInvalidArgument, "num_positions", num_positions,
-          "the cache's " + std::to_string(2 * entries) + " values could not be allocated"));
+          "the cache's " + std::to_string(2 * entries) + " values could not be allocated");
     for (std::int64_t p = 0; p < num_positions; ++p)
-      freqs.fill(p, cos_.data() + p * row_stride_, sin_.data() + p * row_stride_);
+      freqs.fill(p, c.cos_.data() + p * c.row_stride_, c.sin_.data() + p * c.row_stride_);
+    return c;
   }
+
+  /// make(...).value(): throw Error on bad input (abort without exceptions).
+  BasicRotaryCache(const RopeSpec& spec, const FactorTable& table, std::int64_t num_positions)
+      : BasicRotaryCache(make(spec, table, num_positions).value()) {}
+  BasicRotaryCache(const RotaryFrequencies& freqs, std::int64_t num_positions)
+      : BasicRotaryCache(make(freqs, num_positions).value()) {}
 
   std::int64_t num_positions() const noexcept { return num_positions_; }
   std::int64_t pairs() const noexcept { return pairs_; }
@@ -294,6 +349,8 @@ class BasicRotaryCache {
   }
 
  private:
+  BasicRotaryCache() = default;
+
   std::int64_t pairs_ = 0;
   std::int64_t row_stride_ = 0;  // pairs_ rounded up to a whole number of cache lines
   std::int64_t frequency_dim_ = 0;
@@ -319,81 +376,50 @@ namespace ropescale {
 // positions: one int64 per token, >= 0 (and < num_positions for a cache).
 // ---------------------------------------------------------------------------------------------
 
-/// Rotates x in place. Status twin: try_apply_rotary.
+/// Rotates x in place (direction kForward applies RoPE, kInverse undoes it, kBackward turns
+/// dL/d(rotated x) into dL/dx; see the top of this header).
 template <typename T, typename Angles>
-inline Status try_apply_rotary(const Angles& angles, const std::int64_t* positions,
-                               const HeadsView<T>& x, PairLayout layout,
-                               RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& x,
+                     PairLayout layout, RotaryDirection direction = RotaryDirection::kForward) {
   const HeadsView<const T> in = x.as_const();
-  const char* ni[] = {"x"};
-  const char* no[] = {"x"};
-  return detail::rotary_call<T>(angles, positions, &in, &x, 1, ni, no, layout, direction);
-}
-template <typename T, typename Angles>
-inline void apply_rotary(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& x,
-                         PairLayout layout, RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(try_apply_rotary(angles, positions, x, layout, direction));
+  const char* names[] = {"x"};
+  return detail::rotary_call<T>(angles, positions, &in, &x, 1, names, names, layout, direction);
 }
 
 /// Rotates queries and keys in place in one pass over the tokens; q and k may have different
 /// head counts (GQA/MQA) and strides but share tokens and positions.
 template <typename T, typename Angles>
-inline Status try_apply_rotary_qk(const Angles& angles, const std::int64_t* positions,
-                                  const HeadsView<T>& q, const HeadsView<T>& k, PairLayout layout,
-                                  RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& q,
+                     const HeadsView<T>& k, PairLayout layout,
+                     RotaryDirection direction = RotaryDirection::kForward) {
   const HeadsView<const T> in[2] = {q.as_const(), k.as_const()};
   const HeadsView<T> out[2] = {q, k};
-  const char* ni[] = {"q", "k"};
-  const char* no[] = {"q", "k"};
-  return detail::rotary_call<T>(angles, positions, in, out, 2, ni, no, layout, direction);
-}
-template <typename T, typename Angles>
-inline void apply_rotary_qk(const Angles& angles, const std::int64_t* positions,
-                            const HeadsView<T>& q, const HeadsView<T>& k, PairLayout layout,
-                            RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(try_apply_rotary_qk(angles, positions, q, k, layout, direction));
+  const char* names[] = {"q", "k"};
+  return detail::rotary_call<T>(angles, positions, in, out, 2, names, names, layout, direction);
 }
 
 /// Out of place: out = R(in). Pass-through channels are copied. in and out must not overlap
 /// (the identical view is accepted and means in place).
 template <typename T, typename Angles>
-inline Status try_apply_rotary_out(const Angles& angles, const std::int64_t* positions,
-                                   const HeadsView<const T>& in, const HeadsView<T>& out,
-                                   PairLayout layout,
-                                   RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate_out(const Angles& angles, const std::int64_t* positions,
+                         const HeadsView<const T>& in, const HeadsView<T>& out, PairLayout layout,
+                         RotaryDirection direction = RotaryDirection::kForward) {
   const char* ni[] = {"in"};
   const char* no[] = {"out"};
   return detail::rotary_call<T>(angles, positions, &in, &out, 1, ni, no, layout, direction);
 }
-template <typename T, typename Angles>
-inline void apply_rotary_out(const Angles& angles, const std::int64_t* positions,
-                             const HeadsView<const T>& in, const HeadsView<T>& out,
-                             PairLayout layout,
-                             RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(try_apply_rotary_out(angles, positions, in, out, layout, direction));
-}
 
 /// Out of place for queries and keys together.
 template <typename T, typename Angles>
-inline Status try_apply_rotary_qk_out(const Angles& angles, const std::int64_t* positions,
-                                      const HeadsView<const T>& q_in, const HeadsView<T>& q_out,
-                                      const HeadsView<const T>& k_in, const HeadsView<T>& k_out,
-                                      PairLayout layout,
-                                      RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate_out(const Angles& angles, const std::int64_t* positions,
+                         const HeadsView<const T>& q_in, const HeadsView<T>& q_out,
+                         const HeadsView<const T>& k_in, const HeadsView<T>& k_out,
+                         PairLayout layout, RotaryDirection direction = RotaryDirection::kForward) {
   const HeadsView<const T> in[2] = {q_in, k_in};
   const HeadsView<T> out[2] = {q_out, k_out};
   const char* ni[] = {"q_in", "k_in"};
   const char* no[] = {"q_out", "k_out"};
   return detail::rotary_call<T>(angles, positions, in, out, 2, ni, no, layout, direction);
-}
-template <typename T, typename Angles>
-inline void apply_rotary_qk_out(const Angles& angles, const std::int64_t* positions,
-                                const HeadsView<const T>& q_in, const HeadsView<T>& q_out,
-                                const HeadsView<const T>& k_in, const HeadsView<T>& k_out,
-                                PairLayout layout,
-                                RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(
-      try_apply_rotary_qk_out(angles, positions, q_in, q_out, k_in, k_out, layout, direction));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,12 +435,10 @@ class RotaryPlan {
  public:
   RotaryPlan() = default;
 
-  /// q (and k, when not null) in place, as try_apply_rotary / try_apply_rotary_qk.
-  static Status make(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& q,
-                     const HeadsView<T>* k, PairLayout layout, RotaryDirection direction,
-                     RotaryPlan* out) {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// q (and k, when not null) in place, as rotate(angles, positions, q[, k], ...).
+  static Result<RotaryPlan> make(const Angles& angles, const std::int64_t* positions,
+                                 const HeadsView<T>& q, const HeadsView<T>* k, PairLayout layout,
+                                 RotaryDirection direction = RotaryDirection::kForward) {
     const int n = k == nullptr ? 1 : 2;
     const HeadsView<const T> in[2] = {q.as_const(), k ? k->as_const() : q.as_const()};
     const HeadsView<T> outs[2] = {q, k ? *k : q};
@@ -432,8 +456,7 @@ class RotaryPlan {
     plan.layout_ = layout;
     plan.direction_ = direction;
     plan.path_ = active_kernel_path();
-    *out = plan;
-    return Status();
+    return plan;
   }
 
   std::int64_t tokens() const noexcept { return tokens_; }
@@ -469,25 +492,25 @@ class RotaryPlan {
 
 /// The host's parallel-for: calls body(begin, end) over ranges that cover [0, n) exactly once,
 /// from any threads, and returns when all have run. A plain loop is a valid one. One that breaks
-/// this is reported (try_apply_rotary_parallel's parallel_for error); no token is rotated twice
+/// this is reported (the parallel rotate's parallel_for error); no token is rotated twice
 /// and no two threads write one token, but the tokens of the ranges that did run stay rotated.
 using ParallelFor = std::function<void(
     std::int64_t n, const std::function<void(std::int64_t begin, std::int64_t end)>& body)>;
 
-/// try_apply_rotary_qk (k null: try_apply_rotary; k is not used to deduce T, so nullptr works)
-/// with the tokens split by the host's
-/// parallel-for; checks run once, before any thread starts. Same bits as the one-thread call.
+/// rotate(angles, positions, q, *k, ...) (k null: q alone; k is not used to deduce T, so nullptr
+/// works) with the tokens split by the host's parallel-for; checks run once, before any thread
+/// starts. Same bits as the one-thread call.
 template <typename T, typename Angles>
-inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t* positions,
-                                        const HeadsView<T>& q,
-                                        const std::common_type_t<HeadsView<T>>* k,
-                                        PairLayout layout, const ParallelFor& parallel_for,
-                                        RotaryDirection direction = RotaryDirection::kForward) {
+inline Status rotate(const Angles& angles, const std::int64_t* positions, const HeadsView<T>& q,
+                     const std::common_type_t<HeadsView<T>>* k, PairLayout layout,
+                     const ParallelFor& parallel_for,
+                     RotaryDirection direction = RotaryDirection::kForward) {
   if (!parallel_for)
     return make_status(ErrorCode::kInvalidArgument, "parallel_for", "empty", "must be a callable");
-  RotaryPlan<T, Angles> plan;
-  ROPESCALE_RETURN_IF_ERROR(
-      (RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction, &plan)));
+  Result<RotaryPlan<T, Angles>> made =
+      RotaryPlan<T, Angles>::make(angles, positions, q, k, layout, direction);
+  if (!made.ok()) return made.status();
+  const RotaryPlan<T, Angles>& plan = *made;
   // A broken parallel-for is refused without rotating any token twice: each range claims its
   // tokens before it runs (detail/call/range_claims.hpp), a range that steps outside [0, tokens) or
   // overlaps one claimed earlier (run twice, or two threads on overlapping ranges) does not run,
@@ -516,13 +539,4 @@ inline Status try_apply_rotary_parallel(const Angles& angles, const std::int64_t
   }
   return Status();
 }
-template <typename T, typename Angles>
-inline void apply_rotary_parallel(const Angles& angles, const std::int64_t* positions,
-                                  const HeadsView<T>& q, const std::common_type_t<HeadsView<T>>* k,
-                                  PairLayout layout, const ParallelFor& parallel_for,
-                                  RotaryDirection direction = RotaryDirection::kForward) {
-  throw_if_error(
-      try_apply_rotary_parallel(angles, positions, q, k, layout, parallel_for, direction));
-}
-
 }  // namespace ropescale

@@ -23,7 +23,7 @@
 // Every formula is the one Hugging Face transformers computes (modeling_rope_utils.py,
 // `_compute_*_parameters`), written as a divisor of the base frequency; the tests hold each one
 // to HF's float64 output within 1e-12 relative. Every generator validates its input at the front
-// door and has a Status-returning try_* twin that leaves *out untouched on error.
+// door and returns Result<FactorTable>: the table, or a Status naming what broke which rule.
 #pragma once
 
 #include <Eigen/Core>
@@ -46,12 +46,6 @@ namespace ropescale {
 inline constexpr double kMinListedFactor = kMinFactor;
 
 namespace detail {
-
-inline Status check_out_ptr(const void* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  return Status();
-}
 
 // A scale factor s of a method that only extends (HF's validators: "factor must be >= 1").
 inline Status check_scale_factor(const std::string& name, double factor) {
@@ -106,9 +100,17 @@ inline Status check_plain_exponent(const RopeSpec& spec, const char* method) {
 }
 
 // Builds the table and hands it over only when everything is valid (no partial result).
-inline Status finish_table(Eigen::ArrayXd factors, double attention_factor, const char* method,
-                           FactorTable* out) {
-  return FactorTable::make(std::move(factors), attention_factor, method, out);
+inline Result<FactorTable> finish_table(Eigen::ArrayXd factors, double attention_factor,
+                                        const char* method) {
+  return FactorTable::make(std::move(factors), attention_factor, method);
+}
+
+// Moves a result's value into *out, or returns its error (for callers that fill a slot).
+template <typename T>
+inline Status move_into(Result<T>&& r, T* out) {
+  if (!r.ok()) return r.status();
+  *out = std::move(r).value();
+  return Status();
 }
 
 // NTK by base change: lambda_i = kappa^(2i/d) with ln kappa given, computed as exp so that a
@@ -129,32 +131,19 @@ inline Eigen::ArrayXd base_change_factors(std::int64_t rotary_dim, double log_ka
 // ---------------------------------------------------------------------------------------------
 
 /// Plain RoPE: every lambda_i = 1, attention factor 1 (HF `default`). Method "default".
-inline Status try_default_factors(const RopeSpec& spec, FactorTable* out) {
+inline Result<FactorTable> default_factors(const RopeSpec& spec) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   return detail::finish_table(Eigen::ArrayXd::Ones(static_cast<Eigen::Index>(spec.pairs())), 1.0,
-                              "default", out);
-}
-inline FactorTable default_factors(const RopeSpec& spec) {
-  FactorTable t;
-  throw_if_error(try_default_factors(spec, &t));
-  return t;
+                              "default");
 }
 
 /// Position interpolation (Chen et al. 2023, HF `linear`): every lambda_i = s, so position p
 /// is read as p / s. Attention factor 1. Requires s finite and >= 1. Method "linear".
-inline Status try_linear_factors(const RopeSpec& spec, double factor, FactorTable* out) {
+inline Result<FactorTable> linear_factors(const RopeSpec& spec, double factor) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", factor));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   return detail::finish_table(
-      Eigen::ArrayXd::Constant(static_cast<Eigen::Index>(spec.pairs()), factor), 1.0, "linear",
-      out);
-}
-inline FactorTable linear_factors(const RopeSpec& spec, double factor) {
-  FactorTable t;
-  throw_if_error(try_linear_factors(spec, factor, &t));
-  return t;
+      Eigen::ArrayXd::Constant(static_cast<Eigen::Index>(spec.pairs()), factor), 1.0, "linear");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -164,23 +153,16 @@ inline FactorTable linear_factors(const RopeSpec& spec, double factor) {
 /// NTK-aware scaling in the LocalLLaMA form (bloc97, 2023; HF `dynamic` at its limit):
 /// base' = base * s^(d/(d-2)), hence lambda_i = s^(2i/(d-2)). lambda_0 = 1 and the last pair
 /// gets exactly s. Requires s >= 1 and rotary_dim > 2. Method "ntk".
-inline Status try_ntk_factors(const RopeSpec& spec, double factor, FactorTable* out) {
+inline Result<FactorTable> ntk_factors(const RopeSpec& spec, double factor) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "ntk"));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", factor));
   if (spec.rotary_dim <= 2)
     return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
                        "must be > 2 for NTK-aware scaling (the exponent is d/(d-2))");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double d = static_cast<double>(spec.rotary_dim);
   const double log_kappa = std::log(factor) * d / (d - 2.0);
-  return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0, "ntk",
-                              out);
-}
-inline FactorTable ntk_factors(const RopeSpec& spec, double factor) {
-  FactorTable t;
-  throw_if_error(try_ntk_factors(spec, factor, &t));
-  return t;
+  return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0, "ntk");
 }
 
 /// The NTK baseline of the LongRoPE2 paper (after Liu et al. 2023, "Scaling laws of RoPE-based
@@ -188,8 +170,7 @@ inline FactorTable ntk_factors(const RopeSpec& spec, double factor) {
 /// L' = target_length, hence lambda_i = (base'/base)^(2i/d). It makes lambda reach s = L'/L
 /// exactly at the theoretical critical dimension i = (d/2) log_base(L/2pi), and exceed s above
 /// it (LongRoPE2 eq. 9-10). Requires target_length >= L and L > 2pi. Method "ntk_critical".
-inline Status try_ntk_critical_factors(const RopeSpec& spec, std::int64_t target_length,
-                                       FactorTable* out) {
+inline Result<FactorTable> ntk_critical_factors(const RopeSpec& spec, std::int64_t target_length) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "ntk_critical"));
   if (target_length < spec.original_max_position)
@@ -200,17 +181,11 @@ inline Status try_ntk_critical_factors(const RopeSpec& spec, std::int64_t target
   if (!(l_train > kTwoPi))
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        spec.original_max_position, "must be > 2 pi for the critical-dimension NTK");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double exponent =
       std::log(static_cast<double>(target_length) / kTwoPi) / std::log(l_train / kTwoPi);
   const double log_kappa = (exponent - 1.0) * std::log(spec.rope_theta);
   return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0,
-                              "ntk_critical", out);
-}
-inline FactorTable ntk_critical_factors(const RopeSpec& spec, std::int64_t target_length) {
-  FactorTable t;
-  throw_if_error(try_ntk_critical_factors(spec, target_length, &t));
-  return t;
+                              "ntk_critical");
 }
 
 /// Dynamic NTK as Hugging Face computes it (`_compute_dynamic_ntk_parameters`) for a sequence of
@@ -220,9 +195,9 @@ inline FactorTable ntk_critical_factors(const RopeSpec& spec, std::int64_t targe
 /// ntk_factors(spec, s), and it keeps growing with n. HF uses
 /// max_position_embeddings (not original_max_position_embeddings) as the window. seq_len <= 0
 /// means "init time" (HF's seq_len=None). Method "dynamic_ntk".
-inline Status try_dynamic_ntk_factors(const RopeSpec& spec, double factor,
-                                      std::int64_t max_position_embeddings, std::int64_t seq_len,
-                                      FactorTable* out) {
+inline Result<FactorTable> dynamic_ntk_factors(const RopeSpec& spec, double factor,
+                                               std::int64_t max_position_embeddings,
+                                               std::int64_t seq_len) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", factor));
   ROPESCALE_RETURN_IF_ERROR(
@@ -231,20 +206,13 @@ inline Status try_dynamic_ntk_factors(const RopeSpec& spec, double factor,
   if (spec.rotary_dim <= 2)
     return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
                        "must be > 2 for NTK-aware scaling (the exponent is d/(d-2))");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double max_pos = static_cast<double>(max_position_embeddings);
   const double n = static_cast<double>(std::max(seq_len, max_position_embeddings));
   const double ratio = (factor * n / max_pos) - (factor - 1.0);
   const double d = static_cast<double>(spec.rotary_dim);
   const double log_kappa = std::log(ratio) * d / (d - 2.0);
   return detail::finish_table(detail::base_change_factors(spec.rotary_dim, log_kappa), 1.0,
-                              "dynamic_ntk", out);
-}
-inline FactorTable dynamic_ntk_factors(const RopeSpec& spec, double factor,
-                                       std::int64_t max_position_embeddings, std::int64_t seq_len) {
-  FactorTable t;
-  throw_if_error(try_dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len, &t));
-  return t;
+                              "dynamic_ntk");
 }
 
 /// Dynamic NTK as Hugging Face's rotary module runs it across calls (`dynamic_rope_update`):
@@ -257,30 +225,32 @@ inline FactorTable dynamic_ntk_factors(const RopeSpec& spec, double factor,
 /// dynamic_ntk_factors(.., seq_len) is the stateless variant (the table for this length alone).
 class DynamicNtkState {
  public:
-  /// Throws Error on the arguments dynamic_ntk_factors refuses.
-  DynamicNtkState(const RopeSpec& spec, double factor, std::int64_t max_position_embeddings)
-      : spec_(spec), factor_(factor), max_pos_(max_position_embeddings) {
-    FactorTable probe;
-    throw_if_error(try_dynamic_ntk_factors(spec, factor, max_position_embeddings, 0, &probe));
-    cached_ = max_position_embeddings;
+  /// An error on the arguments dynamic_ntk_factors refuses.
+  static Result<DynamicNtkState> make(const RopeSpec& spec, double factor,
+                                      std::int64_t max_position_embeddings) {
+    const Result<FactorTable> probe = dynamic_ntk_factors(spec, factor, max_position_embeddings, 0);
+    if (!probe.ok()) return probe.status();
+    DynamicNtkState st;
+    st.spec_ = spec;
+    st.factor_ = factor;
+    st.max_pos_ = max_position_embeddings;
+    st.cached_ = max_position_embeddings;
+    return st;
   }
+  /// make(...).value(): throws Error on bad input (aborts without exceptions).
+  DynamicNtkState(const RopeSpec& spec, double factor, std::int64_t max_position_embeddings)
+      : DynamicNtkState(make(spec, factor, max_position_embeddings).value()) {}
 
-  /// The table HF uses for a forward pass over seq_len tokens, updating the state as HF does.
-  /// Status twin of update(); seq_len must be > 0.
-  Status try_update(std::int64_t seq_len, FactorTable* out) {
+  /// The table HF uses for a forward pass over seq_len tokens (> 0), updating the state as HF
+  /// does; on error the state is unchanged.
+  Result<FactorTable> update(std::int64_t seq_len) {
     if (seq_len <= 0)
       return make_status(ErrorCode::kInvalidArgument, "seq_len", seq_len, "must be > 0");
-    ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
     std::int64_t next = cached_;
     if (seq_len > next) next = seq_len;
     if (seq_len < max_pos_ && next > max_pos_) next = max_pos_;
-    ROPESCALE_RETURN_IF_ERROR(try_dynamic_ntk_factors(spec_, factor_, max_pos_, next, out));
-    cached_ = next;
-    return Status();
-  }
-  FactorTable update(std::int64_t seq_len) {
-    FactorTable t;
-    throw_if_error(try_update(seq_len, &t));
+    Result<FactorTable> t = dynamic_ntk_factors(spec_, factor_, max_pos_, next);
+    if (t.ok()) cached_ = next;
     return t;
   }
 
@@ -288,6 +258,8 @@ class DynamicNtkState {
   std::int64_t cached_seq_len() const noexcept { return cached_; }
 
  private:
+  DynamicNtkState() = default;
+
   RopeSpec spec_;
   double factor_ = 1.0;
   std::int64_t max_pos_ = 0;
@@ -343,7 +315,7 @@ inline double yarn_correction_dim(double num_rotations, std::int64_t rotary_dim,
 /// above high = c(beta_slow) are interpolated (lambda s), a linear ramp blends the frequencies in
 /// between: inv_freq' = inv_freq * ((1 - ramp_i) + ramp_i / s). With truncate, low/high are
 /// floored/ceiled; both are clamped to [0, rotary_dim - 1] as HF does. Method "yarn".
-inline Status try_yarn_factors(const RopeSpec& spec, const YarnParams& p, FactorTable* out) {
+inline Result<FactorTable> yarn_factors(const RopeSpec& spec, const YarnParams& p) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_plain_exponent(spec, "yarn"));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", p.factor));
@@ -362,7 +334,6 @@ inline Status try_yarn_factors(const RopeSpec& spec, const YarnParams& p, Factor
   if (p.original_max_position < 0)
     return make_status(ErrorCode::kInvalidArgument, "original_max_position",
                        p.original_max_position, "must be >= 0 (0 = the spec's window)");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
 
   const double window = static_cast<double>(
       p.original_max_position > 0 ? p.original_max_position : spec.original_max_position);
@@ -383,12 +354,7 @@ inline Status try_yarn_factors(const RopeSpec& spec, const YarnParams& p, Factor
     factors[i] = 1.0 / (ramp / p.factor + (1.0 - ramp));
   }
   const double attention = yarn_attention_factor(p);
-  return detail::finish_table(std::move(factors), attention, "yarn", out);
-}
-inline FactorTable yarn_factors(const RopeSpec& spec, const YarnParams& params) {
-  FactorTable t;
-  throw_if_error(try_yarn_factors(spec, params, &t));
-  return t;
+  return detail::finish_table(std::move(factors), attention, "yarn");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,7 +375,7 @@ struct Llama3Params {
 /// Requires s >= 1 and 0 < low_freq_factor <= high_freq_factor; equal factors (Llama 4 Scout:
 /// 1 and 1) make a step at w = L/low, where HF's smoothing would divide 0 by 0 (factor 1 there).
 /// Method "llama3".
-inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, FactorTable* out) {
+inline Result<FactorTable> llama3_factors(const RopeSpec& spec, const Llama3Params& p) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_scale_factor("factor", p.factor));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("low_freq_factor", p.low_freq_factor));
@@ -420,12 +386,11 @@ inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, Fa
         "must be <= high_freq_factor (" + detail::format_value(p.high_freq_factor) + ")");
   ROPESCALE_RETURN_IF_ERROR(
       detail::check_positive_int("original_max_position", p.original_max_position));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
 
   const double l = static_cast<double>(p.original_max_position);
   const double low_freq_wavelen = l / p.low_freq_factor;
   const double high_freq_wavelen = l / p.high_freq_factor;
-  const Eigen::ArrayXd inv_freq = base_inv_freq(spec);
+  const Eigen::ArrayXd inv_freq = base_inv_freq(spec).value();  // spec checked above
   Eigen::ArrayXd factors(inv_freq.size());
   for (Eigen::Index i = 0; i < inv_freq.size(); ++i) {
     const double wavelen = kTwoPi / inv_freq[i];
@@ -441,12 +406,7 @@ inline Status try_llama3_factors(const RopeSpec& spec, const Llama3Params& p, Fa
       factors[i] = 1.0 / ((1.0 - smooth) / p.factor + smooth);
     }
   }
-  return detail::finish_table(std::move(factors), 1.0, "llama3", out);
-}
-inline FactorTable llama3_factors(const RopeSpec& spec, const Llama3Params& params) {
-  FactorTable t;
-  throw_if_error(try_llama3_factors(spec, params, &t));
-  return t;
+  return detail::finish_table(std::move(factors), 1.0, "llama3");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,12 +429,6 @@ struct LongRopeParams {
 inline double longrope_default_attention_factor(double factor, std::int64_t original_max_position) {
   if (factor <= 1.0) return 1.0;
   return std::sqrt(1.0 + std::log(factor) / std::log(static_cast<double>(original_max_position)));
-}
-
-/// Deprecated: rope_window(seq_len, spec.original_max_position) (window.hpp), the one rule.
-[[deprecated("use ropescale::rope_window(seq_len, spec.original_max_position)")]] inline RopeWindow
-longrope_select(const RopeSpec& spec, std::int64_t seq_len) noexcept {
-  return rope_window(seq_len, spec.original_max_position);
 }
 
 /// The attention factor for a selection: explicit attention_factor (HF) first, then that set's
@@ -503,22 +457,15 @@ inline Status check_longrope_params(const RopeSpec& spec, const LongRopeParams& 
 }  // namespace detail
 
 /// The LongRoPE table for an explicit selection. Method "longrope".
-inline Status try_longrope_factors(const RopeSpec& spec, const LongRopeParams& p, RopeWindow which,
-                                   FactorTable* out) {
+inline Result<FactorTable> longrope_factors(const RopeSpec& spec, const LongRopeParams& p,
+                                            RopeWindow which) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_longrope_params(spec, p));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const Eigen::ArrayXd& f = which == RopeWindow::kLong ? p.long_factor : p.short_factor;
-  return detail::finish_table(f, longrope_attention_factor(spec, p, which), "longrope", out);
-}
-inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
-                                    RopeWindow which) {
-  FactorTable t;
-  throw_if_error(try_longrope_factors(spec, params, which, &t));
-  return t;
+  return detail::finish_table(f, longrope_attention_factor(spec, p, which), "longrope");
 }
 /// The LongRoPE table HF uses for a sequence of seq_len tokens (long iff seq_len > L).
-inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
-                                    std::int64_t seq_len) {
+inline Result<FactorTable> longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
+                                            std::int64_t seq_len) {
   return longrope_factors(spec, params, rope_window(seq_len, spec.original_max_position));
 }
 
@@ -532,28 +479,20 @@ inline FactorTable longrope_factors(const RopeSpec& spec, const LongRopeParams& 
 /// with attention factor sqrt(1 + ln cur / ln L) (1 at cur = 1). At cur = s this is the searched
 /// table; beyond s it keeps growing linearly, as the reference does. Requires s > 1.
 /// Method "dynamic_longrope".
-inline Status try_dynamic_longrope_factors(const RopeSpec& spec,
-                                           const Eigen::Ref<const Eigen::ArrayXd>& factors,
-                                           double factor, std::int64_t seq_len, FactorTable* out) {
+inline Result<FactorTable> dynamic_longrope_factors(const RopeSpec& spec,
+                                                    const Eigen::Ref<const Eigen::ArrayXd>& factors,
+                                                    double factor, std::int64_t seq_len) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   ROPESCALE_RETURN_IF_ERROR(detail::check_factor_list("factors", factors, spec.pairs()));
   if (!std::isfinite(factor) || !(factor > 1.0))
     return make_status(ErrorCode::kInvalidArgument, "factor", factor,
                        "must be finite and > 1 (the blend divides by s - 1)");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const double cur =
       std::max(static_cast<double>(seq_len) / static_cast<double>(spec.original_max_position), 1.0);
   const double w = (cur - 1.0) / (factor - 1.0);
   Eigen::ArrayXd blended = 1.0 + (factors - 1.0) * w;
   const double attention = longrope_default_attention_factor(cur, spec.original_max_position);
-  return detail::finish_table(std::move(blended), attention, "dynamic_longrope", out);
-}
-inline FactorTable dynamic_longrope_factors(const RopeSpec& spec,
-                                            const Eigen::Ref<const Eigen::ArrayXd>& factors,
-                                            double factor, std::int64_t seq_len) {
-  FactorTable t;
-  throw_if_error(try_dynamic_longrope_factors(spec, factors, factor, seq_len, &t));
-  return t;
+  return detail::finish_table(std::move(blended), attention, "dynamic_longrope");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,9 +505,9 @@ inline FactorTable dynamic_longrope_factors(const RopeSpec& spec,
 ///   lambda_i = lambda_c^(i/c),  i < c   (lambda_0 = 1, geometric up to the anchor).
 /// `searched` holds lambda_c .. lambda_{d/2-1} (length rotary_dim/2 - c). c = 0 means the whole
 /// table was searched. Method "longrope2".
-inline Status try_longrope2_factors(const RopeSpec& spec, std::int64_t critical_pair,
-                                    const Eigen::Ref<const Eigen::ArrayXd>& searched,
-                                    double attention_factor, FactorTable* out) {
+inline Result<FactorTable> longrope2_factors(const RopeSpec& spec, std::int64_t critical_pair,
+                                             const Eigen::Ref<const Eigen::ArrayXd>& searched,
+                                             double attention_factor = 1.0) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
   if (critical_pair < 0 || critical_pair >= spec.pairs())
     return make_status(ErrorCode::kInvalidArgument, "critical_pair", critical_pair,
@@ -580,7 +519,6 @@ inline Status try_longrope2_factors(const RopeSpec& spec, std::int64_t critical_
                        "must equal rotary_dim/2 - critical_pair = " + std::to_string(expected));
   ROPESCALE_RETURN_IF_ERROR(detail::check_listed_factors("searched", searched));
   ROPESCALE_RETURN_IF_ERROR(detail::check_positive("attention_factor", attention_factor));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   const Eigen::Index c = static_cast<Eigen::Index>(critical_pair);
   Eigen::ArrayXd factors(static_cast<Eigen::Index>(spec.pairs()));
   if (c > 0) {
@@ -589,14 +527,7 @@ inline Status try_longrope2_factors(const RopeSpec& spec, std::int64_t critical_
       factors[i] = std::pow(anchor, static_cast<double>(i) / static_cast<double>(c));
   }
   factors.tail(searched.size()) = searched;
-  return detail::finish_table(std::move(factors), attention_factor, "longrope2", out);
-}
-inline FactorTable longrope2_factors(const RopeSpec& spec, std::int64_t critical_pair,
-                                     const Eigen::Ref<const Eigen::ArrayXd>& searched,
-                                     double attention_factor = 1.0) {
-  FactorTable t;
-  throw_if_error(try_longrope2_factors(spec, critical_pair, searched, attention_factor, &t));
-  return t;
+  return detail::finish_table(std::move(factors), attention_factor, "longrope2");
 }
 
 /// What detect_longrope2 found in a published factor list.
@@ -613,15 +544,14 @@ struct LongRope2Detection {
 /// anchor is 1 (a flat prefix: YaRN and Llama-3.1 tables). Published
 /// lists are rounded (LLaMA3-8B LongRoPE2: ~1e-8), hence the 1e-6 default.
 /// The LLaMA3-8B LongRoPE2 long_factor gives c = 33; Phi-4-mini's gives c = 31.
-inline Status try_detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors, double rel_tol,
-                                   LongRope2Detection* out) {
+inline Result<LongRope2Detection> detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors,
+                                                   double rel_tol = 1e-6) {
   if (!std::isfinite(rel_tol) || !(rel_tol >= 0.0))
     return make_status(ErrorCode::kInvalidArgument, "rel_tol", rel_tol, "must be finite and >= 0");
   for (Eigen::Index i = 0; i < factors.size(); ++i)
     if (!std::isfinite(factors[i]) || !(factors[i] > 0.0))
       return make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]",
                          factors[i], "must be finite and > 0");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_out_ptr(out));
   LongRope2Detection best;
   const Eigen::Index n = factors.size();
   for (Eigen::Index c = n - 1; c >= 2; --c) {
@@ -645,14 +575,7 @@ inline Status try_detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& facto
     }
     break;
   }
-  *out = best;
-  return Status();
-}
-inline LongRope2Detection detect_longrope2(const Eigen::Ref<const Eigen::ArrayXd>& factors,
-                                           double rel_tol = 1e-6) {
-  LongRope2Detection d;
-  throw_if_error(try_detect_longrope2(factors, rel_tol, &d));
-  return d;
+  return best;
 }
 
 }  // namespace ropescale

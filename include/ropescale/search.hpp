@@ -112,27 +112,34 @@ struct Candidate {
 /// The evolutionary search. Construct with a space and parameters, optionally install callbacks,
 /// then either run() / resume() with a fitness, or drive it batch by batch:
 ///
-///   EvolutionSearch search(space, params);
-///   search.start();                                     // or search.restore(checkpoint_state)
+///   Result<EvolutionSearch> made = EvolutionSearch::make(space, params);
+///   if (!made.ok()) return made.status();
+///   EvolutionSearch& search = *made;
+///   ROPESCALE_RETURN_IF_ERROR(search.start());          // or search.restore(checkpoint_state)
 ///   while (true) {
 ///     std::vector<Candidate> batch = search.ask();      // empty once the search has finished
 ///     if (batch.empty()) break;
 ///     std::vector<double> losses = evaluate_anywhere(batch);   // threads, ranks, machines
-///     throw_if_error(search.tell(ids_of(batch), losses));
+///     ROPESCALE_RETURN_IF_ERROR(search.tell(ids_of(batch), losses));
 ///   }
-///   SearchResult r = search.result();
+///   Result<SearchResult> r = search.result();
 ///
 /// run(fitness) is exactly this loop (with the thread pool as the host), so both give the same
 /// result for the same seed, bit for bit. state() may be taken at any point between calls, the
 /// pending batch included (SearchState::pending), and restore() continues from it exactly.
 class EvolutionSearch {
  public:
-  /// Throws Error (kInvalidArgument) on an invalid space or parameters.
-  EvolutionSearch(SearchSpace space, SearchParams params)
-      : space_(std::move(space)), params_(params) {
-    throw_if_error(validate(space_));
-    throw_if_error(validate(params_));
+  /// A search over a valid space with valid parameters; kInvalidArgument naming the field
+  /// otherwise.
+  static Result<EvolutionSearch> make(SearchSpace space, SearchParams params) {
+    ROPESCALE_RETURN_IF_ERROR(validate(space));
+    ROPESCALE_RETURN_IF_ERROR(validate(params));
+    return EvolutionSearch(Checked{}, std::move(space), params);
   }
+  /// make(...).value(): throws Error on an invalid space or parameters (aborts without
+  /// exceptions).
+  EvolutionSearch(SearchSpace space, SearchParams params)
+      : EvolutionSearch(make(std::move(space), params).value()) {}
 
   const SearchSpace& space() const noexcept { return space_; }
   const SearchParams& params() const noexcept { return params_; }
@@ -179,11 +186,11 @@ class EvolutionSearch {
   /// (checkpoint, progress and stop callbacks), as after a tell() that completes a batch.
   Status restore(const SearchState& state) {
     ROPESCALE_RETURN_IF_ERROR(validate(state));
-    const std::string space_diff = search_space_mismatch(state.space, space_);
+    const std::string space_diff = mismatch(state.space, space_);
     if (!space_diff.empty())
       return make_status(ErrorCode::kParseError, "checkpoint space", space_diff,
                          "does not match the search's space (checkpoint vs search)");
-    const std::string params_diff = search_params_mismatch(state.params, params_);
+    const std::string params_diff = mismatch(state.params, params_);
     if (!params_diff.empty())
       return make_status(ErrorCode::kParseError, "checkpoint params", params_diff,
                          "does not match the search's parameters (checkpoint vs search)");
@@ -302,19 +309,19 @@ class EvolutionSearch {
     return st;
   }
 
-  /// The best result so far (the final one once finished()). kInvalidArgument (thrown) before the
+  /// The best result so far (the final one once finished()). kInvalidArgument before the
   /// initial population has been evaluated.
-  SearchResult result() const {
+  Result<SearchResult> result() const {
     if (!session_ || session_->state.history.empty())
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "result", "no evaluation yet",
-                                 "tell the losses of the initial population first"));
+      return make_status(ErrorCode::kInvalidArgument, "result", "no evaluation yet",
+                         "tell the losses of the initial population first");
     const Session& s = *session_;
     SearchResult r;
     r.state = state();
     const std::int64_t best = s.state.best_index();
     r.best = s.state.history[static_cast<std::size_t>(best)].genome;
     r.best_loss = s.state.history[static_cast<std::size_t>(best)].loss;
-    r.table = genome_table(space_, r.best);
+    r.table = detail::genome_table_of(space_, r.best);  // the history holds valid genomes
     r.critical_pair = r.best.critical_pair;
     r.spec = space_.spec;
     r.target_length = static_cast<std::int64_t>(
@@ -330,30 +337,35 @@ class EvolutionSearch {
   /// Runs the search from scratch: start(seeds), then ask / evaluate / tell until it finishes,
   /// the candidates of a batch evaluated on the thread pool (SearchParams::thread_safe, threads).
   /// Exceptions from the fitness propagate (the last checkpoint stays valid).
-  SearchResult run(const SearchFitness& fitness, const std::vector<Genome>& seeds = {}) {
-    check_fitness(fitness);
-    throw_if_error(start(seeds));
+  Result<SearchResult> run(const SearchFitness& fitness, const std::vector<Genome>& seeds = {}) {
+    ROPESCALE_RETURN_IF_ERROR(check_fitness(fitness));
+    ROPESCALE_RETURN_IF_ERROR(start(seeds));
     return drive(fitness);
   }
 
   /// restore(state), then ask / evaluate / tell as run() does.
-  SearchResult resume(const SearchState& state, const SearchFitness& fitness) {
-    check_fitness(fitness);
-    throw_if_error(restore(state));
+  Result<SearchResult> resume(const SearchState& state, const SearchFitness& fitness) {
+    ROPESCALE_RETURN_IF_ERROR(check_fitness(fitness));
+    ROPESCALE_RETURN_IF_ERROR(restore(state));
     return drive(fitness);
   }
 
  private:
-  static void check_fitness(const SearchFitness& fitness) {
+  struct Checked {};
+  EvolutionSearch(Checked, SearchSpace space, SearchParams params)
+      : space_(std::move(space)), params_(params) {}
+
+  static Status check_fitness(const SearchFitness& fitness) {
     if (!fitness)
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "fitness", "empty",
-                                 "must be a callable FactorTable -> loss"));
+      return make_status(ErrorCode::kInvalidArgument, "fitness", "empty",
+                         "must be a callable FactorTable -> loss");
+    return Status();
   }
 
   const SearchSpace& sp() const noexcept { return space_; }
 
   // The thread pool as one host of ask/tell.
-  SearchResult drive(const SearchFitness& fitness) {
+  Result<SearchResult> drive(const SearchFitness& fitness) {
     const int threads =
         params_.thread_safe
             ? (params_.threads == 0
@@ -375,7 +387,7 @@ class EvolutionSearch {
       });
       for (std::size_t i = 0; i < n; ++i)
         if (errors[i]) std::rethrow_exception(errors[i]);
-      throw_if_error(tell(ids, losses));
+      ROPESCALE_RETURN_IF_ERROR(tell(ids, losses));
     }
     return result();
   }
@@ -668,12 +680,15 @@ class EvolutionSearch {
 };
 
 /// One-call LongRoPE2 search: extend `spec` to `target_length` with the default space and the
-/// given parameters. Equivalent to EvolutionSearch(SearchSpace::longrope2(...), params).run(f).
-inline SearchResult search_longrope2(const RopeSpec& spec, std::int64_t target_length,
-                                     const SearchFitness& fitness,
-                                     const SearchParams& params = SearchParams{}) {
-  EvolutionSearch search(SearchSpace::longrope2(spec, target_length), params);
-  return search.run(fitness);
+/// given parameters: EvolutionSearch::make(SearchSpace::longrope2(...), params)->run(f).
+inline Result<SearchResult> search_longrope2(const RopeSpec& spec, std::int64_t target_length,
+                                             const SearchFitness& fitness,
+                                             const SearchParams& params = SearchParams{}) {
+  Result<SearchSpace> space = SearchSpace::longrope2(spec, target_length);
+  if (!space.ok()) return space.status();
+  Result<EvolutionSearch> search = EvolutionSearch::make(std::move(space).value(), params);
+  if (!search.ok()) return search.status();
+  return search->run(fitness);
 }
 
 }  // namespace ropescale

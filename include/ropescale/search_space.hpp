@@ -80,31 +80,38 @@ struct SearchSpace {
   /// factors in [s, 2s] on a 0.01 grid, non-decreasing, c from critical_search_lower_pair(spec)
   /// to theoretical_critical_pair(spec) (both clamped to [1, rotary_dim/2 - 1]), attention factor
   /// sqrt(1 + ln s / ln L_train) (LongRoPE's default, which LongRoPE2's released configs use).
-  static SearchSpace longrope2(const RopeSpec& spec, std::int64_t target_length) {
-    SearchSpace sp = base(spec, target_length);
+  /// An error on an invalid spec, target_length < original_max_position or rotary_dim < 4.
+  static Result<SearchSpace> longrope2(const RopeSpec& spec, std::int64_t target_length) {
+    Result<SearchSpace> made = base(spec, target_length);
+    if (!made.ok()) return made;
+    SearchSpace& sp = *made;
     sp.method = SearchMethod::kLongRoPE2;
     if (spec.pairs() < 2)
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
-                                 "must be >= 4 for a LongRoPE2 search (a critical pair c >= 1 "
-                                 "with a searched pair at or above it)"));
+      return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec.rotary_dim,
+                         "must be >= 4 for a LongRoPE2 search (a critical pair c >= 1 "
+                         "with a searched pair at or above it)");
     const std::int64_t hi_c = spec.pairs() - 1;
-    sp.critical_lower = std::clamp<std::int64_t>(critical_search_lower_pair(spec), 1, hi_c);
+    // The spec was checked by base().
+    sp.critical_lower = std::clamp<std::int64_t>(critical_search_lower_pair(spec).value(), 1, hi_c);
     sp.critical_upper =
-        std::clamp<std::int64_t>(theoretical_critical_pair(spec), sp.critical_lower, hi_c);
+        std::clamp<std::int64_t>(theoretical_critical_pair(spec).value(), sp.critical_lower, hi_c);
     sp.lower_bound = sp.scale;
     sp.upper_bound = 2.0 * sp.scale;
-    return sp;
+    return made;
   }
 
   /// LongRoPE (v1) space: every pair searched in [1, 1.25 s] (arXiv 2402.13753, Table 4), c = 0.
-  static SearchSpace longrope(const RopeSpec& spec, std::int64_t target_length) {
-    SearchSpace sp = base(spec, target_length);
+  /// An error on an invalid spec or target_length < original_max_position.
+  static Result<SearchSpace> longrope(const RopeSpec& spec, std::int64_t target_length) {
+    Result<SearchSpace> made = base(spec, target_length);
+    if (!made.ok()) return made;
+    SearchSpace& sp = *made;
     sp.method = SearchMethod::kLongRoPE;
     sp.critical_lower = 0;
     sp.critical_upper = 0;
     sp.lower_bound = 1.0;
     sp.upper_bound = 1.25 * sp.scale;
-    return sp;
+    return made;
   }
 
   /// Grid index range [lo, hi] of the searched factors.
@@ -117,7 +124,7 @@ struct SearchSpace {
   /// The factor of grid index k.
   double grid_value(std::int64_t k) const { return static_cast<double>(k) * step; }
 
-  /// The field table (detail/json/field_table.hpp): equality, search_space_mismatch and the
+  /// The field table (detail/json/field_table.hpp): equality, mismatch() and the
   /// checkpoint JSON are derived from it. Every field defines the search. freq_dim compares and
   /// is written as RopeSpec::frequency_dim() (0 and rotary_dim mean the same span; the key is
   /// left out then, as in files written before it existed).
@@ -151,12 +158,12 @@ struct SearchSpace {
   }
 
  private:
-  static SearchSpace base(const RopeSpec& spec, std::int64_t target_length) {
-    throw_if_error(validate(spec));
+  static Result<SearchSpace> base(const RopeSpec& spec, std::int64_t target_length) {
+    ROPESCALE_RETURN_IF_ERROR(validate(spec));
     if (target_length < spec.original_max_position)
-      throw_if_error(make_status(
+      return make_status(
           ErrorCode::kInvalidArgument, "target_length", target_length,
-          "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")"));
+          "must be >= original_max_position (" + std::to_string(spec.original_max_position) + ")");
     SearchSpace sp;
     sp.spec = spec;
     sp.scale = static_cast<double>(target_length) / static_cast<double>(spec.original_max_position);
@@ -261,7 +268,7 @@ inline FactorTable genome_table_of(const SearchSpace& sp, const Genome& g) {
   for (Eigen::Index j = 0; j < searched.size(); ++j)
     searched[j] = sp.grid_value(g.steps[static_cast<std::size_t>(j)]);
   if (sp.method == SearchMethod::kLongRoPE2)
-    return longrope2_factors(sp.spec, g.critical_pair, searched, sp.attention_factor);
+    return longrope2_factors(sp.spec, g.critical_pair, searched, sp.attention_factor).value();
   return FactorTable(std::move(searched), sp.attention_factor, to_string(sp.method));
 }
 
@@ -297,48 +304,37 @@ inline Status validate(const SearchSpace& sp, const Genome& g) {
   return Status();
 }
 
-/// Former name of validate(space, genome).
-[[deprecated("use validate(space, genome)")]] inline Status validate_genome(const SearchSpace& sp,
-                                                                            const Genome& g) {
-  return validate(sp, g);
-}
-
-/// The full per-pair factors of a genome: searched values from c, lambda_c^(i/c) below c.
-inline Eigen::ArrayXd genome_factors(const SearchSpace& sp, const Genome& g) {
-  throw_if_error(validate(sp));
-  throw_if_error(validate(sp, g));
-  return detail::genome_table_of(sp, g).factors();
-}
-
 /// The FactorTable of a genome, with the space's attention factor. LongRoPE2 mode: exactly
 /// longrope2_factors(spec, c, searched, attention_factor) (scaling.hpp), method "longrope2";
 /// LongRoPE v1 mode: the searched factors as they are, method "longrope". The search hands the
-/// fitness bit-identical tables.
-inline FactorTable genome_table(const SearchSpace& sp, const Genome& g) {
-  throw_if_error(validate(sp));
-  throw_if_error(validate(sp, g));
+/// fitness bit-identical tables. Its factors() are the full per-pair factors of the genome:
+/// searched values from c, lambda_c^(i/c) below c.
+inline Result<FactorTable> genome_table(const SearchSpace& sp, const Genome& g) {
+  ROPESCALE_RETURN_IF_ERROR(validate(sp));
+  ROPESCALE_RETURN_IF_ERROR(validate(sp, g));
   return detail::genome_table_of(sp, g);
 }
 
 /// Projects any factor list onto the space as a genome with critical pair c (LongRoPE v1: 0):
 /// the factors of pairs >= c are rounded to the grid, clamped to the bounds and made monotone.
 /// Use it to seed the search with a published list or another method's table (e.g. YaRN's).
-inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eigen::ArrayXd>& f,
-                               std::int64_t critical_pair) {
-  throw_if_error(validate(sp));
+inline Result<Genome> project_to_space(const SearchSpace& sp,
+                                       const Eigen::Ref<const Eigen::ArrayXd>& f,
+                                       std::int64_t critical_pair) {
+  ROPESCALE_RETURN_IF_ERROR(validate(sp));
   if (static_cast<std::int64_t>(f.size()) != sp.spec.pairs())
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "factors.size()",
-                               static_cast<std::int64_t>(f.size()),
-                               "must equal rotary_dim / 2 = " + std::to_string(sp.spec.pairs())));
+    return make_status(ErrorCode::kInvalidArgument, "factors.size()",
+                       static_cast<std::int64_t>(f.size()),
+                       "must equal rotary_dim / 2 = " + std::to_string(sp.spec.pairs()));
   if (critical_pair < sp.critical_lower || critical_pair > sp.critical_upper)
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "critical_pair", critical_pair,
-                               "must be in [critical_lower, critical_upper] = [" +
-                                   std::to_string(sp.critical_lower) + ", " +
-                                   std::to_string(sp.critical_upper) + "]"));
+    return make_status(ErrorCode::kInvalidArgument, "critical_pair", critical_pair,
+                       "must be in [critical_lower, critical_upper] = [" +
+                           std::to_string(sp.critical_lower) + ", " +
+                           std::to_string(sp.critical_upper) + "]");
   for (Eigen::Index i = 0; i < f.size(); ++i)
     if (!std::isfinite(f[i]))
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]",
-                                 f[i], "must be finite"));
+      return make_status(ErrorCode::kInvalidArgument, "factors[" + std::to_string(i) + "]", f[i],
+                         "must be finite");
   Genome g;
   g.critical_pair = critical_pair;
   const std::int64_t lo = sp.grid_lo(), hi = sp.grid_hi();
@@ -368,10 +364,12 @@ inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eig
 /// LongRoPE2 mode uses detect_longrope2(factors).critical_pair (e.g. 33 for LLaMA3-8B's
 /// published long_factor) clamped to [critical_lower, critical_upper], or critical_upper when the
 /// list has no NTK-anchored prefix (e.g. a YaRN table).
-inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eigen::ArrayXd>& f) {
-  throw_if_error(validate(sp));
+inline Result<Genome> project_to_space(const SearchSpace& sp,
+                                       const Eigen::Ref<const Eigen::ArrayXd>& f) {
+  ROPESCALE_RETURN_IF_ERROR(validate(sp));
   if (sp.method == SearchMethod::kLongRoPE) return project_to_space(sp, f, 0);
-  const LongRope2Detection d = detect_longrope2(f);
+  // A list detect_longrope2 refuses (a non-finite entry) is refused by name below.
+  const LongRope2Detection d = detect_longrope2(f).value_or(LongRope2Detection{});
   const std::int64_t c = d.found ? std::clamp(d.critical_pair, sp.critical_lower, sp.critical_upper)
                                  : sp.critical_upper;
   return project_to_space(sp, f, c);
@@ -379,7 +377,7 @@ inline Genome project_to_space(const SearchSpace& sp, const Eigen::Ref<const Eig
 
 /// "name (a vs b)" for the first field in which two spaces differ ("" when none), from the
 /// field table (SearchSpace::fields()).
-inline std::string search_space_mismatch(const SearchSpace& a, const SearchSpace& b) {
+inline std::string mismatch(const SearchSpace& a, const SearchSpace& b) {
   return detail::first_field_mismatch(a, b, detail::kFieldDefining);
 }
 

@@ -40,7 +40,7 @@ struct SearchParams {
   std::int64_t max_evaluations = 0;  ///< stop before an iteration that would exceed it; 0 = none
   double max_seconds = 0.0;          ///< stop at the first iteration boundary past it; 0 = none
 
-  /// The field table (detail/json/field_table.hpp): equality, search_params_mismatch and the
+  /// The field table (detail/json/field_table.hpp): equality, mismatch() and the
   /// checkpoint JSON are derived from it. iterations is written but may grow on resume; the
   /// run settings are neither written nor compared by resume.
   static auto fields() {
@@ -135,7 +135,7 @@ inline Status validate(const SearchParams& p) {
 /// "name (a vs b)" for the first search-defining field in which two parameter sets differ (""
 /// when none), from the field table: iterations, threads, thread_safe and the stop limits are not
 /// search-defining.
-inline std::string search_params_mismatch(const SearchParams& a, const SearchParams& b) {
+inline std::string mismatch(const SearchParams& a, const SearchParams& b) {
   return detail::first_field_mismatch(a, b, detail::kFieldDefining);
 }
 

@@ -7,18 +7,19 @@
 //
 //   selection      which factor set a sequence uses (the Hugging Face rule) .... select_window
 //   packing        documents -> training segments, position ids, masks ......... pack_documents
-//   gradients      the transpose of the rotary kernel for backpropagation ....... rotary_backward
-//   KV cache       re-rotate cached keys from one factor table to another ...... rerotate_keys
+//   gradients      the transpose of the rotary kernel ...... rotate(...,
+//   RotaryDirection::kBackward) KV cache       re-rotate cached keys from one factor table to
+//   another ...... rerotate_keys
 //
 // Each piece has its own header; this one includes them all:
 //
 //   window.hpp           the short/long rule (rope_window) and select_window / select_windows
 //   packing.hpp          pack_documents, PackedSegment, PackingPlan
-//   rotary_backward.hpp  rotary_backward*
+//   rotary.hpp           rotate, rotate_out (direction kBackward for gradients)
 //   rerotate.hpp         KeyRerotation, rerotate_keys
 #pragma once
 
 #include "ropescale/packing.hpp"
 #include "ropescale/rerotate.hpp"
-#include "ropescale/rotary_backward.hpp"
+#include "ropescale/rotary.hpp"
 #include "ropescale/window.hpp"

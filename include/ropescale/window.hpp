@@ -2,7 +2,8 @@
 // training use two factor sets: the original RoPE ("short" window) and the rescaled one ("long").
 // Which one a sequence uses is decided here, once (rope_window), and every caller asks it: the
 // config importer (RopeConfig::table_for / window_for), longrope_factors, the packer
-// (packing.hpp) and serving code (select_window, window_switches).
+// (packing.hpp) and serving code (select_window, window_switches). The checked functions return
+// Result<T>: the answer, or a Status naming the argument that broke which rule.
 //
 // Hugging Face's LongRoPE (`_compute_longrope_parameters` / Phi-3 `rope_modifier`) picks
 //
@@ -47,9 +48,6 @@ inline constexpr RopeWindow rope_window(std::int64_t seq_len,
   return seq_len > original_max_position ? RopeWindow::kLong : RopeWindow::kShort;
 }
 
-/// Deprecated name of RopeWindow (LongRoPE's short/long factor lists are the two windows).
-using LongRopeSelection [[deprecated("use ropescale::RopeWindow")]] = RopeWindow;
-
 namespace detail {
 
 inline Status check_original(std::int64_t original_max_position) {
@@ -69,39 +67,28 @@ inline constexpr RopeWindow window_of(std::int64_t max_position, std::int64_t or
 
 }  // namespace detail
 
-/// The Hugging Face rule: kLong iff max_position + 1 > original_max_position. Status twin of
-/// select_window; writes *out only on success.
-inline Status try_select_window(std::int64_t max_position, std::int64_t original_max_position,
-                                RopeWindow* out) {
-  ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
-  if (max_position < 0)
-    return make_status(ErrorCode::kInvalidArgument, "max_position", max_position, "must be >= 0");
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  *out = detail::window_of(max_position, original_max_position);
-  return Status();
-}
-
-/// The Hugging Face rule for a sequence whose furthest position id is max_position:
+/// The Hugging Face rule for a sequence whose furthest position id is max_position (>= 0):
 ///
 ///     select_window(4094, 4096) == kShort   (4095 tokens)
 ///     select_window(4095, 4096) == kShort   (4096 tokens: the whole original window)
 ///     select_window(4096, 4096) == kLong    (4097 tokens)
-inline RopeWindow select_window(std::int64_t max_position, std::int64_t original_max_position) {
-  RopeWindow w = RopeWindow::kShort;
-  throw_if_error(try_select_window(max_position, original_max_position, &w));
-  return w;
+inline Result<RopeWindow> select_window(std::int64_t max_position,
+                                        std::int64_t original_max_position) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
+  if (max_position < 0)
+    return make_status(ErrorCode::kInvalidArgument, "max_position", max_position, "must be >= 0");
+  return detail::window_of(max_position, original_max_position);
 }
 
 /// The rule with the original window taken from a spec.
-inline RopeWindow select_window(const RopeSpec& spec, std::int64_t max_position) {
-  throw_if_error(validate(spec));
+inline Result<RopeWindow> select_window(const RopeSpec& spec, std::int64_t max_position) {
+  ROPESCALE_RETURN_IF_ERROR(validate(spec));
   return select_window(max_position, spec.original_max_position);
 }
 
 /// The rule applied to a sequence of position ids (its maximum, which need not be the last).
-inline Status try_select_window(const std::int64_t* positions, std::int64_t count,
-                                std::int64_t original_max_position, RopeWindow* out) {
+inline Result<RopeWindow> select_window(const std::int64_t* positions, std::int64_t count,
+                                        std::int64_t original_max_position) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
   if (count <= 0) return make_status(ErrorCode::kInvalidArgument, "count", count, "must be > 0");
   if (positions == nullptr)
@@ -113,13 +100,7 @@ inline Status try_select_window(const std::int64_t* positions, std::int64_t coun
                          positions[t], "must be >= 0");
     max_position = std::max(max_position, positions[t]);
   }
-  return try_select_window(max_position, original_max_position, out);
-}
-inline RopeWindow select_window(const std::int64_t* positions, std::int64_t count,
-                                std::int64_t original_max_position) {
-  RopeWindow w = RopeWindow::kShort;
-  throw_if_error(try_select_window(positions, count, original_max_position, &w));
-  return w;
+  return select_window(max_position, original_max_position);
 }
 
 /// Row-major [batch, sequence] position ids, the shape of Hugging Face's `position_ids`.
@@ -127,16 +108,14 @@ using PositionMatrix = Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynami
 
 /// Per-sequence choice for a batch: one window per row of `position_ids`. Training code that
 /// rotates each sequence with its own table uses this; see batch_window for Hugging Face's.
-inline Status try_select_windows(const Eigen::Ref<const PositionMatrix>& position_ids,
-                                 std::int64_t original_max_position, std::vector<RopeWindow>* out) {
+inline Result<std::vector<RopeWindow>> select_windows(
+    const Eigen::Ref<const PositionMatrix>& position_ids, std::int64_t original_max_position) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
   if (position_ids.rows() <= 0 || position_ids.cols() <= 0)
     return make_status(
         ErrorCode::kInvalidArgument, "position_ids shape",
         std::to_string(position_ids.rows()) + "x" + std::to_string(position_ids.cols()),
         "must have at least one row and one column");
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
   std::vector<RopeWindow> windows(static_cast<std::size_t>(position_ids.rows()));
   for (Eigen::Index b = 0; b < position_ids.rows(); ++b) {
     std::int64_t max_position = 0;
@@ -150,25 +129,19 @@ inline Status try_select_windows(const Eigen::Ref<const PositionMatrix>& positio
     }
     windows[static_cast<std::size_t>(b)] = detail::window_of(max_position, original_max_position);
   }
-  *out = std::move(windows);
-  return Status();
-}
-inline std::vector<RopeWindow> select_windows(const Eigen::Ref<const PositionMatrix>& position_ids,
-                                              std::int64_t original_max_position) {
-  std::vector<RopeWindow> out;
-  throw_if_error(try_select_windows(position_ids, original_max_position, &out));
-  return out;
+  return windows;
 }
 
 /// Hugging Face's single choice for a whole batch (one max over every position id): kLong as
 /// soon as any sequence is long. Short sequences batched with a long one then get the long
 /// factors, which is why mixed-window training keeps short and long samples in separate batches
 /// or rotates per sequence.
-inline RopeWindow batch_window(const Eigen::Ref<const PositionMatrix>& position_ids,
-                               std::int64_t original_max_position) {
-  const std::vector<RopeWindow> w = select_windows(position_ids, original_max_position);
-  return std::find(w.begin(), w.end(), RopeWindow::kLong) != w.end() ? RopeWindow::kLong
-                                                                     : RopeWindow::kShort;
+inline Result<RopeWindow> batch_window(const Eigen::Ref<const PositionMatrix>& position_ids,
+                                       std::int64_t original_max_position) {
+  const Result<std::vector<RopeWindow>> w = select_windows(position_ids, original_max_position);
+  if (!w.ok()) return w.status();
+  return std::find(w->begin(), w->end(), RopeWindow::kLong) != w->end() ? RopeWindow::kLong
+                                                                        : RopeWindow::kShort;
 }
 
 /// The table of a window: `short_factors` for kShort, `long_factors` for kLong.
@@ -179,11 +152,14 @@ inline const FactorTable& select_factors(RopeWindow window, const FactorTable& s
 
 /// True when generation that has reached `old_max_position` and now reaches `new_max_position`
 /// crosses the original window, i.e. the moment a server must switch tables and re-rotate its
-/// cached keys (rerotate_keys).
-inline bool window_switches(std::int64_t old_max_position, std::int64_t new_max_position,
-                            std::int64_t original_max_position) {
-  return select_window(old_max_position, original_max_position) !=
-         select_window(new_max_position, original_max_position);
+/// cached keys (rerotate_keys). An error on the arguments select_window refuses.
+inline Result<bool> window_switches(std::int64_t old_max_position, std::int64_t new_max_position,
+                                    std::int64_t original_max_position) {
+  const Result<RopeWindow> before = select_window(old_max_position, original_max_position);
+  if (!before.ok()) return before.status();
+  const Result<RopeWindow> after = select_window(new_max_position, original_max_position);
+  if (!after.ok()) return after.status();
+  return *before != *after;
 }
 
 }  // namespace ropescale

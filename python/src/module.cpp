@@ -229,9 +229,8 @@ void apply_table(const Table& t, const py::object& x, const py::object& position
   rs::Status s;
   {
     py::gil_scoped_release release;
-    s = dispatch(b, [&](auto view) {
-      return rs::try_apply_rotary(*t.freqs, pos.data(), view, t.layout, dir);
-    });
+    s = dispatch(b,
+                 [&](auto view) { return rs::rotate(*t.freqs, pos.data(), view, t.layout, dir); });
   }
   check(s);
 }
@@ -293,7 +292,7 @@ void rerotate(const Table& from, const Table& to, const py::object& keys,
   {
     py::gil_scoped_release release;
     s = dispatch(b, [&](auto view) {
-      return rs::try_rerotate_keys(from.spec, from.table, to.table, pos.data(), view, from.layout);
+      return rs::rerotate_keys(from.spec, from.table, to.table, pos.data(), view, from.layout);
     });
   }
   check(s);
@@ -399,7 +398,8 @@ PYBIND11_MODULE(_ropescale, m) {
       .def_property_readonly("frequency_dim", &rs::RopeSpec::frequency_dim,
                              "the frequency exponent's denominator (freq_dim or rotary_dim)")
       .def_property_readonly(
-          "base_inv_freq", [](const rs::RopeSpec& s) { return to_numpy(rs::base_inv_freq(s)); },
+          "base_inv_freq",
+          [](const rs::RopeSpec& s) { return to_numpy(rs::base_inv_freq(s).value()); },
           "rope_theta^(-2i/frequency_dim), float64")
       .def("__eq__", [](const rs::RopeSpec& a, const rs::RopeSpec& b) { return a == b; })
       .def("__repr__", &spec_repr);
@@ -408,12 +408,12 @@ PYBIND11_MODULE(_ropescale, m) {
                               "Per-pair rescale factors lambda_i and the attention factor.")
       .def(py::init([](const std::vector<double>& factors, double attention_factor,
                        const std::string& method) {
-             rs::FactorTable t;
-             check(rs::FactorTable::make(
+             rs::Result<rs::FactorTable> t = rs::FactorTable::make(
                  Eigen::Map<const Eigen::ArrayXd>(factors.data(),
                                                   static_cast<Eigen::Index>(factors.size())),
-                 attention_factor, method, &t));
-             return t;
+                 attention_factor, method);
+             check(t.status());
+             return std::move(t).value();
            }),
            py::arg("factors"), py::arg("attention_factor") = 1.0, py::arg("method") = "custom")
       .def_property_readonly("factors",
@@ -425,9 +425,9 @@ PYBIND11_MODULE(_ropescale, m) {
           "inv_freq",
           [](const rs::FactorTable& t, const rs::RopeSpec& s) {
             check(t.validate_for(s));
-            return to_numpy(t.inv_freq(s));
+            return to_numpy(t.inv_freq(s).value());
           },
-          py::arg("spec"), "base_inv_freq(spec) / factors, float64")
+          py::arg("spec"), "base_inv_freq(spec).value() / factors, float64")
       .def("__eq__", [](const rs::FactorTable& a, const rs::FactorTable& b) { return a == b; })
       .def("__repr__", [](const rs::FactorTable& t) {
         std::ostringstream os;

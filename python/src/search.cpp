@@ -63,9 +63,7 @@ py::array_t<std::int64_t> int_array(const std::vector<std::int64_t>& v) {
 }
 
 rs::SearchState load_state(const std::string& path) {
-  rs::SearchState st;
-  check(rs::try_load_search_checkpoint(path, &st));
-  return st;
+  return rs::load_search_checkpoint(path).value();
 }
 
 // Calls a Python fitness from any thread of the search's pool (the GIL is taken per call).
@@ -96,10 +94,19 @@ void bind_search(py::module_& m) {
       });
 
   py::class_<rs::SearchSpace>(m, "SearchSpace", "Where the LongRoPE2 / LongRoPE search looks.")
-      .def_static("longrope2", &rs::SearchSpace::longrope2, py::arg("spec"),
-                  py::arg("target_length"), "LongRoPE2's space for extending spec to target.")
-      .def_static("longrope", &rs::SearchSpace::longrope, py::arg("spec"), py::arg("target_length"),
-                  "LongRoPE (v1)'s space.")
+      .def_static(
+          "longrope2",
+          [](const rs::RopeSpec& spec, std::int64_t target_length) {
+            return rs::SearchSpace::longrope2(spec, target_length).value();
+          },
+          py::arg("spec"), py::arg("target_length"),
+          "LongRoPE2's space for extending spec to target.")
+      .def_static(
+          "longrope",
+          [](const rs::RopeSpec& spec, std::int64_t target_length) {
+            return rs::SearchSpace::longrope(spec, target_length).value();
+          },
+          py::arg("spec"), py::arg("target_length"), "LongRoPE (v1)'s space.")
       .def_readonly("spec", &rs::SearchSpace::spec)
       .def_readwrite("scale", &rs::SearchSpace::scale)
       .def_property(
@@ -126,7 +133,7 @@ void bind_search(py::module_& m) {
           [](const rs::SearchSpace& s, const rs::Genome& g) {
             check(rs::validate(s));
             check(rs::validate(s, g));
-            return rs::genome_table(s, g);
+            return rs::genome_table(s, g).value();
           },
           py::arg("genome"), "The FactorTable the search evaluates for a genome.")
       .def("__eq__", [](const rs::SearchSpace& a, const rs::SearchSpace& b) { return a == b; })
@@ -198,7 +205,7 @@ void bind_search(py::module_& m) {
       .def(
           "save",
           [](const rs::SearchState& s, const std::string& path) {
-            check(rs::try_save_search_checkpoint(path, s));
+            check(rs::save_search_checkpoint(path, s));
           },
           py::arg("path"), "Writes the checkpoint file atomically (the C++ format).")
       .def_static("load", &load_state, py::arg("path"), "Reads and validates a checkpoint file.")
@@ -270,7 +277,9 @@ void bind_search(py::module_& m) {
           "stop_reason",
           [](const rs::EvolutionSearch& s) { return std::string(rs::to_string(s.stop_reason())); })
       .def("state", &rs::EvolutionSearch::state, "The complete state now (a checkpoint).")
-      .def("result", &rs::EvolutionSearch::result, "The best result so far.")
+      .def(
+          "result", [](const rs::EvolutionSearch& s) { return s.result().value(); },
+          "The best result so far.")
       .def(
           "set_checkpoint_file",
           [](rs::EvolutionSearch& s, const std::string& path) {
@@ -281,7 +290,7 @@ void bind_search(py::module_& m) {
           "run",
           [](rs::EvolutionSearch& s, py::function f, const std::vector<rs::Genome>& seeds) {
             const rs::SearchFitness fit = python_fitness(std::move(f));
-            return without_gil([&] { return s.run(fit, seeds); });
+            return without_gil([&] { return s.run(fit, seeds).value(); });
           },
           py::arg("fitness"), py::arg("seeds") = std::vector<rs::Genome>{},
           "Runs the search with fitness(FactorTable) -> loss (lower is better).")
@@ -289,7 +298,7 @@ void bind_search(py::module_& m) {
           "resume",
           [](rs::EvolutionSearch& s, const rs::SearchState& st, py::function f) {
             const rs::SearchFitness fit = python_fitness(std::move(f));
-            return without_gil([&] { return s.resume(st, fit); });
+            return without_gil([&] { return s.resume(st, fit).value(); });
           },
           py::arg("state"), py::arg("fitness"), "restore(state), then as run().")
       .def("__repr__", [](const rs::EvolutionSearch& s) {
@@ -306,8 +315,9 @@ void bind_analysis(py::module_& m) {
   m.def(
       "critical_dims",
       [](const rs::RopeSpec& spec) {
-        rs::CriticalDims d;
-        check(rs::try_critical_dims(spec, &d));
+        const rs::Result<rs::CriticalDims> r = rs::critical_dims(spec);
+        check(r.status());
+        const rs::CriticalDims& d = *r;
         py::dict out;
         out["critical_pair"] = d.critical_pair;
         out["critical_dim"] = d.critical_dim;
@@ -320,10 +330,12 @@ void bind_analysis(py::module_& m) {
   m.def(
       "analyze_table",
       [](const rs::RopeSpec& spec, std::int64_t target_length, const rs::FactorTable& t) {
-        rs::CriticalAnalysis a;
-        check(rs::try_analyze_critical(spec, target_length, &a));
-        rs::TableAnalysis ta;
-        check(rs::try_analyze_table(a, t, &ta));
+        const rs::Result<rs::CriticalAnalysis> ra = rs::analyze_critical(spec, target_length);
+        check(ra.status());
+        const rs::CriticalAnalysis& a = *ra;
+        const rs::Result<rs::TableAnalysis> rt = rs::analyze_table(a, t);
+        check(rt.status());
+        const rs::TableAnalysis& ta = *rt;
         py::dict out;
         out["critical_pair"] = a.dims.critical_pair;
         out["scale"] = a.scale;
@@ -357,17 +369,18 @@ void bind_analysis(py::module_& m) {
                                     rs::LongPacking::kChunk);
         o.long_mask = parse_enum("long_mask", long_mask, rs::MaskKind::kFullCausal,
                                  rs::MaskKind::kDocumentCausal);
-        rs::PackingPlan plan;
-        check(rs::try_pack_documents(lengths, o, &plan));
+        rs::Result<rs::PackingPlan> packed = rs::pack_documents(lengths, o);
+        check(packed.status());
+        const rs::PackingPlan plan = std::move(packed).value();
         py::list out;
         for (const rs::PackedSegment& s : plan.segments) {
           py::dict d;
-          std::vector<std::int64_t> pos;
-          check(s.try_position_ids(&pos));
+          const rs::Result<std::vector<std::int64_t>> pos = s.position_ids();
+          check(pos.status());
           d["window"] = rs::to_string(s.window);
           d["mask"] = rs::to_string(s.mask);
           d["length"] = s.length;
-          d["position_ids"] = int_array(pos);
+          d["position_ids"] = int_array(*pos);
           d["cu_seqlens"] = int_array(s.cu_seqlens);
           d["max_seqlen"] = s.max_seqlen();
           std::vector<std::int64_t> docs;
@@ -424,9 +437,10 @@ void bind_analysis(py::module_& m) {
           fail("count", std::to_string(count), "must be in [0, 2^20]");
         py::list out;
         for (std::int64_t i = 0; i < count; ++i) {
-          rs::NeedleDocument d;
-          check(
-              rs::try_make_needle_document(haystack, t, tok, o, static_cast<std::uint64_t>(i), &d));
+          rs::Result<rs::NeedleDocument> made =
+              rs::make_needle_document(haystack, t, tok, o, static_cast<std::uint64_t>(i));
+          check(made.status());
+          const rs::NeedleDocument d = std::move(made).value();
           py::dict doc;
           py::array_t<rs::TokenId> tokens(static_cast<py::ssize_t>(d.tokens.size()));
           std::copy(d.tokens.begin(), d.tokens.end(), tokens.mutable_data());
@@ -461,9 +475,9 @@ void bind_analysis(py::module_& m) {
         Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> l(
             logits.data(), logits.shape(0), logits.shape(1));
         std::vector<std::uint8_t> mask(answer_mask.begin(), answer_mask.end());
-        double v = 0.0;
-        check(rs::try_masked_nll(l, tokens, mask, &v, first_row));
-        return v;
+        const rs::Result<double> v = rs::masked_nll(l, tokens, mask, first_row);
+        check(v.status());
+        return *v;
       },
       py::arg("logits"), py::arg("tokens"), py::arg("answer_mask"), py::arg("first_row") = 0,
       "Mean negative log-likelihood of the masked (answer) tokens; logits row r predicts token "
@@ -475,7 +489,7 @@ void bind_analysis(py::module_& m) {
         for (std::size_t i = 0; i < losses.size(); ++i)
           if (!std::isfinite(losses[i]))
             fail("losses[" + std::to_string(i) + "]", std::to_string(losses[i]), "must be finite");
-        return rs::perplexity(losses);
+        return rs::perplexity(losses).value();
       },
       py::arg("losses"), "exp(mean(losses)): LongRoPE2's needle-driven perplexity.");
 }

@@ -17,9 +17,10 @@ int main() {
   const std::vector<float> orig = q;
   const std::int64_t pos = 5;
   auto view = ropescale::HeadsView<float>::tokens_heads_dim(q.data(), 1, 1, 8);
-  ropescale::apply_rotary(cache, &pos, view, ropescale::PairLayout::kHalfSplit);
-  ropescale::apply_rotary(cache, &pos, view, ropescale::PairLayout::kHalfSplit,
-                          ropescale::RotaryDirection::kInverse);
+  ropescale::throw_if_error(
+      ropescale::rotate(cache, &pos, view, ropescale::PairLayout::kHalfSplit));
+  ropescale::throw_if_error(ropescale::rotate(cache, &pos, view, ropescale::PairLayout::kHalfSplit,
+                                              ropescale::RotaryDirection::kInverse));
   double err = 0;
   for (int i = 0; i < 8; ++i) err = std::fmax(err, std::fabs(q[i] - orig[i]));
   std::printf("ropescale %s consumer: round-trip error %.1e\n", ropescale::version(), err);

@@ -173,9 +173,11 @@ TEST(Svg, LambdaEqualsSLineSitsOnTheFlatPiSeries) {
 
 TEST(Svg, EscapesMethodNames) {
   const ropescale::RopeSpec spec = analyze::llama3_8b_spec();
-  const auto cmp = ropescale::compare_tables(
-      spec, 131072,
-      {ropescale::FactorTable(Eigen::ArrayXd::Constant(64, 16.0), 1.0, "a<b & \"c\"")});
+  const auto cmp =
+      ropescale::compare_tables(
+          spec, 131072,
+          {ropescale::FactorTable(Eigen::ArrayXd::Constant(64, 16.0), 1.0, "a<b & \"c\"")})
+          .value();
   const auto x = parse_xml(analyze::render_svg(cmp, "model <&>"));
   ASSERT_TRUE(x.ok) << x.error;
   EXPECT_EQ(series_groups(*x.root).size(), 1u);
@@ -184,11 +186,11 @@ TEST(Svg, EscapesMethodNames) {
 TEST(Svg, ConfigWithSevenMethods) {
   // A LongRoPE (v1) table on LLaMA3-8B's RoPE: seven series, the most a report holds.
   const ropescale::RopeSpec spec = analyze::llama3_8b_spec();
-  std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, 131072);
+  std::vector<ropescale::FactorTable> tables = ropescale::standard_tables(spec, 131072).value();
   tables.emplace_back(Eigen::ArrayXd::LinSpaced(64, 1.0, 40.0), 1.0, "longrope");
   tables.emplace_back(Eigen::Map<const Eigen::ArrayXd>(analyze::kLlama3LongRope2, 64), 1.0,
                       "longrope2");
-  const auto cmp = ropescale::compare_tables(spec, 131072, tables);
+  const auto cmp = ropescale::compare_tables(spec, 131072, tables).value();
   const auto x = parse_xml(analyze::render_svg(cmp, "seven"));
   ASSERT_TRUE(x.ok) << x.error;
   EXPECT_EQ(series_groups(*x.root).size(), 7u);

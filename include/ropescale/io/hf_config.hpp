@@ -227,23 +227,25 @@ struct RopeConfig {
   Status try_table_for(std::int64_t seq_len, FactorTable* out) const {
     switch (rope_type) {
       case RopeType::kDefault:
-        return try_default_factors(spec, out);
+        return detail::move_into(default_factors(spec), out);
       case RopeType::kLinear:
-        return try_linear_factors(spec, factor, out);
+        return detail::move_into(linear_factors(spec, factor), out);
       case RopeType::kDynamic:
-        if (ntk_alpha != 0.0) return try_ntk_factors(spec, ntk_alpha, out);
-        return try_dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len, out);
+        if (ntk_alpha != 0.0) return detail::move_into(ntk_factors(spec, ntk_alpha), out);
+        return detail::move_into(
+            dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len), out);
       case RopeType::kYarn:
-        return try_yarn_factors(spec, yarn, out);
+        return detail::move_into(yarn_factors(spec, yarn), out);
       case RopeType::kLlama3:
-        return try_llama3_factors(spec, llama3, out);
+        return detail::move_into(llama3_factors(spec, llama3), out);
       case RopeType::kLongRope:
-        return try_longrope_factors(spec, longrope,
-                                    rope_window(seq_len, spec.original_max_position), out);
+        return detail::move_into(
+            longrope_factors(spec, longrope, rope_window(seq_len, spec.original_max_position)),
+            out);
       case RopeType::kProportional:
         // HF: inv_freq /= factor on the rotating pairs (the zero-frequency ones stay zero).
-        return factor == 1.0 ? try_default_factors(spec, out)
-                             : try_linear_factors(spec, factor, out);
+        return detail::move_into(
+            factor == 1.0 ? default_factors(spec) : linear_factors(spec, factor), out);
     }
     return make_status(ErrorCode::kInvalidArgument, "rope_type", static_cast<int>(rope_type),
                        "unknown");

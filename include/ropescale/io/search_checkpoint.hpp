@@ -103,7 +103,7 @@ inline nlohmann::json search_state_to_json(const SearchState& st) {
   if (best >= 0 && validate(st.space, st.history[static_cast<std::size_t>(best)].genome).ok() &&
       validate(st.space).ok()) {
     const EvaluatedGenome& e = st.history[static_cast<std::size_t>(best)];
-    const Eigen::ArrayXd f = genome_factors(st.space, e.genome);
+    const Eigen::ArrayXd f = detail::genome_table_of(st.space, e.genome).factors();
     nlohmann::json loss = nullptr;
     if (std::isfinite(e.loss)) loss = e.loss;
     j["best"] = nlohmann::json{{"c", e.genome.critical_pair},
@@ -114,42 +114,31 @@ inline nlohmann::json search_state_to_json(const SearchState& st) {
 }
 
 /// Parses and validates a state from JSON; kParseError naming the field on any problem.
-inline Status try_search_state_from_json(const nlohmann::json& j, SearchState* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+inline Result<SearchState> search_state_from_json(const nlohmann::json& j) {
   SearchState st;
   ROPESCALE_RETURN_IF_ERROR(detail::checkpoint_state_from(j, &st));
   ROPESCALE_RETURN_IF_ERROR(validate(st));
-  *out = std::move(st);
-  return Status();
+  return st;
 }
 
 /// Loads a checkpoint file. Never modifies the file. kIoError when it cannot be read,
 /// kParseError when it is not valid JSON (e.g. truncated) or not a valid search state.
-inline Status try_load_search_checkpoint(const std::string& path, SearchState* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+inline Result<SearchState> load_search_checkpoint(const std::string& path) {
   std::string text;
   ROPESCALE_RETURN_IF_ERROR(detail::read_file("checkpoint path", path, &text));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded())
     return make_status(ErrorCode::kParseError, "checkpoint", path,
                        "is not valid JSON (truncated or corrupt); the file was left unchanged");
-  const Status s = try_search_state_from_json(j, out);
-  if (!s.ok()) return s.with_code(ErrorCode::kParseError).with_context("in " + path);
-  return Status();
-}
-
-inline SearchState load_search_checkpoint(const std::string& path) {
-  SearchState st;
-  throw_if_error(try_load_search_checkpoint(path, &st));
+  Result<SearchState> st = search_state_from_json(j);
+  if (!st.ok()) return st.status().with_code(ErrorCode::kParseError).with_context("in " + path);
   return st;
 }
 
 /// Writes a checkpoint atomically: "<path>.tmp" in the same directory, flushed, then renamed
 /// over path, and the directory synced. A symbolic link at path keeps pointing at the file it
 /// named (that file is replaced). On failure the previous file is untouched (kIoError).
-inline Status try_save_search_checkpoint(const std::string& path_in, const SearchState& st) {
+inline Status save_search_checkpoint(const std::string& path_in, const SearchState& st) {
   if (path_in.empty())
     return make_status(ErrorCode::kInvalidArgument, "checkpoint path", path_in,
                        "must not be empty");
@@ -190,25 +179,21 @@ inline Status try_save_search_checkpoint(const std::string& path_in, const Searc
   return Status();
 }
 
-inline void save_search_checkpoint(const std::string& path, const SearchState& st) {
-  throw_if_error(try_save_search_checkpoint(path, st));
-}
-
 /// Installs a checkpoint writer on `search` that writes `path` after every iteration. A failed
 /// write (disk full, directory gone) does not stop the search: the previous checkpoint stays, the
 /// failure is reported in SearchProgress and SearchResult (checkpoint_failures,
 /// checkpoint_error), and the next iteration tries again.
 inline void checkpoint_search_to(EvolutionSearch& search, const std::string& path) {
   search.set_checkpoint_writer(
-      [path](const SearchState& st) { return try_save_search_checkpoint(path, st); });
+      [path](const SearchState& st) { return save_search_checkpoint(path, st); });
 }
 
 /// Runs `search` with a checkpoint at `path` after every iteration; when `path` already exists,
 /// resumes from it instead (refusing, with kParseError and without touching the file, a
 /// checkpoint that is corrupt or belongs to another space or parameter set).
-inline SearchResult run_or_resume_search(EvolutionSearch& search, const std::string& path,
-                                         const SearchFitness& fitness,
-                                         const std::vector<Genome>& seeds = {}) {
+inline Result<SearchResult> run_or_resume_search(EvolutionSearch& search, const std::string& path,
+                                                 const SearchFitness& fitness,
+                                                 const std::vector<Genome>& seeds = {}) {
   bool exists = false;
   {
     std::ifstream probe(path, std::ios::binary);
@@ -216,8 +201,9 @@ inline SearchResult run_or_resume_search(EvolutionSearch& search, const std::str
   }
   checkpoint_search_to(search, path);
   if (!exists) return search.run(fitness, seeds);
-  const SearchState st = load_search_checkpoint(path);
-  return search.resume(st, fitness);
+  const Result<SearchState> st = load_search_checkpoint(path);
+  if (!st.ok()) return st.status();
+  return search.resume(*st, fitness);
 }
 
 }  // namespace ropescale
