@@ -99,8 +99,8 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
   const auto kview = HeadsView<const T>::tokens_heads_dim(k, NT, kHeads, kDim);
   const auto vview = HeadsView<const T>::tokens_heads_dim(v, NT, kHeads, kDim);
   // The unfused pass quantizes with the same kernel the fused call uses.
-  const auto quantize =
-      ropescale::detail::select_quantize_int8_row<T>(kDim, ropescale::active_kernel_path());
+  const auto quantize = ropescale::detail::kernel_table<T>(ropescale::active_kernel_path())
+                            .quantize_int8_kernel(kDim);
   const auto tview = HeadsView<T>::tokens_heads_dim(tmp.data(), NT, kHeads, kDim);
   const PairLayout layout = PairLayout::kHalfSplit;
 
