@@ -42,6 +42,13 @@
 //       apply_rotary_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
 //       row dequantizes to NaN, never to a finite value.
 
+//   S = Fp8E4M3: every row scaled as for int8 with 448 (the largest E4M3 value) in place of 127,
+//       scale = absmax / 448 (float),  q_j = e4m3(x_j * 448 / absmax), rounded to nearest even
+//   (OCP FP8 E4M3: saturating, so nothing becomes NaN but a NaN; no infinity). Dequantize with
+//   e4m3(q_j) * scale: |error| <= 2^-4 |x_j| (3 mantissa bits) or, below 2^-6 * scale, half a
+//   subnormal step 2^-10 * scale. Non-finite rows are the sentinel (scale NaN, codes 0) as for
+//   int8. Keys and values are float, half or bfloat16.
+
 // ## Front door
 //
 // rotate_and_append_kv validates every argument and throws ropescale::Error naming the argument,
@@ -74,14 +81,20 @@ inline const char* to_string(PageLayout layout) noexcept {
   return layout == PageLayout::kHeadMajor ? "head_major" : "token_major";
 }
 
+/// One OCP FP8 E4M3 value (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinity,
+/// 0x7f / 0xff are NaN; largest finite 448), the storage of fp8 pages. `bits` is the raw code.
+struct Fp8E4M3 {
+  std::uint8_t bits;
+};
+
 /// A paged KV cache the caller owns. S is the storage type: the rotary storage types, or int8_t
-/// with one float scale per (slot, head) row in k_scales / v_scales.
+/// or Fp8E4M3 with one float scale per (slot, head) row in k_scales / v_scales.
 template <typename S>
 struct PagedKVCache {
   S* k_pages = nullptr;
   S* v_pages = nullptr;
-  float* k_scales = nullptr;  ///< int8_t only: num_blocks * block_size * num_kv_heads floats
-  float* v_scales = nullptr;  ///< int8_t only
+  float* k_scales = nullptr;  ///< int8_t, Fp8E4M3: num_blocks * block_size * num_kv_heads floats
+  float* v_scales = nullptr;  ///< int8_t, Fp8E4M3
   std::int64_t num_blocks = 0;
   std::int64_t block_size = 0;
   std::int64_t num_kv_heads = 0;
@@ -268,8 +281,8 @@ template <typename T, typename S>
 inline Status check_kv_aliasing(const HeadsView<const T>& k, const HeadsView<const T>& v,
                                 const PagedKVCache<S>& c, std::int64_t rows) {
   const std::int64_t page_bytes = rows * c.head_dim * static_cast<std::int64_t>(sizeof(S));
-  const bool q8 = std::is_same<S, std::int8_t>::value;
-  const std::int64_t scale_bytes = q8 ? rows * static_cast<std::int64_t>(sizeof(float)) : 0;
+  const bool scaled = std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  const std::int64_t scale_bytes = scaled ? rows * static_cast<std::int64_t>(sizeof(float)) : 0;
   struct Range {
     const char* name;
     const void* p;
@@ -357,12 +370,22 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const bool token_major = c.page_layout == PageLayout::kTokenMajor;
   const std::int64_t row_head_stride = token_major ? 1 : B;
   const std::int64_t row_token_stride = token_major ? H : 1;  // next slot of the same page
-  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  constexpr bool kFp8 = std::is_same<S, Fp8E4M3>::value;
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value || kFp8;
   const KernelPath path = active_kernel_path();  // one path for the whole call
   const ResolvedKernel<T> rotate =
       resolve_kernel<T>(angles, layout, RotaryDirection::kForward, path);
-  const QuantizeKernel<T> quantize = kernel_table<T>(path).quantize_int8_kernel(D);
-  (void)quantize;
+  const QuantizeKernel<T> quantize_int8 = kernel_table<T>(path).quantize_int8_kernel(D);
+  const QuantizeFp8Kernel<T> quantize_fp8 = kernel_table<T>(path).quantize_fp8_kernel(D);
+  // One row of D values into the page's codes; returns its scale.
+  const auto quantize = [&](const T* x, S* codes) -> float {
+    if constexpr (kFp8)
+      return quantize_fp8(x, D, reinterpret_cast<std::uint8_t*>(codes));  // Fp8E4M3: one byte
+    else if constexpr (kQuantized)
+      return quantize_int8(x, D, codes);
+    else
+      return 0.0f * static_cast<float>(sizeof(*x) + sizeof(*codes));
+  };
   for (std::int64_t t = 0; t < k.tokens;) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
     if (slot == kPaddingSlot) {
@@ -414,13 +437,12 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
           run_resolved<T>(rotate, rows, j, j + 1, &op, 1, row_buf);
           for (std::int64_t h = 0; h < nh; ++h) {
             const std::int64_t r = rj + (h0 + h) * row_head_stride;
-            c.k_scales[r] = quantize(tbuf + h * D, D, c.k_pages + r * D);
+            c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
           }
         }
         for (std::int64_t h = 0; h < H; ++h) {
           const std::int64_t r = rj + h * row_head_stride;
-          c.v_scales[r] =
-              quantize(vt + j * v.token_stride + h * v.head_stride, D, c.v_pages + r * D);
+          c.v_scales[r] = quantize(vt + j * v.token_stride + h * v.head_stride, c.v_pages + r * D);
         }
       }
     }
@@ -450,11 +472,16 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
                                        PairLayout layout) {
   static_assert(detail::is_rotary_storage<T>::value,
                 "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
-  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value,
-                "cache storage must be the k/v type or std::int8_t");
+  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value ||
+                    std::is_same<S, Fp8E4M3>::value,
+                "cache storage must be the k/v type, std::int8_t or Fp8E4M3");
+  static_assert(!std::is_same<S, Fp8E4M3>::value || !std::is_same<T, double>::value,
+                "fp8 pages take float, Eigen::half or Eigen::bfloat16 keys and values");
   static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
                 "slot_mapping must be int32_t or int64_t");
-  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  constexpr bool kQuantized =
+      std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  const char* const quantized_name = std::is_same<S, Fp8E4M3>::value ? "fp8" : "int8";
   ROPESCALE_RETURN_IF_ERROR(detail::check_layout(layout));
   std::int64_t rows = 0;
   ROPESCALE_RETURN_IF_ERROR(detail::check_paged_cache(cache, &rows));
@@ -472,10 +499,10 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
     return make_status(ErrorCode::kInvalidArgument, "cache.v_pages", nullptr, "must not be null");
   if (kQuantized && cache.k_scales == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "cache.k_scales", nullptr,
-                       "must not be null for an int8 cache");
+                       std::string("must not be null for an ") + quantized_name + " cache");
   if (kQuantized && cache.v_scales == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "cache.v_scales", nullptr,
-                       "must not be null for an int8 cache");
+                       std::string("must not be null for an ") + quantized_name + " cache");
   ROPESCALE_RETURN_IF_ERROR(detail::check_positions(angles, positions, k.tokens));
   ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
@@ -496,7 +523,7 @@ inline Status try_rotate_and_append_kv(const Angles& angles, const std::int64_t*
     tile = tile_heap.data();
     tile_heads = 1;
   }
-  if constexpr (kQuantized && std::is_same<T, double>::value)
+  if constexpr (std::is_same<S, std::int8_t>::value && std::is_same<T, double>::value)
     ROPESCALE_RETURN_IF_ERROR(detail::check_int8_range(
         angles, positions, k, v, slot_mapping, cache.head_dim, layout, row_buf, tile, tile_heads));
   detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,

@@ -21,6 +21,7 @@
 #include "ropescale/config.hpp"
 #include "ropescale/detail/kernels/angle.hpp"
 #include "ropescale/detail/kernels/convert.hpp"
+#include "ropescale/detail/kernels/fp8.hpp"
 #include "ropescale/detail/kernels/quantize.hpp"
 #include "ropescale/detail/kernels/simd_packets.hpp"
 #include "ropescale/detail/macro_scope.hpp"
@@ -114,6 +115,9 @@ using SincosRowKernel = void (*)(double, const double*, std::int64_t, double, C*
 /// One row quantized: returns the scale, writes the codes (quantize.hpp).
 template <typename T>
 using QuantizeKernel = float (*)(const T*, std::int64_t, std::int8_t*) noexcept;
+/// One row quantized to fp8 e4m3 codes: returns the scale (fp8.hpp).
+template <typename T>
+using QuantizeFp8Kernel = float (*)(const T*, std::int64_t, std::uint8_t*) noexcept;
 
 /// Pair counts the rotation is compiled for with the count fixed (no tail loop); 0 = any count.
 constexpr int kHalfVariants[] = {16, 32, 48, 64, 0};
@@ -132,15 +136,19 @@ template <typename T>
 struct KernelTable {
   using C = compute_t<T>;
   KernelPath path;
-  TokenKernel<T> rotate[2][kNumHalfVariants];        // [interleaved][pair-count variant]
-  SincosRowKernel<C> sincos_row;                     // angle rows on the fly
-  QuantizeKernel<T> quantize_int8[kNumRowVariants];  // [row-length variant]
+  TokenKernel<T> rotate[2][kNumHalfVariants];          // [interleaved][pair-count variant]
+  SincosRowKernel<C> sincos_row;                       // angle rows on the fly
+  QuantizeKernel<T> quantize_int8[kNumRowVariants];    // [row-length variant]
+  QuantizeFp8Kernel<T> quantize_fp8[kNumRowVariants];  // [row-length variant]
 
   TokenKernel<T> rotate_kernel(bool interleaved, std::int64_t half) const noexcept {
     return rotate[interleaved ? 1 : 0][variant_index(kHalfVariants, kNumHalfVariants, half)];
   }
   QuantizeKernel<T> quantize_int8_kernel(std::int64_t row) const noexcept {
     return quantize_int8[variant_index(kRowVariants, kNumRowVariants, row)];
+  }
+  QuantizeFp8Kernel<T> quantize_fp8_kernel(std::int64_t row) const noexcept {
+    return quantize_fp8[variant_index(kRowVariants, kNumRowVariants, row)];
   }
 };
 
@@ -165,6 +173,10 @@ constexpr KernelTable<T> make_kernel_table(KernelPath path) noexcept {
   t.quantize_int8[1] = K::template quantize_int8_fn<kRowVariants[1], T>();
   t.quantize_int8[2] = K::template quantize_int8_fn<kRowVariants[2], T>();
   t.quantize_int8[3] = K::template quantize_int8_fn<kRowVariants[3], T>();
+  t.quantize_fp8[0] = K::template quantize_fp8_fn<kRowVariants[0], T>();
+  t.quantize_fp8[1] = K::template quantize_fp8_fn<kRowVariants[1], T>();
+  t.quantize_fp8[2] = K::template quantize_fp8_fn<kRowVariants[2], T>();
+  t.quantize_fp8[3] = K::template quantize_fp8_fn<kRowVariants[3], T>();
   return t;
 }
 
@@ -182,6 +194,10 @@ struct Kernels {
   template <int kN, typename T>
   static constexpr QuantizeKernel<T> quantize_int8_fn() noexcept {
     return &quantize_int8_row<kN, T>;
+  }
+  template <int kN, typename T>
+  static constexpr QuantizeFp8Kernel<T> quantize_fp8_fn() noexcept {
+    return &quantize_fp8_row<kN, T>;
   }
 };
 template <typename T>
