@@ -50,10 +50,11 @@ struct Phase {
   bool decode;
 };
 
-// T: the new K/V type; S: the cache storage (T or int8_t).
+// T: the new K/V type; S: the cache storage (T, int8_t or Fp8E4M3).
 template <typename T, typename S>
 void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, int misalign_bytes) {
-  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  constexpr bool kFp8 = std::is_same<S, ropescale::Fp8E4M3>::value;
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value || kFp8;
   const std::int64_t NT = phase.tokens;
   const RopeSpec spec{kDim, kDim, 500000.0, 8192};
   const FactorTable table(Eigen::ArrayXd::LinSpaced(kDim / 2, 1.0, 16.0), 1.14, "bench");
@@ -99,8 +100,15 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
   const auto kview = HeadsView<const T>::tokens_heads_dim(k, NT, kHeads, kDim);
   const auto vview = HeadsView<const T>::tokens_heads_dim(v, NT, kHeads, kDim);
   // The unfused pass quantizes with the same kernel the fused call uses.
-  const auto quantize =
-      ropescale::detail::select_quantize_int8_row<T>(kDim, ropescale::active_kernel_path());
+  const auto& kernels = ropescale::detail::kernel_table<T>(ropescale::active_kernel_path());
+  const auto quantize = [&](const T* x, S* codes) {
+    if constexpr (kFp8)
+      return kernels.quantize_fp8_kernel(kDim)(x, kDim, reinterpret_cast<std::uint8_t*>(codes));
+    else if constexpr (kQuantized)
+      return kernels.quantize_int8_kernel(kDim)(x, kDim, codes);
+    else
+      return 0.0f * static_cast<float>(sizeof(*x) + sizeof(*codes));
+  };
   const auto tview = HeadsView<T>::tokens_heads_dim(tmp.data(), NT, kHeads, kDim);
   const PairLayout layout = PairLayout::kHalfSplit;
 
@@ -116,8 +124,8 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
         const std::int64_t src = (t * kHeads + h) * kDim;
         if constexpr (kQuantized) {
           k_scales[static_cast<std::size_t>(r)] =
-              quantize(tmp.data() + src, kDim, &k_pages[0] + r * kDim);
-          v_scales[static_cast<std::size_t>(r)] = quantize(v + src, kDim, &v_pages[0] + r * kDim);
+              quantize(tmp.data() + src, &k_pages[0] + r * kDim);
+          v_scales[static_cast<std::size_t>(r)] = quantize(v + src, &v_pages[0] + r * kDim);
         } else {
           std::memcpy(static_cast<void*>(&k_pages[0] + r * kDim),
                       static_cast<const void*>(tmp.data() + src), sizeof(T) * kDim);
@@ -178,6 +186,7 @@ const bool registered = [] {
   register_case<float, float>("f32");
   register_case<Eigen::bfloat16, Eigen::bfloat16>("bf16");
   register_case<Eigen::bfloat16, std::int8_t>("int8_from_bf16");
+  register_case<Eigen::bfloat16, ropescale::Fp8E4M3>("fp8_from_bf16");
   return true;
 }();
 

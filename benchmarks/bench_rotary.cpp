@@ -31,6 +31,7 @@
 
 #include "bench_memory.hpp"
 #include "ropescale/rotary.hpp"
+#include "ropescale/rotary_plan.hpp"
 
 namespace {
 
@@ -109,7 +110,7 @@ void scalar_rope(T* x, std::int64_t tokens, std::int64_t heads, std::int64_t hea
 
 template <typename S>
 void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cached,
-               ropescale::KernelPath path, int threads, int misalign_bytes) {
+               ropescale::KernelPath path, int threads, int misalign_bytes, bool planned) {
   if (!ropescale::force_kernel_path(path).ok()) {
     state.SkipWithError("kernel path not supported");
     return;
@@ -148,8 +149,21 @@ void BM_Rotary(benchmark::State& state, Shape shape, PairLayout layout, bool cac
   }
   const ropescale::ParallelFor pf = pool ? pool->parallel_for() : ropescale::ParallelFor();
 
+  // planned: one RotaryShapePlan made here, reused by every call (the decode loop of an engine).
+  const HeadsView<S>* k_shape = shape.k_heads > 0 ? &kv : nullptr;
+  using CachePlan = ropescale::RotaryShapePlan<S, ropescale::RotaryCache>;
+  using FlyPlan = ropescale::RotaryShapePlan<S, ropescale::RotaryFrequencies>;
+  const CachePlan cache_plan =
+      planned ? CachePlan::make(cache, qv, k_shape, layout).value() : CachePlan();
+  const FlyPlan fly_plan = planned ? FlyPlan::make(fly, qv, k_shape, layout).value() : FlyPlan();
+  S* k_data = shape.k_heads > 0 ? k : nullptr;
+
   auto run_kernel = [&] {
-    if (pool) {
+    if (planned) {
+      const ropescale::Status st = cached ? cache_plan.rotate(q, k_data, NT, pos.data())
+                                          : fly_plan.rotate(q, k_data, NT, pos.data());
+      benchmark::DoNotOptimize(st);
+    } else if (pool) {
       const HeadsView<S>* kp = shape.k_heads > 0 ? &kv : nullptr;
       if (cached)
         ropescale::throw_if_error(ropescale::rotate(cache, pos.data(), qv, kp, layout, pf));
@@ -245,7 +259,7 @@ void register_type(ropescale::KernelPath path, int misalign_bytes) {
             s.name + "/" + ropescale::to_string(layout) + "/" + (cached ? "cache" : "on_the_fly") +
             (misalign_bytes ? "/misaligned" + std::to_string(misalign_bytes) : "");
         benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, layout, cached, path, 1,
-                                     misalign_bytes)
+                                     misalign_bytes, false)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }
@@ -264,10 +278,29 @@ void register_threads2() {
                                type_name<T>() + "/" + s.name + "/half_split/" +
                                (cached ? "cache" : "on_the_fly");
       benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, PairLayout::kHalfSplit, cached,
-                                   path, 2, 0)
+                                   path, 2, 0, false)
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
     }
+}
+
+// A decode step through a RotaryShapePlan against the plain call, same shapes and run (q only,
+// and q with GQA keys), on the best path.
+template <typename T>
+void register_plan() {
+  const ropescale::KernelPath path = ropescale::best_kernel_path();
+  const Shape shapes[] = {{"decode_1x32x128", 1, 32, 0, 128}, {"decode_1_q32_k8", 1, 32, 8, 128}};
+  for (const Shape& s : shapes)
+    for (bool planned : {false, true})
+      for (bool cached : {true, false}) {
+        const std::string name = std::string("rotary_") + (planned ? "plan" : "call") + "/" +
+                                 ropescale::to_string(path) + "/" + type_name<T>() + "/" + s.name +
+                                 "/half_split/" + (cached ? "cache" : "on_the_fly");
+        benchmark::RegisterBenchmark(name.c_str(), BM_Rotary<T>, s, PairLayout::kHalfSplit, cached,
+                                     path, 1, 0, planned)
+            ->UseManualTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
 }
 
 const bool registered = [] {
@@ -283,6 +316,8 @@ const bool registered = [] {
   register_type<Eigen::half>(ropescale::best_kernel_path(), 16);
   register_threads2<float>();
   register_threads2<Eigen::bfloat16>();
+  register_plan<float>();
+  register_plan<Eigen::bfloat16>();
   return true;
 }();
 

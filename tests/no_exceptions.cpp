@@ -10,6 +10,7 @@
 #include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
 #include "ropescale/scaling.hpp"
+#include "ropescale/rotary_plan.hpp"
 
 int main() {
   const ropescale::RopeSpec spec{8, 8, 1e4, 16};
@@ -48,6 +49,12 @@ int main() {
   if (s.ok() || x[0] != 1.0f) return 1;
   std::printf("%s\n", s.message().c_str());
   if (!ropescale::rotate(freqs, &good, view, ropescale::PairLayout::kInterleaved).ok()) return 1;
+  // A planned call: made once, a position outside the angle source comes back as a Status.
+  using Plan = ropescale::RotaryShapePlan<float, ropescale::RotaryFrequencies>;
+  const ropescale::Result<Plan> plan =
+      Plan::make(freqs, view, nullptr, ropescale::PairLayout::kHalfSplit);
+  if (!plan.ok() || plan->rotate(x.data(), 1, &bad).ok() || !plan->rotate(x.data(), 1, &good).ok())
+    return 1;
   // Fused KV-cache append: a slot beyond the pages comes back as a Status, nothing written.
   std::vector<float> pages(2 * 8, -1.0f);
   ropescale::PagedKVCache<float> cache;

@@ -253,7 +253,7 @@ void check_sincos_rows(KernelPath path) {
     f[static_cast<std::size_t>(i)] = std::pow(10000.0, -static_cast<double>(i) / n) * 1.3;
   const double m = 1.1;
   std::vector<C> c(static_cast<std::size_t>(n)), s(c.size());
-  const auto kernel = ropescale::detail::select_sincos_row<C>(path);
+  const auto kernel = ropescale::detail::kernel_table<C>(path).sincos_row;
   const double tol = std::is_same<C, float>::value ? 1.2e-7 : 2e-15;
   for (double p : {0.0, 1.0, 37.0, 4095.0, 100000.0, 3e6}) {
     if (p * f[0] >= ropescale::detail::kFastAngleLimit) continue;
@@ -294,7 +294,7 @@ void check_quantize_paths(std::int64_t n) {
     const float ref_scale = ropescale::detail::quantize_int8_row(x.data(), n, want.data());
     for (KernelPath p : supported_paths()) {
       const float scale =
-          ropescale::detail::select_quantize_int8_row<T>(n, p)(x.data(), n, got.data());
+          ropescale::detail::kernel_table<T>(p).quantize_int8_kernel(n)(x.data(), n, got.data());
       ASSERT_EQ(std::memcmp(&scale, &ref_scale, sizeof scale), 0) << ropescale::to_string(p);
       for (std::size_t j = 0; j < x.size(); ++j) {
         ASSERT_LE(std::abs(got[j] - want[j]), 1) << ropescale::to_string(p) << " j " << j;
@@ -316,6 +316,114 @@ TEST(KernelPaths, Int8QuantizationOfEveryPath) {
     check_quantize_paths<Eigen::half>(n);
     check_quantize_paths<Eigen::bfloat16>(n);
   }
+}
+
+// The dispatch table of every path, entry by entry, against the scalar long-double reference:
+// each rotation variant (both layouts, every compiled pair count, in place and out of place), the
+// angle rows (check_sincos_rows above) and each int8 row-length variant.
+template <typename T>
+void check_rotation_entries(KernelPath path) {
+  using C = ropescale::detail::compute_t<T>;
+  using ropescale::detail::kHalfVariants;
+  using ropescale::detail::kNumHalfVariants;
+  const auto& table = ropescale::detail::kernel_table<T>(path);
+  ASSERT_EQ(table.path, path);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  for (int interleaved = 0; interleaved < 2; ++interleaved)
+    for (int v = 0; v < kNumHalfVariants; ++v)
+      for (std::int64_t half : {std::int64_t{kHalfVariants[v]}, std::int64_t{21}}) {
+        if (kHalfVariants[v] != 0 && half != kHalfVariants[v]) continue;
+        if (kHalfVariants[v] == 0 && half != 21) continue;
+        SCOPED_TRACE(std::string(ropescale::to_string(path)) + " interleaved " +
+                     std::to_string(interleaved) + " half " + std::to_string(half));
+        ASSERT_EQ(table.rotate_kernel(interleaved != 0, half), table.rotate[interleaved][v]);
+        const std::int64_t heads = 3, head_dim = 2 * half + 5, offset = half;
+        std::vector<C> c(static_cast<std::size_t>(half)), s(c.size());
+        for (std::int64_t i = 0; i < half; ++i) {
+          const long double a = 0.37L * static_cast<long double>(i + 1);
+          c[static_cast<std::size_t>(i)] = static_cast<C>(1.1L * std::cos(a));
+          s[static_cast<std::size_t>(i)] = static_cast<C>(1.1L * std::sin(a));
+        }
+        std::vector<T> x(static_cast<std::size_t>(heads * head_dim));
+        for (T& e : x) e = static_cast<T>(nd(rng));
+        std::vector<T> in_place = x, out(x.size(), static_cast<T>(-99.0f));
+        table.rotate[interleaved][v](in_place.data(), in_place.data(), heads, head_dim, head_dim,
+                                     half, offset, head_dim, c.data(), s.data());
+        table.rotate[interleaved][v](x.data(), out.data(), heads, head_dim, head_dim, half, offset,
+                                     head_dim, c.data(), s.data());
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t i = 0; i < half; ++i) {
+            const std::int64_t a = h * head_dim + (interleaved ? 2 * i : i);
+            const std::int64_t b = h * head_dim + (interleaved ? 2 * i + 1 : i + offset);
+            const long double xa = static_cast<long double>(static_cast<double>(x[a]));
+            const long double xb = static_cast<long double>(static_cast<double>(x[b]));
+            const long double ci = c[static_cast<std::size_t>(i)];
+            const long double si = s[static_cast<std::size_t>(i)];
+            const long double want_a = xa * ci - xb * si, want_b = xb * ci + xa * si;
+            // One rounding of the storage type plus the float products (|c| + |s| <= 1.6).
+            const double tol =
+                (eps_of<T>() + 4.0 * eps_of<C>()) * 1.6 *
+                (std::abs(static_cast<double>(xa)) + std::abs(static_cast<double>(xb)));
+            for (const std::vector<T>* got : {&in_place, &out}) {
+              ASSERT_NEAR(static_cast<double>((*got)[a]), static_cast<double>(want_a), tol);
+              ASSERT_NEAR(static_cast<double>((*got)[b]), static_cast<double>(want_b), tol);
+            }
+          }
+        // Channels the layout does not rotate: the input's bits, in place and out of place.
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t j = 0; j < head_dim; ++j) {
+            const bool rotated =
+                interleaved ? j < 2 * half : (j < half || (j >= offset && j < offset + half));
+            if (rotated) continue;
+            const std::size_t e = static_cast<std::size_t>(h * head_dim + j);
+            ASSERT_EQ(std::memcmp(&out[e], &x[e], sizeof(T)), 0) << "channel " << j;
+            ASSERT_EQ(std::memcmp(&in_place[e], &x[e], sizeof(T)), 0) << "channel " << j;
+          }
+      }
+}
+
+template <typename T>
+void check_quantize_entries(KernelPath path) {
+  using ropescale::detail::kNumRowVariants;
+  using ropescale::detail::kRowVariants;
+  const auto& table = ropescale::detail::kernel_table<T>(path);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  for (int v = 0; v < kNumRowVariants; ++v) {
+    const std::int64_t n = kRowVariants[v] != 0 ? kRowVariants[v] : 41;
+    SCOPED_TRACE(std::string(ropescale::to_string(path)) + " row " + std::to_string(n));
+    ASSERT_EQ(table.quantize_int8_kernel(n), table.quantize_int8[v]);
+    std::vector<T> x(static_cast<std::size_t>(n));
+    std::vector<std::int8_t> q(x.size());
+    for (T& e : x) e = static_cast<T>(nd(rng));
+    const float scale = table.quantize_int8[v](x.data(), n, q.data());
+    long double amax = 0;
+    for (const T& e : x)
+      amax = std::max(amax, std::abs(static_cast<long double>(static_cast<double>(e))));
+    ASSERT_NEAR(static_cast<double>(scale), static_cast<double>(amax / 127.0L),
+                static_cast<double>(amax / 127.0L) * 1e-7);
+    for (std::size_t j = 0; j < x.size(); ++j) {
+      const long double want =
+          static_cast<long double>(static_cast<double>(x[j])) / (amax / 127.0L);
+      ASSERT_LE(std::abs(static_cast<long double>(q[j]) - want), 0.5L + 2e-4L) << "j " << j;
+    }
+  }
+}
+
+TEST(KernelPaths, EveryTableEntryOfEveryPathMatchesTheReference) {
+  for (KernelPath p : supported_paths()) {
+    check_rotation_entries<float>(p);
+    check_rotation_entries<double>(p);
+    check_rotation_entries<Eigen::half>(p);
+    check_rotation_entries<Eigen::bfloat16>(p);
+    check_quantize_entries<float>(p);
+    check_quantize_entries<double>(p);
+    check_quantize_entries<Eigen::half>(p);
+    check_quantize_entries<Eigen::bfloat16>(p);
+  }
+  // A path the build or CPU lacks resolves to the portable table, never to an empty entry.
+  EXPECT_EQ(ropescale::detail::kernel_table<float>(KernelPath::kAuto).path, KernelPath::kPortable);
 }
 
 TEST(KernelPaths, PinAndRelease) {

@@ -182,7 +182,7 @@ void check_int8_row(const T* x, const std::int8_t* q, float scale, std::int64_t 
   std::vector<std::int8_t> q2(static_cast<std::size_t>(n));
   // The same kernel the call ran (the active path's, for this row length).
   const auto kernel =
-      ropescale::detail::select_quantize_int8_row<T>(n, ropescale::active_kernel_path());
+      ropescale::detail::kernel_table<T>(ropescale::active_kernel_path()).quantize_int8_kernel(n);
   ASSERT_EQ(kernel(x, n, q2.data()), scale);
   for (std::int64_t j = 0; j < n; ++j) {
     ASSERT_EQ(q[j], q2[static_cast<std::size_t>(j)]) << "j " << j;
@@ -429,6 +429,93 @@ TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
   for (std::int64_t t = 0; t < kTokens; ++t) append_token(a.cache, in, t, kSlots, two.cache);
   EXPECT_EQ(0, std::memcmp(one.k.data(), two.k.data(), one.k.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(one.v.data(), two.v.data(), one.v.size() * sizeof(float)));
+}
+
+// A prefill chunk written as blocks of consecutive slots inside one page (the fused pass copies
+// V in runs and rotates K block by block): every row against apply_rotary_out (int8: against the
+// dispatched quantization of those rows), for both page layouts and both V layouts, with blocks
+// cut by page boundaries and by a padding token; rows no token owns keep their sentinel.
+template <typename T, typename S>
+void check_prefill_blocks(PageLayout pl, bool v_heads_first) {
+  SCOPED_TRACE(std::string(to_string(pl)) + (v_heads_first ? " v [H,T,D]" : " v [T,H,D]"));
+  const Angles& a = angles_40();
+  constexpr std::int64_t tokens = 11, heads = 2, d = 40, blocks = 5, bs = 4;
+  std::vector<T> k(static_cast<std::size_t>(tokens * heads * d)), v(k.size());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (T& x : k) x = static_cast<T>(nd(rng));
+  for (T& x : v) x = static_cast<T>(nd(rng));
+  const auto kv = HeadsView<const T>::tokens_heads_dim(k.data(), tokens, heads, d);
+  const auto vv = v_heads_first ? HeadsView<const T>::heads_tokens_dim(v.data(), tokens, heads, d)
+                                : HeadsView<const T>::tokens_heads_dim(v.data(), tokens, heads, d);
+  std::vector<std::int64_t> pos(tokens), slots(tokens);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    pos[static_cast<std::size_t>(t)] = 3 + t;
+    slots[static_cast<std::size_t>(t)] = 2 + t;  // blocks [2, 3], [4, 8), [8, 12), [12]
+  }
+  slots[6] = kPaddingSlot;  // cuts the block [4, 8) in two
+  const std::size_t rows = static_cast<std::size_t>(blocks * bs * heads);
+  std::vector<S> kp(rows * d, sentinel<S>()), vp = kp;
+  std::vector<float> ks(rows, kScaleSentinel), vs = ks;
+  PagedKVCache<S> cache;
+  cache.k_pages = kp.data();
+  cache.v_pages = vp.data();
+  if (std::is_same<S, std::int8_t>::value) {
+    cache.k_scales = ks.data();
+    cache.v_scales = vs.data();
+  }
+  cache.num_blocks = blocks;
+  cache.block_size = bs;
+  cache.num_kv_heads = heads;
+  cache.head_dim = d;
+  cache.page_layout = pl;
+  ropescale::rotate_and_append_kv(a.cache, pos.data(), kv, vv, slots.data(), cache,
+                                  PairLayout::kHalfSplit);
+  std::vector<T> ref(k.size());
+  ropescale::apply_rotary_out(a.cache, pos.data(), kv,
+                              HeadsView<T>::tokens_heads_dim(ref.data(), tokens, heads, d),
+                              PairLayout::kHalfSplit);
+  const auto quantize =
+      ropescale::detail::kernel_table<T>(ropescale::active_kernel_path()).quantize_int8_kernel(d);
+  std::vector<bool> written(rows, false);
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    const std::int64_t slot = slots[static_cast<std::size_t>(t)];
+    if (slot == kPaddingSlot) continue;
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::int64_t r = cache.row(slot, h);
+      written[static_cast<std::size_t>(r)] = true;
+      const T* kr = ref.data() + (t * heads + h) * d;
+      const T* vr = vv.data + t * vv.token_stride + h * vv.head_stride;
+      if constexpr (std::is_same<S, std::int8_t>::value) {
+        std::int8_t q[d];
+        const float kscale = quantize(kr, d, q);
+        ASSERT_EQ(std::memcmp(q, kp.data() + r * d, d), 0) << "k t " << t << " h " << h;
+        ASSERT_TRUE(same_bits(ks[static_cast<std::size_t>(r)], kscale));
+        const float vscale = quantize(vr, d, q);
+        ASSERT_EQ(std::memcmp(q, vp.data() + r * d, d), 0) << "v t " << t << " h " << h;
+        ASSERT_TRUE(same_bits(vs[static_cast<std::size_t>(r)], vscale));
+      } else {
+        ASSERT_EQ(std::memcmp(kr, kp.data() + r * d, sizeof(T) * d), 0) << "t " << t << " h " << h;
+        ASSERT_EQ(std::memcmp(vr, vp.data() + r * d, sizeof(T) * d), 0) << "t " << t << " h " << h;
+      }
+    }
+  }
+  for (std::size_t r = 0; r < rows; ++r) {
+    if (written[r]) continue;
+    for (std::int64_t j = 0; j < d; ++j) {
+      ASSERT_TRUE(same_bits(kp[r * d + static_cast<std::size_t>(j)], sentinel<S>())) << r;
+      ASSERT_TRUE(same_bits(vp[r * d + static_cast<std::size_t>(j)], sentinel<S>())) << r;
+    }
+  }
+}
+
+TEST(KvCache, PrefillBlocksAcrossPagesMatchTheOracle) {
+  for (PageLayout pl : {PageLayout::kHeadMajor, PageLayout::kTokenMajor})
+    for (bool v_heads_first : {false, true}) {
+      check_prefill_blocks<float, float>(pl, v_heads_first);
+      check_prefill_blocks<Eigen::bfloat16, Eigen::bfloat16>(pl, v_heads_first);
+      check_prefill_blocks<Eigen::half, std::int8_t>(pl, v_heads_first);
+    }
 }
 
 TEST(KvCache, PaddingSlotsAreSkipped) {
@@ -686,6 +773,41 @@ TEST(KvCacheHostile, DuplicateSlotInEveryBatchShape) {
       for (float x : vp) ASSERT_EQ(x, 9.0f);
     }
   }
+}
+
+// A batch of several sequences' chunks (increasing runs, out of order between them, more tokens
+// than the pairwise check takes): accepted without a duplicate, and a slot shared by two runs is
+// named with both tokens.
+TEST(KvCacheHostile, DuplicateSlotAcrossSequenceRuns) {
+  const RotaryCache& angles = angles_40().cache;
+  constexpr std::int64_t runs = 3, per_run = 30, tokens = runs * per_run;
+  std::vector<std::int64_t> pos(tokens, 1), slots(tokens);
+  for (std::int64_t r = 0; r < runs; ++r)  // run 0 at slots 200.., run 1 at 0.., run 2 at 100..
+    for (std::int64_t i = 0; i < per_run; ++i)
+      slots[static_cast<std::size_t>(r * per_run + i)] = (r == 0 ? 200 : r == 1 ? 0 : 100) + i;
+  std::vector<float> k(static_cast<std::size_t>(tokens * 40), 0.5f), v = k;
+  std::vector<float> kp(static_cast<std::size_t>(300 * 40), 9.0f), vp = kp;
+  PagedKVCache<float> cache;
+  cache.k_pages = kp.data();
+  cache.v_pages = vp.data();
+  cache.num_blocks = 300 / 16;
+  cache.block_size = 16;
+  cache.num_kv_heads = 1;
+  cache.head_dim = 40;
+  const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
+  const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
+  EXPECT_TRUE(ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
+                                                  PairLayout::kHalfSplit)
+                  .ok());
+  std::fill(kp.begin(), kp.end(), 9.0f);
+  slots[2 * per_run + 5] = 207;  // run 2 takes a slot of run 0 (token 7)
+  slots[2 * per_run + 6] = 208;  // still increasing within run 2
+  const Status s = ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+                                                       cache, PairLayout::kHalfSplit);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.argument(), "slot_mapping[" + std::to_string(2 * per_run + 5) + "]") << s.message();
+  EXPECT_NE(s.message().find("duplicates slot_mapping[7]"), std::string::npos) << s.message();
+  for (float x : kp) ASSERT_EQ(x, 9.0f);
 }
 
 TEST(KvCacheHostile, InputOverlapsPages) {

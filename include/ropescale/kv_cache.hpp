@@ -42,6 +42,13 @@
 //       rotate_out would) is stored as the sentinel scale = NaN, every q_j = 0: the whole
 //       row dequantizes to NaN, never to a finite value.
 
+//   S = Fp8E4M3: every row scaled as for int8 with 448 (the largest E4M3 value) in place of 127,
+//       scale = absmax / 448 (float),  q_j = e4m3(x_j * 448 / absmax), rounded to nearest even
+//   (OCP FP8 E4M3: saturating, so nothing becomes NaN but a NaN; no infinity). Dequantize with
+//   e4m3(q_j) * scale: |error| <= 2^-4 |x_j| (3 mantissa bits) or, below 2^-6 * scale, half a
+//   subnormal step 2^-10 * scale. Non-finite rows are the sentinel (scale NaN, codes 0) as for
+//   int8. Keys and values are float, half or bfloat16.
+
 // ## Front door
 //
 // rotate_and_append_kv validates every argument and returns a Status naming the argument, the
@@ -73,14 +80,20 @@ inline const char* to_string(PageLayout layout) noexcept {
   return layout == PageLayout::kHeadMajor ? "head_major" : "token_major";
 }
 
+/// One OCP FP8 E4M3 value (1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinity,
+/// 0x7f / 0xff are NaN; largest finite 448), the storage of fp8 pages. `bits` is the raw code.
+struct Fp8E4M3 {
+  std::uint8_t bits;
+};
+
 /// A paged KV cache the caller owns. S is the storage type: the rotary storage types, or int8_t
-/// with one float scale per (slot, head) row in k_scales / v_scales.
+/// or Fp8E4M3 with one float scale per (slot, head) row in k_scales / v_scales.
 template <typename S>
 struct PagedKVCache {
   S* k_pages = nullptr;
   S* v_pages = nullptr;
-  float* k_scales = nullptr;  ///< int8_t only: num_blocks * block_size * num_kv_heads floats
-  float* v_scales = nullptr;  ///< int8_t only
+  float* k_scales = nullptr;  ///< int8_t, Fp8E4M3: num_blocks * block_size * num_kv_heads floats
+  float* v_scales = nullptr;  ///< int8_t, Fp8E4M3
   std::int64_t num_blocks = 0;
   std::int64_t block_size = 0;
   std::int64_t num_kv_heads = 0;
@@ -164,25 +177,71 @@ inline Status check_slots(const Slot* slots, std::int64_t tokens, std::int64_t n
                          "beyond the pages: must be < num_blocks * block_size (" +
                              std::to_string(num_slots) + ")");
   }
-  // Duplicates, without a copy where possible: slots in increasing order (a prefill chunk, or a
-  // batch in page order) have none; a small batch (a decode step) compares its pairs. Otherwise
-  // sort a copy, then name the first two tokens.
-  constexpr std::int64_t kPairwiseSlots = 64;
-  bool increasing = true;
-  std::int64_t prev = -1;
-  for (std::int64_t t = 0; t < tokens && increasing; ++t) {
-    const std::int64_t s = static_cast<std::int64_t>(slots[t]);
-    if (s == kPaddingSlot) continue;
-    increasing = s > prev;
-    prev = s;
-  }
-  if (increasing) return Status();
+  // Duplicates, without a copy or a sort on the usual batches. The slots split into strictly
+  // increasing runs (a prefill chunk is one run, a batch of sequences one per sequence); a run
+  // holds no duplicate, and runs whose [first, last] ranges are disjoint share none. Up to
+  // kMaxRuns runs are compared range against range, slot by slot (a merge of two sorted runs)
+  // only where two ranges meet; a small batch (a decode step in any order) compares its pairs.
+  // Otherwise a sorted copy finds the first two tokens.
   const auto duplicate = [&](std::int64_t first, std::int64_t second) {
+    if (first > second) std::swap(first, second);
     return make_status(ErrorCode::kInvalidArgument, "slot_mapping[" + std::to_string(second) + "]",
                        static_cast<std::int64_t>(slots[second]),
                        "duplicates slot_mapping[" + std::to_string(first) +
                            "]: each slot may be written once per call");
   };
+  struct Run {
+    std::int64_t begin, end, lo, hi;  // tokens [begin, end), slots [lo, hi]
+  };
+  constexpr int kMaxRuns = 64;
+  Run runs[kMaxRuns];
+  int n_runs = 0;
+  bool too_many = false;
+  for (std::int64_t t = 0; t < tokens && !too_many;) {
+    std::int64_t prev = static_cast<std::int64_t>(slots[t]);
+    if (prev == kPaddingSlot) {
+      ++t;
+      continue;
+    }
+    const std::int64_t begin = t, lo = prev;
+    for (++t; t < tokens; ++t) {
+      const std::int64_t s = static_cast<std::int64_t>(slots[t]);
+      if (s == kPaddingSlot) continue;
+      if (s <= prev) break;
+      prev = s;
+    }
+    if (n_runs == kMaxRuns)
+      too_many = true;
+    else
+      runs[n_runs++] = {begin, t, lo, prev};
+  }
+  const auto first_shared = [&](const Run& a, const Run& b, std::int64_t* ta, std::int64_t* tb) {
+    std::int64_t i = a.begin, j = b.begin;  // both runs increase: walk them as a merge
+    while (i < a.end && j < b.end) {
+      const std::int64_t si = static_cast<std::int64_t>(slots[i]);
+      const std::int64_t sj = static_cast<std::int64_t>(slots[j]);
+      if (si == kPaddingSlot || si < sj) {
+        ++i;
+      } else if (sj == kPaddingSlot || sj < si) {
+        ++j;
+      } else {
+        *ta = i;
+        *tb = j;
+        return true;
+      }
+    }
+    return false;
+  };
+  if (!too_many) {
+    for (int r = 1; r < n_runs; ++r)
+      for (int q = 0; q < r; ++q) {
+        const Run &a = runs[q], &b = runs[r];
+        std::int64_t ta = 0, tb = 0;
+        if (a.lo <= b.hi && b.lo <= a.hi && first_shared(a, b, &ta, &tb)) return duplicate(ta, tb);
+      }
+    return Status();
+  }
+  constexpr std::int64_t kPairwiseSlots = 64;
   if (tokens <= kPairwiseSlots) {
     for (std::int64_t j = 1; j < tokens; ++j) {
       const std::int64_t s = static_cast<std::int64_t>(slots[j]);
@@ -221,8 +280,8 @@ template <typename T, typename S>
 inline Status check_kv_aliasing(const HeadsView<const T>& k, const HeadsView<const T>& v,
                                 const PagedKVCache<S>& c, std::int64_t rows) {
   const std::int64_t page_bytes = rows * c.head_dim * static_cast<std::int64_t>(sizeof(S));
-  const bool q8 = std::is_same<S, std::int8_t>::value;
-  const std::int64_t scale_bytes = q8 ? rows * static_cast<std::int64_t>(sizeof(float)) : 0;
+  const bool scaled = std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  const std::int64_t scale_bytes = scaled ? rows * static_cast<std::int64_t>(sizeof(float)) : 0;
   struct Range {
     const char* name;
     const void* p;
@@ -293,56 +352,100 @@ inline Status check_int8_range(const Angles& angles, const std::int64_t* positio
   return Status();
 }
 
-// The unchecked pass: per token, K is rotated by the validated call path's run_rotary_rows (one
-// token at a time, its angle row from PlainRows) straight into the page, or into tbuf (heads of
-// T) to be quantized; V is copied or quantized.
+// The unchecked pass, one block of tokens at a time: a block is a run of tokens whose slots
+// follow one another inside one page (a prefill chunk: a page per block; a decode step: one
+// token). The kernel is resolved once per call from the dispatch table. Per block, K is rotated
+// from the source straight into the page (float and 16-bit pages), or into tbuf (heads of T,
+// L1-resident) and quantized from there in the same pass; V is copied in runs as long as both
+// the page and the source are contiguous (a whole block for token-major pages and [T, H, D]
+// values; per head for head-major pages and [H, T, D] values), or quantized row by row.
 template <typename T, typename S, typename Angles, typename Slot>
 inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
                           const HeadsView<const T>& k, const HeadsView<const T>& v,
                           const Slot* slot_mapping, const PagedKVCache<S>& c, PairLayout layout,
                           compute_t<T>* row_buf, T* tbuf, std::int64_t tbuf_heads) noexcept {
   using C = compute_t<T>;
-  const std::int64_t H = c.num_kv_heads, D = c.head_dim;
-  const std::int64_t row_head_stride = c.page_layout == PageLayout::kTokenMajor ? 1 : c.block_size;
-  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  const std::int64_t H = c.num_kv_heads, D = c.head_dim, B = c.block_size;
+  const bool token_major = c.page_layout == PageLayout::kTokenMajor;
+  const std::int64_t row_head_stride = token_major ? 1 : B;
+  const std::int64_t row_token_stride = token_major ? H : 1;  // next slot of the same page
+  constexpr bool kFp8 = std::is_same<S, Fp8E4M3>::value;
+  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value || kFp8;
   const KernelPath path = active_kernel_path();  // one path for the whole call
-  const QuantizeKernel<T> quantize = select_quantize_int8_row<T>(D, path);
-  (void)quantize;
-  for (std::int64_t t = 0; t < k.tokens; ++t) {
+  const ResolvedKernel<T> rotate =
+      resolve_kernel<T>(angles, layout, RotaryDirection::kForward, path);
+  const QuantizeKernel<T> quantize_int8 = kernel_table<T>(path).quantize_int8_kernel(D);
+  const QuantizeFp8Kernel<T> quantize_fp8 = kernel_table<T>(path).quantize_fp8_kernel(D);
+  // One row of D values into the page's codes; returns its scale.
+  const auto quantize = [&](const T* x, S* codes) -> float {
+    if constexpr (kFp8)
+      return quantize_fp8(x, D, reinterpret_cast<std::uint8_t*>(codes));  // Fp8E4M3: one byte
+    else if constexpr (kQuantized)
+      return quantize_int8(x, D, codes);
+    else
+      return 0.0f * static_cast<float>(sizeof(*x) + sizeof(*codes));
+  };
+  for (std::int64_t t = 0; t < k.tokens;) {
     const std::int64_t slot = static_cast<std::int64_t>(slot_mapping[t]);
-    if (slot == kPaddingSlot) continue;
+    if (slot == kPaddingSlot) {
+      ++t;
+      continue;
+    }
+    std::int64_t n = 1;  // the block: slots slot, slot + 1, .. in the page of slot
+    while (t + n < k.tokens && static_cast<std::int64_t>(slot_mapping[t + n]) == slot + n &&
+           (slot + n) % B != 0)
+      ++n;
     const std::int64_t row0 = c.row(slot, 0);
     const PlainRows<Angles, C> rows{angles, positions + t};
     const T* kt = k.data + t * k.token_stride;
     const T* vt = v.data + t * v.token_stride;
     if constexpr (!kQuantized) {
-      const Operand<T> op{kt, c.k_pages + row0 * D, H, D, 0, k.head_stride, 0, row_head_stride * D};
-      run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
-                         row_buf);
-      if (row_head_stride == 1 && (H == 1 || v.head_stride == D)) {  // the token's heads: one run
-        std::memcpy(static_cast<void*>(c.v_pages + row0 * D), static_cast<const void*>(vt),
-                    sizeof(T) * static_cast<std::size_t>(H * D));
+      const Operand<T> op{kt,
+                          c.k_pages + row0 * D,
+                          H,
+                          D,
+                          k.token_stride,
+                          k.head_stride,
+                          row_token_stride * D,
+                          row_head_stride * D};
+      run_resolved<T>(rotate, rows, 0, n, &op, 1, row_buf);
+      const auto copy = [](T* dst, const T* src, std::int64_t values) {
+        std::memcpy(static_cast<void*>(dst), static_cast<const void*>(src),
+                    sizeof(T) * static_cast<std::size_t>(values));
+      };
+      T* vp = c.v_pages + row0 * D;
+      const bool heads_packed = H == 1 || v.head_stride == D;
+      const bool tokens_packed = n == 1 || v.token_stride == (token_major ? H * D : D);
+      if (token_major && heads_packed && tokens_packed) {
+        copy(vp, vt, n * H * D);  // the block's rows, back to back on both sides
+      } else if (!token_major && tokens_packed) {
+        for (std::int64_t h = 0; h < H; ++h) copy(vp + h * B * D, vt + h * v.head_stride, n * D);
       } else {
-        for (std::int64_t h = 0; h < H; ++h)
-          std::memcpy(static_cast<void*>(c.v_pages + (row0 + h * row_head_stride) * D),
-                      static_cast<const void*>(vt + h * v.head_stride), sizeof(T) * D);
+        for (std::int64_t j = 0; j < n; ++j)
+          for (std::int64_t h = 0; h < H; ++h)
+            copy(vp + (j * row_token_stride + h * row_head_stride) * D,
+                 vt + j * v.token_stride + h * v.head_stride, D);
       }
     } else {
-      for (std::int64_t h0 = 0; h0 < H; h0 += tbuf_heads) {
-        const std::int64_t nh = std::min(tbuf_heads, H - h0);
-        const Operand<T> op{kt + h0 * k.head_stride, tbuf, nh, D, 0, k.head_stride, 0, D};
-        run_rotary_rows<T>(angles, rows, 0, 1, &op, 1, layout, RotaryDirection::kForward, path,
-                           row_buf);
-        for (std::int64_t h = 0; h < nh; ++h) {
-          const std::int64_t r = row0 + (h0 + h) * row_head_stride;
-          c.k_scales[r] = quantize(tbuf + h * D, D, c.k_pages + r * D);
+      for (std::int64_t j = 0; j < n; ++j) {
+        const std::int64_t rj = row0 + j * row_token_stride;
+        for (std::int64_t h0 = 0; h0 < H; h0 += tbuf_heads) {
+          const std::int64_t nh = std::min(tbuf_heads, H - h0);
+          const Operand<T> op{kt + h0 * k.head_stride, tbuf,          nh, D,
+                              k.token_stride,          k.head_stride, 0,  D};
+          run_resolved<T>(rotate, rows, j, j + 1, &op, 1, row_buf);
+          for (std::int64_t h = 0; h < nh; ++h) {
+            const std::int64_t r = rj + (h0 + h) * row_head_stride;
+            c.k_scales[r] = quantize(tbuf + h * D, c.k_pages + r * D);
+          }
+        }
+        for (std::int64_t h = 0; h < H; ++h) {
+          const std::int64_t r = rj + h * row_head_stride;
+          c.v_scales[r] = quantize(vt + j * v.token_stride + h * v.head_stride, c.v_pages + r * D);
         }
       }
-      for (std::int64_t h = 0; h < H; ++h) {
-        const std::int64_t r = row0 + h * row_head_stride;
-        c.v_scales[r] = quantize(vt + h * v.head_stride, D, c.v_pages + r * D);
-      }
     }
+    t += n;
   }
 }
 
@@ -367,11 +470,16 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
                                    PairLayout layout) {
   static_assert(detail::is_rotary_storage<T>::value,
                 "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
-  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value,
-                "cache storage must be the k/v type or std::int8_t");
+  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value ||
+                    std::is_same<S, Fp8E4M3>::value,
+                "cache storage must be the k/v type, std::int8_t or Fp8E4M3");
+  static_assert(!std::is_same<S, Fp8E4M3>::value || !std::is_same<T, double>::value,
+                "fp8 pages take float, Eigen::half or Eigen::bfloat16 keys and values");
   static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
                 "slot_mapping must be int32_t or int64_t");
-  constexpr bool kQuantized = std::is_same<S, std::int8_t>::value;
+  constexpr bool kQuantized =
+      std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  const char* const quantized_name = std::is_same<S, Fp8E4M3>::value ? "fp8" : "int8";
   ROPESCALE_RETURN_IF_ERROR(detail::check_layout(layout));
   std::int64_t rows = 0;
   ROPESCALE_RETURN_IF_ERROR(detail::check_paged_cache(cache, &rows));
@@ -389,10 +497,10 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
     return make_status(ErrorCode::kInvalidArgument, "cache.v_pages", nullptr, "must not be null");
   if (kQuantized && cache.k_scales == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "cache.k_scales", nullptr,
-                       "must not be null for an int8 cache");
+                       std::string("must not be null for an ") + quantized_name + " cache");
   if (kQuantized && cache.v_scales == nullptr)
     return make_status(ErrorCode::kInvalidArgument, "cache.v_scales", nullptr,
-                       "must not be null for an int8 cache");
+                       std::string("must not be null for an ") + quantized_name + " cache");
   ROPESCALE_RETURN_IF_ERROR(detail::check_positions(angles, positions, k.tokens));
   ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
   ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
@@ -413,7 +521,7 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
     tile = tile_heap.data();
     tile_heads = 1;
   }
-  if constexpr (kQuantized && std::is_same<T, double>::value)
+  if constexpr (std::is_same<S, std::int8_t>::value && std::is_same<T, double>::value)
     ROPESCALE_RETURN_IF_ERROR(detail::check_int8_range(
         angles, positions, k, v, slot_mapping, cache.head_dim, layout, row_buf, tile, tile_heads));
   detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,

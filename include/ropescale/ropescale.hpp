@@ -16,6 +16,7 @@
 #include "ropescale/packing.hpp"
 #include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
+#include "ropescale/rotary_plan.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/search.hpp"
 #include "ropescale/search_space.hpp"

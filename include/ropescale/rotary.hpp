@@ -221,8 +221,8 @@ class RotaryFrequencies {
     const double p = static_cast<double>(pos);
     const std::int64_t n = pairs();
     if (std::abs(pos) < (std::int64_t{1} << 53) && p * max_abs_ < detail::kFastAngleLimit) {
-      detail::select_sincos_row<C>(active_kernel_path())(p, inv_freq_.data(), n, m, cos_out,
-                                                         sin_out);
+      detail::kernel_table<C>(active_kernel_path())
+          .sincos_row(p, inv_freq_.data(), n, m, cos_out, sin_out);
       return;
     }
     for (std::int64_t i = 0; i < n; ++i) {

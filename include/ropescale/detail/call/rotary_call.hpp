@@ -291,6 +291,14 @@ inline Status check_layout(PairLayout layout) {
   return Status();
 }
 
+inline Status check_direction(RotaryDirection direction) {
+  if (direction != RotaryDirection::kForward && direction != RotaryDirection::kInverse &&
+      direction != RotaryDirection::kBackward)
+    return make_status(ErrorCode::kInvalidArgument, "direction", static_cast<int>(direction),
+                       "must be kForward, kInverse or kBackward");
+  return Status();
+}
+
 // The channels of a head a layout touches: frequency_dim for half-split (the partner of pair i
 // is i + frequency_dim / 2), rotary_dim for interleaved.
 template <typename Angles>
@@ -320,73 +328,87 @@ struct PlainRows {
   }
 };
 
-// The token kernel of one instruction set (kernel_path.hpp) for a layout and storage type.
-template <int kHalf, bool kInterleaved, typename T>
-inline TokenKernel<T> select_token_kernel(KernelPath path) noexcept {
-  switch (path) {
-#if ROPESCALE_HAVE_X86_PATHS
-    case KernelPath::kAvx2:
-      return &avx2::rotate_token<kHalf, kInterleaved, T>;
-    case KernelPath::kAvx512:
-      return &avx512::rotate_token<kHalf, kInterleaved, T>;
-    case KernelPath::kAvx512Bf16:
-      return &avx512_bf16::rotate_token<kHalf, kInterleaved, T>;
-#endif
-#if ROPESCALE_HAVE_NEON_PATH
-    case KernelPath::kNeon:
-      return &neon::rotate_token<kHalf, kInterleaved, T>;
-#endif
-    default:
-      return &rotate_token<kHalf, kInterleaved, T, compute_t<T>>;
-  }
+// What a call resolves once: the kernel of the dispatch table for the storage type, layout, pair
+// count and path, and the direction's row treatment. A RotaryShapePlan keeps one; the plain front
+// doors resolve one per call. Both then run run_resolved.
+template <typename T>
+struct ResolvedKernel {
+  TokenKernel<T> kernel = nullptr;
+  std::int64_t half = 0, offset = 0;  // pairs; the half-split partner offset
+  double scale = 1.0;                 // multiplies the rows (kInverse: 1 / m^2)
+  bool negate = false;                // sin negated (kInverse, kBackward)
+  KernelPath path = KernelPath::kPortable;
+};
+
+template <typename T, typename Angles>
+inline ResolvedKernel<T> resolve_kernel(const Angles& angles, PairLayout layout,
+                                        RotaryDirection direction, KernelPath path) noexcept {
+  ResolvedKernel<T> r;
+  r.half = angles.pairs();
+  r.offset = angles.frequency_dim() / 2;
+  const double m = angles.attention_factor();
+  r.scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
+  r.negate = direction != RotaryDirection::kForward;
+  r.path = path;
+  r.kernel = kernel_table<T>(path).rotate_kernel(layout == PairLayout::kInterleaved, r.half);
+  return r;
 }
 
 // Rotates every operand over tokens [t_begin, t_end) with the rows `rows` gives (PlainRows, or
-// the M-RoPE rows of mrope.hpp), on the kernels of `path`. Each token's result depends only on
-// that token, so disjoint ranges may run on different threads and give the same bits as one call.
+// the M-RoPE rows of mrope.hpp). Each token's result depends only on that token, so disjoint
+// ranges may run on different threads and give the same bits as one call. buf: row_buffer_size
+// compute values, 64-byte aligned (RowBuffer).
+template <typename T, typename Rows>
+inline void run_resolved(const ResolvedKernel<T>& k, const Rows& rows, std::int64_t t_begin,
+                         std::int64_t t_end, const Operand<T>* ops, int n_ops,
+                         compute_t<T>* buf) noexcept {
+  using C = compute_t<T>;
+  const RowSlices<C> slices = row_slices(buf, k.half);
+  C* cbuf = slices.c;
+  C* sbuf = slices.s;
+  for (std::int64_t t = t_begin; t < t_end; ++t) {
+    const C* c = cbuf;
+    const C* s = sbuf;
+    // Forward calls read a cache's rows in place (both layouts take the half rows); the other
+    // directions negate or rescale a copy.
+    const bool direct = rows(t, cbuf, sbuf, k.scale, !k.negate, &c, &s);
+    if (!direct && k.negate)
+      for (std::int64_t i = 0; i < k.half; ++i) sbuf[i] = -sbuf[i];
+    for (int o = 0; o < n_ops; ++o) {
+      const Operand<T>& op = ops[o];
+      k.kernel(op.in + t * op.in_token_stride, op.out + t * op.out_token_stride, op.heads,
+               op.in_head_stride, op.out_head_stride, k.half, k.offset, op.head_dim, c, s);
+    }
+  }
+}
+
+// run_resolved with the kernel resolved here, on `path`.
 template <typename T, typename Angles, typename Rows>
 inline void run_rotary_rows(const Angles& angles, const Rows& rows, std::int64_t t_begin,
                             std::int64_t t_end, const Operand<T>* ops, int n_ops, PairLayout layout,
                             RotaryDirection direction, KernelPath path,
                             compute_t<T>* buf) noexcept {
-  using C = compute_t<T>;
-  const std::int64_t half = angles.pairs();
-  const std::int64_t offset = angles.frequency_dim() / 2;  // half-split partner
-  const RowSlices<C> slices = row_slices(buf, half);       // aligned when buf is (RowBuffer)
-  C* cbuf = slices.c;
-  C* sbuf = slices.s;
-  const double m = angles.attention_factor();
-  const double scale = direction == RotaryDirection::kInverse ? 1.0 / (m * m) : 1.0;
-  const bool negate = direction != RotaryDirection::kForward;
-  const bool interleaved = layout == PairLayout::kInterleaved;
-  dispatch_half(half, [&](auto khalf) {
-    constexpr int kHalf = decltype(khalf)::value;
-    const TokenKernel<T> kernel = interleaved ? select_token_kernel<kHalf, true, T>(path)
-                                              : select_token_kernel<kHalf, false, T>(path);
-    for (std::int64_t t = t_begin; t < t_end; ++t) {
-      const C* c = cbuf;
-      const C* s = sbuf;
-      // Forward calls read a cache's rows in place (both layouts take the half rows); the other
-      // directions negate or rescale a copy.
-      const bool direct = rows(t, cbuf, sbuf, scale, !negate, &c, &s);
-      if (!direct && negate)
-        for (std::int64_t i = 0; i < half; ++i) sbuf[i] = -sbuf[i];
-      for (int o = 0; o < n_ops; ++o) {
-        const Operand<T>& op = ops[o];
-        kernel(op.in + t * op.in_token_stride, op.out + t * op.out_token_stride, op.heads,
-               op.in_head_stride, op.out_head_stride, half, offset, op.head_dim, c, s);
-      }
-    }
-  });
+  run_resolved<T>(resolve_kernel<T>(angles, layout, direction, path), rows, t_begin, t_end, ops,
+                  n_ops, buf);
+}
+
+// The plain front doors' rows (one position per token) over a resolved kernel: the run both
+// rotary_call and RotaryShapePlan end in.
+template <typename T, typename Angles>
+inline void run_plain(const ResolvedKernel<T>& k, const Angles& angles,
+                      const std::int64_t* positions, std::int64_t t_begin, std::int64_t t_end,
+                      const Operand<T>* ops, int n_ops) {
+  const PlainRows<Angles, compute_t<T>> rows{angles, positions};
+  RowBuffer<compute_t<T>> buf(k.half);
+  run_resolved<T>(k, rows, t_begin, t_end, ops, n_ops, buf.data());
 }
 
 template <typename T, typename Angles>
 inline void run_rotary(const Angles& angles, const std::int64_t* positions, std::int64_t t_begin,
                        std::int64_t t_end, const Operand<T>* ops, int n_ops, PairLayout layout,
                        RotaryDirection direction, KernelPath path) {
-  const PlainRows<Angles, compute_t<T>> rows{angles, positions};
-  RowBuffer<compute_t<T>> buf(angles.pairs());
-  run_rotary_rows<T>(angles, rows, t_begin, t_end, ops, n_ops, layout, direction, path, buf.data());
+  run_plain<T>(resolve_kernel<T>(angles, layout, direction, path), angles, positions, t_begin,
+               t_end, ops, n_ops);
 }
 
 // Validates everything of a call except the positions and fills ops[0..n). Shared by the plain
@@ -399,10 +421,7 @@ inline Status prepare_rotary_call(const Angles& angles, const HeadsView<const T>
   static_assert(is_rotary_storage<T>::value,
                 "rotary storage type must be float, double, Eigen::half or Eigen::bfloat16");
   ROPESCALE_RETURN_IF_ERROR(check_layout(layout));
-  if (direction != RotaryDirection::kForward && direction != RotaryDirection::kInverse &&
-      direction != RotaryDirection::kBackward)
-    return make_status(ErrorCode::kInvalidArgument, "direction", static_cast<int>(direction),
-                       "must be kForward, kInverse or kBackward");
+  ROPESCALE_RETURN_IF_ERROR(check_direction(direction));
   const std::int64_t rotary_dim = layout_channels(angles, layout);
   for (int i = 0; i < n; ++i) {
     ROPESCALE_RETURN_IF_ERROR(check_view(names_in[i], ins[i], rotary_dim));

@@ -79,7 +79,7 @@ inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
 // dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
 // integer max over the magnitude bits, and rounding to nearest even is the 1.5 * 2^23 trick
 // (1.5 * 2^52 for double; exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
-// kN > 0 fixes the row length at compile time (no tail loops), as dispatch_half does for pairs.
+// kN > 0 fixes the row length at compile time (no tail loops), as the rotation does for pairs.
 template <int kN = 0, typename T>
 inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
   using C = compute_t<T>;

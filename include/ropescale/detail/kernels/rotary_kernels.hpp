@@ -21,9 +21,10 @@
 #include "ropescale/config.hpp"
 #include "ropescale/detail/kernels/angle.hpp"
 #include "ropescale/detail/kernels/convert.hpp"
-#include "ropescale/detail/macro_scope.hpp"
+#include "ropescale/detail/kernels/fp8.hpp"
 #include "ropescale/detail/kernels/quantize.hpp"
 #include "ropescale/detail/kernels/simd_packets.hpp"
+#include "ropescale/detail/macro_scope.hpp"
 
 namespace ropescale {
 namespace detail {
@@ -94,130 +95,177 @@ inline void rotate_token(const T* in_base, T* out_base, std::int64_t heads,
   }
 }
 
-// The vector kernels, one namespace per instruction set, all from one source. Which one runs is
-// chosen per call (rotary_call.hpp, from kernel_path.hpp's active_kernel_path()).
-#if ROPESCALE_HAVE_X86_PATHS
-namespace avx2 {
-#define ROPESCALE_SIMD_PACKET PacketAvx2
-#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX2
-#include "ropescale/detail/kernels/rotary_simd_body.inc"
-#undef ROPESCALE_SIMD_PACKET
-#undef ROPESCALE_SIMD_TARGET
-}  // namespace avx2
-namespace avx512 {
-#define ROPESCALE_SIMD_PACKET PacketAvx512
-#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512
-#include "ropescale/detail/kernels/rotary_simd_body.inc"
-#undef ROPESCALE_SIMD_PACKET
-#undef ROPESCALE_SIMD_TARGET
-}  // namespace avx512
-namespace avx512_bf16 {
-#define ROPESCALE_SIMD_PACKET PacketAvx512Bf16
-#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512_BF16
-#include "ropescale/detail/kernels/rotary_simd_body.inc"
-#undef ROPESCALE_SIMD_PACKET
-#undef ROPESCALE_SIMD_TARGET
-}  // namespace avx512_bf16
-#endif
-#if ROPESCALE_HAVE_NEON_PATH
-namespace neon {
-#define ROPESCALE_SIMD_PACKET PacketNeon
-#define ROPESCALE_SIMD_TARGET
-#include "ropescale/detail/kernels/rotary_simd_body.inc"
-#undef ROPESCALE_SIMD_PACKET
-#undef ROPESCALE_SIMD_TARGET
-}  // namespace neon
-#endif
-
-/// The angle-row and int8 kernels of an instruction set (KernelPath comes from kernel_path.hpp,
-/// which rotary.hpp includes before this header).
-template <typename C>
-using SincosRowKernel = void (*)(double, const double*, std::int64_t, double, C*, C*) noexcept;
-template <typename T>
-using QuantizeKernel = float (*)(const T*, std::int64_t, std::int8_t*) noexcept;
-
-template <typename C>
-inline SincosRowKernel<C> select_sincos_row(KernelPath path) noexcept {
-  switch (path) {
-#if ROPESCALE_HAVE_X86_PATHS
-    case KernelPath::kAvx2:
-      return &avx2::sincos_row<C>;
-    case KernelPath::kAvx512:
-      return &avx512::sincos_row<C>;
-    case KernelPath::kAvx512Bf16:
-      return &avx512_bf16::sincos_row<C>;
-#endif
-#if ROPESCALE_HAVE_NEON_PATH
-    case KernelPath::kNeon:
-      return &neon::sincos_row<C>;
-#endif
-    default:
-      return &sincos_row_fast<C>;
-  }
-}
-
-template <int kN, typename T>
-inline QuantizeKernel<T> select_quantize_int8(KernelPath path) noexcept {
-  switch (path) {
-#if ROPESCALE_HAVE_X86_PATHS
-    case KernelPath::kAvx2:
-      return &avx2::quantize_int8<kN, T>;
-    case KernelPath::kAvx512:
-      return &avx512::quantize_int8<kN, T>;
-    case KernelPath::kAvx512Bf16:
-      return &avx512_bf16::quantize_int8<kN, T>;
-#endif
-#if ROPESCALE_HAVE_NEON_PATH
-    case KernelPath::kNeon:
-      return &neon::quantize_int8<kN, T>;
-#endif
-    default:
-      return &quantize_int8_row<kN, T>;
-  }
-}
-
-/// The int8 kernel of a path for rows of `row` values, the length fixed at compile time for the
-/// common head sizes. Paths may differ from the portable one by one step where they fuse x * inv
-/// + 1.5 * 2^23 into one multiply-add (the error stays within half a step plus a float rounding).
-template <typename T>
-inline QuantizeKernel<T> select_quantize_int8_row(std::int64_t row, KernelPath path) noexcept {
-  switch (row) {
-    case 64:
-      return select_quantize_int8<64, T>(path);
-    case 128:
-      return select_quantize_int8<128, T>(path);
-    case 256:
-      return select_quantize_int8<256, T>(path);
-    default:
-      return select_quantize_int8<0, T>(path);
-  }
-}
+// ---------------------------------------------------------------------------------------------
+// The dispatch table: one KernelTable per instruction set and storage type, built at compile
+// time (constant-initialized, no start-up code), chosen once per call or per plan from the path
+// kernel_path.hpp resolved (KernelPath comes from there; rotary.hpp includes it first). As
+// Highway's per-export tables: a new instruction set is one namespace above plus one case in
+// kernel_table(); a new kernel family is one field here plus one line in make_kernel_table and
+// in each set's Kernels (rotary_simd_body.inc, and `portable` below).
+// ---------------------------------------------------------------------------------------------
 
 /// One token's kernel: rotate_token of one instruction set for one layout and storage type.
 template <typename T>
 using TokenKernel = void (*)(const T*, T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
                              std::int64_t, std::int64_t, const compute_t<T>*,
                              const compute_t<T>*) noexcept;
+/// m*cos, m*sin of p * f[i] for one row (sincos_row_fast's contract).
+template <typename C>
+using SincosRowKernel = void (*)(double, const double*, std::int64_t, double, C*, C*) noexcept;
+/// One row quantized: returns the scale, writes the codes (quantize.hpp).
+template <typename T>
+using QuantizeKernel = float (*)(const T*, std::int64_t, std::int8_t*) noexcept;
+/// One row quantized to fp8 e4m3 codes: returns the scale (fp8.hpp).
+template <typename T>
+using QuantizeFp8Kernel = float (*)(const T*, std::int64_t, std::uint8_t*) noexcept;
 
-/// Calls f with std::integral_constant<int, kHalf> for the common pair counts, 0 otherwise.
-template <typename F>
-inline void dispatch_half(std::int64_t half, F&& f) {
-  switch (half) {
-    case 16:
-      f(std::integral_constant<int, 16>{});
-      break;
-    case 32:
-      f(std::integral_constant<int, 32>{});
-      break;
-    case 48:
-      f(std::integral_constant<int, 48>{});
-      break;
-    case 64:
-      f(std::integral_constant<int, 64>{});
-      break;
+/// Pair counts the rotation is compiled for with the count fixed (no tail loop); 0 = any count.
+constexpr int kHalfVariants[] = {16, 32, 48, 64, 0};
+constexpr int kNumHalfVariants = 5;
+/// Row lengths the quantization is compiled for (head_dim); 0 = any length.
+constexpr int kRowVariants[] = {64, 128, 256, 0};
+constexpr int kNumRowVariants = 4;
+
+constexpr int variant_index(const int* variants, int count, std::int64_t n) noexcept {
+  for (int i = 0; i + 1 < count; ++i)
+    if (variants[i] == n) return i;
+  return count - 1;
+}
+
+template <typename T>
+struct KernelTable {
+  using C = compute_t<T>;
+  KernelPath path;
+  TokenKernel<T> rotate[2][kNumHalfVariants];          // [interleaved][pair-count variant]
+  SincosRowKernel<C> sincos_row;                       // angle rows on the fly
+  QuantizeKernel<T> quantize_int8[kNumRowVariants];    // [row-length variant]
+  QuantizeFp8Kernel<T> quantize_fp8[kNumRowVariants];  // [row-length variant]
+
+  TokenKernel<T> rotate_kernel(bool interleaved, std::int64_t half) const noexcept {
+    return rotate[interleaved ? 1 : 0][variant_index(kHalfVariants, kNumHalfVariants, half)];
+  }
+  QuantizeKernel<T> quantize_int8_kernel(std::int64_t row) const noexcept {
+    return quantize_int8[variant_index(kRowVariants, kNumRowVariants, row)];
+  }
+  QuantizeFp8Kernel<T> quantize_fp8_kernel(std::int64_t row) const noexcept {
+    return quantize_fp8[variant_index(kRowVariants, kNumRowVariants, row)];
+  }
+};
+
+template <typename T, typename K, bool kInterleaved>
+constexpr void fill_rotate_row(TokenKernel<T>* row) noexcept {
+  row[0] = K::template rotate_fn<kHalfVariants[0], kInterleaved, T>();
+  row[1] = K::template rotate_fn<kHalfVariants[1], kInterleaved, T>();
+  row[2] = K::template rotate_fn<kHalfVariants[2], kInterleaved, T>();
+  row[3] = K::template rotate_fn<kHalfVariants[3], kInterleaved, T>();
+  row[4] = K::template rotate_fn<kHalfVariants[4], kInterleaved, T>();
+}
+
+/// The table of one instruction set: K is that set's Kernels (function templates by family).
+template <typename T, typename K>
+constexpr KernelTable<T> make_kernel_table(KernelPath path) noexcept {
+  KernelTable<T> t{};
+  t.path = path;
+  fill_rotate_row<T, K, false>(t.rotate[0]);
+  fill_rotate_row<T, K, true>(t.rotate[1]);
+  t.sincos_row = K::template sincos_fn<compute_t<T>>();
+  t.quantize_int8[0] = K::template quantize_int8_fn<kRowVariants[0], T>();
+  t.quantize_int8[1] = K::template quantize_int8_fn<kRowVariants[1], T>();
+  t.quantize_int8[2] = K::template quantize_int8_fn<kRowVariants[2], T>();
+  t.quantize_int8[3] = K::template quantize_int8_fn<kRowVariants[3], T>();
+  t.quantize_fp8[0] = K::template quantize_fp8_fn<kRowVariants[0], T>();
+  t.quantize_fp8[1] = K::template quantize_fp8_fn<kRowVariants[1], T>();
+  t.quantize_fp8[2] = K::template quantize_fp8_fn<kRowVariants[2], T>();
+  t.quantize_fp8[3] = K::template quantize_fp8_fn<kRowVariants[3], T>();
+  return t;
+}
+
+// The portable set: the generic loops above, compiled for the build's baseline.
+namespace portable {
+struct Kernels {
+  template <int kHalf, bool kInterleaved, typename T>
+  static constexpr TokenKernel<T> rotate_fn() noexcept {
+    return &detail::rotate_token<kHalf, kInterleaved, T, compute_t<T>>;
+  }
+  template <typename C>
+  static constexpr SincosRowKernel<C> sincos_fn() noexcept {
+    return &sincos_row_fast<C>;
+  }
+  template <int kN, typename T>
+  static constexpr QuantizeKernel<T> quantize_int8_fn() noexcept {
+    return &quantize_int8_row<kN, T>;
+  }
+  template <int kN, typename T>
+  static constexpr QuantizeFp8Kernel<T> quantize_fp8_fn() noexcept {
+    return &quantize_fp8_row<kN, T>;
+  }
+};
+template <typename T>
+inline constexpr KernelTable<T> kTable = make_kernel_table<T, Kernels>(KernelPath::kPortable);
+}  // namespace portable
+
+// The vector kernels, one namespace per instruction set, all from one source, each ending in its
+// table (kTable). Which one runs is chosen by kernel_table() below.
+#if ROPESCALE_HAVE_X86_PATHS
+namespace avx2 {
+#define ROPESCALE_SIMD_PATH KernelPath::kAvx2
+#define ROPESCALE_SIMD_PACKET PacketAvx2
+#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX2
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
+#undef ROPESCALE_SIMD_PACKET
+#undef ROPESCALE_SIMD_TARGET
+#undef ROPESCALE_SIMD_PATH
+}  // namespace avx2
+namespace avx512 {
+#define ROPESCALE_SIMD_PATH KernelPath::kAvx512
+#define ROPESCALE_SIMD_PACKET PacketAvx512
+#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
+#undef ROPESCALE_SIMD_PACKET
+#undef ROPESCALE_SIMD_TARGET
+#undef ROPESCALE_SIMD_PATH
+}  // namespace avx512
+namespace avx512_bf16 {
+#define ROPESCALE_SIMD_PATH KernelPath::kAvx512Bf16
+#define ROPESCALE_SIMD_PACKET PacketAvx512Bf16
+#define ROPESCALE_SIMD_TARGET ROPESCALE_TARGET_AVX512_BF16
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
+#undef ROPESCALE_SIMD_PACKET
+#undef ROPESCALE_SIMD_TARGET
+#undef ROPESCALE_SIMD_PATH
+}  // namespace avx512_bf16
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+namespace neon {
+#define ROPESCALE_SIMD_PATH KernelPath::kNeon
+#define ROPESCALE_SIMD_PACKET PacketNeon
+#define ROPESCALE_SIMD_TARGET
+#include "ropescale/detail/kernels/rotary_simd_body.inc"
+#undef ROPESCALE_SIMD_PACKET
+#undef ROPESCALE_SIMD_TARGET
+#undef ROPESCALE_SIMD_PATH
+}  // namespace neon
+#endif
+
+/// The table of a path (kAuto and paths this build lacks: the portable one). Callers resolve the
+/// path once (active_kernel_path(), or a plan's) and keep the reference.
+template <typename T>
+inline const KernelTable<T>& kernel_table(KernelPath path) noexcept {
+  switch (path) {
+#if ROPESCALE_HAVE_X86_PATHS
+    case KernelPath::kAvx2:
+      return avx2::kTable<T>;
+    case KernelPath::kAvx512:
+      return avx512::kTable<T>;
+    case KernelPath::kAvx512Bf16:
+      return avx512_bf16::kTable<T>;
+#endif
+#if ROPESCALE_HAVE_NEON_PATH
+    case KernelPath::kNeon:
+      return neon::kTable<T>;
+#endif
     default:
-      f(std::integral_constant<int, 0>{});
-      break;
+      return portable::kTable<T>;
   }
 }
 

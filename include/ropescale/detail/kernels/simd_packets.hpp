@@ -6,8 +6,8 @@
 //   swap_pairs(v)               (a0 b0 a1 b1 ..) -> (b0 a0 b1 a1 ..)
 //   load_dup_pairs(p)           kWidth / 2 floats from p as (p0 p0 p1 p1 ..)
 //   sub_add(a, b)               a - b on even lanes, a + b on odd lanes
-// 16-bit stores round to nearest even and keep NaN a (quiet) NaN, as detail/kernels/convert.hpp does.
-// Every x86 function carries its instruction set as a target attribute, so each compiles into
+// 16-bit stores round to nearest even and keep NaN a (quiet) NaN, as detail/kernels/convert.hpp
+// does. Every x86 function carries its instruction set as a target attribute, so each compiles into
 // any build and runs only where kernel_path.hpp found the CPU able to.
 #pragma once
 
