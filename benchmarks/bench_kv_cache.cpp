@@ -1,5 +1,5 @@
 // Fused rotate + paged KV-cache append (kv_cache.hpp) against the unfused pair engines run today:
-// apply_rotary_out on K into a temporary, then a copy of K and V into the pages (for an int8
+// rotate_out on K into a temporary, then a copy of K and V into the pages (for an int8
 // cache: rotate, then a separate quantize pass over K and V). Every iteration times, one after
 // the other, a batch of fused calls, a batch of unfused calls and a batch of in-place streaming
 // passes over the new K and V bytes, so the ratios below are immune to machine-wide drift.

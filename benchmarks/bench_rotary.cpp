@@ -7,7 +7,7 @@
 // pass (the Time column is then that of the batch; us_per_call is one call). It also reports
 // `vs_scalar`, the speed-up over the plain scalar loop most engines start from (float32 angle = pos
 // * inv_freq, cosf/sinf per element). The `threads2` rows split each call over two threads
-// (try_apply_rotary_parallel on a spinning two-thread pool) and report `vs_stream` against the
+// (rotate(..., parallel_for) on a spinning two-thread pool) and report `vs_stream` against the
 // one-thread stream pass.
 //
 //   bytes/s    q (and k) bytes read + written per second by the kernel

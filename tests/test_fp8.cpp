@@ -2,7 +2,7 @@
 // scalar reference written from the OCP FP8 E4M3 definition, rounding to nearest even and
 // saturation against a brute-force nearest-code search, the quantization of every kernel path's
 // table entries with its round-trip bound, and the fused append into fp8 pages against
-// apply_rotary_out followed by the same quantization.
+// rotate_out followed by the same quantization.
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
@@ -167,7 +167,7 @@ TEST(Fp8E4M3, EveryPathsRowKernelsMatchTheReference) {
   }
 }
 
-// The fused append into fp8 pages: each written row equals apply_rotary_out's K (and V as given)
+// The fused append into fp8 pages: each written row equals rotate_out's K (and V as given)
 // quantized by the same kernel, both page layouts; a non-finite V row is the sentinel.
 template <typename T>
 void check_fused_fp8(PageLayout pl) {
@@ -198,12 +198,14 @@ void check_fused_fp8(PageLayout pl) {
   c.num_kv_heads = heads;
   c.head_dim = d;
   c.page_layout = pl;
-  ropescale::rotate_and_append_kv(cache, pos.data(), kv, vv, slots.data(), c,
-                                  PairLayout::kInterleaved);
+  ASSERT_TRUE(ropescale::rotate_and_append_kv(cache, pos.data(), kv, vv, slots.data(), c,
+                                              PairLayout::kInterleaved)
+                  .ok());
   std::vector<T> ref(k.size());
-  ropescale::apply_rotary_out(cache, pos.data(), kv,
-                              HeadsView<T>::tokens_heads_dim(ref.data(), tokens, heads, d),
-                              PairLayout::kInterleaved);
+  ASSERT_TRUE(ropescale::rotate_out(cache, pos.data(), kv,
+                                    HeadsView<T>::tokens_heads_dim(ref.data(), tokens, heads, d),
+                                    PairLayout::kInterleaved)
+                  .ok());
   const auto quantize =
       ropescale::detail::kernel_table<T>(ropescale::active_kernel_path()).quantize_fp8_kernel(d);
   std::vector<bool> written(rows, false);
@@ -253,7 +255,7 @@ TEST(Fp8E4M3, FusedAppendRefusesMissingScales) {
   c.head_dim = 64;
   const std::int64_t pos = 0, slot = 0;
   const auto view = HeadsView<const float>::tokens_heads_dim(k.data(), 1, 1, 64);
-  const ropescale::Status s = ropescale::try_rotate_and_append_kv(
+  const ropescale::Status s = ropescale::rotate_and_append_kv(
       cache, &pos, view, HeadsView<const float>::tokens_heads_dim(v.data(), 1, 1, 64), &slot, c,
       PairLayout::kHalfSplit);
   EXPECT_EQ(s.argument(), "cache.v_scales");

@@ -1,6 +1,6 @@
 // The instruction-set paths of the rotary kernels (kernel_path.hpp): every path this CPU runs
 // against the portable one, the 16-bit conversions on every bit pattern, the host's pin and the
-// environment's, and the threaded entry points (RotaryPlan, try_apply_rotary_parallel) bit for bit
+// environment's, and the threaded entry points (RotaryPlan, rotate(..., parallel_for)) bit for bit
 // against one call. test_rotary's whole suite also runs once per path (tests/CMakeLists.txt).
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // Fused rotate + paged KV-cache append: for every storage type, pair layout, page layout and angle
-// source the pages equal apply_rotary_out followed by a plain copy (bit for bit), int8 pages
+// source the pages equal rotate_out followed by a plain copy (bit for bit), int8 pages
 // dequantize within half a step, untouched slots keep their sentinel, and bad input is refused by
 // name with nothing written.
 #include <gtest/gtest.h>
@@ -127,7 +127,7 @@ std::int64_t drawn_row(PageLayout layout, std::int64_t slot, std::int64_t h) {
 const std::int64_t kPositions[kTokens] = {0, 5, 17, kFar, 3};
 const std::int64_t kSlots[kTokens] = {13, 2, 7, 8, 0};
 
-// Reference: apply_rotary_out on K into [tokens, heads, dim].
+// Reference: rotate_out on K into [tokens, heads, dim].
 template <typename T, typename A>
 std::vector<T> rotated_k(const A& angles, const Inputs<T>& in, PairLayout layout) {
   std::vector<T> out(in.k.size());
@@ -432,7 +432,7 @@ TEST(KvCache, DecodeBatchInt32SlotsAndMatchesTwoCalls) {
 }
 
 // A prefill chunk written as blocks of consecutive slots inside one page (the fused pass copies
-// V in runs and rotates K block by block): every row against apply_rotary_out (int8: against the
+// V in runs and rotates K block by block): every row against rotate_out (int8: against the
 // dispatched quantization of those rows), for both page layouts and both V layouts, with blocks
 // cut by page boundaries and by a padding token; rows no token owns keep their sentinel.
 template <typename T, typename S>
@@ -469,12 +469,14 @@ void check_prefill_blocks(PageLayout pl, bool v_heads_first) {
   cache.num_kv_heads = heads;
   cache.head_dim = d;
   cache.page_layout = pl;
-  ropescale::rotate_and_append_kv(a.cache, pos.data(), kv, vv, slots.data(), cache,
-                                  PairLayout::kHalfSplit);
+  ASSERT_TRUE(ropescale::rotate_and_append_kv(a.cache, pos.data(), kv, vv, slots.data(), cache,
+                                              PairLayout::kHalfSplit)
+                  .ok());
   std::vector<T> ref(k.size());
-  ropescale::apply_rotary_out(a.cache, pos.data(), kv,
-                              HeadsView<T>::tokens_heads_dim(ref.data(), tokens, heads, d),
-                              PairLayout::kHalfSplit);
+  ASSERT_TRUE(ropescale::rotate_out(a.cache, pos.data(), kv,
+                                    HeadsView<T>::tokens_heads_dim(ref.data(), tokens, heads, d),
+                                    PairLayout::kHalfSplit)
+                  .ok());
   const auto quantize =
       ropescale::detail::kernel_table<T>(ropescale::active_kernel_path()).quantize_int8_kernel(d);
   std::vector<bool> written(rows, false);
@@ -796,13 +798,13 @@ TEST(KvCacheHostile, DuplicateSlotAcrossSequenceRuns) {
   cache.head_dim = 40;
   const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
   const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
-  EXPECT_TRUE(ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
+  EXPECT_TRUE(ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
                                                   PairLayout::kHalfSplit)
                   .ok());
   std::fill(kp.begin(), kp.end(), 9.0f);
   slots[2 * per_run + 5] = 207;  // run 2 takes a slot of run 0 (token 7)
   slots[2 * per_run + 6] = 208;  // still increasing within run 2
-  const Status s = ropescale::try_rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
+  const Status s = ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
                                                        cache, PairLayout::kHalfSplit);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.argument(), "slot_mapping[" + std::to_string(2 * per_run + 5) + "]") << s.message();

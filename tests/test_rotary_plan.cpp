@@ -1,5 +1,5 @@
 // RotaryShapePlan (rotary_plan.hpp): a plan made once and run over many calls gives the bits of
-// try_apply_rotary_qk on every call (both layouts, every direction, storage types, cache and on the
+// rotate(q, k) on every call (both layouts, every direction, storage types, cache and on the
 // fly, GQA and fused-QKV strides, fewer tokens than planned), the per-call checks refuse bad
 // buffers, token counts and positions without writing, and make() refuses bad shapes by name.
 #include <gtest/gtest.h>
@@ -62,7 +62,7 @@ void check_plan_matches_call(const Angles& angles, PairLayout layout, RotaryDire
     qv.tokens = tokens;
     kv.data = k_ref.data();
     kv.tokens = tokens;
-    ASSERT_TRUE(ropescale::try_apply_rotary_qk(angles, pos.data(), qv, kv, layout, direction).ok());
+    ASSERT_TRUE(ropescale::rotate(angles, pos.data(), qv, kv, layout, direction).ok());
     EXPECT_TRUE(same_bits(q, q_ref)) << "tokens " << tokens;
     EXPECT_TRUE(same_bits(k, k_ref)) << "tokens " << tokens;
     if (tokens > 0) {
@@ -100,9 +100,10 @@ TEST(RotaryShapePlan, OneOperandAndFusedQkv) {
                                                                         PairLayout::kHalfSplit)
                        .value();
   ASSERT_TRUE(one.rotate(x.data(), tokens, pos.data()).ok());
-  ropescale::apply_rotary(cache, pos.data(),
-                          HeadsView<float>::tokens_heads_dim(x_ref.data(), tokens, hq, d),
-                          PairLayout::kHalfSplit);
+  ASSERT_TRUE(ropescale::rotate(cache, pos.data(),
+                                HeadsView<float>::tokens_heads_dim(x_ref.data(), tokens, hq, d),
+                                PairLayout::kHalfSplit)
+                  .ok());
   EXPECT_TRUE(same_bits(x, x_ref));
   // Fused QKV: q and k side by side in one buffer share a token stride; the byte ranges meet but
   // no row does, so the exact test accepts it.
@@ -117,7 +118,7 @@ TEST(RotaryShapePlan, OneOperandAndFusedQkv) {
   HeadsView<float> qv = q_shape, kv = k_shape;
   qv.data = qkv_ref.data();
   kv.data = qkv_ref.data() + hq * d;
-  ropescale::apply_rotary_qk(cache, pos.data(), qv, kv, PairLayout::kInterleaved);
+  ASSERT_TRUE(ropescale::rotate(cache, pos.data(), qv, kv, PairLayout::kInterleaved).ok());
   EXPECT_TRUE(same_bits(qkv, qkv_ref));
   // k one head into q: rows meet.
   const auto before = qkv;

@@ -2,7 +2,7 @@
 //
 // A decode step rotates a few tokens per layer with the same shapes, strides, layout, storage
 // type, angle source and kernel path every time; only the buffers, the token count and the
-// positions change. RotaryShapePlan checks the fixed part once (what try_apply_rotary_qk checks
+// positions change. RotaryShapePlan checks the fixed part once (what rotate(q, k) checks
 // on every call) and resolves the kernel from the dispatch table; rotate() then checks only what
 // a call can change and makes one indirect call per token and operand:
 //
@@ -14,12 +14,12 @@
 //   q_shape, k_shape  HeadsView shapes: heads, head_dim and strides as every call will use them,
 //                     tokens = the most tokens a call may pass. data is not used (may be null).
 //   rotate(q, k, ..)  the views' data pointers for this call (k null when the plan has no k);
-//                     tokens in [0, max_tokens()); positions as try_apply_rotary_qk takes them.
+//                     tokens in [0, max_tokens()); positions as rotate(q, k) takes them.
 //
 // Per call, rotate() checks: tokens in range, q (and k) not null, q and k not sharing memory
 // (a byte-range test, exact row test only when the ranges meet), and every position inside the
 // angle source. A refused call writes nothing. The kernel path is the one active when the plan
-// was made (kernel_path.hpp); results are those of try_apply_rotary_qk on that path, bit for bit.
+// was made (kernel_path.hpp); results are those of rotate(q, k) on that path, bit for bit.
 // The plan keeps a pointer to the angle source, which must outlive it. A plan is immutable:
 // several threads may call rotate() at once on disjoint buffers.
 #pragma once
@@ -37,7 +37,7 @@ class RotaryShapePlan {
  public:
   RotaryShapePlan() = default;
 
-  /// Checks the shapes once (rules and messages of try_apply_rotary_qk; k null: one operand).
+  /// Checks the shapes once (rules and messages of rotate(q, k); k null: one operand).
   static Result<RotaryShapePlan> make(const Angles& angles, const HeadsView<T>& q,
                                       const HeadsView<T>* k, PairLayout layout,
                                       RotaryDirection direction = RotaryDirection::kForward) {
