@@ -5,14 +5,11 @@
 #include <cstdint>
 #include <string>
 
-#include "ropescale/io/hf_config.hpp"
 #include "ropescale/scaling.hpp"
 #include "ropescale/search_space.hpp"
 #include "ropescale/window.hpp"
 
 namespace {
-
-std::string data(const char* name) { return std::string(ROPESCALE_TEST_DATA_DIR) + "/" + name; }
 
 TEST(DeprecatedNames, ForwardToTheWindowRule) {
   const ropescale::RopeSpec spec{96, 96, 10000.0, 4096};
@@ -22,9 +19,6 @@ TEST(DeprecatedNames, ForwardToTheWindowRule) {
     EXPECT_EQ(old, ropescale::rope_window(seq_len, spec.original_max_position)) << seq_len;
   }
   EXPECT_EQ(ropescale::LongRopeSelection::kLong, ropescale::RopeWindow::kLong);
-  const ropescale::RopeConfig phi35 = ropescale::load_hf_config(data("phi35_mini_instruct.json"));
-  EXPECT_EQ(phi35.selection_for(4096), phi35.window_for(4096));
-  EXPECT_EQ(phi35.selection_for(4097), ropescale::RopeWindow::kLong);
 }
 
 TEST(DeprecatedNames, ValidateGenomeIsValidateOfSpaceAndGenome) {

@@ -28,7 +28,7 @@ Report make_report(const Options& opt) {
   std::optional<ropescale::RopeConfig> cfg;
   if (!opt.config.empty()) {
     // No default rope_theta: a config without one is refused, as `factors` refuses it.
-    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config);
+    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config).value();
     if (opt.layer_kind >= model.kinds.size())
       ropescale::throw_if_error(ropescale::make_status(
           ropescale::ErrorCode::kOutOfRange, "layer_kind",

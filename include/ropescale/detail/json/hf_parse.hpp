@@ -754,12 +754,11 @@ inline Status name_config_key(Status s, const std::string& bname,
 // sequence, and for methods whose table depends on the length, the one past the window).
 inline Status validate_kind(const RopeConfig& c, const std::string& bname,
                             const std::vector<ConfigKey>& keys) {
-  FactorTable probe;
-  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.try_table_for(0, &probe), bname, keys));
+  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.table_for(0).status(), bname, keys));
   const bool by_length = c.rope_type == RopeType::kLongRope ||
                          (c.rope_type == RopeType::kDynamic && c.ntk_alpha == 0.0);
   if (!by_length) return Status();
-  return name_config_key(c.try_table_for(c.spec.original_max_position + 1, &probe), bname, keys);
+  return name_config_key(c.table_for(c.spec.original_max_position + 1).status(), bname, keys);
 }
 
 // One kind's RoPE: method, spec, M-RoPE, pair layout, windows, then the method's resolver.
