@@ -69,8 +69,8 @@ void BM_ParseLongRopeConfig(benchmark::State& state) {
   j["rope_scaling"] = {{"type", "longrope"}, {"short_factor", list}, {"long_factor", list}};
   const std::string text = j.dump();
   for (auto _ : state) {
-    const auto cfg = ropescale::parse_hf_config_text(text);
-    benchmark::DoNotOptimize(cfg.table_for(5000));
+    const auto cfg = ropescale::parse_hf_config(text).value();
+    benchmark::DoNotOptimize(cfg.table_for(5000).value());
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
                           static_cast<std::int64_t>(text.size()));

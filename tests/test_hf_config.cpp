@@ -2,6 +2,7 @@
 // out (the 20 golden cases of tests/data/inv_freq.json through the importer), round trips through
 // export, table export for HF and llama.cpp, and clear errors on bad input.
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/search.hpp"
 #include "test_data.hpp"
 
@@ -46,13 +47,13 @@ TEST(HfConfigGolden, EveryCaseFromTheWholeConfig) {
     for (YarnSemantics sem : semantics) {
       HfImportOptions opt;
       opt.yarn = sem;
-      const RopeConfig cfg = ropescale::parse_hf_config(c["config"], opt);
+      const RopeConfig cfg = ropescale::parse_hf_config(c["config"], opt).value();
       EXPECT_EQ(cfg.spec.head_dim, c["head_dim"].get<std::int64_t>());
       EXPECT_EQ(cfg.spec.rotary_dim, c["rotary_dim"].get<std::int64_t>());
       EXPECT_EQ(std::string(ropescale::to_string(cfg.rope_type)),
                 c["rope_type"].get<std::string>());
       const std::int64_t seq = c["seq_len"].is_null() ? 0 : c["seq_len"].get<std::int64_t>();
-      const FactorTable t = cfg.table_for(seq);
+      const FactorTable t = cfg.table_for(seq).value();
       EXPECT_LE(max_rel_error(t.inv_freq(cfg.spec).value(), to_array(c["inv_freq_f64"])), 1e-12);
       const double want_attn = c["attention_factor"];
       EXPECT_NEAR(t.attention_factor(), want_attn, 1e-12 * want_attn);
@@ -72,11 +73,11 @@ TEST(HfConfigGolden, LegacyAndCurrentYarnDifferWhenTheWindowDoes) {
     if (c["name"] != "yarn_f16_orig4096_v5") continue;
     HfImportOptions legacy;
     legacy.yarn = YarnSemantics::kLegacy;
-    const RopeConfig a = ropescale::parse_hf_config(c["config"], legacy);
-    const RopeConfig b = ropescale::parse_hf_config(c["config"]);
+    const RopeConfig a = ropescale::parse_hf_config(c["config"], legacy).value();
+    const RopeConfig b = ropescale::parse_hf_config(c["config"]).value();
     EXPECT_EQ(a.yarn.original_max_position, 65536);
     EXPECT_EQ(b.yarn.original_max_position, 4096);
-    EXPECT_FALSE(a.table_for().approx_equal(b.table_for(), 1e-6));
+    EXPECT_FALSE(a.table_for().value().approx_equal(b.table_for().value(), 1e-6));
   }
 }
 
@@ -86,15 +87,15 @@ TEST(HfConfig, DerivedFactorVersusExplicitFactor) {
   const json j = json::parse(R"({"hidden_size": 1024, "num_attention_heads": 8,
       "rope_theta": 1e6, "max_position_embeddings": 32768,
       "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}})");
-  EXPECT_EQ(ropescale::parse_hf_config(j).yarn.factor, 4.0);
+  EXPECT_EQ(ropescale::parse_hf_config(j).value().yarn.factor, 4.0);
   HfImportOptions derived;
   derived.yarn = YarnSemantics::kDerivedFactor;
-  EXPECT_EQ(ropescale::parse_hf_config(j, derived).yarn.factor, 1.0);
+  EXPECT_EQ(ropescale::parse_hf_config(j, derived).value().yarn.factor, 1.0);
   // No factor at all: derived from the windows under every non-legacy semantics.
   json k = j;
   k["max_position_embeddings"] = 131072;
   k["rope_scaling"].erase("factor");
-  EXPECT_EQ(ropescale::parse_hf_config(k).yarn.factor, 4.0);
+  EXPECT_EQ(ropescale::parse_hf_config(k).value().yarn.factor, 4.0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ TEST(HfConfig, DerivedFactorVersusExplicitFactor) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(HfConfig, RealConfigsReadAsPublished) {
-  const RopeConfig phi35 = ropescale::load_hf_config(data_path("phi35_mini_instruct.json"));
+  const RopeConfig phi35 = ropescale::load_hf_config(data_path("phi35_mini_instruct.json")).value();
   EXPECT_EQ(phi35.rope_type, RopeType::kLongRope);
   EXPECT_EQ(phi35.spec.head_dim, 96);
   EXPECT_EQ(phi35.spec.rotary_dim, 96);
@@ -110,20 +111,20 @@ TEST(HfConfig, RealConfigsReadAsPublished) {
   EXPECT_EQ(phi35.longrope.factor, 32.0);
   EXPECT_EQ(phi35.window_for(4096), ropescale::RopeWindow::kShort);
   EXPECT_EQ(phi35.window_for(4097), ropescale::RopeWindow::kLong);
-  EXPECT_EQ(phi35.table_for(4097).factors()[47], 64.83999633789062);
-  EXPECT_EQ(phi35.table_for(100).factors()[47], 2.8399994373321533);
+  EXPECT_EQ(phi35.table_for(4097).value().factors()[47], 64.83999633789062);
+  EXPECT_EQ(phi35.table_for(100).value().factors()[47], 2.8399994373321533);
 
-  const RopeConfig phi4 = ropescale::load_hf_config(data_path("phi4_mini_instruct.json"));
+  const RopeConfig phi4 = ropescale::load_hf_config(data_path("phi4_mini_instruct.json")).value();
   EXPECT_EQ(phi4.spec.head_dim, 128);
   EXPECT_EQ(phi4.spec.rotary_dim, 96);  // partial_rotary_factor 0.75
 
-  const RopeConfig llama = ropescale::load_hf_config(data_path("llama31_8b.json"));
+  const RopeConfig llama = ropescale::load_hf_config(data_path("llama31_8b.json")).value();
   EXPECT_EQ(llama.rope_type, RopeType::kLlama3);
   EXPECT_EQ(llama.llama3.original_max_position, 8192);
   EXPECT_EQ(llama.spec.rope_theta, 500000.0);
   EXPECT_FALSE(llama.window_for(200000).has_value());
 
-  const RopeConfig lr2 = ropescale::load_hf_config(data_path("llama3_8b_longrope2.json"));
+  const RopeConfig lr2 = ropescale::load_hf_config(data_path("llama3_8b_longrope2.json")).value();
   EXPECT_EQ(lr2.longrope.factor, 16.0);
   const auto det = ropescale::detect_longrope2(lr2.longrope.long_factor).value();
   EXPECT_TRUE(det.found);
@@ -139,26 +140,26 @@ TEST(HfConfig, NewerRopeParametersBlockAndSuAlias) {
   json k = j;
   k["rope_parameters"]["short_factor"] = std::vector<double>(48, 1.0);
   k["rope_parameters"]["long_factor"] = std::vector<double>(48, 32.0);
-  const RopeConfig c = ropescale::parse_hf_config(k);
+  const RopeConfig c = ropescale::parse_hf_config(k).value();
   EXPECT_EQ(c.rope_type, RopeType::kLongRope);
   EXPECT_EQ(c.spec.rotary_dim, 96);
   EXPECT_EQ(c.spec.rope_theta, 10000.0);
-  EXPECT_NEAR(c.table_for(5000).attention_factor(), 1.1902380714238083, 1e-15);
+  EXPECT_NEAR(c.table_for(5000).value().attention_factor(), 1.1902380714238083, 1e-15);
   // rope_type "default" in a v5 block is plain RoPE.
   const json d = json::parse(R"({"head_dim": 64, "max_position_embeddings": 2048,
       "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}})");
-  EXPECT_TRUE(ropescale::parse_hf_config(d).table_for().is_identity());
+  EXPECT_TRUE(ropescale::parse_hf_config(d).value().table_for().value().is_identity());
 }
 
 TEST(HfConfig, LongRopeMscaleAndAttentionFactorKeys) {
   json j = load_json("phi35_mini_instruct.json");
   j["rope_scaling"]["short_mscale"] = 1.0;
   j["rope_scaling"]["long_mscale"] = 1.2;
-  const RopeConfig c = ropescale::parse_hf_config(j);
-  EXPECT_EQ(c.table_for(10).attention_factor(), 1.0);
-  EXPECT_EQ(c.table_for(10000).attention_factor(), 1.2);
+  const RopeConfig c = ropescale::parse_hf_config(j).value();
+  EXPECT_EQ(c.table_for(10).value().attention_factor(), 1.0);
+  EXPECT_EQ(c.table_for(10000).value().attention_factor(), 1.2);
   j["rope_scaling"]["attention_factor"] = 1.5;
-  EXPECT_EQ(ropescale::parse_hf_config(j).table_for(10).attention_factor(), 1.5);
+  EXPECT_EQ(ropescale::parse_hf_config(j).value().table_for(10).value().attention_factor(), 1.5);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,20 +167,20 @@ TEST(HfConfig, LongRopeMscaleAndAttentionFactorKeys) {
 // ---------------------------------------------------------------------------------------------
 
 void expect_round_trip(const RopeConfig& c, const HfImportOptions& opt = {}) {
-  const json exported = ropescale::to_hf_config(c);
-  const RopeConfig back = ropescale::parse_hf_config_text(exported.dump(), opt);
+  const json exported = ropescale::to_hf_config(c).value();
+  const RopeConfig back = ropescale::parse_hf_config(exported.dump(), opt).value();
   EXPECT_TRUE(back == c) << exported.dump();
   const std::int64_t L = c.spec.original_max_position;
   for (std::int64_t seq : {std::int64_t{0}, L, L + 1, 4 * L})
-    EXPECT_EQ(back.table_for(seq), c.table_for(seq)) << seq;
+    EXPECT_EQ(back.table_for(seq).value(), c.table_for(seq).value()) << seq;
   for (std::int64_t seq : {std::int64_t{0}, L, L + 1, 4 * L})
-    EXPECT_EQ(back.table_for(seq).method(), c.table_for(seq).method()) << seq;
+    EXPECT_EQ(back.table_for(seq).value().method(), c.table_for(seq).value().method()) << seq;
 }
 
 TEST(HfConfigRoundTrip, ImportExportImportIsIdentity) {
   for (const char* name : kRealConfigs) {
     SCOPED_TRACE(name);
-    expect_round_trip(ropescale::load_hf_config(data_path(name)));
+    expect_round_trip(ropescale::load_hf_config(data_path(name)).value());
   }
   const json golden = load_json("inv_freq.json");
   for (const json& c : golden["cases"]) {
@@ -188,7 +189,7 @@ TEST(HfConfigRoundTrip, ImportExportImportIsIdentity) {
          {YarnSemantics::kCurrent, YarnSemantics::kDerivedFactor, YarnSemantics::kLegacy}) {
       HfImportOptions opt;
       opt.yarn = sem;
-      expect_round_trip(ropescale::parse_hf_config(c["config"], opt), opt);
+      expect_round_trip(ropescale::parse_hf_config(c["config"], opt).value(), opt);
     }
   }
 }
@@ -198,11 +199,11 @@ TEST(HfConfigRoundTrip, LongRopeWithoutOriginalWindowKeepsBlockFactor) {
       json::parse(R"({"head_dim": 4, "rope_theta": 10000, "max_position_embeddings": 8192,
       "rope_scaling": {"type": "longrope", "factor": 4.0, "short_factor": [1, 1],
                        "long_factor": [2, 3]}})");
-  const RopeConfig c = ropescale::parse_hf_config(j);
+  const RopeConfig c = ropescale::parse_hf_config(j).value();
   EXPECT_EQ(c.spec.original_max_position, 8192);
   EXPECT_EQ(c.longrope.factor, 4.0);
-  EXPECT_NEAR(c.table_for(9000).attention_factor(), std::sqrt(1 + std::log(4.0) / std::log(8192.0)),
-              1e-15);
+  EXPECT_NEAR(c.table_for(9000).value().attention_factor(),
+              std::sqrt(1 + std::log(4.0) / std::log(8192.0)), 1e-15);
   expect_round_trip(c);
 }
 
@@ -217,25 +218,32 @@ TEST(HfConfigExport, AnyTableShipsAsLongRopeThatHuggingFaceReads) {
   spec.original_max_position = 4096;
   const FactorTable lr2 =
       ropescale::longrope2_factors(spec, 31, published.tail(17), 1.1902380714238083).value();
-  const RopeConfig c = ropescale::longrope_config_from_tables(spec, 131072, lr2);
-  const json out = ropescale::to_hf_config(c);
+  const RopeConfig c = ropescale::longrope_config_from_tables(spec, 131072, lr2).value();
+  const json out = ropescale::to_hf_config(c).value();
   EXPECT_EQ(out["rope_scaling"]["rope_type"], "longrope");
   EXPECT_EQ(out["original_max_position_embeddings"], 4096);
   EXPECT_EQ(out["partial_rotary_factor"], 0.75);
-  const RopeConfig back = ropescale::parse_hf_config(out);
-  EXPECT_EQ(back.table_for(4097).factors().matrix(), lr2.factors().matrix());
-  EXPECT_EQ(back.table_for(4097).attention_factor(), lr2.attention_factor());
-  EXPECT_TRUE(back.table_for(4096).factors().isOnes(0));
+  const RopeConfig back = ropescale::parse_hf_config(out).value();
+  EXPECT_EQ(back.table_for(4097).value().factors().matrix(), lr2.factors().matrix());
+  EXPECT_EQ(back.table_for(4097).value().attention_factor(), lr2.attention_factor());
+  EXPECT_TRUE(back.table_for(4096).value().factors().isOnes(0));
   // Same inverse frequencies as HF's Phi-4 long case (published list vs rebuilt: ~1e-8).
-  EXPECT_LE(max_rel_error(back.table_for(4097).factors(), published), 1e-7);
+  EXPECT_LE(max_rel_error(back.table_for(4097).value().factors(), published), 1e-7);
   // A YaRN table is just as shippable; HF then reproduces it exactly.
   ropescale::YarnParams y;
   y.factor = 16;
   const FactorTable yt = ropescale::yarn_factors(spec, y).value();
-  const RopeConfig cy = ropescale::longrope_config_from_tables(spec, 65536, yt);
-  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy)).table_for(65536),
+  const RopeConfig cy = ropescale::longrope_config_from_tables(spec, 65536, yt).value();
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy).value())
+                .value()
+                .table_for(65536)
+                .value(),
             [&] { return FactorTable(yt.factors(), yt.attention_factor(), "longrope"); }());
-  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy)).table_for(65536).method(),
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(cy).value())
+                .value()
+                .table_for(65536)
+                .value()
+                .method(),
             "longrope");
 }
 
@@ -256,27 +264,28 @@ TEST(HfConfigExport, SearchResultShipsInOneCall) {
   EXPECT_EQ(r.critical_pair, r.best.critical_pair);
   EXPECT_TRUE(r.spec == spec);
   EXPECT_EQ(r.target_length, 8192);
-  const RopeConfig c = ropescale::longrope_config_from_search(r);
-  EXPECT_TRUE(c == ropescale::longrope_config_from_tables(spec, 8192, r.table));
-  const RopeConfig back = ropescale::parse_hf_config(ropescale::to_hf_config(r));
+  const RopeConfig c = ropescale::longrope_config_from_search(r).value();
+  EXPECT_TRUE(c == ropescale::longrope_config_from_tables(spec, 8192, r.table).value());
+  const RopeConfig back = ropescale::parse_hf_config(ropescale::to_hf_config(r).value()).value();
   EXPECT_TRUE(back == c);
   EXPECT_EQ(back.max_position_embeddings, 8192);
   // Read back, the table is the search's numbers under its config name.
-  EXPECT_EQ(back.table_for(8192), r.table);
+  EXPECT_EQ(back.table_for(8192).value(), r.table);
   EXPECT_EQ(r.table.method(), "longrope2");
-  EXPECT_EQ(back.table_for(8192).method(), "longrope");
+  EXPECT_EQ(back.table_for(8192).value().method(), "longrope");
 }
 
 TEST(HfConfigExport, LongRopeShortTableMustShareTheAttentionFactor) {
   ropescale::RopeSpec spec;
   const FactorTable a(Eigen::ArrayXd::Constant(64, 2.0), 1.2, "x");
   const FactorTable b(Eigen::ArrayXd::Constant(64, 1.0), 1.0, "x");
-  EXPECT_THROW(ropescale::longrope_config_from_tables(spec, 16384, a, &b), ropescale::Error);
+  EXPECT_THROW(ropescale::longrope_config_from_tables(spec, 16384, a, &b).value(),
+               ropescale::Error);
 }
 
 TEST(HfConfigExport, RopeFreqsForLlamaCpp) {
-  const RopeConfig llama = ropescale::load_hf_config(data_path("llama31_8b.json"));
-  const FactorTable t = llama.table_for();
+  const RopeConfig llama = ropescale::load_hf_config(data_path("llama31_8b.json")).value();
+  const FactorTable t = llama.table_for().value();
   const std::vector<float> freqs = ropescale::to_rope_freqs(t);
   ASSERT_EQ(freqs.size(), 64u);
   EXPECT_EQ(freqs[0], 1.0f);   // high frequency: kept
@@ -293,14 +302,12 @@ TEST(HfConfigExport, RopeFreqsForLlamaCpp) {
 
 void expect_bad(const std::string& text, ropescale::ErrorCode code, const std::string& needle) {
   SCOPED_TRACE(text.substr(0, 120));
-  RopeConfig out = ropescale::load_hf_config(data_path("llama31_8b.json"));
-  const RopeConfig before = out;
-  const ropescale::Status st = ropescale::try_parse_hf_config_text(text, {}, &out);
-  EXPECT_FALSE(st.ok());
+  const ropescale::Result<RopeConfig> r = ropescale::parse_hf_config(text);
+  const ropescale::Status& st = r.status();
+  EXPECT_FALSE(r.ok());  // no partial result
   EXPECT_EQ(st.code(), code) << st.message();
   EXPECT_NE(st.message().find(needle), std::string::npos) << st.message();
-  EXPECT_TRUE(out == before);  // no partial result
-  EXPECT_THROW(ropescale::parse_hf_config_text(text), ropescale::Error);
+  EXPECT_THROW(ropescale::parse_hf_config(text).value(), ropescale::Error);
 }
 
 std::string mutate(const char* name, const std::function<void(json&)>& f) {
@@ -342,8 +349,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
   for (double bad : {std::numeric_limits<double>::infinity(), std::nan("")}) {
     json j = load_json(llama);
     j["rope_scaling"]["factor"] = bad;
-    RopeConfig out;
-    const auto st = ropescale::try_parse_hf_config(j, &out);
+    const auto st = ropescale::parse_hf_config(j).status();
     EXPECT_EQ(st.code(), EC::kInvalidArgument);
     EXPECT_NE(st.message().find("rope_scaling.factor = "), std::string::npos) << st.message();
     EXPECT_NE(st.message().find(": must be finite"), std::string::npos) << st.message();
@@ -384,8 +390,7 @@ TEST(HfConfigErrors, NameFieldValueAndRule) {
              "rope_scaling.factor = 0.5: must be finite and >= 1 (derived as "
              "max_position_embeddings / original_max_position_embeddings)");
 
-  RopeConfig out;
-  const auto st = ropescale::try_load_hf_config(data_path("no_such_config.json"), {}, &out);
+  const auto st = ropescale::load_hf_config(data_path("no_such_config.json")).status();
   EXPECT_EQ(st.code(), EC::kIoError);
   EXPECT_NE(st.message().find("no_such_config.json"), std::string::npos);
 }
@@ -394,10 +399,9 @@ TEST(HfConfigErrors, MissingThetaWithDefaultOption) {
   const std::string text = R"({"head_dim": 64, "max_position_embeddings": 2048})";
   HfImportOptions opt;
   opt.default_rope_theta = 10000.0;
-  EXPECT_EQ(ropescale::parse_hf_config_text(text, opt).spec.rope_theta, 10000.0);
+  EXPECT_EQ(ropescale::parse_hf_config(text, opt).value().spec.rope_theta, 10000.0);
   opt.default_rope_theta = 0.5;  // a bad default is named as the option, not a config key
-  RopeConfig out;
-  const auto st = ropescale::try_parse_hf_config_text(text, opt, &out);
+  const auto st = ropescale::parse_hf_config(text, opt).status();
   EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
   EXPECT_NE(st.message().find("HfImportOptions::default_rope_theta = 0.5: must be finite and > 1"),
             std::string::npos)

@@ -16,9 +16,11 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/mrope.hpp"
 #include "test_data.hpp"
 
@@ -51,7 +53,7 @@ const json& case_named(const std::string& name) {
 // The table's inv_freq against HF's: float64 to 1e-14 relative, float32 to its rounding.
 void expect_inv_freq(const RopeConfig& c, const std::string& name, std::int64_t seq_len = 0) {
   const json& g = case_named(name);
-  const Eigen::ArrayXd got = c.table_for(seq_len).inv_freq(c.spec).value();
+  const Eigen::ArrayXd got = c.table_for(seq_len).value().inv_freq(c.spec).value();
   const Eigen::ArrayXd f64 = to_array(g["inv_freq_f64"]);
   const Eigen::ArrayXd f32 = to_array(g["inv_freq_f32"]);
   ASSERT_EQ(got.size(), f64.size()) << name;
@@ -65,9 +67,11 @@ void expect_error(const Status& st, ErrorCode code, const std::vector<std::strin
     EXPECT_NE(st.message().find(n), std::string::npos) << "'" << n << "' not in " << st.message();
 }
 
+// The status of reading j; *m holds the model when it is ok.
 Status model_status(const json& j, ModelRope* m = nullptr) {
-  ModelRope local;
-  return ropescale::try_parse_hf_model(j, {}, m != nullptr ? m : &local);
+  ropescale::Result<ModelRope> r = ropescale::parse_hf_model(j);
+  if (r.ok() && m != nullptr) *m = std::move(r).value();
+  return r.status();
 }
 
 bool has_default(const ModelRope& m, const std::string& text) {
@@ -83,7 +87,7 @@ bool has_default(const ModelRope& m, const std::string& text) {
 TEST(HfFamilies, GlmGetsGlmConfigsHalfRotaryFactor) {
   // GLM-4-9B-chat-hf omits partial_rotary_factor; GlmConfig sets 0.5: 64 channels (32 pairs)
   // rotate, with exponent 2i/64.
-  const ModelRope m = ropescale::load_hf_model(data_path("glm4_9b_chat_hf.json"));
+  const ModelRope m = ropescale::load_hf_model(data_path("glm4_9b_chat_hf.json")).value();
   ASSERT_TRUE(m.uniform());
   const RopeConfig& c = m.kinds[0].config;
   EXPECT_EQ(c.spec.head_dim, 128);
@@ -94,13 +98,13 @@ TEST(HfFamilies, GlmGetsGlmConfigsHalfRotaryFactor) {
   // A config that says 1.0 keeps it, and nothing is reported as a default.
   json full = load_json("glm4_9b_chat_hf.json");
   full["partial_rotary_factor"] = 1.0;
-  const ModelRope f = ropescale::parse_hf_model(full);
+  const ModelRope f = ropescale::parse_hf_model(full).value();
   EXPECT_EQ(f.kinds[0].config.spec.rotary_dim, 128);
   EXPECT_TRUE(f.class_defaults.empty());
   // v5 moves the factor into rope_parameters: the block's value counts as given.
   json v5 = load_json("glm4_9b_chat_hf.json");
   v5["rope_parameters"] = {{"rope_type", "default"}, {"partial_rotary_factor", 0.75}};
-  EXPECT_EQ(ropescale::parse_hf_config(v5).spec.rotary_dim, 96);
+  EXPECT_EQ(ropescale::parse_hf_config(v5).value().spec.rotary_dim, 96);
 }
 
 TEST(HfFamilies, ClassDefaultTableRows) {
@@ -156,21 +160,21 @@ TEST(HfFamilies, ClassDefaultTableRows) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(HfFamilies, HunYuanAlphaIsAFixedBaseAtEveryLength) {
-  const RopeConfig c = ropescale::load_hf_config(data_path("hunyuan_7b_instruct.json"));
+  const RopeConfig c = ropescale::load_hf_config(data_path("hunyuan_7b_instruct.json")).value();
   EXPECT_EQ(c.rope_type, RopeType::kDynamic);
   EXPECT_EQ(c.ntk_alpha, 1000.0);
   for (std::int64_t seq :
        {std::int64_t{0}, std::int64_t{1024}, std::int64_t{32768}, std::int64_t{300000}})
     expect_inv_freq(c, "hunyuan_7b_alpha_1000", seq);
-  EXPECT_EQ(c.table_for(0).attention_factor(), 1.0);
+  EXPECT_EQ(c.table_for(0).value().attention_factor(), 1.0);
   // Round trip keeps alpha (and the family that gives it meaning).
-  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(c)), c);
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(c).value()).value(), c);
   // Another family's dynamic NTK ignores alpha, as HF's generic dynamic does.
   json other = load_json("hunyuan_7b_instruct.json");
   other["model_type"] = "llama";
-  const RopeConfig o = ropescale::parse_hf_config(other);
+  const RopeConfig o = ropescale::parse_hf_config(other).value();
   EXPECT_EQ(o.ntk_alpha, 0.0);
-  EXPECT_EQ(o.table_for(0).factors()[63], 1.0);
+  EXPECT_EQ(o.table_for(0).value().factors()[63], 1.0);
 }
 
 TEST(HfFamilies, HunYuanAlphaHostileValues) {
@@ -178,8 +182,7 @@ TEST(HfFamilies, HunYuanAlphaHostileValues) {
   auto with_alpha = [&](const json& a) {
     json j = base;
     j["rope_scaling"]["alpha"] = a;
-    RopeConfig c;
-    return ropescale::try_parse_hf_config(j, &c);
+    return ropescale::parse_hf_config(j).status();
   };
   expect_error(with_alpha("1000"), ErrorCode::kParseError,
                {"rope_scaling.alpha = \"1000\"", "must be a number"});
@@ -192,14 +195,13 @@ TEST(HfFamilies, HunYuanAlphaHostileValues) {
   // Alpha with a partial rotary width is not defined by HF's code (it rotates head_dim).
   json partial = base;
   partial["partial_rotary_factor"] = 0.5;
-  RopeConfig c;
-  expect_error(ropescale::try_parse_hf_config(partial, &c), ErrorCode::kUnsupported,
+  expect_error(ropescale::parse_hf_config(partial).status(), ErrorCode::kUnsupported,
                {"rope_scaling.alpha = 1000", "whole head_dim"});
   // Without alpha, HunYuan's dynamic needs its factor like any dynamic block.
   json no_alpha = base;
   no_alpha["rope_scaling"].erase("alpha");
   no_alpha["rope_scaling"].erase("factor");
-  expect_error(ropescale::try_parse_hf_config(no_alpha, &c), ErrorCode::kParseError,
+  expect_error(ropescale::parse_hf_config(no_alpha).status(), ErrorCode::kParseError,
                {"rope_scaling.factor"});
 }
 
@@ -208,7 +210,7 @@ TEST(HfFamilies, HunYuanAlphaHostileValues) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(HfFamilies, Llama4ScoutLoadsWithNopeLayersNamed) {
-  const ModelRope m = ropescale::load_hf_model(data_path("llama4_scout_text.json"));
+  const ModelRope m = ropescale::load_hf_model(data_path("llama4_scout_text.json")).value();
   ASSERT_EQ(m.num_layers(), 48);
   EXPECT_FALSE(m.uniform());
   ASSERT_EQ(m.kinds.size(), 1u);
@@ -217,7 +219,7 @@ TEST(HfFamilies, Llama4ScoutLoadsWithNopeLayersNamed) {
   ASSERT_EQ(nope.size(), 12u);
   for (std::size_t i = 0; i < nope.size(); ++i)
     EXPECT_EQ(nope[i], static_cast<std::int64_t>(4 * i + 3));
-  const RopeConfig& c = m.layer(0);
+  const RopeConfig& c = *m.layer(0).value();
   EXPECT_EQ(c.rope_type, RopeType::kLlama3);
   EXPECT_TRUE(c.interleaved_pairs);  // view_as_complex over adjacent channels
   expect_inv_freq(c, "llama4_scout_llama3_16");
@@ -228,17 +230,13 @@ TEST(HfFamilies, Llama4ScoutLoadsWithNopeLayersNamed) {
   // A NoPE layer has no spec, table or kernel call: a clear error naming it.
   EXPECT_TRUE(m.has_rope(2));
   EXPECT_FALSE(m.has_rope(3));
-  const RopeConfig* out = nullptr;
-  expect_error(m.try_layer(7, &out), ErrorCode::kInvalidArgument,
+  expect_error(m.layer(7).status(), ErrorCode::kInvalidArgument,
                {"layer = 7", "has no RoPE", "text_config.no_rope_layers"});
-  EXPECT_EQ(out, nullptr);
-  ropescale::FactorTable t;
-  expect_error(m.try_table_for_layer(47, 0, &t), ErrorCode::kInvalidArgument, {"layer = 47"});
-  EXPECT_THROW(m.table_for_layer(3), ropescale::Error);
-  EXPECT_THROW(m.spec_for_layer(3), ropescale::Error);
+  expect_error(m.table_for_layer(47).status(), ErrorCode::kInvalidArgument, {"layer = 47"});
+  EXPECT_THROW(m.table_for_layer(3).value(), ropescale::Error);
+  EXPECT_THROW(m.layer(3).value(), ropescale::Error);
   // The single-RoPE reader refuses rather than rotating every layer.
-  RopeConfig single;
-  expect_error(ropescale::try_load_hf_config(data_path("llama4_scout_text.json"), {}, &single),
+  expect_error(ropescale::load_hf_config(data_path("llama4_scout_text.json"), {}).status(),
                ErrorCode::kUnsupported, {"text_config.no_rope_layers", "first: layer 3"});
 }
 
@@ -249,7 +247,7 @@ TEST(HfFamilies, Llama4WithoutTheListDerivesEveryFourthLayer) {
   ModelRope m;
   ASSERT_TRUE(model_status(j, &m).ok());
   EXPECT_EQ(m.nope_source, "no_rope_layer_interval");
-  const ModelRope listed = ropescale::load_hf_model(data_path("llama4_scout_text.json"));
+  const ModelRope listed = ropescale::load_hf_model(data_path("llama4_scout_text.json")).value();
   EXPECT_EQ(m.nope_layers(), listed.nope_layers());
   j["text_config"]["no_rope_layer_interval"] = 3;
   ASSERT_TRUE(model_status(j, &m).ok());
@@ -258,15 +256,15 @@ TEST(HfFamilies, Llama4WithoutTheListDerivesEveryFourthLayer) {
 }
 
 TEST(HfFamilies, SmolLm3AndQwen3NextNopeLayers) {
-  const ModelRope s = ropescale::load_hf_model(data_path("smollm3_3b.json"));
+  const ModelRope s = ropescale::load_hf_model(data_path("smollm3_3b.json")).value();
   ASSERT_EQ(s.num_layers(), 36);
   EXPECT_EQ(s.nope_layers().size(), 9u);
   EXPECT_FALSE(s.has_rope(35));
   EXPECT_TRUE(s.has_rope(34));
   EXPECT_FALSE(s.scales.temperature_tuning.enabled);  // Llama 4 only
-  EXPECT_EQ(s.layer(0).spec.rope_theta, 5e6);
+  EXPECT_EQ(s.layer(0).value()->spec.rope_theta, 5e6);
   // Qwen3-Next: layer_types derived from full_attention_interval; linear attention has no RoPE.
-  const ModelRope q = ropescale::load_hf_model(data_path("qwen3_next_80b_a3b.json"));
+  const ModelRope q = ropescale::load_hf_model(data_path("qwen3_next_80b_a3b.json")).value();
   ASSERT_EQ(q.num_layers(), 48);
   EXPECT_EQ(q.nope_source, "layer_types");
   EXPECT_EQ(q.nope_layers().size(), 36u);
@@ -274,10 +272,9 @@ TEST(HfFamilies, SmolLm3AndQwen3NextNopeLayers) {
   EXPECT_EQ(q.layer_types[3], "full_attention");
   ASSERT_EQ(q.kinds.size(), 1u);
   EXPECT_EQ(q.kinds[0].layer_type, "full_attention");
-  EXPECT_EQ(q.layer(3).spec.rotary_dim, 64);
-  expect_inv_freq(q.layer(3), "qwen3_next_partial_quarter");
-  const RopeConfig* out = nullptr;
-  expect_error(q.try_layer(0, &out), ErrorCode::kInvalidArgument, {"layer = 0", "layer_types"});
+  EXPECT_EQ(q.layer(3).value()->spec.rotary_dim, 64);
+  expect_inv_freq(*q.layer(3).value(), "qwen3_next_partial_quarter");
+  expect_error(q.layer(0).status(), ErrorCode::kInvalidArgument, {"layer = 0", "layer_types"});
 }
 
 TEST(HfFamilies, NopeFieldsHostileValues) {
@@ -333,40 +330,40 @@ TEST(HfFamilies, NopeFieldsHostileValues) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(HfFamilies, Gemma3nSlidingLayersUseTheLocalBase) {
-  const ModelRope m = ropescale::load_hf_model(data_path("gemma3n_e4b_it.json"));
+  const ModelRope m = ropescale::load_hf_model(data_path("gemma3n_e4b_it.json")).value();
   ASSERT_EQ(m.num_layers(), 35);
   ASSERT_EQ(m.kinds.size(), 2u);
   for (std::int64_t l = 0; l < 35; ++l)
-    EXPECT_EQ(m.layer(l).spec.rope_theta, (l + 1) % 5 == 0 ? 1e6 : 1e4) << l;
-  expect_inv_freq(m.layer(0), "gemma3n_sliding_local_base");
-  expect_inv_freq(m.layer(4), "gemma3n_full");
+    EXPECT_EQ(m.layer(l).value()->spec.rope_theta, (l + 1) % 5 == 0 ? 1e6 : 1e4) << l;
+  expect_inv_freq(*m.layer(0).value(), "gemma3n_sliding_local_base");
+  expect_inv_freq(*m.layer(4).value(), "gemma3n_full");
   // Without layer_types (and the other fields), Gemma3nTextConfig's defaults give the same model.
   const json bare = {{"text_config", {{"model_type", "gemma3n_text"}, {"hidden_size", 2048}}}};
-  const ModelRope d = ropescale::parse_hf_model(bare);
+  const ModelRope d = ropescale::parse_hf_model(bare).value();
   ASSERT_EQ(d.num_layers(), 35);
   for (std::int64_t l = 0; l < 35; ++l)
-    EXPECT_EQ(d.layer(l).spec.rope_theta, m.layer(l).spec.rope_theta) << l;
+    EXPECT_EQ(d.layer(l).value()->spec.rope_theta, m.layer(l).value()->spec.rope_theta) << l;
   EXPECT_TRUE(has_default(d, "rope_local_base_freq = 10000 (Gemma3nTextConfig default)"));
 }
 
 TEST(HfFamilies, Olmo3TrainedByDefaultTransformersV5OnRequest) {
-  const ModelRope m = ropescale::load_hf_model(data_path("olmo3_7b.json"));
+  const ModelRope m = ropescale::load_hf_model(data_path("olmo3_7b.json")).value();
   ASSERT_EQ(m.kinds.size(), 2u);
-  const RopeConfig& sliding = m.layer(0);
-  const RopeConfig& full = m.layer(3);
+  const RopeConfig& sliding = *m.layer(0).value();
+  const RopeConfig& full = *m.layer(3).value();
   EXPECT_EQ(sliding.rope_type, RopeType::kDefault);
   EXPECT_EQ(full.rope_type, RopeType::kYarn);
   expect_inv_freq(sliding, "olmo3_sliding_default");
   expect_inv_freq(full, "olmo3_yarn8_full");
-  EXPECT_DOUBLE_EQ(full.table_for(0).attention_factor(),
+  EXPECT_DOUBLE_EQ(full.table_for(0).value().attention_factor(),
                    case_named("olmo3_yarn8_full")["attention_factor"].get<double>());
-  EXPECT_EQ(sliding.table_for(0).attention_factor(), 1.0);
+  EXPECT_EQ(sliding.table_for(0).value().attention_factor(), 1.0);
   // transformers v5 main: one YaRN rotary embedding for every layer.
   ropescale::HfImportOptions v5;
   v5.olmo3 = ropescale::Olmo3Rope::kTransformersV5;
-  const ModelRope u = ropescale::load_hf_model(data_path("olmo3_7b.json"), v5);
+  const ModelRope u = ropescale::load_hf_model(data_path("olmo3_7b.json"), v5).value();
   ASSERT_TRUE(u.uniform());
-  expect_inv_freq(u.layer(0), "olmo3_yarn8_full");
+  expect_inv_freq(*u.layer(0).value(), "olmo3_yarn8_full");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -377,30 +374,29 @@ TEST(HfFamilies, ScaleTermsMatchTheirHfFormulas) {
   const json& s = golden()["scale_terms"];
   const std::vector<std::int64_t> pos = s["positions"].get<std::vector<std::int64_t>>();
   // Llama 4: NoPE layers only.
-  const ModelRope l4 = ropescale::load_hf_model(data_path("llama4_scout_text.json"));
+  const ModelRope l4 = ropescale::load_hf_model(data_path("llama4_scout_text.json")).value();
   const std::vector<double> tt = s["llama4_temperature_tuning"]["scale"].get<std::vector<double>>();
   for (std::size_t i = 0; i < pos.size(); ++i) {
-    EXPECT_NEAR(l4.query_scale(3, pos[i]), tt[i], 1e-15) << pos[i];
-    EXPECT_EQ(l4.query_scale(0, pos[i]), 1.0);
+    EXPECT_NEAR(l4.query_scale(3, pos[i]).value(), tt[i], 1e-15) << pos[i];
+    EXPECT_EQ(l4.query_scale(0, pos[i]).value(), 1.0);
   }
   EXPECT_EQ(l4.scales.softmax_scale, 1.0);
   // Ministral 3: every layer, from rope_parameters.llama_4_scaling_beta.
-  const ModelRope mi = ropescale::load_hf_model(data_path("ministral3_8b_text.json"));
+  const ModelRope mi = ropescale::load_hf_model(data_path("ministral3_8b_text.json")).value();
   EXPECT_EQ(mi.scales.llama4_scaling_beta, 0.1);
   EXPECT_EQ(mi.scales.llama4_scaling_original, 16384);
   const std::vector<double> ms = s["ministral3_query_scale"]["scale"].get<std::vector<double>>();
   for (std::size_t i = 0; i < pos.size(); ++i)
-    EXPECT_NEAR(mi.query_scale(5, pos[i]), ms[i], 1e-15) << pos[i];
+    EXPECT_NEAR(mi.query_scale(5, pos[i]).value(), ms[i], 1e-15) << pos[i];
   // DeepSeek-V3: softmax scale mscale(40, 1)^2.
-  const ModelRope ds = ropescale::load_hf_model(data_path("deepseek_v3.json"));
+  const ModelRope ds = ropescale::load_hf_model(data_path("deepseek_v3.json")).value();
   EXPECT_NEAR(ds.scales.softmax_scale,
               s["deepseek_v3_softmax_scale"]["mscale_squared"].get<double>(), 1e-15);
-  EXPECT_EQ(ds.query_scale(0, 100000), 1.0);
+  EXPECT_EQ(ds.query_scale(0, 100000).value(), 1.0);
   // A plain model has no terms.
-  EXPECT_TRUE(ropescale::load_hf_model(data_path("llama31_8b.json")).scales.identity());
-  double out = 0;
-  expect_error(l4.try_query_scale(3, -1, &out), ErrorCode::kOutOfRange, {"pos = -1"});
-  expect_error(l4.try_query_scale(48, 0, &out), ErrorCode::kOutOfRange, {"layer = 48"});
+  EXPECT_TRUE(ropescale::load_hf_model(data_path("llama31_8b.json")).value().scales.identity());
+  expect_error(l4.query_scale(3, -1).status(), ErrorCode::kOutOfRange, {"pos = -1"});
+  expect_error(l4.query_scale(48, 0).status(), ErrorCode::kOutOfRange, {"layer = 48"});
 }
 
 TEST(HfFamilies, ScaleTermHostileValues) {
@@ -436,7 +432,7 @@ TEST(HfFamilies, ScaleTermHostileValues) {
   json j = l4;
   j["text_config"]["attn_temperature_tuning"] = 0;  // published configs write 4 or 0
   ASSERT_TRUE(model_status(j, &off).ok());
-  EXPECT_EQ(off.query_scale(3, 1000000), 1.0);
+  EXPECT_EQ(off.query_scale(3, 1000000).value(), 1.0);
 }
 
 }  // namespace
@@ -455,10 +451,10 @@ void expect_mrope_golden(const std::string& config_file, const std::string& case
   for (const json& c : golden_file["cases"])
     if (c["name"] == case_name) g = &c;
   ASSERT_NE(g, nullptr) << case_name;
-  const RopeConfig c = ropescale::load_hf_config(data_path(config_file));
+  const RopeConfig c = ropescale::load_hf_config(data_path(config_file)).value();
   ASSERT_TRUE(c.is_mrope());
   const ropescale::MropeSections sections(c.mrope_section, c.mrope_layout, c.spec.pairs());
-  const ropescale::RotaryFrequencies freqs(c.spec, c.table_for(0));
+  const ropescale::RotaryFrequencies freqs(c.spec, c.table_for(0).value());
   const std::vector<std::vector<std::int64_t>> rows = (*g)["positions"];
   const std::int64_t tokens = static_cast<std::int64_t>(rows[0].size());
   ASSERT_EQ(static_cast<std::int64_t>(rows.size()), sections.num_axes());
@@ -482,17 +478,17 @@ void expect_mrope_golden(const std::string& config_file, const std::string& case
 }  // namespace
 
 TEST(HfFamilies, Ernie45PairsAdjacentChannels) {
-  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_0p3b.json"));
+  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_0p3b.json")).value();
   EXPECT_TRUE(c.interleaved_pairs);
   EXPECT_FALSE(c.is_mrope());
 }
 
 TEST(HfFamilies, Ernie45VlThreeDLayoutMatchesHf) {
-  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_vl_28b_a3b.json"));
+  const RopeConfig c = ropescale::load_hf_config(data_path("ernie45_vl_28b_a3b.json")).value();
   EXPECT_EQ(c.mrope_layout, ropescale::MropeLayout::kErnie3d);
   EXPECT_TRUE(c.interleaved_pairs);
   expect_mrope_golden("ernie45_vl_28b_a3b.json", "ernie45_vl_3d");
-  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(c)), c);
+  EXPECT_EQ(ropescale::parse_hf_config(ropescale::to_hf_config(c).value()).value(), c);
   // Unequal h / w sections have no layout in HF's code: refused by name.
   json bad = load_json("ernie45_vl_28b_a3b.json");
   bad["text_config"]["rope_parameters"]["mrope_section"] = json::array({20, 24, 20});
@@ -504,7 +500,7 @@ TEST(HfFamilies, Ernie45VlThreeDLayoutMatchesHf) {
 }
 
 TEST(HfFamilies, HunYuanVlXdropeFourAxesMatchHf) {
-  const RopeConfig c = ropescale::load_hf_config(data_path("hunyuan_ocr.json"));
+  const RopeConfig c = ropescale::load_hf_config(data_path("hunyuan_ocr.json")).value();
   EXPECT_EQ(c.rope_type, RopeType::kDynamic);
   EXPECT_EQ(c.ntk_alpha, 1000.0);
   EXPECT_EQ(c.mrope_section, (std::vector<std::int64_t>{16, 16, 16, 16}));

@@ -25,6 +25,7 @@
 #include "fuzz_driver.hpp"
 #include "kv_cache_fuzz.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/io/search_checkpoint.hpp"
 #include "test_data.hpp"
 
@@ -341,23 +342,22 @@ void check_input(const ropescale::Status& st, const ropescale::RopeConfig& c, Ta
   const std::int64_t L = c.spec.original_max_position;
   for (std::int64_t seq : {std::int64_t{0}, std::int64_t{1}, L, L + 1, c.max_position_embeddings,
                            std::int64_t{1} << 40}) {
-    ropescale::FactorTable t;
-    const ropescale::Status ts = c.try_table_for(seq, &t);
-    if (!ts.ok()) {
+    const ropescale::Result<ropescale::FactorTable> r = c.table_for(seq);
+    if (!r.ok()) {
       // Only dynamic NTK depends on seq_len beyond the two tables checked at import.
-      ASSERT_EQ(c.rope_type, ropescale::RopeType::kDynamic) << ts.message();
+      ASSERT_EQ(c.rope_type, ropescale::RopeType::kDynamic) << r.status().message();
       continue;
     }
+    const ropescale::FactorTable& t = *r;
     ASSERT_EQ(t.pairs(), c.spec.pairs());
     ASSERT_TRUE(t.validate_for(c.spec).ok());
     ASSERT_TRUE(t.inv_freq(c.spec).value().allFinite());
   }
   // Export then import gives the same config back.
-  const std::string text = ropescale::to_hf_config(c).dump();
-  ropescale::RopeConfig back;
-  const ropescale::Status bs = ropescale::try_parse_hf_config_text(text, {}, &back);
-  ASSERT_TRUE(bs.ok()) << bs.message() << "\n" << text;
-  ASSERT_TRUE(back == c) << text;
+  const std::string text = ropescale::to_hf_config(c).value().dump();
+  const ropescale::Result<ropescale::RopeConfig> back = ropescale::parse_hf_config(text);
+  ASSERT_TRUE(back.ok()) << back.status().message() << "\n" << text;
+  ASSERT_TRUE(*back == c) << text;
 }
 
 TEST(HfConfigFuzz, TreeMutations) {
@@ -369,9 +369,8 @@ TEST(HfConfigFuzz, TreeMutations) {
     json j = pool[m.below(pool.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
-    ropescale::RopeConfig c;
-    const ropescale::Status st = ropescale::try_parse_hf_config(j, &c);
-    check_input(st, c, &tally);
+    const ropescale::Result<ropescale::RopeConfig> r = ropescale::parse_hf_config(j);
+    check_input(r.status(), r.value_or(ropescale::RopeConfig{}), &tally);
     if (HasFatalFailure()) {
       ADD_FAILURE() << "input (head): "
                     << j.dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 2000);
@@ -395,11 +394,12 @@ TEST(HfConfigFuzz, ModelTreeMutations) {
     json j = pool[m.below(pool.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_tree(j);
-    ropescale::ModelRope model;
-    const ropescale::Status st = ropescale::try_parse_hf_model(j, {}, &model);
+    const ropescale::Result<ropescale::ModelRope> parsed = ropescale::parse_hf_model(j);
+    const ropescale::Status& st = parsed.status();
     if (!st.ok()) {
       check_input(st, ropescale::RopeConfig{}, &tally);
     } else {
+      const ropescale::ModelRope& model = *parsed;
       ASSERT_FALSE(model.kinds.empty());
       per_layer += model.uniform() ? 0 : 1;
       for (const ropescale::LayerRope& k : model.kinds) {
@@ -407,14 +407,13 @@ TEST(HfConfigFuzz, ModelTreeMutations) {
         if (HasFatalFailure()) break;
       }
       for (std::int64_t l = 0; l < model.num_layers() && !HasFatalFailure(); ++l) {
-        const ropescale::RopeConfig* c = nullptr;
         const std::int64_t k = model.layer_kind[static_cast<std::size_t>(l)];
         if (k == ropescale::ModelRope::kNoRope) {  // NoPE: refused by name, never rotated
           ASSERT_FALSE(model.has_rope(l));
-          ASSERT_EQ(model.try_layer(l, &c).code(), ropescale::ErrorCode::kInvalidArgument);
+          ASSERT_EQ(model.layer(l).status().code(), ropescale::ErrorCode::kInvalidArgument);
           continue;
         }
-        ASSERT_TRUE(model.try_layer(l, &c).ok());
+        ASSERT_TRUE(model.layer(l).ok());
         ASSERT_GE(k, 0);
         ASSERT_LT(k, static_cast<std::int64_t>(model.kinds.size()));
       }
@@ -433,13 +432,13 @@ TEST(HfConfigFuzz, ModelTreeMutations) {
 
 TEST(HfConfigHostile, ManyLayerTypesCostLinearWork) {
   const json j = many_types_config(4000, 100000);
-  const ropescale::ModelRope m = ropescale::parse_hf_model(j);
+  const ropescale::ModelRope m = ropescale::parse_hf_model(j).value();
   ASSERT_EQ(m.num_layers(), 4000);
   // t0 and the odd types share theta 1e4: one kind; every other even type has its own.
   ASSERT_EQ(m.kinds.size(), 2000u);
-  EXPECT_EQ(m.layer(1).spec.rope_theta, 10000.0);
-  EXPECT_EQ(m.layer(3).spec.rope_theta, 10000.0);
-  EXPECT_EQ(m.layer(3998).spec.rope_theta, 13998.0);
+  EXPECT_EQ(m.layer(1).value()->spec.rope_theta, 10000.0);
+  EXPECT_EQ(m.layer(3).value()->spec.rope_theta, 10000.0);
+  EXPECT_EQ(m.layer(3998).value()->spec.rope_theta, 13998.0);
   EXPECT_EQ(m.layer_kind[1], m.layer_kind[3999]);
   EXPECT_NE(m.layer_kind[2], m.layer_kind[4]);
   EXPECT_EQ(m.kinds[static_cast<std::size_t>(m.layer_kind[1])].layer_type.substr(0, 9),
@@ -451,8 +450,7 @@ TEST(HfConfigHostile, LayerLimitHoldsForEverySource) {
   // layer_types without num_hidden_layers.
   json j = {{"head_dim", 64}, {"rope_theta", 1e4}, {"max_position_embeddings", 4096}};
   j["layer_types"] = json(std::vector<std::string>(static_cast<std::size_t>(over), "a"));
-  ropescale::ModelRope m;
-  ropescale::Status st = ropescale::try_parse_hf_model(j, {}, &m);
+  ropescale::Status st = ropescale::parse_hf_model(j).status();
   EXPECT_EQ(st.code(), ropescale::ErrorCode::kInvalidArgument);
   EXPECT_NE(st.message().find("layer_types.size() = 1048577: must be <= kMaxConfigLayers"),
             std::string::npos)
@@ -462,9 +460,8 @@ TEST(HfConfigHostile, LayerLimitHoldsForEverySource) {
             {"rope_theta", 1e4},
             {"max_position_embeddings", 4096},
             {"num_hidden_layers", over}};
-  st = ropescale::try_parse_hf_model(k, {}, &m);
+  st = ropescale::parse_hf_model(k).status();
   EXPECT_NE(st.message().find("num_hidden_layers = 1048577"), std::string::npos) << st.message();
-  EXPECT_EQ(m.num_layers(), 0);
 }
 
 TEST(HfConfigFuzz, TextMutations) {
@@ -478,9 +475,8 @@ TEST(HfConfigFuzz, TextMutations) {
     std::string s = texts[m.below(texts.size())];
     const std::size_t rounds = 1 + m.below(4);
     for (std::size_t r = 0; r < rounds; ++r) m.mutate_text(s);
-    ropescale::RopeConfig c;
-    const ropescale::Status st = ropescale::try_parse_hf_config_text(s, {}, &c);
-    check_input(st, c, &tally);
+    const ropescale::Result<ropescale::RopeConfig> r = ropescale::parse_hf_config(s);
+    check_input(r.status(), r.value_or(ropescale::RopeConfig{}), &tally);
     if (HasFatalFailure()) {
       ADD_FAILURE() << "input (head): " << s.substr(0, 2000);
       return;

@@ -46,10 +46,7 @@ std::string temp_path(const std::string& name) {
   return testing::TempDir() + "ropescale_hostile_" + info->name() + "_" + name;
 }
 
-Status parse(const std::string& text) {
-  ropescale::RopeConfig c;
-  return ropescale::try_parse_hf_config_text(text, ropescale::HfImportOptions{}, &c);
-}
+Status parse(const std::string& text) { return ropescale::parse_hf_config(text).status(); }
 
 // Runs f, which must throw ropescale::Error (no other exception) whose message holds `needle`.
 template <typename F>
@@ -504,8 +501,7 @@ TEST(HostileInput, Item15SearchSpaceEnumsAreChecked) {
 TEST(HostileInput, Item16HugeStringsAreCutInMessages) {
   nlohmann::json j = {{"head_dim", 64}, {"rope_theta", 10000}, {"max_position_embeddings", 4096}};
   j["rope_scaling"] = {{"rope_type", std::string(20000000, 'x')}};
-  ropescale::RopeConfig c;
-  const Status s = ropescale::try_parse_hf_config(j, &c);
+  const Status s = ropescale::parse_hf_config(j).status();
   EXPECT_EQ(s.code(), ErrorCode::kUnsupported);
   EXPECT_LT(s.message().size(), 400u);
   EXPECT_TRUE(contains(s.message(), "(20000000 bytes)")) << s.message();

@@ -11,6 +11,7 @@
 
 #include "ropescale/critical.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
 #include "ropescale/scaling.hpp"
@@ -22,8 +23,8 @@ std::string data(const char* name) { return std::string(ROPESCALE_TEST_DATA_DIR)
 
 // README "Quick start: an engine", docs/engine.md "The rotary step".
 TEST(ReadmeExamples, EngineRotaryStep) {
-  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
-  ropescale::FactorTable table = cfg.table_for(/*seq_len=*/131072);
+  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json")).value();
+  ropescale::FactorTable table = cfg.table_for(/*seq_len=*/131072).value();
   EXPECT_EQ(table.pairs(), 48);
   const std::int64_t tokens = 3;
   ropescale::RotaryCache cache(cfg.spec, table, /*num_positions=*/131072);
@@ -45,14 +46,14 @@ TEST(ReadmeExamples, EngineRotaryStep) {
 // The engine quick start: the layout comes from the config, the short table serves the original
 // window, and keys re-rotated at the switch equal keys rotated with the long table from scratch.
 TEST(ReadmeExamples, EngineSwitchAtTheOriginalWindow) {
-  EXPECT_TRUE(ropescale::load_hf_config(data("deepseek_v3.json")).interleaved_pairs);
-  const auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
+  EXPECT_TRUE(ropescale::load_hf_config(data("deepseek_v3.json")).value().interleaved_pairs);
+  const auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json")).value();
   EXPECT_FALSE(cfg.interleaved_pairs);
   const std::int64_t window = cfg.spec.original_max_position;
   ASSERT_EQ(window, 4096);
-  const ropescale::FactorTable short_table = cfg.table_for(window);
-  const ropescale::FactorTable long_table = cfg.table_for(window + 1);
-  EXPECT_TRUE(short_table.approx_equal(cfg.table_for(0), 0.0));
+  const ropescale::FactorTable short_table = cfg.table_for(window).value();
+  const ropescale::FactorTable long_table = cfg.table_for(window + 1).value();
+  EXPECT_TRUE(short_table.approx_equal(cfg.table_for(0).value(), 0.0));
   EXPECT_FALSE(short_table.approx_equal(long_table, 1e-3));
   const std::int64_t tokens = 8, heads = 2, dim = cfg.spec.head_dim;
   std::vector<std::int64_t> positions(tokens);
@@ -80,8 +81,8 @@ TEST(ReadmeExamples, EngineSwitchAtTheOriginalWindow) {
 
 // docs/configs.md.
 TEST(ReadmeExamples, ScalingAndConfigs) {
-  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json"));
-  auto t = cfg.table_for(8192);
+  auto cfg = ropescale::load_hf_config(data("phi4_mini_instruct.json")).value();
+  auto t = cfg.table_for(8192).value();
   Eigen::ArrayXd inv_freq = t.inv_freq(cfg.spec).value();
   EXPECT_EQ(inv_freq.size(), 48);
   EXPECT_DOUBLE_EQ(t.attention_factor(), 1.1902380714238083);
@@ -96,8 +97,10 @@ TEST(ReadmeExamples, ScalingAndConfigs) {
           .value();
   EXPECT_TRUE(lr2.approx_equal(t, 1e-7)) << "the published list is NTK-anchored below 31";
   nlohmann::json out =
-      ropescale::to_hf_config(ropescale::longrope_config_from_tables(cfg.spec, 131072, lr2));
-  EXPECT_TRUE(ropescale::parse_hf_config(out).table_for(131072).approx_equal(lr2, 1e-12));
+      ropescale::to_hf_config(ropescale::longrope_config_from_tables(cfg.spec, 131072, lr2).value())
+          .value();
+  EXPECT_TRUE(
+      ropescale::parse_hf_config(out).value().table_for(131072).value().approx_equal(lr2, 1e-12));
   std::vector<float> rope_freqs = ropescale::to_rope_freqs(lr2);
   EXPECT_EQ(rope_freqs.size(), 48u);
 }
@@ -109,8 +112,8 @@ TEST(ReadmeExamples, CriticalDimensions) {
   EXPECT_EQ(dims.critical_pair, 35);
   EXPECT_EQ(dims.critical_dim, 70);
   EXPECT_EQ(dims.lower_pair, 24);
-  auto cfg = ropescale::load_hf_config(data("llama3_8b_longrope2.json"));
-  const ropescale::FactorTable table = cfg.table_for(131072);
+  auto cfg = ropescale::load_hf_config(data("llama3_8b_longrope2.json")).value();
+  const ropescale::FactorTable table = cfg.table_for(131072).value();
   EXPECT_EQ(ropescale::detect_critical_pair(table.factors()).value_or(-1), 33);
   auto cmp = ropescale::compare_methods(spec, 131072, {table}).value();
   bool saw_ntk = false;

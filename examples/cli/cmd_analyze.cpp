@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "analyze_report.hpp"
@@ -50,7 +51,9 @@ int run_analyze(const std::vector<std::string>& argv) {
   if (args.has("--config")) {
     opt.config = args.input_file("--config");
     // read once here so that its errors name --config
-    cli::check_input("--config", opt.config, ropescale::try_load_hf_model(opt.config, {}, &model));
+    ropescale::Result<ropescale::ModelRope> loaded = ropescale::load_hf_model(opt.config);
+    cli::check_input("--config", opt.config, loaded.status());
+    model = std::move(loaded).value();
   }
   const std::string svg = args.output_file("--svg");
   opt.manual = manual;

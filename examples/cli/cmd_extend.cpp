@@ -40,6 +40,7 @@
 #include "cli.hpp"
 #include "ropescale/frequencies.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/scaling.hpp"
 #include "study.hpp"
 #include "svg.hpp"
@@ -266,9 +267,10 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::string text_path = args.input_file("--text", data + "/tinystories-valid-prefix.txt");
   const bool check_only = args.has("--model-check-only");
 
-  ropescale::ModelRope model_rope;  // the RoPE fields of the JSON, as `factors` prints them
-  cli::check_input("--model", model + "/config.json",
-                   ropescale::try_load_hf_model(model + "/config.json", {}, &model_rope));
+  // the RoPE fields of the JSON, as `factors` prints them
+  ropescale::Result<ropescale::ModelRope> model_rope =
+      ropescale::load_hf_model(model + "/config.json");
+  cli::check_input("--model", model + "/config.json", model_rope.status());
   const tiny_llama::Weights w = tiny_llama::load_model_dir(model);
   std::vector<tiny_llama::Weights> tuned;
   std::vector<ropescale::RopeConfig> tuned_rope;
@@ -288,7 +290,7 @@ int run_extend(const std::vector<std::string>& argv) {
   const int nthreads = static_cast<int>(threads);
   nlohmann::json out = cli::json_document(
       "extend", {{"model", model},
-                 {"kinds", cli::kinds_json(model_rope)},
+                 {"kinds", cli::kinds_json(*model_rope)},
                  {"train_length", L},
                  {"inference_rule", tiny_llama::to_string(InferenceRule::kOneTable)},
                  {"budget", budget_name},
@@ -552,8 +554,8 @@ int run_extend(const std::vector<std::string>& argv) {
             rule,
             {}};
       const ropescale::RopeConfig& rc = tuned_rope[f];
-      r.tables.assign(multiples.size(),
-                      tiny_llama::MethodTables{rc.table_for(L), rc.table_for(L * 1024)});
+      r.tables.assign(multiples.size(), tiny_llama::MethodTables{rc.table_for(L).value(),
+                                                                 rc.table_for(L * 1024).value()});
       rows.push_back(r);
     }
   }
@@ -692,15 +694,15 @@ int run_extend(const std::vector<std::string>& argv) {
   }
   if (!export_dir.empty() && exported) {
     const ropescale::RopeConfig rc =
-        ropescale::longrope_config_from_tables(spec, L * export_multiple, *exported);
-    tiny_llama::save_model_dir(export_dir, w, ropescale::to_hf_config(rc));
+        ropescale::longrope_config_from_tables(spec, L * export_multiple, *exported).value();
+    tiny_llama::save_model_dir(export_dir, w, ropescale::to_hf_config(rc).value());
   }
   if (json) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
   std::cout << "tiny Llama " << model << ": head_dim " << spec.head_dim << " (" << spec.pairs()
-            << " pairs, " << cli::pair_layout_name(model_rope.kinds[0].config.interleaved_pairs)
+            << " pairs, " << cli::pair_layout_name(model_rope->kinds[0].config.interleaved_pairs)
             << "), theta " << spec.rope_theta << ", L_train " << L << ", i_tcd " << i_tcd
             << "; budget " << budget_name << "\n\n";
   print_check();

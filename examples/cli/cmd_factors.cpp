@@ -14,6 +14,7 @@
 
 #include "cli.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 
 namespace {
 
@@ -57,8 +58,9 @@ int run_factors(const std::vector<std::string>& argv) {
   import.yarn = parse_yarn(args.get("--yarn", "current"));
   const std::string path = args.input_file("--config");
 
-  ropescale::ModelRope model;
-  cli::check_input("--config", path, ropescale::try_load_hf_model(path, import, &model));
+  ropescale::Result<ropescale::ModelRope> loaded = ropescale::load_hf_model(path, import);
+  cli::check_input("--config", path, loaded.status());
+  const ropescale::ModelRope& model = *loaded;
 
   // One section per distinct RoPE (Gemma 3/4: sliding and full layers); a config with one RoPE
   // for every layer prints exactly one.
@@ -70,7 +72,7 @@ int run_factors(const std::vector<std::string>& argv) {
   for (std::size_t k = 0; k < model.kinds.size(); ++k) {
     const ropescale::RopeConfig& cfg = model.kinds[k].config;
     nlohmann::json& kind = doc["kinds"][k];
-    const ropescale::FactorTable table = cfg.table_for(seq_len);
+    const ropescale::FactorTable table = cfg.table_for(seq_len).value();
     const Eigen::ArrayXd inv_freq = table.inv_freq(cfg.spec).value();
     const auto selection = cfg.window_for(seq_len);
     kind["selected"] = selection ? nlohmann::json(ropescale::to_string(*selection)) : nullptr;

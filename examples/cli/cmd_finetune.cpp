@@ -84,7 +84,8 @@ int run_finetune(const std::vector<std::string>& argv) {
   if (o.tokens_per_step < o.target_length)
     throw cli::UsageError("--tokens-per-step = " + std::to_string(o.tokens_per_step) +
                           ": must hold one window of " + std::to_string(o.target_length));
-  const tiny_llama::MethodTables tables{rope.table_for(L), rope.table_for(o.target_length)};
+  const tiny_llama::MethodTables tables{rope.table_for(L).value(),
+                                        rope.table_for(o.target_length).value()};
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text);
   std::ofstream log;
   if (!log_path.empty()) log.open(log_path, std::ios::trunc);

@@ -28,7 +28,7 @@ Report make_report(const Options& opt) {
   std::optional<ropescale::RopeConfig> cfg;
   if (!opt.config.empty()) {
     // No default rope_theta: a config without one is refused, as `factors` refuses it.
-    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config);
+    const ropescale::ModelRope model = ropescale::load_hf_model(opt.config).value();
     if (opt.layer_kind >= model.kinds.size())
       ropescale::throw_if_error(ropescale::make_status(
           ropescale::ErrorCode::kOutOfRange, "layer_kind",
@@ -67,13 +67,13 @@ Report make_report(const Options& opt) {
 
   if (cfg && cfg->rope_type != ropescale::RopeType::kDefault) {
     if (cfg->rope_type == ropescale::RopeType::kLongRope) {
-      const ropescale::FactorTable lf = cfg->table_for(spec.original_max_position + 1);
+      const ropescale::FactorTable lf = cfg->table_for(spec.original_max_position + 1).value();
       r.with_detected = true;
       r.detected_critical_pair = ropescale::detect_critical_pair(lf.factors());
       own.emplace_back(lf.factors(), lf.attention_factor(),
                        r.detected_critical_pair ? "longrope2" : "longrope");
     } else {
-      own.push_back(cfg->table_for(target));
+      own.push_back(cfg->table_for(target).value());
     }
   }
   const std::size_t config_tables = own.size();

@@ -306,7 +306,7 @@ Config config_from_hf_json(const json& j) {
   c.rope_theta = j["rope_theta"].get<double>();
   // L_train is the original window: ropescale's importer resolves it (max_position_embeddings
   // alone, or original_max_position_embeddings once rope_scaling extends the model).
-  const ropescale::RopeConfig rope = ropescale::parse_hf_config(j);
+  const ropescale::RopeConfig rope = ropescale::parse_hf_config(j).value();
   c.max_position_embeddings = rope.spec.original_max_position;
   if (rope.spec.rotary_dim != get_int("head_dim") || rope.spec.rope_theta != c.rope_theta)
     fail(ErrorCode::kParseError, "config.json", "rope",
@@ -379,7 +379,7 @@ ropescale::RopeConfig load_rope_config(const std::string& dir) {
   const json cfg = json::parse(read_all(dir + "/config.json"), nullptr, false);
   if (cfg.is_discarded() || !cfg.is_object())
     fail(ErrorCode::kParseError, "config.json", dir, "is not a JSON object");
-  return ropescale::parse_hf_config(cfg);
+  return ropescale::parse_hf_config(cfg).value();
 }
 
 Weights load_model_dir(const std::string& dir) {

@@ -294,7 +294,7 @@ struct SearchProgress {
 
 /// The outcome of run() / resume(). It carries what the search knows about its table (the
 /// critical pair, the spec, the target length), so exporting it needs nothing else:
-/// to_hf_config(result) in io/hf_config.hpp.
+/// to_hf_config(result) in io/hf_export.hpp.
 struct SearchResult {
   Genome best;  ///< lowest-loss genome (c = best.critical_pair)
   double best_loss = 0.0;

@@ -18,6 +18,7 @@
 
 #include "ropescale/critical.hpp"
 #include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/io/search_checkpoint.hpp"
 #include "ropescale/needle.hpp"
 #include "ropescale/packing.hpp"
@@ -299,30 +300,24 @@ void rerotate(const Table& from, const Table& to, const py::object& keys,
 }
 
 rs::RopeConfig config_from(const py::object& path_or_dict, const rs::HfImportOptions& o) {
-  rs::RopeConfig c;
   if (py::isinstance<py::str>(path_or_dict) || py::hasattr(path_or_dict, "__fspath__")) {
     const std::string path = py::str(py::module_::import("os").attr("fspath")(path_or_dict));
-    check(rs::try_load_hf_config(path, o, &c));
-  } else if (py::isinstance<py::dict>(path_or_dict)) {
-    check(rs::try_parse_hf_config(from_python(path_or_dict), o, &c));
-  } else {
-    fail("config", py::str(path_or_dict.get_type()).cast<std::string>(),
-         "must be a path or a dict (a parsed config.json)");
+    return rs::load_hf_config(path, o).value();
   }
-  return c;
+  if (py::isinstance<py::dict>(path_or_dict))
+    return rs::parse_hf_config(from_python(path_or_dict), o).value();
+  fail("config", py::str(path_or_dict.get_type()).cast<std::string>(),
+       "must be a path or a dict (a parsed config.json)");
 }
 rs::ModelRope model_from(const py::object& path_or_dict, const rs::HfImportOptions& o) {
-  rs::ModelRope m;
   if (py::isinstance<py::str>(path_or_dict) || py::hasattr(path_or_dict, "__fspath__")) {
     const std::string path = py::str(py::module_::import("os").attr("fspath")(path_or_dict));
-    check(rs::try_load_hf_model(path, o, &m));
-  } else if (py::isinstance<py::dict>(path_or_dict)) {
-    check(rs::try_parse_hf_model(from_python(path_or_dict), o, &m));
-  } else {
-    fail("config", py::str(path_or_dict.get_type()).cast<std::string>(),
-         "must be a path or a dict (a parsed config.json)");
+    return rs::load_hf_model(path, o).value();
   }
-  return m;
+  if (py::isinstance<py::dict>(path_or_dict))
+    return rs::parse_hf_model(from_python(path_or_dict), o).value();
+  fail("config", py::str(path_or_dict.get_type()).cast<std::string>(),
+       "must be a path or a dict (a parsed config.json)");
 }
 rs::HfImportOptions import_options(const std::string& yarn, const py::object& default_theta) {
   rs::HfImportOptions o;
@@ -339,9 +334,7 @@ rs::HfImportOptions import_options(const std::string& yarn, const py::object& de
 }
 
 Table table_of(const rs::RopeConfig& c, std::int64_t seq_len) {
-  rs::FactorTable t;
-  check(c.try_table_for(seq_len, &t));
-  return Table(c.spec, std::move(t),
+  return Table(c.spec, c.table_for(seq_len).value(),
                c.interleaved_pairs ? rs::PairLayout::kInterleaved : rs::PairLayout::kHalfSplit);
 }
 
@@ -518,7 +511,8 @@ PYBIND11_MODULE(_ropescale, m) {
           [](const rs::RopeConfig& c) { return to_python(rs::to_rope_scaling(c)); },
           "The Hugging Face rope_scaling dict (None for default RoPE).")
       .def(
-          "to_hf_config", [](const rs::RopeConfig& c) { return to_python(rs::to_hf_config(c)); },
+          "to_hf_config",
+          [](const rs::RopeConfig& c) { return to_python(rs::to_hf_config(c).value()); },
           "The RoPE fields of a Hugging Face config.json, as a dict.")
       .def("__eq__", [](const rs::RopeConfig& a, const rs::RopeConfig& b) { return a == b; })
       .def("__repr__", [](const rs::RopeConfig& c) {
@@ -543,19 +537,12 @@ PYBIND11_MODULE(_ropescale, m) {
       .def_property_readonly("num_layers", &rs::ModelRope::num_layers)
       .def_property_readonly("uniform", &rs::ModelRope::uniform)
       .def(
-          "layer",
-          [](const rs::ModelRope& mr, std::int64_t l) {
-            const rs::RopeConfig* c = nullptr;
-            check(mr.try_layer(l, &c));
-            return *c;
-          },
+          "layer", [](const rs::ModelRope& mr, std::int64_t l) { return *mr.layer(l).value(); },
           py::arg("layer"))
       .def(
           "table_for",
           [](const rs::ModelRope& mr, std::int64_t l, std::int64_t seq_len) {
-            const rs::RopeConfig* c = nullptr;
-            check(mr.try_layer(l, &c));
-            return table_of(*c, seq_len);
+            return table_of(*mr.layer(l).value(), seq_len);
           },
           py::arg("layer"), py::arg("seq_len") = 0)
       .def("__repr__", [](const rs::ModelRope& mr) {

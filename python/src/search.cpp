@@ -13,7 +13,7 @@
 
 #include "common.hpp"
 #include "ropescale/critical.hpp"
-#include "ropescale/io/hf_config.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "ropescale/io/search_checkpoint.hpp"
 #include "ropescale/needle.hpp"
 #include "ropescale/packing.hpp"
@@ -229,7 +229,8 @@ void bind_search(py::module_& m) {
           [](const rs::SearchResult& r) { return std::string(rs::to_string(r.stop_reason)); })
       .def_readonly("state", &rs::SearchResult::state)
       .def(
-          "to_hf_config", [](const rs::SearchResult& r) { return to_python(rs::to_hf_config(r)); },
+          "to_hf_config",
+          [](const rs::SearchResult& r) { return to_python(rs::to_hf_config(r).value()); },
           "The result as the RoPE fields of a Hugging Face config.json (rope_type longrope).")
       .def("__repr__", [](const rs::SearchResult& r) {
         std::ostringstream os;

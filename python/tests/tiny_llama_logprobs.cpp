@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
   s.loss_weight.assign(s.tokens.size(), 0.0f);
   const tiny_llama::Weights w = tiny_llama::load_model_dir(dir);
   const ropescale::RopeConfig rc = tiny_llama::load_rope_config(dir);
-  const ropescale::RotaryCache cache(rc.spec, rc.table_for(seq_len),
+  const ropescale::RotaryCache cache(rc.spec, rc.table_for(seq_len).value(),
                                      static_cast<std::int64_t>(s.tokens.size()));
   tiny_llama::Matrix lp;
   tiny_llama::forward(w, tiny_llama::Rope{&cache}, s, &lp);

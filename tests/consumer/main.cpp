@@ -7,11 +7,13 @@
 #include "ropescale/ropescale.hpp"
 
 int main() {
-  const ropescale::RopeConfig cfg = ropescale::parse_hf_config_text(
-      R"({"head_dim": 8, "max_position_embeddings": 16, "rope_theta": 10000.0})");
+  const ropescale::RopeConfig cfg =
+      ropescale::parse_hf_config(
+          R"({"head_dim": 8, "max_position_embeddings": 16, "rope_theta": 10000.0})")
+          .value();
   const ropescale::RopeSpec& spec = cfg.spec;
   if (spec.head_dim != 8 || spec.rotary_dim != 8) return 1;
-  const auto table = cfg.table_for();
+  const auto table = cfg.table_for().value();
   const ropescale::RotaryCache cache(spec, table, 16);
   std::vector<float> q = {1, 2, 3, 4, 5, 6, 7, 8};
   const std::vector<float> orig = q;

@@ -18,6 +18,7 @@
 #include "finetune.hpp"
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
+#include "ropescale/io/hf_export.hpp"
 #include "study.hpp"
 #include "tasks.hpp"
 #include "tiny_llama.hpp"
@@ -521,13 +522,16 @@ TEST(Safetensors, ExtendedConfigKeepsTrainingWindowAndCarriesTheTable) {
   const ropescale::FactorTable ext = rescaled(spec);
   const std::string dir = testing::TempDir() + "tiny_extended";
   tiny_llama::save_model_dir(
-      dir, w, ropescale::to_hf_config(ropescale::longrope_config_from_tables(spec, 64, ext)));
+      dir, w,
+      ropescale::to_hf_config(ropescale::longrope_config_from_tables(spec, 64, ext).value())
+          .value());
   const Weights r = tiny_llama::load_model_dir(dir);
   EXPECT_EQ(r.config().max_position_embeddings, 16);  // L_train, not the extended 64
   const ropescale::RopeConfig rc = tiny_llama::load_rope_config(dir);
   EXPECT_EQ(rc.rope_type, ropescale::RopeType::kLongRope);
   EXPECT_EQ(rc.max_position_embeddings, 64);
-  const ropescale::FactorTable long_table = rc.table_for(64), short_table = rc.table_for(16);
+  const ropescale::FactorTable long_table = rc.table_for(64).value(),
+                               short_table = rc.table_for(16).value();
   EXPECT_LT((long_table.factors() - ext.factors()).abs().maxCoeff(), 1e-15);
   EXPECT_EQ(long_table.attention_factor(), 1.15);
   EXPECT_TRUE((short_table.factors() == 1.0).all());

@@ -6,14 +6,18 @@
 //    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
 //                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
 //
-// parse_hf_config() turns a whole config (as published; unknown fields ignored) into a RopeConfig
-// (parse_hf_model() into one per layer type, for models whose layers differ):
-// the RopeSpec, the method and its parameters. RopeConfig::table_for(seq_len) then gives the exact
-// FactorTable Hugging Face transformers uses for a sequence of seq_len tokens (for LongRoPE: the
-// long factors iff seq_len > original_max_position_embeddings). to_hf_config() / to_rope_scaling()
-// write a config back; parse(to_hf_config(c)) == c. longrope_config_from_tables() and
-// to_rope_freqs() export any FactorTable, as a `longrope` block HF accepts or as llama.cpp's
-// per-pair `rope_freqs` divisors; to_hf_config(search_result) ships a search's table in one call.
+// Four entry points, each returning Result<T> (a value, or a Status naming the field):
+//
+//   parse_hf_config(json or text, options) -> RopeConfig   one RoPE for every layer
+//   load_hf_config(path, options)          -> RopeConfig
+//   parse_hf_model(json or text, options)  -> ModelRope    one RoPE per layer type (Gemma 3,
+//   load_hf_model(path, options)           -> ModelRope    per-layer rope_parameters, NoPE layers)
+//
+// A RopeConfig holds the RopeSpec, the method and its parameters; RopeConfig::table_for(seq_len)
+// gives the exact FactorTable Hugging Face transformers uses for a sequence of seq_len tokens
+// (for LongRoPE: the long factors iff seq_len > original_max_position_embeddings). Writing a
+// config back (to_hf_config, to_rope_scaling, longrope_config_from_tables, to_rope_freqs) is in
+// io/hf_export.hpp.
 //
 // What is read, and from where (HF's rules; "block" = `rope_parameters` if present, else
 // `rope_scaling`):
@@ -56,10 +60,10 @@
 //   scale terms          ModelRope::scales: MLA softmax scale, llama_4_scaling_beta, Llama 4's
 //                        attn_temperature_tuning (AttentionScaleTerms says where each goes).
 //
-// Every error names the field by its JSON path, its value and the rule, e.g.
+// Every error names the field by its JSON path (Status::argument()), its value and the rule, e.g.
 //   ropescale: invalid_argument: rope_scaling.long_factor.size() = 47: must equal rotary_dim / 2 =
 //   48
-// and nothing is returned on error (the try_* twins leave *out untouched).
+// and no value is returned on error.
 #pragma once
 
 #include <Eigen/Core>
@@ -80,7 +84,6 @@
 #include "ropescale/frequencies.hpp"
 #include "ropescale/mrope_layout.hpp"
 #include "ropescale/scaling.hpp"
-#include "ropescale/search_state.hpp"
 
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/file_io.hpp"
@@ -216,15 +219,18 @@ struct RopeConfig {
     if (rope_type != RopeType::kLongRope) return std::nullopt;
     return rope_window(seq_len, spec.original_max_position);
   }
-  /// Deprecated name of window_for.
-  [[deprecated("use window_for")]] std::optional<RopeWindow> selection_for(
-      std::int64_t seq_len) const noexcept {
-    return window_for(seq_len);
-  }
 
   /// The table Hugging Face uses for a sequence of seq_len tokens (seq_len = max position + 1;
   /// seq_len <= 0 means the init-time table: LongRoPE short factors, dynamic NTK unscaled).
-  Status try_table_for(std::int64_t seq_len, FactorTable* out) const {
+  Result<FactorTable> table_for(std::int64_t seq_len = 0) const {
+    FactorTable t;
+    const Status st = build_table(seq_len, &t);
+    if (!st.ok()) return st;
+    return t;
+  }
+
+ private:
+  Status build_table(std::int64_t seq_len, FactorTable* out) const {
     switch (rope_type) {
       case RopeType::kDefault:
         return detail::move_into(default_factors(spec), out);
@@ -250,12 +256,8 @@ struct RopeConfig {
     return make_status(ErrorCode::kInvalidArgument, "rope_type", static_cast<int>(rope_type),
                        "unknown");
   }
-  FactorTable table_for(std::int64_t seq_len = 0) const {
-    FactorTable t;
-    throw_if_error(try_table_for(seq_len, &t));
-    return t;
-  }
 
+ public:
   friend bool operator==(const RopeConfig& a, const RopeConfig& b) {
     auto same_array = [](const Eigen::ArrayXd& x, const Eigen::ArrayXd& y) {
       return x.size() == y.size() && (x == y).all();
@@ -318,10 +320,8 @@ struct AttentionScaleTerms {
   AttnTemperatureTuning temperature_tuning;
 
   /// The factor the queries of a layer (rope_layer: whether it rotates) are multiplied by at
-  /// position pos (>= 0). Status twin of query_scale.
-  Status try_query_scale(std::int64_t pos, bool rope_layer, double* out) const {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// position pos (>= 0).
+  Result<double> query_scale(std::int64_t pos, bool rope_layer) const {
     if (pos < 0 || pos > kMaxPosition)
       return make_status(ErrorCode::kOutOfRange, "pos", pos, "must be in [0, 2^48]");
     const double p = static_cast<double>(pos);
@@ -332,12 +332,6 @@ struct AttentionScaleTerms {
     const AttnTemperatureTuning& t = temperature_tuning;
     if (t.enabled && !rope_layer)
       s *= std::log(std::floor((p + 1.0) / t.floor_scale) + 1.0) * t.attn_scale + 1.0;
-    *out = s;
-    return Status();
-  }
-  double query_scale(std::int64_t pos, bool rope_layer) const {
-    double s = 1.0;
-    throw_if_error(try_query_scale(pos, rope_layer, &s));
     return s;
   }
   /// True when no term changes attention (every factor is 1).
@@ -377,16 +371,11 @@ struct ModelRope {
   AttentionScaleTerms scales;
 
   /// The factor layer l's queries are multiplied by at position pos (AttentionScaleTerms).
-  Status try_query_scale(std::int64_t l, std::int64_t pos, double* out) const {
+  Result<double> query_scale(std::int64_t l, std::int64_t pos) const {
     if (l < 0 || (!layer_kind.empty() && l >= num_layers()))
       return make_status(ErrorCode::kOutOfRange, "layer", l,
                          "must be in [0, " + std::to_string(num_layers()) + ")");
-    return scales.try_query_scale(pos, has_rope(l), out);
-  }
-  double query_scale(std::int64_t l, std::int64_t pos) const {
-    double s = 1.0;
-    throw_if_error(try_query_scale(l, pos, &s));
-    return s;
+    return scales.query_scale(pos, has_rope(l));
   }
 
   /// True when every layer uses one RoPE (one kind and no NoPE layer).
@@ -406,10 +395,9 @@ struct ModelRope {
     return out;
   }
 
-  /// The RoPE of layer l. Status twin of layer(); a NoPE layer is kInvalidArgument naming it.
-  Status try_layer(std::int64_t l, const RopeConfig** out) const {
-    if (out == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
+  /// The RoPE of layer l (points into kinds; valid while this ModelRope lives). A NoPE layer is
+  /// kInvalidArgument naming it.
+  Result<const RopeConfig*> layer(std::int64_t l) const {
     if (kinds.empty())
       return make_status(ErrorCode::kInvalidArgument, "kinds.size()", 0, "must be > 0");
     if (l < 0 || (!layer_kind.empty() && l >= num_layers()))
@@ -422,24 +410,13 @@ struct ModelRope {
                              nope_source +
                              "): its queries and keys are not rotated; there is no spec, table "
                              "or kernel call for it");
-    *out = &kinds[static_cast<std::size_t>(k)].config;
-    return Status();
+    return &kinds[static_cast<std::size_t>(k)].config;
   }
-  const RopeConfig& layer(std::int64_t l) const {
-    const RopeConfig* c = nullptr;
-    throw_if_error(try_layer(l, &c));
-    return *c;
-  }
-  /// Spec and table (for seq_len tokens, as RopeConfig::table_for) of layer l.
-  const RopeSpec& spec_for_layer(std::int64_t l) const { return layer(l).spec; }
-  FactorTable table_for_layer(std::int64_t l, std::int64_t seq_len = 0) const {
-    return layer(l).table_for(seq_len);
-  }
-  /// Status twin of table_for_layer.
-  Status try_table_for_layer(std::int64_t l, std::int64_t seq_len, FactorTable* out) const {
-    const RopeConfig* c = nullptr;
-    ROPESCALE_RETURN_IF_ERROR(try_layer(l, &c));
-    return c->try_table_for(seq_len, out);
+  /// The table of layer l for seq_len tokens (as RopeConfig::table_for).
+  Result<FactorTable> table_for_layer(std::int64_t l, std::int64_t seq_len = 0) const {
+    Result<const RopeConfig*> c = layer(l);
+    if (!c.ok()) return c.status();
+    return (*c)->table_for(seq_len);
   }
 };
 
@@ -451,64 +428,35 @@ struct ModelRope {
 
 namespace ropescale {
 
-/// Reads a parsed config.json into one RoPE per layer type (see ModelRope). Status twin of
-/// parse_hf_model; *out is set only on success.
-inline Status try_parse_hf_model(const nlohmann::json& j, const HfImportOptions& options,
-                                 ModelRope* out) {
-  return detail::parse_model(j, options, out);
-}
-inline ModelRope parse_hf_model(const nlohmann::json& j, const HfImportOptions& options = {}) {
-  ModelRope m;
-  throw_if_error(try_parse_hf_model(j, options, &m));
-  return m;
-}
-
-/// Reads a parsed config.json whose layers all share one RoPE. Status-returning twin of
-/// parse_hf_config; *out is set only on success, and only after a table for both a short and a
-/// long sequence has been built. A config with several RoPEs (Gemma 3 sliding/full layers,
-/// per-layer-type rope_parameters) is refused with the list of kinds: use parse_hf_model.
-inline Status try_parse_hf_config(const nlohmann::json& j, const HfImportOptions& options,
-                                  RopeConfig* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  ModelRope m;
-  ROPESCALE_RETURN_IF_ERROR(detail::parse_model(j, options, &m));
-  if (!m.uniform()) {
-    const std::vector<std::int64_t> nope = m.nope_layers();
-    if (!nope.empty())
-      return make_status(
-          ErrorCode::kUnsupported, (m.text_path.empty() ? "" : m.text_path + ".") + m.nope_source,
-          std::to_string(nope.size()) + " layers without RoPE",
-          "this model has layers without RoPE (NoPE, first: layer " + std::to_string(nope[0]) +
-              "); read it with parse_hf_model / load_hf_model, which says which "
-              "layers rotate");
-    std::string kinds;
-    for (const LayerRope& k : m.kinds)
-      kinds += (kinds.empty() ? "" : "; ") + k.layer_type + ": " + to_string(k.config.rope_type) +
-               " theta " + detail::format_value(k.config.spec.rope_theta);
-    return make_status(ErrorCode::kUnsupported,
-                       (m.text_path.empty() ? "" : m.text_path + ".") + "layer_types",
-                       std::to_string(m.kinds.size()) + " RoPE kinds",
-                       "this model uses a different RoPE per layer type (" + kinds +
-                           "); read it with parse_hf_model / load_hf_model, which gives the "
-                           "spec and table of every layer");
-  }
-  *out = std::move(m.kinds[0].config);
-  return Status();
-}
-
-inline Status try_parse_hf_config(const nlohmann::json& j, RopeConfig* out) {
-  return try_parse_hf_config(j, HfImportOptions{}, out);
-}
-
-/// Reads a parsed config.json; throws Error naming the field, value and rule on bad input.
-inline RopeConfig parse_hf_config(const nlohmann::json& j, const HfImportOptions& options = {}) {
-  RopeConfig c;
-  throw_if_error(try_parse_hf_config(j, options, &c));
-  return c;
-}
-
 namespace detail {
+
+// A config with several RoPEs (NoPE layers, or a RoPE per layer type) has no single RopeConfig:
+// the error names the kinds and points to parse_hf_model.
+inline Status single_rope(ModelRope m, RopeConfig* out) {
+  if (m.uniform()) {
+    *out = std::move(m.kinds[0].config);
+    return Status();
+  }
+  const std::string prefix = m.text_path.empty() ? "" : m.text_path + ".";
+  const std::vector<std::int64_t> nope = m.nope_layers();
+  if (!nope.empty())
+    return make_status(ErrorCode::kUnsupported, prefix + m.nope_source,
+                       std::to_string(nope.size()) + " layers without RoPE",
+                       "this model has layers without RoPE (NoPE, first: layer " +
+                           std::to_string(nope[0]) +
+                           "); read it with parse_hf_model / load_hf_model, which says which "
+                           "layers rotate");
+  std::string kinds;
+  for (const LayerRope& k : m.kinds)
+    kinds += (kinds.empty() ? "" : "; ") + k.layer_type + ": " + to_string(k.config.rope_type) +
+             " theta " + format_value(k.config.spec.rope_theta);
+  return make_status(ErrorCode::kUnsupported, prefix + "layer_types",
+                     std::to_string(m.kinds.size()) + " RoPE kinds",
+                     "this model uses a different RoPE per layer type (" + kinds +
+                         "); read it with parse_hf_model / load_hf_model, which gives the "
+                         "spec and table of every layer");
+}
+
 inline Status parse_json_text(const std::string& text, nlohmann::json* out) {
   nlohmann::json& j = *out;
 #ifndef ROPESCALE_NO_EXCEPTIONS
@@ -527,241 +475,85 @@ inline Status parse_json_text(const std::string& text, nlohmann::json* out) {
 #endif
   return Status();
 }
+
+inline Status parse_model_text(const std::string& text, const HfImportOptions& options,
+                               ModelRope* out) {
+  nlohmann::json j;
+  ROPESCALE_RETURN_IF_ERROR(parse_json_text(text, &j));
+  return parse_model(j, options, out);
+}
+
+inline Status load_model(const std::string& path, const HfImportOptions& options, ModelRope* out) {
+  std::string text;
+  ROPESCALE_RETURN_IF_ERROR(read_file("path", path, &text));
+  return parse_model_text(text, options, out).with_context("in " + path);
+}
+
+template <typename T>
+Result<T> to_result(const Status& st, T value) {
+  if (!st.ok()) return st;
+  return value;
+}
+
 }  // namespace detail
 
-/// Reads a config.json file into one RoPE per layer type (see ModelRope).
-inline Status try_load_hf_model(const std::string& path, const HfImportOptions& options,
-                                ModelRope* out) {
-  std::string text;
-  ROPESCALE_RETURN_IF_ERROR(detail::read_file("path", path, &text));
-  nlohmann::json j;
-  Status st = detail::parse_json_text(text, &j);
-  if (st.ok()) st = try_parse_hf_model(j, options, out);
-  if (st.ok()) return st;
-  return st.with_context("in " + path);
-}
-inline ModelRope load_hf_model(const std::string& path, const HfImportOptions& options = {}) {
+/// A parsed config.json as one RoPE per layer type (see ModelRope).
+inline Result<ModelRope> parse_hf_model(const nlohmann::json& config,
+                                        const HfImportOptions& options = {}) {
   ModelRope m;
-  throw_if_error(try_load_hf_model(path, options, &m));
-  return m;
+  const Status st = detail::parse_model(config, options, &m);
+  return detail::to_result(st, std::move(m));
 }
-
-/// Parses config.json text (malformed JSON is a parse_error with nlohmann's position message).
-inline Status try_parse_hf_config_text(const std::string& text, const HfImportOptions& options,
-                                       RopeConfig* out) {
-  nlohmann::json j;
-  ROPESCALE_RETURN_IF_ERROR(detail::parse_json_text(text, &j));
-  return try_parse_hf_config(j, options, out);
+/// config.json text (malformed JSON is a parse_error with nlohmann's position message).
+inline Result<ModelRope> parse_hf_model(const std::string& text,
+                                        const HfImportOptions& options = {}) {
+  ModelRope m;
+  const Status st = detail::parse_model_text(text, options, &m);
+  return detail::to_result(st, std::move(m));
 }
-inline RopeConfig parse_hf_config_text(const std::string& text,
+inline Result<ModelRope> parse_hf_model(const char* text, const HfImportOptions& options = {}) {
+  return parse_hf_model(std::string(text != nullptr ? text : ""), options);
+}
+/// A config.json file; errors say which file.
+inline Result<ModelRope> load_hf_model(const std::string& path,
                                        const HfImportOptions& options = {}) {
+  ModelRope m;
+  const Status st = detail::load_model(path, options, &m);
+  return detail::to_result(st, std::move(m));
+}
+
+/// A parsed config.json whose layers all share one RoPE; the value exists only once a table for
+/// both a short and a long sequence has been built. A config with several RoPEs (Gemma 3
+/// sliding/full layers, per-layer-type rope_parameters, NoPE layers) is refused with the list
+/// of kinds: use parse_hf_model.
+inline Result<RopeConfig> parse_hf_config(const nlohmann::json& config,
+                                          const HfImportOptions& options = {}) {
+  ModelRope m;
   RopeConfig c;
-  throw_if_error(try_parse_hf_config_text(text, options, &c));
-  return c;
+  Status st = detail::parse_model(config, options, &m);
+  if (st.ok()) st = detail::single_rope(std::move(m), &c);
+  return detail::to_result(st, std::move(c));
 }
-
-/// Reads a config.json file.
-inline Status try_load_hf_config(const std::string& path, const HfImportOptions& options,
-                                 RopeConfig* out) {
-  std::string text;
-  ROPESCALE_RETURN_IF_ERROR(detail::read_file("path", path, &text));
-  const Status st = try_parse_hf_config_text(text, options, out);
-  if (st.ok()) return st;
-  return st.with_context("in " + path);
-}
-inline RopeConfig load_hf_config(const std::string& path, const HfImportOptions& options = {}) {
+/// config.json text (malformed JSON is a parse_error with nlohmann's position message).
+inline Result<RopeConfig> parse_hf_config(const std::string& text,
+                                          const HfImportOptions& options = {}) {
+  ModelRope m;
   RopeConfig c;
-  throw_if_error(try_load_hf_config(path, options, &c));
-  return c;
+  Status st = detail::parse_model_text(text, options, &m);
+  if (st.ok()) st = detail::single_rope(std::move(m), &c);
+  return detail::to_result(st, std::move(c));
 }
-
-// ---------------------------------------------------------------------------------------------
-// Export
-// ---------------------------------------------------------------------------------------------
-
-namespace detail {
-
-inline nlohmann::json to_json_array(const Eigen::ArrayXd& a) {
-  nlohmann::json out = nlohmann::json::array();
-  for (Eigen::Index i = 0; i < a.size(); ++i) out.push_back(a[i]);
-  return out;
+inline Result<RopeConfig> parse_hf_config(const char* text, const HfImportOptions& options = {}) {
+  return parse_hf_config(std::string(text != nullptr ? text : ""), options);
 }
-
-// The partial_rotary_factor p with int(head_dim * p) == rotary_dim, as HF truncates.
-inline double partial_rotary_factor_for(std::int64_t head_dim, std::int64_t rotary_dim) {
-  double p = static_cast<double>(rotary_dim) / static_cast<double>(head_dim);
-  for (int k = 0;
-       k < 8 && static_cast<std::int64_t>(static_cast<double>(head_dim) * p) < rotary_dim; ++k)
-    p = std::nextafter(p, 2.0);
-  return p;
-}
-
-}  // namespace detail
-
-/// The `rope_scaling` block for a config (null for default RoPE). Writes `rope_type` and the
-/// older `type` key, so both old and new readers accept it.
-inline nlohmann::json to_rope_scaling(const RopeConfig& c) {
-  using nlohmann::json;
-  if (c.rope_type == RopeType::kDefault && !c.is_mrope()) return json();
-  json b = json::object();
-  b["rope_type"] = to_string(c.rope_type);
-  b["type"] = to_string(c.rope_type);
-  if (c.is_mrope()) {
-    b["mrope_section"] = c.mrope_section;
-    b["mrope_interleaved"] = c.mrope_interleaved;
-  }
-  switch (c.rope_type) {
-    case RopeType::kDefault:
-      break;
-    case RopeType::kProportional:
-      if (c.factor != 1.0) b["factor"] = c.factor;
-      break;
-    case RopeType::kLinear:
-    case RopeType::kDynamic:
-      b["factor"] = c.factor;
-      if (c.ntk_alpha != 0.0) b["alpha"] = c.ntk_alpha;
-      break;
-    case RopeType::kYarn:
-      b["factor"] = c.yarn.factor;
-      b["beta_fast"] = c.yarn.beta_fast;
-      b["beta_slow"] = c.yarn.beta_slow;
-      if (c.yarn.mscale != 0.0) b["mscale"] = c.yarn.mscale;
-      if (c.yarn.mscale_all_dim != 0.0) b["mscale_all_dim"] = c.yarn.mscale_all_dim;
-      if (!c.yarn.truncate) b["truncate"] = false;
-      if (c.yarn.attention_factor) b["attention_factor"] = *c.yarn.attention_factor;
-      if (c.yarn.original_max_position != 0 &&
-          c.yarn.original_max_position != c.max_position_embeddings)
-        b["original_max_position_embeddings"] = c.yarn.original_max_position;
-      break;
-    case RopeType::kLlama3:
-      b["factor"] = c.llama3.factor;
-      b["low_freq_factor"] = c.llama3.low_freq_factor;
-      b["high_freq_factor"] = c.llama3.high_freq_factor;
-      b["original_max_position_embeddings"] = c.llama3.original_max_position;
-      break;
-    case RopeType::kLongRope:
-      b["short_factor"] = detail::to_json_array(c.longrope.short_factor);
-      b["long_factor"] = detail::to_json_array(c.longrope.long_factor);
-      if (c.longrope.attention_factor) b["attention_factor"] = *c.longrope.attention_factor;
-      if (c.longrope.short_mscale) b["short_mscale"] = *c.longrope.short_mscale;
-      if (c.longrope.long_mscale) b["long_mscale"] = *c.longrope.long_mscale;
-      if (c.spec.original_max_position == c.max_position_embeddings)
-        b["factor"] = c.longrope.factor;  // no original window: s comes from the block
-      break;
-  }
-  return b;
-}
-
-/// A whole (RoPE-only) config.json: head_dim, partial_rotary_factor, rope_theta,
-/// max_position_embeddings, original_max_position_embeddings where it matters, rope_scaling.
-/// Throws Error when the config cannot be written faithfully (a LongRoPE factor that is not
-/// max_position_embeddings / original_max_position_embeddings).
-inline nlohmann::json to_hf_config(const RopeConfig& c) {
-  using nlohmann::json;
-  throw_if_error(validate(c.spec));
-  json j = json::object();
-  // HF reads `alpha` only in HunYuan's rotary embedding, and ERNIE's 3D M-RoPE layout comes from
-  // its model class: name the family that gives them meaning.
-  if (c.ntk_alpha != 0.0) j["model_type"] = "hunyuan_v1_dense";
-  if (c.mrope_layout == MropeLayout::kErnie3d) j["model_type"] = "ernie4_5_vl_moe_text";
-  j["head_dim"] = c.spec.head_dim;
-  if (c.interleaved_pairs) j["rope_interleave"] = true;
-  if (c.spec.rotary_dim != c.spec.head_dim)
-    j["partial_rotary_factor"] =
-        detail::partial_rotary_factor_for(c.spec.head_dim, c.spec.rotary_dim);
-  j["rope_theta"] = c.spec.rope_theta;
-  j["max_position_embeddings"] = c.max_position_embeddings;
-  const std::int64_t window = c.spec.original_max_position;
-  switch (c.rope_type) {
-    case RopeType::kDefault:
-    case RopeType::kLinear:
-    case RopeType::kProportional:
-      if (window != c.max_position_embeddings) j["original_max_position_embeddings"] = window;
-      break;
-    case RopeType::kLongRope:
-      if (window != c.max_position_embeddings) {
-        const double s =
-            static_cast<double>(c.max_position_embeddings) / static_cast<double>(window);
-        if (s != c.longrope.factor)
-          throw_if_error(make_status(ErrorCode::kInvalidArgument, "longrope.factor",
-                                     c.longrope.factor,
-                                     "must equal max_position_embeddings / "
-                                     "original_max_position_embeddings (" +
-                                         detail::format_value(s) + ") for Hugging Face"));
-        j["original_max_position_embeddings"] = window;
-      }
-      break;
-    case RopeType::kDynamic:
-    case RopeType::kYarn:
-    case RopeType::kLlama3:
-      break;
-  }
-  const json block = to_rope_scaling(c);
-  if (!block.is_null()) j["rope_scaling"] = block;
-  return j;
-}
-
-/// A LongRoPE config that reproduces arbitrary tables in Hugging Face: `long_table` for
-/// sequences longer than spec.original_max_position, `short_table` (identity if null) otherwise.
-/// HF applies one attention factor to both sets, so both tables must share it; it is written as
-/// an explicit attention_factor. Use it to ship a LongRoPE2-searched or any other table.
-inline RopeConfig longrope_config_from_tables(const RopeSpec& spec,
-                                              std::int64_t max_position_embeddings,
-                                              const FactorTable& long_table,
-                                              const FactorTable* short_table = nullptr) {
-  throw_if_error(long_table.validate_for(spec));  // validates spec too
-  if (max_position_embeddings < spec.original_max_position)
-    throw_if_error(make_status(ErrorCode::kInvalidArgument, "max_position_embeddings",
-                               max_position_embeddings,
-                               "must be >= spec.original_max_position (" +
-                                   std::to_string(spec.original_max_position) + ")"));
+/// A config.json file; errors say which file.
+inline Result<RopeConfig> load_hf_config(const std::string& path,
+                                         const HfImportOptions& options = {}) {
+  ModelRope m;
   RopeConfig c;
-  c.rope_type = RopeType::kLongRope;
-  c.spec = spec;
-  c.max_position_embeddings = max_position_embeddings;
-  c.longrope.long_factor = long_table.factors();
-  if (short_table != nullptr) {
-    throw_if_error(short_table->validate_for(spec));
-    if (short_table->attention_factor() != long_table.attention_factor())
-      throw_if_error(make_status(ErrorCode::kInvalidArgument, "short_table.attention_factor",
-                                 short_table->attention_factor(),
-                                 "must equal long_table.attention_factor (" +
-                                     detail::format_value(long_table.attention_factor()) +
-                                     "): Hugging Face applies one attention factor to both sets"));
-    c.longrope.short_factor = short_table->factors();
-  } else {
-    c.longrope.short_factor = Eigen::ArrayXd::Ones(static_cast<Eigen::Index>(spec.pairs()));
-  }
-  c.longrope.factor = static_cast<double>(max_position_embeddings) /
-                      static_cast<double>(spec.original_max_position);
-  c.longrope.attention_factor = long_table.attention_factor();
-  return c;
-}
-
-/// The LongRoPE config that ships a search's table: long factors = result.table (for sequences
-/// longer than the spec's original_max_position), short factors = 1, max_position_embeddings =
-/// the search's target length. Everything comes from the result itself.
-inline RopeConfig longrope_config_from_search(const SearchResult& result) {
-  return longrope_config_from_tables(result.spec, result.target_length, result.table);
-}
-
-/// A search result as a Hugging Face config.json (see longrope_config_from_search): one call.
-inline nlohmann::json to_hf_config(const SearchResult& result) {
-  return to_hf_config(longrope_config_from_search(result));
-}
-
-/// llama.cpp's `rope_freqs`: one float32 divisor of the angle per rotary pair (lambda_i).
-/// The attention factor is not part of it (llama.cpp's rope.scaling.attn_factor carries it).
-inline std::vector<float> to_rope_freqs(const FactorTable& table) {
-  std::vector<float> out(static_cast<std::size_t>(table.pairs()));
-  for (Eigen::Index i = 0; i < table.factors().size(); ++i)
-    out[static_cast<std::size_t>(i)] = static_cast<float>(table.factors()[i]);
-  return out;
-}
-
-/// The same list as JSON numbers (double precision, lambda_i per pair).
-inline nlohmann::json to_rope_freqs_json(const FactorTable& table) {
-  return detail::to_json_array(table.factors());
+  Status st = detail::load_model(path, options, &m);
+  if (st.ok()) st = detail::single_rope(std::move(m), &c).with_context("in " + path);
+  return detail::to_result(st, std::move(c));
 }
 
 }  // namespace ropescale

@@ -1,8 +1,21 @@
-// ropescale internal: the config.json reader behind io/hf_config.hpp's try_parse_hf_model and
-// try_parse_hf_config: the head and rotary widths, one flat (single-block) config, the
-// config-class defaults and the per-layer-type assembly, on the field readers of json_read.hpp.
-// io/hf_config.hpp includes it after the types it fills (RopeConfig, ModelRope). Not a public
-// header.
+// ropescale internal: the config.json reader behind io/hf_config.hpp's parse_hf_model and
+// parse_hf_config. It reads the config once, where it lies:
+//
+//   RawFields   the text model's fields, looked up by key with their JSON paths; the top-level
+//               copies a nested text config inherits and the config-class defaults are
+//               overrides on those fields (values held as data), never edits of a JSON copy.
+//   KindSource  what one RoPE kind reads: the raw fields, the rope block that kind uses (the
+//               whole config's, or a v5 per-layer-type block), and that kind's overrides
+//               (Gemma 3's local base for sliding layers, Gemma 4's global_head_dim, ...).
+//   resolvers   one per rope type, each holding Hugging Face's precedence for its parameters
+//               and its window as data (first_of / window_precedence), filling a RopeConfig.
+//   parse_model the layer plan (layer types, NoPE layers), one KindSource per distinct kind,
+//               kinds deduplicated, each layer mapped to its kind.
+//
+// The generators of scaling.hpp and frequencies.hpp hold the parameter rules; what was read is
+// checked by them (validate_kind), their messages renamed to the config key a parameter came
+// from. io/hf_config.hpp includes this header after the types it fills (RopeConfig, ModelRope).
+// Not a public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
@@ -12,7 +25,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <deque>
+#include <initializer_list>
 #include <limits>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -27,52 +44,194 @@ namespace ropescale {
 
 namespace detail {
 
-// How parse_flat names what it reads: `top` prefixes top-level fields ("" or "text_config."),
-// `block` is the displayed path of the rope block (empty: top + the key found), `nested` marks a
-// v5 per-layer-type block (HF then takes original_max_position_embeddings from the block only),
-// `family` is the config's model_type.
-struct FlatNames {
-  std::string top;
-  std::string block;
-  bool nested = false;
-  std::string family;
-  std::string theta_key;  // the config key rope_theta was copied from (Gemma 3's local base)
+// ---------------------------------------------------------------------------------------------
+// Fields as read
+// ---------------------------------------------------------------------------------------------
+
+// One value the reader uses: the JSON it is (nullptr when absent or null) and the path an error
+// names.
+struct ConfigField {
+  const Json* value = nullptr;
+  std::string path;
+  explicit operator bool() const noexcept { return value != nullptr; }
 };
 
-inline bool is_mla_family_key(const Json& j) {
-  return find_member(j, "qk_rope_head_dim") != nullptr;
+// Containers nested deeper than this compare as equal when of one kind: nlohmann's operator==
+// recurses per level, so comparing hostile 100k-deep values would overflow the stack. No config
+// nests RoPE fields that deep.
+constexpr int kMaxCompareDepth = 64;
+inline bool bounded_equal(const Json& a, const Json& b, int depth = 0) {
+  if (!a.is_structured() || !b.is_structured()) return a == b;
+  if (a.type() != b.type()) return false;
+  if (depth >= kMaxCompareDepth) return true;
+  if (a.size() != b.size()) return false;
+  if (a.is_array()) {
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (!bounded_equal(a[i], b[i], depth + 1)) return false;
+    return true;
+  }
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    auto jt = b.find(it.key());
+    if (jt == b.end() || !bounded_equal(*it, *jt, depth + 1)) return false;
+  }
+  return true;
 }
 
+// The text model's fields. find() looks a key up in the text model's object, then in the
+// overrides: values inherited from the top level of a nested config, and config-class defaults
+// (owned here). Errors name a field as top() + key, as the text model spells it.
+class RawFields {
+ public:
+  RawFields(const Json& cfg, std::string top) : cfg_(&cfg), top_(std::move(top)) {}
+  RawFields(const RawFields&) = delete;
+  RawFields& operator=(const RawFields&) = delete;
+
+  const Json* find(const char* key) const {
+    if (const Json* v = find_member(*cfg_, key)) return v;
+    auto it = overrides_.find(key);
+    return it == overrides_.end() ? nullptr : it->second;
+  }
+  ConfigField field(const char* key) const { return {find(key), top_ + key}; }
+  const std::string& top() const noexcept { return top_; }
+
+  // key's value where the text model has none; *v must outlive this object.
+  void inherit(const char* key, const Json* v) { overrides_[key] = v; }
+  // A value the reader owns (a config-class default).
+  void set_default(const std::string& key, Json v) {
+    owned_.push_back(std::move(v));
+    overrides_[key] = &owned_.back();
+  }
+
+ private:
+  const Json* cfg_;
+  std::string top_;
+  std::unordered_map<std::string, const Json*> overrides_;
+  std::deque<Json> owned_;  // stable addresses
+};
+
+// A field of one kind put over what the config says (a key and the value with its path).
+struct FieldOverride {
+  std::string key;
+  ConfigField field;
+};
+
+inline const ConfigField* find_override(const std::vector<FieldOverride>& list, const char* key) {
+  for (const FieldOverride& o : list)
+    if (o.key == key) return &o.field;
+  return nullptr;
+}
+
+// The rope block one kind reads: `rope_parameters`, else `rope_scaling`, or a v5 per-layer-type
+// block; `name` is its displayed path. Overrides add fields it lacks (Gemma 3's sliding blocks
+// take rope_local_base_freq as rope_theta).
+struct RopeBlock {
+  const Json* obj = nullptr;  // nullptr: no block, or a null one
+  std::string name;
+  std::vector<FieldOverride> overrides;
+
+  ConfigField field(const char* key) const {
+    if (obj != nullptr)
+      if (const Json* v = find_member(*obj, key)) return {v, name + "." + key};
+    if (const ConfigField* o = find_override(overrides, key)) return *o;
+    return {nullptr, name + "." + key};
+  }
+  const Json* find(const char* key) const { return field(key).value; }
+  bool present() const noexcept { return obj != nullptr || !overrides.empty(); }
+  bool empty() const noexcept { return (obj == nullptr || obj->empty()) && overrides.empty(); }
+};
+
+// What one RoPE kind reads: the raw fields under this kind's overrides, and its rope block.
+// `nested` marks a v5 per-layer-type block (HF then takes original_max_position_embeddings from
+// the block only); `family` is the config's model_type.
+struct KindSource {
+  const RawFields* raw = nullptr;
+  RopeBlock block;
+  std::vector<FieldOverride> overrides;
+  bool nested = false;
+  std::string family;
+
+  ConfigField top(const char* key) const {
+    if (const ConfigField* o = find_override(overrides, key)) return *o;
+    return raw->field(key);
+  }
+  const Json* find(const char* key) const { return top(key).value; }
+  std::string path(const char* key) const { return raw->top() + key; }
+};
+
+// Where a value may come from, in Hugging Face's order of precedence: the first present wins.
+enum class From { kTop, kBlock };
+struct Source {
+  From from;
+  const char* key;
+};
+
+inline ConfigField first_of(const KindSource& k, std::initializer_list<Source> order) {
+  for (const Source& s : order) {
+    ConfigField f = s.from == From::kTop ? k.top(s.key) : k.block.field(s.key);
+    if (f) return f;
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Widths, theta, M-RoPE, pair layout
+// ---------------------------------------------------------------------------------------------
+
+inline bool is_mla_family_key(const KindSource& k) { return k.find("qk_rope_head_dim") != nullptr; }
+
 // The fields a reader may have meant as the head width, for the refusal message.
-inline std::string head_fields_seen(const Json& j) {
+inline std::string head_fields_seen(const KindSource& k) {
   std::string seen;
-  for (const char* k : {"hidden_size", "num_attention_heads", "n_embd", "n_head", "d_model",
-                        "n_heads", "kv_channels", "head_dim", "qk_rope_head_dim", "rotary_dim"}) {
-    if (const Json* v = find_member(j, k))
-      seen += std::string(seen.empty() ? "" : ", ") + k + " = " + json_excerpt(*v);
+  for (const char* key : {"hidden_size", "num_attention_heads", "n_embd", "n_head", "d_model",
+                          "n_heads", "kv_channels", "head_dim", "qk_rope_head_dim", "rotary_dim"}) {
+    if (const Json* v = k.find(key))
+      seen += std::string(seen.empty() ? "" : ", ") + key + " = " + json_excerpt(*v);
   }
   return seen.empty() ? std::string("none") : seen;
 }
 
-// Rotary width, the model family's own rule (HF's configuration_*.py):
+// head_dim when neither qk_rope_head_dim nor head_dim is given: HF's generic
+// hidden_size / num_attention_heads. ChatGLM's kv_channels and GPT-2-style n_embd / n_head are
+// refused with the fields seen rather than guessed.
+inline Status read_generic_head_dim(const KindSource& k, std::int64_t* head_dim) {
+  const Json* hs = k.find("hidden_size");
+  const Json* nh = k.find("num_attention_heads");
+  if (const Json* kv = k.find("kv_channels"))
+    return make_status(ErrorCode::kUnsupported, k.path("kv_channels"), json_excerpt(*kv),
+                       "the rotary width of this family (ChatGLM) is not derived from "
+                       "kv_channels by ropescale; fields seen: " +
+                           head_fields_seen(k) + "; add head_dim and partial_rotary_factor");
+  if (hs == nullptr || nh == nullptr)
+    return missing_field(k.path(hs == nullptr ? "hidden_size" : "num_attention_heads"),
+                         "needed when head_dim is absent; fields seen: " + head_fields_seen(k) +
+                             "; add head_dim (the per-head width) to the config");
+  std::int64_t hidden = 0, heads = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hs, k.path("hidden_size"), &hidden));
+  ROPESCALE_RETURN_IF_ERROR(read_positive_int(*nh, k.path("num_attention_heads"), &heads));
+  if (hidden % heads != 0)
+    return make_status(ErrorCode::kInvalidArgument, k.path("hidden_size"), hidden,
+                       "must be divisible by num_attention_heads (" + std::to_string(heads) +
+                           ") when head_dim is absent");
+  *head_dim = hidden / heads;
+  return Status();
+}
+
+// Head width, the model family's own rule (HF's configuration_*.py):
 //   MLA (DeepSeek-V2/V3/R1, Kimi-K2, MiniCPM3, ...: `qk_rope_head_dim`): HF sets
 //     head_dim = qk_rope_head_dim, and only those channels rotate (the rest of q/k is `nope`).
 //   `head_dim` when present (Gemma, Qwen3, Mistral, ... set it independently of hidden_size).
-//   GPT-J / CodeGen `rotary_dim`: that many channels rotate.
-//   else hidden_size / num_attention_heads (HF's generic rule).
-// Widths that cannot be told without guessing (ChatGLM's kv_channels, GPT-2-style n_embd/n_head
-// without head_dim) are refused with the fields seen.
-inline Status read_head_dim(const Json& j, const FlatNames& nm, std::int64_t* head_dim,
+//   GPT-J / CodeGen `rotary_dim`: that many channels rotate (*rotary_override).
+//   else hidden_size / num_attention_heads (read_generic_head_dim).
+inline Status read_head_dim(const KindSource& k, std::int64_t* head_dim,
                             std::optional<std::int64_t>* rotary_override) {
-  const std::string& tp = nm.top;
-  if (const Json* qr = find_member(j, "qk_rope_head_dim")) {
+  if (const ConfigField qr = k.top("qk_rope_head_dim")) {
     std::int64_t w = 0;
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*qr, tp + "qk_rope_head_dim", &w));
-    if (const Json* hd = find_member(j, "head_dim")) {
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*qr.value, qr.path, &w));
+    if (const ConfigField hd = k.top("head_dim")) {
       std::int64_t h = 0;
-      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hd, tp + "head_dim", &h));
+      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hd.value, hd.path, &h));
       if (h != w)
-        return make_status(ErrorCode::kUnsupported, tp + "head_dim", h,
+        return make_status(ErrorCode::kUnsupported, hd.path, h,
                            "differs from qk_rope_head_dim (" + std::to_string(w) +
                                "); MLA rotates qk_rope_head_dim channels: remove head_dim or "
                                "make it equal");
@@ -80,39 +239,211 @@ inline Status read_head_dim(const Json& j, const FlatNames& nm, std::int64_t* he
     *head_dim = w;
     return Status();
   }
-  if (const Json* hd = find_member(j, "head_dim")) {
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hd, tp + "head_dim", head_dim));
+  if (const ConfigField hd = k.top("head_dim")) {
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hd.value, hd.path, head_dim));
   } else {
-    const Json* hs = find_member(j, "hidden_size");
-    const Json* nh = find_member(j, "num_attention_heads");
-    if (find_member(j, "kv_channels") != nullptr)
-      return make_status(ErrorCode::kUnsupported, tp + "kv_channels",
-                         json_excerpt(*find_member(j, "kv_channels")),
-                         "the rotary width of this family (ChatGLM) is not derived from "
-                         "kv_channels by ropescale; fields seen: " +
-                             head_fields_seen(j) + "; add head_dim and partial_rotary_factor");
-    if (hs == nullptr || nh == nullptr) {
-      const std::string seen = head_fields_seen(j);
-      return missing_field(tp + (hs == nullptr ? "hidden_size" : "num_attention_heads"),
-                           "needed when head_dim is absent; fields seen: " + seen +
-                               "; add head_dim (the per-head width) to the config");
-    }
-    std::int64_t hidden = 0, heads = 0;
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*hs, tp + "hidden_size", &hidden));
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*nh, tp + "num_attention_heads", &heads));
-    if (hidden % heads != 0)
-      return make_status(ErrorCode::kInvalidArgument, tp + "hidden_size", hidden,
-                         "must be divisible by num_attention_heads (" + std::to_string(heads) +
-                             ") when head_dim is absent");
-    *head_dim = hidden / heads;
+    ROPESCALE_RETURN_IF_ERROR(read_generic_head_dim(k, head_dim));
   }
-  if (const Json* rd = find_member(j, "rotary_dim")) {  // GPT-J, CodeGen
+  if (const ConfigField rd = k.top("rotary_dim")) {  // GPT-J, CodeGen
     std::int64_t r = 0;
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*rd, tp + "rotary_dim", &r));
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*rd.value, rd.path, &r));
     *rotary_override = r;
+  }
+  if (*head_dim > kMaxConfigHeadDim)
+    return make_status(ErrorCode::kInvalidArgument, k.path("head_dim"), *head_dim,
+                       "must be <= " + std::to_string(kMaxConfigHeadDim));
+  return Status();
+}
+
+// The rotating fraction p: HF v5 standardize_rope_params lets a top-level partial_rotary_factor
+// overwrite the block's (older HF read the top level only); GPT-NeoX spells it rotary_pct.
+inline Status read_partial_rotary(const KindSource& k, double* partial, bool* given) {
+  const ConfigField pr = first_of(k, {{From::kTop, "partial_rotary_factor"},
+                                      {From::kBlock, "partial_rotary_factor"},
+                                      {From::kTop, "rotary_pct"}});
+  *given = static_cast<bool>(pr);
+  if (!pr) return Status();
+  ROPESCALE_RETURN_IF_ERROR(read_double(*pr.value, pr.path, partial));
+  if (!(*partial > 0.0 && *partial <= 1.0))
+    return make_status(ErrorCode::kInvalidArgument, pr.path, *partial, "must be in (0, 1]");
+  return Status();
+}
+
+// head_dim, rotary_dim and (proportional) freq_dim of the spec.
+inline Status read_widths(const KindSource& k, RopeType type, RopeSpec* spec) {
+  std::int64_t head_dim = 0;
+  std::optional<std::int64_t> rotary_override;
+  ROPESCALE_RETURN_IF_ERROR(read_head_dim(k, &head_dim, &rotary_override));
+  double partial = 1.0;
+  bool has_partial = false;
+  ROPESCALE_RETURN_IF_ERROR(read_partial_rotary(k, &partial, &has_partial));
+  spec->head_dim = head_dim;
+  const std::string shape = " (head_dim " + std::to_string(head_dim) + ", partial_rotary_factor " +
+                            format_value(partial) + ")";
+  if (type == RopeType::kProportional) {
+    // HF: rope_angles = int(partial_rotary_factor * head_dim // 2) pairs rotate, with exponents
+    // over head_dim; the other head_dim/2 - rope_angles pairs have frequency 0.
+    spec->rotary_dim =
+        2 * static_cast<std::int64_t>(std::floor(partial * static_cast<double>(head_dim) / 2.0));
+    spec->freq_dim = head_dim % 2 == 0 ? head_dim : 0;
+    if (spec->rotary_dim <= 0 || head_dim % 2 != 0)
+      return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec->rotary_dim,
+                         "proportional: 2 * int(partial_rotary_factor * head_dim // 2) must be > 0 "
+                         "and head_dim even" +
+                             shape);
+  } else if (rotary_override && !has_partial) {
+    spec->rotary_dim = *rotary_override;
+    if (spec->rotary_dim % 2 != 0 || spec->rotary_dim > head_dim)
+      return make_status(ErrorCode::kInvalidArgument, k.path("rotary_dim"), spec->rotary_dim,
+                         "must be even and <= head_dim (" + std::to_string(head_dim) + ")");
+  } else {
+    // HF: dim = int(head_dim * partial_rotary_factor).
+    spec->rotary_dim = static_cast<std::int64_t>(static_cast<double>(head_dim) * partial);
+    if (spec->rotary_dim <= 0 || spec->rotary_dim % 2 != 0)
+      return make_status(ErrorCode::kInvalidArgument, "rotary_dim", spec->rotary_dim,
+                         "int(head_dim * partial_rotary_factor) must be even and > 0" + shape);
   }
   return Status();
 }
+
+// rope_theta: block (v5), top level, GPT-NeoX's rotary_emb_base, the caller's default. *path is
+// the key it came from (named if a generator refuses it).
+inline Status read_theta(const KindSource& k, const HfImportOptions& options, double* theta,
+                         std::string* path) {
+  const ConfigField f = first_of(
+      k,
+      {{From::kBlock, "rope_theta"}, {From::kTop, "rope_theta"}, {From::kTop, "rotary_emb_base"}});
+  if (f) {
+    *path = f.path;
+    return read_double(*f.value, f.path, theta);
+  }
+  if (!options.default_rope_theta) return missing_field(k.path("rope_theta"), "the RoPE base");
+  *theta = *options.default_rope_theta;
+  *path = "HfImportOptions::default_rope_theta";
+  return Status();
+}
+
+// The method: block.rope_type, else block.type; no block, a null one, or one holding only
+// M-RoPE sections or rope_theta: default RoPE (HF's default).
+inline Status read_rope_type(const RopeBlock& b, RopeType* out) {
+  *out = RopeType::kDefault;
+  if (b.obj == nullptr) return Status();
+  if (!b.obj->is_object()) return json_type_error(b.name, *b.obj, "must be an object or null");
+  const bool typed = b.find("rope_type") != nullptr || b.find("type") != nullptr;
+  if (!typed) {
+    for (const auto& item : b.obj->items())
+      if (item.value().is_object())
+        return make_status(ErrorCode::kUnsupported, b.name + "." + item.key(), "{...}",
+                           "a per-layer-type block needs layer_types listing every layer's "
+                           "type, with each key of " +
+                               b.name + " among them");
+  }
+  if (typed ||
+      (!b.empty() && b.find("mrope_section") == nullptr && b.find("rope_theta") == nullptr))
+    return parse_rope_type(*b.obj, b.name, out);
+  return Status();
+}
+
+// The section list: mrope_section, or HunYuan-VL's xdrope_section (HF's HunYuanVLTextConfig
+// renames it, refusing two different lists). Each entry in [0, pairs], summing to pairs.
+inline Status read_mrope_sections(const RopeBlock& b, std::int64_t pairs, ConfigField* where,
+                                  std::vector<std::int64_t>* out) {
+  ConfigField ms = b.field("mrope_section");
+  if (const ConfigField xs = b.field("xdrope_section")) {
+    if (!ms)
+      ms = xs;
+    else if (!bounded_equal(*ms.value, *xs.value))
+      return make_status(ErrorCode::kInvalidArgument, xs.path, json_excerpt(*xs.value),
+                         "differs from mrope_section (" + json_excerpt(*ms.value) +
+                             "); HF reads xdrope_section as another name for it");
+  }
+  *where = ms;
+  if (!ms) return Status();
+  const Json& v = *ms.value;
+  if (!v.is_array() || v.empty() || v.size() > static_cast<std::size_t>(kMaxMropeAxes))
+    return json_type_error(ms.path, v,
+                           "must be an array of 1 to 4 integers (pairs per position axis)");
+  std::int64_t sum = 0;
+  for (std::size_t a = 0; a < v.size(); ++a) {
+    const std::string p = ms.path + "[" + std::to_string(a) + "]";
+    std::int64_t x = 0;
+    ROPESCALE_RETURN_IF_ERROR(read_int(v[a], p, &x));
+    if (x < 0 || x > pairs)
+      return make_status(ErrorCode::kInvalidArgument, p, x,
+                         "must be in [0, rotary_dim / 2 = " + std::to_string(pairs) + "]");
+    sum += x;
+    out->push_back(x);
+  }
+  if (sum != pairs)
+    return make_status(ErrorCode::kInvalidArgument, ms.path, json_excerpt(v),
+                       "must sum to rotary_dim / 2 = " + std::to_string(pairs));
+  return Status();
+}
+
+// M-RoPE (Qwen2-VL: rope_scaling {"type": "mrope", "mrope_section": [16, 24, 24]}; Qwen3-VL adds
+// "mrope_interleaved": true, and its code always interleaves; ERNIE 4.5 VL's class alternates
+// h/w; HunYuan-VL writes 4 sections as `xdrope_section`).
+inline Status read_mrope(const KindSource& k, RopeConfig* c) {
+  const RopeBlock& b = k.block;
+  ConfigField ms;
+  ROPESCALE_RETURN_IF_ERROR(read_mrope_sections(b, c->spec.pairs(), &ms, &c->mrope_section));
+  const ConfigField mi = b.field("mrope_interleaved");
+  if (!ms) {
+    if (mi) return missing_field(b.name + ".mrope_section", "mrope_interleaved needs the sections");
+    return Status();
+  }
+  const bool ernie_vl = k.family.rfind("ernie4_5_vl", 0) == 0;
+  c->mrope_interleaved = k.family.rfind("qwen3_vl", 0) == 0;
+  if (mi) {
+    if (!mi.value->is_boolean())
+      return json_type_error(mi.path, *mi.value, "must be true or false");
+    c->mrope_interleaved = mi.value->get<bool>();
+  }
+  if (ernie_vl && c->mrope_interleaved)
+    return make_status(ErrorCode::kUnsupported, mi.path, true,
+                       "ERNIE 4.5 VL's layout is its own 3D one, not Qwen3-VL's interleaving");
+  c->mrope_layout = c->mrope_interleaved ? MropeLayout::kInterleaved
+                    : ernie_vl           ? MropeLayout::kErnie3d
+                                         : MropeLayout::kSectioned;
+  const std::vector<std::int64_t>& s = c->mrope_section;
+  if (c->mrope_layout != MropeLayout::kSectioned && s.size() != 3)
+    return make_status(ErrorCode::kInvalidArgument, ms.path + ".size()",
+                       static_cast<std::int64_t>(s.size()),
+                       std::string("must be 3 (temporal, height, width) for the ") +
+                           to_string(c->mrope_layout) + " layout");
+  if (c->mrope_layout == MropeLayout::kErnie3d && s[0] != s[1])
+    return make_status(ErrorCode::kInvalidArgument, ms.path + "[1]", s[1],
+                       "must equal mrope_section[0] (" + std::to_string(s[0]) +
+                           "): ERNIE's 3D layout alternates height and width pair by pair");
+  return Status();
+}
+
+// How the checkpoint pairs channels: rope_interleave when given, else the family's modeling
+// code (HF's MLA config classes default rope_interleave to true: DeepSeek's q_pe/k_pe are
+// interleaved, apply_rotary_pos_emb_interleave reorders them before rotate_half).
+inline Status read_pair_layout(const KindSource& k, bool* interleaved) {
+  static const char* const kInterleavedFamilies[] = {
+      "deepseek_v2", "deepseek_v3", "deepseek_v32",
+      "kimi_k2",     "gptj",        "codegen",  // rotate_every_two
+      "glm",         "glm4",                    // rotate_half_llm
+      "llama4_text", "llama4"};  // view_as_complex over (2i, 2i + 1) (modeling_llama4.py)
+  const std::string& f = k.family;
+  *interleaved = is_mla_family_key(k) ||
+                 // ERNIE 4.5 (text and VL): rotate_half_text over (2i, 2i + 1).
+                 f.rfind("ernie4_5", 0) == 0 ||
+                 std::any_of(std::begin(kInterleavedFamilies), std::end(kInterleavedFamilies),
+                             [&](const char* name) { return f == name; });
+  if (const ConfigField ri = k.top("rope_interleave")) {
+    if (!ri.value->is_boolean())
+      return json_type_error(ri.path, *ri.value, "must be true or false");
+    *interleaved = ri.value->get<bool>();
+  }
+  return Status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// One resolver per method
+// ---------------------------------------------------------------------------------------------
 
 // Where a generator's parameter was read from in config.json, and what to add to its message.
 struct ConfigKey {
@@ -121,10 +452,284 @@ struct ConfigKey {
   std::string note;   // appended to the message ("" for none)
 };
 
+// The windows a config gives: max_position_embeddings and the optional original windows at the
+// top level and in the block (a v5 per-layer-type block has its own window: no top one).
+struct Windows {
+  std::int64_t max_pos = 0;
+  std::optional<std::int64_t> top, block;
+};
+
+inline Status read_windows(const KindSource& k, Windows* w) {
+  const ConfigField mp = k.top("max_position_embeddings");
+  if (!mp) return missing_field(mp.path, "the context window");
+  ROPESCALE_RETURN_IF_ERROR(read_positive_int(*mp.value, mp.path, &w->max_pos));
+  std::int64_t x = 0;
+  if (const ConfigField f = k.top("original_max_position_embeddings")) {
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*f.value, f.path, &x));
+    if (!k.nested) w->top = x;  // HF v5: a per-layer-type block has its own window
+  }
+  if (const ConfigField f = k.block.field("original_max_position_embeddings")) {
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*f.value, f.path, &x));
+    w->block = x;
+  }
+  return Status();
+}
+
+// What a method's resolver reads: the kind's fields, the options, the windows, and the window L
+// its precedence picks (window_precedence; unset when none of its sources is present).
+struct MethodInput {
+  const KindSource& k;
+  const HfImportOptions& options;
+  const Windows& win;
+  std::optional<std::int64_t> window;
+};
+
+// Where each method's window L comes from, first present wins (HF's precedence):
+//   default, linear, proportional  top-level original, else max_position_embeddings
+//   dynamic                        max_position_embeddings (HF's dynamic NTK ignores the original)
+//   yarn                           kCurrent: top, block (v5 standardize_rope_params puts the top
+//                                  level over the block, "Phi3 ... exception"), else max;
+//                                  kDerivedFactor: block, top, max; kLegacy: max
+//   llama3                         top, block (required)
+//   longrope                       top, block; none: max_position_embeddings with the block's s
+enum class WindowFrom { kTop, kBlock, kMaxPositions };
+
+inline std::vector<WindowFrom> window_precedence(RopeType type, YarnSemantics yarn) {
+  using W = WindowFrom;
+  switch (type) {
+    case RopeType::kDynamic:
+      return {W::kMaxPositions};
+    case RopeType::kYarn:
+      if (yarn == YarnSemantics::kLegacy) return {W::kMaxPositions};
+      if (yarn == YarnSemantics::kDerivedFactor) return {W::kBlock, W::kTop, W::kMaxPositions};
+      return {W::kTop, W::kBlock, W::kMaxPositions};
+    case RopeType::kLlama3:
+    case RopeType::kLongRope:
+      return {W::kTop, W::kBlock};
+    case RopeType::kDefault:
+    case RopeType::kLinear:
+    case RopeType::kProportional:
+      break;
+  }
+  return {W::kTop, W::kMaxPositions};
+}
+
+inline std::optional<std::int64_t> pick_window(const std::vector<WindowFrom>& order,
+                                               const Windows& w) {
+  for (const WindowFrom from : order) {
+    if (from == WindowFrom::kTop && w.top) return w.top;
+    if (from == WindowFrom::kBlock && w.block) return w.block;
+    if (from == WindowFrom::kMaxPositions) return w.max_pos;
+  }
+  return std::nullopt;
+}
+
+// A required number of the block ("the scale factor s" for `factor`); its range is the
+// generators' to check.
+inline Status read_block_number(const RopeBlock& b, const char* key, const std::string& rule,
+                                double* out) {
+  const ConfigField f = b.field(key);
+  if (!f) return missing_field(f.path, rule);
+  return read_double(*f.value, f.path, out);
+}
+
+inline Status read_block_scale(const RopeBlock& b, double* out) {
+  return read_block_number(b, "factor", "the scale factor s", out);
+}
+
+inline Status read_block_positive(const RopeBlock& b, const char* key, std::optional<double>* out) {
+  const ConfigField f = b.field(key);
+  if (!f) return Status();
+  double x = 0;
+  ROPESCALE_RETURN_IF_ERROR(read_double(*f.value, f.path, &x));
+  if (!(x > 0.0)) return make_status(ErrorCode::kInvalidArgument, f.path, x, "must be > 0");
+  *out = x;
+  return Status();
+}
+
+// Each resolver fills the method's parameters and spec.original_max_position, and adds to *keys
+// the config keys a generator's parameter came from when they are not the block's own.
+using Resolver = Status (*)(const MethodInput&, RopeConfig*, std::vector<ConfigKey>*);
+
+inline Status resolve_default(const MethodInput&, RopeConfig*, std::vector<ConfigKey>*) {
+  return Status();
+}
+
+inline Status resolve_linear(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>*) {
+  return read_block_scale(in.k.block, &c->factor);
+}
+
+// Gemma 4: rope_parameters.get("factor", 1.0).
+inline Status resolve_proportional(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>*) {
+  c->factor = 1.0;
+  if (in.k.block.find("factor") == nullptr) return Status();
+  return read_block_scale(in.k.block, &c->factor);
+}
+
+// HunYuan (HunYuanDenseV1RotaryEmbedding; also its MoE and VL models): a truthy
+// rope_scaling.alpha replaces dynamic NTK by a fixed base rope_theta * alpha^(d/(d-2)) over the
+// whole head_dim, at every length. Other families' dynamic NTK ignores alpha.
+inline Status resolve_dynamic(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>* keys) {
+  const RopeBlock& b = in.k.block;
+  const ConfigField al = b.field("alpha");
+  const bool hunyuan = in.k.family.rfind("hunyuan", 0) == 0;
+  if (!hunyuan || !al || (al.value->is_number() && al.value->get<double>() == 0.0))
+    return read_block_scale(b, &c->factor);
+  ROPESCALE_RETURN_IF_ERROR(read_double(*al.value, al.path, &c->ntk_alpha));
+  const RopeSpec& s = c->spec;
+  if (!(c->ntk_alpha >= 1.0))
+    return make_status(ErrorCode::kInvalidArgument, al.path, c->ntk_alpha,
+                       "must be >= 1 (base = rope_theta * alpha^(d/(d-2)))");
+  const double d = static_cast<double>(s.head_dim);
+  const double log_base =
+      std::log(s.rope_theta) + std::log(c->ntk_alpha) * d / std::max(d - 2.0, 1.0);
+  if (!(log_base <= std::log(kMaxRopeTheta)) || s.head_dim <= 2)
+    return make_status(ErrorCode::kInvalidArgument, al.path, c->ntk_alpha,
+                       "rope_theta * alpha^(d/(d-2)) must be <= kMaxRopeTheta (1e12) and "
+                       "head_dim > 2 (head_dim " +
+                           std::to_string(s.head_dim) + ")");
+  if (s.rotary_dim != s.head_dim)
+    return make_status(ErrorCode::kUnsupported, al.path, c->ntk_alpha,
+                       "HunYuan's alpha rotates the whole head_dim (" + std::to_string(s.head_dim) +
+                           "); a partial rotary_dim is not defined for it");
+  if (b.find("factor") != nullptr) ROPESCALE_RETURN_IF_ERROR(read_block_scale(b, &c->factor));
+  keys->push_back({"factor", al.path, ""});  // the ntk generator's "factor" is alpha
+  return Status();
+}
+
+// YaRN's scale s: the block's factor, derived as max_position_embeddings / window where HF
+// derives it (kDerivedFactor with a block window; any semantics when the factor is missing).
+inline Status read_yarn_factor(const MethodInput& in, double* factor,
+                               std::vector<ConfigKey>* keys) {
+  const RopeBlock& b = in.k.block;
+  const YarnSemantics sem = in.options.yarn;
+  const std::int64_t window = *in.window;  // yarn's precedence always ends at max_position
+  const bool derive =
+      (sem == YarnSemantics::kDerivedFactor && in.win.block) ||
+      (b.find("factor") == nullptr && sem != YarnSemantics::kLegacy && window != in.win.max_pos);
+  if (!derive && b.find("factor") == nullptr && sem != YarnSemantics::kLegacy)
+    return missing_field(b.name + ".factor",
+                         "or an original_max_position_embeddings to derive it from");
+  if (!derive) return read_block_scale(b, factor);
+  *factor = static_cast<double>(in.win.max_pos) / static_cast<double>(window);
+  keys->push_back({"factor", b.name + ".factor",
+                   " (derived as max_position_embeddings / original_max_position_embeddings)"});
+  return Status();
+}
+
+inline Status resolve_yarn(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>* keys) {
+  const RopeBlock& b = in.k.block;
+  YarnParams& y = c->yarn;
+  ROPESCALE_RETURN_IF_ERROR(read_yarn_factor(in, &y.factor, keys));
+  // HF: `get("beta_fast") or 32`: missing, null or 0 means the default.
+  struct Param {  // a number of the block, its default, where it goes
+    const char* key;
+    double fallback;
+    double* out;
+  };
+  for (const Param& beta :
+       {Param{"beta_fast", 32.0, &y.beta_fast}, Param{"beta_slow", 1.0, &y.beta_slow}}) {
+    double v = 0;
+    if (const ConfigField f = b.field(beta.key))
+      ROPESCALE_RETURN_IF_ERROR(read_double(*f.value, f.path, &v));
+    *beta.out = v == 0.0 ? beta.fallback : v;
+  }
+  if (in.options.yarn != YarnSemantics::kLegacy) {  // the legacy code reads neither
+    for (const Param& m :
+         {Param{"mscale", 0.0, &y.mscale}, Param{"mscale_all_dim", 0.0, &y.mscale_all_dim}}) {
+      *m.out = m.fallback;
+      if (const ConfigField f = b.field(m.key))
+        ROPESCALE_RETURN_IF_ERROR(read_double(*f.value, f.path, m.out));
+    }
+    if (const ConfigField f = b.field("truncate")) {
+      if (!f.value->is_boolean()) return json_type_error(f.path, *f.value, "must be true or false");
+      y.truncate = f.value->get<bool>();
+    }
+  }
+  ROPESCALE_RETURN_IF_ERROR(read_block_positive(b, "attention_factor", &y.attention_factor));
+  y.original_max_position = *in.window;
+  return Status();
+}
+
+inline Status resolve_llama3(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>*) {
+  const RopeBlock& b = in.k.block;
+  Llama3Params& l = c->llama3;
+  ROPESCALE_RETURN_IF_ERROR(read_block_scale(b, &l.factor));
+  const ConfigField lo = b.field("low_freq_factor"), hi = b.field("high_freq_factor");
+  if (!lo) return missing_field(lo.path, "llama3");
+  if (!hi) return missing_field(hi.path, "llama3");
+  ROPESCALE_RETURN_IF_ERROR(read_double(*lo.value, lo.path, &l.low_freq_factor));
+  ROPESCALE_RETURN_IF_ERROR(read_double(*hi.value, hi.path, &l.high_freq_factor));
+  if (!in.window)
+    return missing_field(b.name + ".original_max_position_embeddings",
+                         "llama3's pre-training window");
+  l.original_max_position = *in.window;
+  return Status();
+}
+
+// HF's Phi-3.5-MoE rotary module uses short_mscale / long_mscale in place of the attention
+// scaling whenever they are set (attention_factor included); Phi-3's ignores them. Other model
+// types keep ropescale's order (attention_factor, then the set's mscale).
+inline void apply_phi_mscale_rules(const std::string& family, LongRopeParams* p) {
+  if (family == "phimoe" && p->attention_factor && (p->short_mscale || p->long_mscale)) {
+    if (!p->short_mscale) p->short_mscale = p->attention_factor;
+    if (!p->long_mscale) p->long_mscale = p->attention_factor;
+    p->attention_factor.reset();
+  }
+  if (family == "phi3") {
+    p->short_mscale.reset();
+    p->long_mscale.reset();
+  }
+}
+
+inline Status resolve_longrope(const MethodInput& in, RopeConfig* c, std::vector<ConfigKey>*) {
+  const RopeBlock& b = in.k.block;
+  LongRopeParams& p = c->longrope;
+  const ConfigField sf = b.field("short_factor"), lf = b.field("long_factor");
+  if (!sf) return missing_field(sf.path, "longrope");
+  if (!lf) return missing_field(lf.path, "longrope");
+  ROPESCALE_RETURN_IF_ERROR(read_factor_list(*sf.value, sf.path, &p.short_factor));
+  ROPESCALE_RETURN_IF_ERROR(read_factor_list(*lf.value, lf.path, &p.long_factor));
+  ROPESCALE_RETURN_IF_ERROR(read_block_positive(b, "attention_factor", &p.attention_factor));
+  ROPESCALE_RETURN_IF_ERROR(read_block_positive(b, "short_mscale", &p.short_mscale));
+  ROPESCALE_RETURN_IF_ERROR(read_block_positive(b, "long_mscale", &p.long_mscale));
+  apply_phi_mscale_rules(in.k.family, &p);
+  // HF (Phi-3): with an original window, s = max_position_embeddings / original and the block's
+  // factor is ignored; without one, L = max_position_embeddings and s = factor.
+  if (in.window) {
+    p.factor = static_cast<double>(in.win.max_pos) / static_cast<double>(*in.window);
+    return Status();
+  }
+  if (b.find("factor") == nullptr && p.attention_factor) return Status();
+  return read_block_number(
+      b, "factor", "longrope needs it when original_max_position_embeddings is absent", &p.factor);
+}
+
+inline Resolver resolver_for(RopeType type) {
+  switch (type) {
+    case RopeType::kLinear:
+      return resolve_linear;
+    case RopeType::kProportional:
+      return resolve_proportional;
+    case RopeType::kDynamic:
+      return resolve_dynamic;
+    case RopeType::kYarn:
+      return resolve_yarn;
+    case RopeType::kLlama3:
+      return resolve_llama3;
+    case RopeType::kLongRope:
+      return resolve_longrope;
+    case RopeType::kDefault:
+      break;
+  }
+  return resolve_default;
+}
+
 // A generator's message names its parameter ("beta_fast = 0.5: ...", "long_factor[3] = 0: ...");
 // the importer has the generators validate what it read (scaling.hpp and frequencies.hpp hold the
-// rules, once) and renames the parameter to the key it came from ("rope_scaling.beta_fast = 0.5:
-// ..."), as its own reads name their keys. `keys` is searched first, then the rope block's keys.
+// rules, once) and renames the argument field to the key it came from
+// ("rope_scaling.beta_fast"), as its own reads name their keys. `keys` is searched first, then
+// the rope block's keys.
 inline Status name_config_key(Status s, const std::string& bname,
                               const std::vector<ConfigKey>& keys = {}) {
   if (s.ok()) return s;
@@ -145,407 +750,90 @@ inline Status name_config_key(Status s, const std::string& bname,
   return s;
 }
 
-// The single-block reader behind every import: j is one (flat) text config.
-inline Status parse_flat(const Json& j, const HfImportOptions& options, const FlatNames& nm,
-                         RopeConfig* out) {
-  const std::string& tp = nm.top;
+// The generators check what was read: every table HF may use must build (the one for a short
+// sequence, and for methods whose table depends on the length, the one past the window).
+inline Status validate_kind(const RopeConfig& c, const std::string& bname,
+                            const std::vector<ConfigKey>& keys) {
+  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.table_for(0).status(), bname, keys));
+  const bool by_length = c.rope_type == RopeType::kLongRope ||
+                         (c.rope_type == RopeType::kDynamic && c.ntk_alpha == 0.0);
+  if (!by_length) return Status();
+  return name_config_key(c.table_for(c.spec.original_max_position + 1).status(), bname, keys);
+}
+
+// One kind's RoPE: method, spec, M-RoPE, pair layout, windows, then the method's resolver.
+inline Status parse_kind(const KindSource& k, const HfImportOptions& options, RopeConfig* out) {
   RopeConfig c;
-  // The scaling block: v5's rope_parameters, else rope_scaling.
-  std::string bname = tp + "rope_scaling";
-  const Json* block = find_member(j, "rope_parameters");
-  if (block != nullptr) {
-    bname = tp + "rope_parameters";
-  } else {
-    block = find_member(j, "rope_scaling");
-  }
-  if (!nm.block.empty()) bname = nm.block;
-  static const Json kEmpty = Json::object();
-  if (block != nullptr && !block->is_object())
-    return json_type_error(bname, *block, "must be an object or null");
-  if (block != nullptr && find_member(*block, "rope_type") == nullptr &&
-      find_member(*block, "type") == nullptr) {
-    for (const auto& item : block->items())
-      if (item.value().is_object())
-        return make_status(ErrorCode::kUnsupported, bname + "." + item.key(), "{...}",
-                           "a per-layer-type block needs layer_types listing every layer's "
-                           "type, with each key of " +
-                               bname + " among them");
-  }
-  const bool has_block = block != nullptr;
-  if (!has_block) block = &kEmpty;
-  if (has_block &&
-      (find_member(*block, "rope_type") != nullptr || find_member(*block, "type") != nullptr)) {
-    ROPESCALE_RETURN_IF_ERROR(parse_rope_type(*block, bname, &c.rope_type));
-  } else if (has_block && !block->empty() && find_member(*block, "mrope_section") == nullptr &&
-             find_member(*block, "rope_theta") == nullptr) {
-    ROPESCALE_RETURN_IF_ERROR(parse_rope_type(*block, bname, &c.rope_type));
-  } else {
-    c.rope_type = RopeType::kDefault;  // HF: rope_type defaults to "default"
-  }
-
-  // rope_theta: block (v5), top level, GPT-NeoX's rotary_emb_base, the caller's default.
-  const Json* theta = find_member(*block, "rope_theta");
-  std::string theta_path = bname + ".rope_theta";
-  if (theta == nullptr) {
-    theta = find_member(j, "rope_theta");
-    theta_path = tp + "rope_theta";
-  }
-  if (theta == nullptr) {
-    theta = find_member(j, "rotary_emb_base");
-    theta_path = tp + "rotary_emb_base";
-  }
-  if (theta != nullptr && !nm.theta_key.empty()) theta_path = nm.theta_key;
-  if (theta != nullptr) {
-    ROPESCALE_RETURN_IF_ERROR(read_double(*theta, theta_path, &c.spec.rope_theta));
-  } else if (options.default_rope_theta) {
-    c.spec.rope_theta = *options.default_rope_theta;
-    theta_path = "HfImportOptions::default_rope_theta";  // named if the generators refuse it
-  } else {
-    return missing_field(tp + "rope_theta", "the RoPE base");
-  }
-
-  // head_dim and rotary_dim
-  std::int64_t head_dim = 0;
-  std::optional<std::int64_t> rotary_override;
-  ROPESCALE_RETURN_IF_ERROR(read_head_dim(j, nm, &head_dim, &rotary_override));
-  if (head_dim > kMaxConfigHeadDim)
-    return make_status(ErrorCode::kInvalidArgument, tp + "head_dim", head_dim,
-                       "must be <= " + std::to_string(kMaxConfigHeadDim));
-  double partial = 1.0;
-  bool has_partial = false;
-  {
-    // HF v5 standardize_rope_params: a top-level partial_rotary_factor overwrites the block's
-    // (and older HF read the top level only). GPT-NeoX spells it rotary_pct.
-    const Json* pr = find_member(j, "partial_rotary_factor");
-    std::string path = tp + "partial_rotary_factor";
-    if (pr == nullptr) {
-      pr = find_member(*block, "partial_rotary_factor");
-      path = bname + ".partial_rotary_factor";
-    }
-    if (pr == nullptr) {
-      pr = find_member(j, "rotary_pct");
-      path = tp + "rotary_pct";
-    }
-    if (pr != nullptr) {
-      ROPESCALE_RETURN_IF_ERROR(read_double(*pr, path, &partial));
-      if (!(partial > 0.0 && partial <= 1.0))
-        return make_status(ErrorCode::kInvalidArgument, path, partial, "must be in (0, 1]");
-      has_partial = true;
-    }
-  }
-  c.spec.head_dim = head_dim;
-  if (c.rope_type == RopeType::kProportional) {
-    // HF: rope_angles = int(partial_rotary_factor * head_dim // 2) pairs rotate, with exponents
-    // over head_dim; the other head_dim/2 - rope_angles pairs have frequency 0.
-    c.spec.rotary_dim =
-        2 * static_cast<std::int64_t>(std::floor(partial * static_cast<double>(head_dim) / 2.0));
-    c.spec.freq_dim = head_dim % 2 == 0 ? head_dim : 0;
-    if (c.spec.rotary_dim <= 0 || head_dim % 2 != 0)
-      return make_status(ErrorCode::kInvalidArgument, "rotary_dim", c.spec.rotary_dim,
-                         "proportional: 2 * int(partial_rotary_factor * head_dim // 2) must be > 0 "
-                         "and head_dim even (head_dim " +
-                             std::to_string(head_dim) + ", partial_rotary_factor " +
-                             format_value(partial) + ")");
-  } else if (rotary_override && !has_partial) {
-    c.spec.rotary_dim = *rotary_override;
-    if (c.spec.rotary_dim % 2 != 0 || c.spec.rotary_dim > head_dim)
-      return make_status(ErrorCode::kInvalidArgument, tp + "rotary_dim", c.spec.rotary_dim,
-                         "must be even and <= head_dim (" + std::to_string(head_dim) + ")");
-  } else {
-    // HF: dim = int(head_dim * partial_rotary_factor).
-    c.spec.rotary_dim = static_cast<std::int64_t>(static_cast<double>(head_dim) * partial);
-    if (c.spec.rotary_dim <= 0 || c.spec.rotary_dim % 2 != 0)
-      return make_status(ErrorCode::kInvalidArgument, "rotary_dim", c.spec.rotary_dim,
-                         "int(head_dim * partial_rotary_factor) must be even and > 0 (head_dim " +
-                             std::to_string(head_dim) + ", partial_rotary_factor " +
-                             format_value(partial) + ")");
-  }
-
-  // M-RoPE sections (Qwen2-VL: rope_scaling {"type": "mrope", "mrope_section": [16, 24, 24]};
-  // Qwen3-VL adds "mrope_interleaved": true, and its code always interleaves; ERNIE 4.5 VL's
-  // class alternates h/w; HunYuan-VL writes 4 sections as `xdrope_section`, which HF's
-  // HunYuanVLTextConfig renames to mrope_section, refusing two different lists).
-  const bool ernie_vl = nm.family.rfind("ernie4_5_vl", 0) == 0;
-  const Json* ms = find_member(*block, "mrope_section");
-  std::string ms_path = bname + ".mrope_section";
-  if (const Json* xs = find_member(*block, "xdrope_section")) {
-    if (ms == nullptr) {
-      ms = xs;
-      ms_path = bname + ".xdrope_section";
-    } else if (*ms != *xs) {
-      return make_status(ErrorCode::kInvalidArgument, bname + ".xdrope_section", json_excerpt(*xs),
-                         "differs from mrope_section (" + json_excerpt(*ms) +
-                             "); HF reads xdrope_section as another name for it");
-    }
-  }
-  if (ms != nullptr) {
-    const std::string& path = ms_path;
-    if (!ms->is_array() || ms->empty() || ms->size() > static_cast<std::size_t>(kMaxMropeAxes))
-      return json_type_error(path, *ms,
-                             "must be an array of 1 to 4 integers (pairs per position axis)");
-    std::int64_t sum = 0;
-    for (std::size_t a = 0; a < ms->size(); ++a) {
-      std::int64_t v = 0;
-      ROPESCALE_RETURN_IF_ERROR(read_int((*ms)[a], path + "[" + std::to_string(a) + "]", &v));
-      if (v < 0 || v > c.spec.pairs())
-        return make_status(
-            ErrorCode::kInvalidArgument, path + "[" + std::to_string(a) + "]", v,
-            "must be in [0, rotary_dim / 2 = " + std::to_string(c.spec.pairs()) + "]");
-      sum += v;
-      c.mrope_section.push_back(v);
-    }
-    if (sum != c.spec.pairs())
-      return make_status(ErrorCode::kInvalidArgument, path, json_excerpt(*ms),
-                         "must sum to rotary_dim / 2 = " + std::to_string(c.spec.pairs()));
-    c.mrope_interleaved = nm.family.rfind("qwen3_vl", 0) == 0;
-    if (const Json* mi = find_member(*block, "mrope_interleaved")) {
-      if (!mi->is_boolean())
-        return json_type_error(bname + ".mrope_interleaved", *mi, "must be true or false");
-      c.mrope_interleaved = mi->get<bool>();
-    }
-    if (ernie_vl && c.mrope_interleaved)
-      return make_status(ErrorCode::kUnsupported, bname + ".mrope_interleaved", true,
-                         "ERNIE 4.5 VL's layout is its own 3D one, not Qwen3-VL's interleaving");
-    c.mrope_layout = c.mrope_interleaved ? MropeLayout::kInterleaved
-                     : ernie_vl          ? MropeLayout::kErnie3d
-                                         : MropeLayout::kSectioned;
-    if (c.mrope_layout != MropeLayout::kSectioned && c.mrope_section.size() != 3)
-      return make_status(ErrorCode::kInvalidArgument, path + ".size()",
-                         static_cast<std::int64_t>(c.mrope_section.size()),
-                         std::string("must be 3 (temporal, height, width) for the ") +
-                             to_string(c.mrope_layout) + " layout");
-    if (c.mrope_layout == MropeLayout::kErnie3d && c.mrope_section[0] != c.mrope_section[1])
-      return make_status(ErrorCode::kInvalidArgument, path + "[1]", c.mrope_section[1],
-                         "must equal mrope_section[0] (" + std::to_string(c.mrope_section[0]) +
-                             "): ERNIE's 3D layout alternates height and width pair by pair");
-  } else if (find_member(*block, "mrope_interleaved") != nullptr) {
-    return missing_field(bname + ".mrope_section", "mrope_interleaved needs the sections");
-  }
-
-  // Pair layout of the checkpoint (DeepSeek: q_pe/k_pe are interleaved; HF's
-  // apply_rotary_pos_emb_interleave reorders them before rotate_half).
-  // HF's MLA config classes (DeepSeek-V2/V3/V3.2, Kimi-K2, LongCat-Flash, ...) default
-  // rope_interleave to true.
-  c.interleaved_pairs =
-      is_mla_family_key(j) || nm.family == "deepseek_v2" || nm.family == "deepseek_v3" ||
-      nm.family == "deepseek_v32" || nm.family == "kimi_k2" ||
-      // GPT-J / CodeGen rotate_every_two; GLM / GLM-4 rotate_half_llm.
-      nm.family == "gptj" || nm.family == "codegen" || nm.family == "glm" || nm.family == "glm4" ||
-      // ERNIE 4.5 (text and VL): rotate_half_text over (2i, 2i + 1) (modeling_ernie4_5*.py).
-      nm.family.rfind("ernie4_5", 0) == 0 ||
-      // Llama 4: view_as_complex over (2i, 2i + 1) (modeling_llama4.py apply_rotary_emb).
-      nm.family == "llama4_text" || nm.family == "llama4";
-  if (const Json* ri = find_member(j, "rope_interleave")) {
-    if (!ri->is_boolean())
-      return json_type_error(tp + "rope_interleave", *ri, "must be true or false");
-    c.interleaved_pairs = ri->get<bool>();
-  }
-
-  // Windows
-  const Json* mp = find_member(j, "max_position_embeddings");
-  if (mp == nullptr) return missing_field(tp + "max_position_embeddings", "the context window");
-  ROPESCALE_RETURN_IF_ERROR(
-      read_positive_int(*mp, tp + "max_position_embeddings", &c.max_position_embeddings));
-  std::optional<std::int64_t> top_original, block_original;
-  if (const Json* v = find_member(j, "original_max_position_embeddings")) {
-    std::int64_t x = 0;
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*v, tp + "original_max_position_embeddings", &x));
-    if (!nm.nested) top_original = x;  // HF v5: a per-layer-type block has its own window
-  }
-  if (const Json* v = find_member(*block, "original_max_position_embeddings")) {
-    std::int64_t x = 0;
-    ROPESCALE_RETURN_IF_ERROR(
-        read_positive_int(*v, bname + ".original_max_position_embeddings", &x));
-    block_original = x;
-  }
-  const std::int64_t max_pos = c.max_position_embeddings;
-  c.spec.original_max_position = top_original.value_or(max_pos);
-
-  bool factor_derived = false;  // yarn's s from the windows, not from the block's factor
-  bool alpha_key = false;       // the ntk generator's "factor" is HunYuan's alpha
-  switch (c.rope_type) {
-    case RopeType::kDefault:
-      break;
-    case RopeType::kLinear:
-      ROPESCALE_RETURN_IF_ERROR(detail::read_scale(*block, bname, &c.factor));
-      break;
-    case RopeType::kProportional:
-      c.factor = 1.0;  // HF: rope_parameters.get("factor", 1.0)
-      if (find_member(*block, "factor") != nullptr)
-        ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
-      break;
-    case RopeType::kDynamic: {
-      // HunYuan (HunYuanDenseV1RotaryEmbedding; also its MoE and VL models): a truthy
-      // rope_scaling.alpha replaces dynamic NTK by a fixed base rope_theta * alpha^(d/(d-2)) over
-      // the whole head_dim, at every length. Other families' dynamic NTK ignores alpha.
-      const Json* al = find_member(*block, "alpha");
-      const bool hunyuan = nm.family.rfind("hunyuan", 0) == 0;
-      if (hunyuan && al != nullptr && !(al->is_number() && al->get<double>() == 0.0)) {
-        ROPESCALE_RETURN_IF_ERROR(read_double(*al, bname + ".alpha", &c.ntk_alpha));
-        if (!(c.ntk_alpha >= 1.0))
-          return make_status(ErrorCode::kInvalidArgument, bname + ".alpha", c.ntk_alpha,
-                             "must be >= 1 (base = rope_theta * alpha^(d/(d-2)))");
-        const double d = static_cast<double>(c.spec.head_dim);
-        const double log_base =
-            std::log(c.spec.rope_theta) + std::log(c.ntk_alpha) * d / std::max(d - 2.0, 1.0);
-        if (!(log_base <= std::log(kMaxRopeTheta)) || c.spec.head_dim <= 2)
-          return make_status(ErrorCode::kInvalidArgument, bname + ".alpha", c.ntk_alpha,
-                             "rope_theta * alpha^(d/(d-2)) must be <= kMaxRopeTheta (1e12) and "
-                             "head_dim > 2 (head_dim " +
-                                 std::to_string(c.spec.head_dim) + ")");
-        if (c.spec.rotary_dim != c.spec.head_dim)
-          return make_status(ErrorCode::kUnsupported, bname + ".alpha", c.ntk_alpha,
-                             "HunYuan's alpha rotates the whole head_dim (" +
-                                 std::to_string(c.spec.head_dim) +
-                                 "); a partial rotary_dim is not defined for it");
-        if (find_member(*block, "factor") != nullptr)
-          ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
-        alpha_key = true;
-      } else {
-        ROPESCALE_RETURN_IF_ERROR(read_scale(*block, bname, &c.factor));
-      }
-      c.spec.original_max_position = max_pos;  // HF's dynamic NTK window
-      break;
-    }
-    case RopeType::kYarn: {
-      YarnParams& y = c.yarn;
-      const bool legacy = options.yarn == YarnSemantics::kLegacy;
-      // Which original_max_position_embeddings wins: transformers v5 (kCurrent) lets the top
-      // level overwrite the block's (standardize_rope_params, "Phi3 ... exception"); the v5-dev
-      // derived-factor code read the block first.
-      std::int64_t window = max_pos;
-      if (options.yarn == YarnSemantics::kCurrent && top_original)
-        window = *top_original;
-      else if (!legacy && block_original)
-        window = *block_original;
-      else if (!legacy && top_original)
-        window = *top_original;
-      const bool has_factor = find_member(*block, "factor") != nullptr;
-      if (options.yarn == YarnSemantics::kDerivedFactor && block_original) {
-        y.factor = static_cast<double>(max_pos) / static_cast<double>(*block_original);
-        factor_derived = true;
-      } else if (has_factor || legacy) {
-        ROPESCALE_RETURN_IF_ERROR(detail::read_scale(*block, bname, &y.factor));
-      } else if (window != max_pos) {
-        y.factor = static_cast<double>(max_pos) / static_cast<double>(window);
-        factor_derived = true;
-      } else {
-        return detail::missing_field(bname + ".factor",
-                                     "or an original_max_position_embeddings to derive it from");
-      }
-      // HF: `get("beta_fast") or 32`: missing, null or 0 means the default.
-      for (const char* key : {"beta_fast", "beta_slow"}) {
-        double b = 0;
-        if (const Json* v = find_member(*block, key))
-          ROPESCALE_RETURN_IF_ERROR(detail::read_double(*v, bname + "." + key, &b));
-        if (b == 0.0) b = std::string(key) == "beta_fast" ? 32.0 : 1.0;
-        (std::string(key) == "beta_fast" ? y.beta_fast : y.beta_slow) = b;
-      }
-      if (!legacy) {
-        for (const char* key : {"mscale", "mscale_all_dim"}) {
-          double m = 0;
-          if (const Json* v = find_member(*block, key))
-            ROPESCALE_RETURN_IF_ERROR(detail::read_double(*v, bname + "." + key, &m));
-          (std::string(key) == "mscale" ? y.mscale : y.mscale_all_dim) = m;
-        }
-        if (const Json* v = find_member(*block, "truncate")) {
-          if (!v->is_boolean())
-            return detail::json_type_error(bname + ".truncate", *v, "must be true or false");
-          y.truncate = v->get<bool>();
-        }
-      }
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_optional_positive(*block, "attention_factor", bname, &y.attention_factor));
-      y.original_max_position = window;
-      c.spec.original_max_position = window;
-      break;
-    }
-    case RopeType::kLlama3: {
-      Llama3Params& l = c.llama3;
-      ROPESCALE_RETURN_IF_ERROR(detail::read_scale(*block, bname, &l.factor));
-      const Json* lo = find_member(*block, "low_freq_factor");
-      const Json* hi = find_member(*block, "high_freq_factor");
-      if (lo == nullptr) return detail::missing_field(bname + ".low_freq_factor", "llama3");
-      if (hi == nullptr) return detail::missing_field(bname + ".high_freq_factor", "llama3");
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_double(*lo, bname + ".low_freq_factor", &l.low_freq_factor));
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_double(*hi, bname + ".high_freq_factor", &l.high_freq_factor));
-      // transformers v5: the top level wins over the block (standardize_rope_params).
-      if (top_original) {
-        l.original_max_position = *top_original;
-      } else if (block_original) {
-        l.original_max_position = *block_original;
-      } else {
-        return detail::missing_field(bname + ".original_max_position_embeddings",
-                                     "llama3's pre-training window");
-      }
-      c.spec.original_max_position = l.original_max_position;
-      break;
-    }
-    case RopeType::kLongRope: {
-      LongRopeParams& p = c.longrope;
-      const Json* sf = find_member(*block, "short_factor");
-      const Json* lf = find_member(*block, "long_factor");
-      if (sf == nullptr) return detail::missing_field(bname + ".short_factor", "longrope");
-      if (lf == nullptr) return detail::missing_field(bname + ".long_factor", "longrope");
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_factor_list(*sf, bname + ".short_factor", &p.short_factor));
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_factor_list(*lf, bname + ".long_factor", &p.long_factor));
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_optional_positive(*block, "attention_factor", bname, &p.attention_factor));
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_optional_positive(*block, "short_mscale", bname, &p.short_mscale));
-      ROPESCALE_RETURN_IF_ERROR(
-          detail::read_optional_positive(*block, "long_mscale", bname, &p.long_mscale));
-      // HF's Phi-3.5-MoE rotary module uses short_mscale / long_mscale in place of the attention
-      // scaling whenever they are set (attention_factor included); Phi-3's ignores them. Other
-      // model types keep ropescale's order (attention_factor, then the set's mscale).
-      if (nm.family == "phimoe" && p.attention_factor && (p.short_mscale || p.long_mscale)) {
-        if (!p.short_mscale) p.short_mscale = p.attention_factor;
-        if (!p.long_mscale) p.long_mscale = p.attention_factor;
-        p.attention_factor.reset();
-      }
-      if (nm.family == "phi3") {
-        p.short_mscale.reset();
-        p.long_mscale.reset();
-      }
-      // HF (Phi-3): with an original window, s = max_position_embeddings / original and the
-      // block's factor is ignored; without one, L = max_position_embeddings and s = factor.
-      const std::optional<std::int64_t> original = top_original ? top_original : block_original;
-      if (original) {
-        c.spec.original_max_position = *original;
-        p.factor = static_cast<double>(max_pos) / static_cast<double>(*original);
-      } else {
-        c.spec.original_max_position = max_pos;
-        if (find_member(*block, "factor") != nullptr || !p.attention_factor) {
-          const Json* f = find_member(*block, "factor");
-          if (f == nullptr)
-            return detail::missing_field(
-                bname + ".factor",
-                "longrope needs it when original_max_position_embeddings is absent");
-          ROPESCALE_RETURN_IF_ERROR(detail::read_double(*f, bname + ".factor", &p.factor));
-        }
-      }
-      break;
-    }
-  }
-
-  // The generators validate what was read: both tables HF could use must build. Their messages
-  // name the parameter; the config key it came from is named instead.
+  ROPESCALE_RETURN_IF_ERROR(read_rope_type(k.block, &c.rope_type));
+  std::string theta_path;
+  ROPESCALE_RETURN_IF_ERROR(read_theta(k, options, &c.spec.rope_theta, &theta_path));
+  ROPESCALE_RETURN_IF_ERROR(read_widths(k, c.rope_type, &c.spec));
+  ROPESCALE_RETURN_IF_ERROR(read_mrope(k, &c));
+  ROPESCALE_RETURN_IF_ERROR(read_pair_layout(k, &c.interleaved_pairs));
+  Windows win;
+  ROPESCALE_RETURN_IF_ERROR(read_windows(k, &win));
+  c.max_position_embeddings = win.max_pos;
+  const MethodInput in{k, options, win,
+                       pick_window(window_precedence(c.rope_type, options.yarn), win)};
+  c.spec.original_max_position = in.window.value_or(win.max_pos);
   std::vector<ConfigKey> keys = {{"rope_theta", theta_path, ""}};
-  if (alpha_key) keys.push_back({"factor", bname + ".alpha", ""});
-  if (factor_derived)
-    keys.push_back({"factor", bname + ".factor",
-                    " (derived as max_position_embeddings / "
-                    "original_max_position_embeddings)"});
-  FactorTable probe;
-  ROPESCALE_RETURN_IF_ERROR(name_config_key(c.try_table_for(0, &probe), bname, keys));
-  ROPESCALE_RETURN_IF_ERROR(
-      name_config_key(c.try_table_for(c.spec.original_max_position + 1, &probe), bname, keys));
+  ROPESCALE_RETURN_IF_ERROR(resolver_for(c.rope_type)(in, &c, &keys));
+  ROPESCALE_RETURN_IF_ERROR(validate_kind(c, k.block.name, keys));
   *out = std::move(c);
   return Status();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model: text config, class defaults, layer plan, kinds
+// ---------------------------------------------------------------------------------------------
+
+// Multimodal configs (Gemma 3, Qwen2.5-VL / Qwen3-VL in v5 form) nest the text model in
+// `text_config`; it is the text model when it holds any of its fields.
+inline Status find_text_model(const Json& j, const Json** cfg, std::string* top) {
+  *cfg = &j;
+  const Json* tc = find_member(j, "text_config");
+  if (tc == nullptr) return Status();
+  if (!tc->is_object()) return json_type_error("text_config", *tc, "must be an object or null");
+  for (const char* k : {"rope_theta", "rope_scaling", "rope_parameters", "head_dim", "hidden_size",
+                        "max_position_embeddings", "model_type"})
+    if (find_member(*tc, k) != nullptr) {
+      *cfg = tc;
+      *top = "text_config.";
+      break;
+    }
+  return Status();
+}
+
+// RoPE fields the top level carries and a nested text config lacks are the text model's too
+// (older Qwen2-VL files keep rope_scaling at the top); two different values are refused.
+inline Status inherit_top_level(const Json& j, RawFields* raw) {
+  for (const char* k : {"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
+                        "original_max_position_embeddings", "rope_local_base_freq"}) {
+    const Json* outer = find_member(j, k);
+    if (outer == nullptr) continue;
+    const Json* inner = raw->find(k);
+    if (inner == nullptr) {
+      raw->inherit(k, outer);
+    } else if (!bounded_equal(*inner, *outer)) {
+      return make_status(ErrorCode::kUnsupported, std::string(k), json_excerpt(*outer),
+                         "differs from text_config." + std::string(k) + " (" +
+                             json_excerpt(*inner) + "); remove one of them");
+    }
+  }
+  return Status();
+}
+
+// The config's rope block: `rope_parameters` (v5), else `rope_scaling`; named rope_scaling when
+// there is none.
+inline RopeBlock config_block(const RawFields& w) {
+  RopeBlock b;
+  b.obj = w.find("rope_parameters");
+  b.name = w.top() + "rope_parameters";
+  if (b.obj == nullptr) {
+    b.obj = w.find("rope_scaling");
+    b.name = w.top() + "rope_scaling";
+  }
+  return b;
 }
 
 // One default of a transformers config class: what HF's model gets when config.json leaves
@@ -628,37 +916,35 @@ inline bool family_in(const std::string& family, const char* list) {
   return false;
 }
 
-// Fills the fields `w` leaves out with its class's defaults and lists each one used in *used
-// ("partial_rotary_factor = 0.5 (GlmConfig default)"). A field the rope block carries (v5 moves
-// rope_theta and partial_rotary_factor there) counts as present.
-inline void apply_class_defaults(const std::string& family, Json* w,
+// Sets the fields the config leaves out to its class's defaults (overrides on the raw fields)
+// and lists each one used in *used ("partial_rotary_factor = 0.5 (GlmConfig default)"). A field
+// the rope block carries (v5 moves rope_theta and partial_rotary_factor there) counts as present.
+inline void apply_class_defaults(const std::string& family, RawFields* w,
                                  std::vector<std::string>* used) {
-  const Json* block = find_member(*w, "rope_parameters");
-  if (block == nullptr) block = find_member(*w, "rope_scaling");
-  std::vector<std::pair<std::string, double>> add;
+  const RopeBlock block = config_block(*w);
+  auto given = [&](const char* key) {
+    return w->find(key) != nullptr || block.find(key) != nullptr;
+  };
+  std::vector<const ClassDefault*> add;
   for (const ClassDefault& d : class_default_table()) {
-    if (!family_in(family, d.families)) continue;
-    if (find_member(*w, d.key) != nullptr) continue;
-    if (block != nullptr && find_member(*block, d.key) != nullptr) continue;
+    if (!family_in(family, d.families) || given(d.key)) continue;
     // rope_theta and GPT-NeoX's rotary_emb_base name one value: either one given is the base.
     const std::string key = d.key;
     if ((key == "rotary_emb_base" || key == "rope_theta") &&
-        (find_member(*w, "rope_theta") != nullptr ||
-         find_member(*w, "rotary_emb_base") != nullptr ||
-         (block != nullptr && find_member(*block, "rope_theta") != nullptr)))
+        (given("rope_theta") || w->find("rotary_emb_base") != nullptr))
       continue;
-    add.emplace_back(d.key, d.value);
+    add.push_back(&d);
     if (used != nullptr)
-      used->push_back(std::string(d.key) + " = " + format_value(d.value) + " (" + d.source +
-                      " default)");
+      used->push_back(key + " = " + format_value(d.value) + " (" + d.source + " default)");
   }
-  for (const auto& kv : add) {
-    const double v = kv.second;
-    if (v == std::floor(v) && kv.first != "rope_theta" && kv.first != "rotary_emb_base" &&
-        kv.first != "rope_local_base_freq")
-      (*w)[kv.first] = static_cast<std::int64_t>(v);
+  for (const ClassDefault* d : add) {
+    const std::string key = d->key;
+    const bool is_base =
+        key == "rope_theta" || key == "rotary_emb_base" || key == "rope_local_base_freq";
+    if (d->value == std::floor(d->value) && !is_base)
+      w->set_default(key, Json(static_cast<std::int64_t>(d->value)));
     else
-      (*w)[kv.first] = v;
+      w->set_default(key, Json(d->value));
   }
 }
 
@@ -669,10 +955,6 @@ inline bool is_gemma3(const std::string& family) {
          family == "gemma3n";
 }
 
-}  // namespace detail
-
-namespace detail {
-
 // Every source of the layer count (layer_types, no_rope_layers, num_hidden_layers) is held to
 // kMaxConfigLayers before anything is allocated per layer.
 inline Status check_layer_count(const std::string& path, std::int64_t n) {
@@ -682,9 +964,9 @@ inline Status check_layer_count(const std::string& path, std::int64_t n) {
   return Status();
 }
 
-inline Status read_layer_types(const Json& w, const std::string& tp,
+inline Status read_layer_types(const RawFields& w, const std::string& tp,
                                std::vector<std::string>* out) {
-  const Json* lt = find_member(w, "layer_types");
+  const Json* lt = w.find("layer_types");
   if (lt == nullptr) return Status();
   if (!lt->is_array())
     return json_type_error(tp + "layer_types", *lt, "must be an array of strings");
@@ -700,45 +982,6 @@ inline Status read_layer_types(const Json& w, const std::string& tp,
   return Status();
 }
 
-// The top-level keys parse_flat reads. A flat config per layer type is built from these alone
-// (plus that type's rope block), so its cost does not grow with the rest of the config.
-inline const std::vector<const char*>& flat_keys() {
-  static const std::vector<const char*> kKeys = {"head_dim",
-                                                 "hidden_size",
-                                                 "num_attention_heads",
-                                                 "kv_channels",
-                                                 "n_embd",
-                                                 "n_head",
-                                                 "d_model",
-                                                 "n_heads",
-                                                 "qk_rope_head_dim",
-                                                 "rotary_dim",
-                                                 "rope_theta",
-                                                 "rotary_emb_base",
-                                                 "rope_interleave",
-                                                 "partial_rotary_factor",
-                                                 "rotary_pct",
-                                                 "max_position_embeddings",
-                                                 "original_max_position_embeddings"};
-  return kKeys;
-}
-
-// A copy whose containers nested deeper than kMaxCopyDepth are cut to empty ones: nlohmann's copy
-// recurses per level, so copying a hostile 100k-deep value would overflow the stack. No config
-// nests RoPE fields that deep; a cut value still fails its field's rule with an excerpt.
-constexpr int kMaxCopyDepth = 64;
-inline Json bounded_copy(const Json& v, int depth = 0) {
-  if (!v.is_structured()) return v;
-  if (depth >= kMaxCopyDepth) return v.is_array() ? Json::array() : Json::object();
-  Json out = v.is_array() ? Json::array() : Json::object();
-  if (v.is_array()) {
-    for (const Json& e : v) out.push_back(bounded_copy(e, depth + 1));
-  } else {
-    for (auto it = v.begin(); it != v.end(); ++it) out[it.key()] = bounded_copy(*it, depth + 1);
-  }
-  return out;
-}
-
 // Layers without RoPE (NoPE), per layer, from the three forms configs use:
 //   no_rope_layers      Llama4TextConfig / SmolLM3Config: one entry per layer, 1 = the layer uses
 //                       RoPE (`self.use_rope = config.no_rope_layers[layer_idx]`), 0 = NoPE.
@@ -751,12 +994,12 @@ inline bool is_nope_layer_type(const std::string& t) {
   return t == "linear_attention" || t == "conv" || t == "mamba";
 }
 
-inline Status read_nope_layers(const Json& w, const std::string& tp, const std::string& family,
+inline Status read_nope_layers(const RawFields& w, const std::string& tp, const std::string& family,
                                std::int64_t num_layers, const std::vector<std::string>& types,
                                std::vector<char>* nope, std::string* source) {
   const bool nope_family = family == "llama4_text" || family == "llama4" || family == "smollm3";
   const std::int64_t listed = types.empty() ? num_layers : static_cast<std::int64_t>(types.size());
-  const Json* nr = find_member(w, "no_rope_layers");
+  const Json* nr = w.find("no_rope_layers");
   if (nr != nullptr && !nr->is_array())
     return json_type_error(tp + "no_rope_layers", *nr,
                            "must be an array with one 0 (no RoPE) or 1 (RoPE) per layer");
@@ -787,7 +1030,7 @@ inline Status read_nope_layers(const Json& w, const std::string& tp, const std::
     *source = "no_rope_layers";
   } else if (nope_family) {
     std::int64_t interval = 4;  // Llama4TextConfig / SmolLM3Config default
-    if (const Json* iv = find_member(w, "no_rope_layer_interval"))
+    if (const Json* iv = w.find("no_rope_layer_interval"))
       ROPESCALE_RETURN_IF_ERROR(read_positive_int(*iv, tp + "no_rope_layer_interval", &interval));
     if (listed <= 0)
       return missing_field(tp + "num_hidden_layers",
@@ -810,16 +1053,16 @@ inline Status read_nope_layers(const Json& w, const std::string& tp, const std::
 // Llama 4's attention terms beside the RoPE: attention_chunk_size (its RoPE layers attend within
 // chunks) and attn_temperature_tuning / floor_scale / attn_scale (its NoPE layers' query scale).
 // Llama4TextConfig defaults: tuning on, floor_scale 8192, attn_scale 0.1, chunk 8192.
-inline Status read_llama4_attention(const Json& w, const std::string& tp, const std::string& family,
-                                    ModelRope* m) {
+inline Status read_llama4_attention(const RawFields& w, const std::string& tp,
+                                    const std::string& family, ModelRope* m) {
   if (family != "llama4_text" && family != "llama4") return Status();
   m->attention_chunk_size = 8192;
-  if (const Json* v = find_member(w, "attention_chunk_size"))
+  if (const Json* v = w.find("attention_chunk_size"))
     ROPESCALE_RETURN_IF_ERROR(
         read_positive_int(*v, tp + "attention_chunk_size", &m->attention_chunk_size));
   AttnTemperatureTuning& t = m->scales.temperature_tuning;
   t.enabled = true;
-  if (const Json* v = find_member(w, "attn_temperature_tuning")) {
+  if (const Json* v = w.find("attn_temperature_tuning")) {
     // Published configs write true or an integer (4 in Llama-4-Scout); HF tests truthiness.
     if (v->is_boolean()) {
       t.enabled = v->get<bool>();
@@ -832,7 +1075,7 @@ inline Status read_llama4_attention(const Json& w, const std::string& tp, const 
     }
   }
   for (const char* k : {"floor_scale", "attn_scale"}) {
-    const Json* v = find_member(w, k);
+    const Json* v = w.find(k);
     if (v == nullptr) continue;
     double x = 0;
     ROPESCALE_RETURN_IF_ERROR(read_double(*v, tp + k, &x));
@@ -847,37 +1090,29 @@ inline Status read_llama4_attention(const Json& w, const std::string& tp, const 
 //     mscale_all_dim: yarn_get_mscale(factor, mscale_all_dim)^2 (DeepseekV3Attention.__init__).
 //   llama4_scaling_beta: rope block's llama_4_scaling_beta (Ministral 3, Mistral 4) with the
 //     block's original_max_position_embeddings (v5 copies the top level there).
-inline Status read_scale_terms(const Json& w, const std::string& tp, ModelRope* m) {
+inline Status read_scale_terms(const RawFields& w, ModelRope* m) {
   if (m->kinds.empty()) return Status();
   const RopeConfig& c = m->kinds[0].config;
-  if (is_mla_family_key(w) && c.rope_type == RopeType::kYarn && c.yarn.mscale_all_dim != 0.0) {
+  if (w.find("qk_rope_head_dim") != nullptr && c.rope_type == RopeType::kYarn &&
+      c.yarn.mscale_all_dim != 0.0) {
     const double ms = yarn_get_mscale(c.yarn.factor, c.yarn.mscale_all_dim);
     m->scales.softmax_scale = ms * ms;
   }
-  std::string bname = tp + "rope_parameters";
-  const Json* block = find_member(w, "rope_parameters");
-  if (block == nullptr) {
-    bname = tp + "rope_scaling";
-    block = find_member(w, "rope_scaling");
-  }
-  const Json* beta = block != nullptr ? find_member(*block, "llama_4_scaling_beta") : nullptr;
-  if (beta == nullptr) return Status();
+  const RopeBlock block = config_block(w);
+  const ConfigField beta = block.field("llama_4_scaling_beta");
+  if (!beta) return Status();
   double b = 0;
-  ROPESCALE_RETURN_IF_ERROR(read_double(*beta, bname + ".llama_4_scaling_beta", &b));
+  ROPESCALE_RETURN_IF_ERROR(read_double(*beta.value, beta.path, &b));
   if (!(b >= 0.0 && b <= 1e3))
-    return make_status(ErrorCode::kInvalidArgument, bname + ".llama_4_scaling_beta", b,
-                       "must be in [0, 1000]");
+    return make_status(ErrorCode::kInvalidArgument, beta.path, b, "must be in [0, 1000]");
   if (b == 0.0) return Status();
-  const Json* orig = find_member(*block, "original_max_position_embeddings");
-  std::string opath = bname + ".original_max_position_embeddings";
-  if (orig == nullptr) {
-    orig = find_member(w, "original_max_position_embeddings");
-    opath = tp + "original_max_position_embeddings";
-  }
-  if (orig == nullptr)
-    return missing_field(bname + ".original_max_position_embeddings",
+  ConfigField orig = block.field("original_max_position_embeddings");
+  if (!orig) orig = w.field("original_max_position_embeddings");
+  if (!orig)
+    return missing_field(block.name + ".original_max_position_embeddings",
                          "llama_4_scaling_beta scales queries per original window");
-  ROPESCALE_RETURN_IF_ERROR(read_positive_int(*orig, opath, &m->scales.llama4_scaling_original));
+  ROPESCALE_RETURN_IF_ERROR(
+      read_positive_int(*orig.value, orig.path, &m->scales.llama4_scaling_original));
   m->scales.llama4_scaling_beta = b;
   return Status();
 }
@@ -931,215 +1166,267 @@ inline std::string rope_config_fingerprint(const RopeConfig& c) {
   return out;
 }
 
-inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRope* out) {
-  if (out == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "out", nullptr, "must not be null");
-  if (!j.is_object()) return json_type_error("config", j, "must be a JSON object");
-  ModelRope m;
-  // Multimodal configs (Gemma 3, Qwen2.5-VL / Qwen3-VL in v5 form) nest the text model.
-  const Json* cfg = &j;
-  std::string tp;
-  if (const Json* tc = find_member(j, "text_config")) {
-    if (!tc->is_object()) return json_type_error("text_config", *tc, "must be an object or null");
-    for (const char* k : {"rope_theta", "rope_scaling", "rope_parameters", "head_dim",
-                          "hidden_size", "max_position_embeddings", "model_type"})
-      if (find_member(*tc, k) != nullptr) {
-        cfg = tc;
-        tp = "text_config.";
-        m.text_path = "text_config";
-        break;
-      }
+// Layer types the family's config class derives when config.json has no layer_types:
+//   Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0 (6);
+//     Gemma3nTextConfig's default layer_types repeat 4 sliding + 1 full.
+//   Qwen3NextConfig: layer i is linear attention (Gated DeltaNet, no RoPE) unless
+//     (i + 1) % full_attention_interval == 0 (4).
+inline Status derive_layer_types(const RawFields& w, const std::string& family,
+                                 std::int64_t num_layers, std::vector<std::string>* types) {
+  const char* key = nullptr;
+  std::int64_t period = 0;
+  const char *other = nullptr, *every = "full_attention";
+  if (is_gemma3(family)) {
+    key = "sliding_window_pattern";
+    period = family.rfind("gemma3n", 0) == 0 ? 5 : 6;
+    other = "sliding_attention";
+  } else if (family == "qwen3_next") {
+    key = "full_attention_interval";
+    period = 4;
+    other = "linear_attention";
+  } else {
+    return Status();
   }
-  std::string family;
-  for (const Json* src : {cfg, &j})
-    if (family.empty())
-      if (const Json* mt = find_member(*src, "model_type"))
-        if (mt->is_string()) family = mt->get<std::string>();
-  Json w = bounded_copy(*cfg);
-  if (w.contains("_note")) w.erase("_note");
-  if (cfg != &j) {
-    // RoPE fields the top level carries and text_config lacks are the text model's too (older
-    // Qwen2-VL files keep rope_scaling at the top); two different values are refused.
-    for (const char* k : {"rope_theta", "rope_scaling", "rope_parameters", "partial_rotary_factor",
-                          "original_max_position_embeddings", "rope_local_base_freq"}) {
-      const Json* outer = find_member(j, k);
-      if (outer == nullptr) continue;
-      const Json* inner = find_member(w, k);
-      if (inner == nullptr) {
-        w[k] = bounded_copy(*outer);
-      } else if (*inner != bounded_copy(*outer)) {
-        return make_status(ErrorCode::kUnsupported, std::string(k), json_excerpt(*outer),
-                           "differs from text_config." + std::string(k) + " (" +
-                               json_excerpt(*inner) + "); remove one of them");
-      }
-    }
-  }
-  apply_class_defaults(family, &w, &m.class_defaults);
+  if (const ConfigField f = w.field(key))
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*f.value, f.path, &period));
+  for (std::int64_t i = 0; i < num_layers; ++i)
+    types->push_back((i + 1) % period != 0 ? other : every);
+  return Status();
+}
 
+// Which layers there are and which rotate: layer types (listed or derived), the layer count,
+// NoPE layers (nope[l] = 1; empty: every layer rotates) and Llama 4's attention terms.
+inline Status read_layer_plan(const RawFields& w, const std::string& family, ModelRope* m,
+                              std::int64_t* num_layers, std::vector<char>* nope) {
+  const std::string& tp = w.top();
+  ROPESCALE_RETURN_IF_ERROR(read_layer_types(w, tp, &m->layer_types));
+  if (const ConfigField nl = w.field("num_hidden_layers")) {
+    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*nl.value, nl.path, num_layers));
+    ROPESCALE_RETURN_IF_ERROR(check_layer_count(nl.path, *num_layers));
+  }
+  const std::int64_t listed = static_cast<std::int64_t>(m->layer_types.size());
+  if (listed > 0 && *num_layers > 0 && listed != *num_layers)
+    return make_status(ErrorCode::kInvalidArgument, tp + "layer_types.size()", listed,
+                       "must equal num_hidden_layers (" + std::to_string(*num_layers) + ")");
+  if (m->layer_types.empty())
+    ROPESCALE_RETURN_IF_ERROR(derive_layer_types(w, family, *num_layers, &m->layer_types));
+  ROPESCALE_RETURN_IF_ERROR(
+      read_nope_layers(w, tp, family, *num_layers, m->layer_types, nope, &m->nope_source));
+  ROPESCALE_RETURN_IF_ERROR(read_llama4_attention(w, tp, family, m));
+  if (m->layer_types.empty() && (family == "llama4_text" || family == "llama4")) {
+    // Llama4TextConfig (v5): RoPE layers use chunked attention, NoPE layers full attention.
+    for (const char n : *nope)
+      m->layer_types.push_back(n != 0 ? "full_attention" : "chunked_attention");
+  }
+  if (!nope->empty() && std::find(nope->begin(), nope->end(), 0) == nope->end())
+    return make_status(ErrorCode::kUnsupported, tp + m->nope_source, "every layer",
+                       "no layer has RoPE; there is nothing for ropescale to rotate");
+  return Status();
+}
+
+// One RoPE kind before deduplication: the layer types it serves ("all" for every layer) and
+// what it reads.
+struct KindPlan {
+  std::string label;
+  KindSource src;
+};
+
+// The distinct rotating layer types in order of first appearance, and each layer's index among
+// them (kNoRope for NoPE layers); a hash map keeps it linear in the number of layers.
+inline void distinct_layer_types(const std::vector<std::string>& types,
+                                 const std::vector<char>& nope, std::vector<std::string>* distinct,
+                                 std::vector<std::int64_t>* type_of_layer) {
+  std::unordered_map<std::string, std::int64_t> index;
+  type_of_layer->reserve(types.size());
+  for (std::size_t l = 0; l < types.size(); ++l) {
+    if (l < nope.size() && nope[l] != 0) {
+      type_of_layer->push_back(ModelRope::kNoRope);
+      continue;
+    }
+    auto it = index.emplace(types[l], static_cast<std::int64_t>(distinct->size())).first;
+    if (it->second == static_cast<std::int64_t>(distinct->size())) distinct->push_back(types[l]);
+    type_of_layer->push_back(it->second);
+  }
+}
+
+// v5 per-layer form (HF standardize_rope_params): a block without rope_type whose every key is
+// a layer type.
+inline bool is_per_layer_block(const RopeBlock& b, const std::vector<std::string>& types) {
+  if (b.obj == nullptr || !b.obj->is_object() || b.obj->empty() || types.empty() ||
+      b.find("rope_type") != nullptr || b.find("type") != nullptr)
+    return false;
+  const std::unordered_set<std::string> set(types.begin(), types.end());
+  for (const auto& item : b.obj->items())
+    if (set.count(item.key()) == 0) return false;
+  return true;
+}
+
+// Gemma 3's default local base: rope_local_base_freq = 10000 (Gemma3TextConfig).
+inline const Json& gemma3_local_base_default() {
+  static const Json kBase(10000.0);
+  return kBase;
+}
+
+// v5 per-layer-type blocks: one kind per distinct type, each reading its own block (and its own
+// window). Gemma 3's sliding block without rope_theta takes rope_local_base_freq; Gemma 4's
+// full-attention layers have their own, wider heads (global_head_dim).
+inline Status plan_per_layer_kinds(const KindSource& base, const std::vector<std::string>& distinct,
+                                   std::vector<KindPlan>* kinds) {
+  const RawFields& w = *base.raw;
+  for (const std::string& t : distinct) {
+    const Json* sub = find_member(*base.block.obj, t.c_str());
+    if (sub == nullptr)
+      return missing_field(base.block.name + "." + t, "layer_types lists " + format_value(t));
+    KindPlan k{t, base};
+    k.src.nested = true;
+    k.src.block.obj = sub;
+    k.src.block.name = base.block.name + "." + t;
+    if (is_gemma3(base.family) && t == "sliding_attention" && sub->is_object() &&
+        find_member(*sub, "rope_theta") == nullptr) {
+      const ConfigField lb = w.field("rope_local_base_freq");
+      k.src.block.overrides.push_back(
+          {"rope_theta",
+           lb ? lb : ConfigField{&gemma3_local_base_default(), k.src.block.name + ".rope_theta"}});
+    }
+    if (t == "full_attention")
+      if (const ConfigField g = w.field("global_head_dim"))
+        k.src.overrides.push_back({"head_dim", g});
+    kinds->push_back(std::move(k));
+  }
+  return Status();
+}
+
+// Gemma 3 / 3n before v5: sliding layers use default RoPE at rope_local_base_freq (1e4 by
+// default), full layers (every other type) rope_theta and the config's scaling
+// (Gemma3TextConfig). OLMo 3 as trained: sliding layers default RoPE at rope_theta, full layers
+// the scaling (see Olmo3Rope). Two kinds at most, whatever the number of types.
+inline void plan_sliding_kinds(const KindSource& base, const std::vector<std::string>& distinct,
+                               std::vector<KindPlan>* kinds,
+                               std::vector<std::int64_t>* kind_of_type) {
+  const RawFields& w = *base.raw;
+  std::int64_t sliding = -1, other = -1;
+  for (const std::string& t : distinct) {
+    const bool is_sliding = t == "sliding_attention";
+    std::int64_t& slot = is_sliding ? sliding : other;
+    if (slot >= 0) {
+      (*kinds)[static_cast<std::size_t>(slot)].label += "," + t;
+      kind_of_type->push_back(slot);
+      continue;
+    }
+    slot = static_cast<std::int64_t>(kinds->size());
+    kind_of_type->push_back(slot);
+    KindPlan k{t, base};
+    if (is_sliding) {
+      k.src.block = RopeBlock{nullptr, w.top() + "rope_scaling", {}};
+      ConfigField theta;
+      if (base.family == "olmo3") {
+        theta = base.block.field("rope_theta");  // rope_theta as given; no scaling block
+      } else {
+        k.src.block.name = w.top() + "rope_local_base_freq";
+        theta = w.field("rope_local_base_freq");
+        if (!theta) theta = ConfigField{&gemma3_local_base_default(), w.top() + "rope_theta"};
+      }
+      if (theta) k.src.overrides.push_back({"rope_theta", theta});
+    }
+    kinds->push_back(std::move(k));
+  }
+}
+
+// Equal RoPEs share a kind, found by fingerprint (linear, not pairwise); *kind_of_plan maps
+// each plan to its kind.
+inline Status build_kinds(const std::vector<KindPlan>& plans, const HfImportOptions& options,
+                          const std::string& uniform_name, ModelRope* m,
+                          std::vector<std::int64_t>* kind_of_plan) {
+  std::unordered_map<std::string, std::int64_t> kind_index;
+  for (const KindPlan& p : plans) {
+    RopeConfig rc;
+    ROPESCALE_RETURN_IF_ERROR(parse_kind(p.src, options, &rc));
+    const auto next = static_cast<std::int64_t>(m->kinds.size());
+    auto it = kind_index.emplace(rope_config_fingerprint(rc), next).first;
+    if (it->second == next)
+      m->kinds.push_back({p.label == "all" ? uniform_name : p.label, std::move(rc)});
+    else
+      m->kinds[static_cast<std::size_t>(it->second)].layer_type += "," + p.label;
+    kind_of_plan->push_back(it->second);
+  }
+  return Status();
+}
+
+// The text model's fields, read once: text_config or the top level, the top-level RoPE fields
+// it inherits, the class defaults its model_type implies.
+inline Status read_raw_fields(const Json& j, std::unique_ptr<RawFields>* raw, std::string* family,
+                              ModelRope* m) {
+  if (!j.is_object()) return json_type_error("config", j, "must be a JSON object");
+  const Json* cfg = nullptr;
+  std::string tp;
+  ROPESCALE_RETURN_IF_ERROR(find_text_model(j, &cfg, &tp));
+  if (cfg != &j) m->text_path = "text_config";
+  for (const Json* src : {cfg, &j})
+    if (family->empty())
+      if (const Json* mt = find_member(*src, "model_type"))
+        if (mt->is_string()) *family = mt->get<std::string>();
+  *raw = std::make_unique<RawFields>(*cfg, tp);
+  if (cfg != &j) ROPESCALE_RETURN_IF_ERROR(inherit_top_level(j, raw->get()));
+  apply_class_defaults(*family, raw->get(), &m->class_defaults);
   // Cohere2 derives its NoPE layers (the full-attention ones) from sliding_window_pattern and
   // rotates in its own layout: refused rather than guessed.
-  if (family == "cohere2")
-    return make_status(ErrorCode::kUnsupported, tp + "model_type", family,
+  if (*family == "cohere2")
+    return make_status(ErrorCode::kUnsupported, tp + "model_type", *family,
                        "this family's layers without RoPE (NoPE: its full-attention layers) are "
                        "not read by ropescale; apply the table only to its sliding layers "
                        "yourself");
+  return Status();
+}
 
-  ROPESCALE_RETURN_IF_ERROR(read_layer_types(w, tp, &m.layer_types));
+// Each layer's kind: one kind for all (kNoRope on NoPE layers), or through its type's plan.
+inline void assign_layer_kinds(const std::vector<KindPlan>& plans, std::int64_t num_layers,
+                               const std::vector<char>& nope,
+                               const std::vector<std::int64_t>& type_of_layer,
+                               const std::vector<std::int64_t>& plan_of_type,
+                               const std::vector<std::int64_t>& kind_of_plan, ModelRope* m) {
+  auto at = [](const std::vector<std::int64_t>& v, std::int64_t i) {
+    return v[static_cast<std::size_t>(i)];
+  };
+  if (plans.size() == 1 && plans[0].label == "all") {
+    const std::int64_t n =
+        !m->layer_types.empty()
+            ? static_cast<std::int64_t>(m->layer_types.size())
+            : (!nope.empty() ? static_cast<std::int64_t>(nope.size()) : num_layers);
+    m->layer_kind.assign(static_cast<std::size_t>(n), 0);
+    for (std::size_t l = 0; l < m->layer_kind.size(); ++l)
+      if (l < nope.size() && nope[l] != 0) m->layer_kind[l] = ModelRope::kNoRope;
+    return;
+  }
+  m->layer_kind.reserve(type_of_layer.size());
+  for (const std::int64_t t : type_of_layer)
+    m->layer_kind.push_back(t == ModelRope::kNoRope ? ModelRope::kNoRope
+                                                    : at(kind_of_plan, at(plan_of_type, t)));
+}
+
+inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRope* out) {
+  ModelRope m;
+  std::unique_ptr<RawFields> raw;
+  std::string family;
+  ROPESCALE_RETURN_IF_ERROR(read_raw_fields(j, &raw, &family, &m));
   std::int64_t num_layers = 0;
-  if (const Json* nl = find_member(w, "num_hidden_layers")) {
-    ROPESCALE_RETURN_IF_ERROR(read_positive_int(*nl, tp + "num_hidden_layers", &num_layers));
-    ROPESCALE_RETURN_IF_ERROR(check_layer_count(tp + "num_hidden_layers", num_layers));
-  }
-  if (!m.layer_types.empty() && num_layers > 0 &&
-      static_cast<std::int64_t>(m.layer_types.size()) != num_layers)
-    return make_status(ErrorCode::kInvalidArgument, tp + "layer_types.size()",
-                       static_cast<std::int64_t>(m.layer_types.size()),
-                       "must equal num_hidden_layers (" + std::to_string(num_layers) + ")");
-  if (m.layer_types.empty() && is_gemma3(family)) {
-    // Gemma3TextConfig: layer i is sliding unless (i + 1) % sliding_window_pattern == 0 (6);
-    // Gemma3nTextConfig's default layer_types repeat 4 sliding + 1 full.
-    std::int64_t pattern = family.rfind("gemma3n", 0) == 0 ? 5 : 6;
-    if (const Json* sp = find_member(w, "sliding_window_pattern"))
-      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*sp, tp + "sliding_window_pattern", &pattern));
-    for (std::int64_t i = 0; i < num_layers; ++i)
-      m.layer_types.push_back((i + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
-  }
-
-  if (m.layer_types.empty() && family == "qwen3_next") {
-    // Qwen3NextConfig: layer i is linear attention (Gated DeltaNet, no RoPE) unless
-    // (i + 1) % full_attention_interval == 0.
-    std::int64_t interval = 4;
-    if (const Json* fi = find_member(w, "full_attention_interval"))
-      ROPESCALE_RETURN_IF_ERROR(read_positive_int(*fi, tp + "full_attention_interval", &interval));
-    for (std::int64_t i = 0; i < num_layers; ++i)
-      m.layer_types.push_back((i + 1) % interval != 0 ? "linear_attention" : "full_attention");
-  }
   std::vector<char> nope;  // per layer: 1 = no RoPE; empty: every layer has RoPE
-  ROPESCALE_RETURN_IF_ERROR(
-      read_nope_layers(w, tp, family, num_layers, m.layer_types, &nope, &m.nope_source));
-  ROPESCALE_RETURN_IF_ERROR(read_llama4_attention(w, tp, family, &m));
-  if (m.layer_types.empty() && (family == "llama4_text" || family == "llama4")) {
-    // Llama4TextConfig (v5): RoPE layers use chunked attention, NoPE layers full attention.
-    for (const char n : nope)
-      m.layer_types.push_back(n != 0 ? "full_attention" : "chunked_attention");
-  }
-  auto is_nope = [&](std::size_t l) { return l < nope.size() && nope[l] != 0; };
-
-  std::string key = "rope_parameters";
-  const Json* block = find_member(w, "rope_parameters");
-  if (block == nullptr) {
-    key = "rope_scaling";
-    block = find_member(w, "rope_scaling");
-  }
-  // The distinct layer types in order of first appearance, and each layer's index among them
-  // (a hash map: linear in the number of layers).
+  ROPESCALE_RETURN_IF_ERROR(read_layer_plan(*raw, family, &m, &num_layers, &nope));
   std::vector<std::string> distinct;
   std::vector<std::int64_t> type_of_layer;
-  {
-    std::unordered_map<std::string, std::int64_t> index;
-    type_of_layer.reserve(m.layer_types.size());
-    for (std::size_t l = 0; l < m.layer_types.size(); ++l) {
-      if (is_nope(l)) {
-        type_of_layer.push_back(ModelRope::kNoRope);
-        continue;
-      }
-      const std::string& t = m.layer_types[l];
-      auto it = index.emplace(t, static_cast<std::int64_t>(distinct.size())).first;
-      if (it->second == static_cast<std::int64_t>(distinct.size())) distinct.push_back(t);
-      type_of_layer.push_back(it->second);
-    }
-  }
-  // v5 per-layer form: every key of the block is a layer type (HF standardize_rope_params).
-  bool nested = false;
-  if (block != nullptr && block->is_object() && !block->empty() && !m.layer_types.empty() &&
-      find_member(*block, "rope_type") == nullptr && find_member(*block, "type") == nullptr) {
-    const std::unordered_set<std::string> types(m.layer_types.begin(), m.layer_types.end());
-    nested = true;
-    for (const auto& item : block->items())
-      if (types.count(item.key()) == 0) nested = false;
-  }
+  distinct_layer_types(m.layer_types, nope, &distinct, &type_of_layer);
 
-  if (!nope.empty() && std::find(nope.begin(), nope.end(), 0) == nope.end())
-    return make_status(ErrorCode::kUnsupported, tp + m.nope_source, "every layer",
-                       "no layer has RoPE; there is nothing for ropescale to rotate");
-
-  // One flat config per distinct layer type. Each is built from the few keys parse_flat reads
-  // (flat_keys) and that type's own block, never from a copy of the whole config, so the work is
-  // linear in the config's size however many types it lists.
-  Json base = Json::object();
-  for (const char* k : flat_keys())
-    if (const Json* v = find_member(w, k)) base[k] = *v;
-  auto with_block = [&](const Json& f0) {
-    Json f = f0;
-    if (const Json* b = find_member(w, "rope_parameters")) f["rope_parameters"] = *b;
-    if (const Json* b = find_member(w, "rope_scaling")) f["rope_scaling"] = *b;
-    return f;
-  };
-  std::vector<std::pair<std::string, Json>> flats;
-  std::vector<FlatNames> names;
-  std::vector<std::int64_t> flat_of_type(distinct.size(), 0);
-  if (nested) {
-    for (std::size_t d = 0; d < distinct.size(); ++d) {
-      const std::string& t = distinct[d];
-      const Json* sub = find_member(*block, t.c_str());
-      if (sub == nullptr)
-        return missing_field(tp + key + "." + t, "layer_types lists " + format_value(t));
-      Json f = base;
-      f["rope_parameters"] = *sub;
-      // Gemma3TextConfig: a sliding block without rope_theta takes rope_local_base_freq (1e4).
-      std::string theta_key;
-      if (is_gemma3(family) && t == "sliding_attention" && sub->is_object() &&
-          find_member(*sub, "rope_theta") == nullptr) {
-        const Json* lb = find_member(w, "rope_local_base_freq");
-        f["rope_parameters"]["rope_theta"] = lb != nullptr ? *lb : Json(10000.0);
-        if (lb != nullptr) theta_key = tp + "rope_local_base_freq";
-      }
-      // Gemma 4: full-attention layers have their own, wider heads.
-      if (t == "full_attention")
-        if (const Json* g = find_member(w, "global_head_dim")) f["head_dim"] = *g;
-      flat_of_type[d] = static_cast<std::int64_t>(flats.size());
-      flats.emplace_back(t, std::move(f));
-      names.push_back({tp, tp + key + "." + t, true, family, theta_key});
-    }
+  const KindSource base{raw.get(), config_block(*raw), {}, false, family};
+  std::vector<KindPlan> plans;
+  std::vector<std::int64_t> plan_of_type;  // per distinct type
+  if (is_per_layer_block(base.block, m.layer_types)) {
+    ROPESCALE_RETURN_IF_ERROR(plan_per_layer_kinds(base, distinct, &plans));
+    for (std::size_t d = 0; d < distinct.size(); ++d)
+      plan_of_type.push_back(static_cast<std::int64_t>(d));
   } else if ((is_gemma3(family) || (family == "olmo3" && options.olmo3 == Olmo3Rope::kTrained)) &&
              !distinct.empty()) {
-    // Gemma 3 / 3n before v5: sliding layers use default RoPE at rope_local_base_freq (1e4 by
-    // default), full layers (every other type) rope_theta and the config's scaling
-    // (Gemma3TextConfig). OLMo 3 as trained: sliding layers default RoPE at rope_theta, full
-    // layers the scaling (see Olmo3Rope). One flat config each, whatever the number of types.
-    const bool olmo3 = family == "olmo3";
-    std::int64_t sliding = -1, other = -1;
-    for (std::size_t d = 0; d < distinct.size(); ++d) {
-      const bool is_sliding = distinct[d] == "sliding_attention";
-      std::int64_t& slot = is_sliding ? sliding : other;
-      if (slot < 0) {
-        slot = static_cast<std::int64_t>(flats.size());
-        if (is_sliding && olmo3) {
-          Json f = base;  // rope_theta as given; no scaling block
-          if (const Json* b = find_member(w, key.c_str()))
-            if (const Json* th = find_member(*b, "rope_theta")) f["rope_theta"] = *th;
-          names.push_back({tp, "", false, family, ""});
-          flats.emplace_back(distinct[d], std::move(f));
-        } else if (is_sliding) {
-          Json f = base;
-          f["rope_theta"] = 10000.0;
-          const Json* lb = find_member(w, "rope_local_base_freq");
-          if (lb != nullptr) f["rope_theta"] = *lb;
-          names.push_back({tp, tp + "rope_local_base_freq", false, family,
-                           lb != nullptr ? tp + "rope_local_base_freq" : std::string()});
-          flats.emplace_back(distinct[d], std::move(f));
-        } else {
-          names.push_back({tp, "", false, family, ""});
-          flats.emplace_back(distinct[d], with_block(base));
-        }
-      } else {
-        flats[static_cast<std::size_t>(slot)].first += "," + distinct[d];
-      }
-      flat_of_type[d] = slot;
-    }
+    plan_sliding_kinds(base, distinct, &plans, &plan_of_type);
   } else {
-    flats.emplace_back("all", with_block(base));
-    names.push_back({tp, "", false, family, ""});
+    plans.push_back({"all", base});
   }
   // One block for every RoPE layer beside NoPE layers: the kind is named by its layer types.
   std::string uniform_name = "all";
@@ -1147,40 +1434,10 @@ inline Status parse_model(const Json& j, const HfImportOptions& options, ModelRo
     uniform_name.clear();
     for (const std::string& t : distinct) uniform_name += (uniform_name.empty() ? "" : ",") + t;
   }
-
-  // Equal RoPEs share a kind; kinds are found by a fingerprint (linear, not pairwise).
-  std::vector<std::int64_t> kind_of_flat(flats.size());
-  std::unordered_map<std::string, std::int64_t> kind_index;
-  for (std::size_t k = 0; k < flats.size(); ++k) {
-    RopeConfig rc;
-    ROPESCALE_RETURN_IF_ERROR(parse_flat(flats[k].second, options, names[k], &rc));
-    auto it =
-        kind_index.emplace(rope_config_fingerprint(rc), static_cast<std::int64_t>(m.kinds.size()))
-            .first;
-    if (it->second == static_cast<std::int64_t>(m.kinds.size())) {
-      m.kinds.push_back({flats[k].first == "all" ? uniform_name : flats[k].first, std::move(rc)});
-    } else {
-      m.kinds[static_cast<std::size_t>(it->second)].layer_type += "," + flats[k].first;
-    }
-    kind_of_flat[k] = it->second;
-  }
-  if (flats.size() == 1 && flats[0].first == "all") {
-    const std::int64_t n =
-        !m.layer_types.empty()
-            ? static_cast<std::int64_t>(m.layer_types.size())
-            : (!nope.empty() ? static_cast<std::int64_t>(nope.size()) : num_layers);
-    m.layer_kind.assign(static_cast<std::size_t>(n), 0);
-    for (std::size_t l = 0; l < m.layer_kind.size(); ++l)
-      if (is_nope(l)) m.layer_kind[l] = ModelRope::kNoRope;
-  } else {
-    m.layer_kind.reserve(type_of_layer.size());
-    for (const std::int64_t t : type_of_layer)
-      m.layer_kind.push_back(
-          t == ModelRope::kNoRope
-              ? ModelRope::kNoRope
-              : kind_of_flat[static_cast<std::size_t>(flat_of_type[static_cast<std::size_t>(t)])]);
-  }
-  ROPESCALE_RETURN_IF_ERROR(read_scale_terms(w, tp, &m));
+  std::vector<std::int64_t> kind_of_plan;
+  ROPESCALE_RETURN_IF_ERROR(build_kinds(plans, options, uniform_name, &m, &kind_of_plan));
+  assign_layer_kinds(plans, num_layers, nope, type_of_layer, plan_of_type, kind_of_plan, &m);
+  ROPESCALE_RETURN_IF_ERROR(read_scale_terms(*raw, &m));
   *out = std::move(m);
   return Status();
 }

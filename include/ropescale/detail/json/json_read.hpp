@@ -136,28 +136,6 @@ inline Status read_factor_list(const Json& v, const std::string& path, Eigen::Ar
   return Status();
 }
 
-// Reads the required scale factor s; its range is the generators' to check.
-inline Status read_scale(const Json& block, const std::string& bname, double* out) {
-  const Json* v = find_member(block, "factor");
-  if (v == nullptr) return missing_field(bname + ".factor", "the scale factor s");
-  double x = 0;
-  ROPESCALE_RETURN_IF_ERROR(read_double(*v, bname + ".factor", &x));
-  *out = x;
-  return Status();
-}
-
-inline Status read_optional_positive(const Json& block, const char* key, const std::string& bname,
-                                     std::optional<double>* out) {
-  const Json* v = find_member(block, key);
-  if (v == nullptr) return Status();
-  double x = 0;
-  ROPESCALE_RETURN_IF_ERROR(read_double(*v, bname + "." + key, &x));
-  if (!(x > 0.0))
-    return make_status(ErrorCode::kInvalidArgument, bname + "." + key, x, "must be > 0");
-  *out = x;
-  return Status();
-}
-
 inline Status parse_rope_type(const Json& block, const std::string& bname, RopeType* out) {
   const Json* v = find_member(block, "rope_type");
   std::string key = ".rope_type";
