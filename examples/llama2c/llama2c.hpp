@@ -253,7 +253,7 @@ class Model {
   /// Optional timing of a forward pass (seconds), filled when passed to forward().
   struct Timing {
     double total = 0;
-    double rotary = 0;     ///< inside ropescale::apply_rotary_qk
+    double rotary = 0;     ///< inside ropescale::rotate
     double attention = 0;  ///< scores, softmax and weighted sum (rotary excluded)
   };
 
