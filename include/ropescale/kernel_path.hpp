@@ -34,9 +34,10 @@
 
 #include "ropescale/error.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/kernels/cpu_features.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 

@@ -1,11 +1,13 @@
 // ropescale internal: the config.json reader behind io/hf_config.hpp's try_parse_hf_model and
 // try_parse_hf_config: the head and rotary widths, one flat (single-block) config, the
 // config-class defaults and the per-layer-type assembly, on the field readers of json_read.hpp.
-// io/hf_config.hpp includes it after the types it fills (RopeConfig, ModelRope). Not a public
-// header.
+// The types it fills (RopeConfig, ModelRope) are io/rope_config.hpp's. Not a public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
+
+#include "ropescale/error.hpp"
+#include "ropescale/io/rope_config.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>

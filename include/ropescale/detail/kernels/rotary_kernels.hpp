@@ -14,6 +14,8 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
+#include "ropescale/kernel_path.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -21,9 +23,9 @@
 #include "ropescale/config.hpp"
 #include "ropescale/detail/kernels/angle.hpp"
 #include "ropescale/detail/kernels/convert.hpp"
-#include "ropescale/detail/macro_scope.hpp"
 #include "ropescale/detail/kernels/quantize.hpp"
 #include "ropescale/detail/kernels/simd_packets.hpp"
+#include "ropescale/detail/macro_scope.hpp"
 
 namespace ropescale {
 namespace detail {
