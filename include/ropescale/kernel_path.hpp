@@ -37,6 +37,7 @@
 #pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/kernels/cpu_features.hpp"
+#include "ropescale/detail/macro_scope.hpp"
 #pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
@@ -180,3 +181,8 @@ inline Status try_force_kernel_path(KernelPath p) {
 inline void force_kernel_path(KernelPath p) { throw_if_error(try_force_kernel_path(p)); }
 
 }  // namespace ropescale
+
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/macro_unscope.hpp"
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")

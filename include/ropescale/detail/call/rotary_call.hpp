@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "ropescale/detail/macro_scope.hpp"
+
 namespace ropescale {
 
 namespace detail {
@@ -461,3 +463,5 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
 }  // namespace detail
 
 }  // namespace ropescale
+
+#include "ropescale/detail/macro_unscope.hpp"
