@@ -28,6 +28,9 @@ namespace ropescale {
 /// Smallest factor lambda_i a table accepts: below it inv_freq_i = base_inv_freq_i / lambda_i
 /// leaves the range in which angles stay exact (5e-324 would make it inf).
 inline constexpr double kMinFactor = 1e-6;
+/// Smallest factor a listed table (LongRoPE short/long lists, LongRoPE2 searched values) may hold.
+/// Real tables hold values >= 1; the bound only keeps base_inv_freq / lambda finite.
+inline constexpr double kMinListedFactor = kMinFactor;
 /// Attention factors m are accepted in [1/1000, 1000]: m multiplies every rotated value (and the
 /// inverse divides by m^2), so a larger one overflows float or half outputs. Real ones are ~1-2.
 inline constexpr double kMinAttentionFactor = 1e-3;

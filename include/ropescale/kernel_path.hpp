@@ -34,9 +34,11 @@
 
 #include "ropescale/error.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/kernels/cpu_features.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/macro_scope.hpp"
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 
@@ -175,3 +177,8 @@ inline Status force_kernel_path(KernelPath p) {
 }
 
 }  // namespace ropescale
+
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
+#define ROPESCALE_INSIDE_PUBLIC_HEADER
+#include "ropescale/detail/macro_unscope.hpp"
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")

@@ -42,9 +42,10 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/random.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 

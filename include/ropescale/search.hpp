@@ -80,10 +80,11 @@
 #include "ropescale/search_space.hpp"
 #include "ropescale/search_state.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/call/thread_pool.hpp"
 #include "ropescale/detail/random.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 

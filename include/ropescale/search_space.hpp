@@ -37,9 +37,10 @@
 #include "ropescale/frequencies.hpp"
 #include "ropescale/scaling.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/json/field_table.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 

@@ -22,6 +22,11 @@
 
 namespace ropescale {
 
+/// The search checkpoint's format name (io/search_checkpoint.hpp describes the format).
+inline constexpr const char* kSearchCheckpointFormat = "ropescale.search_checkpoint";
+/// The newest checkpoint version (2: a pending batch); version 1 files are read too.
+inline constexpr int kSearchCheckpointVersion = 2;
+
 /// Parameters of the evolution. The first group defines the search (a checkpoint must match it);
 /// the second only says how to run it and may change between a run and its resume.
 struct SearchParams {

@@ -54,22 +54,12 @@
 #include "ropescale/error.hpp"
 #include "ropescale/search.hpp"
 
+#pragma push_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 #define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/atomic_file.hpp"
 #include "ropescale/detail/file_io.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
-
-namespace ropescale {
-
-inline constexpr const char* kSearchCheckpointFormat = "ropescale.search_checkpoint";
-/// The newest checkpoint version (2: a pending batch); version 1 files are read too.
-inline constexpr int kSearchCheckpointVersion = 2;
-
-}  // namespace ropescale
-
-#define ROPESCALE_INSIDE_PUBLIC_HEADER
 #include "ropescale/detail/json/checkpoint_json.hpp"
-#undef ROPESCALE_INSIDE_PUBLIC_HEADER
+#pragma pop_macro("ROPESCALE_INSIDE_PUBLIC_HEADER")
 
 namespace ropescale {
 

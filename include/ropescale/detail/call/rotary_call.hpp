@@ -1,10 +1,16 @@
 // ropescale internal: the checks and the call path behind rotary.hpp's front doors (views,
 // positions, aliasing of inputs and outputs, the per-token angle rows, the validated call), shared
-// with mrope.hpp. rotary.hpp includes it after the types it checks (HeadsView, BasicRotaryCache,
-// RotaryFrequencies). Not a public header.
+// with mrope.hpp. The types it checks (HeadsView, BasicRotaryCache, RotaryFrequencies) are
+// rotary_types.hpp's. Not a public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
+
+#include "ropescale/detail/checked_math.hpp"
+#include "ropescale/detail/kernels/rotary_kernels.hpp"
+#include "ropescale/error.hpp"
+#include "ropescale/kernel_path.hpp"
+#include "ropescale/rotary_types.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -15,6 +21,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "ropescale/detail/macro_scope.hpp"
 
 namespace ropescale {
 
@@ -474,3 +482,5 @@ inline Status rotary_call(const Angles& angles, const std::int64_t* positions,
 }  // namespace detail
 
 }  // namespace ropescale
+
+#include "ropescale/detail/macro_unscope.hpp"

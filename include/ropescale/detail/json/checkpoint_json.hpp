@@ -1,9 +1,13 @@
 // ropescale internal: the search checkpoint's JSON fields, both ways (space, parameters, the
-// state read field by field with kParseError naming the field). io/search_checkpoint.hpp includes
-// it after the types it converts (SearchSpace, SearchParams, SearchState). Not a public header.
+// state read field by field with kParseError naming the field).
+// The types it converts (SearchSpace, SearchParams, SearchState) and the format's name and
+// version are search_state.hpp's. Not a public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
+
+#include "ropescale/error.hpp"
+#include "ropescale/search_state.hpp"
 
 #include "ropescale/detail/json/field_table.hpp"
 

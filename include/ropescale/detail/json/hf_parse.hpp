@@ -14,11 +14,14 @@
 //
 // The generators of scaling.hpp and frequencies.hpp hold the parameter rules; what was read is
 // checked by them (validate_kind), their messages renamed to the config key a parameter came
-// from. io/hf_config.hpp includes this header after the types it fills (RopeConfig, ModelRope).
+// from. The types it fills (RopeConfig, ModelRope) are io/rope_config.hpp's.
 // Not a public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
+
+#include "ropescale/error.hpp"
+#include "ropescale/io/rope_config.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>

@@ -1,11 +1,14 @@
 // ropescale internal: typed readers of JSON fields for the config.json importer. Each names the
 // JSON path it reads in its error (kParseError for a missing field or a wrong type,
 // kInvalidArgument for a value out of range), excerpts of hostile values stay short, and
-// parse_rope_type maps Hugging Face's rope_type names onto RopeType. io/hf_config.hpp includes it
-// after RopeType. Not a public header.
+// parse_rope_type maps Hugging Face's rope_type names onto RopeType (io/rope_config.hpp). Not a
+// public header.
 #pragma once
 
 #include "ropescale/detail/internal_header_check.hpp"
+
+#include "ropescale/error.hpp"
+#include "ropescale/io/rope_config.hpp"
 
 #include <Eigen/Core>
 #include <cmath>

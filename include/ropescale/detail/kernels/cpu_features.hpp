@@ -8,19 +8,8 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
-// The x86 instruction-set paths are compiled into every build (per-function target attributes)
-// where the compiler supports those attributes; the NEON path wherever the target is AArch64.
-#if (defined(__x86_64__) || defined(__i386__)) && \
-    (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 10))
-#define ROPESCALE_HAVE_X86_PATHS 1
-#else
-#define ROPESCALE_HAVE_X86_PATHS 0
-#endif
-#if defined(__aarch64__) && defined(__ARM_NEON)
-#define ROPESCALE_HAVE_NEON_PATH 1
-#else
-#define ROPESCALE_HAVE_NEON_PATH 0
-#endif
+// ROPESCALE_HAVE_X86_PATHS / ROPESCALE_HAVE_NEON_PATH: which paths this build compiles.
+#include "ropescale/detail/macro_scope.hpp"
 
 #if ROPESCALE_HAVE_X86_PATHS
 #include <cpuid.h>
@@ -70,3 +59,5 @@ inline const CpuFeatures& cpu_features() noexcept {
 
 }  // namespace detail
 }  // namespace ropescale
+
+#include "ropescale/detail/macro_unscope.hpp"

@@ -14,6 +14,8 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
+#include "ropescale/kernel_path.hpp"
+
 #include <cstdint>
 #include <cstring>
 #include <type_traits>

@@ -18,20 +18,14 @@
 
 #include "ropescale/detail/kernels/cpu_features.hpp"
 
+// ROPESCALE_TARGET_* (each path's target attribute), ROPESCALE_PACKET_OP, ROPESCALE_HAVE_*.
+#include "ropescale/detail/macro_scope.hpp"
+
 #if ROPESCALE_HAVE_X86_PATHS
 #include <immintrin.h>
 #endif
 #if ROPESCALE_HAVE_NEON_PATH
 #include <arm_neon.h>
-#endif
-
-#if ROPESCALE_HAVE_X86_PATHS
-#define ROPESCALE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
-#define ROPESCALE_TARGET_AVX512 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
-#define ROPESCALE_TARGET_AVX512_BF16 \
-  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-#define ROPESCALE_PACKET_OP(TARGET) TARGET __attribute__((always_inline)) static inline
 #endif
 
 namespace ropescale {
@@ -186,3 +180,5 @@ struct PacketNeon {
 
 }  // namespace detail
 }  // namespace ropescale
+
+#include "ropescale/detail/macro_unscope.hpp"
