@@ -9,8 +9,8 @@
 #include "ropescale/mrope.hpp"
 #include "ropescale/rerotate.hpp"
 #include "ropescale/rotary.hpp"
-#include "ropescale/scaling.hpp"
 #include "ropescale/rotary_plan.hpp"
+#include "ropescale/scaling.hpp"
 
 int main() {
   const ropescale::RopeSpec spec{8, 8, 1e4, 16};

@@ -322,9 +322,9 @@ TEST(HfModels, QwenVlSectionsAreRead) {
   EXPECT_EQ(a.rope_type, RopeType::kDefault);
   EXPECT_EQ(a.mrope_section, (std::vector<std::int64_t>{16, 24, 24}));
   EXPECT_FALSE(a.mrope_interleaved);
-  EXPECT_LE(
-      max_rel_error(a.table_for().value().inv_freq(a.spec).value(), reference_inv_freq(1e6L, 128, 64)),
-      1e-12);
+  EXPECT_LE(max_rel_error(a.table_for().value().inv_freq(a.spec).value(),
+                          reference_inv_freq(1e6L, 128, 64)),
+            1e-12);
   const ropescale::MropeSections sa(a.mrope_section, a.mrope_interleaved, a.spec.pairs());
   EXPECT_EQ(sa.axes()[15], 0);
   EXPECT_EQ(sa.axes()[16], 1);

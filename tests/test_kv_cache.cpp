@@ -799,13 +799,13 @@ TEST(KvCacheHostile, DuplicateSlotAcrossSequenceRuns) {
   const auto kv = HeadsView<const float>::tokens_heads_dim(k.data(), tokens, 1, 40);
   const auto vv = HeadsView<const float>::tokens_heads_dim(v.data(), tokens, 1, 40);
   EXPECT_TRUE(ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
-                                                  PairLayout::kHalfSplit)
+                                              PairLayout::kHalfSplit)
                   .ok());
   std::fill(kp.begin(), kp.end(), 9.0f);
   slots[2 * per_run + 5] = 207;  // run 2 takes a slot of run 0 (token 7)
   slots[2 * per_run + 6] = 208;  // still increasing within run 2
-  const Status s = ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(),
-                                                       cache, PairLayout::kHalfSplit);
+  const Status s = ropescale::rotate_and_append_kv(angles, pos.data(), kv, vv, slots.data(), cache,
+                                                   PairLayout::kHalfSplit);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.argument(), "slot_mapping[" + std::to_string(2 * per_run + 5) + "]") << s.message();
   EXPECT_NE(s.message().find("duplicates slot_mapping[7]"), std::string::npos) << s.message();
