@@ -25,6 +25,7 @@
 // --export-multiple (default: the first search multiple) as a Hugging Face longrope rope_scaling,
 // the directory `ropescale finetune` starts from.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -284,7 +285,20 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t L = spec.original_max_position;
   const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec);
   const std::int64_t lower = ropescale::critical_search_lower_pair(spec);
-  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
+  // Progress on stderr with the seconds since the start; each phase's wall time goes to the JSON.
+  const auto t_start = std::chrono::steady_clock::now();
+  auto elapsed = [&]() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+  auto note = [&](const std::string& s) {
+    std::cerr << "\r[" << fmt(elapsed(), 0) << " s] " << s << "          " << std::flush;
+  };
+  nlohmann::json phase_seconds = nlohmann::json::object();
+  double phase_start = 0.0;
+  auto end_phase = [&](const char* name) {
+    phase_seconds[name] = elapsed() - phase_start;
+    phase_start = elapsed();
+  };
   const int nthreads = static_cast<int>(threads);
   nlohmann::json out = cli::json_document(
       "extend", {{"model", model},
@@ -337,6 +351,8 @@ int run_extend(const std::vector<std::string>& argv) {
   check["thresholds"] = {0.9, 0.85};
   check["passed"] = check_pass && check_rows >= 80;
   out["base_model_check"] = check;
+  end_phase("base_model_check");
+  out["phase_seconds"] = phase_seconds;
   auto print_check = [&]() {
     std::cout << "base model in window (" << L << " tokens, " << check_rows
               << " held-out needles per depth; the study needs >= 0.9 at every depth with "
@@ -352,8 +368,10 @@ int run_extend(const std::vector<std::string>& argv) {
     }
     std::cout << "\n  gate: " << (check["passed"].get<bool>() ? "passed" : "NOT passed") << "\n";
   };
+  // Also after each phase of a long run, so a run cut short keeps what it measured.
   auto write_json = [&]() {
     if (json_path.empty()) return;
+    out["phase_seconds"] = phase_seconds;
     std::ofstream f(json_path, std::ios::trunc);
     f << out.dump(2) << "\n";
     if (!f) throw cli::InputError("--json = '" + cli::Args::clip(json_path) + "': write failed");
@@ -439,6 +457,9 @@ int run_extend(const std::vector<std::string>& argv) {
          "the start rows > 2 se (binomial); reversed if best c > i_tcd by the same margin"}};
   }
   out["c_sweep"] = sweep;
+  out["verdicts"] = verdicts;
+  end_phase("c_sweep");
+  write_json();
 
   // --- 2. searches and 3. the rows
   std::vector<Row> rows;
@@ -533,6 +554,9 @@ int run_extend(const std::vector<std::string>& argv) {
             }
       rows.push_back(r);
     }
+  end_phase("searches");
+  out["search"] = searches;
+  write_json();
   // LongRoPE2-init at the searched critical pair (the paper's rcd).
   per_length("longrope2_init_rcd", InferenceRule::kOneTable, [&](std::int64_t m) {
     const std::size_t i = static_cast<std::size_t>(
@@ -570,6 +594,7 @@ int run_extend(const std::vector<std::string>& argv) {
                                                   rows[r].rule, nthreads));
     }
   std::cerr << "\r" << std::string(70, ' ') << "\r";
+  end_phase("comparison");
 
   nlohmann::json lengths = nlohmann::json::array(), methods = nlohmann::json::object();
   for (const auto& s : sets) lengths.push_back(s.length);
