@@ -1,5 +1,5 @@
 // `ropescale extend` (the main job): the LongRoPE2 extension study on the tiny Llama shipped in
-// examples/data/tiny-llama (or any directory `ropescale train` writes), to the protocol of
+// examples/data/tiny-llama-gate (or any directory `ropescale train` writes), to the protocol of
 // docs/study-protocol.md.
 //
 //   0. the base model's in-window retrieval at depths 0, 0.25, 0.5, 0.75, 1 (the gate the study
@@ -64,8 +64,9 @@ constexpr const char* kDefaultSvg = "study.svg";
 
 const std::vector<cli::Option>& options() {
   static const std::vector<cli::Option> kOptions = {
-      {"--model", "DIR", "examples/data/tiny-llama",
-       "the model to extend (`ropescale train` writes one)"},
+      {"--model", "DIR", "examples/data/tiny-llama-gate",
+       "the model to extend (`ropescale train` writes one); the default passes the base-model "
+       "gate"},
       {"--finetuned", "DIR,...|none", "the shipped tiny-llama-mixed and tiny-llama-long",
        "fine-tuned models compared as their own rows"},
       {"--multiples", "M,...", "1,2,4",
@@ -201,7 +202,7 @@ int run_extend(const std::vector<std::string>& argv) {
   cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
-  const std::string model = args.get("--model", data + "/tiny-llama");
+  const std::string model = args.get("--model", data + "/tiny-llama-gate");
   cli::check_model_dir("--model", model);
   std::vector<std::string> finetuned;
   if (args.has("--finetuned")) {
