@@ -363,10 +363,27 @@ TEST(Training, ResumeFromACheckpointMatchesAnUninterruptedRun) {
   Weights a = Weights::initialized(byte_config(), 3);
   tiny_llama::AdamW opt_a(a, {});
   std::vector<tiny_llama::Diagnostics> seen;
-  tiny_llama::train(a, opt_a, corpus, resume_plan(dir_a),
+  auto plan_a = resume_plan(dir_a);
+  plan_a.log_path = dir_a + ".jsonl";
+  std::remove(plan_a.log_path.c_str());
+  tiny_llama::train(a, opt_a, corpus, plan_a,
                     [&](const tiny_llama::Diagnostics& d) { seen.push_back(d); });
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[1].step, 4);
+  // The log: one line per evaluation with the wall time since the start and the throughput
+  // since the last line (both measured, so positive), and the gate's depths.
+  std::ifstream log(plan_a.log_path);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1].at("step"), 4);
+  EXPECT_GT(lines[0].at("seconds").get<double>(), 0.0);
+  EXPECT_GT(lines[1].at("seconds").get<double>(), lines[0].at("seconds").get<double>());
+  for (const nlohmann::json& l : lines) {
+    EXPECT_GT(l.at("tokens_per_second").get<double>(), 0.0);
+    EXPECT_EQ(l.at("depth_accuracy").size(), tiny_llama::eval_depths().size());
+    EXPECT_EQ(l.at("depth_accuracy_scaled").size(), tiny_llama::eval_depths().size());
+  }
   // Interrupted after the step-2 checkpoint (stop at the first evaluation), then resumed.
   Weights b = Weights::initialized(byte_config(), 3);
   tiny_llama::AdamW opt_b(b, {});
