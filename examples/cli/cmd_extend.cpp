@@ -1,5 +1,5 @@
 // `ropescale extend` (the main job): the LongRoPE2 extension study on the tiny Llama shipped in
-// examples/data/tiny-llama (or any directory `ropescale train` writes), to the protocol of
+// examples/data/tiny-llama-gate (or any directory `ropescale train` writes), to the protocol of
 // docs/study-protocol.md.
 //
 //   0. the base model's in-window retrieval at depths 0, 0.25, 0.5, 0.75, 1 (the gate the study
@@ -25,6 +25,7 @@
 // --export-multiple (default: the first search multiple) as a Hugging Face longrope rope_scaling,
 // the directory `ropescale finetune` starts from.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -64,8 +65,9 @@ constexpr const char* kDefaultSvg = "study.svg";
 
 const std::vector<cli::Option>& options() {
   static const std::vector<cli::Option> kOptions = {
-      {"--model", "DIR", "examples/data/tiny-llama",
-       "the model to extend (`ropescale train` writes one)"},
+      {"--model", "DIR", "examples/data/tiny-llama-gate",
+       "the model to extend (`ropescale train` writes one); the default passes the base-model "
+       "gate"},
       {"--finetuned", "DIR,...|none", "the shipped tiny-llama-mixed and tiny-llama-long",
        "fine-tuned models compared as their own rows"},
       {"--multiples", "M,...", "1,2,4",
@@ -201,7 +203,7 @@ int run_extend(const std::vector<std::string>& argv) {
   cli::Args args(argv, options());
   const bool json = args.json_format();
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
-  const std::string model = args.get("--model", data + "/tiny-llama");
+  const std::string model = args.get("--model", data + "/tiny-llama-gate");
   cli::check_model_dir("--model", model);
   std::vector<std::string> finetuned;
   if (args.has("--finetuned")) {
@@ -286,7 +288,20 @@ int run_extend(const std::vector<std::string>& argv) {
   const std::int64_t L = spec.original_max_position;
   const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec).value();
   const std::int64_t lower = ropescale::critical_search_lower_pair(spec).value();
-  auto note = [&](const std::string& s) { std::cerr << "\r" << s << "          " << std::flush; };
+  // Progress on stderr with the seconds since the start; each phase's wall time goes to the JSON.
+  const auto t_start = std::chrono::steady_clock::now();
+  auto elapsed = [&]() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  };
+  auto note = [&](const std::string& s) {
+    std::cerr << "\r[" << fmt(elapsed(), 0) << " s] " << s << "          " << std::flush;
+  };
+  nlohmann::json phase_seconds = nlohmann::json::object();
+  double phase_start = 0.0;
+  auto end_phase = [&](const char* name) {
+    phase_seconds[name] = elapsed() - phase_start;
+    phase_start = elapsed();
+  };
   const int nthreads = static_cast<int>(threads);
   nlohmann::json out = cli::json_document(
       "extend", {{"model", model},
@@ -339,6 +354,8 @@ int run_extend(const std::vector<std::string>& argv) {
   check["thresholds"] = {0.9, 0.85};
   check["passed"] = check_pass && check_rows >= 80;
   out["base_model_check"] = check;
+  end_phase("base_model_check");
+  out["phase_seconds"] = phase_seconds;
   auto print_check = [&]() {
     std::cout << "base model in window (" << L << " tokens, " << check_rows
               << " held-out needles per depth; the study needs >= 0.9 at every depth with "
@@ -354,8 +371,10 @@ int run_extend(const std::vector<std::string>& argv) {
     }
     std::cout << "\n  gate: " << (check["passed"].get<bool>() ? "passed" : "NOT passed") << "\n";
   };
+  // Also after each phase of a long run, so a run cut short keeps what it measured.
   auto write_json = [&]() {
     if (json_path.empty()) return;
+    out["phase_seconds"] = phase_seconds;
     std::ofstream f(json_path, std::ios::trunc);
     f << out.dump(2) << "\n";
     if (!f) throw cli::InputError("--json = '" + cli::Args::clip(json_path) + "': write failed");
@@ -441,6 +460,9 @@ int run_extend(const std::vector<std::string>& argv) {
          "the start rows > 2 se (binomial); reversed if best c > i_tcd by the same margin"}};
   }
   out["c_sweep"] = sweep;
+  out["verdicts"] = verdicts;
+  end_phase("c_sweep");
+  write_json();
 
   // --- 2. searches and 3. the rows
   std::vector<Row> rows;
@@ -536,6 +558,9 @@ int run_extend(const std::vector<std::string>& argv) {
             }
       rows.push_back(r);
     }
+  end_phase("searches");
+  out["search"] = searches;
+  write_json();
   // LongRoPE2-init at the searched critical pair (the paper's rcd).
   per_length("longrope2_init_rcd", InferenceRule::kOneTable, [&](std::int64_t m) {
     const std::size_t i = static_cast<std::size_t>(
@@ -573,6 +598,7 @@ int run_extend(const std::vector<std::string>& argv) {
                                                   rows[r].rule, nthreads));
     }
   std::cerr << "\r" << std::string(70, ' ') << "\r";
+  end_phase("comparison");
 
   nlohmann::json lengths = nlohmann::json::array(), methods = nlohmann::json::object();
   for (const auto& s : sets) lengths.push_back(s.length);

@@ -2,13 +2,16 @@
 // examples/tiny_llama/train.cpp (copy -> needles -> text), logs held-out diagnostics and writes a
 // Hugging Face model directory (config.json + model.safetensors).
 //
-//   ropescale train --out DIR [--resume] [--plan default|smoke|needles] [--from DIR]
-//                   [--threads N] [--seed S] [--log FILE] [--eval-every N] [--format table|json]
+//   ropescale train --out DIR [--resume] [--plan default|smoke|needles|gate] [--from DIR]
+//                   [--steps N] [--threads N] [--seed S] [--log FILE] [--eval-every N]
+//                   [--format table|json]
 //
 // The directory is rewritten at every evaluation (model and AdamW moments); --resume continues
 // from it with the same batches an uninterrupted run would have drawn. --plan needles is the
 // needle stage over the whole depth range (needle_depth_curriculum), started from the weights in
-// --from (default: the shipped tiny Llama) with a fresh AdamW.
+// --from (default: the shipped tiny Llama) with a fresh AdamW; --plan gate is the stage that trains
+// what the study's base-model gate tests (gate_curriculum: study-format needles at every depth),
+// --steps long, from --from (default: tiny-llama-needles).
 #include <cmath>
 #include <iomanip>
 #include <iostream>
@@ -28,7 +31,8 @@
 namespace {
 
 constexpr const char* kUsage =
-    "--out DIR [--resume] [--plan default|smoke|needles] [--from DIR] [--threads N] [--seed S] "
+    "--out DIR [--resume] [--plan default|smoke|needles|gate] [--from DIR] [--steps N] "
+    "[--threads N] [--seed S] "
     "[--log FILE] "
     "[--eval-every N] [--text FILE] [--format table|json]";
 
@@ -36,12 +40,15 @@ const std::vector<cli::Option>& options() {
   static const std::vector<cli::Option> kOptions = {
       {"--out", "DIR", "", "the model directory to write (required)"},
       {"--resume", "", "", "continue from the optimizer state in --out"},
-      {"--plan", "default|smoke|needles", "default",
+      {"--plan", "default|smoke|needles|gate", "default",
        "the curriculum; smoke: 10 steps per stage; needles: the needle stage over the whole depth "
-       "range, continuing from --from with a fresh AdamW"},
-      {"--from", "DIR", "examples/data/tiny-llama", "the model --plan needles starts from"},
+       "range, continuing from --from with a fresh AdamW; gate: study-format needles at every "
+       "depth, the same way"},
+      {"--from", "DIR", "examples/data/tiny-llama (gate: tiny-llama-needles)",
+       "the model --plan needles or gate starts from"},
+      {"--steps", "N", "3000", "steps of --plan gate"},
       {"--threads", "N", "2", "threads"},
-      {"--seed", "S", "1 (needles: 2)", "seed of the initial weights and the rows"},
+      {"--seed", "S", "1 (needles: 2, gate: 3)", "seed of the initial weights and the rows"},
       {"--log", "FILE", "", "also write one JSON line per evaluation"},
       {"--eval-every", "N", "100 (smoke: 10)", "steps between held-out evaluations"},
       {"--text", "FILE", "examples/data/tinystories-valid-prefix.txt", "training text"},
@@ -58,25 +65,34 @@ int run_train(const std::vector<std::string>& argv) {
   cli::check_output_dir("--out", out);
   if (args.has("--resume")) cli::check_input_file("--out", out + "/optimizer_m.safetensors");
   const std::string plan = args.get("--plan", "default");
-  if (plan != "default" && plan != "smoke" && plan != "needles")
+  if (plan != "default" && plan != "smoke" && plan != "needles" && plan != "gate")
     throw cli::UsageError("--plan = '" + cli::Args::clip(plan) +
-                          "': must be 'default', 'smoke' or 'needles'");
-  if (args.has("--from") && plan != "needles")
-    throw cli::UsageError("--from applies to --plan needles only");
+                          "': must be 'default', 'smoke', 'needles' or 'gate'");
+  const bool continues = plan == "needles" || plan == "gate";
+  if (args.has("--from") && !continues)
+    throw cli::UsageError("--from applies to --plan needles or gate only");
+  if (args.has("--steps") && plan != "gate")
+    throw cli::UsageError("--steps applies to --plan gate only");
   const std::string from =
-      args.get("--from", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tiny-llama");
-  if (plan == "needles" && !args.has("--resume")) cli::check_model_dir("--from", from);
+      args.get("--from", std::string(ROPESCALE_EXAMPLES_DATA_DIR) +
+                             (plan == "gate" ? "/tiny-llama-needles" : "/tiny-llama"));
+  if (continues && !args.has("--resume")) cli::check_model_dir("--from", from);
+  const std::int64_t steps = args.get_int("--steps", 3000, 1, tiny_llama::kMaxTrainSteps);
   const std::int64_t threads = args.get_int("--threads", 2, 1, 256);
   const std::int64_t eval_every =
       args.get_int("--eval-every", plan == "smoke" ? 10 : 100, 1, 1000000);
-  const std::int64_t seed = args.get_int("--seed", plan == "needles" ? 2 : 1, 0,
-                                         std::numeric_limits<std::int64_t>::max());
+  const std::int64_t seed = args.get_int("--seed",
+                                         plan == "needles" ? 2
+                                         : plan == "gate"  ? 3
+                                                           : 1,
+                                         0, std::numeric_limits<std::int64_t>::max());
   const std::string log_path = args.output_file("--log");
   const std::string text = args.input_file(
       "--text", std::string(ROPESCALE_EXAMPLES_DATA_DIR) + "/tinystories-valid-prefix.txt");
 
-  tiny_llama::TrainOptions o =
-      plan == "needles" ? tiny_llama::needle_depth_curriculum() : tiny_llama::default_curriculum();
+  tiny_llama::TrainOptions o = plan == "needles" ? tiny_llama::needle_depth_curriculum()
+                               : plan == "gate"  ? tiny_llama::gate_curriculum(steps)
+                                                 : tiny_llama::default_curriculum();
   if (plan == "smoke")
     for (tiny_llama::Stage& s : o.stages) {
       s.steps = 10;
@@ -100,7 +116,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.start_stage_step = at.stage_step;
     tiny_llama::check_start(o);
     std::cerr << "resuming " << out << " at step " << o.start_step << "\n";
-  } else if (plan == "needles") {
+  } else if (continues) {
     w = tiny_llama::load_model_dir(from);
     opt = tiny_llama::AdamW(w, {});
     std::cerr << "continuing from " << from << " with a fresh AdamW\n";

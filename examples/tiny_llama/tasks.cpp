@@ -137,6 +137,9 @@ NeedleRow make_needle_row(std::mt19937_64& rng, const std::string& text, const N
   std::vector<std::size_t> ask(order.size());
   for (std::size_t i = 0; i < ask.size(); ++i) ask[i] = i;
   std::shuffle(ask.begin(), ask.end(), rng);
+  if (o.ask_last_first > 0.0 &&
+      std::uniform_real_distribution<double>(0.0, 1.0)(rng) < o.ask_last_first)
+    std::iter_swap(ask.begin(), std::find(ask.begin(), ask.end(), order.back()));
   NeedleRow out;
   std::vector<std::pair<std::int64_t, std::int64_t>> spans;
   for (std::size_t i : ask) {

@@ -39,6 +39,10 @@ struct NeedleOptions {
   std::int64_t digits = 4;    ///< answer length
   /// Depth of the first needle as a fraction of the filler, or < 0 for uniform at random.
   double depth = -1.0;
+  /// Probability that the first question asks for the needle that sits last, so that at depth 1
+  /// it follows its own needle sentence directly (the study's single-needle rows end that way).
+  /// 0 draws nothing extra, so older runs repeat.
+  double ask_last_first = 0.0;
 };
 /// The answer spans of a needle row: [begin, end) target indices whose loss is the answer's.
 struct NeedleRow {

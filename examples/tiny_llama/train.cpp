@@ -12,19 +12,26 @@
 #include "ropescale/error.hpp"
 #include "ropescale/factors.hpp"
 #include "ropescale/frequencies.hpp"
+#include "ropescale/search_space.hpp"
 
 namespace tiny_llama {
 
 nlohmann::json to_json(const Diagnostics& d) {
-  return {{"step", d.step},
-          {"train_loss", d.train_loss},
-          {"copy_nll", d.copy_nll},
-          {"copy_accuracy", d.copy_accuracy},
-          {"needle_accuracy", d.needle_accuracy},
-          {"needle_nll", d.needle_nll},
-          {"text_bpb", d.text_bpb},
-          {"tokens_per_second", d.tokens_per_second},
-          {"seconds", d.seconds}};
+  nlohmann::json j = {{"step", d.step},
+                      {"train_loss", d.train_loss},
+                      {"copy_nll", d.copy_nll},
+                      {"copy_accuracy", d.copy_accuracy},
+                      {"needle_accuracy", d.needle_accuracy},
+                      {"needle_nll", d.needle_nll},
+                      {"text_bpb", d.text_bpb},
+                      {"tokens_per_second", d.tokens_per_second},
+                      {"seconds", d.seconds}};
+  if (!d.depth_accuracy.empty()) {
+    j["depths"] = eval_depths();
+    j["depth_accuracy"] = d.depth_accuracy;
+  }
+  if (!d.depth_accuracy_scaled.empty()) j["depth_accuracy_scaled"] = d.depth_accuracy_scaled;
+  return j;
 }
 
 bool induction_alive(const Diagnostics& d, std::int64_t after_step, double fraction) {
@@ -102,14 +109,58 @@ TrainOptions needle_depth_curriculum() {
   return o;
 }
 
-EvalSets EvalSets::make(const Corpus& corpus, std::int64_t window, std::uint64_t seed) {
+TrainOptions gate_curriculum(std::int64_t steps) {
+  TrainOptions o = needle_depth_curriculum();
+  Stage& st = o.stages.front();
+  st.name = "gate";
+  st.steps = steps;
+  st.copy = 0.1;
+  st.needle = 0.3;
+  st.study_needle = 0.4;
+  st.text = 0.2;
+  st.needle_start_fraction = 0.2;
+  st.needle_end_fraction = 0.2;
+  st.needle_options.ask_last_first = 1.0 / 3.0;
+  o.seed = 3;
+  return o;
+}
+
+EvalSets EvalSets::make(const Corpus& corpus, std::int64_t window, std::uint64_t seed,
+                        std::int64_t depth_rows) {
   std::mt19937_64 rng(seed);
   EvalSets e;
   for (int i = 0; i < 64; ++i) e.copy.push_back(make_copy_row(rng, CopyOptions{64, 16, 6, 16}));
   for (int i = 0; i < 32; ++i)
     e.needle.push_back(make_needle_row(rng, corpus.held_out, NeedleOptions{window, 1, 4, -1.0}));
   for (int i = 0; i < 16; ++i) e.text.push_back(make_text_row(rng, corpus.held_out, window));
+  if (depth_rows > 0) {
+    // Seeds apart from the study's (LengthSet::make's seed * 131 + group, seeds < 10^4).
+    const std::vector<ropescale::TokenId> hay = haystack_tokens(corpus.held_out);
+    const std::vector<double>& depths = eval_depths();
+    for (std::size_t k = 0; k < depths.size(); ++k)
+      for (std::int64_t i = 0; i < depth_rows; ++i)
+        e.depth.push_back(make_study_needle(hay, window, depths[k], (seed << 8) + 0x5000 + k,
+                                            static_cast<std::uint64_t>(i)));
+  }
   return e;
+}
+
+std::vector<double> depth_accuracy(const Weights& w, const Rope& rope, const EvalSets& sets,
+                                   int threads) {
+  const std::size_t groups = eval_depths().size();
+  if (sets.depth.empty() || sets.depth.size() % groups != 0) return {};
+  std::vector<int> correct(sets.depth.size(), 0);
+  parallel_for(static_cast<std::int64_t>(sets.depth.size()), threads, [&](std::int64_t i) {
+    const StudyNeedle& r = sets.depth[static_cast<std::size_t>(i)];
+    Matrix lp;
+    forward(w, rope, r.seq, &lp);
+    correct[static_cast<std::size_t>(i)] = score_study_needle(lp, r).correct ? 1 : 0;
+  });
+  const std::size_t per = sets.depth.size() / groups;
+  std::vector<double> acc(groups, 0.0);
+  for (std::size_t i = 0; i < correct.size(); ++i) acc[i / per] += correct[i];
+  for (double& a : acc) a /= static_cast<double>(per);
+  return acc;
 }
 
 Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, int threads) {
@@ -157,6 +208,7 @@ Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, i
   LossSum text_sum;
   for (const LossSum& l : text) text_sum += l;
   d.text_bpb = text_sum.mean() / std::log(2.0);
+  d.depth_accuracy = depth_accuracy(w, rope, sets, threads);
   return d;
 }
 
@@ -193,7 +245,20 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
   const ropescale::RotaryCache cache(spec, ropescale::FactorTable::identity(spec),
                                      c.max_position_embeddings);
   const Rope rope{&cache};
-  const EvalSets sets = EvalSets::make(corpus, c.max_position_embeddings, eval_seed(o.seed));
+  const EvalSets sets =
+      EvalSets::make(corpus, c.max_position_embeddings, eval_seed(o.seed), kEvalDepthRows);
+  // The gate's second condition: the original frequencies times the 4x long table's attention
+  // factor (what a longrope config applies within L_train).
+  const ropescale::RotaryCache scaled_eval(
+      spec,
+      ropescale::FactorTable(
+          Eigen::ArrayXd::Ones(spec.pairs()),
+          ropescale::SearchSpace::longrope2(spec, 4 * c.max_position_embeddings).attention_factor),
+      c.max_position_embeddings);
+  bool study_rows = false;
+  for (const Stage& st : o.stages) study_rows = study_rows || st.study_needle > 0.0;
+  const std::vector<ropescale::TokenId> train_hay =
+      study_rows ? haystack_tokens(corpus.train) : std::vector<ropescale::TokenId>();
   Weights grad(c);
   std::ofstream log;
   if (!o.log_path.empty()) log.open(o.log_path, std::ios::app);
@@ -204,7 +269,7 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
   auto tick = t0;
   for (std::size_t si = static_cast<std::size_t>(o.start_stage); si < o.stages.size(); ++si) {
     const Stage& st = o.stages[si];
-    const double mix = st.copy + st.needle + st.text;
+    const double mix = st.copy + st.needle + st.study_needle + st.text;
     const std::int64_t k0 = si == static_cast<std::size_t>(o.start_stage) ? o.start_stage_step : 0;
     bool advance = false;
     for (std::int64_t k = k0; k < st.steps && !advance; ++k, ++step) {
@@ -218,7 +283,7 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
           const std::size_t which =
               n > 0 ? std::uniform_int_distribution<std::size_t>(0, n - 1)(rng) : 0;
           batch.push_back(make_copy_row(rng, n == 0 ? CopyOptions{} : st.copy_options[which]));
-        } else if (u < st.copy + st.needle) {
+        } else if (u < st.copy + st.needle + st.study_needle) {
           NeedleOptions no = st.needle_options;
           if (st.needle_start_fraction > 0.0 || st.needle_end_fraction > 0.0) {
             const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
@@ -227,7 +292,13 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
             else if (u < st.needle_start_fraction + st.needle_end_fraction)
               no.depth = 1.0;
           }
-          batch.push_back(make_needle_row(rng, corpus.train, no).seq);
+          if (u < st.copy + st.needle) {
+            batch.push_back(make_needle_row(rng, corpus.train, no).seq);
+          } else {
+            const double depth =
+                no.depth >= 0.0 ? no.depth : std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+            batch.push_back(make_study_needle(train_hay, no.length, depth, rng(), 0).seq);
+          }
         } else {
           batch.push_back(make_text_row(rng, corpus.train, st.text_length));
         }
@@ -259,6 +330,7 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
       if ((step + 1) % o.eval_every == 0 || last) {
         const auto now = std::chrono::steady_clock::now();
         Diagnostics d = evaluate(w, rope, sets, o.threads);
+        d.depth_accuracy_scaled = depth_accuracy(w, Rope{&scaled_eval}, sets, o.threads);
         d.step = step + 1;
         d.train_loss = loss_sum / static_cast<double>(loss_steps);
         d.tokens_per_second = tokens / std::chrono::duration<double>(now - tick).count();

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "study.hpp"
 #include "tasks.hpp"
 #include "tiny_llama.hpp"
 
@@ -25,6 +26,10 @@ struct Stage {
   double copy = 1.0;  ///< mixture weights of row kinds (normalised)
   double needle = 0.0;
   double text = 0.0;
+  /// Rows in the study's format (make_study_needle on the training text): one needle at a depth
+  /// drawn as for needle rows (needle_start_fraction at 0, needle_end_fraction at 1, uniform
+  /// otherwise), the question right after the haystack, loss on the 4 answer digits.
+  double study_needle = 0.0;
   std::int64_t text_length = 256;         ///< row tokens of text rows
   std::vector<CopyOptions> copy_options;  ///< copy rows draw one uniformly (empty: defaults)
   /// Ends the stage early at an evaluation whose held-out copy accuracy reaches this (0: never).
@@ -74,7 +79,17 @@ struct Diagnostics {
   double text_bpb = 0.0;         ///< held-out text, bits per byte
   double tokens_per_second = 0.0;
   double seconds = 0.0;
+  /// Exact match of study-format needles (one needle, held-out text) per eval_depths() depth,
+  /// with the original RoPE and with it times the 4x long table's attention factor (empty: no
+  /// depth rows).
+  std::vector<double> depth_accuracy, depth_accuracy_scaled;
 };
+
+/// The depths of the base-model gate (docs/study-protocol.md), which the evaluation mirrors.
+inline const std::vector<double>& eval_depths() {
+  static const std::vector<double> kDepths = {0.0, 0.25, 0.5, 0.75, 1.0};
+  return kDepths;
+}
 
 /// The diagnostics as one JSON object (the log line and the tool's JSON share it).
 nlohmann::json to_json(const Diagnostics& d);
@@ -94,6 +109,15 @@ TrainOptions default_curriculum();
 /// copy rows, and a third of the steps with a longrope attention factor up to 1.2 (8x's is 1.17).
 TrainOptions needle_depth_curriculum();
 
+/// The stage that trains what the base-model gate tests, from trained weights (fresh AdamW): half
+/// the needle rows in the study's one-needle format, half 3-needle rows whose first question asks
+/// for the last needle a third of the time, a fifth of each at depth 0 and at depth 1, text and
+/// copy rows, and a third of the steps with an attention factor up to 1.2. `steps` sizes it.
+TrainOptions gate_curriculum(std::int64_t steps);
+
+/// Study-format needles per depth in the trainer's evaluation.
+inline constexpr std::int64_t kEvalDepthRows = 16;
+
 /// The seed of the evaluation rows of a run trained with `seed`.
 inline std::uint64_t eval_seed(std::uint64_t seed) noexcept { return seed ^ 0x5eedULL; }
 
@@ -102,9 +126,16 @@ struct EvalSets {
   std::vector<Sequence> copy;
   std::vector<NeedleRow> needle;
   std::vector<Sequence> text;
-  static EvalSets make(const Corpus& corpus, std::int64_t window, std::uint64_t seed);
+  /// depth_rows study-format needles per eval_depths() depth, depth-major (none by default).
+  std::vector<StudyNeedle> depth;
+  static EvalSets make(const Corpus& corpus, std::int64_t window, std::uint64_t seed,
+                       std::int64_t depth_rows = 0);
 };
 Diagnostics evaluate(const Weights& w, const Rope& rope, const EvalSets& sets, int threads);
+
+/// Exact match of sets.depth per eval_depths() depth under `rope` (empty without depth rows).
+std::vector<double> depth_accuracy(const Weights& w, const Rope& rope, const EvalSets& sets,
+                                   int threads);
 
 /// Throws ropescale::Error naming the field when `o`'s resume point is not one of its plan's
 /// (step beyond kMaxTrainSteps, a stage the plan lacks, a stage_step past its stage) or

@@ -355,6 +355,128 @@ TEST(ToolJson, TheCheckerRejectsBrokenDocuments) {
   EXPECT_EQ(schema_check::check(bad_kind, schema["commands"]["factors"], schema).size(), 1u);
 }
 
+// ---- the numbers an `extend` JSON holds agree with each other ------------------------------
+
+double binomial_se(double p, double n) { return std::sqrt(p * (1.0 - p) / n); }
+
+// An exact-match rate over n rows is a count over n, and its standard error the binomial one.
+void expect_rate(const nlohmann::json& acc, const nlohmann::json& se, const nlohmann::json& n,
+                 const std::string& where) {
+  SCOPED_TRACE(where);
+  const double p = acc.get<double>(), rows = n.get<double>();
+  ASSERT_GT(rows, 0.0);
+  EXPECT_NEAR(p * rows, std::round(p * rows), 1e-6);
+  EXPECT_NEAR(se.get<double>(), binomial_se(p, rows), 1e-12);
+}
+
+std::string verdict_of(double difference, double se) {
+  return difference > 2.0 * se ? "held" : difference < -2.0 * se ? "reversed" : "not shown";
+}
+
+// Values, not formats: every standard error is its rate's, the gate's `passed` follows its
+// thresholds, the methods that run the original RoPE at L_train (plain, PI, NTK, YaRN under the
+// one-table rule) give the same numbers there on the same rows, the c-sweep's best c is the best
+// of its selection rows, and every verdict is recomputed from the cells it names.
+void expect_extend_values(const nlohmann::json& j) {
+  const nlohmann::json& check = j.at("base_model_check");
+  bool pass = check.at("needle_n").get<std::int64_t>() >= 80;
+  for (std::size_t a = 0; a < 2; ++a)
+    for (std::size_t d = 0; d < check.at("depths").size(); ++d) {
+      const nlohmann::json& acc = check.at("needle_accuracy").at(a).at(d);
+      expect_rate(acc, check.at("needle_se").at(a).at(d), check.at("needle_n"),
+                  "base_model_check " + std::to_string(a) + "," + std::to_string(d));
+      pass = pass && acc.get<double>() >= check.at("thresholds").at(a).get<double>();
+    }
+  EXPECT_EQ(check.at("passed").get<bool>(), pass);
+  if (!j.contains("methods")) return;  // --model-check-only
+  const nlohmann::json& methods = j.at("methods");
+  ASSERT_EQ(j.at("lengths").at(0), j.at("train_length"));
+  for (auto it = methods.begin(); it != methods.end(); ++it)
+    for (std::size_t i = 0; i < j.at("lengths").size(); ++i)
+      for (const std::string sfx : {"", "_random"}) {
+        const nlohmann::json& acc = it.value().at("needle_accuracy" + sfx).at(i);
+        if (acc.is_null()) continue;
+        expect_rate(acc, it.value().at("needle_se" + sfx).at(i),
+                    it.value().at("needle_n" + sfx).at(i),
+                    it.key() + sfx + " @" + std::to_string(i));
+      }
+  for (const char* name : {"pi", "ntk", "yarn"})
+    for (const char* key : {"needle_accuracy", "answer_nll", "needle_accuracy_random", "ppl"}) {
+      SCOPED_TRACE(std::string(name) + " " + key + " at L_train");
+      EXPECT_EQ(methods.at(name).at(key).at(0), methods.at("plain").at(key).at(0));
+      EXPECT_EQ(methods.at(name).at("attention_factor").at(0).get<double>(), 1.0);
+    }
+  const nlohmann::json& verdicts = j.at("verdicts");
+  const std::int64_t i_tcd = j.at("i_tcd").get<std::int64_t>();
+  for (const nlohmann::json& sweep : j.at("c_sweep")) {
+    const nlohmann::json& cells = sweep.at("cells");
+    std::size_t best = 0;
+    for (std::size_t c = 1; c < cells.size(); ++c) {
+      const double a = cells[c]["select"]["accuracy"], b = cells[best]["select"]["accuracy"];
+      if (a > b || (a == b && cells[c]["select"]["answer_nll"].get<double>() <
+                                  cells[best]["select"]["answer_nll"].get<double>()))
+        best = c;
+    }
+    EXPECT_EQ(sweep.at("best_c").get<std::size_t>(), best);
+    const std::string key =
+        "claim1_critical_below_i_tcd@" + std::to_string(sweep.at("multiple").get<int>()) + "x";
+    SCOPED_TRACE(key);
+    const nlohmann::json& v = verdicts.at(key);
+    const nlohmann::json &b = cells[best]["start"],
+                         &t = cells[static_cast<std::size_t>(i_tcd)]["start"];
+    const double diff = b["accuracy"].get<double>() - t["accuracy"].get<double>();
+    const double se = std::hypot(b["se"].get<double>(), t["se"].get<double>());
+    EXPECT_NEAR(v.at("difference").get<double>(), diff, 1e-12);
+    EXPECT_NEAR(v.at("se").get<double>(), se, 1e-12);
+    const std::int64_t c = static_cast<std::int64_t>(best);
+    EXPECT_EQ(v.at("verdict"), verdict_of(c < i_tcd ? diff : c > i_tcd ? -diff : 0.0, se));
+  }
+  for (auto it = verdicts.begin(); it != verdicts.end(); ++it) {
+    SCOPED_TRACE(it.key());
+    const nlohmann::json& v = it.value();
+    if (it.key().rfind("claim2", 0) == 0) {
+      // The first search multiple's column of each seed's two searched rows.
+      const std::int64_t m = j.at("search").at(0).at("target_length").get<std::int64_t>() /
+                             j.at("train_length").get<std::int64_t>();
+      std::size_t col = 0;
+      while (j["lengths"][col].get<std::int64_t>() != m * j["train_length"].get<std::int64_t>())
+        ++col;
+      double dn = 0.0, dp = 0.0;
+      const std::size_t seeds = v.at("seeds").get<std::size_t>();
+      for (std::size_t s = 0; s < seeds; ++s) {
+        const double an =
+            methods.at("longrope2_needle_s" + std::to_string(s))["needle_accuracy"][col];
+        const double ap = methods.at("longrope2_ppl_s" + std::to_string(s))["needle_accuracy"][col];
+        EXPECT_EQ(v.at("accuracy_needle_search").at(s).get<double>(), an);
+        EXPECT_EQ(v.at("accuracy_ppl_search").at(s).get<double>(), ap);
+        dn += an;
+        dp += ap;
+      }
+      EXPECT_NEAR(v.at("difference").get<double>(), (dn - dp) / static_cast<double>(seeds), 1e-12);
+    }
+    EXPECT_EQ(
+        v.at("verdict"),
+        verdict_of(it.key().rfind("claim1", 0) == 0
+                       ? (v["best_c"].get<std::int64_t>() < i_tcd   ? v["difference"].get<double>()
+                          : v["best_c"].get<std::int64_t>() > i_tcd ? -v["difference"].get<double>()
+                                                                    : 0.0)
+                       : v.at("difference").get<double>(),
+                   v.at("se").get<double>()));
+  }
+}
+
+// The full study the docs cite (examples/data/tiny-llama-study.json, `extend --budget full`).
+TEST(ToolJson, CommittedStudyAgreesWithItsOwnCells) {
+  const std::string text =
+      read_text(std::string(ROPESCALE_SOURCE_DIR) + "/examples/data/tiny-llama-study.json");
+  ASSERT_FALSE(text.empty());
+  const nlohmann::json j = nlohmann::json::parse(text);
+  expect_schema(j, "extend");
+  EXPECT_EQ(j.at("budget"), "full");
+  EXPECT_GE(j.at("needles_per_group").get<int>(), 200);
+  expect_extend_values(j);
+}
+
 // The JSON files extend and stories260k write (`tool_json_files` runs this after their small
 // runs; ROPESCALE_TOOL_JSON_FILES="extend=PATH,stories260k=PATH").
 TEST(ToolJson, WrittenFilesMatchTheSchema) {
@@ -368,7 +490,9 @@ TEST(ToolJson, WrittenFilesMatchTheSchema) {
     ASSERT_NE(eq, std::string::npos) << item;
     const std::string text = read_text(item.substr(eq + 1));
     ASSERT_FALSE(text.empty()) << item;
-    expect_schema(nlohmann::json::parse(text), item.substr(0, eq));
+    const nlohmann::json doc = nlohmann::json::parse(text);
+    expect_schema(doc, item.substr(0, eq));
+    if (item.substr(0, eq) == "extend") expect_extend_values(doc);
     ++checked;
   }
   EXPECT_GT(checked, 0);

@@ -279,6 +279,35 @@ TEST(Tasks, NeedleAnswersAppearEarlierAfterTheirKey) {
   }
 }
 
+// The study's depth-1 case in the trainer's rows: with ask_last_first the first question asks
+// for the needle that sits last, so at depth 1 it follows its own needle sentence directly;
+// without it, that happens only when the shuffle puts it first.
+TEST(Tasks, AskLastFirstPutsTheQuestionRightAfterItsOwnNeedle) {
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "Once upon a time there was a cat. ";
+  auto follows_own_needle = [&](std::mt19937_64& rng, double ask_last_first) {
+    tiny_llama::NeedleOptions o{256, 3, 4, 1.0};
+    o.ask_last_first = ask_last_first;
+    const auto row = tiny_llama::make_needle_row(rng, text, o);
+    std::string bytes(row.seq.tokens.begin(), row.seq.tokens.end());
+    bytes.push_back(static_cast<char>(row.seq.targets.back()));
+    const std::size_t answer = static_cast<std::size_t>(row.answers.front().first + 1);
+    const std::size_t key_start = bytes.rfind(" The pass key of ", answer - 1);
+    const std::string key = bytes.substr(key_start, answer - key_start);
+    const std::string sentence = key + bytes.substr(answer, 4) + ".";
+    return key_start >= sentence.size() &&
+           bytes.compare(key_start - sentence.size(), sentence.size(), sentence) == 0;
+  };
+  std::mt19937_64 rng(5);
+  int always = 0, sometimes = 0;
+  for (int trial = 0; trial < 30; ++trial) {
+    always += follows_own_needle(rng, 1.0) ? 1 : 0;
+    sometimes += follows_own_needle(rng, 0.0) ? 1 : 0;
+  }
+  EXPECT_EQ(always, 30);
+  EXPECT_LT(sometimes, 25);  // about a third of 30
+}
+
 TEST(Tasks, NeedleScoreCountsExactMatches) {
   std::mt19937_64 rng(3);
   std::string text(5000, 'x');
@@ -335,10 +364,27 @@ TEST(Training, ResumeFromACheckpointMatchesAnUninterruptedRun) {
   Weights a = Weights::initialized(byte_config(), 3);
   tiny_llama::AdamW opt_a(a, {});
   std::vector<tiny_llama::Diagnostics> seen;
-  tiny_llama::train(a, opt_a, corpus, resume_plan(dir_a),
+  auto plan_a = resume_plan(dir_a);
+  plan_a.log_path = dir_a + ".jsonl";
+  std::remove(plan_a.log_path.c_str());
+  tiny_llama::train(a, opt_a, corpus, plan_a,
                     [&](const tiny_llama::Diagnostics& d) { seen.push_back(d); });
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[1].step, 4);
+  // The log: one line per evaluation with the wall time since the start and the throughput
+  // since the last line (both measured, so positive), and the gate's depths.
+  std::ifstream log(plan_a.log_path);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(log, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[1].at("step"), 4);
+  EXPECT_GT(lines[0].at("seconds").get<double>(), 0.0);
+  EXPECT_GT(lines[1].at("seconds").get<double>(), lines[0].at("seconds").get<double>());
+  for (const nlohmann::json& l : lines) {
+    EXPECT_GT(l.at("tokens_per_second").get<double>(), 0.0);
+    EXPECT_EQ(l.at("depth_accuracy").size(), tiny_llama::eval_depths().size());
+    EXPECT_EQ(l.at("depth_accuracy_scaled").size(), tiny_llama::eval_depths().size());
+  }
   // Interrupted after the step-2 checkpoint (stop at the first evaluation), then resumed.
   Weights b = Weights::initialized(byte_config(), 3);
   tiny_llama::AdamW opt_b(b, {});
@@ -1029,6 +1075,41 @@ TEST(ShippedModel, ReproducesItsRecordedDepthCheck) {
   EXPECT_NEAR(sc.groups[0].accuracy, rec.at("needle_accuracy").at(0).at(1).get<double>(),
               1.0 / static_cast<double>(n) + 1e-12);
   EXPECT_NEAR(sc.groups[0].answer_nll, rec.at("answer_nll").at(0).at(1).get<double>(), 1e-3);
+}
+
+// One cell of the full study (examples/data/tiny-llama-study.json, `extend --budget full`)
+// reproduced from the weights it ran on: plain RoPE at L_train on the study's held-out rows
+// (needles at the start and at random depth, text; LengthSet seed 1000 for the first length).
+// One row of slack in each accuracy for another CPU's rounding.
+TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
+#endif
+  const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
+  std::ifstream in(data + "/tiny-llama-study.json");
+  ASSERT_TRUE(in.good());
+  const nlohmann::json study = nlohmann::json::parse(in);
+  const std::string model = study.at("model").get<std::string>();
+  const Weights w =
+      tiny_llama::load_model_dir(data + "/" + model.substr(model.find_last_of('/') + 1));
+  const tiny_llama::Corpus corpus =
+      tiny_llama::Corpus::load(data + "/tinystories-valid-prefix.txt");
+  const ropescale::RopeSpec spec = w.config().rope_spec();
+  ASSERT_EQ(study.at("lengths").at(0).get<std::int64_t>(), spec.original_max_position);
+  const std::int64_t n = study.at("needles_per_group").get<std::int64_t>();
+  ASSERT_GE(n, 200);
+  const tiny_llama::LengthSet set = tiny_llama::LengthSet::make(
+      corpus.held_out, spec.original_max_position, {{"start", 0.0}, {"random", -1.0}}, n,
+      study.at("text_rows").get<std::int64_t>(), 1000);
+  const tiny_llama::LengthScore sc = tiny_llama::score_method(
+      w, tiny_llama::MethodTables::beyond_only(spec, ropescale::FactorTable::identity(spec)), set,
+      tiny_llama::InferenceRule::kOneTable, 2);
+  const nlohmann::json& plain = study.at("methods").at("plain");
+  const double slack = 1.0 / static_cast<double>(n) + 1e-12;
+  EXPECT_NEAR(sc.groups[0].accuracy, plain.at("needle_accuracy").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[1].accuracy, plain.at("needle_accuracy_random").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[0].answer_nll, plain.at("answer_nll").at(0).get<double>(), 1e-3);
+  EXPECT_NEAR(sc.ppl, plain.at("ppl").at(0).get<double>(), 1e-3);
 }
 
 }  // namespace
