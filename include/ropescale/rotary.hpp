@@ -45,7 +45,7 @@
 //
 // ## Front door and kernel
 //
-// Four verbs, each taking the direction as a parameter:
+// The rotation verbs take the direction as their last parameter:
 //
 //   rotate(angles, positions, x, layout, dir)            x in place
 //   rotate(angles, positions, q, k, layout, dir)         q and k in place, one pass (GQA allowed)
