@@ -157,35 +157,23 @@ struct RopeConfig {
   /// The table Hugging Face uses for a sequence of seq_len tokens (seq_len = max position + 1;
   /// seq_len <= 0 means the init-time table: LongRoPE short factors, dynamic NTK unscaled).
   Result<FactorTable> table_for(std::int64_t seq_len = 0) const {
-    FactorTable t;
-    const Status st = build_table(seq_len, &t);
-    if (!st.ok()) return st;
-    return t;
-  }
-
- private:
-  Status build_table(std::int64_t seq_len, FactorTable* out) const {
     switch (rope_type) {
       case RopeType::kDefault:
-        return detail::move_into(default_factors(spec), out);
+        return default_factors(spec);
       case RopeType::kLinear:
-        return detail::move_into(linear_factors(spec, factor), out);
+        return linear_factors(spec, factor);
       case RopeType::kDynamic:
-        if (ntk_alpha != 0.0) return detail::move_into(ntk_factors(spec, ntk_alpha), out);
-        return detail::move_into(
-            dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len), out);
+        if (ntk_alpha != 0.0) return ntk_factors(spec, ntk_alpha);
+        return dynamic_ntk_factors(spec, factor, max_position_embeddings, seq_len);
       case RopeType::kYarn:
-        return detail::move_into(yarn_factors(spec, yarn), out);
+        return yarn_factors(spec, yarn);
       case RopeType::kLlama3:
-        return detail::move_into(llama3_factors(spec, llama3), out);
+        return llama3_factors(spec, llama3);
       case RopeType::kLongRope:
-        return detail::move_into(
-            longrope_factors(spec, longrope, rope_window(seq_len, spec.original_max_position)),
-            out);
+        return longrope_factors(spec, longrope, rope_window(seq_len, spec.original_max_position));
       case RopeType::kProportional:
         // HF: inv_freq /= factor on the rotating pairs (the zero-frequency ones stay zero).
-        return detail::move_into(
-            factor == 1.0 ? default_factors(spec) : linear_factors(spec, factor), out);
+        return factor == 1.0 ? default_factors(spec) : linear_factors(spec, factor);
     }
     return make_status(ErrorCode::kInvalidArgument, "rope_type", static_cast<int>(rope_type),
                        "unknown");
