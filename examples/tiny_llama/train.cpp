@@ -251,9 +251,10 @@ void train(Weights& w, AdamW& opt, const Corpus& corpus, const TrainOptions& o,
   // factor (what a longrope config applies within L_train).
   const ropescale::RotaryCache scaled_eval(
       spec,
-      ropescale::FactorTable(
-          Eigen::ArrayXd::Ones(spec.pairs()),
-          ropescale::SearchSpace::longrope2(spec, 4 * c.max_position_embeddings).attention_factor),
+      ropescale::FactorTable(Eigen::ArrayXd::Ones(spec.pairs()),
+                             ropescale::SearchSpace::longrope2(spec, 4 * c.max_position_embeddings)
+                                 .value()
+                                 .attention_factor),
       c.max_position_embeddings);
   bool study_rows = false;
   for (const Stage& st : o.stages) study_rows = study_rows || st.study_needle > 0.0;
