@@ -75,7 +75,7 @@ void check_plan_matches_call(const Angles& angles, PairLayout layout, RotaryDire
 TEST(RotaryShapePlan, GivesTheBitsOfThePlainCall) {
   ropescale::YarnParams yarn;
   yarn.factor = 4.0;
-  const auto table = ropescale::yarn_factors(kSpec, yarn);
+  const auto table = ropescale::yarn_factors(kSpec, yarn).value();
   const ropescale::RotaryCache cache(kSpec, table, 512);
   const ropescale::RotaryFrequencies fly(kSpec, table);
   for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved})
