@@ -800,7 +800,7 @@ TEST(Safetensors, AConfigTooLargeForTheToolIsRefusedBeforeAnyAllocation) {
 
 // In a child process: caps the address space 1 GiB above what the process holds, loads, prints
 // the error and exits 3 for a ropescale::Error (1 for anything else, such as std::bad_alloc).
-void load_with_capped_address_space(const std::string& path, const Config& c) {
+[[maybe_unused]] void load_with_capped_address_space(const std::string& path, const Config& c) {
   std::ifstream status("/proc/self/status");
   std::string line;
   long kb = 0;
