@@ -101,7 +101,7 @@ class Llama2cFiles : public ::testing::Test {
       return e;
     }
     ADD_FAILURE() << "no error for " << path;
-    return ropescale::Error(ropescale::ErrorCode::kOk, "");
+    return ropescale::Error(ropescale::Status());
   }
   static ropescale::Error tokenizer_error(const std::string& path, std::int64_t vocab) {
     try {
@@ -110,7 +110,7 @@ class Llama2cFiles : public ::testing::Test {
       return e;
     }
     ADD_FAILURE() << "no error for " << path;
-    return ropescale::Error(ropescale::ErrorCode::kOk, "");
+    return ropescale::Error(ropescale::Status());
   }
   std::filesystem::path dir_;
 };
