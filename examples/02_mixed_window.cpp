@@ -132,10 +132,11 @@ int main() {
               static_cast<long long>(plan.count(ropescale::RopeWindow::kLong)), plan.fill_ratio());
   for (std::size_t i = 0; i < plan.segments.size(); ++i) {
     const ropescale::PackedSegment& s = plan.segments[i];
-    std::printf("segment %zu: %2lld tokens, %s RoPE (%s), mask %s, max position %lld\n", i,
-                static_cast<long long>(s.length), ropescale::to_string(s.window),
-                ropescale::select_factors(s.window, short_table, long_table).method().c_str(),
-                ropescale::to_string(s.mask), static_cast<long long>(s.max_position()));
+    std::printf(
+        "segment %zu: %2lld tokens, %s RoPE (%s), mask %s, max position %lld\n", i,
+        static_cast<long long>(s.length), ropescale::to_string(s.window),
+        (s.window == ropescale::RopeWindow::kLong ? long_table : short_table).method().c_str(),
+        ropescale::to_string(s.mask), static_cast<long long>(s.max_position()));
     std::printf("  cu_seqlens:");
     for (std::int64_t c : s.cu_seqlens) std::printf(" %lld", static_cast<long long>(c));
     std::printf("\n  pieces:");

@@ -262,8 +262,8 @@ TEST(KvRerotate, FloatAgainstLongDoubleReference) {
 TEST(KvRerotate, SwitchWhenGenerationCrossesTheOriginalWindow) {
   const Phi4 p = load_phi4();
   const std::int64_t orig = p.spec.original_max_position, d = p.spec.head_dim;
-  ASSERT_FALSE(ropescale::window_switches(orig - 2, orig - 1, orig).value());
-  ASSERT_TRUE(ropescale::window_switches(orig - 1, orig, orig).value());
+  ASSERT_EQ(ropescale::select_window(orig - 1, orig).value(), ropescale::RopeWindow::kShort);
+  ASSERT_EQ(ropescale::select_window(orig, orig).value(), ropescale::RopeWindow::kLong);
   std::vector<std::int64_t> pos(static_cast<std::size_t>(orig));
   for (std::int64_t t = 0; t < orig; ++t) pos[static_cast<std::size_t>(t)] = t;
   const std::int64_t heads = 2;

@@ -273,7 +273,9 @@ TEST(Scaling, LongRopeSelectionAndAttention) {
   EXPECT_TRUE((l.factors() == 40.0).all());
   EXPECT_EQ(s.attention_factor(), want);
   EXPECT_EQ(l.attention_factor(), want);
-  EXPECT_EQ(ropescale::rope_window(0, spec.original_max_position), ropescale::RopeWindow::kShort);
+  // seq_len 0 is Hugging Face's init-time call: the short set.
+  EXPECT_TRUE(
+      (ropescale::longrope_factors(spec, p, std::int64_t{0}).value().factors() == 1.5).all());
   // vLLM's per-set mscale, then HF's explicit attention_factor over everything.
   p.short_mscale = 1.0;
   p.long_mscale = 1.3;

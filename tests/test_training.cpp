@@ -80,27 +80,34 @@ TEST(Selection, PerSequenceChoiceForABatch) {
   ids << 0, 1, 2, 4095,  //
       4096, 0, 1, 2,     // max first, not last
       10, 11, 12, 13;
-  const auto w = ropescale::select_windows(ids, orig).value();
-  ASSERT_EQ(w.size(), 3u);
-  EXPECT_EQ(w[0], RopeWindow::kShort);
-  EXPECT_EQ(w[1], RopeWindow::kLong);
-  EXPECT_EQ(w[2], RopeWindow::kShort);
+  const ropescale::BatchWindows w = ropescale::select_window(ids, orig).value();
+  ASSERT_EQ(w.per_sequence.size(), 3u);
+  EXPECT_EQ(w.per_sequence[0], RopeWindow::kShort);
+  EXPECT_EQ(w.per_sequence[1], RopeWindow::kLong);
+  EXPECT_EQ(w.per_sequence[2], RopeWindow::kShort);
   // Hugging Face takes one maximum over the batch: one long row makes it long.
-  EXPECT_EQ(ropescale::batch_window(ids, orig).value(), RopeWindow::kLong);
-  EXPECT_EQ(ropescale::batch_window(ids.topRows(1), orig).value(), RopeWindow::kShort);
-
-  const ropescale::FactorTable short_t = ropescale::FactorTable::identity(4);
-  const ropescale::FactorTable long_t(Eigen::ArrayXd::Constant(4, 8.0), 1.2, "linear");
-  EXPECT_EQ(&ropescale::select_factors(w[0], short_t, long_t), &short_t);
-  EXPECT_EQ(&ropescale::select_factors(w[1], short_t, long_t), &long_t);
+  EXPECT_EQ(w.batch, RopeWindow::kLong);
+  const ropescale::BatchWindows first = ropescale::select_window(ids.topRows(1), orig).value();
+  EXPECT_EQ(first.per_sequence, std::vector<RopeWindow>{RopeWindow::kShort});
+  EXPECT_EQ(first.batch, RopeWindow::kShort);
+  // Only the last row long: the batch follows it.
+  const ropescale::BatchWindows last =
+      ropescale::select_window(PositionMatrix(ids.bottomRows(2).colwise().reverse()), orig).value();
+  EXPECT_EQ(last.per_sequence, (std::vector<RopeWindow>{RopeWindow::kShort, RopeWindow::kLong}));
+  EXPECT_EQ(last.batch, RopeWindow::kLong);
 }
 
 TEST(Selection, SwitchHappensOnceWhenGenerationCrossesTheWindow) {
+  // A server switches tables when the window of the old and the new furthest position differ.
   const std::int64_t orig = 4096;
-  EXPECT_FALSE(ropescale::window_switches(4094, 4095, orig).value());
-  EXPECT_TRUE(ropescale::window_switches(4095, 4096, orig).value());
-  EXPECT_FALSE(ropescale::window_switches(4096, 4097, orig).value());
-  EXPECT_TRUE(ropescale::window_switches(10, 100000, orig).value());
+  const auto switches = [orig](std::int64_t before, std::int64_t after) {
+    return ropescale::select_window(before, orig).value() !=
+           ropescale::select_window(after, orig).value();
+  };
+  EXPECT_FALSE(switches(4094, 4095));
+  EXPECT_TRUE(switches(4095, 4096));
+  EXPECT_FALSE(switches(4096, 4097));
+  EXPECT_TRUE(switches(10, 100000));
 }
 
 TEST(Selection, RejectsBadArguments) {
@@ -111,7 +118,6 @@ TEST(Selection, RejectsBadArguments) {
   s = ropescale::select_window(5, 0).status();
   EXPECT_NE(s.message().find("original_max_position = 0: must be > 0"), std::string::npos);
   EXPECT_THROW(ropescale::select_window(3, -4).value(), ropescale::Error);
-  EXPECT_FALSE(ropescale::window_switches(-1, 5, 10).ok());
 
   const std::vector<std::int64_t> p = {0, 1, -2};
   s = ropescale::select_window(p.data(), 3, 10).status();
@@ -121,10 +127,10 @@ TEST(Selection, RejectsBadArguments) {
 
   PositionMatrix ids(1, 2);
   ids << 3, -1;
-  s = ropescale::select_windows(ids, 10).status();
+  s = ropescale::select_window(ids, 10).status();
   EXPECT_NE(s.message().find("position_ids(0, 1) = -1"), std::string::npos) << s.message();
-  EXPECT_FALSE(ropescale::batch_window(ids, 10).ok());
-  EXPECT_THROW(ropescale::select_windows(PositionMatrix(0, 3), 10).value(), ropescale::Error);
+  EXPECT_FALSE(ropescale::select_window(ids, 0).ok());
+  EXPECT_THROW(ropescale::select_window(PositionMatrix(0, 3), 10).value(), ropescale::Error);
   ropescale::RopeSpec bad;
   bad.rotary_dim = 7;
   EXPECT_THROW(ropescale::select_window(bad, 3).value(), ropescale::Error);

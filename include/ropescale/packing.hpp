@@ -245,7 +245,7 @@ inline void finish_segment(PackedSegment& s, std::int64_t original,
 ///     opt.original_max_position = 4096;
 ///     auto plan = ropescale::pack_documents(doc_lengths, opt).value();
 ///     for (const auto& seg : plan.segments) {
-///       auto pos = seg.position_ids().value();   // for rotate with select_factors(seg.window, ..)
+///       auto pos = seg.position_ids().value();   // rotate with the seg.window table
 ///       // seg.cu_seqlens, seg.max_seqlen() for a varlen attention kernel
 ///     }
 ///

@@ -1,5 +1,5 @@
 // ropescale: KV-cache key re-rotation from one factor table to another (e.g. short -> long when
-// generation crosses the original window; window_switches in window.hpp says when).
+// generation crosses the original window; select_window in window.hpp says when).
 //
 // A key cached at position p with table A is k_A = m_A R(p theta_A) k. The same key under table B
 // is m_B R(p theta_B) k = (m_B / m_A) R(p (theta_B - theta_A)) k_A: undoing A and applying B is a
@@ -120,7 +120,9 @@ class KeyRerotation {
 /// Re-rotates cached keys in place from table `from` to table `to` (see KeyRerotation for the
 /// formula and its accuracy bound). Typical use when generation crosses the original window:
 ///
-///     if (ropescale::window_switches(n - 2, n - 1, spec.original_max_position).value()) {
+///     // The furthest position goes from n - 2 to n - 1: switch when its window changes.
+///     if (ropescale::select_window(spec, n - 2).value() !=
+///         ropescale::select_window(spec, n - 1).value()) {
 ///       const auto to_long = ropescale::KeyRerotation::make(spec, short_table, long_table);
 ///       if (!to_long.ok()) return to_long.status();
 ///       for (auto& layer : cache)  // keys [tokens, kv_heads, head_dim]

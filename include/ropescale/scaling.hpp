@@ -386,7 +386,7 @@ inline Result<FactorTable> longrope_factors(const RopeSpec& spec, const LongRope
 /// The LongRoPE table HF uses for a sequence of seq_len tokens (long iff seq_len > L).
 inline Result<FactorTable> longrope_factors(const RopeSpec& spec, const LongRopeParams& params,
                                             std::int64_t seq_len) {
-  return longrope_factors(spec, params, rope_window(seq_len, spec.original_max_position));
+  return longrope_factors(spec, params, detail::rope_window(seq_len, spec.original_max_position));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@
 //
 // Each piece has its own header; this one includes them all:
 //
-//   window.hpp           the short/long rule (rope_window) and select_window / select_windows
+//   window.hpp           the short/long rule: select_window (a length, position ids, a batch)
 //   packing.hpp          pack_documents, PackedSegment, PackingPlan
 //   rotary.hpp           rotate, rotate_out (direction kBackward for gradients)
 //   rerotate.hpp         KeyRerotation, rerotate_keys

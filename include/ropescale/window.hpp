@@ -1,9 +1,9 @@
 // ropescale: the one short/long rule. LongRoPE (Phi-3), LongRoPE2 and mixed context window
 // training use two factor sets: the original RoPE ("short" window) and the rescaled one ("long").
-// Which one a sequence uses is decided here, once (rope_window), and every caller asks it: the
-// config importer (RopeConfig::table_for / window_for), longrope_factors, the packer
-// (packing.hpp) and serving code (select_window, window_switches). The checked functions return
-// Result<T>: the answer, or a Status naming the argument that broke which rule.
+// Which one a sequence uses is decided here, once (detail::rope_window), and every caller asks it:
+// the config importer (RopeConfig::table_for / window_for), longrope_factors, the packer
+// (packing.hpp) and serving and training code through select_window, the one public name. It
+// returns Result<T>: the answer, or a Status naming the argument that broke which rule.
 //
 // Hugging Face's LongRoPE (`_compute_longrope_parameters` / Phi-3 `rope_modifier`) picks
 //
@@ -12,7 +12,7 @@
 //
 // so a sequence whose last position is original - 1 still uses the short (original) factors and
 // one reaching position original switches. Hugging Face takes one max over the whole batch;
-// select_windows gives the per-sequence choice and batch_window Hugging Face's single one.
+// select_window on a batch of position ids gives both the per-sequence choice and that one.
 #pragma once
 
 #include <Eigen/Core>
@@ -38,17 +38,17 @@ inline const char* to_string(RopeWindow w) noexcept {
 }
 inline std::ostream& operator<<(std::ostream& os, RopeWindow w) { return os << to_string(w); }
 
-/// The short/long rule, the one every caller uses (Hugging Face `_compute_longrope_parameters`,
-/// Phi-3 `rope_modifier`): the rescaled ("long") factors iff seq_len > original_max_position,
-/// where seq_len = max(position_ids) + 1. seq_len <= 0 is Hugging Face's init-time call: short.
-/// The importer (RopeConfig::window_for / table_for), longrope_factors, the packer and
-/// select_window all answer through this function.
+namespace detail {
+
+// The short/long rule itself (Hugging Face `_compute_longrope_parameters`, Phi-3
+// `rope_modifier`): the rescaled ("long") factors iff seq_len > original_max_position, where
+// seq_len = max(position_ids) + 1. seq_len <= 0 is Hugging Face's init-time call: short. Unchecked
+// and noexcept for the library's own callers (RopeConfig::window_for / table_for,
+// longrope_factors, the packer); select_window is the public, checked form.
 inline constexpr RopeWindow rope_window(std::int64_t seq_len,
                                         std::int64_t original_max_position) noexcept {
   return seq_len > original_max_position ? RopeWindow::kLong : RopeWindow::kShort;
 }
-
-namespace detail {
 
 inline Status check_original(std::int64_t original_max_position) {
   if (original_max_position <= 0)
@@ -67,11 +67,16 @@ inline constexpr RopeWindow window_of(std::int64_t max_position, std::int64_t or
 
 }  // namespace detail
 
-/// The Hugging Face rule for a sequence whose furthest position id is max_position (>= 0):
+/// The short/long rule (Hugging Face `_compute_longrope_parameters`, Phi-3 `rope_modifier`) for
+/// a sequence whose furthest position id is max_position (>= 0): kLong iff max_position + 1 >
+/// original_max_position.
 ///
 ///     select_window(4094, 4096) == kShort   (4095 tokens)
 ///     select_window(4095, 4096) == kShort   (4096 tokens: the whole original window)
 ///     select_window(4096, 4096) == kLong    (4097 tokens)
+///
+/// A server that has cached keys up to position `old` and now reaches `now` must switch tables
+/// and re-rotate them (rerotate_keys) exactly when the two answers differ.
 inline Result<RopeWindow> select_window(std::int64_t max_position,
                                         std::int64_t original_max_position) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
@@ -106,17 +111,30 @@ inline Result<RopeWindow> select_window(const std::int64_t* positions, std::int6
 /// Row-major [batch, sequence] position ids, the shape of Hugging Face's `position_ids`.
 using PositionMatrix = Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// Per-sequence choice for a batch: one window per row of `position_ids`. Training code that
-/// rotates each sequence with its own table uses this; see batch_window for Hugging Face's.
-inline Result<std::vector<RopeWindow>> select_windows(
-    const Eigen::Ref<const PositionMatrix>& position_ids, std::int64_t original_max_position) {
+/// The rule applied to a batch of sequences: each row's own window, and Hugging Face's single
+/// choice for the whole batch.
+struct BatchWindows {
+  /// One window per row of `position_ids`: training code that rotates each sequence with its
+  /// own table uses these.
+  std::vector<RopeWindow> per_sequence;
+  /// Hugging Face's choice (one max over every position id): kLong as soon as any sequence is
+  /// long. Short sequences batched with a long one then get the long factors, which is why
+  /// mixed-window training keeps short and long samples in separate batches or rotates per
+  /// sequence.
+  RopeWindow batch = RopeWindow::kShort;
+};
+
+/// The rule applied to every row of a [batch, sequence] matrix of position ids.
+inline Result<BatchWindows> select_window(const Eigen::Ref<const PositionMatrix>& position_ids,
+                                          std::int64_t original_max_position) {
   ROPESCALE_RETURN_IF_ERROR(detail::check_original(original_max_position));
   if (position_ids.rows() <= 0 || position_ids.cols() <= 0)
     return make_status(
         ErrorCode::kInvalidArgument, "position_ids shape",
         std::to_string(position_ids.rows()) + "x" + std::to_string(position_ids.cols()),
         "must have at least one row and one column");
-  std::vector<RopeWindow> windows(static_cast<std::size_t>(position_ids.rows()));
+  BatchWindows out;
+  out.per_sequence.resize(static_cast<std::size_t>(position_ids.rows()));
   for (Eigen::Index b = 0; b < position_ids.rows(); ++b) {
     std::int64_t max_position = 0;
     for (Eigen::Index t = 0; t < position_ids.cols(); ++t) {
@@ -127,39 +145,11 @@ inline Result<std::vector<RopeWindow>> select_windows(
                            "must be >= 0");
       max_position = std::max(max_position, p);
     }
-    windows[static_cast<std::size_t>(b)] = detail::window_of(max_position, original_max_position);
+    const RopeWindow w = detail::window_of(max_position, original_max_position);
+    out.per_sequence[static_cast<std::size_t>(b)] = w;
+    if (w == RopeWindow::kLong) out.batch = RopeWindow::kLong;
   }
-  return windows;
-}
-
-/// Hugging Face's single choice for a whole batch (one max over every position id): kLong as
-/// soon as any sequence is long. Short sequences batched with a long one then get the long
-/// factors, which is why mixed-window training keeps short and long samples in separate batches
-/// or rotates per sequence.
-inline Result<RopeWindow> batch_window(const Eigen::Ref<const PositionMatrix>& position_ids,
-                                       std::int64_t original_max_position) {
-  const Result<std::vector<RopeWindow>> w = select_windows(position_ids, original_max_position);
-  if (!w.ok()) return w.status();
-  return std::find(w->begin(), w->end(), RopeWindow::kLong) != w->end() ? RopeWindow::kLong
-                                                                        : RopeWindow::kShort;
-}
-
-/// The table of a window: `short_factors` for kShort, `long_factors` for kLong.
-inline const FactorTable& select_factors(RopeWindow window, const FactorTable& short_factors,
-                                         const FactorTable& long_factors) noexcept {
-  return window == RopeWindow::kShort ? short_factors : long_factors;
-}
-
-/// True when generation that has reached `old_max_position` and now reaches `new_max_position`
-/// crosses the original window, i.e. the moment a server must switch tables and re-rotate its
-/// cached keys (rerotate_keys). An error on the arguments select_window refuses.
-inline Result<bool> window_switches(std::int64_t old_max_position, std::int64_t new_max_position,
-                                    std::int64_t original_max_position) {
-  const Result<RopeWindow> before = select_window(old_max_position, original_max_position);
-  if (!before.ok()) return before.status();
-  const Result<RopeWindow> after = select_window(new_max_position, original_max_position);
-  if (!after.ok()) return after.status();
-  return *before != *after;
+  return out;
 }
 
 }  // namespace ropescale

@@ -147,11 +147,11 @@ struct RopeConfig {
     return 1.0;
   }
 
-  /// The factor set LongRoPE uses for seq_len tokens (rope_window: long iff seq_len > L); none
-  /// for methods with a single table.
+  /// The factor set LongRoPE uses for seq_len tokens (window.hpp's rule: long iff seq_len > L);
+  /// none for methods with a single table.
   std::optional<RopeWindow> window_for(std::int64_t seq_len) const noexcept {
     if (rope_type != RopeType::kLongRope) return std::nullopt;
-    return rope_window(seq_len, spec.original_max_position);
+    return detail::rope_window(seq_len, spec.original_max_position);
   }
 
   /// The table Hugging Face uses for a sequence of seq_len tokens (seq_len = max position + 1;
@@ -170,7 +170,8 @@ struct RopeConfig {
       case RopeType::kLlama3:
         return llama3_factors(spec, llama3);
       case RopeType::kLongRope:
-        return longrope_factors(spec, longrope, rope_window(seq_len, spec.original_max_position));
+        return longrope_factors(spec, longrope,
+                                detail::rope_window(seq_len, spec.original_max_position));
       case RopeType::kProportional:
         // HF: inv_freq /= factor on the rotating pairs (the zero-frequency ones stay zero).
         return factor == 1.0 ? default_factors(spec) : linear_factors(spec, factor);
