@@ -75,7 +75,7 @@ void BM_AnswerNll(benchmark::State& state) {
   using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const RowMajorF logits = RowMajorF::Random(8, vocab) * 10.0f;
   for (auto _ : state)
-    benchmark::DoNotOptimize(ropescale::masked_nll(logits, tokens, mask, /*first_row=*/55).value());
+    benchmark::DoNotOptimize(ropescale::mean_nll(logits, tokens, mask, /*first_row=*/55).value());
   state.SetItemsProcessed(state.iterations() * 8 * vocab);
 }
 BENCHMARK(BM_AnswerNll)->Unit(benchmark::kMicrosecond);

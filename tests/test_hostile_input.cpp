@@ -329,7 +329,8 @@ TEST(HostileInput, Item09HandBuiltStructsAreValidated) {
   EXPECT_FALSE(ropescale::analyze_table(a, FactorTable::identity(kSpec)).ok());
 
   // log_softmax of a matrix without columns.
-  expect_error([] { ropescale::log_softmax(Eigen::MatrixXd(3, 0)).value(); }, "logits.cols() = 0");
+  expect_error([] { ropescale::detail::log_softmax(Eigen::MatrixXd(3, 0)).value(); },
+               "logits.cols() = 0");
 }
 
 // 10. project_to_space with factors far past the grid: clamped to the upper bound.
@@ -464,10 +465,10 @@ TEST(HostileInput, Item14NoSilentNaNFromScoring) {
   logits(0, 2) = std::nan("");
   const std::vector<ropescale::TokenId> tokens = {1, 2, 3};
   const std::vector<std::uint8_t> mask = {0, 1, 0};
-  Status s = ropescale::masked_nll(logits, tokens, mask).status();
+  Status s = ropescale::mean_nll(logits, tokens, mask).status();
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_TRUE(contains(s.message(), "log-probability of tokens[1]")) << s.message();
-  expect_error([&] { ropescale::masked_nll(logits, tokens, mask).value(); }, "= nan");
+  expect_error([&] { ropescale::mean_nll(logits, tokens, mask).value(); }, "= nan");
   const double inf = std::numeric_limits<double>::infinity();
   expect_error(
       [&] {
@@ -477,10 +478,11 @@ TEST(HostileInput, Item14NoSilentNaNFromScoring) {
   expect_error([&] { ropescale::perplexity({800.0}).value(); }, "mean loss = 800");
   Eigen::MatrixXd masked = Eigen::MatrixXd::Constant(2, 3, -inf);
   masked(1, 0) = 0.0;
-  expect_error([&] { ropescale::log_softmax(masked).value(); }, "logits row 0 = \"all -inf\"");
+  expect_error([&] { ropescale::detail::log_softmax(masked).value(); },
+               "logits row 0 = \"all -inf\"");
   // -inf entries in a row with a finite logit are fine (a masked vocabulary).
   masked.row(0) << 0.0, -inf, 0.0;
-  const Eigen::MatrixXd ls = ropescale::log_softmax(masked).value();
+  const Eigen::MatrixXd ls = ropescale::detail::log_softmax(masked).value();
   EXPECT_NEAR(ls(0, 0), std::log(0.5), 1e-15);
   EXPECT_EQ(ls(0, 1), -inf);
   EXPECT_EQ(ls(1, 0), 0.0);

@@ -229,33 +229,32 @@ TEST(NeedleScore, AnswerNllMatchesAHandComputation) {
   const std::vector<std::uint8_t> answer{0, 1, 0, 1};
   const double expect = 0.5 * (std::log(2.5) + std::log(8.0));  // = ln(20) / 2
   // 1000 + ln 5 is stored with an error up to ulp(1000) / 2 = 5.7e-14: hence 1e-12 below.
-  EXPECT_NEAR(ropescale::masked_nll(logits, tokens, answer).value(), expect, 1e-12);
-  EXPECT_NEAR(std::exp(ropescale::masked_nll(logits, tokens, answer).value()), std::sqrt(20.0),
+  EXPECT_NEAR(ropescale::mean_nll(logits, tokens, answer).value(), expect, 1e-12);
+  EXPECT_NEAR(std::exp(ropescale::mean_nll(logits, tokens, answer).value()), std::sqrt(20.0),
               1e-12);
   // Plain NLL over all predicted tokens.
-  EXPECT_NEAR(ropescale::token_nll(logits, tokens).value(),
+  EXPECT_NEAR(ropescale::mean_nll(logits, tokens).value(),
               (std::log(2.5) + std::log(4.0) + std::log(8.0)) / 3.0, 1e-12);
   // From log-probabilities, and from a row-major float buffer (a model's output).
-  EXPECT_NEAR(ropescale::masked_nll(ropescale::log_softmax(logits).value(), tokens, answer, 0,
-                                    ropescale::Scores::kLogProbs)
+  EXPECT_NEAR(ropescale::mean_nll(ropescale::detail::log_softmax(logits).value(), tokens, answer, 0,
+                                  ropescale::Scores::kLogProbs)
                   .value(),
               expect, 1e-12);
   const Eigen::Matrix<float, 3, 4, Eigen::RowMajor> lf = logits.cast<float>();
-  EXPECT_NEAR(ropescale::masked_nll(lf, tokens, answer).value(), expect, 1e-4);
+  EXPECT_NEAR(ropescale::mean_nll(lf, tokens, answer).value(), expect, 1e-4);
   // A model that returned logits for positions 2.. only (first_row = 2): row 0 predicts token 3.
-  EXPECT_NEAR(ropescale::masked_nll(Eigen::MatrixXd(logits.bottomRows(1)), tokens,
-                                    std::vector<std::uint8_t>{0, 0, 0, 1}, 2)
+  EXPECT_NEAR(ropescale::mean_nll(Eigen::MatrixXd(logits.bottomRows(1)), tokens,
+                                  std::vector<std::uint8_t>{0, 0, 0, 1}, 2)
                   .value(),
               std::log(8.0), 1e-12);
 
   // Stable for logits far outside exp's range.
   Eigen::MatrixXf huge(1, 3);
   huge << 3e38f, 3e38f, -3e38f;
-  EXPECT_NEAR(
-      ropescale::masked_nll(huge, std::vector<TokenId>{0, 1}, std::vector<std::uint8_t>{0, 1})
-          .value(),
-      std::log(2.0), 1e-12);
-  const Eigen::MatrixXd ls = ropescale::log_softmax(logits).value();
+  EXPECT_NEAR(ropescale::mean_nll(huge, std::vector<TokenId>{0, 1}, std::vector<std::uint8_t>{0, 1})
+                  .value(),
+              std::log(2.0), 1e-12);
+  const Eigen::MatrixXd ls = ropescale::detail::log_softmax(logits).value();
   for (Eigen::Index r = 0; r < 3; ++r) EXPECT_NEAR(ls.row(r).array().exp().sum(), 1.0, 1e-12);
   EXPECT_NEAR(ls(2, 3), std::log(5.0 / 8.0), 1e-12);
 }
@@ -275,13 +274,13 @@ TEST(NeedleScore, AnswerNllOnANeedleDocument) {
     logits.row(p - 1).setConstant(0.0f);
     logits(p - 1, d.tokens[static_cast<std::size_t>(p)]) = std::log(static_cast<float>(vocab - 1));
   }
-  EXPECT_NEAR(ropescale::answer_nll(logits, d).value(), std::log(2.0), 1e-6);
-  EXPECT_NEAR(ropescale::answer_nll(ropescale::log_softmax(logits).value(), d, 0,
-                                    ropescale::Scores::kLogProbs)
+  EXPECT_NEAR(ropescale::mean_nll(logits, d).value(), std::log(2.0), 1e-6);
+  EXPECT_NEAR(ropescale::mean_nll(ropescale::detail::log_softmax(logits).value(), d, 0,
+                                  ropescale::Scores::kLogProbs)
                   .value(),
               std::log(2.0), 1e-6);
   // The logits of the last row (predicting nothing) may be absent.
-  EXPECT_NEAR(ropescale::answer_nll(Eigen::MatrixXf(logits.topRows(63)), d).value(), std::log(2.0),
+  EXPECT_NEAR(ropescale::mean_nll(Eigen::MatrixXf(logits.topRows(63)), d).value(), std::log(2.0),
               1e-6);
 }
 
@@ -312,18 +311,17 @@ TEST(NeedleScore, RejectsBadInput) {
   Eigen::MatrixXd logits = Eigen::MatrixXd::Zero(3, 4);
   const std::vector<TokenId> tokens{0, 3, 1, 2};
   // The first token has no predicting row.
-  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {1, 0, 0, 0}).ok());
+  EXPECT_FALSE(ropescale::mean_nll(logits, tokens, {1, 0, 0, 0}).ok());
   // A target outside the vocabulary.
   EXPECT_EQ(
-      ropescale::masked_nll(logits, std::vector<TokenId>{0, 9, 1, 2}, {0, 1, 0, 0}).status().code(),
+      ropescale::mean_nll(logits, std::vector<TokenId>{0, 9, 1, 2}, {0, 1, 0, 0}).status().code(),
       ropescale::ErrorCode::kOutOfRange);
   // Too few rows for the last target.
-  EXPECT_EQ(ropescale::masked_nll(Eigen::MatrixXd(logits.topRows(2)), tokens, {0, 0, 0, 1})
-                .status()
-                .code(),
-            ropescale::ErrorCode::kOutOfRange);
+  EXPECT_EQ(
+      ropescale::mean_nll(Eigen::MatrixXd(logits.topRows(2)), tokens, {0, 0, 0, 1}).status().code(),
+      ropescale::ErrorCode::kOutOfRange);
   // Mask size and an empty mask.
-  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {0, 1}).ok());
-  EXPECT_FALSE(ropescale::masked_nll(logits, tokens, {0, 0, 0, 0}).ok());
-  EXPECT_THROW(ropescale::masked_nll(logits, tokens, {0, 0, 0, 0}).value(), ropescale::Error);
+  EXPECT_FALSE(ropescale::mean_nll(logits, tokens, {0, 1}).ok());
+  EXPECT_FALSE(ropescale::mean_nll(logits, tokens, {0, 0, 0, 0}).ok());
+  EXPECT_THROW(ropescale::mean_nll(logits, tokens, {0, 0, 0, 0}).value(), ropescale::Error);
 }

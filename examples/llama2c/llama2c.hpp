@@ -630,7 +630,7 @@ double window_nll(const Model& model, const Angles& angles, const std::vector<in
   const Eigen::MatrixXf logits = model.forward(input, angles, timing);  // [vocab, tokens]
   // ropescale's plain loss: row t of the [tokens, vocab] logits predicts token t + 1.
   const std::vector<ropescale::TokenId> ids(window.begin(), window.end());
-  return ropescale::token_nll(logits.transpose(), ids).value() * static_cast<double>(logits.cols());
+  return ropescale::mean_nll(logits.transpose(), ids).value() * static_cast<double>(logits.cols());
 }
 
 /// Evaluation windows for context length `length`: BOS followed by `length` consecutive text

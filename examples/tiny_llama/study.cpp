@@ -27,7 +27,8 @@ Matrix decode_log_probs(const Weights& w, const MethodTables& m, const Sequence&
   KvCache cache;
   if (rule == InferenceRule::kOneTable) {
     // The whole prompt with one table, chosen by its length (window.hpp's rule).
-    const bool long_window = ropescale::rope_window(T, L) == ropescale::RopeWindow::kLong;
+    const bool long_window =
+        ropescale::select_window(T - 1, L).value() == ropescale::RopeWindow::kLong;
     const ropescale::RotaryCache c(spec, long_window ? m.beyond : m.within, T);
     return forward_chunk(w, Rope{&c}, s.tokens, cache);
   }
@@ -95,8 +96,7 @@ NeedleResult score_study_needle(const Matrix& log_probs, const StudyNeedle& row)
   NeedleResult r;
   // Row t of log_probs.transpose() predicts token t + 1 (needle.hpp's convention).
   r.answer_nll =
-      ropescale::answer_nll(log_probs.transpose(), row.doc, 0, ropescale::Scores::kLogProbs)
-          .value();
+      ropescale::mean_nll(log_probs.transpose(), row.doc, 0, ropescale::Scores::kLogProbs).value();
   r.correct = true;
   for (std::int64_t p = row.doc.answer_begin; p < row.doc.answer_end; ++p) {
     Eigen::Index best = 0;

@@ -6,7 +6,7 @@
 // every method is decoded through decode_log_probs with one rule:
 //   - kOneTable (the default; Hugging Face's `_compute_longrope_parameters`, vLLM and the paper):
 //     a prompt of T tokens uses the long table for the whole forward when T > L_train
-//     (ropescale::rope_window), the short table otherwise;
+//     (ropescale::select_window), the short table otherwise;
 //   - kSplit (a separate, labelled row): the first L_train tokens with the short table, then the
 //     cached keys re-rotated with ropescale::KeyRerotation and the rest with the long table, as a
 //     decode that grows past L_train token by token sees it.
@@ -14,7 +14,7 @@
 // Needle rows are needle.hpp documents (ropescale::make_needle_document) in the tiny Llama's own
 // format, "The pass key of <name> is <4 digits>.", with the needle at the start of the document
 // (the paper's placement), at uniform random depth, or at fixed depths; answers are scored with
-// ropescale::answer_nll (Scores::kLogProbs) and greedy exact match of every answer digit.
+// ropescale::mean_nll (Scores::kLogProbs) and greedy exact match of every answer digit.
 #pragma once
 
 #include <cstdint>

@@ -24,8 +24,9 @@
 //     PPL = exp( mean over documents of the per-document mean answer NLL )
 //
 // (the authors' evaluation: HF mean cross-entropy per sample, then exp of the mean over samples).
-// token_nll / perplexity give the plain all-token variant (LongRoPE v1's fitness, LongRoPE2
-// Table 6's ablation).
+// One loss, mean_nll, whose overloads pick the targets: a document's answer tokens, every token
+// (the plain all-token variant: LongRoPE v1's fitness, LongRoPE2 Table 6's ablation), or any
+// mask; perplexity is the exp of the mean over documents.
 #pragma once
 
 #include <Eigen/Core>
@@ -260,9 +261,13 @@ inline Result<std::vector<NeedleDocument>> make_needle_documents(
 // Scoring
 // ---------------------------------------------------------------------------------------------
 
-/// Row-wise log-softmax in double, stable for any magnitude: x - max - log(sum exp(x - max)).
-/// Logits must be finite or -inf (a masked-out token), with at least one finite logit per row;
-/// kInvalidArgument otherwise (NaN, +inf, an all -inf row, no columns).
+namespace detail {
+
+// Row-wise log-softmax in double, stable for any magnitude: x - max - log(sum exp(x - max)).
+// Logits must be finite or -inf (a masked-out token), with at least one finite logit per row;
+// kInvalidArgument otherwise (NaN, +inf, an all -inf row, no columns). mean_nll softmaxes one row
+// at a time itself (row_log_prob); this whole-matrix form turns logits into the log-probabilities
+// mean_nll takes with Scores::kLogProbs.
 template <typename Derived>
 inline Result<Eigen::MatrixXd> log_softmax(const Eigen::MatrixBase<Derived>& logits) {
   if (logits.cols() == 0 && logits.rows() > 0)
@@ -287,8 +292,6 @@ inline Result<Eigen::MatrixXd> log_softmax(const Eigen::MatrixBase<Derived>& log
   }
   return m;
 }
-
-namespace detail {
 
 // Mean of -logp over the masked targets; logp(row, token) supplies the log-probability.
 template <typename Derived, typename LogProb>
@@ -359,12 +362,12 @@ enum class Scores { kLogits, kLogProbs };
 /// vocab, any float type, any storage order). Row r holds the model's prediction made at position
 /// first_row + r, i.e. for token first_row + r + 1; pass first_row > 0 when the model returned
 /// scores for a tail of the document only. Logits are softmaxed in double, stable for any
-/// magnitude.
+/// magnitude. The overloads below choose the targets for the two losses LongRoPE2 uses.
 template <typename Derived>
-inline Result<double> masked_nll(const Eigen::MatrixBase<Derived>& scores,
-                                 const std::vector<TokenId>& tokens,
-                                 const std::vector<std::uint8_t>& mask, std::int64_t first_row = 0,
-                                 Scores kind = Scores::kLogits) {
+inline Result<double> mean_nll(const Eigen::MatrixBase<Derived>& scores,
+                               const std::vector<TokenId>& tokens,
+                               const std::vector<std::uint8_t>& mask, std::int64_t first_row = 0,
+                               Scores kind = Scores::kLogits) {
   double v = 0.0;
   if (kind == Scores::kLogProbs) {
     ROPESCALE_RETURN_IF_ERROR(detail::masked_mean_nll(
@@ -378,26 +381,28 @@ inline Result<double> masked_nll(const Eigen::MatrixBase<Derived>& scores,
   return v;
 }
 
-/// The needle loss of one document: mean NLL over its answer tokens (LongRoPE2 sec. 3.2).
+/// The needle loss of one document: mean NLL over its answer tokens (doc.answer_mask; LongRoPE2
+/// sec. 3.2).
 template <typename Derived>
-inline Result<double> answer_nll(const Eigen::MatrixBase<Derived>& scores,
-                                 const NeedleDocument& doc, std::int64_t first_row = 0,
-                                 Scores kind = Scores::kLogits) {
-  return masked_nll(scores, doc.tokens, doc.answer_mask, first_row, kind);
+inline Result<double> mean_nll(const Eigen::MatrixBase<Derived>& scores, const NeedleDocument& doc,
+                               std::int64_t first_row = 0, Scores kind = Scores::kLogits) {
+  return mean_nll(scores, doc.tokens, doc.answer_mask, first_row, kind);
 }
 
-/// Plain loss: mean NLL over every predicted token 1 .. n-1 (logits rows 0 .. n-2 at least).
+/// The plain language-model loss: mean NLL over every predicted token 1 .. n-1 (logits rows
+/// 0 .. n-2 at least).
 template <typename Derived>
-inline Result<double> token_nll(const Eigen::MatrixBase<Derived>& logits,
-                                const std::vector<TokenId>& tokens) {
+inline Result<double> mean_nll(const Eigen::MatrixBase<Derived>& logits,
+                               const std::vector<TokenId>& tokens) {
   std::vector<std::uint8_t> mask(tokens.size(), 1);
   if (!mask.empty()) mask[0] = 0;
-  return masked_nll(logits, tokens, mask);
+  return mean_nll(logits, tokens, mask);
 }
 
 /// exp(mean of per-document losses): LongRoPE2's needle-driven perplexity when the losses are
-/// answer_nll values, plain perplexity when they are token_nll values. An error on an empty list,
-/// a loss that is not finite, or a mean loss whose exp overflows: it never returns NaN/inf.
+/// mean_nll(scores, doc) values, plain perplexity when they are mean_nll(logits, tokens) values. An
+/// error on an empty list, a loss that is not finite, or a mean loss whose exp overflows: it never
+/// returns NaN/inf.
 inline Result<double> perplexity(const std::vector<double>& losses) {
   if (losses.empty())
     return make_status(ErrorCode::kInvalidArgument, "losses.size()", 0, "must be > 0");
@@ -420,7 +425,8 @@ inline Result<double> perplexity(const std::vector<double>& losses) {
 }
 
 /// The loss of one document under one candidate table, e.g. run the host model with the table's
-/// inv_freq and attention factor on doc.tokens / doc.positions and return answer_nll(logits, doc).
+/// inv_freq and attention factor on doc.tokens / doc.positions and return
+/// mean_nll(logits, doc).
 using NeedleDocumentLoss = std::function<double(const FactorTable&, const NeedleDocument&)>;
 
 /// A search fitness (search.hpp): the needle-driven perplexity of `docs` under a table,

@@ -355,7 +355,7 @@ void bind_analysis(py::module_& m) {
       "rope_window",
       [](std::int64_t seq_len, std::int64_t original) {
         check(rs::detail::check_original(original));
-        return std::string(rs::to_string(rs::rope_window(seq_len, original)));
+        return std::string(rs::to_string(rs::detail::rope_window(seq_len, original)));
       },
       py::arg("seq_len"), py::arg("original_max_position"),
       "'long' iff seq_len > original_max_position (Hugging Face's LongRoPE rule), else 'short'.");
@@ -476,7 +476,7 @@ void bind_analysis(py::module_& m) {
         Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> l(
             logits.data(), logits.shape(0), logits.shape(1));
         std::vector<std::uint8_t> mask(answer_mask.begin(), answer_mask.end());
-        const rs::Result<double> v = rs::masked_nll(l, tokens, mask, first_row);
+        const rs::Result<double> v = rs::mean_nll(l, tokens, mask, first_row);
         check(v.status());
         return *v;
       },
