@@ -45,7 +45,7 @@ void BM_DetectCriticalPair(benchmark::State& state) {
   searched[1] = 19.0;
   const auto table = ropescale::longrope2_factors(spec, c, searched).value();
   for (auto _ : state) {
-    auto found = ropescale::detect_critical_pair(table.factors());
+    auto found = ropescale::detect_longrope2(table.factors()).value();
     benchmark::DoNotOptimize(found);
   }
 }

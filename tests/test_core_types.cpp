@@ -38,12 +38,12 @@ TEST(RopeSpec, BaseInvFreqMatchesHuggingFaceFloat64) {
 TEST(RopeSpec, CriticalPairsFromThePaper) {
   // LongRoPE2 sec. 3: LLaMA3-8B (500000, d 128, 8k) pair 35 (dim 70), lower bound 24;
   // Phi3-mini at 2k (10000, d 96) pair 31 (dim 62), lower 19; Phi-4-mini at 4k pair 34, lower 22.
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 128, 500000, 8192}).value(), 35);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 128, 500000, 8192}).value(), 24);
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{96, 96, 10000, 2048}).value(), 31);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{96, 96, 10000, 2048}).value(), 19);
-  EXPECT_EQ(ropescale::theoretical_critical_pair(RopeSpec{128, 96, 10000, 4096}).value(), 34);
-  EXPECT_EQ(ropescale::critical_search_lower_pair(RopeSpec{128, 96, 10000, 4096}).value(), 22);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{128, 128, 500000, 8192}).value().critical_pair, 35);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{128, 128, 500000, 8192}).value().lower_pair, 24);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{96, 96, 10000, 2048}).value().critical_pair, 31);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{96, 96, 10000, 2048}).value().lower_pair, 19);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{128, 96, 10000, 4096}).value().critical_pair, 34);
+  EXPECT_EQ(ropescale::critical_dims(RopeSpec{128, 96, 10000, 4096}).value().lower_pair, 22);
 }
 
 TEST(RopeSpec, ValidationNamesFieldValueAndRule) {

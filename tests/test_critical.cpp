@@ -90,11 +90,19 @@ TEST(CriticalDims, KnownModels) {
   EXPECT_NEAR(phi4.critical_pair_exact, 33.7701609553159, 1e-12);
 }
 
-TEST(CriticalDims, AgreesWithFrequenciesHelpers) {
+TEST(CriticalDims, AgreesWithALongDoubleReference) {
+  // ceil(d/2 * log_base(L / 2pi)) and the same at L / 10 (LongRoPE2 eq. 7, Alg. 1), in long double.
+  const long double pi = 3.141592653589793238462643383279502884L;
   for (const RopeSpec& s : {kLlama3, kPhi3Mini2k, kPhi4Mini}) {
     const CriticalDims d = ropescale::critical_dims(s).value();
-    EXPECT_EQ(d.critical_pair, ropescale::theoretical_critical_pair(s).value());
-    EXPECT_EQ(d.lower_pair, ropescale::critical_search_lower_pair(s).value());
+    const auto pair = [&](long double length) {
+      return static_cast<std::int64_t>(std::ceil(static_cast<long double>(s.frequency_dim() / 2) *
+                                                 std::log(length / (2.0L * pi)) /
+                                                 std::log(static_cast<long double>(s.rope_theta))));
+    };
+    const long double train = static_cast<long double>(s.original_max_position);
+    EXPECT_EQ(d.critical_pair, pair(train));
+    EXPECT_EQ(d.lower_pair, pair(train / 10.0L));
   }
 }
 
@@ -261,13 +269,13 @@ TEST(Detection, PublishedLongRope2Tables) {
   // LLaMA3-8B LongRoPE2 (microsoft/nnscaler): geometric r^i up to lambda_33 = 21.81.
   const Eigen::ArrayXd llama = long_factor("llama3_8b_longrope2.json");
   ASSERT_EQ(llama.size(), 64);
-  EXPECT_EQ(ropescale::detect_critical_pair(llama), 33);
+  EXPECT_EQ(ropescale::detect_longrope2(llama).value().critical_pair, 33);
   // Phi-4-mini: geometric up to lambda_31 = 32.03.
   const Eigen::ArrayXd phi4 = long_factor("phi4_mini_instruct.json");
   ASSERT_EQ(phi4.size(), 48);
-  EXPECT_EQ(ropescale::detect_critical_pair(phi4), 31);
+  EXPECT_EQ(ropescale::detect_longrope2(phi4).value().critical_pair, 31);
   // Phi-3.5-mini's LongRoPE (v1) table has no NTK-anchored part.
-  EXPECT_FALSE(ropescale::detect_critical_pair(long_factor("phi35_mini_instruct.json")));
+  EXPECT_FALSE(ropescale::detect_longrope2(long_factor("phi35_mini_instruct.json")).value().found);
 
   // Both searched tables keep every critical pair in range at 128k.
   const auto a = ropescale::analyze_table(ropescale::analyze_critical(kLlama3, 131072).value(),
@@ -295,7 +303,7 @@ TEST(Detection, RoundTripThroughTheGenerator) {
     searched[0] = 21.81;
     if (c < 63) searched[1] = 21.0;  // leave the geometric law right after the anchor
     const FactorTable t = ropescale::longrope2_factors(kLlama3, c, searched).value();
-    EXPECT_EQ(ropescale::detect_critical_pair(t.factors()), c) << c;
+    EXPECT_EQ(ropescale::detect_longrope2(t.factors()).value().critical_pair, c) << c;
   }
 }
 
@@ -309,7 +317,7 @@ TEST(Detection, ClosedFormTablesHaveNone) {
         ropescale::yarn_factors(kLlama3, yarn).value(),
         ropescale::llama3_factors(kLlama3, ropescale::Llama3Params{}).value(),
         FactorTable::identity(kLlama3)})
-    EXPECT_FALSE(ropescale::detect_critical_pair(t.factors())) << t.method();
+    EXPECT_FALSE(ropescale::detect_longrope2(t.factors()).value().found) << t.method();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ TEST(ReadmeExamples, CriticalDimensions) {
   EXPECT_EQ(dims.lower_pair, 24);
   auto cfg = ropescale::load_hf_config(data("llama3_8b_longrope2.json")).value();
   const ropescale::FactorTable table = cfg.table_for(131072).value();
-  EXPECT_EQ(ropescale::detect_critical_pair(table.factors()).value_or(-1), 33);
+  const ropescale::LongRope2Detection det = ropescale::detect_longrope2(table.factors()).value();
+  EXPECT_TRUE(det.found);
+  EXPECT_EQ(det.critical_pair, 33);
   auto cmp = ropescale::compare_methods(spec, 131072, {table}).value();
   bool saw_ntk = false;
   for (const auto& m : cmp.methods)

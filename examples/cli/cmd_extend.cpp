@@ -286,8 +286,9 @@ int run_extend(const std::vector<std::string>& argv) {
   const tiny_llama::Corpus corpus = tiny_llama::Corpus::load(text_path);
   const ropescale::RopeSpec spec = w.config().rope_spec();
   const std::int64_t L = spec.original_max_position;
-  const std::int64_t i_tcd = ropescale::theoretical_critical_pair(spec).value();
-  const std::int64_t lower = ropescale::critical_search_lower_pair(spec).value();
+  const ropescale::CriticalDims dims = ropescale::critical_dims(spec).value();
+  const std::int64_t i_tcd = dims.critical_pair;
+  const std::int64_t lower = dims.lower_pair;
   // Progress on stderr with the seconds since the start; each phase's wall time goes to the JSON.
   const auto t_start = std::chrono::steady_clock::now();
   auto elapsed = [&]() {

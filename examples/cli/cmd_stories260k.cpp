@@ -278,8 +278,8 @@ int run_extend(const std::vector<std::string>& argv) {
   methods.push_back({"yarn", ropescale::yarn_factors(spec, yarn).value(), {}});
 
   // The search. stories260K has 4 rotary pairs (wavelengths 6.3, 63, 628, 6283 tokens; trained at
-  // 512), so its critical-pair analysis is tiny: critical_search_lower_pair = 1 and
-  // theoretical_critical_pair = 2. LongRoPE2's space (c in [1, 2], lambda in [s, 2s] at and above
+  // 512), so its critical-pair analysis is tiny: critical_dims gives lower_pair = 1 and
+  // critical_pair = 2. LongRoPE2's space (c in [1, 2], lambda in [s, 2s] at and above
   // c, NTK re-anchored below) then has 2-3 free factors and forces lambda >= s = 8 on pairs 2 and
   // 3, where this model's perplexity prefers smaller factors. The default is therefore LongRoPE
   // v1's space (every pair in [1, 1.25 s], non-decreasing), which contains plain, PI, NTK and YaRN

@@ -69,7 +69,8 @@ Report make_report(const Options& opt) {
     if (cfg->rope_type == ropescale::RopeType::kLongRope) {
       const ropescale::FactorTable lf = cfg->table_for(spec.original_max_position + 1).value();
       r.with_detected = true;
-      r.detected_critical_pair = ropescale::detect_critical_pair(lf.factors());
+      const ropescale::LongRope2Detection det = ropescale::detect_longrope2(lf.factors()).value();
+      if (det.found) r.detected_critical_pair = det.critical_pair;
       own.emplace_back(lf.factors(), lf.attention_factor(),
                        r.detected_critical_pair ? "longrope2" : "longrope");
     } else {

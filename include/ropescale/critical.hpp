@@ -66,15 +66,6 @@ inline constexpr double kOodRelTol = 1e-9;
 /// print their factors with about 10 significant digits (1.097906416), so 1e-6 is ample.
 inline constexpr double kDetectRelTol = 1e-6;
 
-/// The critical pair and the lower search bound of a RoPE description.
-struct CriticalDims {
-  std::int64_t critical_pair = 0;    ///< i_tcd: first pair whose period exceeds L_train
-  std::int64_t critical_dim = 0;     ///< d_tcd = 2 * i_tcd (full-dimension units, eq. 7)
-  std::int64_t lower_pair = 0;       ///< i10: first pair whose period exceeds L_train / 10
-  std::int64_t lower_dim = 0;        ///< 2 * i10
-  double critical_pair_exact = 0.0;  ///< d/2 * log_base(L_train / 2pi) before the ceiling
-};
-
 /// Per-pair periods of the unscaled RoPE, the critical dims, and the target it is analysed for.
 struct CriticalAnalysis {
   RopeSpec spec;
@@ -123,44 +114,7 @@ inline std::vector<std::int64_t> ood_pairs_unchecked(
   return out;
 }
 
-inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
-  const double c = std::ceil(x);
-  if (c <= 0.0) return 0;
-  if (c >= static_cast<double>(pairs)) return pairs;
-  return static_cast<std::int64_t>(c);
-}
-
 }  // namespace detail
-
-namespace detail {
-// What the analysis needs beyond validate(spec): the training window must hold a full period of
-// pair 0 (L_train > 2pi), otherwise no pair ever completed a period and log_base(L_train / 2pi)
-// is negative. critical_dims(spec).status() is the public form of this check.
-inline Status check_critical_spec(const RopeSpec& spec) {
-  ROPESCALE_RETURN_IF_ERROR(validate(spec));
-  if (!(static_cast<double>(spec.original_max_position) > kTwoPi))
-    return make_status(ErrorCode::kInvalidArgument, "original_max_position",
-                       spec.original_max_position,
-                       "must be > 2 pi (the training window must hold one period of pair 0)");
-  return Status();
-}
-}  // namespace detail
-
-/// The theoretical critical pair i_tcd = ceil(d/2 log_base(L_train/2pi)) (LongRoPE2 eq. 7), its
-/// full-dimension value d_tcd = 2 i_tcd, and the lower search bound i10 (Alg. 1). Both pair
-/// indices are clamped to [0, rotary_dim/2]; critical_pair == rotary_dim/2 means every pair
-/// completed a period in pre-training. An error if the spec is invalid or L_train <= 2pi.
-inline Result<CriticalDims> critical_dims(const RopeSpec& spec) {
-  ROPESCALE_RETURN_IF_ERROR(detail::check_critical_spec(spec));
-  const double train = static_cast<double>(spec.original_max_position);
-  CriticalDims d;
-  d.critical_pair_exact = pair_with_period(spec, train);
-  d.critical_pair = detail::clamp_pair(d.critical_pair_exact, spec.pairs());
-  d.critical_dim = 2 * d.critical_pair;
-  d.lower_pair = detail::clamp_pair(pair_with_period(spec, train / 10.0), spec.pairs());
-  d.lower_dim = 2 * d.lower_pair;
-  return d;
-}
 
 /// Per-pair theta_i, period T_i and periods covered by L_train, plus the critical dims, for a
 /// model extended to `target_length` tokens (s = target_length / L_train). An error if the
@@ -179,22 +133,6 @@ inline Result<CriticalAnalysis> analyze_critical(const RopeSpec& spec, std::int6
   a.period = kTwoPi / a.theta;
   a.train_periods = static_cast<double>(spec.original_max_position) / a.period;
   return a;
-}
-
-/// The NTK-anchored critical pair c of a LongRoPE2-shaped table: lambda_i = lambda_c^(i/c) for
-/// every i < c within rel_tol (LongRoPE2 Alg. 2 lines 7-8, see detect_longrope2 in scaling.hpp),
-/// an anchor lambda_c > 1, and a searched part above c that leaves the geometric law. A table
-/// that is geometric all the way (NTK), constant (PI) or flat at 1 below a ramp (YaRN, Llama-3.1)
-/// has none. Published tables give c = 33 (LLaMA3-8B LongRoPE2) and c = 31 (Phi-4-mini).
-inline std::optional<std::int64_t> detect_critical_pair(
-    const Eigen::Ref<const Eigen::ArrayXd>& factors, double rel_tol = kDetectRelTol) {
-  if (factors.size() < 3 || !std::isfinite(rel_tol) || !(rel_tol >= 0.0)) return std::nullopt;
-  for (Eigen::Index i = 0; i < factors.size(); ++i)
-    if (!std::isfinite(factors[i]) || !(factors[i] > 0.0)) return std::nullopt;
-  const LongRope2Detection det = detect_longrope2(factors, rel_tol).value();
-  // An anchor of 1 means "flat at 1 below c" (YaRN, Llama-3.1), not an NTK base change.
-  if (!det.found || !(det.anchor > 1.0 + std::max(rel_tol, 1e-12))) return std::nullopt;
-  return det.critical_pair;
 }
 
 /// Reads a factor table at the analysis' target: rescaled periods, margins lambda_i - s, the
@@ -230,7 +168,9 @@ inline Result<TableAnalysis> analyze_table(const CriticalAnalysis& analysis,
   t.target_periods = static_cast<double>(analysis.target_length) / t.rescaled_period;
   t.margin = t.factors - analysis.scale;
   t.ood_pairs = detail::ood_pairs_unchecked(t.factors, analysis.dims.critical_pair, analysis.scale);
-  t.detected_critical_pair = detect_critical_pair(t.factors);
+  // validate_for checked every factor finite and > 0, so the detection itself cannot fail.
+  const LongRope2Detection det = detect_longrope2(t.factors, kDetectRelTol).value();
+  if (det.found) t.detected_critical_pair = det.critical_pair;
   return t;
 }
 

@@ -124,30 +124,61 @@ inline Result<Eigen::ArrayXd> base_inv_freq(const RopeSpec& spec) {
 inline constexpr double kPi = 3.141592653589793238462643383279502884;
 inline constexpr double kTwoPi = 2.0 * kPi;
 
-/// The real-valued pair index whose base period 2pi / theta_i equals `length` tokens:
-///   frequency_dim/2 * log_base(length / 2pi)
-/// (LongRoPE2 eq. 7 before rounding). The one formula behind theoretical_critical_pair,
-/// critical_search_lower_pair and critical_dims. Unchecked: callers validate the spec.
+namespace detail {
+
+// The real-valued pair index whose base period 2pi / theta_i equals `length` tokens:
+//   frequency_dim/2 * log_base(length / 2pi)
+// (LongRoPE2 eq. 7 before rounding). The one formula behind critical_dims. Unchecked: callers
+// validate the spec.
 inline double pair_with_period(const RopeSpec& spec, double length) noexcept {
   return static_cast<double>(spec.frequency_dim() / 2) * std::log(length / kTwoPi) /
          std::log(spec.rope_theta);
 }
 
-/// Theoretical critical pair (LongRoPE2 eq. 7 in cosine-pair units):
-///   ceil(frequency_dim/2 * log_base(L_train / 2pi)). Pairs at or above it never completed a full
-/// period during pre-training. The full-dimension value d_tcd is twice this.
-inline Result<std::int64_t> theoretical_critical_pair(const RopeSpec& spec) {
-  ROPESCALE_RETURN_IF_ERROR(validate(spec));
-  const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position));
-  return static_cast<std::int64_t>(std::ceil(x));
+inline std::int64_t clamp_pair(double x, std::int64_t pairs) {
+  const double c = std::ceil(x);
+  if (c <= 0.0) return 0;
+  if (c >= static_cast<double>(pairs)) return pairs;
+  return static_cast<std::int64_t>(c);
 }
 
-/// Lower bound of the critical-dimension search (LongRoPE2 Alg. 1): the pair whose period fits
-/// ten times into L_train, ceil(frequency_dim/2 * log_base(L_train / 10 / 2pi)).
-inline Result<std::int64_t> critical_search_lower_pair(const RopeSpec& spec) {
+// What the analysis needs beyond validate(spec): the training window must hold a full period of
+// pair 0 (L_train > 2pi), otherwise no pair ever completed a period and log_base(L_train / 2pi)
+// is negative. critical_dims(spec).status() is the public form of this check.
+inline Status check_critical_spec(const RopeSpec& spec) {
   ROPESCALE_RETURN_IF_ERROR(validate(spec));
-  const double x = pair_with_period(spec, static_cast<double>(spec.original_max_position) / 10.0);
-  return static_cast<std::int64_t>(std::ceil(x));
+  if (!(static_cast<double>(spec.original_max_position) > kTwoPi))
+    return make_status(ErrorCode::kInvalidArgument, "original_max_position",
+                       spec.original_max_position,
+                       "must be > 2 pi (the training window must hold one period of pair 0)");
+  return Status();
+}
+
+}  // namespace detail
+
+/// The critical pair and the lower search bound of a RoPE description.
+struct CriticalDims {
+  std::int64_t critical_pair = 0;    ///< i_tcd: first pair whose period exceeds L_train
+  std::int64_t critical_dim = 0;     ///< d_tcd = 2 * i_tcd (full-dimension units, eq. 7)
+  std::int64_t lower_pair = 0;       ///< i10: first pair whose period exceeds L_train / 10
+  std::int64_t lower_dim = 0;        ///< 2 * i10
+  double critical_pair_exact = 0.0;  ///< d/2 * log_base(L_train / 2pi) before the ceiling
+};
+
+/// The theoretical critical pair i_tcd = ceil(d/2 log_base(L_train/2pi)) (LongRoPE2 eq. 7), its
+/// full-dimension value d_tcd = 2 i_tcd, and the lower search bound i10 (Alg. 1). Both pair
+/// indices are clamped to [0, rotary_dim/2]; critical_pair == rotary_dim/2 means every pair
+/// completed a period in pre-training. An error if the spec is invalid or L_train <= 2pi.
+inline Result<CriticalDims> critical_dims(const RopeSpec& spec) {
+  ROPESCALE_RETURN_IF_ERROR(detail::check_critical_spec(spec));
+  const double train = static_cast<double>(spec.original_max_position);
+  CriticalDims d;
+  d.critical_pair_exact = detail::pair_with_period(spec, train);
+  d.critical_pair = detail::clamp_pair(d.critical_pair_exact, spec.pairs());
+  d.critical_dim = 2 * d.critical_pair;
+  d.lower_pair = detail::clamp_pair(detail::pair_with_period(spec, train / 10.0), spec.pairs());
+  d.lower_dim = 2 * d.lower_pair;
+  return d;
 }
 
 }  // namespace ropescale

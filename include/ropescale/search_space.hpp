@@ -78,10 +78,11 @@ struct SearchSpace {
   double attention_factor = 1.0;  ///< attached to every candidate table
 
   /// LongRoPE2's space for extending `spec` to `target_length` tokens: s = target / original,
-  /// factors in [s, 2s] on a 0.01 grid, non-decreasing, c from critical_search_lower_pair(spec)
-  /// to theoretical_critical_pair(spec) (both clamped to [1, rotary_dim/2 - 1]), attention factor
-  /// sqrt(1 + ln s / ln L_train) (LongRoPE's default, which LongRoPE2's released configs use).
-  /// An error on an invalid spec, target_length < original_max_position or rotary_dim < 4.
+  /// factors in [s, 2s] on a 0.01 grid, non-decreasing, c from critical_dims(spec).lower_pair
+  /// to critical_dims(spec).critical_pair (both clamped to [1, rotary_dim/2 - 1]), attention
+  /// factor sqrt(1 + ln s / ln L_train) (LongRoPE's default, which LongRoPE2's released configs
+  /// use). An error on an invalid spec, target_length < original_max_position, rotary_dim < 4 or
+  /// original_max_position <= 2 pi (critical_dims' rule: no pair completed a period).
   static Result<SearchSpace> longrope2(const RopeSpec& spec, std::int64_t target_length) {
     Result<SearchSpace> made = base(spec, target_length);
     if (!made.ok()) return made;
@@ -92,10 +93,10 @@ struct SearchSpace {
                          "must be >= 4 for a LongRoPE2 search (a critical pair c >= 1 "
                          "with a searched pair at or above it)");
     const std::int64_t hi_c = spec.pairs() - 1;
-    // The spec was checked by base().
-    sp.critical_lower = std::clamp<std::int64_t>(critical_search_lower_pair(spec).value(), 1, hi_c);
-    sp.critical_upper =
-        std::clamp<std::int64_t>(theoretical_critical_pair(spec).value(), sp.critical_lower, hi_c);
+    const Result<CriticalDims> dims = critical_dims(spec);
+    if (!dims.ok()) return dims.status();
+    sp.critical_lower = std::clamp<std::int64_t>(dims->lower_pair, 1, hi_c);
+    sp.critical_upper = std::clamp<std::int64_t>(dims->critical_pair, sp.critical_lower, hi_c);
     sp.lower_bound = sp.scale;
     sp.upper_bound = 2.0 * sp.scale;
     return made;
