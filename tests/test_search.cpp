@@ -106,6 +106,20 @@ TEST(SearchSpace, Longrope2DefaultsFollowThePaper) {
   EXPECT_EQ(v1.upper_bound, 20.0);  // 1.25 s (LongRoPE Table 4)
 }
 
+TEST(SearchSpace, Longrope2NeedsACriticalPair) {
+  // The space's c range comes from critical_dims: a training window of at most 2 pi tokens holds
+  // no full period of any pair, so there is no critical pair and the space is refused.
+  const ropescale::RopeSpec tiny{64, 64, 10000.0, 6};
+  const ropescale::Status s = SearchSpace::longrope2(tiny, 64).status();
+  EXPECT_EQ(s.code(), ropescale::ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.argument(), "original_max_position");
+  EXPECT_NE(s.message().find("must be > 2 pi"), std::string::npos) << s.message();
+  // One token more and the window holds pair 0's period: c = 1 .. 1 after clamping.
+  const SearchSpace seven = SearchSpace::longrope2({64, 64, 10000.0, 7}, 64).value();
+  EXPECT_EQ(seven.critical_lower, 1);
+  EXPECT_EQ(seven.critical_upper, 1);
+}
+
 TEST(SearchSpace, GenomeTableFollowsTheAnchorRule) {
   const SearchSpace sp = SearchSpace::longrope2(llama3_spec(), 131072).value();
   // LLaMA3-8B's published LongRoPE2 long_factor breaks at c = 33 with lambda_33 = 21.81.
