@@ -596,6 +596,54 @@ tiny_llama::Corpus synthetic_corpus() {
   return tiny_llama::Corpus{text, text};
 }
 
+// The long-table arm trains on mixed's documents, segments, masks and positions and differs
+// only in the table of the short segments: with one table for both windows the two arms give
+// the same weights up to float summation order (mixed sums its two groups' gradients
+// separately); with the extended table beyond L_train they differ a hundred times more, and
+// every long-table token runs with it.
+TEST(Finetune, LongTableDiffersFromMixedOnlyInTheWindowRule) {
+  const tiny_llama::Corpus corpus = synthetic_corpus();
+  const Config c = byte_config();  // L_train 128
+  const ropescale::RopeSpec spec = c.rope_spec();
+  auto run = [&](tiny_llama::FinetuneMode mode, const tiny_llama::MethodTables& tables,
+                 std::vector<tiny_llama::FinetuneStep>* steps) {
+    Weights w = Weights::initialized(c, 1);
+    tiny_llama::FinetuneOptions o;
+    o.mode = mode;
+    o.target_length = 256;
+    o.long_documents = 1;
+    o.tokens_per_step = 768;
+    o.steps = 3;
+    o.lr = 3e-3;
+    o.warmup_steps = 1;
+    tiny_llama::finetune(w, tables, corpus, o, [&](const tiny_llama::FinetuneStep& s) {
+      if (steps) steps->push_back(s);
+    });
+    return w;
+  };
+  auto max_diff = [](const Weights& a, const Weights& b) {
+    float d = 0.0f;
+    for (std::size_t t = 0; t < a.tensors().size(); ++t)
+      d = std::max(d, (a.tensors()[t].value - b.tensors()[t].value).cwiseAbs().maxCoeff());
+    return d;
+  };
+  const tiny_llama::MethodTables one = tiny_llama::MethodTables::fixed(rescaled(spec));
+  const float same_table = max_diff(run(tiny_llama::FinetuneMode::kMixed, one, nullptr),
+                                    run(tiny_llama::FinetuneMode::kLongTable, one, nullptr));
+  EXPECT_LT(same_table, 1e-5f);
+  const tiny_llama::MethodTables two = tiny_llama::MethodTables::switching(spec, rescaled(spec));
+  std::vector<tiny_llama::FinetuneStep> mixed_steps, table_steps;
+  const Weights mixed = run(tiny_llama::FinetuneMode::kMixed, two, &mixed_steps);
+  const Weights long_table = run(tiny_llama::FinetuneMode::kLongTable, two, &table_steps);
+  EXPECT_GT(max_diff(mixed, long_table), 100.0f * std::max(same_table, 1e-7f));
+  ASSERT_EQ(table_steps.size(), 3u);
+  for (std::size_t i = 0; i < table_steps.size(); ++i) {
+    EXPECT_EQ(table_steps[i].short_tokens, 0.0);
+    EXPECT_EQ(table_steps[i].long_tokens, mixed_steps[i].short_tokens + mixed_steps[i].long_tokens);
+  }
+  EXPECT_STREQ(tiny_llama::to_string(tiny_llama::FinetuneMode::kLongTable), "long_table");
+}
+
 TEST(Finetune, MixedPacksShortDocumentsAndLongOnlyDoesNot) {
   const tiny_llama::Corpus corpus = synthetic_corpus();
   const Config c = byte_config();  // L_train 128
