@@ -1125,21 +1125,20 @@ TEST(ShippedModel, ReproducesItsRecordedDepthCheck) {
   EXPECT_NEAR(sc.groups[0].answer_nll, rec.at("answer_nll").at(0).at(1).get<double>(), 1e-3);
 }
 
-// One cell of the full study (examples/data/tiny-llama-study.json, `extend --budget full`)
-// reproduced from the weights it ran on: plain RoPE at L_train on the study's held-out rows
-// (needles at the start and at random depth, text; LengthSet seed 1000 for the first length).
-// One row of slack in each accuracy for another CPU's rounding.
-TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
-#ifdef ROPESCALE_TEST_ASAN
-  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
-#endif
+// Cells of the full study (examples/data/tiny-llama-study.json, `extend --budget full`)
+// reproduced from the weights they ran on, at L_train on the study's held-out rows (needles at
+// the start and at random depth, text; LengthSet seed 1000 for the first length): plain RoPE on
+// the gate model, and the two seed-7 arms of claim 3 (each with the short table its config.json
+// gives within L_train). One row of slack in each accuracy for another CPU's rounding.
+void expect_study_cell_at_train_window(const std::string& method, const std::string& dir) {
+  SCOPED_TRACE(method);
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   std::ifstream in(data + "/tiny-llama-study.json");
   ASSERT_TRUE(in.good());
   const nlohmann::json study = nlohmann::json::parse(in);
   const std::string model = study.at("model").get<std::string>();
-  const Weights w =
-      tiny_llama::load_model_dir(data + "/" + model.substr(model.find_last_of('/') + 1));
+  const Weights w = tiny_llama::load_model_dir(
+      data + "/" + (dir.empty() ? model.substr(model.find_last_of('/') + 1) : dir));
   const tiny_llama::Corpus corpus =
       tiny_llama::Corpus::load(data + "/tinystories-valid-prefix.txt");
   const ropescale::RopeSpec spec = w.config().rope_spec();
@@ -1149,15 +1148,37 @@ TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
   const tiny_llama::LengthSet set = tiny_llama::LengthSet::make(
       corpus.held_out, spec.original_max_position, {{"start", 0.0}, {"random", -1.0}}, n,
       study.at("text_rows").get<std::int64_t>(), 1000);
-  const tiny_llama::LengthScore sc = tiny_llama::score_method(
-      w, tiny_llama::MethodTables::beyond_only(spec, ropescale::FactorTable::identity(spec)), set,
-      tiny_llama::InferenceRule::kOneTable, 2);
-  const nlohmann::json& plain = study.at("methods").at("plain");
+  tiny_llama::MethodTables tables =
+      tiny_llama::MethodTables::beyond_only(spec, ropescale::FactorTable::identity(spec));
+  if (!dir.empty()) {
+    const ropescale::RopeConfig rc = tiny_llama::load_rope_config(data + "/" + dir);
+    tables = {rc.table_for(spec.original_max_position).value(),
+              rc.table_for(spec.original_max_position * 1024).value()};
+  }
+  const tiny_llama::LengthScore sc =
+      tiny_llama::score_method(w, tables, set, tiny_llama::InferenceRule::kOneTable, 2);
+  const nlohmann::json& row = study.at("methods").at(method);
   const double slack = 1.0 / static_cast<double>(n) + 1e-12;
-  EXPECT_NEAR(sc.groups[0].accuracy, plain.at("needle_accuracy").at(0).get<double>(), slack);
-  EXPECT_NEAR(sc.groups[1].accuracy, plain.at("needle_accuracy_random").at(0).get<double>(), slack);
-  EXPECT_NEAR(sc.groups[0].answer_nll, plain.at("answer_nll").at(0).get<double>(), 1e-3);
-  EXPECT_NEAR(sc.ppl, plain.at("ppl").at(0).get<double>(), 1e-3);
+  EXPECT_NEAR(sc.groups[0].accuracy, row.at("needle_accuracy").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[1].accuracy, row.at("needle_accuracy_random").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[0].answer_nll, row.at("answer_nll").at(0).get<double>(), 1e-3);
+  EXPECT_NEAR(sc.ppl, row.at("ppl").at(0).get<double>(), 1e-3);
+}
+
+TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
+#endif
+  expect_study_cell_at_train_window("plain", "");
+}
+
+// Claim 3's cells: the mixed and long-table arms (seed 7) at L_train.
+TEST(ShippedModel, ReproducesTheFullStudysClaim3CellsAtTheTrainingWindow) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
+#endif
+  for (const char* arm : {"tiny-llama-gate-4x-mixed-s7", "tiny-llama-gate-4x-long-table-s7"})
+    expect_study_cell_at_train_window(arm, arm);
 }
 
 }  // namespace
