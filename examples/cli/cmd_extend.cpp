@@ -931,11 +931,13 @@ int run_extend(const std::vector<std::string>& argv) {
   std::cout << "\nneedle exact match (needle at the start, +- binomial se, n = " << per_group
             << ") / text perplexity per byte (" << text_rows
             << " rows); rule: one table per prompt (+split: short table, re-rotation, long)\n";
-  std::cout << std::left << std::setw(24) << "method";
+  int name_width = 24;  // the longest row name and two spaces
+  for (const Row& r : rows) name_width = std::max(name_width, static_cast<int>(r.name.size()) + 2);
+  std::cout << std::left << std::setw(name_width) << "method";
   for (const auto& s : sets) std::cout << std::right << std::setw(22) << s.length;
   std::cout << "\n";
   for (std::size_t r = 0; r < rows.size(); ++r) {
-    std::cout << std::left << std::setw(24) << rows[r].name;
+    std::cout << std::left << std::setw(name_width) << rows[r].name;
     for (const auto& c : cells[r])
       std::cout << std::right << std::setw(22)
                 << (c ? fmt(c->groups[0].accuracy) + " +- " + fmt(c->groups[0].se) + " / " +
