@@ -1,8 +1,10 @@
 // `ropescale finetune`: context-extension fine-tuning of a tiny Llama directory whose config.json
 // carries a rope_scaling (as `ropescale extend --export` writes it): mixed context window training
-// (LongRoPE2 section 3.3) or long-only, the same tokens per step in both.
+// (LongRoPE2 section 3.3), long-table (mixed's documents, every segment with the extended table:
+// the arm that differs from mixed only in the window rule) or long-only, the same tokens per step
+// in all three.
 //
-//   ropescale finetune --model DIR --out DIR [--mode mixed|long] [--steps N]
+//   ropescale finetune --model DIR --out DIR [--mode mixed|long-table|long] [--steps N]
 //                      [--tokens-per-step N] [--lr X] [--threads N] [--seed S] [--log FILE]
 //                      [--format table|json]
 //
@@ -26,7 +28,8 @@
 namespace {
 
 constexpr const char* kUsage =
-    "--model DIR --out DIR [--mode mixed|long] [--steps N] [--tokens-per-step N] [--lr X] "
+    "--model DIR --out DIR [--mode mixed|long-table|long] [--steps N] [--tokens-per-step N] [--lr "
+    "X] "
     "[--threads N] [--seed S] [--log FILE] [--text FILE] [--format table|json]";
 
 const std::vector<cli::Option>& options() {
@@ -35,7 +38,8 @@ const std::vector<cli::Option>& options() {
       {"--model", "DIR", "",
        "an extended model: config.json with a longrope rope_scaling (required)"},
       {"--out", "DIR", "", "the directory to write (required)"},
-      {"--mode", "mixed|long", "mixed", "mixed context windows, or long windows only"},
+      {"--mode", "mixed|long-table|long", "mixed",
+       "mixed context windows; mixed's documents all with the long table; or long windows only"},
       {"--steps", "N", std::to_string(d.steps), "optimizer steps"},
       {"--tokens-per-step", "N", std::to_string(d.tokens_per_step), "tokens per step"},
       {"--lr", "X", cli::Args::num(d.lr), "learning rate"},
@@ -59,10 +63,13 @@ int run_finetune(const std::vector<std::string>& argv) {
   if (out.empty()) throw cli::UsageError("--out is required (the directory to write)");
   cli::check_output_dir("--out", out);
   const std::string mode = args.get("--mode", "mixed");
-  if (mode != "mixed" && mode != "long")
-    throw cli::UsageError("--mode = '" + cli::Args::clip(mode) + "': must be 'mixed' or 'long'");
+  if (mode != "mixed" && mode != "long-table" && mode != "long")
+    throw cli::UsageError("--mode = '" + cli::Args::clip(mode) +
+                          "': must be 'mixed', 'long-table' or 'long'");
   tiny_llama::FinetuneOptions o;
-  o.mode = mode == "mixed" ? tiny_llama::FinetuneMode::kMixed : tiny_llama::FinetuneMode::kLongOnly;
+  o.mode = mode == "mixed"        ? tiny_llama::FinetuneMode::kMixed
+           : mode == "long-table" ? tiny_llama::FinetuneMode::kLongTable
+                                  : tiny_llama::FinetuneMode::kLongOnly;
   o.steps = args.get_int("--steps", o.steps, 1, 1000000);
   o.tokens_per_step = args.get_int("--tokens-per-step", o.tokens_per_step, 2, 1 << 24);
   o.lr = args.get_double("--lr", o.lr, 1e-8, 1.0);
@@ -131,7 +138,7 @@ int run_finetune(const std::vector<std::string>& argv) {
 }
 
 const bool registered = cli::register_command(
-    {"finetune", "fine-tune an extended tiny Llama: mixed context windows or long-only", kUsage,
-     run_finetune, options()});
+    {"finetune", "fine-tune an extended tiny Llama: mixed context windows, long-table or long-only",
+     kUsage, run_finetune, options()});
 
 }  // namespace

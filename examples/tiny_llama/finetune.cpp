@@ -15,7 +15,15 @@ using ropescale::make_status;
 using ropescale::throw_if_error;
 
 const char* to_string(FinetuneMode m) noexcept {
-  return m == FinetuneMode::kMixed ? "mixed" : "long_only";
+  switch (m) {
+    case FinetuneMode::kMixed:
+      return "mixed";
+    case FinetuneMode::kLongTable:
+      return "long_table";
+    case FinetuneMode::kLongOnly:
+      return "long_only";
+  }
+  return "?";
 }
 
 namespace {
@@ -87,11 +95,11 @@ void finetune(Weights& w, const MethodTables& tables, const Corpus& corpus,
   double trained = 0.0;
   for (std::int64_t step = 0; step < o.steps; ++step) {
     std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ULL + static_cast<std::uint64_t>(step));
-    // Long documents first, then (mixed) short ones up to the step's tokens.
+    // Long documents first, then (mixed and long-table) short ones up to the step's tokens.
+    const bool with_short = o.mode != FinetuneMode::kLongOnly;
     const std::int64_t n_long =
-        o.mode == FinetuneMode::kMixed
-            ? std::min(o.long_documents, o.tokens_per_step / o.target_length)
-            : o.tokens_per_step / o.target_length;
+        with_short ? std::min(o.long_documents, o.tokens_per_step / o.target_length)
+                   : o.tokens_per_step / o.target_length;
     std::vector<Sequence> docs;
     std::vector<std::int64_t> lengths;
     std::int64_t tokens = 0;
@@ -99,7 +107,7 @@ void finetune(Weights& w, const MethodTables& tables, const Corpus& corpus,
       docs.push_back(draw_document(rng, corpus, o.target_length, false, o.needle_fraction));
       tokens += static_cast<std::int64_t>(docs.back().tokens.size());
     }
-    while (o.mode == FinetuneMode::kMixed && tokens < o.tokens_per_step) {
+    while (with_short && tokens < o.tokens_per_step) {
       Sequence d = draw_document(rng, corpus, L, true, o.needle_fraction);
       const std::int64_t room = o.tokens_per_step - tokens;
       if (static_cast<std::int64_t>(d.tokens.size()) > room) {
@@ -113,8 +121,10 @@ void finetune(Weights& w, const MethodTables& tables, const Corpus& corpus,
     trained += static_cast<double>(tokens);
     for (const Sequence& d : docs) lengths.push_back(static_cast<std::int64_t>(d.tokens.size()));
     std::vector<Sequence> short_rows, long_rows;
+    // The packing plan's window rule picks each segment's table; long-table overrides it.
     for (auto& ws : segments_of(docs, ropescale::pack_documents(lengths, pack).value()))
-      (ws.first == ropescale::RopeWindow::kLong ? long_rows : short_rows)
+      (ws.first == ropescale::RopeWindow::kLong || o.mode == FinetuneMode::kLongTable ? long_rows
+                                                                                      : short_rows)
           .push_back(std::move(ws.second));
     // The batch's mean loss: the two groups' gradients weighted by their loss weights.
     LossSum ls, ll;

@@ -244,6 +244,17 @@ TEST(ToolCli, Item22DefaultsAreNamedAsSuch) {
   expect_bad_argument(
       "extend --search-multiples 2,4 --export-multiple 8 --export '" + temp_path("out") + "'",
       "extend", {"--export-multiple = 8: must be one of --search-multiples = 2,4"}, 10.0);
+  expect_bad_argument("extend --multiples 1,2 --search-multiples none --export-all '" +
+                          temp_path("all") + "' --export-multiple 4",
+                      "extend",
+                      {"--export-multiple = 4: must be >= 2 and one of --multiples = 1,2"}, 10.0);
+  expect_bad_argument(
+      "extend --multiples 1 --search-multiples none --export-all '" + temp_path("all") + "'",
+      "extend", {"--export-multiple = 1 (the last of --multiples; not given): must be >= 2"}, 10.0);
+  expect_bad_argument(
+      "finetune --model '" ROPESCALE_SOURCE_DIR "/examples/data/tiny-llama-gate' --out '" +
+          temp_path("ft") + "' --mode long_table",
+      "finetune", {"--mode = 'long_table': must be 'mixed', 'long-table' or 'long'"}, 10.0);
 }
 
 // 23. A write to a full standard output fails the command (exit 1, one line on stderr).
@@ -434,7 +445,25 @@ void expect_extend_values(const nlohmann::json& j) {
   for (auto it = verdicts.begin(); it != verdicts.end(); ++it) {
     SCOPED_TRACE(it.key());
     const nlohmann::json& v = it.value();
-    if (it.key().rfind("claim2", 0) == 0) {
+    if (v.contains("rows")) {
+      // A comparison of fine-tuned arms: each arm's accuracies are its rows' cells at the
+      // verdict's length and group, the difference the difference of their means.
+      std::size_t col = 0;
+      while (j["lengths"][col] != v.at("length")) ++col;
+      const std::string sfx = v.at("group") == "random" ? "_random" : "";
+      double mean[2] = {0.0, 0.0};
+      for (std::size_t arm = 0; arm < 2; ++arm) {
+        const nlohmann::json& names = v.at("rows").at(arm);
+        ASSERT_FALSE(names.empty());
+        for (const nlohmann::json& name : names)
+          mean[arm] += methods.at(name.get<std::string>())
+                           .at("needle_accuracy" + sfx)
+                           .at(col)
+                           .get<double>() /
+                       static_cast<double>(names.size());
+      }
+      EXPECT_NEAR(v.at("difference").get<double>(), mean[0] - mean[1], 1e-12);
+    } else if (it.key().rfind("claim2", 0) == 0) {
       // The first search multiple's column of each seed's two searched rows.
       const std::int64_t m = j.at("search").at(0).at("target_length").get<std::int64_t>() /
                              j.at("train_length").get<std::int64_t>();

@@ -596,6 +596,54 @@ tiny_llama::Corpus synthetic_corpus() {
   return tiny_llama::Corpus{text, text};
 }
 
+// The long-table arm trains on mixed's documents, segments, masks and positions and differs
+// only in the table of the short segments: with one table for both windows the two arms give
+// the same weights up to float summation order (mixed sums its two groups' gradients
+// separately); with the extended table beyond L_train they differ a hundred times more, and
+// every long-table token runs with it.
+TEST(Finetune, LongTableDiffersFromMixedOnlyInTheWindowRule) {
+  const tiny_llama::Corpus corpus = synthetic_corpus();
+  const Config c = byte_config();  // L_train 128
+  const ropescale::RopeSpec spec = c.rope_spec();
+  auto run = [&](tiny_llama::FinetuneMode mode, const tiny_llama::MethodTables& tables,
+                 std::vector<tiny_llama::FinetuneStep>* steps) {
+    Weights w = Weights::initialized(c, 1);
+    tiny_llama::FinetuneOptions o;
+    o.mode = mode;
+    o.target_length = 256;
+    o.long_documents = 1;
+    o.tokens_per_step = 768;
+    o.steps = 3;
+    o.lr = 3e-3;
+    o.warmup_steps = 1;
+    tiny_llama::finetune(w, tables, corpus, o, [&](const tiny_llama::FinetuneStep& s) {
+      if (steps) steps->push_back(s);
+    });
+    return w;
+  };
+  auto max_diff = [](const Weights& a, const Weights& b) {
+    float d = 0.0f;
+    for (std::size_t t = 0; t < a.tensors().size(); ++t)
+      d = std::max(d, (a.tensors()[t].value - b.tensors()[t].value).cwiseAbs().maxCoeff());
+    return d;
+  };
+  const tiny_llama::MethodTables one = tiny_llama::MethodTables::fixed(rescaled(spec));
+  const float same_table = max_diff(run(tiny_llama::FinetuneMode::kMixed, one, nullptr),
+                                    run(tiny_llama::FinetuneMode::kLongTable, one, nullptr));
+  EXPECT_LT(same_table, 1e-5f);
+  const tiny_llama::MethodTables two = tiny_llama::MethodTables::switching(spec, rescaled(spec));
+  std::vector<tiny_llama::FinetuneStep> mixed_steps, table_steps;
+  const Weights mixed = run(tiny_llama::FinetuneMode::kMixed, two, &mixed_steps);
+  const Weights long_table = run(tiny_llama::FinetuneMode::kLongTable, two, &table_steps);
+  EXPECT_GT(max_diff(mixed, long_table), 100.0f * std::max(same_table, 1e-7f));
+  ASSERT_EQ(table_steps.size(), 3u);
+  for (std::size_t i = 0; i < table_steps.size(); ++i) {
+    EXPECT_EQ(table_steps[i].short_tokens, 0.0);
+    EXPECT_EQ(table_steps[i].long_tokens, mixed_steps[i].short_tokens + mixed_steps[i].long_tokens);
+  }
+  EXPECT_STREQ(tiny_llama::to_string(tiny_llama::FinetuneMode::kLongTable), "long_table");
+}
+
 TEST(Finetune, MixedPacksShortDocumentsAndLongOnlyDoesNot) {
   const tiny_llama::Corpus corpus = synthetic_corpus();
   const Config c = byte_config();  // L_train 128
@@ -1077,21 +1125,20 @@ TEST(ShippedModel, ReproducesItsRecordedDepthCheck) {
   EXPECT_NEAR(sc.groups[0].answer_nll, rec.at("answer_nll").at(0).at(1).get<double>(), 1e-3);
 }
 
-// One cell of the full study (examples/data/tiny-llama-study.json, `extend --budget full`)
-// reproduced from the weights it ran on: plain RoPE at L_train on the study's held-out rows
-// (needles at the start and at random depth, text; LengthSet seed 1000 for the first length).
-// One row of slack in each accuracy for another CPU's rounding.
-TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
-#ifdef ROPESCALE_TEST_ASAN
-  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
-#endif
+// Cells of the full study (examples/data/tiny-llama-study.json, `extend --budget full`)
+// reproduced from the weights they ran on, at L_train on the study's held-out rows (needles at
+// the start and at random depth, text; LengthSet seed 1000 for the first length): plain RoPE on
+// the gate model, and the two seed-7 arms of claim 3 (each with the short table its config.json
+// gives within L_train). One row of slack in each accuracy for another CPU's rounding.
+void expect_study_cell_at_train_window(const std::string& method, const std::string& dir) {
+  SCOPED_TRACE(method);
   const std::string data = ROPESCALE_EXAMPLES_DATA_DIR;
   std::ifstream in(data + "/tiny-llama-study.json");
   ASSERT_TRUE(in.good());
   const nlohmann::json study = nlohmann::json::parse(in);
   const std::string model = study.at("model").get<std::string>();
-  const Weights w =
-      tiny_llama::load_model_dir(data + "/" + model.substr(model.find_last_of('/') + 1));
+  const Weights w = tiny_llama::load_model_dir(
+      data + "/" + (dir.empty() ? model.substr(model.find_last_of('/') + 1) : dir));
   const tiny_llama::Corpus corpus =
       tiny_llama::Corpus::load(data + "/tinystories-valid-prefix.txt");
   const ropescale::RopeSpec spec = w.config().rope_spec();
@@ -1101,15 +1148,37 @@ TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
   const tiny_llama::LengthSet set = tiny_llama::LengthSet::make(
       corpus.held_out, spec.original_max_position, {{"start", 0.0}, {"random", -1.0}}, n,
       study.at("text_rows").get<std::int64_t>(), 1000);
-  const tiny_llama::LengthScore sc = tiny_llama::score_method(
-      w, tiny_llama::MethodTables::beyond_only(spec, ropescale::FactorTable::identity(spec)), set,
-      tiny_llama::InferenceRule::kOneTable, 2);
-  const nlohmann::json& plain = study.at("methods").at("plain");
+  tiny_llama::MethodTables tables =
+      tiny_llama::MethodTables::beyond_only(spec, ropescale::FactorTable::identity(spec));
+  if (!dir.empty()) {
+    const ropescale::RopeConfig rc = tiny_llama::load_rope_config(data + "/" + dir);
+    tables = {rc.table_for(spec.original_max_position).value(),
+              rc.table_for(spec.original_max_position * 1024).value()};
+  }
+  const tiny_llama::LengthScore sc =
+      tiny_llama::score_method(w, tables, set, tiny_llama::InferenceRule::kOneTable, 2);
+  const nlohmann::json& row = study.at("methods").at(method);
   const double slack = 1.0 / static_cast<double>(n) + 1e-12;
-  EXPECT_NEAR(sc.groups[0].accuracy, plain.at("needle_accuracy").at(0).get<double>(), slack);
-  EXPECT_NEAR(sc.groups[1].accuracy, plain.at("needle_accuracy_random").at(0).get<double>(), slack);
-  EXPECT_NEAR(sc.groups[0].answer_nll, plain.at("answer_nll").at(0).get<double>(), 1e-3);
-  EXPECT_NEAR(sc.ppl, plain.at("ppl").at(0).get<double>(), 1e-3);
+  EXPECT_NEAR(sc.groups[0].accuracy, row.at("needle_accuracy").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[1].accuracy, row.at("needle_accuracy_random").at(0).get<double>(), slack);
+  EXPECT_NEAR(sc.groups[0].answer_nll, row.at("answer_nll").at(0).get<double>(), 1e-3);
+  EXPECT_NEAR(sc.ppl, row.at("ppl").at(0).get<double>(), 1e-3);
+}
+
+TEST(ShippedModel, ReproducesTheFullStudysPlainCellAtTheTrainingWindow) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
+#endif
+  expect_study_cell_at_train_window("plain", "");
+}
+
+// Claim 3's cells: the mixed and long-table arms (seed 7) at L_train.
+TEST(ShippedModel, ReproducesTheFullStudysClaim3CellsAtTheTrainingWindow) {
+#ifdef ROPESCALE_TEST_ASAN
+  GTEST_SKIP() << "hundreds of full forwards: run by the plain build, too slow under sanitizers";
+#endif
+  for (const char* arm : {"tiny-llama-gate-4x-mixed-s7", "tiny-llama-gate-4x-long-table-s7"})
+    expect_study_cell_at_train_window(arm, arm);
 }
 
 }  // namespace
