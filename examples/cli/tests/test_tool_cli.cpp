@@ -207,9 +207,11 @@ TEST(ToolCli, Item21VersionAndHelpWithDefaults) {
                            "--format table|json ", "(default: table)", "(default: current)"})
     EXPECT_TRUE(contains(one_spaced(topic.out), line)) << line << " in:\n" << topic.out;
   const ToolRun extend = run("help extend");
-  for (const char* line : {"(default: 1,2,4)", "(default: 2 (--budget full: 2,4))",
-                           "(default: 16 (--budget full: 200))", "(default: default)",
-                           "(default: study.svg)", "(default: the first of --search-multiples)"})
+  for (const char* line :
+       {"(default: 1,2,4)", "(default: 2 (--budget full: 2,4))",
+        "(default: 16 (--budget full: 200))", "(default: default)", "(default: study.svg)",
+        "(default: the first of --search-multiples (none: the last of "
+        "--multiples))"})
     EXPECT_TRUE(contains(one_spaced(extend.out), line)) << line << " in:\n" << extend.out;
   // Every option in a command's usage line is documented in its help, for every command.
   for (const std::string c :
