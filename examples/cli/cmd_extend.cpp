@@ -732,90 +732,76 @@ int run_extend(const std::vector<std::string>& argv) {
   }
 
   // --- 4. verdicts
-  // Claim 2 without fine-tuning: needle- vs perplexity-scored LongRoPE2 searches at the first
-  // search multiple, held-out needles at the start; the difference's standard error is the larger
-  // of the across-seed one and the binomial one.
-  if (!search_multiples.empty()) {
-    const std::int64_t m = search_multiples.front();
-    std::vector<double> a_needle, a_ppl, se_needle, se_ppl;
-    for (std::int64_t sd = 0; sd < seeds; ++sd) {
-      const auto* n = cell_of("longrope2_needle_s" + std::to_string(sd), m);
-      const auto* p = cell_of("longrope2_ppl_s" + std::to_string(sd), m);
-      if (!n || !p) continue;
-      a_needle.push_back(n->groups[0].accuracy);
-      a_ppl.push_back(p->groups[0].accuracy);
-      se_needle.push_back(n->groups[0].se);
-      se_ppl.push_back(p->groups[0].se);
-    }
-    if (!a_needle.empty()) {
-      const auto [mn, sn] = mean_se(a_needle);
-      const auto [mp, sp] = mean_se(a_ppl);
-      const double k = static_cast<double>(a_needle.size());
-      double bin = 0.0;
-      for (std::size_t i = 0; i < a_needle.size(); ++i)
-        bin += se_needle[i] * se_needle[i] + se_ppl[i] * se_ppl[i];
-      const double se = std::max(std::sqrt(sn * sn + sp * sp), std::sqrt(bin) / k);
-      verdicts["claim2_needle_search_beats_ppl_search@" + std::to_string(m) + "x"] = {
-          {"verdict", tiny_llama::verdict(mn - mp, se)},
-          {"accuracy_needle_search", a_needle},
-          {"accuracy_ppl_search", a_ppl},
-          {"difference", mn - mp},
-          {"se", se},
-          {"seeds", a_needle.size()},
-          {"n", per_group},
-          {"rule", "held if mean over seeds of acc(needle) - acc(ppl) > 2 se"}};
-    }
-  }
-  // The fine-tuned directories by (source method, mode): the seeds of one arm.
-  auto arm = [&](const std::string& method, const std::string& mode) {
-    std::vector<const TunedInfo*> a;
-    for (const auto& t : tuned_info)
-      if (t.mode == mode && t.method == method) a.push_back(&t);
-    return a;
-  };
-  // Mean over seeds of group g's accuracy at multiple m for two arms, and the difference's
-  // standard error: the larger of the across-seed one and the binomial one.
+  // Mean over seeds of group g's accuracy at multiple m for two arms (rows named in x and y;
+  // rows without a cell there are skipped), and the difference's standard error: the larger of
+  // the across-seed one and the binomial one.
   struct ArmDiff {
     std::vector<double> a, b;
     nlohmann::json rows = nlohmann::json::array({nlohmann::json::array(), nlohmann::json::array()});
     double diff = 0.0, se = 0.0;
   };
-  auto arm_diff = [&](const std::vector<const TunedInfo*>& x,
-                      const std::vector<const TunedInfo*>& y, std::int64_t m,
-                      std::size_t g) -> std::optional<ArmDiff> {
+  auto arm_diff = [&](const std::vector<std::string>& x, const std::vector<std::string>& y,
+                      std::int64_t m, std::size_t g) -> std::optional<ArmDiff> {
     ArmDiff d;
-    double bin_a = 0.0, bin_b = 0.0;
-    for (const auto* t : x)
-      if (const auto* c = cell_of(t->name, m)) {
-        d.a.push_back(c->groups[g].accuracy);
-        d.rows[0].push_back(t->name);
-        bin_a += c->groups[g].se * c->groups[g].se;
-      }
-    for (const auto* t : y)
-      if (const auto* c = cell_of(t->name, m)) {
-        d.b.push_back(c->groups[g].accuracy);
-        d.rows[1].push_back(t->name);
-        bin_b += c->groups[g].se * c->groups[g].se;
-      }
+    double bin[2] = {0.0, 0.0};
+    for (std::size_t k = 0; k < 2; ++k)
+      for (const std::string& name : k == 0 ? x : y)
+        if (const auto* c = cell_of(name, m)) {
+          (k == 0 ? d.a : d.b).push_back(c->groups[g].accuracy);
+          d.rows[k].push_back(name);
+          bin[k] += c->groups[g].se * c->groups[g].se;
+        }
     if (d.a.empty() || d.b.empty()) return std::nullopt;
     const auto [ma, sa] = mean_se(d.a);
     const auto [mb, sb] = mean_se(d.b);
     const double na = static_cast<double>(d.a.size()), nb = static_cast<double>(d.b.size());
     d.diff = ma - mb;
-    d.se = std::max(std::sqrt(sa * sa + sb * sb), std::sqrt(bin_a / (na * na) + bin_b / (nb * nb)));
+    d.se =
+        std::max(std::sqrt(sa * sa + sb * sb), std::sqrt(bin[0] / (na * na) + bin[1] / (nb * nb)));
     return d;
+  };
+  // Claim 2 without fine-tuning: needle- vs perplexity-scored LongRoPE2 searches at the first
+  // search multiple, held-out needles at the start, over the seeds that have both cells.
+  if (!search_multiples.empty()) {
+    const std::int64_t m = search_multiples.front();
+    std::vector<std::string> needle, ppl;
+    for (std::int64_t sd = 0; sd < seeds; ++sd) {
+      const std::string n = "longrope2_needle_s" + std::to_string(sd),
+                        p = "longrope2_ppl_s" + std::to_string(sd);
+      if (!cell_of(n, m) || !cell_of(p, m)) continue;
+      needle.push_back(n);
+      ppl.push_back(p);
+    }
+    if (const auto d = arm_diff(needle, ppl, m, 0)) {
+      verdicts["claim2_needle_search_beats_ppl_search@" + std::to_string(m) + "x"] = {
+          {"verdict", tiny_llama::verdict(d->diff, d->se)},
+          {"accuracy_needle_search", d->a},
+          {"accuracy_ppl_search", d->b},
+          {"difference", d->diff},
+          {"se", d->se},
+          {"seeds", d->a.size()},
+          {"n", per_group},
+          {"rule", "held if mean over seeds of acc(needle) - acc(ppl) > 2 se"}};
+    }
+  }
+  // The fine-tuned directories of one source method and mode: the seeds of one arm.
+  auto arm = [&](const std::string& method, const std::string& mode) {
+    std::vector<std::string> a;
+    for (const auto& t : tuned_info)
+      if (t.mode == mode && t.method == method) a.push_back(t.name);
+    return a;
   };
   // Claim 2 to the paper's protocol (its Table 6): the needle- and perplexity-searched tables of
   // the export multiple, each fine-tuned with the same mixed run; needles at the start.
   {
-    std::vector<const TunedInfo*> needle, ppl;
+    std::vector<std::string> needle, ppl;
     std::int64_t m = 0;
     for (const auto& t : tuned_info) {
       if (t.mode != "mixed") continue;
       const bool is_needle = t.method.rfind("longrope2_needle_s", 0) == 0,
                  is_ppl = t.method.rfind("longrope2_ppl_s", 0) == 0;
-      if (is_needle) needle.push_back(&t);
-      if (is_ppl) ppl.push_back(&t);
+      if (is_needle) needle.push_back(t.name);
+      if (is_ppl) ppl.push_back(t.name);
       if (is_needle || is_ppl) m = std::max(m, t.multiple);
     }
     if (const auto d = arm_diff(needle, ppl, m, 0)) {

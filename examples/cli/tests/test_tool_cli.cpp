@@ -496,32 +496,34 @@ void expect_extend_values(const nlohmann::json& j) {
   }
 }
 
-// The full study the docs cite (examples/data/tiny-llama-study.json, `extend --budget full`).
-TEST(ToolJson, CommittedStudyAgreesWithItsOwnCells) {
-  const std::string text =
-      read_text(std::string(ROPESCALE_SOURCE_DIR) + "/examples/data/tiny-llama-study.json");
-  ASSERT_FALSE(text.empty());
+// A committed full-budget extend run (examples/data/FILE), checked against the schema and
+// against its own cells.
+nlohmann::json expect_committed_full_run(const std::string& file) {
+  SCOPED_TRACE(file);
+  const std::string text = read_text(std::string(ROPESCALE_SOURCE_DIR) + "/examples/data/" + file);
+  EXPECT_FALSE(text.empty());
+  if (text.empty()) return nlohmann::json();
   const nlohmann::json j = nlohmann::json::parse(text);
   expect_schema(j, "extend");
   EXPECT_EQ(j.at("budget"), "full");
   EXPECT_GE(j.at("needles_per_group").get<int>(), 200);
   expect_extend_values(j);
+  return j;
+}
+
+// The full study the docs cite (examples/data/tiny-llama-study.json, `extend --budget full`).
+TEST(ToolJson, CommittedStudyAgreesWithItsOwnCells) {
+  expect_committed_full_run("tiny-llama-study.json");
 }
 
 // The paper's Table 6 on the tiny Llama (examples/data/tiny-llama-table6.json: every 4x table of
 // the full study fine-tuned with the same mixed run, then compared): each cell and the verdict
 // on the fine-tuned searches agree with the cells they name.
 TEST(ToolJson, CommittedTable6AgreesWithItsOwnCells) {
-  const std::string text =
-      read_text(std::string(ROPESCALE_SOURCE_DIR) + "/examples/data/tiny-llama-table6.json");
-  ASSERT_FALSE(text.empty());
-  const nlohmann::json j = nlohmann::json::parse(text);
-  expect_schema(j, "extend");
-  EXPECT_EQ(j.at("budget"), "full");
-  EXPECT_GE(j.at("needles_per_group").get<int>(), 200);
+  const nlohmann::json j = expect_committed_full_run("tiny-llama-table6.json");
+  ASSERT_TRUE(j.is_object());
   ASSERT_TRUE(j.at("verdicts").contains("claim2_after_mixed_finetune@4x"));
   EXPECT_EQ(j.at("verdicts").at("claim2_after_mixed_finetune@4x").at("seeds"), 3);
-  expect_extend_values(j);
 }
 
 // The JSON files extend and stories260k write (`tool_json_files` runs this after their small

@@ -596,6 +596,20 @@ tiny_llama::Corpus synthetic_corpus() {
   return tiny_llama::Corpus{text, text};
 }
 
+// A fine-tune small enough for a test: L_train 128 (byte_config), one 256-token long document
+// and 768 tokens per step.
+tiny_llama::FinetuneOptions small_finetune(tiny_llama::FinetuneMode mode, std::int64_t steps) {
+  tiny_llama::FinetuneOptions o;
+  o.mode = mode;
+  o.target_length = 256;
+  o.long_documents = 1;
+  o.tokens_per_step = 768;
+  o.steps = steps;
+  o.lr = 3e-3;
+  o.warmup_steps = 1;
+  return o;
+}
+
 // The long-table arm trains on mixed's documents, segments, masks and positions and differs
 // only in the table of the short segments: with one table for both windows the two arms give
 // the same weights up to float summation order (mixed sums its two groups' gradients
@@ -608,17 +622,10 @@ TEST(Finetune, LongTableDiffersFromMixedOnlyInTheWindowRule) {
   auto run = [&](tiny_llama::FinetuneMode mode, const tiny_llama::MethodTables& tables,
                  std::vector<tiny_llama::FinetuneStep>* steps) {
     Weights w = Weights::initialized(c, 1);
-    tiny_llama::FinetuneOptions o;
-    o.mode = mode;
-    o.target_length = 256;
-    o.long_documents = 1;
-    o.tokens_per_step = 768;
-    o.steps = 3;
-    o.lr = 3e-3;
-    o.warmup_steps = 1;
-    tiny_llama::finetune(w, tables, corpus, o, [&](const tiny_llama::FinetuneStep& s) {
-      if (steps) steps->push_back(s);
-    });
+    tiny_llama::finetune(w, tables, corpus, small_finetune(mode, 3),
+                         [&](const tiny_llama::FinetuneStep& s) {
+                           if (steps) steps->push_back(s);
+                         });
     return w;
   };
   auto max_diff = [](const Weights& a, const Weights& b) {
@@ -651,16 +658,8 @@ TEST(Finetune, MixedPacksShortDocumentsAndLongOnlyDoesNot) {
   const tiny_llama::MethodTables tables = tiny_llama::MethodTables::switching(spec, rescaled(spec));
   for (const auto mode : {tiny_llama::FinetuneMode::kMixed, tiny_llama::FinetuneMode::kLongOnly}) {
     Weights w = Weights::initialized(c, 1);
-    tiny_llama::FinetuneOptions o;
-    o.mode = mode;
-    o.target_length = 256;
-    o.long_documents = 1;
-    o.tokens_per_step = 768;
-    o.steps = 8;
-    o.lr = 3e-3;
-    o.warmup_steps = 1;
     std::vector<tiny_llama::FinetuneStep> steps;
-    tiny_llama::finetune(w, tables, corpus, o,
+    tiny_llama::finetune(w, tables, corpus, small_finetune(mode, 8),
                          [&](const tiny_llama::FinetuneStep& s) { steps.push_back(s); });
     ASSERT_EQ(steps.size(), 8u);
     for (const auto& s : steps) {
