@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -126,8 +127,12 @@ void check_fp8_rows(KernelPath path) {
   const auto& table = ropescale::detail::kernel_table<T>(path);
   std::mt19937 rng(4);
   std::normal_distribution<float> nd(0.0f, 3.0f);
-  for (int v = 0; v < kNumRowVariants; ++v) {
-    const std::int64_t n = kRowVariants[v] != 0 ? kRowVariants[v] : 37;
+  // Each fixed-length variant, then the any-length one on rows that end in a scalar tail, a
+  // single packet or a block and a tail.
+  const std::int64_t any_lengths[] = {37, 7, 8, 33};
+  for (int k = 0; k < kNumRowVariants + 3; ++k) {
+    const int v = std::min(k, kNumRowVariants - 1);
+    const std::int64_t n = kRowVariants[v] != 0 ? kRowVariants[v] : any_lengths[k - v];
     SCOPED_TRACE(std::string(ropescale::to_string(path)) + " row " + std::to_string(n));
     ASSERT_EQ(table.quantize_fp8_kernel(n), table.quantize_fp8[v]);
     std::vector<T> x(static_cast<std::size_t>(n));

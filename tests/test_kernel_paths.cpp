@@ -278,9 +278,11 @@ TEST(KernelPaths, AngleRowsOfEveryPathMatchTheReference) {
   }
 }
 
-// The int8 quantization of every path against the portable one: the same scale bit for bit, q
-// within one step (a path may fuse the rounding's multiply-add), and within half a step of x (plus
-// the rounding of inv = 127 / absmax).
+// The int8 quantization of every path against the scalar rule (quantize_int8_row): the same
+// scale and the same codes bit for bit (every path rounds the float product x * inv, never a
+// fused multiply-add), and each code within half a step of x (plus the rounding of inv = 127 /
+// absmax). Row lengths cover the vector kernels' blocks of four packets, single packets and
+// scalar tails.
 template <typename T>
 void check_quantize_paths(std::int64_t n) {
   SCOPED_TRACE("row " + std::to_string(n));
@@ -297,7 +299,7 @@ void check_quantize_paths(std::int64_t n) {
           ropescale::detail::kernel_table<T>(p).quantize_int8_kernel(n)(x.data(), n, got.data());
       ASSERT_EQ(std::memcmp(&scale, &ref_scale, sizeof scale), 0) << ropescale::to_string(p);
       for (std::size_t j = 0; j < x.size(); ++j) {
-        ASSERT_LE(std::abs(got[j] - want[j]), 1) << ropescale::to_string(p) << " j " << j;
+        ASSERT_EQ(got[j], want[j]) << ropescale::to_string(p) << " j " << j;
         if (std::isfinite(scale))
           ASSERT_LE(std::abs(got[j] * static_cast<double>(scale) - static_cast<double>(x[j])),
                     scale * (0.5 + 2e-4))  // inv = 127 / absmax is rounded: 127 * 2^-23
@@ -310,12 +312,40 @@ void check_quantize_paths(std::int64_t n) {
 }
 
 TEST(KernelPaths, Int8QuantizationOfEveryPath) {
-  for (std::int64_t n : {40, 64, 128, 256, 7}) {
+  for (std::int64_t n : {40, 64, 128, 256, 7, 8, 33, 41, 96, 200}) {
     check_quantize_paths<float>(n);
     check_quantize_paths<double>(n);
     check_quantize_paths<Eigen::half>(n);
     check_quantize_paths<Eigen::bfloat16>(n);
   }
+}
+
+// Ties round to even on every path: with absmax 127 the scale is 1 and inv exactly 1, so each
+// x = k + 1/2 is a tie (values exact in float, half and bfloat16).
+template <typename T>
+void check_int8_ties() {
+  const float x[16] = {127.0f, 2.5f,    3.5f, -2.5f, -0.5f, 0.5f,  126.5f, 1.5f,
+                       -1.5f,  -126.5f, 4.5f, 5.5f,  -4.5f, -5.5f, 0.25f,  -0.75f};
+  const std::int8_t want[16] = {127, 2, 4, -2, 0, 0, 126, 2, -2, -126, 4, 6, -4, -6, 0, -1};
+  for (std::int64_t n : {16, 8, 11}) {  // a two-packet row, one packet, a packet and a tail
+    std::vector<T> row(static_cast<std::size_t>(n));
+    for (std::size_t j = 0; j < row.size(); ++j) row[j] = static_cast<T>(x[j]);
+    for (KernelPath p : supported_paths()) {
+      std::vector<std::int8_t> q(row.size());
+      const float scale =
+          ropescale::detail::kernel_table<T>(p).quantize_int8_kernel(n)(row.data(), n, q.data());
+      ASSERT_EQ(scale, 1.0f) << ropescale::to_string(p);
+      for (std::size_t j = 0; j < q.size(); ++j)
+        ASSERT_EQ(q[j], want[j]) << ropescale::to_string(p) << " n " << n << " j " << j;
+    }
+  }
+}
+
+TEST(KernelPaths, Int8TiesRoundToEvenOnEveryPath) {
+  check_int8_ties<float>();
+  check_int8_ties<double>();
+  check_int8_ties<Eigen::half>();
+  check_int8_ties<Eigen::bfloat16>();
 }
 
 // The dispatch table of every path, entry by entry, against the scalar long-double reference:

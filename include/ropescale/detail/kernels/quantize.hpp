@@ -5,6 +5,7 @@
 
 #include "ropescale/detail/internal_header_check.hpp"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -73,33 +74,34 @@ inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
   return from_magnitude_bits(amax_bits);
 }
 
+// The code of one scaled value v = x * inv (|v| <= 127 up to rounding): round to nearest even,
+// clamp to [-127, 127]. std::nearbyint rounds v itself, so the product that made v is rounded to
+// C first wherever this is inlined (a multiply and an add could be fused into one FMA; a
+// multiply and a rounding cannot). The packet kernels round the same way.
+template <typename C>
+inline std::int8_t int8_code(C v) noexcept {
+  C r = std::nearbyint(v);
+  r = r < C(-127) ? C(-127) : r;
+  r = r > C(127) ? C(127) : r;
+  return static_cast<std::int8_t>(r);
+}
+
 // Symmetric absmax int8 quantization of one row with int8_scale's rule; returns the scale. A row
 // with a NaN or an infinity (or, for double storage, a magnitude past kInt8MaxAbs, which the
 // front door refuses) is stored as the sentinel: scale NaN and every q 0, so the whole row
 // dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
-// integer max over the magnitude bits, and rounding to nearest even is the 1.5 * 2^23 trick
-// (1.5 * 2^52 for double; exact for |v| < 2^22, as std::nearbyint in the default rounding mode).
+// integer max over the magnitude bits, and each code is int8_code's.
 // kN > 0 fixes the row length at compile time (no tail loops), as the rotation does for pairs.
 template <int kN = 0, typename T>
 inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
   using C = compute_t<T>;
-  using I = std::conditional_t<sizeof(C) == 4, std::int32_t, std::int64_t>;
   const std::int64_t n = kN > 0 ? kN : row;
   const Int8Scale<C> s = int8_scale(int8_row_absmax<kN>(x, n));
   if (!s.finite) {
     std::memset(q, 0, static_cast<std::size_t>(n));
     return s.scale;
   }
-  const C round = sizeof(C) == 4 ? C(12582912.0) : C(6755399441055744.0);  // 1.5 * 2^23 / 2^52
-  const I round_bits = static_cast<I>(magnitude_bits(round));
-  for (std::int64_t j = 0; j < n; ++j) {
-    // v + round holds round(v) in its low mantissa bits: no float-to-int conversion.
-    const C v = Elem<T>::template load<C>(x[j]) * s.inv;
-    I r = static_cast<I>(magnitude_bits(v + round)) - round_bits;
-    r = r < -127 ? -127 : r;
-    r = r > 127 ? 127 : r;
-    q[j] = static_cast<std::int8_t>(r);
-  }
+  for (std::int64_t j = 0; j < n; ++j) q[j] = int8_code(Elem<T>::template load<C>(x[j]) * s.inv);
   return s.scale;
 }
 

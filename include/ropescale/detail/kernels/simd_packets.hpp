@@ -6,6 +6,10 @@
 //   swap_pairs(v)               (a0 b0 a1 b1 ..) -> (b0 a0 b1 a1 ..)
 //   load_dup_pairs(p)           kWidth / 2 floats from p as (p0 p0 p1 p1 ..)
 //   sub_add(a, b)               a - b on even lanes, a + b on odd lanes
+//   store_bytes(q, b)           the low byte of each 32-bit lane of b (type Bits) to q[0..kWidth)
+//   store_bytes4(q, b0..b3)     store_bytes of four packets to q[0..4 kWidth)
+//   opaque(v)                   v, through an empty asm statement: the compiler may not fuse the
+//                               product that made v into the next sum (no FMA contraction)
 // 16-bit stores round to nearest even and keep NaN a (quiet) NaN, as detail/kernels/convert.hpp
 // does. Every x86 function carries its instruction set as a target attribute, so each compiles into
 // any build and runs only where kernel_path.hpp found the CPU able to.
@@ -37,6 +41,7 @@ namespace detail {
 struct PacketAvx2 {
   static constexpr int kWidth = 8;
   using F = __m256;
+  using Bits = __m256i;
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load(const float* p) { return _mm256_loadu_ps(p); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(float* p, F v) { _mm256_storeu_ps(p, v); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load(const Eigen::half* p) {
@@ -72,6 +77,27 @@ struct PacketAvx2 {
     return _mm256_set_m128(_mm_unpackhi_ps(h, h), _mm_unpacklo_ps(h, h));
   }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F sub_add(F a, F b) { return _mm256_addsub_ps(a, b); }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store_bytes(std::uint8_t* q, Bits b) {
+    // Low bytes as 0..255, then two unsigned-saturating packs that keep them.
+    const __m256i lo = _mm256_and_si256(b, _mm256_set1_epi32(0xff));
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packus_epi16(w, w));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2)
+  void store_bytes4(std::uint8_t* q, Bits b0, Bits b1, Bits b2, Bits b3) {
+    // Two packs leave the bytes in 4-byte groups (b0 0-3, b1 0-3, b2 0-3, b3 0-3 | b0 4-7, ..);
+    // one permutation puts the groups in order.
+    const __m256i m = _mm256_set1_epi32(0xff);
+    const __m256i p01 = _mm256_packus_epi32(_mm256_and_si256(b0, m), _mm256_and_si256(b1, m));
+    const __m256i p23 = _mm256_packus_epi32(_mm256_and_si256(b2, m), _mm256_and_si256(b3, m));
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23),
+                                                      _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), bytes);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F opaque(F v) {
+    __asm__("" : "+x"(v));
+    return v;
+  }
 };
 
 // AVX-512: 16 floats; the 16-lane F16C forms; bfloat16 by integer rounding. Only the maskz forms
@@ -81,6 +107,7 @@ struct PacketAvx512 {
   static constexpr int kWidth = 16;
   static constexpr __mmask16 kAll = 0xFFFF;
   using F = __m512;
+  using Bits = __m512i;
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load(const float* p) { return _mm512_loadu_ps(p); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store(float* p, F v) { _mm512_storeu_ps(p, v); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load(const Eigen::half* p) {
@@ -119,6 +146,20 @@ struct PacketAvx512 {
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub_add(F a, F b) {
     return _mm512_mask_sub_ps(_mm512_add_ps(a, b), 0x5555, a, b);
   }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store_bytes(std::uint8_t* q, Bits b) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_maskz_cvtepi32_epi8(kAll, b));
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512)
+  void store_bytes4(std::uint8_t* q, Bits b0, Bits b1, Bits b2, Bits b3) {
+    store_bytes(q, b0);
+    store_bytes(q + kWidth, b1);
+    store_bytes(q + 2 * kWidth, b2);
+    store_bytes(q + 3 * kWidth, b3);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F opaque(F v) {
+    __asm__("" : "+v"(v));
+    return v;
+  }
 };
 
 // AVX-512 with AVX512_BF16: bfloat16 stores are one vcvtneps2bf16 per 16 values (round to
@@ -141,6 +182,7 @@ struct PacketAvx512Bf16 : PacketAvx512 {
 struct PacketNeon {
   static constexpr int kWidth = 4;
   using F = float32x4_t;
+  using Bits = uint32x4_t;
   static inline F load(const float* p) { return vld1q_f32(p); }
   static inline void store(float* p, F v) { vst1q_f32(p, v); }
   static inline F load(const Eigen::half* p) {
@@ -173,6 +215,21 @@ struct PacketNeon {
   static inline F sub_add(F a, F b) {  // b's even lanes negated (a sign flip is exact)
     const uint32x4_t sign = {0x80000000u, 0u, 0x80000000u, 0u};
     return vaddq_f32(a, vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(b), sign)));
+  }
+  static inline void store_bytes(std::uint8_t* q, Bits b) {
+    const uint16x4_t h = vmovn_u32(b);
+    const uint8x8_t o = vmovn_u16(vcombine_u16(h, h));
+    vst1_lane_u32(reinterpret_cast<std::uint32_t*>(q), vreinterpret_u32_u8(o), 0);
+  }
+  static inline void store_bytes4(std::uint8_t* q, Bits b0, Bits b1, Bits b2, Bits b3) {
+    store_bytes(q, b0);
+    store_bytes(q + kWidth, b1);
+    store_bytes(q + 2 * kWidth, b2);
+    store_bytes(q + 3 * kWidth, b3);
+  }
+  static inline F opaque(F v) {
+    __asm__("" : "+w"(v));
+    return v;
   }
 };
 
