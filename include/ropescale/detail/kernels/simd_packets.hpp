@@ -2,10 +2,15 @@
 // instruction set. Not a public header. Each struct gives, for float lanes:
 //   kWidth                      floats per packet
 //   load(p) / store(p, v)       from and to float, Eigen::half and Eigen::bfloat16 storage
+//   store2(p, a, b)             store(p, a) and store(p + kWidth, b)
 //   mul, add, sub               lane-wise
 //   swap_pairs(v)               (a0 b0 a1 b1 ..) -> (b0 a0 b1 a1 ..)
 //   load_dup_pairs(p)           kWidth / 2 floats from p as (p0 p0 p1 p1 ..)
 //   sub_add(a, b)               a - b on even lanes, a + b on odd lanes
+//   deinterleave(v0, v1, &e, &o)  kWidth pairs (a0 b0 a1 b1 ..) in v0, v1 -> the a's in e and the
+//                               b's in o, in pair order P (each path's own lane order)
+//   interleave(e, o, &v0, &v1)  its inverse
+//   load_pair_order(p)          kWidth floats from p in pair order P (c and s rows for e and o)
 //   store_bytes(q, b)           the low byte of each 32-bit lane of b (type Bits) to q[0..kWidth)
 //   store_bytes4(q, b0..b3)     store_bytes of four packets to q[0..4 kWidth)
 //   opaque(v)                   v, through an empty asm statement: the compiler may not fuse the
@@ -55,16 +60,33 @@ struct PacketAvx2 {
     const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
   }
-  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(Eigen::bfloat16* p, F v) {
+  // The bfloat16 bits of each lane (round to nearest even, NaN kept quiet) in its low half.
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) __m256i bf16_bits(F v) {
     const __m256i u = _mm256_castps_si256(v);
-    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i hi = _mm256_srli_epi32(u, 16);
+    const __m256i lsb = _mm256_and_si256(hi, _mm256_set1_epi32(1));
     const __m256i rounded = _mm256_srli_epi32(
         _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
-    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    const __m256i quiet = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
     const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
-    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+    return _mm256_blendv_epi8(rounded, quiet, nan);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store(Eigen::bfloat16* p, F v) {
+    const __m256i r = bf16_bits(v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+  }
+  // Two packets to p[0, 2 kWidth): bfloat16 packs both with one pack and one permutation.
+  template <typename T>
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2)
+  void store2(T* p, F a, F b) {
+    store(p, a);
+    store(p + kWidth, b);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store2(Eigen::bfloat16* p, F a, F b) {
+    const __m256i packed =
+        _mm256_packus_epi32(bf16_bits(a), bf16_bits(b));  // a0-3 b0-3 | a4-7 b4-7
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_permute4x64_epi64(packed, 0xD8));
   }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F mul(F a, F b) { return _mm256_mul_ps(a, b); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F add(F a, F b) { return _mm256_add_ps(a, b); }
@@ -77,6 +99,18 @@ struct PacketAvx2 {
     return _mm256_set_m128(_mm_unpackhi_ps(h, h), _mm_unpacklo_ps(h, h));
   }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F sub_add(F a, F b) { return _mm256_addsub_ps(a, b); }
+  // Pair order (0 1 4 5 2 3 6 7): shuffles and unpacks work within 128-bit lanes.
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void deinterleave(F v0, F v1, F* e, F* o) {
+    *e = _mm256_shuffle_ps(v0, v1, 0x88);
+    *o = _mm256_shuffle_ps(v0, v1, 0xDD);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void interleave(F e, F o, F* v0, F* v1) {
+    *v0 = _mm256_unpacklo_ps(e, o);
+    *v1 = _mm256_unpackhi_ps(e, o);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) F load_pair_order(const float* p) {
+    return _mm256_permutevar8x32_ps(_mm256_loadu_ps(p), _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+  }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX2) void store_bytes(std::uint8_t* q, Bits b) {
     // Low bytes as 0..255, then two unsigned-saturating packs that keep them.
     const __m256i lo = _mm256_and_si256(b, _mm256_set1_epi32(0xff));
@@ -133,6 +167,12 @@ struct PacketAvx512 {
     const __m512i r = _mm512_mask_blend_epi32(nan, rounded, quiet);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_maskz_cvtepi32_epi16(kAll, r));
   }
+  template <typename T>
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512)
+  void store2(T* p, F a, F b) {
+    store(p, a);
+    store(p + kWidth, b);
+  }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F mul(F a, F b) { return _mm512_mul_ps(a, b); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F add(F a, F b) { return _mm512_add_ps(a, b); }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub(F a, F b) { return _mm512_sub_ps(a, b); }
@@ -145,6 +185,19 @@ struct PacketAvx512 {
   }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F sub_add(F a, F b) {
     return _mm512_mask_sub_ps(_mm512_add_ps(a, b), 0x5555, a, b);
+  }
+  // Pair order (0 1 8 9 2 3 10 11 4 5 12 13 6 7 14 15): within 128-bit lanes, as for AVX2.
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void deinterleave(F v0, F v1, F* e, F* o) {
+    *e = _mm512_maskz_shuffle_ps(kAll, v0, v1, 0x88);
+    *o = _mm512_maskz_shuffle_ps(kAll, v0, v1, 0xDD);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void interleave(F e, F o, F* v0, F* v1) {
+    *v0 = _mm512_maskz_unpacklo_ps(kAll, e, o);
+    *v1 = _mm512_maskz_unpackhi_ps(kAll, e, o);
+  }
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) F load_pair_order(const float* p) {
+    const __m512i idx = _mm512_setr_epi32(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
+    return _mm512_maskz_permutexvar_ps(kAll, idx, _mm512_loadu_ps(p));
   }
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512) void store_bytes(std::uint8_t* q, Bits b) {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_maskz_cvtepi32_epi8(kAll, b));
@@ -170,6 +223,11 @@ struct PacketAvx512Bf16 : PacketAvx512 {
   ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512_BF16) void store(Eigen::bfloat16* p, F v) {
     const __m256bh b = _mm512_cvtneps_pbh(v);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<const __m256i&>(b));
+  }
+  template <typename T>  // PacketAvx512's would call PacketAvx512's stores
+  ROPESCALE_PACKET_OP(ROPESCALE_TARGET_AVX512_BF16) void store2(T* p, F a, F b) {
+    store(p, a);
+    store(p + kWidth, b);
   }
 };
 
@@ -204,6 +262,11 @@ struct PacketNeon {
     const uint32x4_t nan = vmvnq_u32(vceqq_f32(v, v));
     vst1_u16(reinterpret_cast<std::uint16_t*>(p), vmovn_u32(vbslq_u32(nan, quiet, rounded)));
   }
+  template <typename T>
+  static inline void store2(T* p, F a, F b) {
+    store(p, a);
+    store(p + kWidth, b);
+  }
   static inline F mul(F a, F b) { return vmulq_f32(a, b); }
   static inline F add(F a, F b) { return vaddq_f32(a, b); }
   static inline F sub(F a, F b) { return vsubq_f32(a, b); }
@@ -216,6 +279,18 @@ struct PacketNeon {
     const uint32x4_t sign = {0x80000000u, 0u, 0x80000000u, 0u};
     return vaddq_f32(a, vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(b), sign)));
   }
+  // Pair order is the natural one: uzp and zip take whole registers.
+  static inline void deinterleave(F v0, F v1, F* e, F* o) {
+    const float32x4x2_t u = vuzpq_f32(v0, v1);
+    *e = u.val[0];
+    *o = u.val[1];
+  }
+  static inline void interleave(F e, F o, F* v0, F* v1) {
+    const float32x4x2_t z = vzipq_f32(e, o);
+    *v0 = z.val[0];
+    *v1 = z.val[1];
+  }
+  static inline F load_pair_order(const float* p) { return vld1q_f32(p); }
   static inline void store_bytes(std::uint8_t* q, Bits b) {
     const uint16x4_t h = vmovn_u32(b);
     const uint8x8_t o = vmovn_u16(vcombine_u16(h, h));
