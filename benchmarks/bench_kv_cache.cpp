@@ -8,11 +8,16 @@
 // `misaligned16` rows put the new K and V 16 bytes past a cache line (an engine's buffers need
 // not be aligned).
 //
+// The `kv_append_plan` rows append through a KVAppendPlan made once (decode, head-major pages).
+//
 //   fused_us      time of one fused call
 //   unfused_us    time of one rotate-then-copy (or rotate-then-quantize) call
 //   fused/unfused ratio of the two (below 1: the fused pass is faster)
 //   vs_stream     streaming pass time / fused time (1.0: the fused call runs at the bandwidth of
-//                 reading and writing the new K and V bytes once)
+//                 reading and writing the new K and V bytes once, in place)
+//   vs_copy       copy time / fused time, float and 16-bit pages: the copy floor copies each new
+//                 K and V row into its page row (the same bytes and order as the fused call,
+//                 written to other lines than it reads, as the fused call must)
 #include <benchmark/benchmark.h>
 
 #include <Eigen/Core>
@@ -64,7 +69,8 @@ const ropescale::RotaryCache& shared_angles() {
 
 // T: the new K/V type; S: the cache storage (T, int8_t or Fp8E4M3).
 template <typename T, typename S>
-void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, int misalign_bytes) {
+void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, int misalign_bytes,
+                 bool planned) {
   constexpr bool kFp8 = std::is_same<S, ropescale::Fp8E4M3>::value;
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value || kFp8;
   const std::int64_t NT = phase.tokens;
@@ -122,9 +128,16 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
   const auto tview = HeadsView<T>::tokens_heads_dim(tmp.data(), NT, kHeads, kDim);
   const PairLayout layout = PairLayout::kHalfSplit;
 
+  // planned: the shapes checked once (KVAppendPlan), then one append per call.
+  const auto plan = ropescale::KVAppendPlan<T, S, ropescale::RotaryCache>::make(
+                        angles, kview, vview, cache, layout)
+                        .value();
   auto fused = [&] {
-    ropescale::throw_if_error(ropescale::rotate_and_append_kv(angles, pos.data(), kview, vview,
-                                                              slots.data(), cache, layout));
+    if (planned)
+      ropescale::throw_if_error(plan.append(k, v, NT, pos.data(), slots.data()));
+    else
+      ropescale::throw_if_error(ropescale::rotate_and_append_kv(angles, pos.data(), kview, vview,
+                                                                slots.data(), cache, layout));
   };
   auto unfused = [&] {
     ropescale::throw_if_error(ropescale::rotate_out(angles, pos.data(), kview, tview, layout));
@@ -145,10 +158,25 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
       }
   };
 
+  // The copy floor (float and 16-bit pages): each new K and V row copied as it is into its page
+  // row, the bytes the fused call must read and write, in its order; unlike the in-place stream,
+  // the page lines are written without having been read (write-allocate).
+  auto copy = [&] {
+    for (std::int64_t t = 0; t < NT; ++t)
+      for (std::int64_t h = 0; h < kHeads; ++h) {
+        const std::int64_t r = cache.row(slots[static_cast<std::size_t>(t)], h);
+        const std::int64_t src = (t * kHeads + h) * kDim;
+        std::memcpy(static_cast<void*>(&k_pages[0] + r * kDim), static_cast<const void*>(k + src),
+                    sizeof(S) * kDim);
+        std::memcpy(static_cast<void*>(&v_pages[0] + r * kDim), static_cast<const void*>(v + src),
+                    sizeof(S) * kDim);
+      }
+  };
+
   const int batch = phase.decode ? 64 : 4;
   std::uint64_t mask = 0;
   benchmark::DoNotOptimize(mask);
-  double fused_s = 0, unfused_s = 0, stream_s = 0;
+  double fused_s = 0, unfused_s = 0, stream_s = 0, copy_s = 0;
   for (auto _ : state) {
     const auto t0 = Clock::now();
     for (int i = 0; i < batch; ++i) fused();
@@ -163,6 +191,10 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
     }
     benchmark::ClobberMemory();
     const auto t3 = Clock::now();
+    if constexpr (!kQuantized)
+      for (int i = 0; i < batch; ++i) copy();
+    benchmark::ClobberMemory();
+    copy_s += std::chrono::duration<double>(Clock::now() - t3).count();
     const double fs = std::chrono::duration<double>(t1 - t0).count();
     fused_s += fs;
     unfused_s += std::chrono::duration<double>(t2 - t1).count();
@@ -174,6 +206,7 @@ void BM_KvAppend(benchmark::State& state, Phase phase, PageLayout page_layout, i
   state.counters["unfused_us"] = unfused_s / calls * 1e6;
   state.counters["fused/unfused"] = fused_s / unfused_s;
   state.counters["vs_stream"] = stream_s / fused_s;
+  if (!kQuantized) state.counters["vs_copy"] = copy_s / fused_s;
 }
 
 template <typename T, typename S>
@@ -186,10 +219,20 @@ void register_case(const char* type) {
         const std::string name = std::string("kv_append/") + type + "/" + p.name + "/" +
                                  ropescale::to_string(pl) +
                                  (misalign ? "/misaligned" + std::to_string(misalign) : "");
-        benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, pl, misalign)
+        benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, pl, misalign, false)
             ->UseManualTime()
             ->Unit(benchmark::kMicrosecond);
       }
+  // Decode through a KVAppendPlan (the fixed checks run once), head-major pages.
+  for (const Phase& p : phases) {
+    if (!p.decode) continue;
+    const std::string name = std::string("kv_append_plan/") + type + "/" + p.name + "/" +
+                             ropescale::to_string(PageLayout::kHeadMajor);
+    benchmark::RegisterBenchmark(name.c_str(), BM_KvAppend<T, S>, p, PageLayout::kHeadMajor, 0,
+                                 true)
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
 }
 
 const bool registered = [] {

@@ -66,6 +66,10 @@ template <>
 std::int8_t sentinel<std::int8_t>() {
   return 99;
 }
+template <>
+ropescale::Fp8E4M3 sentinel<ropescale::Fp8E4M3>() {
+  return ropescale::Fp8E4M3{0x5a};
+}
 constexpr float kScaleSentinel = -3.25f;
 
 template <typename T>
@@ -840,6 +844,104 @@ TEST(KvCacheHostile, ThrowingTwinThrowsTheSameError) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("slot_mapping[0] = -2"), std::string::npos) << e.what();
   }
+}
+
+// KVAppendPlan: the shapes checked once, then appends in pieces write what one
+// rotate_and_append_kv writes, bit for bit (pages and scales), for every page type, both page
+// layouts and both pair layouts, with pass-through channels and the compile-time pair count.
+template <typename T, typename S>
+void check_plan_matches_call(const Angles& a, PageLayout page_layout, PairLayout layout) {
+  SCOPED_TRACE(std::string(ropescale::to_string(page_layout)) + " " + ropescale::to_string(layout) +
+               " head_dim " + std::to_string(a.spec.head_dim));
+  constexpr bool kScaled = !std::is_same<S, T>::value;
+  const Inputs<T> in(a.spec.head_dim, 21);
+  Pages<S> want(a.spec.head_dim, page_layout), got(a.spec.head_dim, page_layout);
+  for (Pages<S>* p : {&want, &got})
+    if (kScaled) {
+      p->cache.k_scales = p->ks.data();
+      p->cache.v_scales = p->vs.data();
+    }
+  ropescale::throw_if_error(ropescale::rotate_and_append_kv(a.cache, kPositions, in.kv, in.vv,
+                                                            kSlots, want.cache, layout));
+  const auto plan =
+      ropescale::KVAppendPlan<T, S, RotaryCache>::make(a.cache, in.kv, in.vv, got.cache, layout)
+          .value();
+  EXPECT_EQ(plan.max_tokens(), kTokens);
+  EXPECT_EQ(plan.path(), ropescale::active_kernel_path());
+  // Tokens [0, 2) then [2, 5): k is [heads, tokens, dim], so a later token starts one row on.
+  for (std::int64_t t0 : {std::int64_t{0}, std::int64_t{2}}) {
+    const std::int64_t n = t0 == 0 ? 2 : kTokens - 2;
+    ropescale::throw_if_error(plan.append(in.k.data() + t0 * in.kv.token_stride,
+                                          in.v.data() + t0 * in.vv.token_stride, n, kPositions + t0,
+                                          kSlots + t0));
+  }
+  ASSERT_EQ(want.k.size(), got.k.size());
+  for (std::size_t i = 0; i < want.k.size(); ++i) {
+    ASSERT_TRUE(same_bits(want.k[i], got.k[i])) << "k " << i;
+    ASSERT_TRUE(same_bits(want.v[i], got.v[i])) << "v " << i;
+  }
+  for (std::size_t i = 0; i < want.ks.size(); ++i) {
+    ASSERT_TRUE(same_bits(want.ks[i], got.ks[i])) << "k scale " << i;
+    ASSERT_TRUE(same_bits(want.vs[i], got.vs[i])) << "v scale " << i;
+  }
+}
+
+TEST(KvAppendPlan, AppendsWhatTheCallAppends) {
+  for (const Angles* a : {&angles_128(), &angles_40()})
+    for (PageLayout pl : {PageLayout::kHeadMajor, PageLayout::kTokenMajor})
+      for (PairLayout layout : {PairLayout::kHalfSplit, PairLayout::kInterleaved}) {
+        check_plan_matches_call<float, float>(*a, pl, layout);
+        check_plan_matches_call<Eigen::bfloat16, Eigen::bfloat16>(*a, pl, layout);
+        check_plan_matches_call<Eigen::bfloat16, std::int8_t>(*a, pl, layout);
+        check_plan_matches_call<Eigen::bfloat16, ropescale::Fp8E4M3>(*a, pl, layout);
+        check_plan_matches_call<double, std::int8_t>(*a, pl, layout);
+      }
+}
+
+TEST(KvAppendPlan, RefusesByNameAndWritesNothing) {
+  const Angles& a = angles_40();
+  const Inputs<float> in(40, 3);
+  Pages<float> pages(40, PageLayout::kHeadMajor);
+  const std::vector<float> before = pages.k;
+  using Plan = ropescale::KVAppendPlan<float, float, RotaryCache>;
+  // make(): the shapes, the layout and the cache, as rotate_and_append_kv names them.
+  HeadsView<const float> narrow = in.kv;
+  narrow.head_dim = 36;  // the rows fit the strides; the cache holds 40
+  EXPECT_EQ(
+      Plan::make(a.cache, narrow, in.vv, pages.cache, PairLayout::kHalfSplit).status().argument(),
+      "k.head_dim");
+  EXPECT_EQ(Plan::make(a.cache, in.kv, in.vv, pages.cache, static_cast<PairLayout>(7))
+                .status()
+                .argument(),
+            "layout");
+  PagedKVCache<float> no_pages = pages.cache;
+  no_pages.v_pages = nullptr;
+  EXPECT_EQ(Plan::make(a.cache, in.kv, in.vv, no_pages, PairLayout::kHalfSplit).status().argument(),
+            "cache.v_pages");
+  // A shape-only view (data null) is a valid plan shape.
+  HeadsView<const float> shape_k = in.kv, shape_v = in.vv;
+  shape_k.data = nullptr;
+  shape_v.data = nullptr;
+  const Plan plan =
+      Plan::make(a.cache, shape_k, shape_v, pages.cache, PairLayout::kHalfSplit).value();
+  // append(): what a call changes.
+  const float* k = in.k.data();
+  const float* v = in.v.data();
+  EXPECT_EQ(Plan().append(k, v, 1, kPositions, kSlots).argument(), "plan");
+  EXPECT_EQ(plan.append(k, v, kTokens + 1, kPositions, kSlots).argument(), "tokens");
+  EXPECT_EQ(plan.append(k, v, -1, kPositions, kSlots).argument(), "tokens");
+  EXPECT_EQ(plan.append(nullptr, v, 1, kPositions, kSlots).argument(), "k");
+  EXPECT_EQ(plan.append(k, nullptr, 1, kPositions, kSlots).argument(), "v");
+  const std::int64_t far[1] = {kFar + 1};
+  EXPECT_EQ(plan.append(k, v, 1, far, kSlots).argument(), "positions[0]");
+  const std::int64_t twice[2] = {3, 3};
+  EXPECT_EQ(plan.append(k, v, 2, kPositions, twice).argument(), "slot_mapping[1]");
+  const std::int32_t beyond[1] = {static_cast<std::int32_t>(kBlocks * kBlockSize)};
+  EXPECT_EQ(plan.append(k, v, 1, kPositions, beyond).argument(), "slot_mapping[0]");
+  EXPECT_EQ(plan.append(pages.k.data() + 8, v, 1, kPositions, kSlots).argument(), "k");
+  EXPECT_TRUE(plan.append(k, v, 0, kPositions, kSlots).ok());  // nothing to write
+  EXPECT_EQ(pages.k, before);
+  EXPECT_EQ(pages.v, before);
 }
 
 }  // namespace

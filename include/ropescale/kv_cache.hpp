@@ -93,65 +93,96 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
                                    const HeadsView<const T>& k, const HeadsView<const T>& v,
                                    const Slot* slot_mapping, const PagedKVCache<S>& cache,
                                    PairLayout layout) {
-  static_assert(detail::is_rotary_storage<T>::value,
-                "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
-  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value ||
-                    std::is_same<S, Fp8E4M3>::value,
-                "cache storage must be the k/v type, std::int8_t or Fp8E4M3");
-  static_assert(!std::is_same<S, Fp8E4M3>::value || !std::is_same<T, double>::value,
-                "fp8 pages take float, Eigen::half or Eigen::bfloat16 keys and values");
-  static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
-                "slot_mapping must be int32_t or int64_t");
-  constexpr bool kQuantized =
-      std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
-  const char* const quantized_name = std::is_same<S, Fp8E4M3>::value ? "fp8" : "int8";
-  ROPESCALE_RETURN_IF_ERROR(detail::check_layout(layout));
+  detail::check_append_types<T, S, Slot>();
   std::int64_t rows = 0;
-  ROPESCALE_RETURN_IF_ERROR(detail::check_paged_cache(cache, &rows));
-  const std::int64_t rotary_dim = detail::layout_channels(angles, layout);
-  ROPESCALE_RETURN_IF_ERROR(
-      detail::check_kv_input("k", k, rotary_dim, cache.num_kv_heads, cache.head_dim));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_kv_input("v", v, 0, cache.num_kv_heads, cache.head_dim));
-  if (v.tokens != k.tokens)
-    return make_status(ErrorCode::kInvalidArgument, "v.tokens", v.tokens,
-                       "must equal k.tokens (" + std::to_string(k.tokens) + ")");
+  ROPESCALE_RETURN_IF_ERROR(detail::check_append_shapes(angles, k, v, cache, layout, &rows));
   if (k.tokens == 0) return Status();
-  if (cache.k_pages == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "cache.k_pages", nullptr, "must not be null");
-  if (cache.v_pages == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "cache.v_pages", nullptr, "must not be null");
-  if (kQuantized && cache.k_scales == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "cache.k_scales", nullptr,
-                       std::string("must not be null for an ") + quantized_name + " cache");
-  if (kQuantized && cache.v_scales == nullptr)
-    return make_status(ErrorCode::kInvalidArgument, "cache.v_scales", nullptr,
-                       std::string("must not be null for an ") + quantized_name + " cache");
-  ROPESCALE_RETURN_IF_ERROR(detail::check_positions(angles, positions, k.tokens));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_slots(slot_mapping, k.tokens, cache.num_slots()));
-  ROPESCALE_RETURN_IF_ERROR(detail::check_kv_aliasing(k, v, cache, rows));
-
-  // Angle rows as rotary_call keeps them; the int8 path's rotated heads in a stack tile of 4096
-  // values (raw, 64-byte aligned bytes: not value-initialized on every call), wider heads on the
-  // heap.
-  using C = detail::compute_t<T>;
-  constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
-  detail::RowBuffer<C> row(angles.pairs());
-  C* row_buf = row.data();
-  alignas(detail::kRowAlignment) unsigned char tile_stack[sizeof(T) * kTileValues];
-  std::vector<T, detail::AlignedAllocator<T>> tile_heap;
-  T* tile = reinterpret_cast<T*>(tile_stack);
-  std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
-  if (kQuantized && tile_heads == 0) {
-    tile_heap.resize(static_cast<std::size_t>(cache.head_dim));
-    tile = tile_heap.data();
-    tile_heads = 1;
-  }
-  if constexpr (std::is_same<S, std::int8_t>::value && std::is_same<T, double>::value)
-    ROPESCALE_RETURN_IF_ERROR(detail::check_int8_range(
-        angles, positions, k, v, slot_mapping, cache.head_dim, layout, row_buf, tile, tile_heads));
-  detail::run_append_kv<T, S>(angles, positions, k, v, slot_mapping, cache, layout, row_buf, tile,
-                              tile_heads);
-  return Status();
+  return detail::append_kv<T, S>(
+      detail::resolve_append_kernels<T>(angles, layout, cache.head_dim, active_kernel_path()),
+      angles, positions, k, v, slot_mapping, cache, rows, layout);
 }
+
+/// rotate_and_append_kv planned once, for a decode step that appends a few tokens per layer
+/// with the same shapes, cache and layout every time. make() runs the checks of the layout, the
+/// cache (its fields, pages and scales) and the k and v shapes once and resolves the kernels
+/// from the dispatch table; append() then checks what a call changes (the token count, at most
+/// the planned one; non-null k and v; the positions; the slots; k and v not sharing memory with
+/// the pages or scales) and writes what rotate_and_append_kv writes, bit for bit:
+///
+///   auto plan = KVAppendPlan<Eigen::bfloat16, std::int8_t, RotaryCache>::make(
+///                   angles, k_shape, v_shape, cache, PairLayout::kHalfSplit).value();
+///   for each step, for each layer:
+///     Status s = plan.append(k_new, v_new, tokens, positions, slot_mapping);
+///
+///   k_shape, v_shape  HeadsView shapes as every call will use them (heads, head_dim, strides);
+///                     tokens = the most tokens a call may pass; data is not used (may be null)
+///   cache             copied into the plan: its pages and scales must stay where they are
+///
+/// The kernel path is the one active when the plan was made. The plan keeps a pointer to the
+/// angle source, which must outlive it. A plan is immutable: several threads may append at once
+/// to disjoint slots.
+template <typename T, typename S, typename Angles>
+class KVAppendPlan {
+ public:
+  KVAppendPlan() = default;
+
+  static Result<KVAppendPlan> make(const Angles& angles, const HeadsView<const T>& k_shape,
+                                   const HeadsView<const T>& v_shape, const PagedKVCache<S>& cache,
+                                   PairLayout layout) {
+    detail::check_append_types<T, S, std::int64_t>();
+    static const T probe{};  // the shapes alone: data is checked per call
+    HeadsView<const T> k = k_shape, v = v_shape;
+    k.data = &probe;
+    v.data = &probe;
+    KVAppendPlan plan;
+    ROPESCALE_RETURN_IF_ERROR(
+        detail::check_append_shapes(angles, k, v, cache, layout, &plan.rows_));
+    plan.angles_ = &angles;
+    plan.k_ = k_shape;
+    plan.v_ = v_shape;
+    plan.cache_ = cache;
+    plan.layout_ = layout;
+    plan.kernels_ =
+        detail::resolve_append_kernels<T>(angles, layout, cache.head_dim, active_kernel_path());
+    return plan;
+  }
+
+  /// Appends `tokens` tokens of k and v (the plan's shapes, this call's data) at `positions`
+  /// into the slots of slot_mapping (int32_t or int64_t, as rotate_and_append_kv takes them).
+  template <typename Slot>
+  Status append(const T* k, const T* v, std::int64_t tokens, const std::int64_t* positions,
+                const Slot* slot_mapping) const {
+    detail::check_append_types<T, S, Slot>();
+    if (angles_ == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "plan", "empty",
+                         "was not made by KVAppendPlan::make");
+    if (tokens < 0 || tokens > k_.tokens)
+      return make_status(ErrorCode::kInvalidArgument, "tokens", tokens,
+                         "must be in [0, max_tokens] (" + std::to_string(k_.tokens) + ")");
+    if (tokens == 0) return Status();
+    if (k == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "k", nullptr, "must not be null");
+    if (v == nullptr)
+      return make_status(ErrorCode::kInvalidArgument, "v", nullptr, "must not be null");
+    HeadsView<const T> kv = k_, vv = v_;
+    kv.data = k;
+    kv.tokens = tokens;
+    vv.data = v;
+    vv.tokens = tokens;
+    return detail::append_kv<T, S>(kernels_, *angles_, positions, kv, vv, slot_mapping, cache_,
+                                   rows_, layout_);
+  }
+
+  std::int64_t max_tokens() const noexcept { return k_.tokens; }
+  KernelPath path() const noexcept { return kernels_.rotate.path; }
+
+ private:
+  const Angles* angles_ = nullptr;
+  HeadsView<const T> k_, v_;  // the shapes; data unused
+  PagedKVCache<S> cache_;
+  PairLayout layout_ = PairLayout::kHalfSplit;
+  std::int64_t rows_ = 0;
+  detail::AppendKernels<T> kernels_;
+};
 
 }  // namespace ropescale

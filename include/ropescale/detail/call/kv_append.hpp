@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ropescale/detail/aligned.hpp"
 #include "ropescale/detail/call/rotary_call.hpp"
 #include "ropescale/detail/kernels/quantize.hpp"
 #include "ropescale/error.hpp"
@@ -227,7 +228,8 @@ template <typename Angles, typename Slot>
 inline Status check_int8_range(const Angles& angles, const std::int64_t* positions,
                                const HeadsView<const double>& k, const HeadsView<const double>& v,
                                const Slot* slot_mapping, std::int64_t D, PairLayout layout,
-                               double* row_buf, double* tbuf, std::int64_t tbuf_heads) {
+                               KernelPath path, double* row_buf, double* tbuf,
+                               std::int64_t tbuf_heads) {
   const auto refuse = [](const char* name, std::int64_t t, std::int64_t h, double amax) {
     return make_status(
         ErrorCode::kOutOfRange,
@@ -239,7 +241,6 @@ inline Status check_int8_range(const Angles& angles, const std::int64_t* positio
   const auto too_big = [](double amax) {
     return amax > kInt8MaxAbs && amax != std::numeric_limits<double>::infinity();
   };
-  const KernelPath path = active_kernel_path();
   for (std::int64_t t = 0; t < k.tokens; ++t) {
     if (static_cast<std::int64_t>(slot_mapping[t]) == kPaddingSlot) continue;
     const PlainRows<Angles, double> rows{angles, positions + t};
@@ -262,6 +263,24 @@ inline Status check_int8_range(const Angles& angles, const std::int64_t* positio
   return Status();
 }
 
+// The kernels of an append, resolved once (per call, or once per KVAppendPlan): the rotation and
+// the row quantization of the cache's storage, all on one path.
+template <typename T>
+struct AppendKernels {
+  ResolvedKernel<T> rotate;
+  QuantizeKernel<T> int8 = nullptr;
+  QuantizeFp8Kernel<T> fp8 = nullptr;
+};
+template <typename T, typename Angles>
+inline AppendKernels<T> resolve_append_kernels(const Angles& angles, PairLayout layout,
+                                               std::int64_t head_dim, KernelPath path) noexcept {
+  AppendKernels<T> a;
+  a.rotate = resolve_kernel<T>(angles, layout, RotaryDirection::kForward, path);
+  a.int8 = kernel_table<T>(path).quantize_int8_kernel(head_dim);
+  a.fp8 = kernel_table<T>(path).quantize_fp8_kernel(head_dim);
+  return a;
+}
+
 // The unchecked pass, one block of tokens at a time: a block is a run of tokens whose slots
 // follow one another inside one page (a prefill chunk: a page per block; a decode step: one
 // token). The kernel is resolved once per call from the dispatch table. Per block, K is rotated
@@ -270,10 +289,11 @@ inline Status check_int8_range(const Angles& angles, const std::int64_t* positio
 // the page and the source are contiguous (a whole block for token-major pages and [T, H, D]
 // values; per head for head-major pages and [H, T, D] values), or quantized row by row.
 template <typename T, typename S, typename Angles, typename Slot>
-inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
-                          const HeadsView<const T>& k, const HeadsView<const T>& v,
-                          const Slot* slot_mapping, const PagedKVCache<S>& c, PairLayout layout,
-                          compute_t<T>* row_buf, T* tbuf, std::int64_t tbuf_heads) noexcept {
+inline void run_append_kv(const AppendKernels<T>& kernels, const Angles& angles,
+                          const std::int64_t* positions, const HeadsView<const T>& k,
+                          const HeadsView<const T>& v, const Slot* slot_mapping,
+                          const PagedKVCache<S>& c, compute_t<T>* row_buf, T* tbuf,
+                          std::int64_t tbuf_heads) noexcept {
   using C = compute_t<T>;
   const std::int64_t H = c.num_kv_heads, D = c.head_dim, B = c.block_size;
   const bool token_major = c.page_layout == PageLayout::kTokenMajor;
@@ -281,11 +301,9 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
   const std::int64_t row_token_stride = token_major ? H : 1;  // next slot of the same page
   constexpr bool kFp8 = std::is_same<S, Fp8E4M3>::value;
   constexpr bool kQuantized = std::is_same<S, std::int8_t>::value || kFp8;
-  const KernelPath path = active_kernel_path();  // one path for the whole call
-  const ResolvedKernel<T> rotate =
-      resolve_kernel<T>(angles, layout, RotaryDirection::kForward, path);
-  const QuantizeKernel<T> quantize_int8 = kernel_table<T>(path).quantize_int8_kernel(D);
-  const QuantizeFp8Kernel<T> quantize_fp8 = kernel_table<T>(path).quantize_fp8_kernel(D);
+  const ResolvedKernel<T>& rotate = kernels.rotate;
+  const QuantizeKernel<T> quantize_int8 = kernels.int8;
+  const QuantizeFp8Kernel<T> quantize_fp8 = kernels.fp8;
   // One row of D values into the page's codes; returns its scale.
   const auto quantize = [&](const T* x, S* codes) -> float {
     if constexpr (kFp8)
@@ -357,6 +375,91 @@ inline void run_append_kv(const Angles& angles, const std::int64_t* positions,
     }
     t += n;
   }
+}
+
+// The types an append takes (compile-time rules of rotate_and_append_kv and KVAppendPlan).
+template <typename T, typename S, typename Slot>
+constexpr void check_append_types() noexcept {
+  static_assert(is_rotary_storage<T>::value,
+                "k/v type must be float, double, Eigen::half or Eigen::bfloat16");
+  static_assert(std::is_same<S, T>::value || std::is_same<S, std::int8_t>::value ||
+                    std::is_same<S, Fp8E4M3>::value,
+                "cache storage must be the k/v type, std::int8_t or Fp8E4M3");
+  static_assert(!std::is_same<S, Fp8E4M3>::value || !std::is_same<T, double>::value,
+                "fp8 pages take float, Eigen::half or Eigen::bfloat16 keys and values");
+  static_assert(std::is_same<Slot, std::int32_t>::value || std::is_same<Slot, std::int64_t>::value,
+                "slot_mapping must be int32_t or int64_t");
+}
+
+// The checks of what a decode step keeps (the layout, the cache, the k and v shapes and, with
+// tokens, non-null pages and scales), in rotate_and_append_kv's order; *rows = the cache's rows.
+template <typename T, typename S, typename Angles>
+inline Status check_append_shapes(const Angles& angles, const HeadsView<const T>& k,
+                                  const HeadsView<const T>& v, const PagedKVCache<S>& cache,
+                                  PairLayout layout, std::int64_t* rows) {
+  constexpr bool kQuantized =
+      std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  const char* const quantized_name = std::is_same<S, Fp8E4M3>::value ? "fp8" : "int8";
+  ROPESCALE_RETURN_IF_ERROR(check_layout(layout));
+  ROPESCALE_RETURN_IF_ERROR(check_paged_cache(cache, rows));
+  const std::int64_t rotary_dim = layout_channels(angles, layout);
+  ROPESCALE_RETURN_IF_ERROR(check_kv_input("k", k, rotary_dim, cache.num_kv_heads, cache.head_dim));
+  ROPESCALE_RETURN_IF_ERROR(check_kv_input("v", v, 0, cache.num_kv_heads, cache.head_dim));
+  if (v.tokens != k.tokens)
+    return make_status(ErrorCode::kInvalidArgument, "v.tokens", v.tokens,
+                       "must equal k.tokens (" + std::to_string(k.tokens) + ")");
+  if (k.tokens == 0) return Status();
+  if (cache.k_pages == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.k_pages", nullptr, "must not be null");
+  if (cache.v_pages == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.v_pages", nullptr, "must not be null");
+  if (kQuantized && cache.k_scales == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.k_scales", nullptr,
+                       std::string("must not be null for an ") + quantized_name + " cache");
+  if (kQuantized && cache.v_scales == nullptr)
+    return make_status(ErrorCode::kInvalidArgument, "cache.v_scales", nullptr,
+                       std::string("must not be null for an ") + quantized_name + " cache");
+  return Status();
+}
+
+// What every append checks per call once the cache and the shapes are checked (the positions,
+// the slots, k and v not sharing memory with the pages; a double row's range for int8 pages),
+// then the pass. k and v hold this call's data and tokens > 0. Nothing is written when a check
+// fails. rotate_and_append_kv and KVAppendPlan::append both end here.
+template <typename T, typename S, typename Angles, typename Slot>
+inline Status append_kv(const AppendKernels<T>& kernels, const Angles& angles,
+                        const std::int64_t* positions, const HeadsView<const T>& k,
+                        const HeadsView<const T>& v, const Slot* slot_mapping,
+                        const PagedKVCache<S>& cache, std::int64_t rows, PairLayout layout) {
+  constexpr bool kQuantized =
+      std::is_same<S, std::int8_t>::value || std::is_same<S, Fp8E4M3>::value;
+  ROPESCALE_RETURN_IF_ERROR(check_positions(angles, positions, k.tokens));
+  ROPESCALE_RETURN_IF_ERROR(check_slots(slot_mapping, k.tokens, cache.num_slots()));
+  ROPESCALE_RETURN_IF_ERROR(check_kv_aliasing(k, v, cache, rows));
+
+  // Angle rows as rotary_call keeps them; the quantized paths' rotated heads in a stack tile of
+  // 4096 values (raw, 64-byte aligned bytes: not value-initialized on every call), wider heads
+  // on the heap.
+  using C = compute_t<T>;
+  constexpr std::int64_t kTileValues = kQuantized ? 4096 : 1;
+  RowBuffer<C> row(angles.pairs());
+  C* row_buf = row.data();
+  alignas(kRowAlignment) unsigned char tile_stack[sizeof(T) * kTileValues];
+  std::vector<T, AlignedAllocator<T>> tile_heap;
+  T* tile = reinterpret_cast<T*>(tile_stack);
+  std::int64_t tile_heads = kQuantized ? kTileValues / cache.head_dim : 0;
+  if (kQuantized && tile_heads == 0) {
+    tile_heap.resize(static_cast<std::size_t>(cache.head_dim));
+    tile = tile_heap.data();
+    tile_heads = 1;
+  }
+  if constexpr (std::is_same<S, std::int8_t>::value && std::is_same<T, double>::value)
+    ROPESCALE_RETURN_IF_ERROR(check_int8_range(angles, positions, k, v, slot_mapping,
+                                               cache.head_dim, layout, kernels.rotate.path, row_buf,
+                                               tile, tile_heads));
+  run_append_kv<T, S>(kernels, angles, positions, k, v, slot_mapping, cache, row_buf, tile,
+                      tile_heads);
+  return Status();
 }
 
 }  // namespace detail
