@@ -91,6 +91,10 @@ void check_paths_agree() {
       {128, 96, 3, 2, PairLayout::kHalfSplit, RotaryDirection::kForward, false, 5},   // partial
       {128, 96, 3, 2, PairLayout::kInterleaved, RotaryDirection::kInverse, true, 5},
       {6, 6, 3, 5, PairLayout::kHalfSplit, RotaryDirection::kForward, false, 2},  // tail only
+      // Interleaved rows with c and s permuted per block, not once per token: one head, and
+      // 520 pairs (past the per-token buffer).
+      {128, 128, 3, 1, PairLayout::kInterleaved, RotaryDirection::kForward, false, 7},
+      {1040, 1040, 2, 3, PairLayout::kInterleaved, RotaryDirection::kForward, false, 4},
   };
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 3.0f);

@@ -107,7 +107,8 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
 /// cache (its fields, pages and scales) and the k and v shapes once and resolves the kernels
 /// from the dispatch table; append() then checks what a call changes (the token count, at most
 /// the planned one; non-null k and v; the positions; the slots; k and v not sharing memory with
-/// the pages or scales) and writes what rotate_and_append_kv writes, bit for bit:
+/// the pages or scales; for double keys into int8 pages, each row's range) and writes what
+/// rotate_and_append_kv writes, bit for bit (nothing when a check fails):
 ///
 ///   auto plan = KVAppendPlan<Eigen::bfloat16, std::int8_t, RotaryCache>::make(
 ///                   angles, k_shape, v_shape, cache, PairLayout::kHalfSplit).value();
@@ -117,6 +118,7 @@ inline Status rotate_and_append_kv(const Angles& angles, const std::int64_t* pos
 ///   k_shape, v_shape  HeadsView shapes as every call will use them (heads, head_dim, strides);
 ///                     tokens = the most tokens a call may pass; data is not used (may be null)
 ///   cache             copied into the plan: its pages and scales must stay where they are
+///                     (a plan for 0 tokens accepts null pages: it can only append 0 tokens)
 ///
 /// The kernel path is the one active when the plan was made. The plan keeps a pointer to the
 /// angle source, which must outlive it. A plan is immutable: several threads may append at once

@@ -74,10 +74,13 @@ inline compute_t<T> int8_row_absmax(const T* x, std::int64_t row) noexcept {
   return from_magnitude_bits(amax_bits);
 }
 
-// The code of one scaled value v = x * inv (|v| <= 127 up to rounding): round to nearest even,
-// clamp to [-127, 127]. std::nearbyint rounds v itself, so the product that made v is rounded to
-// C first wherever this is inlined (a multiply and an add could be fused into one FMA; a
-// multiply and a rounding cannot). The packet kernels round the same way.
+// The code of one scaled value v = x * inv (|v| <= 127 up to rounding): round to nearest even
+// (in the default rounding mode), clamp to [-127, 127]. std::nearbyint rounds v itself, so the
+// product that made v is rounded to C first wherever this is inlined (a multiply and an add
+// could be fused into one FMA; a multiply and a rounding cannot), and every path gives the same
+// codes. The packet kernels round the same way. It vectorizes where the target has a rounding
+// instruction (SSE4.1 and up, so every x86 dispatch path; AArch64); x86-64's baseline, which the
+// portable path is compiled for without -march, calls nearbyint once per value.
 template <typename C>
 inline std::int8_t int8_code(C v) noexcept {
   C r = std::nearbyint(v);
@@ -89,8 +92,8 @@ inline std::int8_t int8_code(C v) noexcept {
 // Symmetric absmax int8 quantization of one row with int8_scale's rule; returns the scale. A row
 // with a NaN or an infinity (or, for double storage, a magnitude past kInt8MaxAbs, which the
 // front door refuses) is stored as the sentinel: scale NaN and every q 0, so the whole row
-// dequantizes to NaN. Written so that both loops vectorize without -ffast-math: the absmax is an
-// integer max over the magnitude bits, and each code is int8_code's.
+// dequantizes to NaN. The absmax is an integer max over the magnitude bits (it vectorizes without
+// -ffast-math), and each code is int8_code's.
 // kN > 0 fixes the row length at compile time (no tail loops), as the rotation does for pairs.
 template <int kN = 0, typename T>
 inline float quantize_int8_row(const T* x, std::int64_t row, std::int8_t* q) noexcept {
