@@ -132,10 +132,9 @@ class KVAppendPlan {
                                    const HeadsView<const T>& v_shape, const PagedKVCache<S>& cache,
                                    PairLayout layout) {
     detail::check_append_types<T, S, std::int64_t>();
-    static const T probe{};  // the shapes alone: data is checked per call
     HeadsView<const T> k = k_shape, v = v_shape;
-    k.data = &probe;
-    v.data = &probe;
+    k.data = detail::shape_probe<const T>();  // the shapes alone: data is checked per call
+    v.data = k.data;
     KVAppendPlan plan;
     ROPESCALE_RETURN_IF_ERROR(
         detail::check_append_shapes(angles, k, v, cache, layout, &plan.rows_));
@@ -155,12 +154,8 @@ class KVAppendPlan {
   Status append(const T* k, const T* v, std::int64_t tokens, const std::int64_t* positions,
                 const Slot* slot_mapping) const {
     detail::check_append_types<T, S, Slot>();
-    if (angles_ == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "plan", "empty",
-                         "was not made by KVAppendPlan::make");
-    if (tokens < 0 || tokens > k_.tokens)
-      return make_status(ErrorCode::kInvalidArgument, "tokens", tokens,
-                         "must be in [0, max_tokens] (" + std::to_string(k_.tokens) + ")");
+    ROPESCALE_RETURN_IF_ERROR(
+        detail::check_planned_call(angles_ != nullptr, "KVAppendPlan", tokens, k_.tokens));
     if (tokens == 0) return Status();
     if (k == nullptr)
       return make_status(ErrorCode::kInvalidArgument, "k", nullptr, "must not be null");

@@ -52,7 +52,7 @@ class RotaryShapePlan {
     const char* names[2] = {k == nullptr ? "x" : "q", "k"};
     for (int i = 0; i < plan.n_ops_; ++i) {
       HeadsView<T> v = views[i];
-      v.data = shape_probe();  // the shape alone: data is checked per call
+      v.data = detail::shape_probe<T>();  // the shape alone: data is checked per call
       ROPESCALE_RETURN_IF_ERROR(detail::check_view(names[i], v, rotary_dim));
       if (v.tokens != views[0].tokens)
         return make_status(ErrorCode::kInvalidArgument, std::string(names[i]) + ".tokens", v.tokens,
@@ -68,12 +68,8 @@ class RotaryShapePlan {
 
   /// Rotates q (and k) in place: `tokens` tokens at `positions`, with the plan's shapes.
   Status rotate(T* q, T* k, std::int64_t tokens, const std::int64_t* positions) const {
-    if (angles_ == nullptr)
-      return make_status(ErrorCode::kInvalidArgument, "plan", "empty",
-                         "was not made by RotaryShapePlan::make");
-    if (tokens < 0 || tokens > max_tokens_)
-      return make_status(ErrorCode::kInvalidArgument, "tokens", tokens,
-                         "must be in [0, max_tokens] (" + std::to_string(max_tokens_) + ")");
+    ROPESCALE_RETURN_IF_ERROR(
+        detail::check_planned_call(angles_ != nullptr, "RotaryShapePlan", tokens, max_tokens_));
     if ((k != nullptr) != (n_ops_ == 2))
       return make_status(ErrorCode::kInvalidArgument, "k", k == nullptr ? "null" : "a buffer",
                          n_ops_ == 2 ? "must not be null: the plan rotates q and k"
@@ -104,10 +100,6 @@ class RotaryShapePlan {
   KernelPath path() const noexcept { return kernel_.path; }
 
  private:
-  static T* shape_probe() noexcept {
-    static T probe{};
-    return &probe;
-  }
   // Whether rows of a and b share a byte over `tokens` tokens (rows_overlap: the byte ranges
   // first, the exact row test only when they meet, as for fused QKV).
   static bool overlap(const detail::Operand<T>& a, const detail::Operand<T>& b,

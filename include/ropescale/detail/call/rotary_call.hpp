@@ -145,6 +145,26 @@ inline std::int64_t angles_limit(const BasicRotaryCache<S>& c) {
   return c.num_positions();
 }
 
+// What a planned call (RotaryShapePlan::rotate, KVAppendPlan::append) checks first: that the
+// plan was made (`plan_name`'s make) and that `tokens` is in [0, max_tokens].
+inline Status check_planned_call(bool made, const char* plan_name, std::int64_t tokens,
+                                 std::int64_t max_tokens) {
+  if (!made)
+    return make_status(ErrorCode::kInvalidArgument, "plan", "empty",
+                       std::string("was not made by ") + plan_name + "::make");
+  if (tokens < 0 || tokens > max_tokens)
+    return make_status(ErrorCode::kInvalidArgument, "tokens", tokens,
+                       "must be in [0, max_tokens] (" + std::to_string(max_tokens) + ")");
+  return Status();
+}
+
+// A stand-in for a view's data when a plan checks its shape alone (data is checked per call).
+template <typename T>
+inline T* shape_probe() noexcept {
+  static T probe{};
+  return &probe;
+}
+
 template <typename Angles>
 inline Status check_positions(const Angles& angles, const std::int64_t* positions,
                               std::int64_t tokens) {
